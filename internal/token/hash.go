@@ -1,0 +1,72 @@
+package token
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+)
+
+// hashScheme prefixes the stored form so that the algorithm can change later.
+const hashScheme = "sha256:"
+
+// ErrHashFormat means a stored hash is not "sha256:" followed by 64
+// lowercase hex digits.
+var ErrHashFormat = errors.New("token hash must be \"sha256:\" followed by 64 lowercase hex digits")
+
+// Sum returns the SHA-256 of the whole token string: the raw form of Hash,
+// for comparing against stored hashes on the request path. It does not
+// allocate for inputs up to MaxLength bytes.
+func Sum(tok string) [sha256.Size]byte {
+	// []byte(tok) gets a stack buffer only up to 32 bytes, shorter than any
+	// token, so copy into a buffer that fits every valid token instead.
+	if len(tok) <= MaxLength {
+		var b [MaxLength]byte
+		n := copy(b[:], tok)
+		return sha256.Sum256(b[:n])
+	}
+	return sha256.Sum256([]byte(tok))
+}
+
+// Hash returns the form in which a token is stored: "sha256:" followed by
+// the lowercase hex SHA-256 of the whole token string.
+func Hash(tok string) string {
+	return FormatHash(Sum(tok))
+}
+
+// FormatHash returns sum in the stored "sha256:<lowercase hex>" form.
+func FormatHash(sum [sha256.Size]byte) string {
+	var b [len(hashScheme) + 2*sha256.Size]byte
+	copy(b[:], hashScheme)
+	hex.Encode(b[len(hashScheme):], sum[:])
+	return string(b[:])
+}
+
+// ParseHash is the inverse of FormatHash. Only the canonical form is
+// accepted (lowercase hex), so equal hashes are always equal strings.
+func ParseHash(s string) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	if len(s) != len(hashScheme)+2*sha256.Size || s[:len(hashScheme)] != hashScheme {
+		return sum, ErrHashFormat
+	}
+	h := s[len(hashScheme):]
+	for i := range sha256.Size {
+		hi, ok1 := hexValue(h[2*i])
+		lo, ok2 := hexValue(h[2*i+1])
+		if !ok1 || !ok2 {
+			return [sha256.Size]byte{}, ErrHashFormat
+		}
+		sum[i] = hi<<4 | lo
+	}
+	return sum, nil
+}
+
+// hexValue decodes one lowercase hex digit.
+func hexValue(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
