@@ -1,0 +1,284 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Identity says whom a key authenticates as.
+// +kubebuilder:validation:Enum=Key;Owner
+type Identity string
+
+const (
+	// IdentityKey makes the key its own user, apikey:<namespace>:<name>, in
+	// groups apikeys and apikeys:<namespace>. Safe for GitOps: RBAC must grant
+	// it something explicitly and it can never be anyone else.
+	IdentityKey Identity = "Key"
+
+	// IdentityOwner makes the key a personal access token that authenticates
+	// as spec.owner, the user who created it.
+	IdentityOwner Identity = "Owner"
+)
+
+// DefaultPrefix is the token prefix used when spec.prefix is not set.
+const DefaultPrefix = "ak"
+
+// RotateAnnotation rotates a key once each time its value changes.
+const RotateAnnotation = "apikeys.dev/rotate"
+
+// Owner is the user a personal access token authenticates as.
+type Owner struct {
+	// username of the owner, as kube-apiserver knows it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Username string `json:"username"`
+
+	// uid of the owner, if the authenticator reported one.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	UID string `json:"uid,omitempty"`
+
+	// groups the owner belonged to when the key was created.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=256
+	Groups []string `json:"groups,omitempty"`
+}
+
+// SecretTemplate says where and how the token is delivered.
+type SecretTemplate struct {
+	// name of the Secret in the ApiKey's namespace that receives the token
+	// under the key "token". Defaults to <apikey-name>-token. It cannot change
+	// once set: the token is written only once.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="secret.name cannot change: the token was delivered to the original Secret"
+	Name string `json:"name,omitempty"`
+
+	// labels added to the Secret.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// annotations added to the Secret.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// deleteAfter deletes the Secret this long after the token was delivered,
+	// to bound how long the raw token sits in the cluster. The key stays valid
+	// and is never re-minted; read the token before then.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	DeleteAfter *metav1.Duration `json:"deleteAfter,omitempty"`
+}
+
+// Rotation reissues a key on a schedule.
+type Rotation struct {
+	// every is how often a new token is issued.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	Every *metav1.Duration `json:"every,omitempty"`
+
+	// gracePeriod is how long the previous token keeps working after a rotation.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+}
+
+// ApiKeySpec is what the user asks for.
+// +kubebuilder:validation:XValidation:rule="!(has(self.expiresAt) && has(self.ttl))",message="set at most one of expiresAt and ttl"
+// +kubebuilder:validation:XValidation:rule="!has(self.rotation)",message="spec.rotation is not supported yet: remove it"
+// +kubebuilder:validation:XValidation:rule="has(self.owner) == has(oldSelf.owner)",message="spec.owner is set when the ApiKey is created and cannot be added or removed later"
+type ApiKeySpec struct {
+	// description is free text shown to people managing the key.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description,omitempty"`
+
+	// identity is whom the key authenticates as: Key (default) makes the key
+	// its own user apikey:<namespace>:<name>; Owner makes it a personal access
+	// token for spec.owner. It cannot change.
+	// +optional
+	// +kubebuilder:default=Key
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="identity cannot change: create a new ApiKey instead"
+	Identity Identity `json:"identity,omitempty"`
+
+	// owner is the user who created the key, stamped by admission from the
+	// creating request. It cannot change.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="owner cannot change: it records who created the key"
+	Owner *Owner `json:"owner,omitempty"`
+
+	// scopes are the permissions the key carries, checked by services that
+	// ask the auth server. Editable without reissuing the token.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9][a-z0-9:._/*-]{0,63}$`
+	Scopes []string `json:"scopes,omitempty"`
+
+	// audiences, if set, limit the key to these audiences. Editable without
+	// reissuing the token.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	Audiences []string `json:"audiences,omitempty"`
+
+	// expiresAt is the instant the key stops working. Set at most one of
+	// expiresAt and ttl; both are bounded by the operator's --max-ttl.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// ttl is how long the key works after its token is issued, e.g. 720h.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// suspended stops the key working at once when true; false brings it back.
+	// +optional
+	Suspended bool `json:"suspended,omitempty"`
+
+	// prefix starts every token of this key (2-16 of a-z, 0-9 and _, starting
+	// with a letter and not ending in _). Defaults to "ak". It cannot change.
+	// +optional
+	// +kubebuilder:default=ak
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9_]*[a-z0-9]$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="prefix cannot change: create a new ApiKey instead"
+	Prefix string `json:"prefix,omitempty"`
+
+	// secret says where the token is delivered.
+	// +optional
+	Secret SecretTemplate `json:"secret,omitempty"`
+
+	// rotation reissues the token on a schedule. Not supported yet.
+	// +optional
+	Rotation *Rotation `json:"rotation,omitempty"`
+}
+
+// PreviousKey is a superseded token that still works during a grace period.
+type PreviousKey struct {
+	// tokenHint identifies the previous token.
+	// +required
+	// +kubebuilder:validation:MaxLength=32
+	TokenHint string `json:"tokenHint"`
+
+	// validUntil is when the previous token stops working.
+	// +required
+	ValidUntil metav1.Time `json:"validUntil"`
+}
+
+// ApiKeyStatus is what the operator observed and did.
+type ApiKeyStatus struct {
+	// conditions: Ready says whether the key works; Reconciling and Stalled
+	// appear only while true; Expired and Suspended say why a key stopped.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the spec generation the last successful pass acted on.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// tokenHint is the prefix and first body characters of the live token,
+	// enough to tell keys apart.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	TokenHint string `json:"tokenHint,omitempty"`
+
+	// issuedAt is when the live token was minted.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// expiresAt is when the live token stops working; empty if it does not expire.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// lastUsedAt is when the key last authenticated, flushed periodically.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
+	// secretName is the Secret the token was delivered to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName,omitempty"`
+
+	// secretDeletedAt is set once the delivered Secret is gone, deleted by
+	// secret.deleteAfter or by someone else. The key stays valid.
+	// +optional
+	SecretDeletedAt *metav1.Time `json:"secretDeletedAt,omitempty"`
+
+	// username is the identity the key authenticates as.
+	// +optional
+	// +kubebuilder:validation:MaxLength=320
+	Username string `json:"username,omitempty"`
+
+	// recordName is the cluster-scoped ApiKeyRecord holding the live token's hash.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	RecordName string `json:"recordName,omitempty"`
+
+	// previousKeys are superseded tokens still valid during a rotation grace period.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	PreviousKeys []PreviousKey `json:"previousKeys,omitempty"`
+
+	// lastRotateRequest is the apikeys.dev/rotate annotation value last acted on.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	LastRotateRequest string `json:"lastRotateRequest,omitempty"`
+}
+
+// ApiKey is a personal access token or service API key. The operator mints a
+// token, keeps only its hash, and writes the raw token once into a Secret.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ak,categories=apikeys
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Identity",type=string,JSONPath=`.spec.identity`
+// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Last-Used",type=date,JSONPath=`.status.lastUsedAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Hint",type=string,JSONPath=`.status.tokenHint`,priority=1
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+type ApiKey struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is what the user asks for; every field is optional.
+	// +optional
+	// +kubebuilder:default={}
+	Spec ApiKeySpec `json:"spec"`
+
+	// status is what the operator observed and did.
+	// +optional
+	Status ApiKeyStatus `json:"status,omitempty"`
+}
+
+// ApiKeyList is a list of ApiKeys.
+// +kubebuilder:object:root=true
+type ApiKeyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ApiKey `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ApiKey{}, &ApiKeyList{})
+}

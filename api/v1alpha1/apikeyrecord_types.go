@@ -1,0 +1,131 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ApiKeyUIDLabel on an ApiKeyRecord holds the UID of the ApiKey it belongs to.
+const ApiKeyUIDLabel = "apikeys.dev/apikey-uid"
+
+// ApiKeyReference names the ApiKey a record was issued for.
+type ApiKeyReference struct {
+	// namespace of the ApiKey.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+
+	// name of the ApiKey.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// uid of the ApiKey, so a record never outlives the object it was issued for.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	UID string `json:"uid"`
+}
+
+// ApiKeyRecordSpec is everything the auth server needs to answer for one
+// token, and nothing from which the token could be recovered.
+type ApiKeyRecordSpec struct {
+	// tokenHash is sha256:<hex> of the whole token. It cannot change.
+	// +required
+	// +kubebuilder:validation:Pattern=`^sha256:[0-9a-f]{64}$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="tokenHash cannot change"
+	TokenHash string `json:"tokenHash"`
+
+	// tokenHint is the token's prefix and first body characters.
+	// +required
+	// +kubebuilder:validation:MaxLength=32
+	TokenHint string `json:"tokenHint"`
+
+	// apiKey is the ApiKey this token was issued for. It cannot change.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="apiKey cannot change"
+	ApiKey ApiKeyReference `json:"apiKey"`
+
+	// issuedAt is when the token was minted.
+	// +required
+	IssuedAt metav1.Time `json:"issuedAt"`
+
+	// username the token authenticates as.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=320
+	Username string `json:"username"`
+
+	// uid the token authenticates as, if any.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	UID string `json:"uid,omitempty"`
+
+	// groups the token authenticates with.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=66
+	// +kubebuilder:validation:items:MaxLength=256
+	Groups []string `json:"groups,omitempty"`
+
+	// scopes the token carries.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=64
+	Scopes []string `json:"scopes,omitempty"`
+
+	// audiences the token is limited to; empty means any.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	Audiences []string `json:"audiences,omitempty"`
+
+	// expiresAt is when the token stops working; empty if it does not expire.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// suspended tokens are refused.
+	// +optional
+	Suspended bool `json:"suspended,omitempty"`
+
+	// validUntil ends a superseded token's rotation grace period.
+	// +optional
+	ValidUntil *metav1.Time `json:"validUntil,omitempty"`
+}
+
+// ApiKeyRecord is the hashed record of one issued token. Only the operator
+// writes it; tenants get no access to it.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,categories=apikeys
+// +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.apiKey.namespace`
+// +kubebuilder:printcolumn:name="ApiKey",type=string,JSONPath=`.spec.apiKey.name`
+// +kubebuilder:printcolumn:name="Hint",type=string,JSONPath=`.spec.tokenHint`
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.username`
+// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.spec.expiresAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ApiKeyRecord struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the record.
+	// +required
+	Spec ApiKeyRecordSpec `json:"spec"`
+}
+
+// ApiKeyRecordList is a list of ApiKeyRecords.
+// +kubebuilder:object:root=true
+type ApiKeyRecordList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ApiKeyRecord `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ApiKeyRecord{}, &ApiKeyRecordList{})
+}

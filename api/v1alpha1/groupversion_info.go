@@ -1,0 +1,21 @@
+// Package v1alpha1 holds the apikeys.dev/v1alpha1 API: ApiKey, the object a
+// user applies, and ApiKeyRecord, the hashed record the operator keeps.
+// +kubebuilder:object:generate=true
+// +groupName=apikeys.dev
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/scheme"
+)
+
+var (
+	// GroupVersion is the API group and version of every type in this package.
+	GroupVersion = schema.GroupVersion{Group: "apikeys.dev", Version: "v1alpha1"}
+
+	// SchemeBuilder registers this package's types with a runtime.Scheme.
+	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+
+	// AddToScheme adds this package's types to a runtime.Scheme.
+	AddToScheme = SchemeBuilder.AddToScheme
+)
