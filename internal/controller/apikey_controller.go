@@ -1,0 +1,150 @@
+// Package controller issues API keys: it mints a token for each ApiKey, keeps
+// only its hash in an ApiKeyRecord, and delivers the raw token once, into a
+// Secret.
+package controller
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// Finalizer keeps an ApiKey until its records are gone, so a deleted key
+// never leaves a hash behind that could still authenticate.
+const Finalizer = "apikeys.dev/records"
+
+// ApiKeyReconciler issues tokens for ApiKeys and keeps their records in step
+// with their specs.
+type ApiKeyReconciler struct {
+	client.Client
+
+	// APIReader reads straight from the API server. Issuance decisions that
+	// could mint a second token are confirmed with it, never with the cache.
+	APIReader client.Reader
+
+	// Recorder emits events on ApiKeys. Notes never contain a token.
+	Recorder events.EventRecorder
+
+	// MaxTTL bounds how long any key may live after issuance; 0 is unlimited.
+	MaxTTL time.Duration
+
+	// Now returns the current time; tests may pin it. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/status,verbs=get;patch
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords,verbs=get;list;watch;create;patch;delete;deletecollection
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile runs the steps of one pass in order and stops at the first that
+// fails; a single deferred status patch then records what the pass observed.
+func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	key := &apikeysv1alpha1.ApiKey{}
+	if err := r.Get(ctx, req.NamespacedName, key); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !key.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, key)
+	}
+	// The finalizer goes on before any record exists, so deletion can never
+	// miss one.
+	if !controllerutil.ContainsFinalizer(key, Finalizer) {
+		patch := client.MergeFrom(key.DeepCopy())
+		controllerutil.AddFinalizer(key, Finalizer)
+		if err := r.Patch(ctx, key, patch); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	p := r.newPass(key)
+	defer func() {
+		result, retErr = r.finishPass(ctx, p, retErr)
+	}()
+
+	for _, step := range []func(context.Context, *pass) error{
+		r.validate,
+		r.issue,
+		r.syncRecords,
+		r.watchSecret,
+		r.watchExpiry,
+	} {
+		if err := step(ctx, p); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// finalize deletes every record of a deleting ApiKey, then lets it go. The
+// Secret goes with the ApiKey through its owner reference.
+func (r *ApiKeyReconciler) finalize(ctx context.Context, key *apikeysv1alpha1.ApiKey) error {
+	if !controllerutil.ContainsFinalizer(key, Finalizer) {
+		return nil
+	}
+	if err := r.deleteRecords(ctx, key); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(key.DeepCopy())
+	controllerutil.RemoveFinalizer(key, Finalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, key, patch))
+}
+
+// deleteRecords removes every record issued for key. It asks the API server
+// to select them, so a record the cache has not seen yet is not missed.
+func (r *ApiKeyReconciler) deleteRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey) error {
+	return r.DeleteAllOf(ctx, &apikeysv1alpha1.ApiKeyRecord{},
+		client.MatchingLabels{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)})
+}
+
+func (r *ApiKeyReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// SetupWithManager watches ApiKeys, the metadata (never the data) of the
+// Secrets they own, and their records.
+func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&apikeysv1alpha1.ApiKey{}).
+		Owns(&corev1.Secret{}, builder.OnlyMetadata).
+		Watches(&apikeysv1alpha1.ApiKeyRecord{}, handler.EnqueueRequestsFromMapFunc(apiKeyOfRecord)).
+		Named("apikey").
+		Complete(r)
+}
+
+// apiKeyOfRecord maps a record to the ApiKey it was issued for.
+func apiKeyOfRecord(_ context.Context, obj client.Object) []reconcile.Request {
+	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{
+		Namespace: rec.Spec.ApiKey.Namespace,
+		Name:      rec.Spec.ApiKey.Name,
+	}}}
+}
+
+// secretMeta returns an empty metadata-only Secret, the form in which the
+// controller reads Secrets: it never needs, caches or holds their data.
+func secretMeta() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
+}

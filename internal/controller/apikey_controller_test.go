@@ -1,0 +1,410 @@
+package controller
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+)
+
+var _ = Describe("Issuing a key", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("mints a token, keeps only its hash in one record and delivers it once to an immutable Secret", func() {
+		key := newKey(ns)
+		key.Spec.Scopes = []string{"links:create", "links:read"}
+		key.Spec.Audiences = []string{"shortener"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+
+		By("recording who the key is and what it may do")
+		Expect(key.Status.Username).To(Equal("apikey:" + ns + ":" + key.Name))
+		Expect(rec.Spec.Username).To(Equal(key.Status.Username))
+		Expect(rec.Spec.Groups).To(Equal([]string{"apikeys", "apikeys:" + ns}))
+		Expect(rec.Spec.Scopes).To(Equal(key.Spec.Scopes))
+		Expect(rec.Spec.Audiences).To(Equal(key.Spec.Audiences))
+		Expect(rec.Spec.ApiKey).To(Equal(apikeysv1alpha1.ApiKeyReference{Namespace: ns, Name: key.Name, UID: string(key.UID)}))
+
+		By("bounding a key without expiry by --max-ttl")
+		Expect(key.Status.ExpiresAt).NotTo(BeNil())
+		Expect(key.Status.ExpiresAt.Sub(key.Status.IssuedAt.Time)).To(Equal(testMaxTTL))
+		Expect(rec.Spec.ExpiresAt.Equal(key.Status.ExpiresAt)).To(BeTrue())
+
+		By("making the Secret immutable and defaulting its name")
+		Expect(key.Status.SecretName).To(Equal(key.Name + "-token"))
+		_, secret := readToken(key)
+		Expect(secret.Immutable).To(HaveValue(BeTrue()))
+		Expect(secret.Labels).To(HaveKeyWithValue(ManagedByLabel, ManagedByValue))
+		Expect(key.Finalizers).To(ContainElement(Finalizer))
+		Expect(condition(key, ConditionReconciling)).To(BeNil())
+		Expect(condition(key, ConditionStalled)).To(BeNil())
+	})
+
+	It("accepts Rushomon's ro_pat prefix", func() {
+		key := newKey(ns)
+		key.Spec.Prefix = "ro_pat"
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		tok, _ := expectOneLiveToken(key)
+		parts, err := token.Parse(tok)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(parts.Prefix).To(Equal("ro_pat"))
+		Expect(key.Status.TokenHint).To(HavePrefix("ro_pat_"))
+	})
+
+	It("applies every sample in config/samples and issues each", func() {
+		files, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "*.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(files).NotTo(BeEmpty())
+		var keys []*apikeysv1alpha1.ApiKey
+		for _, f := range files {
+			if filepath.Base(f) == "kustomization.yaml" {
+				continue
+			}
+			raw, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			obj := &unstructured.Unstructured{}
+			Expect(utilyaml.Unmarshal(raw, &obj.Object)).To(Succeed(), f)
+			obj.SetNamespace(ns)
+			Expect(k8sClient.Create(ctx, obj)).To(Succeed(), f)
+			keys = append(keys, &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: obj.GetName()}})
+		}
+		for _, key := range keys {
+			expectOneLiveToken(waitReady(key))
+		}
+	})
+})
+
+var _ = Describe("Rules the API server enforces", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	DescribeTable("rejecting a bad ApiKey with a message the user can act on",
+		func(mutate func(*apikeysv1alpha1.ApiKey), message string) {
+			key := newKey(ns)
+			mutate(key)
+			err := k8sClient.Create(ctx, key)
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+			Expect(err.Error()).To(ContainSubstring(message))
+		},
+		Entry("both expiresAt and ttl", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(time.Hour)}
+			k.Spec.TTL = &metav1.Duration{Duration: time.Hour}
+		}, "set at most one of expiresAt and ttl"),
+		Entry("a scope with upper case", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Scopes = []string{"Links:Read"} },
+			"spec.scopes[0]"),
+		Entry("too many scopes", func(k *apikeysv1alpha1.ApiKey) {
+			for i := 0; i < 65; i++ {
+				k.Spec.Scopes = append(k.Spec.Scopes, "s"+string(rune('a'+i%26))+string(rune('a'+i/26)))
+			}
+		}, "must have at most 64 items"),
+		Entry("a prefix with upper case", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Prefix = "Ak" }, "spec.prefix"),
+		Entry("a prefix ending in _", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Prefix = "ak_" }, "spec.prefix"),
+		Entry("a one-letter prefix", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Prefix = "a" }, "spec.prefix"),
+		Entry("an unknown identity", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Identity = "Robot" }, "spec.identity"),
+		Entry("a malformed ttl", func(k *apikeysv1alpha1.ApiKey) { k.Spec.TTL = &metav1.Duration{Duration: -time.Hour} }, "spec.ttl"),
+		Entry("a description over 256 characters", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.Description = string(make([]byte, 257))
+		}, "spec.description"),
+		Entry("rotation, not supported yet", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: time.Hour}}
+		}, "spec.rotation is not supported yet"),
+	)
+
+	DescribeTable("refusing changes to what cannot change",
+		func(create, update func(*apikeysv1alpha1.ApiKey), message string) {
+			key := newKey(ns)
+			create(key)
+			Expect(k8sClient.Create(ctx, key)).To(Succeed())
+			Eventually(func() error {
+				got := fetch(key)
+				update(got)
+				return k8sClient.Update(ctx, got)
+			}, timeout, interval).Should(MatchError(ContainSubstring(message)))
+		},
+		Entry("identity", func(*apikeysv1alpha1.ApiKey) {},
+			func(k *apikeysv1alpha1.ApiKey) { k.Spec.Identity = apikeysv1alpha1.IdentityOwner },
+			"identity cannot change"),
+		Entry("prefix", func(*apikeysv1alpha1.ApiKey) {},
+			func(k *apikeysv1alpha1.ApiKey) { k.Spec.Prefix = "other" },
+			"prefix cannot change"),
+		Entry("secret name", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Secret.Name = "first" },
+			func(k *apikeysv1alpha1.ApiKey) { k.Spec.Secret.Name = "second" },
+			"secret.name cannot change"),
+		Entry("adding an owner", func(*apikeysv1alpha1.ApiKey) {},
+			func(k *apikeysv1alpha1.ApiKey) { k.Spec.Owner = &apikeysv1alpha1.Owner{Username: "mallory"} },
+			"spec.owner is set when the ApiKey is created"),
+		Entry("changing the owner", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Owner = &apikeysv1alpha1.Owner{Username: "alice"} },
+			func(k *apikeysv1alpha1.ApiKey) { k.Spec.Owner.Username = "mallory" },
+			"owner cannot change"),
+	)
+})
+
+var _ = Describe("Rules only the operator can check", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	expectStalledWithoutToken := func(key *apikeysv1alpha1.ApiKey, reason, message string) {
+		GinkgoHelper()
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		got := waitCondition(key, ConditionStalled, metav1.ConditionTrue, reason)
+		Expect(condition(got, ConditionStalled).Message).To(ContainSubstring(message))
+		Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionFalse))
+		Expect(recordsOf(got)).To(BeEmpty())
+		Expect(got.Status.RecordName).To(BeEmpty())
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-token"}, &corev1.Secret{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "a stalled key must get no Secret")
+	}
+
+	It("stalls a key that would outlive --max-ttl", func() {
+		key := newKey(ns)
+		key.Spec.TTL = &metav1.Duration{Duration: testMaxTTL + time.Hour}
+		expectStalledWithoutToken(key, ReasonInvalidExpiry, "longer than the operator's --max-ttl")
+	})
+
+	It("stalls a key whose expiresAt has passed", func() {
+		key := newKey(ns)
+		key.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(-time.Minute)}
+		expectStalledWithoutToken(key, ReasonInvalidExpiry, "is not in the future")
+	})
+
+	It("stalls an Owner identity until admission can vouch for the owner", func() {
+		key := newKey(ns)
+		key.Spec.Identity = apikeysv1alpha1.IdentityOwner
+		key.Spec.Owner = &apikeysv1alpha1.Owner{Username: "alice"}
+		expectStalledWithoutToken(key, ReasonOwnerNeedsAdmission, "identity Owner is not supported yet")
+	})
+
+	It("stalls rather than overwrite a Secret it does not own", func() {
+		foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},
+			StringData: map[string]string{"password": "hunter2"}}
+		Expect(k8sClient.Create(ctx, foreign)).To(Succeed())
+		key := newKey(ns)
+		key.Spec.Secret.Name = "taken"
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		got := waitCondition(key, ConditionStalled, metav1.ConditionTrue, ReasonSecretNameTaken)
+		Expect(recordsOf(got)).To(BeEmpty())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
+		Expect(foreign.Data).To(HaveKeyWithValue("password", []byte("hunter2")))
+	})
+})
+
+var _ = Describe("One-time delivery", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("keeps the key and mints nothing when the Secret is deleted", func() {
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Status.SecretName}})).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
+		}, timeout, interval).Should(Succeed())
+
+		By("acting on a later edit without re-minting")
+		key = fetch(key)
+		key.Spec.Description = "edited after the Secret was deleted"
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		Expect(condition(key, ConditionReady).Message).To(ContainSubstring("was deleted"))
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, &corev1.Secret{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret must not be re-created")
+		records := recordsOf(key)
+		Expect(records).To(HaveLen(1))
+		Expect(records[0].Name).To(Equal(rec.Name))
+		Expect(records[0].Spec.TokenHash).To(Equal(rec.Spec.TokenHash))
+	})
+
+	It("changes nothing when someone tampers with the Secret", func() {
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+		_, secret := readToken(key)
+
+		By("refusing edits to its data (the Secret is immutable)")
+		secret.Data[SecretTokenKey] = []byte("forged")
+		Expect(k8sClient.Update(ctx, secret)).NotTo(Succeed())
+
+		By("ignoring a forged Secret put in its place")
+		forgedToken, err := token.Generate("ak")
+		Expect(err).NotTo(HaveOccurred())
+		seenTokens.add(forgedToken)
+		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+		forged := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secret.Name},
+			Data: map[string][]byte{SecretTokenKey: []byte(forgedToken)}}
+		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
+		}, timeout, interval).Should(Succeed())
+
+		key = fetch(key)
+		key.Spec.Description = "edited after tampering"
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		records := recordsOf(key)
+		Expect(records).To(HaveLen(1))
+		Expect(records[0].Spec.TokenHash).To(Equal(rec.Spec.TokenHash))
+		Expect(records[0].Spec.TokenHash).NotTo(Equal(token.Hash(forgedToken)))
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), forged)).To(Succeed())
+		Expect(token.Hash(string(forged.Data[SecretTokenKey]))).To(Equal(token.Hash(forgedToken)), "the forged Secret was rewritten")
+	})
+
+	It("deletes the Secret after secret.deleteAfter and keeps the key valid", func() {
+		key := newKey(ns)
+		key.Spec.Secret.DeleteAfter = &metav1.Duration{Duration: 2 * time.Second}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+
+		Eventually(func(g Gomega) {
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, &corev1.Secret{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
+		}, timeout, interval).Should(Succeed())
+		key = waitReady(key)
+		Expect(recordsOf(key)).To(ConsistOf(HaveField("Name", rec.Name)))
+		Eventually(func(g Gomega) {
+			g.Expect(eventsFor(key)).To(ContainElement(HaveField("Reason", ReasonSecretDeleted)))
+		}, timeout, interval).Should(Succeed())
+	})
+})
+
+var _ = Describe("Editing a key", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("carries suspension and scope edits to the record without a new token", func() {
+		key := newKey(ns)
+		key.Spec.Scopes = []string{"links:read"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+
+		key.Spec.Suspended = true
+		key.Spec.Scopes = []string{"links:read", "links:write"}
+		key.Spec.Audiences = []string{"shortener"}
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitCondition(key, ConditionReady, metav1.ConditionFalse, ReasonSuspended)
+		Expect(condition(key, ConditionSuspended)).To(HaveField("Status", metav1.ConditionTrue))
+		Eventually(func(g Gomega) {
+			records := recordsOf(key)
+			g.Expect(records).To(HaveLen(1))
+			g.Expect(records[0].Name).To(Equal(rec.Name))
+			g.Expect(records[0].Spec.TokenHash).To(Equal(rec.Spec.TokenHash))
+			g.Expect(records[0].Spec.Suspended).To(BeTrue())
+			g.Expect(records[0].Spec.Scopes).To(Equal([]string{"links:read", "links:write"}))
+			g.Expect(records[0].Spec.Audiences).To(Equal([]string{"shortener"}))
+		}, timeout, interval).Should(Succeed())
+
+		By("resuming")
+		key.Spec.Suspended = false
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		Expect(condition(key, ConditionSuspended)).To(BeNil())
+		Eventually(func(g Gomega) {
+			g.Expect(recordsOf(key)).To(ConsistOf(And(HaveField("Name", rec.Name), HaveField("Spec.Suspended", false))))
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(eventsFor(key)).To(ContainElements(HaveField("Reason", ReasonSuspended), HaveField("Reason", ReasonResumed)))
+		}, timeout, interval).Should(Succeed())
+	})
+
+	It("marks the key Expired at its expiry instant", func() {
+		key := newKey(ns)
+		key.Spec.TTL = &metav1.Duration{Duration: 3 * time.Second}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+		expiresAt := key.Status.ExpiresAt.Time
+		Expect(rec.Spec.ExpiresAt.Time).To(Equal(expiresAt))
+
+		key = waitCondition(key, ConditionExpired, metav1.ConditionTrue, ReasonExpired)
+		marked := condition(key, ConditionExpired).LastTransitionTime.Time
+		// Condition times have second precision; expiry is on a whole second.
+		Expect(marked).To(BeTemporally(">=", expiresAt))
+		Expect(marked).To(BeTemporally("<=", expiresAt.Add(2*time.Second)))
+		Expect(condition(key, ConditionReady)).To(HaveField("Reason", ReasonExpired))
+		Expect(condition(key, ConditionStalled)).To(HaveField("Reason", ReasonExpired))
+		Expect(recordsOf(key)).To(ConsistOf(HaveField("Spec.ExpiresAt.Time", expiresAt)))
+	})
+})
+
+var _ = Describe("Deleting a key", func() {
+	It("deletes its records before it goes", func() {
+		ns := newNamespace()
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		expectOneLiveToken(key)
+
+		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
+		Eventually(func(g Gomega) {
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(key), &apikeysv1alpha1.ApiKey{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+		}, timeout, interval).Should(Succeed())
+		Expect(recordsOf(key)).To(BeEmpty())
+	})
+})
+
+var _ = Describe("Keeping the token secret", func() {
+	It("never puts it in logs (any verbosity), events, status or records over a full lifecycle", func() {
+		ns := newNamespace()
+		key := newKey(ns)
+		key.Spec.Scopes = []string{"links:read"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		tok, _ := expectOneLiveToken(key)
+
+		key.Spec.Suspended = true
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitCondition(key, ConditionReady, metav1.ConditionFalse, ReasonSuspended)
+		key.Spec.Suspended = false
+		key.Spec.Scopes = append(key.Spec.Scopes, "links:write")
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Status.SecretName}})).To(Succeed())
+		Eventually(func(g Gomega) { g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil()) }, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(eventsFor(key)).To(ContainElements(HaveField("Reason", ReasonIssued), HaveField("Reason", ReasonSecretDeleted)))
+		}, timeout, interval).Should(Succeed())
+		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(key), &apikeysv1alpha1.ApiKey{}))
+		}, timeout, interval).Should(BeTrue())
+
+		expectNoLeak([]string{tok})
+	})
+})
+
+// eventsFor lists the events.k8s.io events regarding key.
+func eventsFor(key *apikeysv1alpha1.ApiKey) []eventsv1.Event {
+	GinkgoHelper()
+	var list eventsv1.EventList
+	Expect(k8sClient.List(ctx, &list, client.InNamespace(key.Namespace))).To(Succeed())
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.UID == key.UID {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,38 @@
+package controller
+
+// Condition types of an ApiKey, following kstatus: Ready is always present;
+// Reconciling and Stalled are present only while true; Expired and Suspended
+// are present only while true and say why a key stopped working.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+	ConditionExpired     = "Expired"
+	ConditionSuspended   = "Suspended"
+)
+
+// Reasons on conditions and events.
+const (
+	// ReasonIssued: the token was minted, its record written and the Secret delivered.
+	ReasonIssued = "Issued"
+	// ReasonIssuing: a token is being minted and delivered.
+	ReasonIssuing = "Issuing"
+	// ReasonRetrying: the last pass hit an error the operator retries with backoff.
+	ReasonRetrying = "RetryingAfterError"
+	// ReasonExpired: the key's expiry has passed; it no longer authenticates.
+	ReasonExpired = "Expired"
+	// ReasonSuspended: spec.suspended is true; the key does not authenticate.
+	ReasonSuspended = "Suspended"
+	// ReasonResumed: spec.suspended went back to false; the key works again.
+	ReasonResumed = "Resumed"
+	// ReasonSecretDeleted: the delivered Secret is gone; the key stays valid.
+	ReasonSecretDeleted = "SecretDeleted"
+	// ReasonSecretNameTaken: a Secret of that name exists and is not this key's.
+	ReasonSecretNameTaken = "SecretNameTaken"
+	// ReasonOwnerNeedsAdmission: identity Owner needs the admission webhook.
+	ReasonOwnerNeedsAdmission = "OwnerNeedsAdmission"
+	// ReasonInvalidExpiry: expiresAt/ttl is in the past or beyond --max-ttl.
+	ReasonInvalidExpiry = "InvalidExpiry"
+	// ReasonInvalidSpec: the spec breaks a rule the API server should have enforced.
+	ReasonInvalidSpec = "InvalidSpec"
+)

@@ -1,0 +1,274 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+)
+
+// Crash recovery (SPEC §6.2): the operator may be killed between any two API
+// calls. These specs run a reconciler against the real API server that dies
+// after its Nth write, for every N up to a whole issuance, then start a fresh
+// one and check that the key converges to exactly one token that is both
+// delivered and live.
+var _ = Describe("Recovering from a crash", func() {
+	It("converges to one delivered, live token whichever write it died after", func() {
+		writes := issuanceWrites()
+		Expect(writes).To(BeNumerically(">=", 4), "an issuance takes at least finalizer, reserve, Secret and record writes")
+		for n := 0; n < writes; n++ {
+			By(fmt.Sprintf("dying after write %d of %d", n, writes))
+			key := crashAfter(n)
+			restartAndConverge(key)
+		}
+	})
+
+	It("mints afresh when a record's Secret vanished before delivery was recorded", func() {
+		key := crashAfter(4) // finalizer, reserve, Secret, record; status not yet delivered
+		Expect(recordsOf(key)).To(HaveLen(1))
+		old := recordsOf(key)[0]
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Namespace: key.Namespace, Name: key.Name + "-token"}})).To(Succeed())
+
+		key = restartAndConverge(key)
+		Expect(key.Status.RecordName).NotTo(Equal(old.Name), "a record whose token nobody can read must not stay live")
+	})
+
+	It("mints afresh when a Secret and record exist but status lost them", func() {
+		for _, n := range []int{3, 4} {
+			key := crashAfter(n)
+			stale := fetch(key)
+			lost := stale.DeepCopy()
+			clearIssuance(&lost.Status)
+			Expect(k8sClient.Status().Patch(ctx, lost, client.MergeFrom(stale))).To(Succeed())
+			Expect(fetch(key).Status.RecordName).To(BeEmpty())
+
+			restartAndConverge(key)
+		}
+	})
+})
+
+// issuanceWrites counts the API writes of one uninterrupted issuance.
+func issuanceWrites() int {
+	GinkgoHelper()
+	key := newCrashKey()
+	c := newCrashingClient(-1)
+	runUntilDeadOrIdle(newCrashReconciler(c), key)
+	Expect(c.dead).To(BeFalse())
+	restartAndConverge(key)
+	return c.writes
+}
+
+// crashAfter creates a key and runs a reconciler on it that dies after n writes.
+func crashAfter(n int) *apikeysv1alpha1.ApiKey {
+	GinkgoHelper()
+	key := newCrashKey()
+	c := newCrashingClient(n)
+	runUntilDeadOrIdle(newCrashReconciler(c), key)
+	Expect(c.dead).To(BeTrue(), "the reconciler finished before its write %d", n+1)
+	return key
+}
+
+// restartAndConverge runs a fresh reconciler, as a restarted operator would,
+// until a pass succeeds, then checks the outcome SPEC §6.2 allows: one
+// record, whose token is the one in the key's Secret.
+func restartAndConverge(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
+	GinkgoHelper()
+	r := newCrashReconciler(newCrashingClient(-1))
+	var err error
+	for range 5 {
+		if _, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)}); err == nil {
+			break
+		}
+	}
+	Expect(err).NotTo(HaveOccurred(), "the restarted reconciler did not converge")
+	got := fetch(key)
+	Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+	expectOneLiveToken(got)
+	expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
+	return got
+}
+
+func runUntilDeadOrIdle(r *ApiKeyReconciler, key *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
+	c := r.Client.(*crashingClient)
+	for range 5 {
+		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		if c.dead {
+			return
+		}
+	}
+}
+
+func newCrashKey() *apikeysv1alpha1.ApiKey {
+	GinkgoHelper()
+	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "crash-" + rand.String(6)}}
+	Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	return key
+}
+
+func newCrashReconciler(c *crashingClient) *ApiKeyReconciler {
+	return &ApiKeyReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), MaxTTL: testMaxTTL}
+}
+
+// expectNoTokenInEvents checks the events a crash-spec reconciler emitted
+// against every token the suite has seen.
+func expectNoTokenInEvents(rec *events.FakeRecorder) {
+	GinkgoHelper()
+	var notes []string
+	for len(rec.Events) > 0 {
+		notes = append(notes, <-rec.Events)
+	}
+	all := strings.Join(notes, "\n")
+	for _, tok := range seenTokens.all() {
+		if strings.Contains(all, tok) {
+			Fail("a token (" + token.Hint(tok) + ") appears in an event")
+		}
+	}
+}
+
+var errCrashed = errors.New("the operator was killed")
+
+// crashingClient is the real API client of a process that is killed just
+// before its (limit+1)th write: from then on nothing it does reaches the API
+// server. A negative limit never kills it.
+type crashingClient struct {
+	client.Client
+	mu     sync.Mutex
+	limit  int
+	writes int
+	dead   bool
+}
+
+func newCrashingClient(limit int) *crashingClient {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	return &crashingClient{Client: c, limit: limit}
+}
+
+func (c *crashingClient) alive() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return errCrashed
+	}
+	return nil
+}
+
+func (c *crashingClient) write() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || (c.limit >= 0 && c.writes == c.limit) {
+		c.dead = true
+		return errCrashed
+	}
+	c.writes++
+	return nil
+}
+
+func (c *crashingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if err := c.alive(); err != nil {
+		return err
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func (c *crashingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := c.alive(); err != nil {
+		return err
+	}
+	return c.Client.List(ctx, list, opts...)
+}
+
+func (c *crashingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c *crashingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Update(ctx, obj, opts...)
+}
+
+func (c *crashingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Patch(ctx, obj, patch, opts...)
+}
+
+func (c *crashingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Delete(ctx, obj, opts...)
+}
+
+func (c *crashingClient) DeleteAllOf(ctx context.Context, obj client.Object, opts ...client.DeleteAllOfOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.DeleteAllOf(ctx, obj, opts...)
+}
+
+func (c *crashingClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Apply(ctx, obj, opts...)
+}
+
+func (c *crashingClient) Status() client.SubResourceWriter {
+	return &crashingStatus{c: c, w: c.Client.Status()}
+}
+
+type crashingStatus struct {
+	c *crashingClient
+	w client.SubResourceWriter
+}
+
+func (s *crashingStatus) Create(ctx context.Context, obj, sub client.Object, opts ...client.SubResourceCreateOption) error {
+	if err := s.c.write(); err != nil {
+		return err
+	}
+	return s.w.Create(ctx, obj, sub, opts...)
+}
+
+func (s *crashingStatus) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+	if err := s.c.write(); err != nil {
+		return err
+	}
+	return s.w.Update(ctx, obj, opts...)
+}
+
+func (s *crashingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if err := s.c.write(); err != nil {
+		return err
+	}
+	return s.w.Patch(ctx, obj, patch, opts...)
+}
+
+func (s *crashingStatus) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
+	if err := s.c.write(); err != nil {
+		return err
+	}
+	return s.w.Apply(ctx, obj, opts...)
+}

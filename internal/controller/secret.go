@@ -1,0 +1,59 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// watchSecret follows the delivered Secret: it deletes it once
+// spec.secret.deleteAfter has passed, and notes in status when it is gone.
+// Either way the key stays valid and no new token is minted: the token was
+// delivered once.
+func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
+	st := &p.key.Status
+	if !p.issued() || st.SecretDeletedAt != nil {
+		return nil
+	}
+	m := secretMeta()
+	ref := client.ObjectKey{Namespace: p.key.Namespace, Name: st.SecretName}
+	err := r.Get(ctx, ref, m)
+	if apierrors.IsNotFound(err) {
+		// The cache may not have seen a Secret created moments ago: ask the
+		// API server before concluding it is gone.
+		err = r.APIReader.Get(ctx, ref, m)
+	}
+	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(m, p.key)) {
+		r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted", st.SecretName)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+
+	after := p.key.Spec.Secret.DeleteAfter
+	if after == nil {
+		return nil
+	}
+	deadline := m.CreationTimestamp.Add(after.Duration)
+	if p.now.Before(deadline) {
+		p.wakeUpAt(deadline)
+		return nil
+	}
+	if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	r.secretGone(p, "Deleted Secret %s %s after delivery, as spec.secret.deleteAfter asks; the key stays valid",
+		st.SecretName, after.Duration)
+	return nil
+}
+
+// secretGone records that the delivered Secret no longer exists.
+func (r *ApiKeyReconciler) secretGone(p *pass, format string, args ...any) {
+	p.key.Status.SecretDeletedAt = &metav1.Time{Time: p.now.Truncate(time.Second)}
+	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonSecretDeleted, "DeleteSecret", format, args...)
+}

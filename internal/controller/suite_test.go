@@ -1,0 +1,164 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// crashNamespace holds the keys of the crash-recovery specs. The suite's
+// manager does not see it, so those specs can drive reconcilers by hand and
+// stop them between any two API calls.
+const crashNamespace = "crash"
+
+var (
+	ctx       context.Context
+	cancel    context.CancelFunc
+	testEnv   *envtest.Environment
+	cfg       *rest.Config
+	k8sClient client.Client
+	scheme    = runtime.NewScheme()
+
+	// managerLogs captures everything the manager and client-go log, at
+	// every verbosity, so the leak specs can search it for tokens.
+	managerLogs = &syncBuffer{}
+	// seenTokens collects every token a spec read from a Secret; AfterSuite
+	// checks none of them reached logs, events, status or records.
+	seenTokens tokenSet
+)
+
+// testMaxTTL is the manager's --max-ttl in this suite.
+const testMaxTTL = 90 * 24 * time.Hour
+
+func TestController(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controller Suite")
+}
+
+var _ = BeforeSuite(func() {
+	logger := zap.New(zap.WriteTo(managerLogs), zap.Level(zapcore.Level(-127)), zap.UseDevMode(true))
+	logf.SetLogger(logger)
+	klog.SetLogger(logger)
+
+	ctx, cancel = context.WithCancel(context.TODO())
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
+
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		testEnv.BinaryAssetsDirectory = controlPlaneDir()
+	}
+	var err error
+	cfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: objectMeta(crashNamespace)})).To(Succeed())
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&apikeysv1alpha1.ApiKey{}: {Field: fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace)},
+		}},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect((&ApiKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("apikey-operator"),
+		MaxTTL:    testMaxTTL,
+	}).SetupWithManager(mgr)).To(Succeed())
+
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+})
+
+var _ = AfterSuite(func() {
+	By("checking that no token read in this suite leaked anywhere")
+	expectNoLeak(seenTokens.all())
+	cancel()
+	Expect(testEnv.Stop()).To(Succeed())
+})
+
+// controlPlaneDir finds the kube-apiserver, etcd and kubectl that `make
+// envtest` builds, so the suite also runs from an IDE without
+// KUBEBUILDER_ASSETS set.
+func controlPlaneDir() string {
+	dirs, _ := filepath.Glob(filepath.Join("..", "..", "bin", "k8s", "*"))
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
+			return d
+		}
+	}
+	Fail("no test control plane in bin/k8s: run `make envtest` (or `make test`) first")
+	return ""
+}
+
+// syncBuffer is a bytes.Buffer safe for the manager's concurrent loggers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// tokenSet is the tokens the specs have seen, safe for parallel use.
+type tokenSet struct {
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (s *tokenSet) add(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = append(s.tokens, tok)
+}
+
+func (s *tokenSet) all() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.tokens...)
+}
