@@ -1,5 +1,5 @@
 // Command manager runs the apikey-operator: the controller that issues API
-// keys and, in later releases, the auth server that answers for them.
+// keys and the auth server that answers for them, together or apart.
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 )
 
@@ -40,7 +42,9 @@ func main() {
 		metricsCertPath, metricsCertName, metricsCertKey string
 		webhookCertPath, webhookCertName, webhookCertKey string
 		enableLeaderElection, secureMetrics, enableHTTP2 bool
-		maxTTL                                           time.Duration
+		maxTTL, usageFlushInterval                       time.Duration
+		enableController, enableAuthServer               bool
+		apiKeyHeader                                     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0",
 		"Address the metrics endpoint binds to, e.g. :8443 for HTTPS or :8080 for HTTP; 0 disables it.")
@@ -59,6 +63,14 @@ func main() {
 		"Serve HTTP/2 on the metrics and webhook servers; off by default (HTTP/2 Stream Cancellation and Rapid Reset CVEs).")
 	flag.DurationVar(&maxTTL, "max-ttl", 365*24*time.Hour,
 		"Longest a key may live after issuance; keys without an expiry get this one. 0 means unlimited.")
+	flag.BoolVar(&enableController, "enable-controller", true,
+		"Run the controller that issues keys. false runs the auth server alone, for a separately scaled Deployment.")
+	flag.BoolVar(&enableAuthServer, "enable-auth-server", true,
+		"Serve /tokenreview, /auth and /verify on the webhook server (port 9443).")
+	flag.StringVar(&apiKeyHeader, "api-key-header", "X-API-Key",
+		"Request header forward-auth reads a token from when there is no Authorization: Bearer.")
+	flag.DurationVar(&usageFlushInterval, "usage-flush-interval", time.Minute,
+		"How often last-used times are written to ApiKey status, at most once per key.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -103,20 +115,35 @@ func main() {
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         enableLeaderElection,
 		LeaderElectionID:       "manager.apikeys.dev",
+		// Nothing here needs managedFields; dropping them keeps every
+		// replica's caches small.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
 	if err != nil {
 		setupLog.Error(err, "Failed to create manager")
 		os.Exit(1)
 	}
 
-	if err := (&controller.ApiKeyReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("apikey-operator"),
-		MaxTTL:    maxTTL,
-	}).SetupWithManager(mgr); err != nil {
-		setupLog.Error(err, "Failed to create controller", "controller", "ApiKey")
-		os.Exit(1)
+	if enableController {
+		if err := (&controller.ApiKeyReconciler{
+			Client:    mgr.GetClient(),
+			APIReader: mgr.GetAPIReader(),
+			Recorder:  mgr.GetEventRecorder("apikey-operator"),
+			MaxTTL:    maxTTL,
+		}).SetupWithManager(mgr); err != nil {
+			setupLog.Error(err, "Failed to create controller", "controller", "ApiKey")
+			os.Exit(1)
+		}
+	}
+	if enableAuthServer {
+		auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{
+			APIKeyHeader:       apiKeyHeader,
+			UsageFlushInterval: usageFlushInterval,
+		})
+		if err := auth.SetupWithManager(mgr); err != nil {
+			setupLog.Error(err, "Failed to set up the auth server")
+			os.Exit(1)
+		}
 	}
 
 	if webhookCertWatcher != nil {
@@ -135,7 +162,7 @@ func main() {
 		os.Exit(1)
 	}
 
-	setupLog.Info("Starting manager", "maxTTL", maxTTL)
+	setupLog.Info("Starting manager", "controller", enableController, "authServer", enableAuthServer, "maxTTL", maxTTL)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "Manager stopped with an error")
 		os.Exit(1)

@@ -1,0 +1,139 @@
+package authserver
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	// maxBodyBytes bounds a request body; larger ones get 413.
+	maxBodyBytes = 1 << 20
+	// maxHeaderBytes bounds a request's headers; larger ones get 431.
+	maxHeaderBytes = 8 << 10
+)
+
+// Options configure the auth server.
+type Options struct {
+	// APIKeyHeader is the request header forward-auth also reads a token
+	// from, after Authorization: Bearer. Default X-API-Key.
+	APIKeyHeader string
+	// UsageFlushInterval is how often last-used times are written to
+	// ApiKey status, at most once per key. Default one minute.
+	UsageFlushInterval time.Duration
+	// Now returns the current time; tests may pin it. Default time.Now.
+	Now func() time.Time
+}
+
+// Server answers token questions from an Index over HTTP.
+type Server struct {
+	index   *Index
+	opts    Options
+	metrics *metrics
+}
+
+// NewServer returns a Server answering from index.
+func NewServer(index *Index, opts Options) *Server {
+	if opts.APIKeyHeader == "" {
+		opts.APIKeyHeader = "X-API-Key"
+	}
+	opts.APIKeyHeader = http.CanonicalHeaderKey(opts.APIKeyHeader)
+	if opts.UsageFlushInterval <= 0 {
+		opts.UsageFlushInterval = time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{index: index, opts: opts, metrics: metricsFor(index)}
+}
+
+// Index is the index the server answers from.
+func (s *Server) Index() *Index { return s.index }
+
+// Register mounts the endpoints on mux: /tokenreview, /auth, /auth/… and /verify.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.Handle("/tokenreview", s.guard(endpointTokenReview, s.serveTokenReview))
+	mux.Handle("/auth", s.guard(endpointForwardAuth, s.serveForwardAuth))
+	mux.Handle("/auth/", s.guard(endpointForwardAuth, s.serveForwardAuth))
+	mux.Handle("/verify", s.guard(endpointVerify, s.serveVerify))
+}
+
+// Handler returns the endpoints on a mux of their own.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.Register(mux)
+	return mux
+}
+
+// handlerFunc answers one request and returns the result label for metrics.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) string
+
+// guard bounds the size of what a request may send, turns a panic into a
+// 500 that never shows the request, and records metrics.
+func (s *Server) guard(endpoint string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		result := resultBadRequest
+		if headerBytes(r.Header) > maxHeaderBytes {
+			http.Error(w, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
+		} else {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+			result = h(w, r)
+		}
+		s.metrics.observe(endpoint, result, time.Since(start))
+	})
+}
+
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// readJSON reads a POSTed JSON body of at most maxBodyBytes of UTF-8 into v.
+// On failure it has answered the request and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "use POST")
+		return false
+	}
+	body, err := io.ReadAll(r.Body)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, "request body larger than 1 MiB")
+		return false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "could not read the request body")
+		return false
+	case !utf8.Valid(body):
+		writeError(w, http.StatusBadRequest, "request body is not UTF-8")
+		return false
+	}
+	// The decoder's errors can quote the input, which may hold a token, so
+	// the answer names only the kind of failure.
+	if err := json.Unmarshal(body, v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body is not the expected JSON")
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

@@ -1,0 +1,176 @@
+package authserver
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/status,verbs=get;patch
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords,verbs=get;list;watch
+
+// SetupWithManager feeds s's index from the manager's informers, serves the
+// endpoints on the manager's webhook server (every replica, no leader
+// needed), adds a readiness check that fails until the index has synced,
+// and starts the last-used flusher.
+func (s *Server) SetupWithManager(mgr ctrl.Manager) error {
+	s.Register(mgr.GetWebhookServer().WebhookMux())
+	if err := mgr.AddReadyzCheck("auth-index", func(*http.Request) error {
+		if !s.index.Synced() {
+			return fmt.Errorf("the token index has not synced yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.Add(&indexFeeder{index: s.index, mgr: mgr}); err != nil {
+		return err
+	}
+	return mgr.Add(&usageFlusher{index: s.index, client: mgr.GetClient(), every: s.opts.UsageFlushInterval})
+}
+
+// indexFeeder keeps the index in step with ApiKeyRecords and ApiKeys.
+type indexFeeder struct {
+	index *Index
+	mgr   ctrl.Manager
+}
+
+var _ manager.LeaderElectionRunnable = (*indexFeeder)(nil)
+
+// NeedLeaderElection is false: every replica keeps its own index.
+func (f *indexFeeder) NeedLeaderElection() bool { return false }
+
+// Start registers the event handlers, marks the index synced once both
+// informers have delivered their initial lists, and runs until ctx ends.
+func (f *indexFeeder) Start(ctx context.Context) error {
+	records, err := f.mgr.GetCache().GetInformer(ctx, &apikeysv1alpha1.ApiKeyRecord{})
+	if err != nil {
+		return err
+	}
+	keys, err := f.mgr.GetCache().GetInformer(ctx, &apikeysv1alpha1.ApiKey{})
+	if err != nil {
+		return err
+	}
+	recordsReg, err := records.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { f.setRecord(obj) },
+		UpdateFunc: func(_, obj any) { f.setRecord(obj) },
+		DeleteFunc: func(obj any) {
+			if rec, ok := unwrapDeleted(obj).(*apikeysv1alpha1.ApiKeyRecord); ok {
+				f.index.DeleteRecord(rec.Name)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	keysReg, err := keys.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { f.setKey(obj) },
+		UpdateFunc: func(_, obj any) { f.setKey(obj) },
+		DeleteFunc: func(obj any) {
+			if key, ok := unwrapDeleted(obj).(*apikeysv1alpha1.ApiKey); ok {
+				f.index.DeleteKey(key.UID)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if !toolscache.WaitForCacheSync(ctx.Done(), recordsReg.HasSynced, keysReg.HasSynced) {
+		return ctx.Err()
+	}
+	f.index.MarkSynced()
+	ctrl.Log.WithName("authserver").Info("Token index synced", "tokens", f.index.Len())
+	<-ctx.Done()
+	return nil
+}
+
+func (f *indexFeeder) setRecord(obj any) {
+	if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok {
+		f.index.SetRecord(rec)
+	}
+}
+
+func (f *indexFeeder) setKey(obj any) {
+	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+		f.index.SetKey(key)
+	}
+}
+
+func unwrapDeleted(obj any) any {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return obj
+}
+
+// usageFlusher writes last-used times to ApiKey status, off the request
+// path: each tick, at most one patch per key that was used since the last
+// flush, and only if it moves status.lastUsedAt forward. Replicas flush
+// their own usage; the optimistic lock and the forward-only rule merge them.
+type usageFlusher struct {
+	index  *Index
+	client client.Client
+	every  time.Duration
+}
+
+// NeedLeaderElection is false: every replica flushes what it saw.
+func (u *usageFlusher) NeedLeaderElection() bool { return false }
+
+// Start flushes every interval until ctx ends, then once more.
+func (u *usageFlusher) Start(ctx context.Context) error {
+	t := time.NewTicker(u.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			u.flush(flushCtx)
+			cancel()
+			return nil
+		case <-t.C:
+			u.flush(ctx)
+		}
+	}
+}
+
+func (u *usageFlusher) flush(ctx context.Context) {
+	log := ctrl.Log.WithName("authserver").WithName("usage")
+	for _, use := range u.index.usages() {
+		last := use.lastUsed.Load()
+		if last == 0 || last <= use.flushed.Load() {
+			continue
+		}
+		if err := u.flushOne(ctx, use, last); err != nil {
+			log.V(1).Info("Could not record last use; will retry", "namespace", use.namespace, "name", use.name, "error", err.Error())
+			continue
+		}
+		use.flushed.Store(last)
+	}
+}
+
+func (u *usageFlusher) flushOne(ctx context.Context, use *usage, last int64) error {
+	key := &apikeysv1alpha1.ApiKey{}
+	if err := u.client.Get(ctx, client.ObjectKey{Namespace: use.namespace, Name: use.name}, key); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if key.UID != use.uid {
+		return nil
+	}
+	at := time.Unix(last, 0)
+	if key.Status.LastUsedAt != nil && !key.Status.LastUsedAt.Time.Before(at) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	key.Status.LastUsedAt = &metav1.Time{Time: at}
+	return u.client.Status().Patch(ctx, key, patch)
+}

@@ -1,0 +1,86 @@
+package authserver
+
+import (
+	"net/http"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+)
+
+// The TokenReview versions kube-apiserver speaks; the answer echoes the
+// request's (kube-apiserver defaults to v1beta1). Both share one JSON shape.
+const (
+	tokenReviewV1      = "authentication.k8s.io/v1"
+	tokenReviewV1beta1 = "authentication.k8s.io/v1beta1"
+)
+
+// Extra keys on every authenticated TokenReview.
+const (
+	ExtraName      = "apikeys.dev/name"
+	ExtraNamespace = "apikeys.dev/namespace"
+	ExtraScopes    = "apikeys.dev/scopes"
+	ExtraTokenHint = "apikeys.dev/token-hint"
+)
+
+// serveTokenReview is kube-apiserver's webhook token authenticator.
+func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request) string {
+	var review authenticationv1.TokenReview
+	if !readJSON(w, r, &review) {
+		return resultBadRequest
+	}
+	if review.Kind != "TokenReview" || (review.APIVersion != tokenReviewV1 && review.APIVersion != tokenReviewV1beta1) {
+		writeError(w, http.StatusBadRequest, "want a TokenReview of authentication.k8s.io/v1 or v1beta1")
+		return resultBadRequest
+	}
+
+	answer := authenticationv1.TokenReview{TypeMeta: review.TypeMeta}
+	result := s.review(&review.Spec, &answer.Status)
+	writeJSON(w, http.StatusOK, &answer)
+	return result
+}
+
+// review fills status for spec and returns the metrics result.
+func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenticationv1.TokenReviewStatus) string {
+	if !s.index.Synced() {
+		// kube-apiserver does not cache an answer with an error, so a key
+		// created during start-up is not refused for the whole cache TTL.
+		status.Error = "apikey-operator: the token index has not synced yet"
+		return resultNotSynced
+	}
+	now := s.opts.Now()
+	e, code := s.index.Verify(spec.Token, now)
+	if code != CodeValid {
+		return code.String()
+	}
+	audiences := spec.Audiences
+	if len(e.Audiences) > 0 {
+		audiences = intersect(spec.Audiences, e.Audiences)
+		if len(audiences) == 0 {
+			return CodeAudienceMismatch.String()
+		}
+	}
+	e.markUsed(now)
+	status.Authenticated = true
+	status.Audiences = audiences
+	status.User = authenticationv1.UserInfo{
+		Username: e.Username,
+		UID:      e.UID,
+		Groups:   e.Groups,
+		Extra: map[string]authenticationv1.ExtraValue{
+			ExtraName:      {e.Name},
+			ExtraNamespace: {e.Namespace},
+			ExtraScopes:    authenticationv1.ExtraValue(e.Scopes),
+			ExtraTokenHint: {e.Hint},
+		},
+	}
+	return code.String()
+}
+
+func intersect(asked, allowed []string) []string {
+	var out []string
+	for _, a := range asked {
+		if contains(allowed, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}

@@ -1,0 +1,62 @@
+package authserver
+
+import (
+	"net/http"
+	"time"
+)
+
+// VerifyRequest is the body of POST /verify.
+type VerifyRequest struct {
+	Token    string   `json:"token"`
+	Scopes   []string `json:"scopes,omitempty"`
+	Audience string   `json:"audience,omitempty"`
+}
+
+// VerifyResponse is the answer of POST /verify. Only a valid token gets an
+// identity.
+type VerifyResponse struct {
+	Valid     bool       `json:"valid"`
+	Code      string     `json:"code"`
+	Username  string     `json:"username,omitempty"`
+	UID       string     `json:"uid,omitempty"`
+	Groups    []string   `json:"groups,omitempty"`
+	Scopes    []string   `json:"scopes,omitempty"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	APIKey    *KeyRef    `json:"apiKey,omitempty"`
+}
+
+// KeyRef names an ApiKey.
+type KeyRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// serveVerify is the JSON API for in-cluster services. A well-formed request
+// always gets 200 with a code; only a malformed request gets a 4xx.
+func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) string {
+	var req VerifyRequest
+	if !readJSON(w, r, &req) {
+		return resultBadRequest
+	}
+	if !s.index.Synced() {
+		writeError(w, http.StatusServiceUnavailable, "the token index has not synced yet")
+		return resultNotSynced
+	}
+	now := s.opts.Now()
+	e, code := s.index.Verify(req.Token, now)
+	if code == CodeValid {
+		code = e.Authorize(req.Scopes, req.Audience)
+	}
+	resp := VerifyResponse{Valid: code == CodeValid, Code: code.String()}
+	if code == CodeValid {
+		e.markUsed(now)
+		resp.Username, resp.UID, resp.Groups, resp.Scopes = e.Username, e.UID, e.Groups, e.Scopes
+		resp.APIKey = &KeyRef{Namespace: e.Namespace, Name: e.Name}
+		if !e.ExpiresAt.IsZero() {
+			t := e.ExpiresAt.UTC()
+			resp.ExpiresAt = &t
+		}
+	}
+	writeJSON(w, http.StatusOK, &resp)
+	return code.String()
+}
