@@ -40,9 +40,15 @@ vet: ## Run go vet.
 test: manifests generate fmt vet envtest ## Run all tests against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -coverprofile cover.out
 
+.PHONY: test-e2e
+test-e2e: manifests generate envtest ## Run the end-to-end tests: kube-apiserver's token webhook, kubectl, nginx (needs nginx installed).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags e2e ./test/e2e/ -v -count=1 -timeout 20m -args -ginkgo.v
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME, default 20s).
 	go test ./internal/token -run='^$$' -fuzz=FuzzParse -fuzztime=$(or $(FUZZTIME),20s)
+	go test ./internal/authserver -run='^$$' -fuzz=FuzzCredentials -fuzztime=$(or $(FUZZTIME),20s)
+	go test ./internal/authserver -run='^$$' -fuzz=FuzzTokenReview -fuzztime=$(or $(FUZZTIME),20s)
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint.
@@ -77,6 +83,21 @@ install: manifests ## Install the CRDs into the cluster in your kubeconfig.
 uninstall: manifests ## Remove the CRDs from the cluster in your kubeconfig.
 	$(KUBECTL) delete --ignore-not-found -f config/crd/bases
 
+.PHONY: deploy
+deploy: manifests kustomize ## Deploy the operator (IMG) to the cluster in your kubeconfig.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove the operator and its CRDs from the cluster in your kubeconfig.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: build-installer
+build-installer: manifests generate kustomize ## Write dist/install.yaml: CRDs, RBAC and the manager for IMG.
+	mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+
 ##@ Tools
 
 LOCALBIN ?= $(shell pwd)/bin
@@ -85,9 +106,11 @@ $(LOCALBIN):
 
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+KUSTOMIZE_VERSION ?= v5.7.1
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION)-$(shell go env GOOS)-$(shell go env GOARCH)
 KUBECTL ?= $(ENVTEST_ASSETS)/kubectl
 
@@ -100,6 +123,11 @@ $(CONTROLLER_GEN): | $(LOCALBIN)
 golangci-lint: $(GOLANGCI_LINT) ## Build golangci-lint into bin/.
 $(GOLANGCI_LINT): | $(LOCALBIN)
 	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Build kustomize into bin/.
+$(KUSTOMIZE): | $(LOCALBIN)
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
 
 .PHONY: envtest
 envtest: $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd $(ENVTEST_ASSETS)/kubectl ## Build the test control plane into bin/k8s/ (first time ~5 min).
