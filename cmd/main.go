@@ -36,135 +36,136 @@ func init() {
 	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
 }
 
-func main() {
-	var (
-		metricsAddr, probeAddr                           string
-		metricsCertPath, metricsCertName, metricsCertKey string
-		webhookCertPath, webhookCertName, webhookCertKey string
-		enableLeaderElection, secureMetrics, enableHTTP2 bool
-		maxTTL, usageFlushInterval                       time.Duration
-		enableController, enableAuthServer               bool
-		apiKeyHeader                                     string
-	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", "0",
+// config is the manager's command line.
+type config struct {
+	metricsAddr, probeAddr                           string
+	metricsCertPath, metricsCertName, metricsCertKey string
+	webhookCertPath, webhookCertName, webhookCertKey string
+	enableLeaderElection, secureMetrics, enableHTTP2 bool
+	enableController, enableAuthServer               bool
+	maxTTL, usageFlushInterval                       time.Duration
+	apiKeyHeader                                     string
+}
+
+func parseFlags() (config, zap.Options) {
+	var c config
+	flag.StringVar(&c.metricsAddr, "metrics-bind-address", "0",
 		"Address the metrics endpoint binds to, e.g. :8443 for HTTPS or :8080 for HTTP; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
-	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
-		"Elect a leader so that only one manager issues keys at a time.")
-	flag.BoolVar(&secureMetrics, "metrics-secure", true,
+	flag.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
+	flag.BoolVar(&c.enableLeaderElection, "leader-elect", false,
+		"Elect a leader so that only one manager issues keys at a time. The auth server runs on every replica regardless.")
+	flag.BoolVar(&c.secureMetrics, "metrics-secure", true,
 		"Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP.")
-	flag.StringVar(&webhookCertPath, "webhook-cert-path", "", "Directory holding the webhook server's certificate.")
-	flag.StringVar(&webhookCertName, "webhook-cert-name", "tls.crt", "Webhook certificate file name.")
-	flag.StringVar(&webhookCertKey, "webhook-cert-key", "tls.key", "Webhook key file name.")
-	flag.StringVar(&metricsCertPath, "metrics-cert-path", "", "Directory holding the metrics server's certificate.")
-	flag.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "Metrics certificate file name.")
-	flag.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "Metrics key file name.")
-	flag.BoolVar(&enableHTTP2, "enable-http2", false,
+	flag.StringVar(&c.webhookCertPath, "webhook-cert-path", "", "Directory holding the webhook server's certificate.")
+	flag.StringVar(&c.webhookCertName, "webhook-cert-name", "tls.crt", "Webhook certificate file name.")
+	flag.StringVar(&c.webhookCertKey, "webhook-cert-key", "tls.key", "Webhook key file name.")
+	flag.StringVar(&c.metricsCertPath, "metrics-cert-path", "", "Directory holding the metrics server's certificate.")
+	flag.StringVar(&c.metricsCertName, "metrics-cert-name", "tls.crt", "Metrics certificate file name.")
+	flag.StringVar(&c.metricsCertKey, "metrics-cert-key", "tls.key", "Metrics key file name.")
+	flag.BoolVar(&c.enableHTTP2, "enable-http2", false,
 		"Serve HTTP/2 on the metrics and webhook servers; off by default (HTTP/2 Stream Cancellation and Rapid Reset CVEs).")
-	flag.DurationVar(&maxTTL, "max-ttl", 365*24*time.Hour,
+	flag.DurationVar(&c.maxTTL, "max-ttl", 365*24*time.Hour,
 		"Longest a key may live after issuance; keys without an expiry get this one. 0 means unlimited.")
-	flag.BoolVar(&enableController, "enable-controller", true,
+	flag.BoolVar(&c.enableController, "enable-controller", true,
 		"Run the controller that issues keys. false runs the auth server alone, for a separately scaled Deployment.")
-	flag.BoolVar(&enableAuthServer, "enable-auth-server", true,
+	flag.BoolVar(&c.enableAuthServer, "enable-auth-server", true,
 		"Serve /tokenreview, /auth and /verify on the webhook server (port 9443).")
-	flag.StringVar(&apiKeyHeader, "api-key-header", "X-API-Key",
+	flag.StringVar(&c.apiKeyHeader, "api-key-header", "X-API-Key",
 		"Request header forward-auth reads a token from when there is no Authorization: Bearer.")
-	flag.DurationVar(&usageFlushInterval, "usage-flush-interval", time.Minute,
+	flag.DurationVar(&c.usageFlushInterval, "usage-flush-interval", time.Minute,
 		"How often last-used times are written to ApiKey status, at most once per key.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	return c, opts
+}
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+func main() {
+	c, logOpts := parseFlags()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&logOpts)))
+	if err := run(c); err != nil {
+		setupLog.Error(err, "Manager stopped with an error")
+		os.Exit(1)
+	}
+}
 
+// run builds the manager from c, adds the parts c enables and runs it until
+// a signal arrives.
+func run(c config) error {
 	var tlsOpts []func(*tls.Config)
-	if !enableHTTP2 {
-		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	if !c.enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(t *tls.Config) { t.NextProtos = []string{"http/1.1"} })
 	}
 
 	// The webhook certificate is reloaded when it changes on disk.
 	var webhookCertWatcher *certwatcher.CertWatcher
 	webhookOpts := webhook.Options{TLSOpts: tlsOpts}
-	if webhookCertPath != "" {
+	if c.webhookCertPath != "" {
 		var err error
 		webhookCertWatcher, err = certwatcher.New(
-			filepath.Join(webhookCertPath, webhookCertName), filepath.Join(webhookCertPath, webhookCertKey))
+			filepath.Join(c.webhookCertPath, c.webhookCertName), filepath.Join(c.webhookCertPath, c.webhookCertKey))
 		if err != nil {
-			setupLog.Error(err, "Failed to initialize webhook certificate watcher")
-			os.Exit(1)
+			return err
 		}
-		webhookOpts.TLSOpts = append(webhookOpts.TLSOpts, func(c *tls.Config) {
-			c.GetCertificate = webhookCertWatcher.GetCertificate
+		webhookOpts.TLSOpts = append(webhookOpts.TLSOpts, func(t *tls.Config) {
+			t.GetCertificate = webhookCertWatcher.GetCertificate
 		})
 	}
 
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
-	if secureMetrics {
+	metricsOpts := metricsserver.Options{BindAddress: c.metricsAddr, SecureServing: c.secureMetrics, TLSOpts: tlsOpts}
+	if c.secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
-	if metricsCertPath != "" {
-		metricsOpts.CertDir = metricsCertPath
-		metricsOpts.CertName = metricsCertName
-		metricsOpts.KeyName = metricsCertKey
+	if c.metricsCertPath != "" {
+		metricsOpts.CertDir, metricsOpts.CertName, metricsOpts.KeyName = c.metricsCertPath, c.metricsCertName, c.metricsCertKey
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
 		WebhookServer:          webhook.NewServer(webhookOpts),
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         enableLeaderElection,
+		HealthProbeBindAddress: c.probeAddr,
+		LeaderElection:         c.enableLeaderElection,
 		LeaderElectionID:       "manager.apikeys.dev",
 		// Nothing here needs managedFields; dropping them keeps every
 		// replica's caches small.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
 	if err != nil {
-		setupLog.Error(err, "Failed to create manager")
-		os.Exit(1)
+		return err
+	}
+	if webhookCertWatcher != nil {
+		if err := mgr.Add(webhookCertWatcher); err != nil {
+			return err
+		}
 	}
 
-	if enableController {
+	if c.enableController {
 		if err := (&controller.ApiKeyReconciler{
 			Client:    mgr.GetClient(),
 			APIReader: mgr.GetAPIReader(),
 			Recorder:  mgr.GetEventRecorder("apikey-operator"),
-			MaxTTL:    maxTTL,
+			MaxTTL:    c.maxTTL,
 		}).SetupWithManager(mgr); err != nil {
-			setupLog.Error(err, "Failed to create controller", "controller", "ApiKey")
-			os.Exit(1)
+			return err
 		}
 	}
-	if enableAuthServer {
+	if c.enableAuthServer {
 		auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{
-			APIKeyHeader:       apiKeyHeader,
-			UsageFlushInterval: usageFlushInterval,
+			APIKeyHeader:       c.apiKeyHeader,
+			UsageFlushInterval: c.usageFlushInterval,
 		})
 		if err := auth.SetupWithManager(mgr); err != nil {
-			setupLog.Error(err, "Failed to set up the auth server")
-			os.Exit(1)
+			return err
 		}
 	}
-
-	if webhookCertWatcher != nil {
-		if err := mgr.Add(webhookCertWatcher); err != nil {
-			setupLog.Error(err, "Failed to add webhook certificate watcher to manager")
-			os.Exit(1)
-		}
-	}
-
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Failed to set up health check")
-		os.Exit(1)
+		return err
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Failed to set up ready check")
-		os.Exit(1)
+		return err
 	}
 
-	setupLog.Info("Starting manager", "controller", enableController, "authServer", enableAuthServer, "maxTTL", maxTTL)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
-		setupLog.Error(err, "Manager stopped with an error")
-		os.Exit(1)
-	}
+	setupLog.Info("Starting manager", "controller", c.enableController, "authServer", c.enableAuthServer, "maxTTL", c.maxTTL)
+	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -125,7 +125,3 @@ type ApiKeyRecordList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ApiKeyRecord `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ApiKeyRecord{}, &ApiKeyRecordList{})
-}

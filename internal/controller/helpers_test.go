@@ -74,18 +74,6 @@ func waitCondition(key *apikeysv1alpha1.ApiKey, typ string, status metav1.Condit
 	return got
 }
 
-// waitObserved waits until the controller has acted on key's current generation.
-func waitObserved(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
-	GinkgoHelper()
-	var got *apikeysv1alpha1.ApiKey
-	Eventually(func(g Gomega) {
-		got = &apikeysv1alpha1.ApiKey{}
-		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())
-		g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
-	}, timeout, interval).Should(Succeed())
-	return got
-}
-
 // readToken reads key's token from its Secret, as a user would, and
 // remembers it for the suite's leak check. It never prints the token.
 func readToken(key *apikeysv1alpha1.ApiKey) (string, *corev1.Secret) {

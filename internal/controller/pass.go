@@ -94,7 +94,8 @@ func (r *ApiKeyReconciler) checkSpec(p *pass) error {
 			expiresAt.UTC().Format(time.RFC3339))
 	}
 	if r.MaxTTL > 0 && expiresAt.Sub(issuedAt) > r.MaxTTL {
-		return stalled(ReasonInvalidExpiry, "the key would live %s, longer than the operator's --max-ttl of %s: shorten spec.ttl or spec.expiresAt",
+		return stalled(ReasonInvalidExpiry,
+			"the key would live %s, longer than the operator's --max-ttl of %s: shorten spec.ttl or spec.expiresAt",
 			expiresAt.Sub(issuedAt).Round(time.Second), r.MaxTTL)
 	}
 	p.expiresAt = &metav1.Time{Time: expiresAt}

@@ -114,7 +114,7 @@ func ValidPrefix(p string) error {
 	}
 	for i := range len(p) {
 		c := p[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
 			return errPrefixChars
 		}
 	}
