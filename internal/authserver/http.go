@@ -53,8 +53,9 @@ func NewServer(index *Index, opts Options) *Server {
 // Index is the index the server answers from.
 func (s *Server) Index() *Index { return s.index }
 
-// Register mounts the endpoints on mux: /tokenreview, /auth, /auth/… and /verify.
-func (s *Server) Register(mux *http.ServeMux) {
+// Register mounts the endpoints on mux: /tokenreview, /auth, /auth/… and
+// /verify. The manager's webhook server and http.ServeMux both fit.
+func (s *Server) Register(mux interface{ Handle(string, http.Handler) }) {
 	mux.Handle("/tokenreview", s.guard(endpointTokenReview, s.serveTokenReview))
 	mux.Handle("/auth", s.guard(endpointForwardAuth, s.serveForwardAuth))
 	mux.Handle("/auth/", s.guard(endpointForwardAuth, s.serveForwardAuth))

@@ -24,7 +24,7 @@ import (
 // needed), adds a readiness check that fails until the index has synced,
 // and starts the last-used flusher.
 func (s *Server) SetupWithManager(mgr ctrl.Manager) error {
-	s.Register(mgr.GetWebhookServer().WebhookMux())
+	s.Register(registrar{mgr.GetWebhookServer()})
 	if err := mgr.AddReadyzCheck("auth-index", func(*http.Request) error {
 		if !s.index.Synced() {
 			return fmt.Errorf("the token index has not synced yet")
@@ -38,6 +38,13 @@ func (s *Server) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return mgr.Add(&usageFlusher{index: s.index, client: mgr.GetClient(), every: s.opts.UsageFlushInterval})
 }
+
+// registrar adapts the webhook server's Register to Handle.
+type registrar struct {
+	srv interface{ Register(string, http.Handler) }
+}
+
+func (r registrar) Handle(path string, h http.Handler) { r.srv.Register(path, h) }
 
 // indexFeeder keeps the index in step with ApiKeyRecords and ApiKeys.
 type indexFeeder struct {

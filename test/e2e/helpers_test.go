@@ -1,0 +1,154 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+const (
+	timeout  = 20 * time.Second
+	interval = 50 * time.Millisecond
+)
+
+func metaName(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
+
+func newNamespace() string {
+	GinkgoHelper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+// createReadyKey applies key and waits until the controller has delivered
+// its token, which it returns (never printed).
+func createReadyKey(key *apikeysv1alpha1.ApiKey) (string, *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
+	if key.Name == "" {
+		key.Name = "key-" + rand.String(6)
+	}
+	Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	got := &apikeysv1alpha1.ApiKey{}
+	Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, "Ready")).To(BeTrue())
+	}, timeout, interval).Should(Succeed())
+	return readToken(got), got
+}
+
+func readToken(key *apikeysv1alpha1.ApiKey) string {
+	GinkgoHelper()
+	secret := &corev1.Secret{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret)).To(Succeed())
+	tok := string(secret.Data["token"])
+	Expect(tok).NotTo(BeEmpty())
+	return tok
+}
+
+func setSuspended(key *apikeysv1alpha1.ApiKey, suspended bool) {
+	GinkgoHelper()
+	patch := client.MergeFrom(key.DeepCopy())
+	key.Spec.Suspended = suspended
+	Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+}
+
+// tokenWebhookKubeconfig is the file kube-apiserver's
+// --authentication-token-webhook-config-file reads.
+func tokenWebhookKubeconfig(url string, ca []byte) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: apikey-operator
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: kube-apiserver
+contexts:
+- name: webhook
+  context: {cluster: apikey-operator, user: kube-apiserver}
+current-context: webhook
+`, url, base64.StdEncoding.EncodeToString(ca))
+}
+
+// userKubeconfig writes a kubeconfig that authenticates to host with tok.
+func userKubeconfig(host string, caData []byte, tok string) string {
+	GinkgoHelper()
+	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	content := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {server: %q, certificate-authority-data: %s}
+users:
+- name: key
+  user: {token: %q}
+contexts:
+- name: test
+  context: {cluster: test, user: key}
+current-context: test
+`, host, base64.StdEncoding.EncodeToString(caData), tok)
+	Expect(os.WriteFile(path, []byte(content), 0o600)).To(Succeed())
+	return path
+}
+
+// kubectl runs the kubectl built by `make envtest` and returns its stdout
+// and stderr. Only the kubeconfig path carries the token, so a failure
+// message never shows it.
+func kubectl(kubeconfig string, args ...string) (string, string, error) {
+	cmd := exec.Command(kubectlPath, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return strings.TrimSpace(stdout.String()), strings.TrimSpace(stderr.String()), err
+}
+
+// whoami is `kubectl auth whoami`'s username, or kubectl's error output.
+func whoami(kubeconfig string) string {
+	out, errOut, err := kubectl(kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	if err != nil {
+		return "error: " + errOut
+	}
+	return out
+}
+
+// authHTTPClient trusts the auth server's CA.
+func authHTTPClient() *http.Client {
+	ca, err := os.ReadFile(authCAFile)
+	Expect(err).NotTo(HaveOccurred())
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM(ca)).To(BeTrue())
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// forwardAuth asks the auth server's /auth about tok and returns the status.
+func forwardAuth(tok, query string) int {
+	GinkgoHelper()
+	req, err := http.NewRequest(http.MethodGet, authURL+"/auth"+query, nil)
+	Expect(err).NotTo(HaveOccurred())
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := authHTTPClient().Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}

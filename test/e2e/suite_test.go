@@ -1,0 +1,186 @@
+//go:build e2e
+
+// Package e2e drives the operator with clients written by others: a real
+// kube-apiserver calling the auth server as its token webhook, kubectl, and
+// nginx's auth_request. It runs the controller and an auth-server-only
+// manager as separate managers, as the two Deployments run in a cluster.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
+	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+// noControllerNamespace is invisible to the controller but not to the auth
+// server: keys there show that revocation does not wait for the controller.
+const noControllerNamespace = "no-controller"
+
+var (
+	ctx       context.Context
+	cancel    context.CancelFunc
+	testEnv   *envtest.Environment
+	cfg       *rest.Config
+	k8sClient client.Client
+	scheme    = runtime.NewScheme()
+	workDir   string
+
+	// authURL is the auth server (the auth-only manager's webhook server).
+	authURL string
+	// authCAFile is the PEM CA that signed the auth server's certificate.
+	authCAFile string
+	// authCertDir holds the auth server's serving certificate.
+	authCertDir string
+	authPort    int
+	// kubectlPath is the kubectl built by `make envtest`.
+	kubectlPath string
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "End-to-end Suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.TODO())
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
+	workDir = GinkgoT().TempDir()
+
+	By("preparing the auth server's serving certificate")
+	authCertDir = filepath.Join(workDir, "auth-certs")
+	_, err := utils.WriteServingCert(authCertDir)
+	Expect(err).NotTo(HaveOccurred())
+	authCAFile = filepath.Join(authCertDir, "ca.crt")
+	authPort, err = utils.FreePort()
+	Expect(err).NotTo(HaveOccurred())
+	authURL = fmt.Sprintf("https://127.0.0.1:%d", authPort)
+
+	By("starting kube-apiserver with the auth server as its token webhook (v1)")
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: controlPlaneDir(),
+	}
+	configureTokenWebhook(testEnv, "v1")
+	cfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	kubectlPath = filepath.Join(testEnv.BinaryAssetsDirectory, "kubectl")
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		kubectlPath = filepath.Join(dir, "kubectl")
+	}
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metaName(noControllerNamespace)})).To(Succeed())
+
+	By("running the controller, as the leader-elected Deployment would")
+	ctrlMgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&apikeysv1alpha1.ApiKey{}: {Field: fields.OneTermNotEqualSelector("metadata.namespace", noControllerNamespace)},
+		}},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect((&controller.ApiKeyReconciler{
+		Client:    ctrlMgr.GetClient(),
+		APIReader: ctrlMgr.GetAPIReader(),
+		Recorder:  ctrlMgr.GetEventRecorder("apikey-operator"),
+		MaxTTL:    24 * time.Hour,
+	}).SetupWithManager(ctrlMgr)).To(Succeed())
+	start(ctrlMgr)
+
+	By("running the auth server alone, as the auth-only Deployment would")
+	authMgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "127.0.0.1:0",
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: "127.0.0.1", Port: authPort, CertDir: authCertDir,
+		}),
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{UsageFlushInterval: time.Second})
+	Expect(auth.SetupWithManager(authMgr)).To(Succeed())
+	start(authMgr)
+	Eventually(auth.Index().Synced, 30*time.Second, 50*time.Millisecond).Should(BeTrue())
+	Eventually(func() error {
+		resp, err := authHTTPClient().Get(authURL + "/auth")
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err
+	}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+})
+
+var _ = AfterSuite(func() {
+	cancel()
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+func start(mgr ctrl.Manager) {
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+}
+
+// configureTokenWebhook points env's kube-apiserver at the auth server's
+// /tokenreview with the given TokenReview version and a one-second cache.
+func configureTokenWebhook(env *envtest.Environment, version string) {
+	GinkgoHelper()
+	ca, err := os.ReadFile(authCAFile)
+	Expect(err).NotTo(HaveOccurred())
+	path := filepath.Join(workDir, "token-webhook-"+version+".kubeconfig")
+	Expect(os.WriteFile(path, []byte(tokenWebhookKubeconfig(authURL+"/tokenreview", ca)), 0o600)).To(Succeed())
+	env.ControlPlane.GetAPIServer().Configure().
+		Set("authentication-token-webhook-config-file", path).
+		Set("authentication-token-webhook-version", version).
+		Set("authentication-token-webhook-cache-ttl", "1s")
+}
+
+// controlPlaneDir is where `make envtest` put kube-apiserver, etcd and kubectl.
+func controlPlaneDir() string {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir
+	}
+	dirs, _ := filepath.Glob(filepath.Join("..", "..", "bin", "k8s", "*"))
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
+			return d
+		}
+	}
+	Fail("no test control plane in bin/k8s: run `make envtest` first")
+	return ""
+}
