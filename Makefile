@@ -40,6 +40,10 @@ vet: ## Run go vet.
 test: manifests generate fmt vet envtest ## Run all tests against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -coverprofile cover.out
 
+.PHONY: demo
+demo: build envtest ## Start a local control plane, issue a key and show it at work (DEMO_ONCE=1 exits after).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go run ./hack/demo
+
 .PHONY: test-e2e
 test-e2e: manifests generate envtest ## Run the end-to-end tests: kube-apiserver's token webhook, kubectl, nginx (needs nginx installed).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags e2e ./test/e2e/ -v -count=1 -timeout 20m -args -ginkgo.v

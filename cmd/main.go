@@ -41,6 +41,8 @@ type config struct {
 	metricsAddr, probeAddr                           string
 	metricsCertPath, metricsCertName, metricsCertKey string
 	webhookCertPath, webhookCertName, webhookCertKey string
+	webhookHost                                      string
+	webhookPort                                      int
 	enableLeaderElection, secureMetrics, enableHTTP2 bool
 	enableController, enableAuthServer               bool
 	maxTTL, usageFlushInterval                       time.Duration
@@ -56,6 +58,9 @@ func parseFlags() (config, zap.Options) {
 		"Elect a leader so that only one manager issues keys at a time. The auth server runs on every replica regardless.")
 	flag.BoolVar(&c.secureMetrics, "metrics-secure", true,
 		"Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP.")
+	flag.StringVar(&c.webhookHost, "webhook-host", "",
+		"Address the webhook server (admission webhooks and the auth server) listens on; empty means all.")
+	flag.IntVar(&c.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
 	flag.StringVar(&c.webhookCertPath, "webhook-cert-path", "", "Directory holding the webhook server's certificate.")
 	flag.StringVar(&c.webhookCertName, "webhook-cert-name", "tls.crt", "Webhook certificate file name.")
 	flag.StringVar(&c.webhookCertKey, "webhook-cert-key", "tls.key", "Webhook key file name.")
@@ -99,7 +104,7 @@ func run(c config) error {
 
 	// The webhook certificate is reloaded when it changes on disk.
 	var webhookCertWatcher *certwatcher.CertWatcher
-	webhookOpts := webhook.Options{TLSOpts: tlsOpts}
+	webhookOpts := webhook.Options{Host: c.webhookHost, Port: c.webhookPort, TLSOpts: tlsOpts}
 	if c.webhookCertPath != "" {
 		var err error
 		webhookCertWatcher, err = certwatcher.New(

@@ -99,12 +99,12 @@ type ApiKeyRecordSpec struct {
 // ApiKeyRecord is the hashed record of one issued token. Only the operator
 // writes it; tenants get no access to it.
 // +kubebuilder:object:root=true
-// +kubebuilder:resource:scope=Cluster,categories=apikeys
+// +kubebuilder:resource:scope=Cluster
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.apiKey.namespace`
 // +kubebuilder:printcolumn:name="ApiKey",type=string,JSONPath=`.spec.apiKey.name`
 // +kubebuilder:printcolumn:name="Hint",type=string,JSONPath=`.spec.tokenHint`
 // +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.username`
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.spec.expiresAt`
+// +kubebuilder:printcolumn:name="Expires",type=string,format=date-time,JSONPath=`.spec.expiresAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ApiKeyRecord struct {
 	metav1.TypeMeta `json:",inline"`

@@ -1,0 +1,342 @@
+// Command demo starts a throwaway control plane (the kube-apiserver and etcd
+// that tests use), wires the auth server into it as its token webhook, runs
+// the manager, and shows one ApiKey at work: kubectl authenticating with it,
+// forward-auth, /verify, then suspension. It stays up until Ctrl-C, or exits
+// after the transcript when DEMO_ONCE=1. Run it with `make demo`.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+const sample = "config/samples/apikeys_v1alpha1_apikey.yaml"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	dir        string
+	kubectl    string
+	kubeconfig string
+	host       string
+	caData     []byte
+	authURL    string
+	authClient *http.Client
+}
+
+func run() error {
+	d := &demo{}
+	var err error
+	if d.dir, err = os.MkdirTemp("", "apikey-demo-"); err != nil {
+		return err
+	}
+	assets, err := controlPlaneDir()
+	if err != nil {
+		return err
+	}
+	d.kubectl = filepath.Join(assets, "kubectl")
+
+	step("Starting a local control plane (kube-apiserver + etcd from bin/k8s)")
+	certDir := filepath.Join(d.dir, "certs")
+	caPEM, err := utils.WriteServingCert(certDir)
+	if err != nil {
+		return err
+	}
+	port, err := utils.FreePort()
+	if err != nil {
+		return err
+	}
+	d.authURL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	d.authClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+
+	webhookConfig := filepath.Join(d.dir, "token-webhook.kubeconfig")
+	if err := os.WriteFile(webhookConfig, []byte(webhookKubeconfig(d.authURL+"/tokenreview", caPEM)), 0o600); err != nil {
+		return err
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{"config/crd/bases"},
+		ErrorIfCRDPathMissing: true,
+	}
+	env.ControlPlane.GetAPIServer().Configure().
+		Set("authentication-token-webhook-config-file", webhookConfig).
+		Set("authentication-token-webhook-version", "v1").
+		Set("authentication-token-webhook-cache-ttl", "2s")
+	cfg, err := env.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	d.host, d.caData = cfg.Host, cfg.CAData
+
+	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	d.kubeconfig = filepath.Join(d.dir, "admin.kubeconfig")
+	if err := os.WriteFile(d.kubeconfig, kc, 0o600); err != nil {
+		return err
+	}
+	fmt.Printf("  API server %s; CRDs installed.\n  export KUBECONFIG=%s\n", d.host, d.kubeconfig)
+
+	step("Running the manager (controller + auth server on " + d.authURL + ")")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	manager := exec.CommandContext(ctx, "bin/manager",
+		"--webhook-host=127.0.0.1", fmt.Sprintf("--webhook-port=%d", port), "--webhook-cert-path="+certDir,
+		"--health-probe-bind-address=127.0.0.1:0", "--metrics-bind-address=0", "--usage-flush-interval=5s")
+	manager.Env = append(os.Environ(), "KUBECONFIG="+d.kubeconfig)
+	logFile, err := os.Create(filepath.Join(d.dir, "manager.log"))
+	if err != nil {
+		return err
+	}
+	manager.Stdout, manager.Stderr = logFile, logFile
+	if err := manager.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = manager.Process.Signal(os.Interrupt); _ = manager.Wait() }()
+	fmt.Printf("  manager log: %s\n", logFile.Name())
+	if err := waitFor(30*time.Second, func() bool { status, _, _ := d.forwardAuth(""); return status == http.StatusUnauthorized }); err != nil {
+		return fmt.Errorf("the auth server did not come up: %w", err)
+	}
+
+	if err := d.transcript(); err != nil {
+		return err
+	}
+
+	if os.Getenv("DEMO_ONCE") == "1" {
+		step("Done (DEMO_ONCE=1)")
+		return nil
+	}
+	step("The control plane stays up; press Ctrl-C to stop")
+	fmt.Printf("  export KUBECONFIG=%s\n  kubectl get apikeys -A   (kubectl is %s)\n", d.kubeconfig, d.kubectl)
+	<-ctx.Done()
+	return nil
+}
+
+// transcript applies the sample and shows its key accepted three ways, then refused.
+func (d *demo) transcript() error {
+	step("Applying " + sample)
+	if _, err := d.run("kubectl apply -f "+sample, "apply", "-f", sample); err != nil {
+		return err
+	}
+	if _, err := d.run("kubectl wait --for=condition=Ready apikey/ci-deployer",
+		"wait", "--for=condition=Ready", "apikey/ci-deployer", "--timeout=30s"); err != nil {
+		return err
+	}
+	if _, err := d.run("kubectl get apikeys -o wide", "get", "apikeys", "-o", "wide"); err != nil {
+		return err
+	}
+	encoded, err := d.quiet("get", "secret", "ci-deployer-token", "-o", "jsonpath={.data.token}")
+	if err != nil {
+		return err
+	}
+	raw, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil {
+		return err
+	}
+	tok := string(raw)
+	hint, _ := d.quiet("get", "apikey", "ci-deployer", "-o", "jsonpath={.status.tokenHint}")
+	fmt.Printf("\n  TOKEN=$(kubectl get secret ci-deployer-token -o jsonpath='{.data.token}' | base64 -d)   # %s (shown once, here only as its hint)\n", hint)
+
+	step("kube-apiserver accepts it: kubectl auth whoami --token=$TOKEN")
+	userKubeconfig := filepath.Join(d.dir, "key.kubeconfig")
+	if err := os.WriteFile(userKubeconfig, []byte(tokenKubeconfig(d.host, d.caData, tok)), 0o600); err != nil {
+		return err
+	}
+	if err := d.whoami(userKubeconfig, false); err != nil {
+		return err
+	}
+
+	step("Forward-auth accepts it: GET /auth with Authorization: Bearer $TOKEN")
+	status, header, err := d.forwardAuth(tok)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  HTTP %d  X-Auth-Request-User: %s  X-Auth-Request-Scopes: %s\n", status,
+		header.Get("X-Auth-Request-User"), header.Get("X-Auth-Request-Scopes"))
+	status, _, err = d.forwardAuthQuery(tok, "?scope=admin")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  GET /auth?scope=admin → HTTP %d (the key lacks that scope)\n", status)
+
+	step(`/verify accepts it: POST /verify {"token": "$TOKEN", "scopes": ["images:read"]}`)
+	body, err := d.verify(tok)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  %s\n", body)
+
+	step("Suspending it: kubectl patch apikey ci-deployer -p '{\"spec\":{\"suspended\":true}}'")
+	if _, err := d.run("", "patch", "apikey", "ci-deployer", "--type=merge", "-p", `{"spec":{"suspended":true}}`); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := waitFor(10*time.Second, func() bool { s, _, _ := d.forwardAuth(tok); return s == http.StatusUnauthorized }); err != nil {
+		return err
+	}
+	fmt.Printf("  forward-auth → HTTP 401 after %s\n", time.Since(start).Round(time.Millisecond))
+	return d.whoami(userKubeconfig, true)
+}
+
+// whoami runs kubectl auth whoami with the key's kubeconfig; with refused,
+// it waits (up to the webhook cache TTL and more) for kube-apiserver to refuse.
+func (d *demo) whoami(kubeconfig string, refused bool) error {
+	var out []byte
+	err := waitFor(15*time.Second, func() bool {
+		var err error
+		out, err = exec.Command(d.kubectl, "--kubeconfig", kubeconfig, "auth", "whoami").CombinedOutput()
+		return (err != nil) == refused
+	})
+	fmt.Print(indent(string(out)))
+	return err
+}
+
+func (d *demo) forwardAuth(tok string) (int, http.Header, error) { return d.forwardAuthQuery(tok, "") }
+
+func (d *demo) forwardAuthQuery(tok, query string) (int, http.Header, error) {
+	req, err := http.NewRequest(http.MethodGet, d.authURL+"/auth"+query, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := d.authClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode, resp.Header, nil
+}
+
+func (d *demo) verify(tok string) (string, error) {
+	payload, _ := json.Marshal(map[string]any{"token": tok, "scopes": []string{"images:read"}})
+	resp, err := d.authClient.Post(d.authURL+"/verify", "application/json", bytes.NewReader(payload))
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(body)), err
+}
+
+// run shows a kubectl command (as title, if set) and its output.
+func (d *demo) run(title string, args ...string) (string, error) {
+	if title != "" {
+		fmt.Printf("  $ %s\n", title)
+	}
+	out, err := exec.Command(d.kubectl, append([]string{"--kubeconfig", d.kubeconfig}, args...)...).CombinedOutput()
+	fmt.Print(indent(string(out)))
+	if err != nil {
+		return "", fmt.Errorf("kubectl %s: %w", args[0], err)
+	}
+	return string(out), nil
+}
+
+// quiet runs kubectl without showing its output (it may hold the token).
+func (d *demo) quiet(args ...string) (string, error) {
+	out, err := exec.Command(d.kubectl, append([]string{"--kubeconfig", d.kubeconfig}, args...)...).Output()
+	if err != nil {
+		return "", fmt.Errorf("kubectl %s: %w", args[0], err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func waitFor(limit time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+func step(msg string) { fmt.Printf("\n==> %s\n", msg) }
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return ""
+	}
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ") + "\n"
+}
+
+func controlPlaneDir() (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	dirs, _ := filepath.Glob(filepath.Join("bin", "k8s", "*"))
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("no control plane in bin/k8s: run make envtest")
+}
+
+func webhookKubeconfig(url string, ca []byte) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: apikey-operator
+  cluster: {server: %q, certificate-authority-data: %s}
+users:
+- name: kube-apiserver
+contexts:
+- name: webhook
+  context: {cluster: apikey-operator, user: kube-apiserver}
+current-context: webhook
+`, url, base64.StdEncoding.EncodeToString(ca))
+}
+
+func tokenKubeconfig(host string, ca []byte, tok string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: demo
+  cluster: {server: %q, certificate-authority-data: %s}
+users:
+- name: ci-deployer
+  user: {token: %q}
+contexts:
+- name: demo
+  context: {cluster: demo, user: ci-deployer, namespace: default}
+current-context: demo
+`, host, base64.StdEncoding.EncodeToString(ca), tok)
+}
