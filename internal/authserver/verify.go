@@ -34,6 +34,11 @@ func (c Code) String() string {
 // Verify is the request path: hash, one map lookup, a constant-time compare,
 // then the checks that can make a known token invalid. It does not allocate.
 //
+// The lookup is keyed by the token's SHA-256, so its timing can only leak
+// hash bits, which say nothing about any token; the constant-time compare of
+// the stored hash is the contract's final comparison and guards the answer
+// should the index ever be keyed by less than the whole hash.
+//
 // A token that hashes to a record is one the operator minted, so its
 // checksum is right by construction; the checksum is checked only on a
 // miss, to tell a mistyped or foreign token (MALFORMED) from an unknown one.
