@@ -3,10 +3,12 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -24,6 +27,8 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
+	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
 )
 
 var (
@@ -47,6 +52,9 @@ type config struct {
 	enableController, enableAuthServer               bool
 	maxTTL, usageFlushInterval                       time.Duration
 	apiKeyHeader                                     string
+	enableAdmission                                  bool
+	forbiddenGroups                                  string
+	namespace, attestationKeySecret                  string
 }
 
 func parseFlags() (config, zap.Options) {
@@ -79,6 +87,14 @@ func parseFlags() (config, zap.Options) {
 		"Request header forward-auth reads a token from when there is no Authorization: Bearer.")
 	flag.DurationVar(&c.usageFlushInterval, "usage-flush-interval", time.Minute,
 		"How often last-used times are written to ApiKey status, at most once per key.")
+	flag.BoolVar(&c.enableAdmission, "enable-admission", true,
+		"Serve the ApiKey admission webhooks (stamp owners, enforce identity and expiry rules). Needs --enable-controller.")
+	flag.StringVar(&c.forbiddenGroups, "forbidden-groups", "",
+		"Comma-separated groups no key ever carries, besides system:masters.")
+	flag.StringVar(&c.namespace, "namespace", envOr("POD_NAMESPACE", "apikey-operator-system"),
+		"Namespace the operator runs in; it keeps its attestation key there.")
+	flag.StringVar(&c.attestationKeySecret, "attestation-key-secret", "apikey-operator-attestation-key",
+		"Secret (created if missing) holding the key that signs owners stamped by admission.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -146,13 +162,22 @@ func run(c config) error {
 	}
 
 	if c.enableController {
+		rules, err := loadPolicy(c)
+		if err != nil {
+			return err
+		}
 		if err := (&controller.ApiKeyReconciler{
 			Client:    mgr.GetClient(),
 			APIReader: mgr.GetAPIReader(),
 			Recorder:  mgr.GetEventRecorder("apikey-operator"),
-			MaxTTL:    c.maxTTL,
+			Policy:    rules,
 		}).SetupWithManager(mgr); err != nil {
 			return err
+		}
+		if c.enableAdmission {
+			if err := webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, rules); err != nil {
+				return err
+			}
 		}
 	}
 	if c.enableAuthServer {
@@ -171,6 +196,29 @@ func run(c config) error {
 		return err
 	}
 
-	setupLog.Info("Starting manager", "controller", c.enableController, "authServer", c.enableAuthServer, "maxTTL", c.maxTTL)
+	setupLog.Info("Starting manager", "admission", c.enableController && c.enableAdmission, "controller", c.enableController, "authServer", c.enableAuthServer, "maxTTL", c.maxTTL)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// loadPolicy builds the rules the controller and the admission webhooks
+// share, with the attestation key from its Secret.
+func loadPolicy(c config) (*policy.Policy, error) {
+	direct, err := client.New(ctrl.GetConfigOrDie(), client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key, err := policy.LoadAttestationKey(ctx, direct, c.namespace, c.attestationKeySecret)
+	if err != nil {
+		return nil, err
+	}
+	return policy.New(c.maxTTL, strings.Split(c.forbiddenGroups, ","), key), nil
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
 }

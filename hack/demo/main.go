@@ -115,7 +115,8 @@ func run() error {
 	defer stop()
 	manager := exec.CommandContext(ctx, "bin/manager",
 		"--webhook-host=127.0.0.1", fmt.Sprintf("--webhook-port=%d", port), "--webhook-cert-path="+certDir,
-		"--health-probe-bind-address=127.0.0.1:0", "--metrics-bind-address=0", "--usage-flush-interval=5s")
+		"--health-probe-bind-address=127.0.0.1:0", "--metrics-bind-address=0", "--usage-flush-interval=5s",
+		"--namespace=default")
 	manager.Env = append(os.Environ(), "KUBECONFIG="+d.kubeconfig)
 	logFile, err := os.Create(filepath.Join(d.dir, "manager.log"))
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 )
 
 // Finalizer keeps an ApiKey until its records are gone, so a deleted key
@@ -37,8 +38,9 @@ type ApiKeyReconciler struct {
 	// Recorder emits events on ApiKeys. Notes never contain a token.
 	Recorder events.EventRecorder
 
-	// MaxTTL bounds how long any key may live after issuance; 0 is unlimited.
-	MaxTTL time.Duration
+	// Policy holds the rules a key must follow to get a token: expiry
+	// bounds, forbidden groups and the attestation of owners.
+	Policy *policy.Policy
 
 	// Now returns the current time; tests may pin it. Defaults to time.Now.
 	Now func() time.Time

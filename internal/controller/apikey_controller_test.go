@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -183,11 +184,57 @@ var _ = Describe("Rules only the operator can check", func() {
 		expectStalledWithoutToken(key, ReasonInvalidExpiry, "is not in the future")
 	})
 
-	It("stalls an Owner identity until admission can vouch for the owner", func() {
+	ownerKey := func(owner *apikeysv1alpha1.Owner, attest func(key *apikeysv1alpha1.ApiKey) string) *apikeysv1alpha1.ApiKey {
 		key := newKey(ns)
 		key.Spec.Identity = apikeysv1alpha1.IdentityOwner
-		key.Spec.Owner = &apikeysv1alpha1.Owner{Username: "alice"}
-		expectStalledWithoutToken(key, ReasonOwnerNeedsAdmission, "identity Owner is not supported yet")
+		key.Spec.Owner = owner
+		if attest != nil {
+			key.Annotations = map[string]string{policy.AttestationAnnotation: attest(key)}
+		}
+		return key
+	}
+	alice := func() *apikeysv1alpha1.Owner {
+		return &apikeysv1alpha1.Owner{Username: "alice", UID: "alice-uid", Groups: []string{"team-a", "system:authenticated"}}
+	}
+	signedNow := func(p *policy.Policy) func(*apikeysv1alpha1.ApiKey) string {
+		return func(k *apikeysv1alpha1.ApiKey) string { return p.Attest(k.Namespace, k.Name, k.Spec.Owner, time.Now()) }
+	}
+
+	It("stalls an Owner identity whose owner admission did not stamp (no webhook installed)", func() {
+		expectStalledWithoutToken(ownerKey(alice(), nil), ReasonOwnerNotAttested, "stamped by the operator's admission webhook")
+	})
+
+	It("stalls an Owner identity whose attestation is forged", func() {
+		forger := policy.New(testMaxTTL, nil, []byte("not the operator's key"))
+		expectStalledWithoutToken(ownerKey(alice(), signedNow(forger)), ReasonOwnerNotAttested, "stamped by the operator's admission webhook")
+	})
+
+	It("stalls an Owner identity whose attestation was copied from another owner or an older key", func() {
+		copied := ownerKey(alice(), func(k *apikeysv1alpha1.ApiKey) string {
+			return testPolicy.Attest(k.Namespace, k.Name, &apikeysv1alpha1.Owner{Username: "bob"}, time.Now())
+		})
+		expectStalledWithoutToken(copied, ReasonOwnerNotAttested, "admission webhook")
+		replayed := ownerKey(alice(), func(k *apikeysv1alpha1.ApiKey) string {
+			return testPolicy.Attest(k.Namespace, k.Name, k.Spec.Owner, time.Now().Add(-time.Hour))
+		})
+		expectStalledWithoutToken(replayed, ReasonOwnerNotAttested, "admission webhook")
+	})
+
+	It("stalls an attested owner that carries a forbidden group", func() {
+		owner := alice()
+		owner.Groups = append(owner.Groups, "cluster-admins")
+		expectStalledWithoutToken(ownerKey(owner, signedNow(testPolicy)), ReasonForbiddenGroup, `"cluster-admins" is never carried`)
+	})
+
+	It("issues an attested Owner identity as its owner, with the owner's UID and groups", func() {
+		key := ownerKey(alice(), signedNow(testPolicy))
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+		Expect(key.Status.Username).To(Equal("alice"))
+		Expect(rec.Spec.Username).To(Equal("alice"))
+		Expect(rec.Spec.UID).To(Equal("alice-uid"))
+		Expect(rec.Spec.Groups).To(Equal([]string{"team-a", "system:authenticated"}))
 	})
 
 	It("stalls rather than overwrite a Secret it does not own", func() {

@@ -1,5 +1,7 @@
 package controller
 
+import "github.com/apikey-operator/apikey-operator/internal/policy"
+
 // Condition types of an ApiKey, following kstatus: Ready is always present;
 // Reconciling and Stalled are present only while true; Expired and Suspended
 // are present only while true and say why a key stopped working.
@@ -29,10 +31,12 @@ const (
 	ReasonSecretDeleted = "SecretDeleted"
 	// ReasonSecretNameTaken: a Secret of that name exists and is not this key's.
 	ReasonSecretNameTaken = "SecretNameTaken"
-	// ReasonOwnerNeedsAdmission: identity Owner needs the admission webhook.
-	ReasonOwnerNeedsAdmission = "OwnerNeedsAdmission"
+	// ReasonOwnerNotAttested: identity Owner, but admission did not stamp (sign) the owner.
+	ReasonOwnerNotAttested = policy.RuleOwnerNotAttest
+	// ReasonForbiddenGroup: the owner carries system:masters or a --forbidden-groups group.
+	ReasonForbiddenGroup = policy.RuleForbiddenGroup
 	// ReasonInvalidExpiry: expiresAt/ttl is in the past or beyond --max-ttl.
-	ReasonInvalidExpiry = "InvalidExpiry"
+	ReasonInvalidExpiry = policy.RuleExpiry
 	// ReasonInvalidSpec: the spec breaks a rule the API server should have enforced.
-	ReasonInvalidSpec = "InvalidSpec"
+	ReasonInvalidSpec = policy.RuleSyntax
 )

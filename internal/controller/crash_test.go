@@ -122,7 +122,7 @@ func newCrashKey() *apikeysv1alpha1.ApiKey {
 }
 
 func newCrashReconciler(c *crashingClient) *ApiKeyReconciler {
-	return &ApiKeyReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), MaxTTL: testMaxTTL}
+	return &ApiKeyReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), Policy: testPolicy}
 }
 
 // expectNoTokenInEvents checks the events a crash-spec reconciler emitted

@@ -81,7 +81,7 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 	reserved.Status.RecordName = recordNameFor(sum)
 	reserved.Status.TokenHint = token.Hint(tok)
 	reserved.Status.IssuedAt = &metav1.Time{Time: p.now.Truncate(1e9)}
-	if exp := r.expiryFor(&key.Spec, reserved.Status.IssuedAt.Time); !exp.IsZero() {
+	if exp := r.Policy.ExpiryFor(&key.Spec, reserved.Status.IssuedAt.Time); !exp.IsZero() {
 		reserved.Status.ExpiresAt = &metav1.Time{Time: exp}
 	}
 	if err := r.Status().Patch(ctx, reserved, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {

@@ -2,12 +2,14 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -63,58 +65,47 @@ func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
 }
 
 func (r *ApiKeyReconciler) checkSpec(p *pass) error {
-	spec := &p.key.Spec
-	if err := token.ValidPrefix(prefixOf(p.key)); err != nil {
+	key := p.key
+	spec := &key.Spec
+	if err := token.ValidPrefix(prefixOf(key)); err != nil {
 		return stalled(ReasonInvalidSpec, "spec.prefix: %v", err)
-	}
-	if spec.Identity == apikeysv1alpha1.IdentityOwner {
-		return stalled(ReasonOwnerNeedsAdmission,
-			"identity Owner is not supported yet: it needs the admission webhook to stamp spec.owner from the creating user; use identity Key")
 	}
 	if spec.Rotation != nil {
 		return stalled(ReasonInvalidSpec, "spec.rotation is not supported yet: remove it")
 	}
-	if spec.ExpiresAt != nil && spec.TTL != nil {
-		return stalled(ReasonInvalidSpec, "set at most one of spec.expiresAt and spec.ttl")
+	if err := policy.CheckSyntax(spec); err != nil {
+		return asStalledViolation(err)
 	}
-	if spec.TTL != nil && spec.TTL.Duration <= 0 {
-		return stalled(ReasonInvalidExpiry, "spec.ttl must be positive")
+	if spec.Identity == apikeysv1alpha1.IdentityOwner {
+		if err := r.Policy.CheckAttestation(key); err != nil {
+			return asStalledViolation(err)
+		}
+		if err := r.Policy.CheckOwnerGroups(spec.Owner); err != nil {
+			return asStalledViolation(err)
+		}
 	}
 
 	issuedAt := p.now
-	if p.key.Status.IssuedAt != nil {
-		issuedAt = p.key.Status.IssuedAt.Time
+	if key.Status.IssuedAt != nil {
+		issuedAt = key.Status.IssuedAt.Time
 	}
-	expiresAt := r.expiryFor(spec, issuedAt)
-	if expiresAt.IsZero() {
-		return nil
+	if err := r.Policy.CheckExpiry(spec, issuedAt, key.Status.IssuedAt != nil, p.now); err != nil {
+		return asStalledViolation(err)
 	}
-	if p.key.Status.IssuedAt == nil && !expiresAt.After(p.now) {
-		return stalled(ReasonInvalidExpiry, "spec.expiresAt %s is not in the future: set a later time or use spec.ttl",
-			expiresAt.UTC().Format(time.RFC3339))
+	if exp := r.Policy.ExpiryFor(spec, issuedAt); !exp.IsZero() {
+		p.expiresAt = &metav1.Time{Time: exp}
 	}
-	if r.MaxTTL > 0 && expiresAt.Sub(issuedAt) > r.MaxTTL {
-		return stalled(ReasonInvalidExpiry,
-			"the key would live %s, longer than the operator's --max-ttl of %s: shorten spec.ttl or spec.expiresAt",
-			expiresAt.Sub(issuedAt).Round(time.Second), r.MaxTTL)
-	}
-	p.expiresAt = &metav1.Time{Time: expiresAt}
 	return nil
 }
 
-// expiryFor is when a token issued at issuedAt expires: spec.expiresAt,
-// issuedAt+spec.ttl, or issuedAt+--max-ttl when neither is set. Zero means
-// never (no expiry asked and --max-ttl=0).
-func (r *ApiKeyReconciler) expiryFor(spec *apikeysv1alpha1.ApiKeySpec, issuedAt time.Time) time.Time {
-	switch {
-	case spec.ExpiresAt != nil:
-		return spec.ExpiresAt.Time
-	case spec.TTL != nil:
-		return issuedAt.Add(spec.TTL.Duration).Truncate(time.Second)
-	case r.MaxTTL > 0:
-		return issuedAt.Add(r.MaxTTL).Truncate(time.Second)
+// asStalledViolation turns a broken policy rule into a stalled key whose
+// reason names the rule.
+func asStalledViolation(err error) error {
+	var v *policy.Violation
+	if errors.As(err, &v) {
+		return stalled(v.Rule, "%s", v.Message)
 	}
-	return time.Time{}
+	return err
 }
 
 // watchExpiry notes whether the key has expired and, if not, wakes the
@@ -141,13 +132,30 @@ func prefixOf(key *apikeysv1alpha1.ApiKey) string {
 	return key.Spec.Prefix
 }
 
-// usernameFor is the user a key authenticates as.
+// usernameFor is the user a key authenticates as: its owner for identity
+// Owner, otherwise apikey:<namespace>:<name>.
 func usernameFor(key *apikeysv1alpha1.ApiKey) string {
+	if key.Spec.Identity == apikeysv1alpha1.IdentityOwner && key.Spec.Owner != nil {
+		return key.Spec.Owner.Username
+	}
 	return fmt.Sprintf("apikey:%s:%s", key.Namespace, key.Name)
 }
 
-// groupsFor are the groups a key authenticates with.
+// uidFor is the user UID a key authenticates with: its owner's for identity
+// Owner, otherwise none (the auth server then reports the ApiKey's UID).
+func uidFor(key *apikeysv1alpha1.ApiKey) string {
+	if key.Spec.Identity == apikeysv1alpha1.IdentityOwner && key.Spec.Owner != nil {
+		return key.Spec.Owner.UID
+	}
+	return ""
+}
+
+// groupsFor are the groups a key authenticates with: its owner's groups at
+// creation for identity Owner, otherwise apikeys and apikeys:<namespace>.
 func groupsFor(key *apikeysv1alpha1.ApiKey) []string {
+	if key.Spec.Identity == apikeysv1alpha1.IdentityOwner && key.Spec.Owner != nil {
+		return key.Spec.Owner.Groups
+	}
 	return []string{"apikeys", "apikeys:" + key.Namespace}
 }
 

@@ -90,6 +90,7 @@ func recordSpecFor(key *apikeysv1alpha1.ApiKey) apikeysv1alpha1.ApiKeyRecordSpec
 			UID:       string(key.UID),
 		},
 		Username:  usernameFor(key),
+		UID:       uidFor(key),
 		Groups:    groupsFor(key),
 		Scopes:    key.Spec.Scopes,
 		Audiences: key.Spec.Audiences,

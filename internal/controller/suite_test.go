@@ -29,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 )
 
 // crashNamespace holds the keys of the crash-recovery specs. The suite's
@@ -54,6 +55,10 @@ var (
 
 // testMaxTTL is the manager's --max-ttl in this suite.
 const testMaxTTL = 90 * 24 * time.Hour
+
+// testPolicy is the suite's rules: --max-ttl, a --forbidden-groups entry and
+// an attestation key, as the manager would be started with.
+var testPolicy = policy.New(testMaxTTL, []string{"cluster-admins"}, []byte("suite attestation key"))
 
 func TestController(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -96,7 +101,7 @@ var _ = BeforeSuite(func() {
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("apikey-operator"),
-		MaxTTL:    testMaxTTL,
+		Policy:    testPolicy,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	go func() {

@@ -35,6 +35,7 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
@@ -113,7 +114,7 @@ var _ = BeforeSuite(func() {
 		Client:    ctrlMgr.GetClient(),
 		APIReader: ctrlMgr.GetAPIReader(),
 		Recorder:  ctrlMgr.GetEventRecorder("apikey-operator"),
-		MaxTTL:    24 * time.Hour,
+		Policy:    policy.New(24*time.Hour, nil, nil),
 	}).SetupWithManager(ctrlMgr)).To(Succeed())
 	start(ctrlMgr)
 

@@ -1,0 +1,186 @@
+package v1alpha1
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
+)
+
+func newKey(identity apikeysv1alpha1.Identity) *apikeysv1alpha1.ApiKey {
+	return &apikeysv1alpha1.ApiKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: teamA, Name: "key-" + rand.String(6)},
+		Spec:       apikeysv1alpha1.ApiKeySpec{Identity: identity},
+	}
+}
+
+// readyToken waits for key to be Ready and returns its token (never printed).
+func readyToken(key *apikeysv1alpha1.ApiKey) (string, *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
+	got := &apikeysv1alpha1.ApiKey{}
+	Eventually(func(g Gomega) {
+		g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, "Ready")).To(BeTrue(), "%v", got.Status.Conditions)
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+	secret := &corev1.Secret{}
+	Expect(admin.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: got.Status.SecretName}, secret)).To(Succeed())
+	return string(secret.Data["token"]), got
+}
+
+func expectDenied(err error, message string) {
+	GinkgoHelper()
+	Expect(err).To(HaveOccurred())
+	Expect(err.Error()).To(ContainSubstring(message))
+}
+
+var _ = Describe("Who a key may be", func() {
+	It("stamps the creator as owner of a Key identity, without forbidden groups, and keeps it", func() {
+		key := newKey(apikeysv1alpha1.IdentityKey)
+		Expect(alice.Create(ctx, key)).To(Succeed())
+		Expect(key.Spec.Owner).To(Equal(&apikeysv1alpha1.Owner{Username: "alice", Groups: []string{"team-a", "system:authenticated"}}))
+		Expect(key.Annotations).To(HaveKey(policy.AttestationAnnotation))
+		Expect(key.Spec.Prefix).To(Equal("ak"))
+		Expect(key.Spec.Secret.Name).To(Equal(key.Name + "-token"))
+
+		_, key = readyToken(key)
+
+		By("refusing to change owner or identity later")
+		changed := key.DeepCopy()
+		changed.Spec.Owner.Username = "mallory"
+		expectDenied(alice.Patch(ctx, changed, client.MergeFrom(key)), "owner cannot change")
+		changed = key.DeepCopy()
+		changed.Spec.Identity = apikeysv1alpha1.IdentityOwner
+		expectDenied(alice.Patch(ctx, changed, client.MergeFrom(key)), "identity cannot change")
+
+		By("putting back an owner a GitOps apply dropped, so nothing drifts")
+		dropped := key.DeepCopy()
+		dropped.Spec.Owner = nil
+		delete(dropped.Annotations, policy.AttestationAnnotation)
+		dropped.Spec.Description = "applied from Git"
+		Expect(alice.Patch(ctx, dropped, client.MergeFrom(key))).To(Succeed())
+		Expect(dropped.Spec.Owner).To(Equal(key.Spec.Owner))
+		Expect(dropped.Annotations[policy.AttestationAnnotation]).To(Equal(key.Annotations[policy.AttestationAnnotation]))
+	})
+
+	It("issues alice's personal key as alice, with her groups", func() {
+		key := newKey(apikeysv1alpha1.IdentityOwner)
+		Expect(alice.Create(ctx, key)).To(Succeed())
+		tok, key := readyToken(key)
+		Expect(key.Status.Username).To(Equal("alice"))
+		who := verifyAs(tok)
+		Expect(who.Username).To(Equal("alice"))
+		Expect(who.Groups).To(ConsistOf("team-a", "system:authenticated"))
+	})
+
+	It("refuses a key for bob from alice, and allows it from a user who may impersonate bob", func() {
+		forBob := newKey(apikeysv1alpha1.IdentityOwner)
+		forBob.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b"}}
+		expectDenied(alice.Create(ctx, forBob.DeepCopy()), `alice may not create a key owned by "bob"`)
+		expectDenied(alice.Create(ctx, forBob.DeepCopy()), `impersonate user "bob", group "team-b"`)
+
+		Expect(carol.Create(ctx, forBob)).To(Succeed())
+		tok, _ := readyToken(forBob)
+		who := verifyAs(tok)
+		Expect(who.Username).To(Equal("bob"))
+		Expect(who.Groups).To(ConsistOf("team-b"))
+
+		By("and refuses bob's name with a group carol may not impersonate")
+		withAdmins := newKey(apikeysv1alpha1.IdentityOwner)
+		withAdmins.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b", "payroll"}}
+		expectDenied(carol.Create(ctx, withAdmins), `impersonate group "payroll"`)
+	})
+
+	It("never lets a key carry system:masters", func() {
+		By("stamping a masters member's key without that group")
+		key := newKey(apikeysv1alpha1.IdentityOwner)
+		Expect(masters.Create(ctx, key)).To(Succeed())
+		Expect(key.Spec.Owner.Groups).NotTo(ContainElement("system:masters"))
+		tok, _ := readyToken(key)
+		Expect(verifyAs(tok).Groups).NotTo(ContainElement("system:masters"))
+
+		By("refusing a key that names the group outright")
+		claim := newKey(apikeysv1alpha1.IdentityOwner)
+		claim.Spec.Owner = &apikeysv1alpha1.Owner{Username: "root", Groups: []string{"system:masters"}}
+		expectDenied(masters.Create(ctx, claim), `"system:masters" is never carried`)
+	})
+
+	It("refuses an attestation the requester wrote", func() {
+		key := newKey(apikeysv1alpha1.IdentityKey)
+		Expect(alice.Create(ctx, key)).To(Succeed())
+		_, key = readyToken(key)
+		forged := key.DeepCopy()
+		forged.Annotations[policy.AttestationAnnotation] = "v1.0.forged"
+		Expect(alice.Patch(ctx, forged, client.MergeFrom(key))).To(Succeed(), "the mutating webhook puts the real one back")
+		Expect(forged.Annotations[policy.AttestationAnnotation]).To(Equal(key.Annotations[policy.AttestationAnnotation]))
+	})
+})
+
+var _ = Describe("How long a key may live and what it may say", func() {
+	DescribeTable("refusing with a message",
+		func(mutate func(*apikeysv1alpha1.ApiKey), message string) {
+			key := newKey(apikeysv1alpha1.IdentityKey)
+			mutate(key)
+			expectDenied(alice.Create(ctx, key), message)
+		},
+		Entry("a ttl beyond --max-ttl", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.TTL = &metav1.Duration{Duration: suiteMaxTTL + time.Hour}
+		}, "longer than the operator's --max-ttl"),
+		Entry("an expiresAt beyond --max-ttl", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(suiteMaxTTL + 24*time.Hour)}
+		}, "longer than the operator's --max-ttl"),
+		Entry("an expiresAt in the past", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(-time.Minute)}
+		}, "is not in the future"),
+		Entry("a malformed scope", func(k *apikeysv1alpha1.ApiKey) { k.Spec.Scopes = []string{"Links Read"} }, "spec.scopes[0]"),
+	)
+
+	It("refuses an edit that pushes expiry beyond --max-ttl from issuance", func() {
+		key := newKey(apikeysv1alpha1.IdentityKey)
+		key.Spec.TTL = &metav1.Duration{Duration: time.Hour}
+		Expect(alice.Create(ctx, key)).To(Succeed())
+		_, key = readyToken(key)
+		key.Spec.TTL = &metav1.Duration{Duration: suiteMaxTTL + time.Hour}
+		expectDenied(alice.Update(ctx, key), "longer than the operator's --max-ttl")
+	})
+})
+
+var _ = Describe("What a namespace editor can touch", func() {
+	It("manages ApiKeys but cannot write records or ApiKey status", func() {
+		key := newKey(apikeysv1alpha1.IdentityKey)
+		Expect(alice.Create(ctx, key)).To(Succeed())
+		_, key = readyToken(key)
+
+		record := &apikeysv1alpha1.ApiKeyRecord{
+			ObjectMeta: metav1.ObjectMeta{Name: "sha256-" + rand.String(10)},
+			Spec: apikeysv1alpha1.ApiKeyRecordSpec{
+				TokenHash: "sha256:" + "0000000000000000000000000000000000000000000000000000000000000000",
+				TokenHint: "ak_fake…", Username: "system:admin", IssuedAt: metav1.Now(),
+				ApiKey: apikeysv1alpha1.ApiKeyReference{Namespace: teamA, Name: key.Name, UID: string(key.UID)},
+			},
+		}
+		Expect(apierrors.IsForbidden(alice.Create(ctx, record))).To(BeTrue(), "a tenant must not create records")
+		var records apikeysv1alpha1.ApiKeyRecordList
+		Expect(apierrors.IsForbidden(alice.List(ctx, &records))).To(BeTrue(), "a tenant must not read records")
+
+		patch := client.MergeFrom(key.DeepCopy())
+		key.Status.RecordName = "sha256-forged"
+		Expect(apierrors.IsForbidden(alice.Status().Patch(ctx, key, patch))).To(BeTrue(), "a tenant must not write status")
+
+		Expect(apierrors.IsForbidden(alice.Create(ctx, newKeyIn("default")))).To(BeTrue(), "alice's role is in team-a only")
+	})
+})
+
+func newKeyIn(ns string) *apikeysv1alpha1.ApiKey {
+	k := newKey(apikeysv1alpha1.IdentityKey)
+	k.Namespace = ns
+	return k
+}

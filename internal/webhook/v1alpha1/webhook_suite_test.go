@@ -1,0 +1,227 @@
+package v1alpha1
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
+	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
+)
+
+// suiteMaxTTL is the operator's --max-ttl in this suite.
+const suiteMaxTTL = 30 * 24 * time.Hour
+
+var (
+	ctx     context.Context
+	cancel  context.CancelFunc
+	testEnv *envtest.Environment
+	scheme  = runtime.NewScheme()
+	// admin is system:masters; the users below get only what RBAC grants.
+	admin              client.Client
+	alice, bob, carol  client.Client
+	masters            client.Client
+	verifyURL          string
+	verifyClient       *http.Client
+	rules              = policy.New(suiteMaxTTL, []string{"cluster-admins"}, []byte("webhook suite attestation key"))
+	teamA              = "team-a"
+	aliceGroups        = []string{"team-a", "cluster-admins"}
+	carolImpersonation = "impersonate-bob"
+)
+
+func TestWebhooks(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Admission Webhook Suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.TODO())
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
+
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			Paths: []string{filepath.Join("..", "..", "..", "config", "webhook")},
+		},
+		BinaryAssetsDirectory: controlPlaneDir(),
+	}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	admin, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	By("loading the tenant roles from config/rbac and creating users")
+	applyClusterRoles(filepath.Join("..", "..", "..", "config", "rbac"))
+	Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: objectMeta(teamA)})).To(Succeed())
+	alice = userClient(envtest.User{Name: "alice", Groups: aliceGroups})
+	bob = userClient(envtest.User{Name: "bob", Groups: []string{"team-b"}})
+	carol = userClient(envtest.User{Name: "carol", Groups: []string{"gitops"}})
+	masters = userClient(envtest.User{Name: "root", Groups: []string{"system:masters"}})
+	for _, user := range []string{"alice", "bob", "carol"} {
+		bindInTeamA(user, "apikey-editor-role")
+	}
+	Expect(admin.Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: objectMeta(carolImpersonation),
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"bob"}},
+			{APIGroups: []string{""}, Resources: []string{"groups"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"team-b"}},
+		},
+	})).To(Succeed())
+	Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: objectMeta("carol-impersonates-bob"),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: carolImpersonation},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "carol"}},
+	})).To(Succeed())
+
+	By("running the manager: admission webhooks, controller and auth server")
+	opts := &testEnv.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:        scheme,
+		Metrics:       metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{Host: opts.LocalServingHost, Port: opts.LocalServingPort, CertDir: opts.LocalServingCertDir}),
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(SetupApiKeyWebhookWithManager(mgr, rules)).To(Succeed())
+	Expect((&controller.ApiKeyReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("apikey-operator"), Policy: rules,
+	}).SetupWithManager(mgr)).To(Succeed())
+	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{})
+	Expect(auth.SetupWithManager(mgr)).To(Succeed())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM(opts.LocalServingCAData)).To(BeTrue())
+	verifyClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	verifyURL = fmt.Sprintf("https://%s:%d/verify", opts.LocalServingHost, opts.LocalServingPort)
+	Eventually(auth.Index().Synced, 30*time.Second, 50*time.Millisecond).Should(BeTrue())
+
+	By("waiting until the webhooks answer")
+	Eventually(func() error {
+		key := &apikeysv1alpha1.ApiKey{}
+		key.Namespace, key.GenerateName = teamA, "probe-"
+		if err := admin.Create(ctx, key, client.DryRunAll); err != nil {
+			return err
+		}
+		if key.Spec.Owner == nil {
+			return fmt.Errorf("the mutating webhook has not stamped an owner yet")
+		}
+		return nil
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+})
+
+var _ = AfterSuite(func() {
+	cancel()
+	Expect(testEnv.Stop()).To(Succeed())
+})
+
+func objectMeta(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
+
+func userClient(u envtest.User) client.Client {
+	GinkgoHelper()
+	user, err := testEnv.AddUser(u, nil)
+	Expect(err).NotTo(HaveOccurred())
+	c, err := client.New(user.Config(), client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	return c
+}
+
+func bindInTeamA(user, clusterRole string) {
+	GinkgoHelper()
+	Expect(admin.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: teamA, Name: user + "-" + clusterRole},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	})).To(Succeed())
+}
+
+// applyClusterRoles creates every ClusterRole in dir's YAML files, so the
+// specs exercise the RBAC that ships, not a copy of it.
+func applyClusterRoles(dir string) {
+	GinkgoHelper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	n := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		Expect(err).NotTo(HaveOccurred())
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+		for {
+			role := &rbacv1.ClusterRole{}
+			if err := dec.Decode(role); err != nil {
+				break
+			}
+			if role.Kind != "ClusterRole" {
+				continue
+			}
+			Expect(admin.Create(ctx, role)).To(Succeed(), f)
+			n++
+		}
+	}
+	Expect(n).To(BeNumerically(">=", 3))
+}
+
+// verifyAs asks the auth server's /verify who tok is.
+func verifyAs(tok string) authserver.VerifyResponse {
+	GinkgoHelper()
+	body, err := json.Marshal(authserver.VerifyRequest{Token: tok})
+	Expect(err).NotTo(HaveOccurred())
+	var answer authserver.VerifyResponse
+	Eventually(func(g Gomega) {
+		resp, err := verifyClient.Post(verifyURL, "application/json", bytes.NewReader(body))
+		g.Expect(err).NotTo(HaveOccurred())
+		defer func() { _ = resp.Body.Close() }()
+		g.Expect(json.NewDecoder(resp.Body).Decode(&answer)).To(Succeed())
+		g.Expect(answer.Valid).To(BeTrue(), answer.Code)
+	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
+	return answer
+}
+
+func controlPlaneDir() string {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir
+	}
+	dirs, _ := filepath.Glob(filepath.Join("..", "..", "..", "bin", "k8s", "*"))
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
+			return d
+		}
+	}
+	Fail("no test control plane in bin/k8s: run `make envtest` first")
+	return ""
+}
