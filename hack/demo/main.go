@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -55,7 +54,7 @@ func run() error {
 	if d.dir, err = os.MkdirTemp("", "apikey-demo-"); err != nil {
 		return err
 	}
-	assets, err := controlPlaneDir()
+	assets, err := utils.ControlPlaneDir()
 	if err != nil {
 		return err
 	}
@@ -77,7 +76,7 @@ func run() error {
 	d.authClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 
 	webhookConfig := filepath.Join(d.dir, "token-webhook.kubeconfig")
-	if err := os.WriteFile(webhookConfig, []byte(webhookKubeconfig(d.authURL+"/tokenreview", caPEM)), 0o600); err != nil {
+	if err := os.WriteFile(webhookConfig, []byte(utils.TokenWebhookKubeconfig(d.authURL+"/tokenreview", caPEM)), 0o600); err != nil {
 		return err
 	}
 	env := &envtest.Environment{
@@ -173,7 +172,7 @@ func (d *demo) transcript() error {
 
 	step("kube-apiserver accepts it: kubectl auth whoami --token=$TOKEN")
 	userKubeconfig := filepath.Join(d.dir, "key.kubeconfig")
-	if err := os.WriteFile(userKubeconfig, []byte(tokenKubeconfig(d.host, d.caData, tok)), 0o600); err != nil {
+	if err := os.WriteFile(userKubeconfig, []byte(utils.TokenKubeconfig(d.host, d.caData, tok)), 0o600); err != nil {
 		return err
 	}
 	if err := d.whoami(userKubeconfig, false); err != nil {
@@ -295,49 +294,4 @@ func indent(s string) string {
 		return ""
 	}
 	return "    " + strings.ReplaceAll(s, "\n", "\n    ") + "\n"
-}
-
-func controlPlaneDir() (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
-	}
-	dirs, _ := filepath.Glob(filepath.Join("bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
-			return d, nil
-		}
-	}
-	return "", errors.New("no control plane in bin/k8s: run make envtest")
-}
-
-func webhookKubeconfig(url string, ca []byte) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: apikey-operator
-  cluster: {server: %q, certificate-authority-data: %s}
-users:
-- name: kube-apiserver
-contexts:
-- name: webhook
-  context: {cluster: apikey-operator, user: kube-apiserver}
-current-context: webhook
-`, url, base64.StdEncoding.EncodeToString(ca))
-}
-
-func tokenKubeconfig(host string, ca []byte, tok string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: demo
-  cluster: {server: %q, certificate-authority-data: %s}
-users:
-- name: ci-deployer
-  user: {token: %q}
-contexts:
-- name: demo
-  context: {cluster: demo, user: ci-deployer, namespace: default}
-current-context: demo
-`, host, base64.StdEncoding.EncodeToString(ca), tok)
 }

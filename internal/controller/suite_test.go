@@ -3,9 +3,7 @@ package controller
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +28,7 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // crashNamespace holds the keys of the crash-recovery specs. The suite's
@@ -78,10 +77,9 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		testEnv.BinaryAssetsDirectory = controlPlaneDir()
-	}
 	var err error
+	testEnv.BinaryAssetsDirectory, err = utils.ControlPlaneDir()
+	Expect(err).NotTo(HaveOccurred())
 	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 
@@ -116,21 +114,6 @@ var _ = AfterSuite(func() {
 	cancel()
 	Expect(testEnv.Stop()).To(Succeed())
 })
-
-// controlPlaneDir finds the kube-apiserver, etcd and kubectl that `make
-// envtest` builds, so the suite also runs from an IDE without
-// KUBEBUILDER_ASSETS set.
-func controlPlaneDir() string {
-	dirs, _ := filepath.Glob(filepath.Join("..", "..", "bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
-			return d
-		}
-	}
-	Fail("no test control plane in bin/k8s: run `make envtest` (or `make test`) first")
-	return ""
-}
 
 // syncBuffer is a bytes.Buffer safe for the manager's concurrent loggers.
 type syncBuffer struct {

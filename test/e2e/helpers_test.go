@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 const (
@@ -72,43 +71,11 @@ func setSuspended(key *apikeysv1alpha1.ApiKey, suspended bool) {
 	Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
 }
 
-// tokenWebhookKubeconfig is the file kube-apiserver's
-// --authentication-token-webhook-config-file reads.
-func tokenWebhookKubeconfig(url string, ca []byte) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: apikey-operator
-  cluster:
-    server: %s
-    certificate-authority-data: %s
-users:
-- name: kube-apiserver
-contexts:
-- name: webhook
-  context: {cluster: apikey-operator, user: kube-apiserver}
-current-context: webhook
-`, url, base64.StdEncoding.EncodeToString(ca))
-}
-
 // userKubeconfig writes a kubeconfig that authenticates to host with tok.
 func userKubeconfig(host string, caData []byte, tok string) string {
 	GinkgoHelper()
 	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	content := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: {server: %q, certificate-authority-data: %s}
-users:
-- name: key
-  user: {token: %q}
-contexts:
-- name: test
-  context: {cluster: test, user: key}
-current-context: test
-`, host, base64.StdEncoding.EncodeToString(caData), tok)
-	Expect(os.WriteFile(path, []byte(content), 0o600)).To(Succeed())
+	Expect(os.WriteFile(path, []byte(utils.TokenKubeconfig(host, caData, tok)), 0o600)).To(Succeed())
 	return path
 }
 

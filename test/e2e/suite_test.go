@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"testing"
 	"time"
 
@@ -88,15 +87,13 @@ var _ = BeforeSuite(func() {
 	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: controlPlaneDir(),
 	}
+	testEnv.BinaryAssetsDirectory, err = utils.ControlPlaneDir()
+	Expect(err).NotTo(HaveOccurred())
 	configureTokenWebhook(testEnv, "v1")
 	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	kubectlPath = filepath.Join(testEnv.BinaryAssetsDirectory, "kubectl")
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		kubectlPath = filepath.Join(dir, "kubectl")
-	}
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metaName(noControllerNamespace)})).To(Succeed())
@@ -163,25 +160,9 @@ func configureTokenWebhook(env *envtest.Environment, version string) {
 	ca, err := os.ReadFile(authCAFile)
 	Expect(err).NotTo(HaveOccurred())
 	path := filepath.Join(workDir, "token-webhook-"+version+".kubeconfig")
-	Expect(os.WriteFile(path, []byte(tokenWebhookKubeconfig(authURL+"/tokenreview", ca)), 0o600)).To(Succeed())
+	Expect(os.WriteFile(path, []byte(utils.TokenWebhookKubeconfig(authURL+"/tokenreview", ca)), 0o600)).To(Succeed())
 	env.ControlPlane.GetAPIServer().Configure().
 		Set("authentication-token-webhook-config-file", path).
 		Set("authentication-token-webhook-version", version).
 		Set("authentication-token-webhook-cache-ttl", "1s")
-}
-
-// controlPlaneDir is where `make envtest` put kube-apiserver, etcd and kubectl.
-func controlPlaneDir() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	dirs, _ := filepath.Glob(filepath.Join("..", "..", "bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
-			return d
-		}
-	}
-	Fail("no test control plane in bin/k8s: run `make envtest` first")
-	return ""
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"testing"
 	"time"
 
@@ -35,6 +34,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // suiteMaxTTL is the operator's --max-ttl in this suite.
@@ -74,8 +74,10 @@ var _ = BeforeSuite(func() {
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
 			Paths: []string{filepath.Join("..", "..", "..", "config", "webhook")},
 		},
-		BinaryAssetsDirectory: controlPlaneDir(),
 	}
+	var err error
+	testEnv.BinaryAssetsDirectory, err = utils.ControlPlaneDir()
+	Expect(err).NotTo(HaveOccurred())
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	admin, err = client.New(cfg, client.Options{Scheme: scheme})
@@ -209,19 +211,4 @@ func verifyAs(tok string) authserver.VerifyResponse {
 		g.Expect(answer.Valid).To(BeTrue(), answer.Code)
 	}, 20*time.Second, 50*time.Millisecond).Should(Succeed())
 	return answer
-}
-
-func controlPlaneDir() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	dirs, _ := filepath.Glob(filepath.Join("..", "..", "..", "bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
-			return d
-		}
-	}
-	Fail("no test control plane in bin/k8s: run `make envtest` first")
-	return ""
 }
