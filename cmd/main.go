@@ -148,9 +148,7 @@ func run(c config) error {
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.enableLeaderElection,
 		LeaderElectionID:       "manager.apikeys.dev",
-		// Nothing here needs managedFields; dropping them keeps every
-		// replica's caches small.
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache: cacheOptions(c),
 	})
 	if err != nil {
 		return err
@@ -198,6 +196,16 @@ func run(c config) error {
 
 	setupLog.Info("Starting manager", "admission", c.enableController && c.enableAdmission, "controller", c.enableController, "authServer", c.enableAuthServer, "maxTTL", c.maxTTL)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// cacheOptions drops managedFields everywhere (nothing here reads them) and,
+// for an auth-server-only replica, every field the index does not read.
+func cacheOptions(c config) cache.Options {
+	opts := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
+	if !c.enableController {
+		opts.ByObject = authserver.CacheOptions()
+	}
+	return opts
 }
 
 // loadPolicy builds the rules the controller and the admission webhooks

@@ -82,7 +82,10 @@ func (s *Server) guard(endpoint string, h handlerFunc) http.Handler {
 		start := time.Now()
 		result := resultBadRequest
 		defer func() {
-			if recover() != nil {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler { //nolint:errorlint // the sentinel is panicked as-is
+					panic(p)
+				}
 				ctrl.Log.WithName("authserver").Info("Recovered from a panic while answering", "endpoint", endpoint)
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}

@@ -39,24 +39,25 @@ type Entry struct {
 	groupsHeader string
 	scopesHeader string
 
-	usage *usage
+	key *keyState
 }
 
-// keyState is what the index needs from an ApiKey itself: revocation
-// (deletion) and suspension take effect from the ApiKey at once, without
-// waiting for the controller to update the record.
+// keyState is what the index knows of an ApiKey itself, shared by every
+// entry of the key so the request path reads it without a second lookup.
+// Revocation (deletion) and suspension take effect from the ApiKey at once,
+// without waiting for the controller to update the record. lastUsed is the
+// last successful authentication in Unix seconds, flushed to the key's
+// status off the request path.
 type keyState struct {
-	deleting  bool
-	suspended bool
-}
-
-// usage is the last time a key authenticated, in Unix seconds, shared by
-// every entry of the key and flushed to its status off the request path.
-type usage struct {
 	namespace, name string
 	uid             types.UID
-	lastUsed        atomic.Int64
-	flushed         atomic.Int64
+
+	present   atomic.Bool // the ApiKey exists (a record alone proves nothing)
+	deleting  atomic.Bool
+	suspended atomic.Bool
+
+	lastUsed atomic.Int64
+	flushed  atomic.Int64
 }
 
 // Index maps token hashes to entries. Writers are informer event handlers;
@@ -65,8 +66,7 @@ type Index struct {
 	mu     sync.RWMutex
 	byHash map[[32]byte]*Entry
 	byName map[string][32]byte // record name -> hash, for deletes
-	keys   map[types.UID]keyState
-	usage  map[types.UID]*usage
+	keys   map[types.UID]*keyState
 
 	synced   atomic.Bool
 	lastSync atomic.Int64 // Unix nanoseconds of the last index change
@@ -77,8 +77,7 @@ func NewIndex() *Index {
 	return &Index{
 		byHash: map[[32]byte]*Entry{},
 		byName: map[string][32]byte{},
-		keys:   map[types.UID]keyState{},
-		usage:  map[types.UID]*usage{},
+		keys:   map[types.UID]*keyState{},
 	}
 }
 
@@ -113,7 +112,7 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	e.usage = ix.usageLocked(e.KeyUID, e.Namespace, e.Name)
+	e.key = ix.keyLocked(e.KeyUID, e.Namespace, e.Name)
 	if old, ok := ix.byName[rec.Name]; ok && old != sum {
 		delete(ix.byHash, old)
 	}
@@ -137,8 +136,10 @@ func (ix *Index) DeleteRecord(name string) {
 func (ix *Index) SetKey(key *apikeysv1alpha1.ApiKey) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ix.usageLocked(key.UID, key.Namespace, key.Name)
-	ix.keys[key.UID] = keyState{deleting: !key.DeletionTimestamp.IsZero(), suspended: key.Spec.Suspended}
+	ks := ix.keyLocked(key.UID, key.Namespace, key.Name)
+	ks.deleting.Store(!key.DeletionTimestamp.IsZero())
+	ks.suspended.Store(key.Spec.Suspended)
+	ks.present.Store(true)
 	ix.touchLocked()
 }
 
@@ -147,30 +148,33 @@ func (ix *Index) SetKey(key *apikeysv1alpha1.ApiKey) {
 func (ix *Index) DeleteKey(uid types.UID) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	delete(ix.keys, uid)
-	delete(ix.usage, uid)
+	if ks, ok := ix.keys[uid]; ok {
+		ks.present.Store(false)
+		delete(ix.keys, uid)
+	}
 	ix.touchLocked()
 }
 
-// usageLocked returns the usage tracker of the key with uid, creating it.
-func (ix *Index) usageLocked(uid types.UID, namespace, name string) *usage {
-	u, ok := ix.usage[uid]
+// keyLocked returns the state of the key with uid, creating it (not
+// present until the ApiKey itself is seen).
+func (ix *Index) keyLocked(uid types.UID, namespace, name string) *keyState {
+	ks, ok := ix.keys[uid]
 	if !ok {
-		u = &usage{namespace: namespace, name: name, uid: uid}
-		ix.usage[uid] = u
+		ks = &keyState{namespace: namespace, name: name, uid: uid}
+		ix.keys[uid] = ks
 	}
-	return u
+	return ks
 }
 
 func (ix *Index) touchLocked() { ix.lastSync.Store(time.Now().UnixNano()) }
 
-// usages returns the usage trackers of every live key.
-func (ix *Index) usages() []*usage {
+// keyStates returns the state of every key the index knows.
+func (ix *Index) keyStates() []*keyState {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	out := make([]*usage, 0, len(ix.usage))
-	for _, u := range ix.usage {
-		out = append(out, u)
+	out := make([]*keyState, 0, len(ix.keys))
+	for _, ks := range ix.keys {
+		out = append(out, ks)
 	}
 	return out
 }

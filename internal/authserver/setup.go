@@ -152,7 +152,7 @@ func (u *usageFlusher) Start(ctx context.Context) error {
 
 func (u *usageFlusher) flush(ctx context.Context) {
 	log := ctrl.Log.WithName("authserver").WithName("usage")
-	for _, use := range u.index.usages() {
+	for _, use := range u.index.keyStates() {
 		last := use.lastUsed.Load()
 		if last == 0 || last <= use.flushed.Load() {
 			continue
@@ -165,7 +165,7 @@ func (u *usageFlusher) flush(ctx context.Context) {
 	}
 }
 
-func (u *usageFlusher) flushOne(ctx context.Context, use *usage, last int64) error {
+func (u *usageFlusher) flushOne(ctx context.Context, use *keyState, last int64) error {
 	key := &apikeysv1alpha1.ApiKey{}
 	if err := u.client.Get(ctx, client.ObjectKey{Namespace: use.namespace, Name: use.name}, key); err != nil {
 		return client.IgnoreNotFound(err)

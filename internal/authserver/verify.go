@@ -50,11 +50,6 @@ func (ix *Index) Verify(tok string, now time.Time) (*Entry, Code) {
 
 	ix.mu.RLock()
 	e := ix.byHash[sum]
-	var ks keyState
-	live := false
-	if e != nil {
-		ks, live = ix.keys[e.KeyUID]
-	}
 	ix.mu.RUnlock()
 
 	if e == nil || subtle.ConstantTimeCompare(e.hash[:], sum[:]) != 1 {
@@ -65,10 +60,10 @@ func (ix *Index) Verify(tok string, now time.Time) (*Entry, Code) {
 	}
 	// A token whose ApiKey is gone or being deleted is revoked, whether or
 	// not the controller has removed the record yet.
-	if !live || ks.deleting {
+	if ks := e.key; !ks.present.Load() || ks.deleting.Load() {
 		return nil, CodeNotFound
 	}
-	if e.Suspended || ks.suspended {
+	if e.Suspended || e.key.suspended.Load() {
 		return nil, CodeSuspended
 	}
 	if !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) {
@@ -109,11 +104,8 @@ func (e *Entry) grants(scope string) bool {
 // markUsed notes a successful authentication for the usage flusher.
 // It writes the shared counter only when the second changes.
 func (e *Entry) markUsed(now time.Time) {
-	if e.usage == nil {
-		return
-	}
-	if s := now.Unix(); e.usage.lastUsed.Load() < s {
-		e.usage.lastUsed.Store(s)
+	if s := now.Unix(); e.key.lastUsed.Load() < s {
+		e.key.lastUsed.Store(s)
 	}
 }
 

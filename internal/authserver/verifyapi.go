@@ -32,7 +32,8 @@ type KeyRef struct {
 }
 
 // serveVerify is the JSON API for in-cluster services. A well-formed request
-// always gets 200 with a code; only a malformed request gets a 4xx.
+// gets 200 with a code once the index has synced (503 before, so clients
+// retry rather than cache a refusal); a malformed request gets a 4xx.
 func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) string {
 	var req VerifyRequest
 	if !readJSON(w, r, &req) {

@@ -123,7 +123,8 @@ var _ = BeforeSuite(func() {
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: "127.0.0.1", Port: authPort, CertDir: authCertDir,
 		}),
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// As cmd/main.go configures an auth-only replica.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: authserver.CacheOptions()},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{UsageFlushInterval: time.Second})

@@ -1,0 +1,281 @@
+package authserver
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+)
+
+// Sinks keep the compiler from discarding benchmarked work.
+var (
+	benchEntry *Entry
+	benchCode  Code
+	benchSum   [sha256.Size]byte
+)
+
+// filledIndex returns a synced index of n keys with one token each, and
+// the token of the key in the middle.
+func filledIndex(tb testing.TB, n int) (*Index, string) {
+	tb.Helper()
+	ix := NewIndex()
+	var probe string
+	for i := range n {
+		tok, err := token.Generate(token.DefaultPrefix)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		key := informerKey(fmt.Sprintf("team-%04d", i%1000), fmt.Sprintf("key-%07d", i), fmt.Sprintf("uid-%07d", i))
+		ix.SetKey(key)
+		ix.SetRecord(issuedRecord(tok, key))
+		if i == n/2 {
+			probe = tok
+		}
+	}
+	ix.MarkSynced()
+	if ix.Len() != n {
+		tb.Fatalf("index holds %d tokens, want %d", ix.Len(), n)
+	}
+	return ix, probe
+}
+
+// BenchmarkVerify is the request path the contract bounds: at most twice
+// BenchmarkSHA256/token, and no allocation.
+func BenchmarkVerify(b *testing.B) {
+	for _, n := range []int{1000, 100_000} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			ix, tok := filledIndex(b, n)
+			if _, code := ix.Verify(tok, fixtureNow); code != CodeValid {
+				b.Fatalf("Verify = %v", code)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				benchEntry, benchCode = ix.Verify(tok, fixtureNow)
+			}
+		})
+	}
+}
+
+// BenchmarkSHA256 is the baseline of BenchmarkVerify: one SHA-256 of a token.
+func BenchmarkSHA256(b *testing.B) {
+	b.Run("token", func(b *testing.B) {
+		tok := []byte(stableToken(token.DefaultPrefix, "bench"))
+		b.ReportAllocs()
+		for b.Loop() {
+			benchSum = sha256.Sum256(tok)
+		}
+	})
+}
+
+// BenchmarkVerifyRefused is what a token the index does not hold costs.
+func BenchmarkVerifyRefused(b *testing.B) {
+	ix, tok := filledIndex(b, 1000)
+	for name, bad := range map[string]string{
+		"unknown":       stableToken(token.DefaultPrefix, "unknown"),
+		"checksum-typo": flipLast(tok),
+		"too-long":      strings.Repeat("a", 8<<10),
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				benchEntry, benchCode = ix.Verify(bad, fixtureNow)
+			}
+		})
+	}
+}
+
+// BenchmarkTokenReview decodes and answers kube-apiserver's v1 TokenReview.
+func BenchmarkTokenReview(b *testing.B) {
+	fx := newAuthFixture(b)
+	handler := fx.server.Handler()
+	body := []byte(strings.Replace(tokenReviewV1Body, "%q", `"`+fx.token+`"`, 1))
+	reader := bytes.NewReader(body)
+	readCloser := io.NopCloser(reader)
+	req := httptest.NewRequest(http.MethodPost, "/tokenreview", nil)
+	req.Header.Set("Content-Type", "application/json")
+
+	serve := func() *httptest.ResponseRecorder {
+		reader.Reset(body)
+		req.Body = readCloser // the server wraps it on every request
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := serve(); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"authenticated":true`) {
+		b.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		serve()
+	}
+}
+
+// BenchmarkForwardAuth answers a proxy's subrequest with identity headers.
+func BenchmarkForwardAuth(b *testing.B) {
+	fx := newAuthFixture(b)
+	handler := fx.server.Handler()
+	req := authRequest(http.MethodGet, "/auth", "Authorization", "Bearer "+fx.token,
+		"X-Forwarded-For", "203.0.113.7", "X-Original-Uri", "/orders/42", "User-Agent", "nginx")
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		b.Fatalf("status %d", rec.Code)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		handler.ServeHTTP(httptest.NewRecorder(), req)
+	}
+}
+
+// TestVerifyDoesNotAllocate holds the request path to zero allocations for
+// every outcome. Allocation counts are deterministic; timings are not
+// asserted anywhere.
+func TestVerifyDoesNotAllocate(t *testing.T) {
+	ix, tok := filledIndex(t, 1000)
+	key := informerKey(fixtureNamespace, "refused", "refused-uid")
+	key.Spec.Suspended = true
+	suspended := stableToken(token.DefaultPrefix, "alloc-suspended")
+	ix.SetKey(key)
+	ix.SetRecord(issuedRecord(suspended, key))
+	expiredKey := informerKey(fixtureNamespace, "expired", "expired-uid")
+	expired := stableToken(token.DefaultPrefix, "alloc-expired")
+	ix.SetKey(expiredKey)
+	ix.SetRecord(issuedRecord(expired, expiredKey, func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.ExpiresAt = metaTime(fixtureNow) }))
+
+	for name, tt := range map[string]struct {
+		tok  string
+		want Code
+	}{
+		"valid":         {tok, CodeValid},
+		"unknown":       {stableToken(token.DefaultPrefix, "alloc-unknown"), CodeNotFound},
+		"checksum typo": {flipLast(tok), CodeMalformed},
+		"garbage":       {"hunter2", CodeMalformed},
+		"empty":         {"", CodeMalformed},
+		"1 MiB":         {strings.Repeat("a", 1<<20), CodeMalformed},
+		"suspended":     {suspended, CodeSuspended},
+		"expired":       {expired, CodeExpired},
+	} {
+		t.Run(name, func(t *testing.T) {
+			allocs := testing.AllocsPerRun(100, func() {
+				benchEntry, benchCode = ix.Verify(tt.tok, fixtureNow)
+			})
+			if benchCode != tt.want {
+				t.Fatalf("Verify = %v, want %v", benchCode, tt.want)
+			}
+			if allocs != 0 {
+				t.Errorf("Verify allocates %v times per call", allocs)
+			}
+		})
+	}
+
+	e, _ := ix.Verify(tok, fixtureNow)
+	scopes := []string{"orders:read", "invoices:pdf"}
+	if allocs := testing.AllocsPerRun(100, func() { benchCode = e.Authorize(scopes, "billing") }); allocs != 0 {
+		t.Errorf("Authorize allocates %v times per call", allocs)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { e.markUsed(fixtureNow) }); allocs != 0 {
+		t.Errorf("markUsed allocates %v times per call", allocs)
+	}
+}
+
+// realisticObjects returns n ApiKeyRecords and their ApiKeys as the
+// informers hold them (managed fields stripped): 71-character record names,
+// sha256 hashes, two groups, two or three scopes, ~15-character namespaces
+// and names, every string its own allocation as if decoded from JSON.
+func realisticObjects(n int) ([]*apikeysv1alpha1.ApiKeyRecord, []*apikeysv1alpha1.ApiKey) {
+	records := make([]*apikeysv1alpha1.ApiKeyRecord, n)
+	keys := make([]*apikeysv1alpha1.ApiKey, n)
+	issued := metav1.NewTime(fixtureNow.Add(-24 * time.Hour))
+	expires := metav1.NewTime(fixtureNow.Add(90 * 24 * time.Hour))
+	var seed [8]byte
+	for i := range n {
+		binary.BigEndian.PutUint64(seed[:], uint64(i))
+		sum := sha256.Sum256(seed[:])
+		hexSum := hex.EncodeToString(sum[:])
+		namespace := fmt.Sprintf("team-%010d", i%2000)
+		name := fmt.Sprintf("svc-key-%07d", i)
+		uid := fmt.Sprintf("%08x-7c1e-4f2a-9b3d-%012x", i, i)
+		scopes := []string{fmt.Sprintf("orders:%s", "read"), fmt.Sprintf("invoices:%s", "*")}
+		if i%2 == 0 {
+			scopes = append(scopes, fmt.Sprintf("reports:%s", "export"))
+		}
+		records[i] = &apikeysv1alpha1.ApiKeyRecord{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:              "sha256-" + hexSum,
+				UID:               types.UID(fmt.Sprintf("%08x-1111-4222-8333-%012x", i, i)),
+				ResourceVersion:   fmt.Sprint(1000000 + i),
+				Generation:        1,
+				CreationTimestamp: issued,
+				Labels:            map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: strings.Clone(uid)},
+			},
+			Spec: apikeysv1alpha1.ApiKeyRecordSpec{
+				TokenHash: "sha256:" + hexSum,
+				TokenHint: "ak_" + hexSum[:4] + "…",
+				ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: strings.Clone(namespace), Name: strings.Clone(name), UID: strings.Clone(uid)},
+				IssuedAt:  issued,
+				Username:  "apikey:" + namespace + ":" + name,
+				Groups:    []string{strings.Clone("apikeys"), "apikeys:" + namespace},
+				Scopes:    scopes,
+				ExpiresAt: &expires,
+			},
+		}
+		keys[i] = &apikeysv1alpha1.ApiKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: types.UID(uid)},
+		}
+	}
+	return records, keys
+}
+
+// indexMemory fills an index with n realistic records and keys, and returns
+// the heap bytes per key the index itself holds and those of the index plus
+// its input objects.
+func indexMemory(n int) (indexPerKey, withObjectsPerKey float64) {
+	var start, filled, indexed runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&start)
+	records, keys := realisticObjects(n)
+	runtime.GC()
+	runtime.ReadMemStats(&filled)
+	ix := NewIndex()
+	for i := range records {
+		ix.SetKey(keys[i])
+		ix.SetRecord(records[i])
+	}
+	ix.MarkSynced()
+	runtime.GC()
+	runtime.ReadMemStats(&indexed)
+	runtime.KeepAlive(ix)
+	runtime.KeepAlive(records)
+	runtime.KeepAlive(keys)
+	return float64(int64(indexed.HeapAlloc)-int64(filled.HeapAlloc)) / float64(n),
+		float64(int64(indexed.HeapAlloc)-int64(start.HeapAlloc)) / float64(n)
+}
+
+// BenchmarkIndexMemory reports what 100,000 keys cost the auth server:
+// B/key is the index alone (entries, maps, usage trackers, joined header
+// values), B/key-with-objects adds the ApiKeyRecord and ApiKey structs the
+// index reads (the informer caches hold those anyway). The contract's
+// target is < 1 KiB per key plus baseline for the whole server.
+func BenchmarkIndexMemory(b *testing.B) {
+	const n = 100_000
+	var indexPerKey, withObjectsPerKey float64
+	for b.Loop() {
+		indexPerKey, withObjectsPerKey = indexMemory(n)
+	}
+	b.ReportMetric(indexPerKey, "B/key")
+	b.ReportMetric(withObjectsPerKey, "B/key-with-objects")
+}

@@ -1,0 +1,121 @@
+package authserver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+)
+
+// fixtureNow is the pinned clock of every test server; its nanoseconds make
+// expiry boundaries visible.
+var fixtureNow = time.Date(2031, time.March, 14, 15, 9, 26, 535897932, time.UTC)
+
+const (
+	base62Digits     = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	fixtureNamespace = "team-payments"
+	fixtureName      = "billing-export"
+	fixtureKeyUID    = "0b6c8c1e-2f4a-4d53-9a51-6c0f0d7e3a11"
+)
+
+// stableToken returns a well-formed token with a correct checksum whose body
+// is derived from seed, so a test token is the same in every run and the
+// fuzz corpus under testdata/ can name it.
+func stableToken(prefix, seed string) string {
+	var body [token.BodyLength]byte
+	for i := range body {
+		sum := sha256.Sum256([]byte(seed + "/" + string(rune('a'+i/26)) + string(rune('a'+i%26))))
+		body[i] = base62Digits[sum[0]%62]
+	}
+	head := prefix + "_" + string(body[:])
+	return head + token.Checksum(head)
+}
+
+// tokenBody is the secret part of tok: what follows its last '_'.
+func tokenBody(tok string) string {
+	return tok[strings.LastIndexByte(tok, '_')+1:]
+}
+
+// informerKey returns the ApiKey a record points at, as an informer delivers it.
+func informerKey(namespace, name, uid string) *apikeysv1alpha1.ApiKey {
+	return &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: types.UID(uid)}}
+}
+
+// issuedRecord returns the record the controller writes for tok issued to key
+// with identity Key, changed by edits.
+func issuedRecord(tok string, key *apikeysv1alpha1.ApiKey, edits ...func(*apikeysv1alpha1.ApiKeyRecordSpec)) *apikeysv1alpha1.ApiKeyRecord {
+	sum := token.Sum(tok)
+	rec := &apikeysv1alpha1.ApiKeyRecord{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   "sha256-" + hex.EncodeToString(sum[:]),
+			Labels: map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)},
+		},
+		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
+			TokenHash: token.Hash(tok),
+			TokenHint: token.Hint(tok),
+			ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: key.Namespace, Name: key.Name, UID: string(key.UID)},
+			IssuedAt:  metav1.NewTime(fixtureNow.Add(-24 * time.Hour)),
+			Username:  "apikey:" + key.Namespace + ":" + key.Name,
+			Groups:    []string{"apikeys", "apikeys:" + key.Namespace},
+			Scopes:    []string{"orders:read", "invoices:*"},
+		},
+	}
+	for _, edit := range edits {
+		edit(&rec.Spec)
+	}
+	return rec
+}
+
+// metaTime returns a *metav1.Time of t, as records carry optional times.
+func metaTime(t time.Time) *metav1.Time {
+	mt := metav1.NewTime(t)
+	return &mt
+}
+
+// authFixture is an index holding one live key, plus the server answering from it.
+type authFixture struct {
+	index  *Index
+	server *Server
+	key    *apikeysv1alpha1.ApiKey
+	token  string
+	// secrets are every token the fixture minted or a test sent; no
+	// response may carry any of them or their bodies.
+	secrets []string
+}
+
+// newAuthFixture returns a synced index with one key issued fixtureToken, and a
+// server on it whose clock reads fixtureNow.
+func newAuthFixture(tb testing.TB) *authFixture {
+	tb.Helper()
+	f := &authFixture{index: NewIndex(), key: informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)}
+	f.token = f.issue(f.key, "fixture")
+	f.index.MarkSynced()
+	f.server = NewServer(f.index, Options{Now: func() time.Time { return fixtureNow }})
+	return f
+}
+
+// issue adds a stable token for key (seeded by seed) and the key itself to
+// the index, and returns the token.
+func (f *authFixture) issue(key *apikeysv1alpha1.ApiKey, seed string, edits ...func(*apikeysv1alpha1.ApiKeyRecordSpec)) string {
+	tok := stableToken(token.DefaultPrefix, seed)
+	f.index.SetKey(key)
+	f.index.SetRecord(issuedRecord(tok, key, edits...))
+	f.secrets = append(f.secrets, tok)
+	return tok
+}
+
+// secret notes a token a test sends, so leak checks look for it too.
+func (f *authFixture) secret(tok string) string {
+	f.secrets = append(f.secrets, tok)
+	return tok
+}
+
+// fixtureToken is the token newAuthFixture issues; the fuzz corpus uses it.
+var fixtureToken = stableToken(token.DefaultPrefix, "fixture")

@@ -1,0 +1,53 @@
+package authserver
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// CacheOptions trims what an auth-server-only manager caches to the fields
+// the index and the usage flusher read, so each replica holds little more
+// than the index per key. Do not use it where the controller shares the
+// cache: it needs whole objects.
+func CacheOptions() map[client.Object]cache.ByObject {
+	return map[client.Object]cache.ByObject{
+		&apikeysv1alpha1.ApiKey{}:       {Transform: trimApiKey},
+		&apikeysv1alpha1.ApiKeyRecord{}: {Transform: trimRecord},
+	}
+}
+
+var _ toolscache.TransformFunc = trimApiKey
+
+// trimApiKey keeps identity, deletion, suspension and last use.
+func trimApiKey(obj any) (any, error) {
+	key, ok := obj.(*apikeysv1alpha1.ApiKey)
+	if !ok {
+		return obj, nil
+	}
+	return &apikeysv1alpha1.ApiKey{
+		TypeMeta: key.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: key.Name, Namespace: key.Namespace, UID: key.UID,
+			ResourceVersion: key.ResourceVersion, DeletionTimestamp: key.DeletionTimestamp,
+		},
+		Spec:   apikeysv1alpha1.ApiKeySpec{Suspended: key.Spec.Suspended},
+		Status: apikeysv1alpha1.ApiKeyStatus{LastUsedAt: key.Status.LastUsedAt},
+	}, nil
+}
+
+// trimRecord keeps the name and the spec, whose strings the index shares.
+func trimRecord(obj any) (any, error) {
+	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
+	if !ok {
+		return obj, nil
+	}
+	return &apikeysv1alpha1.ApiKeyRecord{
+		TypeMeta:   rec.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: rec.Name, UID: rec.UID, ResourceVersion: rec.ResourceVersion},
+		Spec:       rec.Spec,
+	}, nil
+}
