@@ -70,8 +70,9 @@ verify: manifests generate fmt ## Regenerate everything and fail if the tree cha
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager binary into bin/manager.
+build: manifests generate fmt vet ## Build the manager and the kubectl apikey plugin into bin/.
 	go build -o bin/manager cmd/main.go
+	go build -o bin/kubectl-apikey ./cmd/kubectl-apikey
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the cluster in your kubeconfig.

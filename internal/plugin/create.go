@@ -1,0 +1,174 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// createOptions are the flags of `kubectl apikey create`.
+type createOptions struct {
+	scopes        []string
+	audiences     []string
+	ttl           time.Duration
+	expiresAt     string
+	description   string
+	prefix        string
+	ownerIdentity bool
+	secretName    string
+	wait          bool
+	timeout       time.Duration
+}
+
+func newCreateCommand(r *root) *cobra.Command {
+	o := &createOptions{}
+	cmd := &cobra.Command{
+		Use:   "create NAME [--scopes a,b] [--ttl 720h | --expires-at TIME] [flags]",
+		Short: "Create an ApiKey and wait until its token is delivered",
+		Long: `Create an ApiKey and wait until the operator has issued its token.
+
+The token is never printed by this command: the operator writes it once into
+a Secret, and 'kubectl apikey get-token NAME' prints it from there. create
+prints the key's user, token hint, expiry and Secret once the key is Ready.
+
+If the operator refuses the spec (the key is Stalled, e.g. a --ttl beyond the
+operator's --max-ttl), create prints the reason and exits non-zero; the
+ApiKey stays, without a token, until you fix or revoke it.
+
+--ttl takes a Go duration (720h is 30 days); --expires-at an RFC 3339 time.
+Without either, the key expires after the operator's --max-ttl.`,
+		Example: `  # A key that is its own user, apikey:<namespace>:ci-deployer, for 30 days
+  kubectl apikey create ci-deployer --scopes deployments:write,images:read --ttl 720h
+
+  # A personal access token that authenticates as you, until a fixed date
+  kubectl apikey create my-pat --owner-identity --prefix ro_pat --expires-at 2027-01-01T00:00:00Z
+
+  # Create in another namespace and do not wait for the operator
+  kubectl apikey create billing -n team-b --audiences billing-api --wait=false`,
+		Args: oneName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := r.connect()
+			if err != nil {
+				return err
+			}
+			return s.create(cmd.Context(), args[0], o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&o.scopes, "scopes", nil, "Permissions the key carries, comma-separated or repeated (spec.scopes)")
+	f.StringSliceVar(&o.audiences, "audiences", nil, "Audiences the key is limited to, comma-separated or repeated (spec.audiences)")
+	f.DurationVar(&o.ttl, "ttl", 0, "How long the key works after its token is issued, e.g. 720h (spec.ttl)")
+	f.StringVar(&o.expiresAt, "expires-at", "", "RFC 3339 time the key stops working, e.g. 2027-01-01T00:00:00Z (spec.expiresAt)")
+	f.StringVar(&o.description, "description", "", "Free text shown to people managing the key (spec.description)")
+	f.StringVar(&o.prefix, "prefix", "", "Token prefix, e.g. ro_pat; the operator's default is ak (spec.prefix)")
+	f.BoolVar(&o.ownerIdentity, "owner-identity", false, "Make a personal access token that authenticates as you (spec.identity: Owner); needs the operator's admission webhook")
+	f.StringVar(&o.secretName, "secret-name", "", "Secret that receives the token; default NAME-token (spec.secret.name)")
+	f.BoolVar(&o.wait, "wait", true, "Wait until the key is Ready (or Stalled)")
+	f.DurationVar(&o.timeout, "timeout", 60*time.Second, "How long to wait for the key to become Ready")
+	cmd.MarkFlagsMutuallyExclusive("ttl", "expires-at")
+	return cmd
+}
+
+// apiKey is the ApiKey the flags describe.
+func (o *createOptions) apiKey(namespace, name string) (*apikeysv1alpha1.ApiKey, error) {
+	key := &apikeysv1alpha1.ApiKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec: apikeysv1alpha1.ApiKeySpec{
+			Description: o.description,
+			Scopes:      o.scopes,
+			Audiences:   o.audiences,
+			Prefix:      o.prefix,
+			Secret:      apikeysv1alpha1.SecretTemplate{Name: o.secretName},
+		},
+	}
+	if o.ownerIdentity {
+		key.Spec.Identity = apikeysv1alpha1.IdentityOwner
+	}
+	if o.ttl < 0 {
+		return nil, fmt.Errorf("--ttl must be positive, e.g. 720h for 30 days; got %s", o.ttl)
+	}
+	if o.ttl > 0 {
+		key.Spec.TTL = &metav1.Duration{Duration: o.ttl}
+	}
+	if o.expiresAt != "" {
+		t, err := time.Parse(time.RFC3339, o.expiresAt)
+		if err != nil {
+			return nil, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2027-01-01T00:00:00Z: %w", err)
+		}
+		key.Spec.ExpiresAt = &metav1.Time{Time: t}
+	}
+	if o.timeout <= 0 {
+		return nil, fmt.Errorf("--timeout must be positive, e.g. 60s; got %s", o.timeout)
+	}
+	return key, nil
+}
+
+// create creates the key and, with --wait, reports it once the operator has
+// issued its token or given up on it. The token itself is never read here.
+func (s *session) create(ctx context.Context, name string, o *createOptions) error {
+	key, err := o.apiKey(s.namespace, name)
+	if err != nil {
+		return err
+	}
+	if err := s.client.Create(ctx, key); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("apikey %q already exists in namespace %q: pick another name, or revoke it first with 'kubectl apikey revoke %s %s'",
+				name, s.namespace, name, s.nsFlag())
+		}
+		return explain(err)
+	}
+	out := s.streams.Out
+	if !o.wait {
+		fmt.Fprintf(out, "apikey/%s created in namespace %s.\n", name, s.namespace)
+		fmt.Fprintf(out, "The operator issues its token shortly; check with 'kubectl get apikey %s %s',\n", name, s.nsFlag())
+		fmt.Fprintf(out, "then print the token with:\n  kubectl apikey get-token %s %s\n", name, s.nsFlag())
+		return nil
+	}
+
+	last, err := s.waitForKey(ctx, name, o.timeout, func(k *apikeysv1alpha1.ApiKey) (bool, error) {
+		if err := stalledError(k); err != nil {
+			return false, err
+		}
+		return isReady(k), nil
+	})
+	switch {
+	case errors.Is(err, errWaitTimedOut):
+		return fmt.Errorf("apikey %s/%s was created but is not Ready after %s (%s); see 'kubectl describe apikey %s %s'",
+			s.namespace, name, o.timeout, readySummary(last), name, s.nsFlag())
+	case errors.Is(err, errKeyDeleted):
+		return fmt.Errorf("apikey %s/%s was deleted before it became Ready", s.namespace, name)
+	case err != nil && last != nil && stalledError(last) != nil:
+		return fmt.Errorf("%w\nThe ApiKey was created but gets no token: fix its spec ('kubectl edit apikey %s %s') or remove it ('kubectl apikey revoke %s %s')",
+			err, name, s.nsFlag(), name, s.nsFlag())
+	case err != nil:
+		return err
+	}
+	printIssued(out, last, s.nsFlag(), time.Now())
+	return nil
+}
+
+// printIssued reports a Ready key: who it is, how to tell its token apart,
+// when it expires, and how to read the token. It has no token to print.
+func printIssued(out io.Writer, key *apikeysv1alpha1.ApiKey, nsFlag string, now time.Time) {
+	st := key.Status
+	expires := "never"
+	if st.ExpiresAt != nil {
+		expires = fmt.Sprintf("%s (%s)", st.ExpiresAt.UTC().Format(time.RFC3339), expiresIn(key, now))
+	}
+	fmt.Fprintf(out, "apikey/%s created in namespace %s and Ready.\n", key.Name, key.Namespace)
+	fmt.Fprintf(out, "  user:     %s\n", st.Username)
+	fmt.Fprintf(out, "  identity: %s\n", identityOf(key))
+	fmt.Fprintf(out, "  hint:     %s\n", st.TokenHint)
+	fmt.Fprintf(out, "  expires:  %s\n", expires)
+	fmt.Fprintf(out, "  secret:   %s\n", st.SecretName)
+	fmt.Fprintf(out, "Print the token with (add --delete to remove the Secret once you have stored it):\n")
+	fmt.Fprintf(out, "  kubectl apikey get-token %s %s\n", key.Name, nsFlag)
+}

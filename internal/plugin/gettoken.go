@@ -1,0 +1,137 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+)
+
+// The token Secret's format, as the operator writes it. The plugin does not
+// import internal/controller for these: that would link the manager, its
+// metrics and pprof handlers into a CLI. The tests check they agree.
+const (
+	secretType          corev1.SecretType = "apikeys.dev/token"
+	secretTokenKey                        = "token"
+	tokenHashAnnotation                   = "apikeys.dev/token-hash"
+)
+
+func newGetTokenCommand(r *root) *cobra.Command {
+	var deleteSecret bool
+	cmd := &cobra.Command{
+		Use:   "get-token NAME [--delete]",
+		Short: "Print an ApiKey's token from its one-time Secret",
+		Long: `Print the raw token of an ApiKey, and nothing else, to stdout.
+
+The operator writes the token once, into the Secret named in the key's
+status.secretName, and never again. get-token reads it from there and checks
+that the Secret is the one the operator delivered for this key.
+
+--delete deletes the Secret after printing the token. The key stays valid;
+only the stored copy of the token is gone, so keep the token you printed.
+Once the Secret is gone the token cannot be read again: revoke the key and
+create a new one.`,
+		Example: `  # Put the token in a variable
+  TOKEN=$(kubectl apikey get-token ci-deployer)
+
+  # Store it in a CI secret store, then remove it from the cluster
+  kubectl apikey get-token ci-deployer -n team-a --delete | gh secret set API_TOKEN`,
+		Args: oneName,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := r.connect()
+			if err != nil {
+				return err
+			}
+			return s.getToken(cmd.Context(), args[0], deleteSecret)
+		},
+	}
+	cmd.Flags().BoolVar(&deleteSecret, "delete", false, "Delete the token's Secret after printing the token (the key stays valid)")
+	return cmd
+}
+
+// getToken prints the key's token, alone on a line, and with deleteSecret
+// deletes the Secret it came from. Errors never carry the token.
+func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) error {
+	key, err := s.getKey(ctx, name)
+	if err != nil {
+		return err
+	}
+	if key.Status.SecretDeletedAt != nil {
+		return secretGone(key, key.Status.SecretDeletedAt)
+	}
+	if key.Status.SecretName == "" {
+		if err := stalledError(key); err != nil {
+			return fmt.Errorf("%w\nIt has no token: fix its spec, and the operator issues one", err)
+		}
+		return fmt.Errorf("apikey %s/%s has no token yet (%s); wait for it with 'kubectl wait --for=condition=Ready apikey/%s %s'",
+			key.Namespace, key.Name, readySummary(key), key.Name, s.nsFlag())
+	}
+
+	secret := &corev1.Secret{}
+	err = s.client.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret)
+	if apierrors.IsNotFound(err) {
+		return secretGone(key, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("reading Secret %s/%s: %w", key.Namespace, key.Status.SecretName, err)
+	}
+	tok, err := tokenFrom(secret, key)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(s.streams.Out, tok); err != nil {
+		return fmt.Errorf("writing the token: %w", err)
+	}
+	if !deleteSecret {
+		return nil
+	}
+
+	if err := s.client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("the token was printed, but deleting Secret %s/%s failed: %w", secret.Namespace, secret.Name, err)
+	}
+	fmt.Fprintf(s.streams.ErrOut, "Deleted Secret %s/%s. apikey/%s stays valid; this was the last copy of its token in the cluster.\n",
+		secret.Namespace, secret.Name, key.Name)
+	return nil
+}
+
+// tokenFrom returns the token in secret after checking that the operator
+// delivered it for key: the Secret's type, its controller, and that the
+// token matches the hash the operator annotated it with.
+func tokenFrom(secret *corev1.Secret, key *apikeysv1alpha1.ApiKey) (string, error) {
+	where := fmt.Sprintf("Secret %s/%s", secret.Namespace, secret.Name)
+	if secret.Type != secretType {
+		return "", fmt.Errorf("%s has type %q, not %q: it is not a token delivered by the apikey-operator", where, secret.Type, secretType)
+	}
+	if ref := metav1.GetControllerOf(secret); ref == nil || ref.UID != key.UID {
+		return "", fmt.Errorf("%s is not owned by apikey %s (uid %s): refusing to print a token the operator did not deliver for it",
+			where, key.Name, key.UID)
+	}
+	tok := string(secret.Data[secretTokenKey])
+	if tok == "" {
+		return "", fmt.Errorf("%s has no %q entry", where, secretTokenKey)
+	}
+	if want := secret.Annotations[tokenHashAnnotation]; want != token.Hash(tok) {
+		return "", fmt.Errorf("%s holds a token that does not match its %s annotation: it was changed after delivery", where, tokenHashAnnotation)
+	}
+	return tok, nil
+}
+
+// secretGone is the error for a key whose token can no longer be read.
+func secretGone(key *apikeysv1alpha1.ApiKey, deletedAt *metav1.Time) error {
+	when := ""
+	if deletedAt != nil {
+		when = fmt.Sprintf(" Secret %s was deleted at %s.", key.Status.SecretName, deletedAt.UTC().Format(time.RFC3339))
+	}
+	return fmt.Errorf("apikey %s/%s: the token was delivered once and its Secret is gone (status.secretDeletedAt); rotate or recreate the key.%s "+
+		"The key still works for whoever kept the token. This operator version cannot rotate yet, so for a new token: "+
+		"kubectl apikey revoke %s -n %s && kubectl apikey create %s -n %s",
+		key.Namespace, key.Name, when, key.Name, key.Namespace, key.Name, key.Namespace)
+}

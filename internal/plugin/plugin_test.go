@@ -1,0 +1,391 @@
+package plugin
+
+import (
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/controller"
+)
+
+const (
+	timeout  = 20 * time.Second
+	interval = 50 * time.Millisecond
+)
+
+// keyName is a fresh ApiKey name.
+func keyName() string { return "key-" + rand.String(6) }
+
+// fetchKey reads an ApiKey from the API server.
+func fetchKey(ns, name string) *apikeysv1alpha1.ApiKey {
+	GinkgoHelper()
+	key := &apikeysv1alpha1.ApiKey{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, key)).To(Succeed())
+	return key
+}
+
+// readyStatus is the status of key's Ready condition ("" if absent).
+func readyStatus(ns, name string) func() metav1.ConditionStatus {
+	return func() metav1.ConditionStatus {
+		key := &apikeysv1alpha1.ApiKey{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, key); err != nil {
+			return ""
+		}
+		if c := meta.FindStatusCondition(key.Status.Conditions, controller.ConditionReady); c != nil && c.ObservedGeneration == key.Generation {
+			return c.Status
+		}
+		return ""
+	}
+}
+
+// tokenOf reads a key's token straight from its Secret, as the specs'
+// reference for what the plugin may and may not print.
+func tokenOf(key *apikeysv1alpha1.ApiKey) string {
+	GinkgoHelper()
+	secret := &corev1.Secret{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret)).To(Succeed())
+	tok := string(secret.Data[controller.SecretTokenKey])
+	Expect(tok).NotTo(BeEmpty())
+	return tok
+}
+
+// created runs `create name -n ns` and expects success.
+func created(ns, name string, flags ...string) *apikeysv1alpha1.ApiKey {
+	GinkgoHelper()
+	r := kubectlApikey(append([]string{"create", name, "-n", ns}, flags...)...)
+	Expect(r.code).To(Equal(0), r.stderr)
+	return fetchKey(ns, name)
+}
+
+var _ = Describe("kubectl apikey", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	Describe("create", func() {
+		It("creates the key, waits until it is Ready and prints how to get the token, never the token", func() {
+			name := keyName()
+			r := kubectlApikey("create", name, "-n", ns, "--scopes", "deployments:write,images:read",
+				"--audiences", "registry", "--ttl", "2h", "--description", "deploys from CI", "--prefix", "ro_pat")
+			Expect(r.code).To(Equal(0), r.stderr)
+
+			key := fetchKey(ns, name)
+			Expect(key.Spec.Scopes).To(ConsistOf("deployments:write", "images:read"))
+			Expect(key.Spec.Audiences).To(ConsistOf("registry"))
+			Expect(key.Spec.TTL.Duration).To(Equal(2 * time.Hour))
+			Expect(key.Spec.Description).To(Equal("deploys from CI"))
+			Expect(key.Spec.Prefix).To(Equal("ro_pat"))
+			Expect(readyStatus(ns, name)()).To(Equal(metav1.ConditionTrue), "create returned before the key was Ready")
+
+			Expect(r.stdout).To(ContainSubstring("apikey/%s created in namespace %s and Ready", name, ns))
+			Expect(r.stdout).To(ContainSubstring(key.Status.TokenHint))
+			Expect(r.stdout).To(ContainSubstring("apikey:%s:%s", ns, name))
+			Expect(r.stdout).To(ContainSubstring("kubectl apikey get-token %s -n %s", name, ns))
+			Expect(r.stdout).To(MatchRegexp(`expires:\s+\S+Z \(in \d+m\)`))
+
+			tok := tokenOf(key)
+			Expect(tok).To(HavePrefix("ro_pat_"))
+			Expect(r.stdout + r.stderr).NotTo(ContainSubstring(tok))
+		})
+
+		It("sets the Secret name, the Owner identity and an absolute expiry from flags", func() {
+			name := keyName()
+			expiresAt := time.Now().Add(3 * time.Hour).UTC().Truncate(time.Second)
+			r := kubectlApikey("create", name, "-n", ns, "--owner-identity", "--secret-name", "my-token",
+				"--expires-at", expiresAt.Format(time.RFC3339), "--wait=false")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("kubectl apikey get-token %s -n %s", name, ns))
+
+			key := fetchKey(ns, name)
+			Expect(key.Spec.Identity).To(Equal(apikeysv1alpha1.IdentityOwner))
+			Expect(key.Spec.Secret.Name).To(Equal("my-token"))
+			Expect(key.Spec.ExpiresAt.Time).To(BeTemporally("==", expiresAt))
+		})
+
+		It("exits non-zero with the condition's message when the operator stalls the key", func() {
+			name := keyName()
+			r := kubectlApikey("create", name, "-n", ns, "--ttl", "48h")
+			Expect(r.code).NotTo(Equal(0))
+
+			stalled := meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, controller.ConditionStalled)
+			Expect(stalled).NotTo(BeNil())
+			Expect(stalled.Reason).To(Equal(controller.ReasonInvalidExpiry))
+			Expect(r.stderr).To(ContainSubstring("Stalled (%s): %s", controller.ReasonInvalidExpiry, stalled.Message))
+			Expect(r.stderr).To(ContainSubstring("kubectl apikey revoke %s -n %s", name, ns))
+			Expect(r.stdout).NotTo(ContainSubstring("Ready"))
+		})
+
+		It("exits non-zero when the key is not Ready within --timeout, saying where to look", func() {
+			name := keyName()
+			r := kubectlApikey("create", name, "-n", ns, "--timeout", "1ms")
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("apikey %s/%s was created but is not Ready after 1ms", ns, name))
+			Expect(r.stderr).To(ContainSubstring("kubectl describe apikey %s -n %s", name, ns))
+			fetchKey(ns, name)
+		})
+
+		It("refuses a name that is taken and bad flag values, saying what to do", func() {
+			name := keyName()
+			created(ns, name, "--wait=false")
+
+			r := kubectlApikey("create", name, "-n", ns)
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("already exists"))
+
+			r = kubectlApikey("create", keyName(), "-n", ns, "--expires-at", "tomorrow")
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("RFC 3339"))
+
+			r = kubectlApikey("create", keyName(), "-n", ns, "--ttl", "1h", "--expires-at", "2030-01-01T00:00:00Z")
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("ttl"))
+
+			r = kubectlApikey("create", "-n", ns)
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("needs exactly one ApiKey NAME"))
+		})
+	})
+
+	Describe("get-token", func() {
+		It("prints only the token, and with --delete removes the Secret while the key stays Ready", func() {
+			name := keyName()
+			key := created(ns, name)
+			tok := tokenOf(key)
+
+			r := kubectlApikey("get-token", name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(Equal(tok + "\n"))
+			Expect(r.stderr).To(BeEmpty())
+
+			r = kubectlApikey("get-token", name, "-n", ns, "--delete")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(Equal(tok + "\n"))
+			Expect(r.stderr).To(ContainSubstring("stays valid"))
+			Expect(r.stderr).NotTo(ContainSubstring(tok))
+
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, &corev1.Secret{})
+			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret is still there: %v", err)
+			Eventually(func() *metav1.Time { return fetchKey(ns, name).Status.SecretDeletedAt }, timeout, interval).NotTo(BeNil())
+			Expect(readyStatus(ns, name)()).To(Equal(metav1.ConditionTrue))
+
+			r = kubectlApikey("get-token", name, "-n", ns)
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stdout).To(BeEmpty())
+			Expect(r.stderr).To(ContainSubstring("the token was delivered once and its Secret is gone (status.secretDeletedAt"))
+			Expect(r.stderr).To(ContainSubstring("rotate or recreate the key"))
+		})
+
+		It("says the Secret is gone even before the operator has noticed", func() {
+			name := keyName()
+			key := created(ns, name)
+			Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Status.SecretName}})).To(Succeed())
+
+			r := kubectlApikey("get-token", name, "-n", ns)
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("its Secret is gone"))
+		})
+
+		It("fails clearly for a key that does not exist", func() {
+			r := kubectlApikey("get-token", "nope", "-n", ns)
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stdout).To(BeEmpty())
+			Expect(r.stderr).To(ContainSubstring(`apikey "nope" not found in namespace %q`, ns))
+		})
+	})
+
+	Describe("list", func() {
+		It("prints a row per key, and a NAMESPACE column with -A", func() {
+			other := newNamespace()
+			first, second, elsewhere := keyName(), keyName(), keyName()
+			created(ns, first)
+			created(ns, second)
+			created(other, elsewhere)
+			Expect(kubectlApikey("suspend", second, "-n", ns).code).To(Equal(0))
+
+			r := kubectlApikey("list", "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+			Expect(lines).To(HaveLen(3))
+			Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "READY", "IDENTITY", "USER", "HINT", "EXPIRES", "LAST-USED", "AGE"}))
+			Expect(r.stdout).NotTo(ContainSubstring(elsewhere))
+			row := rowOf(lines, first)
+			Expect(row[:5]).To(Equal([]string{first, "True", "Key", "apikey:" + ns + ":" + first, fetchKey(ns, first).Status.TokenHint}))
+			Expect(row[5:7]).To(Equal([]string{"in", "23h"}))
+			Expect(row[7]).To(Equal("<none>"))
+			Eventually(func() string {
+				return rowOf(strings.Split(kubectlApikey("list", "-n", ns).stdout, "\n"), second)[1]
+			}, timeout, interval).Should(Equal("False"))
+
+			r = kubectlApikey("list", "-A")
+			Expect(r.code).To(Equal(0), r.stderr)
+			lines = strings.Split(strings.TrimSpace(r.stdout), "\n")
+			Expect(strings.Fields(lines[0])[:2]).To(Equal([]string{"NAMESPACE", "NAME"}))
+			Expect(rowOf(lines, first)[0]).To(Equal(ns))
+			Expect(rowOf(lines, elsewhere)[0]).To(Equal(other))
+		})
+
+		It("says so when there are no keys", func() {
+			r := kubectlApikey("list", "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(BeEmpty())
+			Expect(r.stderr).To(ContainSubstring("No ApiKeys found in %s namespace", ns))
+		})
+	})
+
+	Describe("suspend and resume", func() {
+		It("patch spec.suspended and the key's Ready follows", func() {
+			name := keyName()
+			created(ns, name)
+
+			r := kubectlApikey("suspend", name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("apikey/%s suspended", name))
+			Expect(fetchKey(ns, name).Spec.Suspended).To(BeTrue())
+			Eventually(readyStatus(ns, name), timeout, interval).Should(Equal(metav1.ConditionFalse))
+			Expect(meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, controller.ConditionReady).Reason).
+				To(Equal(controller.ReasonSuspended))
+
+			r = kubectlApikey("suspend", name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("already suspended (unchanged)"))
+
+			r = kubectlApikey("resume", name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("apikey/%s resumed", name))
+			Expect(fetchKey(ns, name).Spec.Suspended).To(BeFalse())
+			Eventually(readyStatus(ns, name), timeout, interval).Should(Equal(metav1.ConditionTrue))
+		})
+	})
+
+	Describe("revoke", func() {
+		It("deletes the key and with --wait returns once it is gone", func() {
+			name := keyName()
+			created(ns, name)
+
+			r := kubectlApikey("revoke", name, "-n", ns, "--wait")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("apikey/%s revoked", name))
+			Expect(r.stdout).To(ContainSubstring("apikey/%s is gone", name))
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &apikeysv1alpha1.ApiKey{})
+			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the ApiKey is still there: %v", err)
+
+			r = kubectlApikey("revoke", name, "-n", ns)
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("not found"))
+		})
+	})
+
+	Describe("rotate", func() {
+		It("records the request in the annotation and says rotation is not supported yet", func() {
+			name := keyName()
+			key := created(ns, name)
+			tok := tokenOf(key)
+
+			r := kubectlApikey("rotate", name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("rotation is not supported by the operator yet"))
+			Expect(r.stdout).To(ContainSubstring("no new token is issued"))
+
+			value := fetchKey(ns, name).Annotations[apikeysv1alpha1.RotateAnnotation]
+			at, err := time.Parse(time.RFC3339, value)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(at).To(BeTemporally("~", time.Now(), time.Minute))
+			Expect(r.stdout).To(ContainSubstring(value))
+			Expect(tokenOf(fetchKey(ns, name))).To(Equal(tok), "rotate must not change the token")
+		})
+	})
+
+	Describe("--namespace and --context", func() {
+		It("act where kubectl would: -n over the context's namespace over default", func() {
+			nsA, nsB := ns, newNamespace()
+			kubeconfig := writeKubeconfig(map[string]string{"ctx-a": nsA, "ctx-b": nsB}, "ctx-a")
+			inA, inB, explicit := keyName(), keyName(), keyName()
+
+			Expect(kubectlApikeyWith(kubeconfig, "create", inA, "--wait=false").code).To(Equal(0))
+			Expect(kubectlApikeyWith(kubeconfig, "--context", "ctx-b", "create", inB, "--wait=false").code).To(Equal(0))
+			Expect(kubectlApikeyWith(kubeconfig, "--context", "ctx-b", "create", explicit, "--namespace", nsA, "--wait=false").code).To(Equal(0))
+			fetchKey(nsA, inA)
+			fetchKey(nsB, inB)
+			fetchKey(nsA, explicit)
+
+			r := kubectlApikeyWith(kubeconfig, "--context", "ctx-b", "list")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring(inB))
+			Expect(r.stdout).NotTo(ContainSubstring(inA))
+
+			r = kubectlApikeyWith(kubeconfig, "--context", "no-such-context", "list")
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("no-such-context"))
+		})
+	})
+
+	Describe("--help", func() {
+		It("shows each command's description and examples", func() {
+			root := NewRootCommand(genericiooptions.NewTestIOStreamsDiscard())
+			var checked []string
+			for _, cmd := range root.Commands() {
+				if cmd.Name() == "help" || cmd.Name() == "completion" {
+					continue
+				}
+				Expect(cmd.Example).NotTo(BeEmpty(), cmd.Name())
+				r := kubectlApikey(cmd.Name(), "--help")
+				Expect(r.code).To(Equal(0), r.stderr)
+				Expect(r.stdout).To(ContainSubstring(cmd.Long), cmd.Name())
+				Expect(r.stdout).To(ContainSubstring(cmd.Example), cmd.Name())
+				Expect(r.stdout).To(ContainSubstring("kubectl apikey " + cmd.Name()))
+				checked = append(checked, cmd.Name())
+			}
+			Expect(checked).To(ConsistOf("create", "get-token", "list", "suspend", "resume", "revoke", "rotate"))
+		})
+	})
+})
+
+var _ = DescribeTable("relative times in the table",
+	func(expiresAt, issuedAt, lastUsedAt *metav1.Time, wantExpires, wantLastUsed string) {
+		key := &apikeysv1alpha1.ApiKey{Status: apikeysv1alpha1.ApiKeyStatus{ExpiresAt: expiresAt, IssuedAt: issuedAt, LastUsedAt: lastUsedAt}}
+		Expect(expiresIn(key, tableNow)).To(Equal(wantExpires))
+		Expect(ago(key.Status.LastUsedAt, tableNow)).To(Equal(wantLastUsed))
+	},
+	Entry("expires in 29 days, used 5 minutes ago", at(29*24*time.Hour), at(-time.Hour), at(-5*time.Minute), "in 29d", "5m ago"),
+	Entry("expired 5 hours ago, never used", at(-5*time.Hour), at(-29*time.Hour), nil, "expired 5h ago", "<none>"),
+	Entry("issued without expiry", nil, at(-time.Hour), nil, "never", "<none>"),
+	Entry("not issued yet", nil, nil, nil, "<none>", "<none>"),
+)
+
+// tableNow pins the clock of the relative-time table.
+var tableNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// at is tableNow moved by d.
+func at(d time.Duration) *metav1.Time { return &metav1.Time{Time: tableNow.Add(d)} }
+
+var _ = Describe("the plugin's copy of the operator's names", func() {
+	It("matches internal/controller", func() {
+		Expect(secretType).To(Equal(controller.SecretType))
+		Expect(secretTokenKey).To(Equal(controller.SecretTokenKey))
+		Expect(tokenHashAnnotation).To(Equal(controller.TokenHashAnnotation))
+		Expect(conditionReady).To(Equal(controller.ConditionReady))
+		Expect(conditionStalled).To(Equal(controller.ConditionStalled))
+		Expect(conditionExpired).To(Equal(controller.ConditionExpired))
+	})
+})
+
+// rowOf returns the fields of the table row whose NAME (or, with -A, second
+// column) is name; empty if there is none.
+func rowOf(lines []string, name string) []string {
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) > 1 && (f[0] == name || f[1] == name) {
+			return f
+		}
+	}
+	return make([]string, 9)
+}
