@@ -46,6 +46,15 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) string
 		if r.URL.RawQuery != "" {
 			q := r.URL.Query()
 			scopes, audience = q["scope"], q.Get("audience")
+			// A proxy that appends the client's path and query to its own
+			// (Envoy's path_prefix) must not let the client pick another
+			// audience: differing values are refused, never chosen from.
+			for _, a := range q["audience"] {
+				if a != audience {
+					unauthorized(w, challengeBadRequest)
+					return CodeAudienceMismatch.String()
+				}
+			}
 		}
 		code = e.Authorize(scopes, audience)
 	}

@@ -1046,3 +1046,23 @@ func TestGuardRecoversPanics(t *testing.T) {
 	}
 	assertNoSecrets(t, rec.Header(), rec.Body.String(), f.secrets)
 }
+
+func TestForwardAuthRefusesConflictingAudiences(t *testing.T) {
+	f := newAuthFixture(t)
+	tok := f.issue(informerKey(fixtureNamespace, "aud", "aud-uid"), "aud",
+		func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Audiences = []string{"registry"} })
+	for query, want := range map[string]int{
+		"?audience=registry":                            http.StatusOK,
+		"?audience=registry&path=/x&audience=registry":  http.StatusOK,
+		"?audience=shop&path=/x&audience=registry":      http.StatusUnauthorized,
+		"?audience=registry&path=/x?a=1&audience=other": http.StatusUnauthorized,
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/auth"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		f.server.Handler().ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("%s: status %d, want %d", query, rec.Code, want)
+		}
+	}
+}
