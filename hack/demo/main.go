@@ -127,7 +127,8 @@ func run() error {
 	}
 	defer func() { _ = manager.Process.Signal(os.Interrupt); _ = manager.Wait() }()
 	fmt.Printf("  manager log: %s\n", logFile.Name())
-	if err := waitFor(30*time.Second, func() bool { status, _, _ := d.forwardAuth(""); return status == http.StatusUnauthorized }); err != nil {
+	authServerUp := func() bool { status, _, _ := d.forwardAuth(""); return status == http.StatusUnauthorized }
+	if err := waitFor(30*time.Second, authServerUp); err != nil {
 		return fmt.Errorf("the auth server did not come up: %w", err)
 	}
 
@@ -148,14 +149,14 @@ func run() error {
 // transcript applies the sample and shows its key accepted three ways, then refused.
 func (d *demo) transcript() error {
 	step("Applying " + sample)
-	if _, err := d.run("kubectl apply -f "+sample, "apply", "-f", sample); err != nil {
+	if err := d.run("kubectl apply -f "+sample, "apply", "-f", sample); err != nil {
 		return err
 	}
-	if _, err := d.run("kubectl wait --for=condition=Ready apikey/ci-deployer",
+	if err := d.run("kubectl wait --for=condition=Ready apikey/ci-deployer",
 		"wait", "--for=condition=Ready", "apikey/ci-deployer", "--timeout=30s"); err != nil {
 		return err
 	}
-	if _, err := d.run("kubectl get apikeys -o wide", "get", "apikeys", "-o", "wide"); err != nil {
+	if err := d.run("kubectl get apikeys -o wide", "get", "apikeys", "-o", "wide"); err != nil {
 		return err
 	}
 	encoded, err := d.quiet("get", "secret", "ci-deployer-token", "-o", "jsonpath={.data.token}")
@@ -168,7 +169,8 @@ func (d *demo) transcript() error {
 	}
 	tok := string(raw)
 	hint, _ := d.quiet("get", "apikey", "ci-deployer", "-o", "jsonpath={.status.tokenHint}")
-	fmt.Printf("\n  TOKEN=$(kubectl get secret ci-deployer-token -o jsonpath='{.data.token}' | base64 -d)   # %s (shown once, here only as its hint)\n", hint)
+	fmt.Printf("\n  TOKEN=$(kubectl get secret ci-deployer-token -o jsonpath='{.data.token}' | base64 -d)"+
+		"   # %s (shown once, here only as its hint)\n", hint)
 
 	step("kube-apiserver accepts it: kubectl auth whoami --token=$TOKEN")
 	userKubeconfig := filepath.Join(d.dir, "key.kubeconfig")
@@ -200,7 +202,7 @@ func (d *demo) transcript() error {
 	fmt.Printf("  %s\n", body)
 
 	step("Suspending it: kubectl patch apikey ci-deployer -p '{\"spec\":{\"suspended\":true}}'")
-	if _, err := d.run("", "patch", "apikey", "ci-deployer", "--type=merge", "-p", `{"spec":{"suspended":true}}`); err != nil {
+	if err := d.run("", "patch", "apikey", "ci-deployer", "--type=merge", "-p", `{"spec":{"suspended":true}}`); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -254,16 +256,16 @@ func (d *demo) verify(tok string) (string, error) {
 }
 
 // run shows a kubectl command (as title, if set) and its output.
-func (d *demo) run(title string, args ...string) (string, error) {
+func (d *demo) run(title string, args ...string) error {
 	if title != "" {
 		fmt.Printf("  $ %s\n", title)
 	}
 	out, err := exec.Command(d.kubectl, append([]string{"--kubeconfig", d.kubeconfig}, args...)...).CombinedOutput()
 	fmt.Print(indent(string(out)))
 	if err != nil {
-		return "", fmt.Errorf("kubectl %s: %w", args[0], err)
+		return fmt.Errorf("kubectl %s: %w", args[0], err)
 	}
-	return string(out), nil
+	return nil
 }
 
 // quiet runs kubectl without showing its output (it may hold the token).

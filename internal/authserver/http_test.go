@@ -20,8 +20,9 @@ import (
 )
 
 const (
-	tokenReviewV1Body = `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","metadata":{"creationTimestamp":null},"spec":{"token":%q},"status":{"user":{}}}`
-	fixtureUsername   = "apikey:team-payments:billing-export"
+	tokenReviewV1Body = `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","metadata":{"creationTimestamp":null},` +
+		`"spec":{"token":%q},"status":{"user":{}}}`
+	fixtureUsername = "apikey:team-payments:billing-export"
 )
 
 // serve answers req with f's server, as the manager's webhook server would,
@@ -273,15 +274,18 @@ func TestTokenReviewBadRequests(t *testing.T) {
 		{name: "trailing garbage", body: valid + "x", want: http.StatusBadRequest},
 		{name: "JSON array", body: `[]`, want: http.StatusBadRequest},
 		{name: "JSON null", body: `null`, want: http.StatusBadRequest},
-		{name: "token not a string", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":42}}`, want: http.StatusBadRequest},
-		{name: "audiences not a list", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"audiences":"api"}}`, want: http.StatusBadRequest},
+		{name: "token not a string", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":42}}`,
+			want: http.StatusBadRequest},
+		{name: "audiences not a list", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"audiences":"api"}}`,
+			want: http.StatusBadRequest},
 		{name: "wrong kind", body: strings.Replace(valid, `"TokenReview"`, `"SubjectAccessReview"`, 1), want: http.StatusBadRequest},
 		{name: "no kind", body: `{"apiVersion":"authentication.k8s.io/v1","spec":{}}`, want: http.StatusBadRequest},
 		{name: "wrong group", body: tokenReviewBody("authorization.k8s.io/v1", f.token), want: http.StatusBadRequest},
 		{name: "unknown version", body: tokenReviewBody("authentication.k8s.io/v2", f.token), want: http.StatusBadRequest},
 		{name: "no group", body: tokenReviewBody("v1", f.token), want: http.StatusBadRequest},
 		{name: "no apiVersion", body: tokenReviewBody("", f.token), want: http.StatusBadRequest},
-		{name: "non-UTF-8 token", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"ak_` + "\xff\xfe" + `"}}`, want: http.StatusBadRequest},
+		{name: "non-UTF-8 token", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"ak_` + "\xff\xfe" + `"}}`,
+			want: http.StatusBadRequest},
 		{name: "non-UTF-8 outside strings", body: "\xef\xbb\xbf\xff" + valid, want: http.StatusBadRequest},
 		{name: "body over 1 MiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)+1), want: http.StatusRequestEntityTooLarge},
 		{name: "body of 8 MiB", body: strings.Repeat("{", 8<<20), want: http.StatusRequestEntityTooLarge},
@@ -415,19 +419,25 @@ func TestForwardAuthCredentials(t *testing.T) {
 		{name: "token without scheme", headers: []string{"Authorization", tok}, status: 401, challenge: challengeNoToken},
 		{name: "empty Authorization", headers: []string{"Authorization", ""}, status: 401, challenge: challengeNoToken},
 
-		{name: "both headers", headers: []string{"Authorization", "Bearer " + tok, "X-API-Key", tok}, status: 401, challenge: challengeBadRequest},
-		{name: "Basic and X-API-Key", headers: []string{"Authorization", "Basic YWxpY2U6c2VjcmV0", "X-API-Key", tok}, status: 401, challenge: challengeBadRequest},
-		{name: "duplicate Authorization", headers: []string{"Authorization", "Bearer " + tok, "Authorization", "Bearer " + tok}, status: 401, challenge: challengeBadRequest},
+		{name: "both headers", headers: []string{"Authorization", "Bearer " + tok, "X-API-Key", tok},
+			status: 401, challenge: challengeBadRequest},
+		{name: "Basic and X-API-Key", headers: []string{"Authorization", "Basic YWxpY2U6c2VjcmV0", "X-API-Key", tok},
+			status: 401, challenge: challengeBadRequest},
+		{name: "duplicate Authorization", headers: []string{"Authorization", "Bearer " + tok, "Authorization", "Bearer " + tok},
+			status: 401, challenge: challengeBadRequest},
 		{name: "duplicate X-API-Key", headers: []string{"X-API-Key", tok, "x-api-key", tok}, status: 401, challenge: challengeBadRequest},
 		{name: "scheme with blank token", headers: []string{"Authorization", "Bearer \t "}, status: 401, challenge: challengeBadRequest},
 		{name: "two tokens", headers: []string{"Authorization", "Bearer " + tok + " " + tok}, status: 401, challenge: challengeBadRequest},
 		{name: "empty X-API-Key", headers: []string{"X-API-Key", ""}, status: 401, challenge: challengeBadRequest},
 
-		{name: "unknown token", headers: []string{"Authorization", "Bearer " + f.secret(stableToken("ak", "unknown"))}, status: 401, challenge: challengeInvalidToken},
-		{name: "checksum typo", headers: []string{"Authorization", "Bearer " + f.secret(flipLast(tok))}, status: 401, challenge: challengeInvalidToken},
+		{name: "unknown token", headers: []string{"Authorization", "Bearer " + f.secret(stableToken("ak", "unknown"))},
+			status: 401, challenge: challengeInvalidToken},
+		{name: "checksum typo", headers: []string{"Authorization", "Bearer " + f.secret(flipLast(tok))},
+			status: 401, challenge: challengeInvalidToken},
 		{name: "garbage", headers: []string{"Authorization", "Bearer hunter2"}, status: 401, challenge: challengeInvalidToken},
 		{name: "non-UTF-8", headers: []string{"X-API-Key", "ak_\xff\xfe\xfd"}, status: 401, challenge: challengeInvalidToken},
-		{name: "4 KiB token", headers: []string{"Authorization", "Bearer " + strings.Repeat("a", 4<<10)}, status: 401, challenge: challengeInvalidToken},
+		{name: "4 KiB token", headers: []string{"Authorization", "Bearer " + strings.Repeat("a", 4<<10)},
+			status: 401, challenge: challengeInvalidToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -525,7 +535,8 @@ func TestForwardAuthIgnoresIdentityHeaders(t *testing.T) {
 		"X-Apikey-Name", "other",
 		"X-Apikey-Namespace", "kube-system",
 	}
-	assertForwardAuth(t, f.serve(t, authRequest(http.MethodGet, "/auth", append(spoofed, "Authorization", "Bearer "+f.token)...)), http.StatusOK, "")
+	assertForwardAuth(t, f.serve(t, authRequest(http.MethodGet, "/auth", append(spoofed, "Authorization", "Bearer "+f.token)...)),
+		http.StatusOK, "")
 	assertForwardAuth(t, f.serve(t, authRequest(http.MethodGet, "/auth?scope=admin", append(spoofed, "Authorization", "Bearer "+f.token)...)),
 		http.StatusForbidden, challengeScope)
 	assertForwardAuth(t, f.serve(t, authRequest(http.MethodGet, "/auth", spoofed...)), http.StatusUnauthorized, challengeNoToken)
@@ -631,8 +642,10 @@ func TestVerifyAPI(t *testing.T) {
 		fields []string
 	}{
 		{name: "VALID", body: verifyBody(f.token, nil, ""), code: "VALID", fields: identity},
-		{name: "VALID with scopes", body: verifyBody(f.token, []string{"orders:read", "invoices:pdf"}, "anything"), code: "VALID", fields: identity},
-		{name: "VALID with expiry", body: verifyBody(expiring, []string{"anything"}, "search"), code: "VALID", fields: append(identity, "expiresAt")},
+		{name: "VALID with scopes", body: verifyBody(f.token, []string{"orders:read", "invoices:pdf"}, "anything"),
+			code: "VALID", fields: identity},
+		{name: "VALID with expiry", body: verifyBody(expiring, []string{"anything"}, "search"),
+			code: "VALID", fields: slices.Concat(identity, []string{"expiresAt"})},
 		{name: "MALFORMED empty", body: `{}`, code: "MALFORMED", fields: refusal},
 		{name: "MALFORMED garbage", body: verifyBody("hunter2", nil, ""), code: "MALFORMED", fields: refusal},
 		{name: "MALFORMED checksum typo", body: verifyBody(f.secret(flipLast(f.token)), nil, ""), code: "MALFORMED", fields: refusal},
@@ -640,7 +653,8 @@ func TestVerifyAPI(t *testing.T) {
 		{name: "NOT_FOUND", body: verifyBody(f.secret(stableToken("ak", "unknown")), nil, ""), code: "NOT_FOUND", fields: refusal},
 		{name: "EXPIRED", body: verifyBody(expired, nil, ""), code: "EXPIRED", fields: refusal},
 		{name: "SUSPENDED", body: verifyBody(suspended, nil, ""), code: "SUSPENDED", fields: refusal},
-		{name: "INSUFFICIENT_SCOPE", body: verifyBody(f.token, []string{"orders:read", "orders:write"}, ""), code: "INSUFFICIENT_SCOPE", fields: refusal},
+		{name: "INSUFFICIENT_SCOPE", body: verifyBody(f.token, []string{"orders:read", "orders:write"}, ""),
+			code: "INSUFFICIENT_SCOPE", fields: refusal},
 		{name: "AUDIENCE_MISMATCH", body: verifyBody(expiring, nil, "billing"), code: "AUDIENCE_MISMATCH", fields: refusal},
 		{name: "AUDIENCE_MISMATCH without audience", body: verifyBody(expiring, nil, ""), code: "AUDIENCE_MISMATCH", fields: refusal},
 	}
@@ -945,58 +959,66 @@ func TestOverHTTP(t *testing.T) {
 	f := newAuthFixture(t)
 	srv := httptest.NewServer(f.server.Handler())
 	defer srv.Close()
-	client := srv.Client()
-
-	do := func(req *http.Request) (*http.Response, string) {
-		t.Helper()
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode >= 500 {
-			t.Errorf("%s %s: status %d", req.Method, req.URL.Path, resp.StatusCode)
-		}
-		assertNoSecrets(t, resp.Header, string(body), f.secrets)
-		return resp, string(body)
-	}
-	newReq := func(method, path, body string, headers ...string) *http.Request {
-		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Add(headers[i], headers[i+1])
-		}
-		return req
-	}
+	client := wireClient{f: f, srv: srv}
 
 	for range 3 {
-		resp, _ := do(newReq(http.MethodGet, "/auth/app", "", "Authorization", "bEaReR\t"+f.token, "X-Auth-Request-User", "admin"))
+		resp, _ := client.send(t, http.MethodGet, "/auth/app", "", "Authorization", "bEaReR\t"+f.token, "X-Auth-Request-User", "admin")
 		if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderUser) != fixtureUsername || len(resp.Header.Values(HeaderUser)) != 1 {
 			t.Errorf("forward-auth: %d %q", resp.StatusCode, resp.Header.Values(HeaderUser))
 		}
 	}
-	resp, _ := do(newReq(http.MethodGet, "/auth", "", "Authorization", "Bearer "+f.token, "X-Padding", strings.Repeat("p", 9<<10)))
+	resp, _ := client.send(t, http.MethodGet, "/auth", "", "Authorization", "Bearer "+f.token, "X-Padding", strings.Repeat("p", 9<<10))
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("9 KiB header: status %d, want 431", resp.StatusCode)
 	}
-	resp, body := do(newReq(http.MethodPost, "/tokenreview", tokenReviewBody("authentication.k8s.io/v1beta1", f.token), "Content-Type", "application/json"))
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"authenticated":true`) || !strings.Contains(body, `"apiVersion":"authentication.k8s.io/v1beta1"`) {
+	resp, body := client.send(t, http.MethodPost, "/tokenreview", tokenReviewBody("authentication.k8s.io/v1beta1", f.token),
+		"Content-Type", "application/json")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"authenticated":true`) ||
+		!strings.Contains(body, `"apiVersion":"authentication.k8s.io/v1beta1"`) {
 		t.Errorf("tokenreview: %d %s", resp.StatusCode, body)
 	}
-	resp, _ = do(newReq(http.MethodPost, "/tokenreview", strings.Repeat(" ", maxBodyBytes+1024)))
+	resp, _ = client.send(t, http.MethodPost, "/tokenreview", strings.Repeat(" ", maxBodyBytes+1024))
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("body over 1 MiB: status %d, want 413", resp.StatusCode)
 	}
-	resp, body = do(newReq(http.MethodPost, "/verify", verifyBody(f.token, []string{"orders:read"}, "")))
+	resp, body = client.send(t, http.MethodPost, "/verify", verifyBody(f.token, []string{"orders:read"}, ""))
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"code":"VALID"`) {
 		t.Errorf("verify: %d %s", resp.StatusCode, body)
 	}
+}
+
+// wireClient sends requests to srv, a real server of f's, over its keep-alive
+// connections, and checks every answer for a 5xx and for f's secrets.
+type wireClient struct {
+	f   *authFixture
+	srv *httptest.Server
+}
+
+// send makes a request with headers given as name, value pairs and returns
+// the response with its body read.
+func (c wireClient) send(t *testing.T, method, path, body string, headers ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, c.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := c.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode >= 500 {
+		t.Errorf("%s %s: status %d", req.Method, req.URL.Path, resp.StatusCode)
+	}
+	assertNoSecrets(t, resp.Header, string(answer), c.f.secrets)
+	return resp, string(answer)
 }
 
 // leakRecorder is a testing.TB that notes failures instead of reporting them.

@@ -44,7 +44,7 @@ func TestIndexLen(t *testing.T) {
 	ix := NewIndex()
 	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
 	ix.SetKey(key)
-	var names []string
+	names := make([]string, 0, 5)
 	for i := range 5 {
 		rec := issuedRecord(stableToken(token.DefaultPrefix, fmt.Sprint("len-", i)), key)
 		ix.SetRecord(rec)

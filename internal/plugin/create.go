@@ -69,7 +69,8 @@ Without either, the key expires after the operator's --max-ttl.`,
 	f.StringVar(&o.expiresAt, "expires-at", "", "RFC 3339 time the key stops working, e.g. 2027-01-01T00:00:00Z (spec.expiresAt)")
 	f.StringVar(&o.description, "description", "", "Free text shown to people managing the key (spec.description)")
 	f.StringVar(&o.prefix, "prefix", "", "Token prefix, e.g. ro_pat; the operator's default is ak (spec.prefix)")
-	f.BoolVar(&o.ownerIdentity, "owner-identity", false, "Make a personal access token that authenticates as you (spec.identity: Owner); needs the operator's admission webhook")
+	f.BoolVar(&o.ownerIdentity, "owner-identity", false,
+		"Make a personal access token that authenticates as you (spec.identity: Owner); needs the operator's admission webhook")
 	f.StringVar(&o.secretName, "secret-name", "", "Secret that receives the token; default NAME-token (spec.secret.name)")
 	f.BoolVar(&o.wait, "wait", true, "Wait until the key is Ready (or Stalled)")
 	f.DurationVar(&o.timeout, "timeout", 60*time.Second, "How long to wait for the key to become Ready")
@@ -127,10 +128,11 @@ func (s *session) create(ctx context.Context, name string, o *createOptions) err
 	}
 	out := s.streams.Out
 	if !o.wait {
-		fmt.Fprintf(out, "apikey/%s created in namespace %s.\n", name, s.namespace)
-		fmt.Fprintf(out, "The operator issues its token shortly; check with 'kubectl get apikey %s %s',\n", name, s.nsFlag())
-		fmt.Fprintf(out, "then print the token with:\n  kubectl apikey get-token %s %s\n", name, s.nsFlag())
-		return nil
+		_, err := fmt.Fprintf(out, "apikey/%s created in namespace %s.\n"+
+			"The operator issues its token shortly; check with 'kubectl get apikey %s %s',\n"+
+			"then print the token with:\n  kubectl apikey get-token %s %s\n",
+			name, s.namespace, name, s.nsFlag(), name, s.nsFlag())
+		return err
 	}
 
 	last, err := s.waitForKey(ctx, name, o.timeout, func(k *apikeysv1alpha1.ApiKey) (bool, error) {
@@ -146,29 +148,31 @@ func (s *session) create(ctx context.Context, name string, o *createOptions) err
 	case errors.Is(err, errKeyDeleted):
 		return fmt.Errorf("apikey %s/%s was deleted before it became Ready", s.namespace, name)
 	case err != nil && last != nil && stalledError(last) != nil:
-		return fmt.Errorf("%w\nThe ApiKey was created but gets no token: fix its spec ('kubectl edit apikey %s %s') or remove it ('kubectl apikey revoke %s %s')",
+		return fmt.Errorf("%w\nThe ApiKey was created but gets no token: "+
+			"fix its spec ('kubectl edit apikey %s %s') or remove it ('kubectl apikey revoke %s %s')",
 			err, name, s.nsFlag(), name, s.nsFlag())
 	case err != nil:
 		return err
 	}
-	printIssued(out, last, s.nsFlag(), time.Now())
-	return nil
+	return printIssued(out, last, s.nsFlag(), time.Now())
 }
 
 // printIssued reports a Ready key: who it is, how to tell its token apart,
 // when it expires, and how to read the token. It has no token to print.
-func printIssued(out io.Writer, key *apikeysv1alpha1.ApiKey, nsFlag string, now time.Time) {
+func printIssued(out io.Writer, key *apikeysv1alpha1.ApiKey, nsFlag string, now time.Time) error {
 	st := key.Status
 	expires := "never"
 	if st.ExpiresAt != nil {
 		expires = fmt.Sprintf("%s (%s)", st.ExpiresAt.UTC().Format(time.RFC3339), expiresIn(key, now))
 	}
-	fmt.Fprintf(out, "apikey/%s created in namespace %s and Ready.\n", key.Name, key.Namespace)
-	fmt.Fprintf(out, "  user:     %s\n", st.Username)
-	fmt.Fprintf(out, "  identity: %s\n", identityOf(key))
-	fmt.Fprintf(out, "  hint:     %s\n", st.TokenHint)
-	fmt.Fprintf(out, "  expires:  %s\n", expires)
-	fmt.Fprintf(out, "  secret:   %s\n", st.SecretName)
-	fmt.Fprintf(out, "Print the token with (add --delete to remove the Secret once you have stored it):\n")
-	fmt.Fprintf(out, "  kubectl apikey get-token %s %s\n", key.Name, nsFlag)
+	_, err := fmt.Fprintf(out, "apikey/%s created in namespace %s and Ready.\n"+
+		"  user:     %s\n"+
+		"  identity: %s\n"+
+		"  hint:     %s\n"+
+		"  expires:  %s\n"+
+		"  secret:   %s\n"+
+		"Print the token with (add --delete to remove the Secret once you have stored it):\n"+
+		"  kubectl apikey get-token %s %s\n",
+		key.Name, key.Namespace, st.Username, identityOf(key), st.TokenHint, expires, st.SecretName, key.Name, nsFlag)
+	return err
 }

@@ -20,8 +20,8 @@ import (
 // metrics and pprof handlers into a CLI. The tests check they agree.
 const (
 	secretType          corev1.SecretType = "apikeys.dev/token"
-	secretTokenKey                        = "token"
-	tokenHashAnnotation                   = "apikeys.dev/token-hash"
+	secretTokenKey      string            = "token"
+	tokenHashAnnotation string            = "apikeys.dev/token-hash"
 )
 
 func newGetTokenCommand(r *root) *cobra.Command {
@@ -97,7 +97,9 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 	if err := s.client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("the token was printed, but deleting Secret %s/%s failed: %w", secret.Namespace, secret.Name, err)
 	}
-	fmt.Fprintf(s.streams.ErrOut, "Deleted Secret %s/%s. apikey/%s stays valid; this was the last copy of its token in the cluster.\n",
+	// The token is already on stdout and the Secret gone; a notice that cannot
+	// reach stderr changes neither, so it is not worth failing the command.
+	_, _ = fmt.Fprintf(s.streams.ErrOut, "Deleted Secret %s/%s. apikey/%s stays valid; this was the last copy of its token in the cluster.\n",
 		secret.Namespace, secret.Name, key.Name)
 	return nil
 }
@@ -130,7 +132,8 @@ func secretGone(key *apikeysv1alpha1.ApiKey, deletedAt *metav1.Time) error {
 	if deletedAt != nil {
 		when = fmt.Sprintf(" Secret %s was deleted at %s.", key.Status.SecretName, deletedAt.UTC().Format(time.RFC3339))
 	}
-	return fmt.Errorf("apikey %s/%s: the token was delivered once and its Secret is gone (status.secretDeletedAt); rotate or recreate the key.%s "+
+	return fmt.Errorf("apikey %s/%s: the token was delivered once and its Secret is gone (status.secretDeletedAt); "+
+		"rotate or recreate the key.%s "+
 		"The key still works for whoever kept the token. This operator version cannot rotate yet, so for a new token: "+
 		"kubectl apikey revoke %s -n %s && kubectl apikey create %s -n %s",
 		key.Namespace, key.Name, when, key.Name, key.Namespace, key.Name, key.Namespace)

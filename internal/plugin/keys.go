@@ -22,6 +22,10 @@ const (
 	conditionExpired = "Expired"
 )
 
+// noValue is what a table cell or hint shows for an empty field, as kubectl
+// shows one.
+const noValue = "<none>"
+
 // getKey reads the named ApiKey in the session's namespace; a missing key is
 // an error that says where the plugin looked.
 func (s *session) getKey(ctx context.Context, name string) (*apikeysv1alpha1.ApiKey, error) {
@@ -108,14 +112,14 @@ func expiresIn(key *apikeysv1alpha1.ApiKey, now time.Time) string {
 	case key.Status.IssuedAt != nil:
 		return "never"
 	default:
-		return "<none>"
+		return noValue
 	}
 }
 
 // ago is a past instant relative to now, "5m ago", or "<none>".
 func ago(t *metav1.Time, now time.Time) string {
 	if t == nil {
-		return "<none>"
+		return noValue
 	}
 	return duration.HumanDuration(now.Sub(t.Time)) + " ago"
 }

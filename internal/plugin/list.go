@@ -53,10 +53,12 @@ func (s *session) list(ctx context.Context, allNamespaces bool) error {
 		return explain(err)
 	}
 	if len(keys.Items) == 0 {
+		// Like kubectl, an empty list is a notice on stderr, not a failure;
+		// one that cannot be written has nowhere else to go.
 		if allNamespaces {
-			fmt.Fprintln(s.streams.ErrOut, "No ApiKeys found.")
+			_, _ = fmt.Fprintln(s.streams.ErrOut, "No ApiKeys found.")
 		} else {
-			fmt.Fprintf(s.streams.ErrOut, "No ApiKeys found in %s namespace.\n", s.namespace)
+			_, _ = fmt.Fprintf(s.streams.ErrOut, "No ApiKeys found in %s namespace.\n", s.namespace)
 		}
 		return nil
 	}
@@ -67,7 +69,9 @@ func (s *session) list(ctx context.Context, allNamespaces bool) error {
 	if allNamespaces {
 		header = append([]string{"NAMESPACE"}, header...)
 	}
-	fmt.Fprintln(w, strings.Join(header, "\t"))
+	// Every line has cells, so w buffers them all; a failed write to Out is
+	// returned by w.Flush below.
+	_, _ = fmt.Fprintln(w, strings.Join(header, "\t"))
 	for i := range keys.Items {
 		key := &keys.Items[i]
 		row := []string{
@@ -83,14 +87,14 @@ func (s *session) list(ctx context.Context, allNamespaces bool) error {
 		if allNamespaces {
 			row = append([]string{key.Namespace}, row...)
 		}
-		fmt.Fprintln(w, strings.Join(row, "\t"))
+		_, _ = fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	return w.Flush()
 }
 
 func orNone(s string) string {
 	if s == "" {
-		return "<none>"
+		return noValue
 	}
 	return s
 }

@@ -57,19 +57,23 @@ func (s *session) revoke(ctx context.Context, name string, wait bool, timeout ti
 		return explain(err)
 	}
 	out := s.streams.Out
-	fmt.Fprintf(out, "apikey/%s revoked: the auth server refuses its token (hint %s) within a second.\n", name, orNone(key.Status.TokenHint))
+	if _, err := fmt.Fprintf(out, "apikey/%s revoked: the auth server refuses its token (hint %s) within a second.\n",
+		name, orNone(key.Status.TokenHint)); err != nil {
+		return err
+	}
 	if !wait {
-		fmt.Fprintf(out, "The operator now removes its records; its Secret is garbage-collected with it.\n")
-		return nil
+		_, err := fmt.Fprint(out, "The operator now removes its records; its Secret is garbage-collected with it.\n")
+		return err
 	}
 	err = s.waitForGone(ctx, name, timeout)
 	if errors.Is(err, errWaitTimedOut) {
-		return fmt.Errorf("apikey %s/%s is revoked, but still present after %s: its records were not removed yet; is the apikey-operator running? See 'kubectl describe apikey %s %s'",
+		return fmt.Errorf("apikey %s/%s is revoked, but still present after %s: its records were not removed yet; "+
+			"is the apikey-operator running? See 'kubectl describe apikey %s %s'",
 			s.namespace, name, timeout, name, s.nsFlag())
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "apikey/%s is gone, and so are its records; its Secret is garbage-collected with it.\n", name)
-	return nil
+	_, err = fmt.Fprintf(out, "apikey/%s is gone, and so are its records; its Secret is garbage-collected with it.\n", name)
+	return err
 }

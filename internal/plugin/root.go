@@ -37,7 +37,8 @@ func Run(ctx context.Context, args []string, streams genericiooptions.IOStreams)
 	cmd := NewRootCommand(streams)
 	cmd.SetArgs(args)
 	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
+		// The exit code reports the failure even if stderr cannot.
+		_, _ = fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
 		return 1
 	}
 	return 0
@@ -126,7 +127,8 @@ func explain(err error) error {
 		return fmt.Errorf("cannot reach the Kubernetes API server: check --kubeconfig, --context or KUBECONFIG: %w", err)
 	}
 	if meta.IsNoMatchError(err) {
-		return fmt.Errorf("the ApiKey API (%s) is not served by this cluster: install the apikey-operator CRDs first (make install, or kubectl apply -f dist/install.yaml): %w",
+		return fmt.Errorf("the ApiKey API (%s) is not served by this cluster: "+
+			"install the apikey-operator CRDs first (make install, or kubectl apply -f dist/install.yaml): %w",
 			apikeysv1alpha1.GroupVersion, err)
 	}
 	return err

@@ -53,11 +53,12 @@ func (s *session) rotate(ctx context.Context, name string, now time.Time) error 
 	if err := s.client.Patch(ctx, key, patch); err != nil {
 		return explain(err)
 	}
-	out := s.streams.Out
-	fmt.Fprintf(out, "apikey/%s annotated %s=%s\n", name, apikeysv1alpha1.RotateAnnotation, value)
-	fmt.Fprintf(out, "Note: rotation is not supported by the operator yet; the request is recorded, but no new token is issued and the current token (hint %s) keeps working.\n",
-		orNone(key.Status.TokenHint))
-	fmt.Fprintf(out, "To replace the token now: kubectl apikey revoke %s %s && kubectl apikey create %s %s\n",
+	_, err = fmt.Fprintf(s.streams.Out, "apikey/%s annotated %s=%s\n"+
+		"Note: rotation is not supported by the operator yet; the request is recorded, "+
+		"but no new token is issued and the current token (hint %s) keeps working.\n"+
+		"To replace the token now: kubectl apikey revoke %s %s && kubectl apikey create %s %s\n",
+		name, apikeysv1alpha1.RotateAnnotation, value,
+		orNone(key.Status.TokenHint),
 		name, s.nsFlag(), name, s.nsFlag())
-	return nil
+	return err
 }

@@ -57,8 +57,8 @@ func (s *session) setSuspended(ctx context.Context, name string, suspended bool)
 		if suspended {
 			state = "already suspended"
 		}
-		fmt.Fprintf(out, "apikey/%s is %s (unchanged)\n", name, state)
-		return nil
+		_, err := fmt.Fprintf(out, "apikey/%s is %s (unchanged)\n", name, state)
+		return err
 	}
 	patch := client.MergeFrom(key.DeepCopy())
 	key.Spec.Suspended = suspended
@@ -67,14 +67,17 @@ func (s *session) setSuspended(ctx context.Context, name string, suspended bool)
 	}
 
 	if suspended {
-		fmt.Fprintf(out, "apikey/%s suspended: the auth server refuses its token within a second.\n", name)
-		fmt.Fprintf(out, "Resume it with: kubectl apikey resume %s %s\n", name, s.nsFlag())
-		return nil
+		_, err := fmt.Fprintf(out, "apikey/%s suspended: the auth server refuses its token within a second.\n"+
+			"Resume it with: kubectl apikey resume %s %s\n", name, name, s.nsFlag())
+		return err
 	}
-	fmt.Fprintf(out, "apikey/%s resumed: its token authenticates again within a second.\n", name)
+	if _, err := fmt.Fprintf(out, "apikey/%s resumed: its token authenticates again within a second.\n", name); err != nil {
+		return err
+	}
 	if meta.IsStatusConditionTrue(key.Status.Conditions, conditionExpired) {
-		fmt.Fprintf(out, "Note: the key has expired (%s), so its token is still refused; extend spec.ttl or spec.expiresAt.\n",
+		_, err := fmt.Fprintf(out, "Note: the key has expired (%s), so its token is still refused; extend spec.ttl or spec.expiresAt.\n",
 			expiresIn(key, time.Now()))
+		return err
 	}
 	return nil
 }

@@ -77,25 +77,6 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 	)
 	h := docsAuthServer(t, anyScope, noScope, registry)
 
-	want := func(t *testing.T, path string, k *docsKey, status int) {
-		t.Helper()
-		resp := check(h, path, k.token)
-		if resp.StatusCode != status {
-			t.Errorf("%s with key %s: status %d, want %d", path, k.name, resp.StatusCode, status)
-			return
-		}
-		if status == http.StatusOK {
-			if got := resp.Header.Values("X-Auth-Request-User"); len(got) != 1 || got[0] != "apikey:team-a:"+k.name {
-				t.Errorf("%s with key %s: X-Auth-Request-User = %q, want only the key's identity", path, k.name, got)
-			}
-			for _, name := range []string{"X-Auth-Request-Groups", "X-Auth-Request-Scopes", "X-Apikey-Name", "X-Apikey-Namespace"} {
-				if _, ok := resp.Header[http.CanonicalHeaderKey(name)]; !ok {
-					t.Errorf("%s with key %s: no %s in the answer", path, k.name, name)
-				}
-			}
-		}
-	}
-
 	// Every auth URL a proxy calls as written: Traefik's address and
 	// ingress-nginx's auth-url.
 	fixed := configuredAuthURLs(t, "address", "nginx.ingress.kubernetes.io/auth-url")
@@ -107,13 +88,13 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 		path := u.RequestURI()
 		t.Run("fixed "+path, func(t *testing.T) {
 			q := u.Query()
-			want(t, path, anyScope, http.StatusOK)
+			wantAnswer(t, h, path, anyScope, http.StatusOK)
 			if len(q["scope"]) > 0 {
-				want(t, path, noScope, http.StatusForbidden)
+				wantAnswer(t, h, path, noScope, http.StatusForbidden)
 			} else {
-				want(t, path, noScope, http.StatusOK)
+				wantAnswer(t, h, path, noScope, http.StatusOK)
 			}
-			want(t, path, registry, http.StatusUnauthorized)
+			wantAnswer(t, h, path, registry, http.StatusUnauthorized)
 		})
 	}
 
@@ -125,16 +106,16 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 				t.Fatalf("prefix %q does not pin the audience and end in &path=, as istio-envoy.md says every prefix must", prefix)
 			}
 			q, _ := url.ParseQuery(prefix[strings.IndexByte(prefix, '?')+1:])
-			want(t, prefix+"/orders/7", anyScope, http.StatusOK)
+			wantAnswer(t, h, prefix+"/orders/7", anyScope, http.StatusOK)
 			// The client names another audience, and drops nothing.
-			want(t, prefix+"/orders/7?audience=registry", registry, http.StatusUnauthorized)
-			want(t, prefix+"/orders/7?x=1&audience=registry&scope=", registry, http.StatusUnauthorized)
+			wantAnswer(t, h, prefix+"/orders/7?audience=registry", registry, http.StatusUnauthorized)
+			wantAnswer(t, h, prefix+"/orders/7?x=1&audience=registry&scope=", registry, http.StatusUnauthorized)
 			if len(q["scope"]) > 0 {
-				want(t, prefix+"/orders/7", noScope, http.StatusForbidden)
+				wantAnswer(t, h, prefix+"/orders/7", noScope, http.StatusForbidden)
 			}
 			// The client can add a requirement, which only refuses more. (Its
 			// first query parameter ends up inside path=; the rest are parsed.)
-			want(t, prefix+"/orders/7?x=1&scope=orders:admin", noScope, http.StatusForbidden)
+			wantAnswer(t, h, prefix+"/orders/7?x=1&scope=orders:admin", noScope, http.StatusForbidden)
 		})
 	}
 	if len(fixed) == 0 || len(prefixes) == 0 {
@@ -145,8 +126,30 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 	// picks the audience. If this starts failing, the auth server no longer
 	// reads the appended query, and istio-envoy.md should say so.
 	t.Run("bare /auth prefix", func(t *testing.T) {
-		want(t, "/auth"+"/orders/7?audience=registry", registry, http.StatusOK)
+		wantAnswer(t, h, "/auth"+"/orders/7?audience=registry", registry, http.StatusOK)
 	})
+}
+
+// wantAnswer sends a forward-auth check for path with k's token to h and
+// wants status; a 200 must carry k's identity, and only k's, in the headers.
+func wantAnswer(t *testing.T, h http.Handler, path string, k *docsKey, status int) {
+	t.Helper()
+	resp := check(h, path, k.token)
+	if resp.StatusCode != status {
+		t.Errorf("%s with key %s: status %d, want %d", path, k.name, resp.StatusCode, status)
+		return
+	}
+	if status != http.StatusOK {
+		return
+	}
+	if got := resp.Header.Values("X-Auth-Request-User"); len(got) != 1 || got[0] != "apikey:team-a:"+k.name {
+		t.Errorf("%s with key %s: X-Auth-Request-User = %q, want only the key's identity", path, k.name, got)
+	}
+	for _, name := range []string{"X-Auth-Request-Groups", "X-Auth-Request-Scopes", "X-Apikey-Name", "X-Apikey-Namespace"} {
+		if _, ok := resp.Header[http.CanonicalHeaderKey(name)]; !ok {
+			t.Errorf("%s with key %s: no %s in the answer", path, k.name, name)
+		}
+	}
 }
 
 // configuredAuthURLs collects, from the YAML blocks of docs/integrations,

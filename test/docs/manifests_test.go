@@ -32,8 +32,10 @@ const defaultNamespace = "docs-examples"
 // notClusterObjects are documents with apiVersion and kind that are read by a
 // tool, not applied to a cluster; they are reported as skipped, with why.
 var notClusterObjects = map[schema.GroupVersionKind]string{
-	{Group: "", Version: "v1", Kind: "Config"}:                                    "a kubeconfig file (kube-apiserver's --authentication-token-webhook-config-file), not an API object",
-	{Group: "kind.x-k8s.io", Version: "v1alpha4", Kind: "Cluster"}:                "kind's cluster configuration, read by `kind create cluster`",
+	{Group: "", Version: "v1", Kind: "Config"}: "a kubeconfig file " +
+		"(kube-apiserver's --authentication-token-webhook-config-file), not an API object",
+	{Group: "kind.x-k8s.io", Version: "v1alpha4", Kind: "Cluster"}: "kind's cluster configuration, " +
+		"read by `kind create cluster`",
 	{Group: "kubeadm.k8s.io", Version: "v1beta4", Kind: "ClusterConfiguration"}:   "kubeadm's configuration, read by kubeadm",
 	{Group: "install.istio.io", Version: "v1alpha1", Kind: "IstioOperator"}:       "istioctl's install file, read by `istioctl install`",
 	{Group: "kustomize.config.k8s.io", Version: "v1beta1", Kind: "Kustomization"}: "a kustomization.yaml, read by kustomize",
@@ -89,29 +91,7 @@ func (e example) String() string {
 // proxy configuration) and the tool inputs in notClusterObjects are skipped
 // by name, with the reason.
 func TestDocsManifests(t *testing.T) {
-	var examples []example
-	for _, page := range markdownPages(t) {
-		for _, block := range yamlBlocks(t, page) {
-			for i, doc := range block.documents(t) {
-				examples = append(examples, example{block: block, index: i + 1, obj: &unstructured.Unstructured{Object: doc}})
-			}
-		}
-	}
-
-	var toApply []example
-	for _, ex := range examples {
-		if ex.obj.GetAPIVersion() == "" || ex.obj.GetKind() == "" {
-			t.Run(ex.String(), func(t *testing.T) {
-				t.Skip("not a Kubernetes object (no apiVersion and kind): a fragment such as Helm values or proxy configuration")
-			})
-			continue
-		}
-		if why, ok := notClusterObjects[ex.obj.GroupVersionKind()]; ok {
-			t.Run(ex.String(), func(t *testing.T) { t.Skip(why) })
-			continue
-		}
-		toApply = append(toApply, ex)
-	}
+	toApply := clusterObjects(t, docExamples(t))
 	if len(toApply) == 0 {
 		t.Fatal("no Kubernetes objects found in docs/")
 	}
@@ -134,39 +114,80 @@ func TestDocsManifests(t *testing.T) {
 	createNamespaces(ctx, t, dyn, toApply)
 
 	for _, ex := range toApply {
-		t.Run(ex.String(), func(t *testing.T) {
-			gvk := ex.obj.GroupVersionKind()
-			mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-			if err != nil {
-				t.Fatalf("%s: the API server does not know %s (%v). If it comes from another project, add its CRD to "+
-					"thirdPartyKinds; if it is read by a tool rather than applied, add it to notClusterObjects with the reason",
-					ex.block, gvk, err)
+		t.Run(ex.String(), func(t *testing.T) { dryRunApply(ctx, t, dyn, mapper, ex) })
+	}
+}
+
+// docExamples is every YAML document in the ```yaml blocks of docs/**/*.md.
+func docExamples(t *testing.T) []example {
+	t.Helper()
+	var examples []example
+	for _, page := range markdownPages(t) {
+		for _, block := range yamlBlocks(t, page) {
+			for i, doc := range block.documents(t) {
+				examples = append(examples, example{block: block, index: i + 1, obj: &unstructured.Unstructured{Object: doc}})
 			}
-			obj := ex.obj.DeepCopy()
-			resource := dyn.Resource(mapping.Resource)
-			var target dynamic.ResourceInterface = resource
-			if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-				if obj.GetNamespace() == "" {
-					obj.SetNamespace(defaultNamespace)
-				}
-				target = resource.Namespace(obj.GetNamespace())
-			} else if obj.GetNamespace() != "" {
-				t.Fatalf("%s: %s is cluster-scoped but names namespace %q", ex.block, gvk.Kind, obj.GetNamespace())
-			}
-			body, err := json.Marshal(obj.Object)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = target.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{
-				DryRun:          []string{metav1.DryRunAll},
-				FieldManager:    "docs-examples",
-				Force:           ptr.To(true),
-				FieldValidation: metav1.FieldValidationStrict,
+		}
+	}
+	return examples
+}
+
+// clusterObjects returns the examples that are objects to apply; each of the
+// others is reported as a skipped subtest that says why.
+func clusterObjects(t *testing.T, examples []example) []example {
+	t.Helper()
+	var toApply []example
+	for _, ex := range examples {
+		if ex.obj.GetAPIVersion() == "" || ex.obj.GetKind() == "" {
+			t.Run(ex.String(), func(t *testing.T) {
+				t.Skip("not a Kubernetes object (no apiVersion and kind): a fragment such as Helm values or proxy configuration")
 			})
-			if err != nil {
-				t.Errorf("%s: the API server refuses this %s:\n%v", ex.block, gvk.Kind, err)
-			}
-		})
+			continue
+		}
+		if why, ok := notClusterObjects[ex.obj.GroupVersionKind()]; ok {
+			t.Run(ex.String(), func(t *testing.T) { t.Skip(why) })
+			continue
+		}
+		toApply = append(toApply, ex)
+	}
+	return toApply
+}
+
+// dryRunApply server-side applies ex as a dry run with strict field
+// validation, in defaultNamespace if it is namespaced and names none, and
+// fails t with the API server's reason if it is refused.
+func dryRunApply(ctx context.Context, t *testing.T, dyn dynamic.Interface, mapper meta.RESTMapper, ex example) {
+	t.Helper()
+	gvk := ex.obj.GroupVersionKind()
+	mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		t.Fatalf("%s: the API server does not know %s (%v). If it comes from another project, add its CRD to "+
+			"thirdPartyKinds; if it is read by a tool rather than applied, add it to notClusterObjects with the reason",
+			ex.block, gvk, err)
+	}
+	obj := ex.obj.DeepCopy()
+	resource := dyn.Resource(mapping.Resource)
+	var target dynamic.ResourceInterface = resource
+	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+		if obj.GetNamespace() == "" {
+			obj.SetNamespace(defaultNamespace)
+		}
+		target = resource.Namespace(obj.GetNamespace())
+	} else if obj.GetNamespace() != "" {
+		t.Fatalf("%s: %s is cluster-scoped but names namespace %q", ex.block, gvk.Kind, obj.GetNamespace())
+	}
+	body, err := json.Marshal(obj.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = target.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{
+		DryRun:          []string{metav1.DryRunAll},
+		FieldManager:    "docs-examples",
+		Force:           ptr.To(true),
+		FieldValidation: metav1.FieldValidationStrict,
+	})
+	if err != nil {
+		t.Errorf("%s: the API server refuses this %s:\n%v", ex.block, gvk.Kind, err)
 	}
 }
 
@@ -235,7 +256,7 @@ func permissiveCRD(k thirdPartyKind) *unstructured.Unstructured {
 		scope = "Namespaced"
 	}
 	openObject := map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-	var versions []any
+	versions := make([]any, 0, len(k.versions))
 	for i, v := range k.versions {
 		versions = append(versions, map[string]any{
 			"name":    v,

@@ -182,6 +182,10 @@ func (v *Validator) checkSpec(key *apikeysv1alpha1.ApiKey, issuedAt time.Time, i
 	return v.Policy.CheckExpiry(&key.Spec, issuedAt, issued, now)
 }
 
+// impersonateVerb is the RBAC verb a requester needs on each part of an
+// owner identity it claims but does not hold itself.
+const impersonateVerb = "impersonate"
+
 // checkOwnerClaim allows an owner other than the requester only if a
 // SubjectAccessReview says the requester may impersonate that user, UID and
 // each group the requester does not have: a GitOps controller can create a
@@ -192,15 +196,15 @@ func (v *Validator) checkOwnerClaim(ctx context.Context, requester authenticatio
 	}
 	var need []*authorizationv1.ResourceAttributes
 	if owner.Username != requester.Username {
-		need = append(need, &authorizationv1.ResourceAttributes{Verb: "impersonate", Resource: "users", Name: owner.Username})
+		need = append(need, &authorizationv1.ResourceAttributes{Verb: impersonateVerb, Resource: "users", Name: owner.Username})
 	}
 	if owner.UID != "" && owner.UID != requester.UID {
 		need = append(need, &authorizationv1.ResourceAttributes{
-			Verb: "impersonate", Group: "authentication.k8s.io", Resource: "uids", Name: owner.UID})
+			Verb: impersonateVerb, Group: "authentication.k8s.io", Resource: "uids", Name: owner.UID})
 	}
 	for _, g := range owner.Groups {
 		if !slices.Contains(requester.Groups, g) {
-			need = append(need, &authorizationv1.ResourceAttributes{Verb: "impersonate", Resource: "groups", Name: g})
+			need = append(need, &authorizationv1.ResourceAttributes{Verb: impersonateVerb, Resource: "groups", Name: g})
 		}
 	}
 	var denied []string

@@ -109,9 +109,11 @@ var _ = BeforeSuite(func() {
 	By("running the manager: admission webhooks, controller and auth server")
 	opts := &testEnv.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:        scheme,
-		Metrics:       metricsserver.Options{BindAddress: "0"},
-		WebhookServer: webhook.NewServer(webhook.Options{Host: opts.LocalServingHost, Port: opts.LocalServingPort, CertDir: opts.LocalServingCertDir}),
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: opts.LocalServingHost, Port: opts.LocalServingPort, CertDir: opts.LocalServingCertDir,
+		}),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(SetupApiKeyWebhookWithManager(mgr, rules)).To(Succeed())
