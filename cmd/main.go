@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
+	"github.com/apikey-operator/apikey-operator/internal/certs"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
@@ -55,7 +57,21 @@ type config struct {
 	enableAdmission                                  bool
 	forbiddenGroups                                  string
 	namespace, attestationKeySecret                  string
+	certMode, webhookCertSecret, webhookService      string
+	mutatingWebhookConfiguration                     string
+	validatingWebhookConfiguration                   string
+	webhookCertExtraServices                         string
 }
+
+// The --cert-mode values: where the webhook server's certificate comes from.
+const (
+	// certModeCertManager reads a certificate that cert-manager (or anyone)
+	// mounts at --webhook-cert-path.
+	certModeCertManager = "cert-manager"
+	// certModeSelfSigned keeps an own CA and certificate in a Secret and
+	// injects the CA into the webhook configurations.
+	certModeSelfSigned = "self-signed"
+)
 
 func parseFlags() (config, zap.Options) {
 	var c config
@@ -95,6 +111,19 @@ func parseFlags() (config, zap.Options) {
 		"Namespace the operator runs in; it keeps its attestation key there.")
 	flag.StringVar(&c.attestationKeySecret, "attestation-key-secret", "apikey-operator-attestation-key",
 		"Secret (created if missing) holding the key that signs owners stamped by admission.")
+	flag.StringVar(&c.certMode, "cert-mode", certModeCertManager,
+		"Where the webhook server's certificate comes from: cert-manager (mounted at --webhook-cert-path) or self-signed "+
+			"(the operator keeps its own CA in --webhook-cert-secret and injects it into the webhook configurations).")
+	flag.StringVar(&c.webhookCertSecret, "webhook-cert-secret", "apikey-operator-webhook-server-cert",
+		"self-signed: Secret in --namespace holding the CA and the webhook certificate; created if missing.")
+	flag.StringVar(&c.webhookService, "webhook-service", "apikey-operator-webhook-service",
+		"self-signed: Service in --namespace the webhook certificate is issued for.")
+	flag.StringVar(&c.mutatingWebhookConfiguration, "mutating-webhook-configuration", "apikey-operator-mutating-webhook-configuration",
+		"self-signed: MutatingWebhookConfiguration that gets the CA bundle.")
+	flag.StringVar(&c.validatingWebhookConfiguration, "validating-webhook-configuration", "apikey-operator-validating-webhook-configuration",
+		"self-signed: ValidatingWebhookConfiguration that gets the CA bundle.")
+	flag.StringVar(&c.webhookCertExtraServices, "webhook-cert-extra-services", "",
+		"self-signed: comma-separated further Services in --namespace the certificate covers, e.g. the auth-only Deployment's.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -118,19 +147,9 @@ func run(c config) error {
 		tlsOpts = append(tlsOpts, func(t *tls.Config) { t.NextProtos = []string{"http/1.1"} })
 	}
 
-	// The webhook certificate is reloaded when it changes on disk.
-	var webhookCertWatcher *certwatcher.CertWatcher
-	webhookOpts := webhook.Options{Host: c.webhookHost, Port: c.webhookPort, TLSOpts: tlsOpts}
-	if c.webhookCertPath != "" {
-		var err error
-		webhookCertWatcher, err = certwatcher.New(
-			filepath.Join(c.webhookCertPath, c.webhookCertName), filepath.Join(c.webhookCertPath, c.webhookCertKey))
-		if err != nil {
-			return err
-		}
-		webhookOpts.TLSOpts = append(webhookOpts.TLSOpts, func(t *tls.Config) {
-			t.GetCertificate = webhookCertWatcher.GetCertificate
-		})
+	webhookServer, addWebhookCertSource, err := newWebhookServer(c, tlsOpts)
+	if err != nil {
+		return err
 	}
 
 	metricsOpts := metricsserver.Options{BindAddress: c.metricsAddr, SecureServing: c.secureMetrics, TLSOpts: tlsOpts}
@@ -144,21 +163,37 @@ func run(c config) error {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
-		WebhookServer:          webhook.NewServer(webhookOpts),
+		WebhookServer:          webhookServer,
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.enableLeaderElection,
 		LeaderElectionID:       "manager.apikeys.dev",
-		Cache: cacheOptions(c),
+		Cache:                  cacheOptions(c),
 	})
 	if err != nil {
 		return err
 	}
-	if webhookCertWatcher != nil {
-		if err := mgr.Add(webhookCertWatcher); err != nil {
-			return err
-		}
+	if err := addWebhookCertSource(mgr); err != nil {
+		return err
 	}
 
+	if err := addParts(mgr, c); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+
+	setupLog.Info("Starting manager", "controller", c.enableController, "admission", c.enableController && c.enableAdmission,
+		"authServer", c.enableAuthServer, "maxTTL", c.maxTTL)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// addParts adds what c enables: the controller and, beside it, the
+// admission webhooks (they share the policy); the auth server.
+func addParts(mgr ctrl.Manager, c config) error {
 	if c.enableController {
 		rules, err := loadPolicy(c)
 		if err != nil {
@@ -187,15 +222,65 @@ func run(c config) error {
 			return err
 		}
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return err
-	}
+	return nil
+}
 
-	setupLog.Info("Starting manager", "admission", c.enableController && c.enableAdmission, "controller", c.enableController, "authServer", c.enableAuthServer, "maxTTL", c.maxTTL)
-	return mgr.Start(ctrl.SetupSignalHandler())
+// newWebhookServer builds the server for admission and the auth server, and
+// what adds its certificate source to the manager. With cert-manager, the
+// certificate mounted at --webhook-cert-path is reloaded when it changes;
+// self-signed, the server starts once setupSelfSignedCert has written the
+// certificate, and watches it.
+func newWebhookServer(c config, tlsOpts []func(*tls.Config)) (webhook.Server, func(ctrl.Manager) error, error) {
+	opts := webhook.Options{Host: c.webhookHost, Port: c.webhookPort, TLSOpts: tlsOpts}
+	switch c.certMode {
+	case certModeSelfSigned:
+		opts.CertDir, opts.CertName, opts.KeyName = selfSignedCertDir(c), c.webhookCertName, c.webhookCertKey
+		return certs.NewWebhookServer(opts), func(mgr ctrl.Manager) error { return setupSelfSignedCert(mgr, c) }, nil
+	case certModeCertManager:
+		if c.webhookCertPath == "" {
+			return webhook.NewServer(opts), func(ctrl.Manager) error { return nil }, nil
+		}
+		watcher, err := certwatcher.New(
+			filepath.Join(c.webhookCertPath, c.webhookCertName), filepath.Join(c.webhookCertPath, c.webhookCertKey))
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.TLSOpts = append(opts.TLSOpts, func(t *tls.Config) { t.GetCertificate = watcher.GetCertificate })
+		return webhook.NewServer(opts), func(mgr ctrl.Manager) error { return mgr.Add(watcher) }, nil
+	}
+	return nil, nil, fmt.Errorf("--cert-mode must be %s or %s, not %q", certModeCertManager, certModeSelfSigned, c.certMode)
+}
+
+// setupSelfSignedCert has every replica install the webhook certificate
+// from its Secret and stay unready until it has; replicas running the
+// controller also issue, renew and inject it while they lead.
+func setupSelfSignedCert(mgr ctrl.Manager, c config) error {
+	installed, err := certs.Setup(mgr, certs.Options{
+		Namespace:                      c.namespace,
+		SecretName:                     c.webhookCertSecret,
+		Service:                        c.webhookService,
+		MutatingWebhookConfiguration:   c.mutatingWebhookConfiguration,
+		ValidatingWebhookConfiguration: c.validatingWebhookConfiguration,
+		CertDir:                        selfSignedCertDir(c),
+		CertName:                       c.webhookCertName,
+		KeyName:                        c.webhookCertKey,
+		ExtraHosts:                     serviceHosts(c.namespace, splitList(c.webhookCertExtraServices)),
+		Issue:                          c.enableController,
+	})
+	if err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("webhook-cert", certs.ReadyzCheck(installed))
+}
+
+// selfSignedCertDir is where the self-signed certificate is written:
+// --webhook-cert-path, or the webhook server's default directory. It must be
+// writable, e.g. an emptyDir.
+func selfSignedCertDir(c config) string {
+	if c.webhookCertPath != "" {
+		return c.webhookCertPath
+	}
+	return filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
 }
 
 // cacheOptions drops managedFields everywhere (nothing here reads them) and,
@@ -221,7 +306,27 @@ func loadPolicy(c config) (*policy.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return policy.New(c.maxTTL, strings.Split(c.forbiddenGroups, ","), key), nil
+	return policy.New(c.maxTTL, splitList(c.forbiddenGroups), key), nil
+}
+
+// serviceHosts are the in-cluster DNS names of services in namespace.
+func serviceHosts(namespace string, services []string) []string {
+	hosts := make([]string, 0, 2*len(services))
+	for _, svc := range services {
+		hosts = append(hosts, svc+"."+namespace+".svc", svc+"."+namespace+".svc.cluster.local")
+	}
+	return hosts
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func envOr(name, fallback string) string {

@@ -1,0 +1,253 @@
+package certs
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Keys of the Secret besides tls.crt and tls.key.
+const (
+	// caBundleKey holds the CA that signs the serving certificate, followed by
+	// the CA it replaced while that one is still valid: the bundle callers trust.
+	caBundleKey = "ca.crt"
+	// caKeyKey holds the private key of the first CA in caBundleKey.
+	caKeyKey = "ca.key"
+)
+
+// backdate is how far before issuance a certificate becomes valid, so that a
+// peer whose clock runs a little behind accepts it.
+const backdate = time.Hour
+
+// lifetimes says how long certificates live and when they are replaced.
+type lifetimes struct {
+	ca, serving, renewBefore time.Duration
+}
+
+// keyPair is a certificate with its private key, parsed and in PEM.
+type keyPair struct {
+	cert            *x509.Certificate
+	key             crypto.Signer
+	certPEM, keyPEM []byte
+}
+
+// renewal is what renew decided: the data the Secret should hold, and when
+// to look again.
+type renewal struct {
+	// data is nil when the Secret's data is still good.
+	data      map[string][]byte
+	renewAt   time.Time
+	rotatedCA bool
+}
+
+// renew checks the Secret data against hosts at now and returns fresh data
+// if the CA or the serving certificate is missing, malformed, due for
+// renewal, or (for the serving certificate) does not cover every host. A
+// serving certificate is renewed under the same CA; a new CA takes a new
+// serving certificate, and the old CA stays in the bundle until it expires,
+// so replicas that still serve the old certificate keep being trusted.
+func renew(data map[string][]byte, hosts []string, l lifetimes, now time.Time) (renewal, error) {
+	ca, err := parseCA(data[caBundleKey], data[caKeyKey])
+	bundle := data[caBundleKey]
+	rotateCA := err != nil || !now.Before(dueAt(ca.cert, l))
+	if rotateCA {
+		previous := ca
+		if ca, err = issueCA(now, l); err != nil {
+			return renewal{}, err
+		}
+		bundle = ca.certPEM
+		if previous.cert != nil {
+			bundle = append(bytes.Clone(bundle), previous.certPEM...)
+		}
+	}
+
+	serving, err := parseServing(data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey], ca.cert, hosts, now)
+	if !rotateCA && err == nil && now.Before(dueAt(serving.cert, l)) {
+		return renewal{renewAt: earliest(dueAt(ca.cert, l), dueAt(serving.cert, l))}, nil
+	}
+	if serving, err = issueServing(ca, hosts, now, l); err != nil {
+		return renewal{}, err
+	}
+
+	return renewal{
+		data: map[string][]byte{
+			caBundleKey:             validCerts(bundle, now),
+			caKeyKey:                ca.keyPEM,
+			corev1.TLSCertKey:       serving.certPEM,
+			corev1.TLSPrivateKeyKey: serving.keyPEM,
+		},
+		renewAt:   earliest(dueAt(ca.cert, l), dueAt(serving.cert, l)),
+		rotatedCA: rotateCA,
+	}, nil
+}
+
+// dueAt is when cert is replaced: renewBefore ahead of its expiry.
+func dueAt(cert *x509.Certificate, l lifetimes) time.Time {
+	return cert.NotAfter.Add(-l.renewBefore)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// parseCA reads the CA that signs: the first certificate of bundle, which
+// must be a CA and match keyPEM.
+func parseCA(bundle, keyPEM []byte) (keyPair, error) {
+	block, _ := pem.Decode(bundle)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return keyPair{}, errors.New("no CA certificate")
+	}
+	certPEM := pem.EncodeToMemory(block)
+	pair, err := parseKeyPair(certPEM, keyPEM)
+	if err != nil {
+		return keyPair{}, fmt.Errorf("CA: %w", err)
+	}
+	if !pair.cert.IsCA {
+		return keyPair{}, errors.New("the CA certificate is not a CA")
+	}
+	return pair, nil
+}
+
+// parseServing reads the serving certificate and checks that ca signed it
+// for every host and that it is valid at now.
+func parseServing(certPEM, keyPEM []byte, ca *x509.Certificate, hosts []string, now time.Time) (keyPair, error) {
+	pair, err := parseKeyPair(certPEM, keyPEM)
+	if err != nil {
+		return keyPair{}, fmt.Errorf("serving certificate: %w", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	if _, err := pair.cert.Verify(x509.VerifyOptions{
+		Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return keyPair{}, fmt.Errorf("serving certificate: %w", err)
+	}
+	for _, host := range hosts {
+		if err := pair.cert.VerifyHostname(host); err != nil {
+			return keyPair{}, fmt.Errorf("serving certificate: %w", err)
+		}
+	}
+	return pair, nil
+}
+
+func parseKeyPair(certPEM, keyPEM []byte) (keyPair, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return keyPair{}, err
+	}
+	key, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return keyPair{}, errors.New("the private key cannot sign")
+	}
+	cert := pair.Leaf
+	if cert == nil {
+		if cert, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			return keyPair{}, err
+		}
+	}
+	return keyPair{cert: cert, key: key, certPEM: certPEM, keyPEM: keyPEM}, nil
+}
+
+// issueCA makes a self-signed CA valid for l.ca from now.
+func issueCA(now time.Time, l lifetimes) (keyPair, error) {
+	template := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "apikey-operator webhook CA", Organization: []string{"apikey-operator"}},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(l.ca),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	return sign(template, nil)
+}
+
+// issueServing makes a serving certificate for hosts signed by ca, valid for
+// l.serving from now but never past the CA.
+func issueServing(ca keyPair, hosts []string, now time.Time, l lifetimes) (keyPair, error) {
+	template := &x509.Certificate{
+		NotBefore:   now.Add(-backdate),
+		NotAfter:    earliest(now.Add(l.serving), ca.cert.NotAfter),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	// Clients match the names; the common name is for people reading the
+	// certificate, and X.509 caps it at 64 characters.
+	if len(hosts[0]) <= 64 {
+		template.Subject.CommonName = hosts[0]
+	}
+	for _, host := range hosts {
+		if ip := net.ParseIP(host); ip != nil {
+			template.IPAddresses = append(template.IPAddresses, ip)
+		} else {
+			template.DNSNames = append(template.DNSNames, host)
+		}
+	}
+	return sign(template, &ca)
+}
+
+// sign makes a new ECDSA P-256 key and a certificate for it from template,
+// signed by parent, or by itself when parent is nil.
+func sign(template *x509.Certificate, parent *keyPair) (keyPair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return keyPair{}, err
+	}
+	if template.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128)); err != nil {
+		return keyPair{}, err
+	}
+	issuer, signer := template, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, issuer, key.Public(), signer)
+	if err != nil {
+		return keyPair{}, fmt.Errorf("signing a certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return keyPair{}, err
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return keyPair{}, err
+	}
+	return keyPair{
+		cert:    cert,
+		key:     key,
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
+	}, nil
+}
+
+// validCerts keeps the certificates of bundle that have not expired at now.
+func validCerts(bundle []byte, now time.Time) []byte {
+	var out []byte
+	for rest := bundle; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return out
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil || !now.Before(cert.NotAfter) {
+			continue
+		}
+		out = append(out, pem.EncodeToMemory(block)...)
+	}
+}
