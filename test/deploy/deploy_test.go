@@ -1,0 +1,391 @@
+// Package deploy checks what users install: kustomize's config/default and
+// config/self-signed (dist/install.yaml is the former) and the Helm chart in
+// dist/chart. Each rendering must hang together (the Services select the pods
+// they name, the certificate reaches every pod that serves 9443, the flags
+// exist and name objects that exist) and a real API server must accept every
+// object.
+//
+// The tests need kustomize and helm: bin/kustomize-* and bin/helm-* (`make
+// kustomize helm`), or the KUSTOMIZE and HELM environment variables.
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+const (
+	// helmRelease makes the chart's names equal config/default's, so the two
+	// can be compared object by object.
+	helmRelease = "apikey-operator"
+	// fullValues switches on everything the chart can add.
+	fullValues = "authServer.enabled=true,tls.mode=self-signed,metrics.serviceMonitor.enabled=true"
+)
+
+// variant is one way to install the operator.
+type variant struct {
+	name      string
+	namespace string // where its namespaced objects go
+	render    func(t *testing.T) []byte
+	// What the rendering should contain.
+	selfSigned, authServer, serviceMonitor bool
+}
+
+func variants() []variant {
+	return []variant{
+		{
+			name: "kustomize config/default", namespace: "apikey-operator-system",
+			render:     func(t *testing.T) []byte { return kustomizeBuild(t, "config/default") },
+			authServer: true,
+		},
+		{
+			name: "kustomize config/self-signed", namespace: "apikey-operator-system",
+			render:     func(t *testing.T) []byte { return kustomizeBuild(t, "config/self-signed") },
+			selfSigned: true, authServer: true,
+		},
+		{
+			name: "helm default values", namespace: "helm-default",
+			render: func(t *testing.T) []byte { return helmTemplate(t, "helm-default") },
+		},
+		{
+			name: "helm " + fullValues, namespace: "helm-full",
+			render:     func(t *testing.T) []byte { return helmTemplate(t, "helm-full", "--set", fullValues) },
+			selfSigned: true, authServer: true, serviceMonitor: true,
+		},
+	}
+}
+
+// TestManifestsHangTogether reads each rendering without an API server: what
+// one object names, another must be.
+func TestManifestsHangTogether(t *testing.T) {
+	for _, v := range variants() {
+		t.Run(v.name, func(t *testing.T) {
+			newRendering(t, v).check(t)
+		})
+	}
+}
+
+// TestFlagsExist: every flag a Deployment passes is one the manager defines;
+// an unknown flag would stop it at start.
+func TestFlagsExist(t *testing.T) {
+	manager := filepath.Join(t.TempDir(), "manager")
+	run(t, repoRoot, "go", "build", "-o", manager, "./cmd")
+	// -h exits 0 or 2 depending on the flag set; the usage is what counts.
+	usage, _ := exec.Command(manager, "-h").CombinedOutput()
+	for _, v := range variants() {
+		for name, u := range byName(decode(t, v.render(t)), "Deployment") {
+			for _, c := range deployment(t, u).Spec.Template.Spec.Containers {
+				for _, arg := range c.Args {
+					flag, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+					if !bytes.Contains(usage, []byte("  -"+flag+" ")) && !bytes.Contains(usage, []byte("  -"+flag+"\n")) {
+						t.Errorf("%s: Deployment %s passes %s, which the manager does not define", v.name, name, arg)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestChartCopiesAreCurrent: the chart renders controller-gen's CRDs, webhook
+// configurations and manager role from copies in dist/chart/files.
+func TestChartCopiesAreCurrent(t *testing.T) {
+	copies := map[string]string{
+		"config/webhook/manifests.yaml": "dist/chart/files/webhook/manifests.yaml",
+		"config/rbac/role.yaml":         "dist/chart/files/rbac/role.yaml",
+	}
+	bases, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "bases", "*.yaml"))
+	must(t, err)
+	crdCopies, err := filepath.Glob(filepath.Join(repoRoot, "dist", "chart", "files", "crds", "*.yaml"))
+	must(t, err)
+	if len(bases) == 0 || len(bases) != len(crdCopies) {
+		t.Errorf("config/crd/bases has %d CRDs, dist/chart/files/crds %d: run `make manifests`", len(bases), len(crdCopies))
+	}
+	for _, b := range bases {
+		copies["config/crd/bases/"+filepath.Base(b)] = "dist/chart/files/crds/" + filepath.Base(b)
+	}
+	for src, dst := range copies {
+		want, err := os.ReadFile(filepath.Join(repoRoot, src))
+		must(t, err)
+		got, err := os.ReadFile(filepath.Join(repoRoot, dst))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s is not a copy of %s: run `make manifests`", dst, src)
+		}
+	}
+}
+
+// TestChartMatchesKustomize: with the release named like config/default's
+// prefix, the chart grants the same permissions, registers the same webhooks
+// and CRDs, and passes at least the same flags.
+func TestChartMatchesKustomize(t *testing.T) {
+	for _, p := range []struct {
+		name        string
+		chart, kust []*unstructured.Unstructured
+		// complete: the chart renders all that kustomize does, not a subset.
+		complete bool
+	}{{
+		name:  "default",
+		chart: decode(t, helmTemplate(t, "helm-default")),
+		kust:  decode(t, kustomizeBuild(t, "config/default")),
+	}, {
+		name:     "self-signed with auth server",
+		chart:    decode(t, helmTemplate(t, "helm-full", "--set", fullValues)),
+		kust:     decode(t, kustomizeBuild(t, "config/self-signed")),
+		complete: true,
+	}} {
+		t.Run(p.name, func(t *testing.T) {
+			for _, kind := range []string{"ClusterRole", "Role"} {
+				compareField(t, kind, "rules", p.chart, p.kust, p.complete)
+			}
+			compareField(t, "CustomResourceDefinition", "spec", p.chart, p.kust, true)
+			for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+				compareField(t, kind, "webhooks", withoutServiceNamespace(t, p.chart), withoutServiceNamespace(t, p.kust), true)
+			}
+			compareArgs(t, p.chart, p.kust, p.complete)
+		})
+	}
+}
+
+// compareField: each object of kind in both renderings has the same field;
+// with complete, neither has one the other lacks.
+func compareField(t *testing.T, kind, field string, chart, kust []*unstructured.Unstructured, complete bool) {
+	t.Helper()
+	chartObjs, kustObjs := byName(chart, kind), byName(kust, kind)
+	for name, c := range chartObjs {
+		k, ok := kustObjs[name]
+		if !ok {
+			t.Errorf("the chart has %s %s, kustomize does not", kind, name)
+			continue
+		}
+		if !reflect.DeepEqual(c.Object[field], k.Object[field]) {
+			t.Errorf("%s %s: the chart's %s differ from kustomize's:\nchart:     %v\nkustomize: %v",
+				kind, name, field, c.Object[field], k.Object[field])
+		}
+	}
+	for name := range kustObjs {
+		if _, ok := chartObjs[name]; complete && !ok {
+			t.Errorf("kustomize has %s %s, the chart does not", kind, name)
+		}
+	}
+}
+
+// compareArgs: the chart's containers pass every flag kustomize's do.
+func compareArgs(t *testing.T, chart, kust []*unstructured.Unstructured, complete bool) {
+	t.Helper()
+	chartDeps := byName(chart, "Deployment")
+	for name, k := range byName(kust, "Deployment") {
+		c, ok := chartDeps[name]
+		if !ok {
+			if complete {
+				t.Errorf("Deployment %s is not in the chart", name)
+			}
+			continue
+		}
+		chartDep := deployment(t, c)
+		for _, kc := range deployment(t, k).Spec.Template.Spec.Containers {
+			cc := container(chartDep, kc.Name)
+			if cc == nil {
+				t.Errorf("Deployment %s: the chart has no container %s", name, kc.Name)
+				continue
+			}
+			for _, arg := range kc.Args {
+				if !slices.Contains(cc.Args, arg) {
+					t.Errorf("Deployment %s: the chart does not pass %s", name, arg)
+				}
+			}
+		}
+	}
+}
+
+// withoutServiceNamespace copies the webhook configurations in objs, minus
+// the Service namespace, which is the install's.
+func withoutServiceNamespace(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	for _, u := range objs {
+		if !strings.HasSuffix(u.GetKind(), "WebhookConfiguration") {
+			continue
+		}
+		u = u.DeepCopy()
+		webhooks, _, err := unstructured.NestedSlice(u.Object, "webhooks")
+		must(t, err)
+		for _, w := range webhooks {
+			unstructured.RemoveNestedField(w.(map[string]any), "clientConfig", "service", "namespace")
+		}
+		must(t, unstructured.SetNestedSlice(u.Object, webhooks, "webhooks"))
+		out = append(out, u)
+	}
+	return out
+}
+
+// TestKustomizeImage: `make deploy` and `make build-installer` set the image
+// in config/manager only; both Deployments must get it.
+func TestKustomizeImage(t *testing.T) {
+	const image = "registry.example/apikey-operator:v9.9.9"
+	kustomize := tool(t, "KUSTOMIZE", "kustomize-*")
+	config := filepath.Join(t.TempDir(), "config")
+	must(t, os.CopyFS(config, os.DirFS(filepath.Join(repoRoot, "config"))))
+	run(t, filepath.Join(config, "manager"), kustomize, "edit", "set", "image", "controller="+image)
+	deps := byName(decode(t, run(t, config, kustomize, "build", "default")), "Deployment")
+	if len(deps) != 2 {
+		t.Fatalf("want the manager and the auth-only Deployment, got %d Deployments", len(deps))
+	}
+	for name, u := range deps {
+		for _, c := range deployment(t, u).Spec.Template.Spec.Containers {
+			if c.Image != image {
+				t.Errorf("Deployment %s container %s runs %s, want %s", name, c.Name, c.Image, image)
+			}
+		}
+	}
+}
+
+// TestHelmLint: the chart passes `helm lint --strict` with its defaults and
+// with everything on, and refuses a TLS mode it does not know.
+func TestHelmLint(t *testing.T) {
+	helm := tool(t, "HELM", "helm-*")
+	run(t, repoRoot, helm, "lint", "--strict", "dist/chart")
+	run(t, repoRoot, helm, "lint", "--strict", "dist/chart", "--set", fullValues)
+
+	cmd := exec.Command(helm, "template", helmRelease, "dist/chart", "--set", "tls.mode=acme")
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "mode") || !strings.Contains(string(out), "self-signed") {
+		t.Errorf("helm template with tls.mode=acme: want a failure naming the TLS modes, got err=%v\n%s", err, out)
+	}
+}
+
+// TestAppliesToAPIServer server-side applies every variant to one API server,
+// in turn, and reads every object back. The webhook configurations point at
+// Services with no pods behind them, so nothing here creates an ApiKey.
+func TestAppliesToAPIServer(t *testing.T) {
+	renders := map[string][]*unstructured.Unstructured{}
+	for _, v := range variants() {
+		renders[v.name] = decode(t, v.render(t))
+	}
+
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: controlPlaneDir(t),
+		CRDInstallOptions:     envtest.CRDInstallOptions{Paths: []string{filepath.Join("testdata", "crds.yaml")}},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting the test control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Logf("stopping the test control plane: %v", err)
+		}
+	})
+	scheme := runtime.NewScheme()
+	must(t, clientgoscheme.AddToScheme(scheme))
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	must(t, err)
+
+	for _, v := range variants() {
+		t.Run(v.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			objs := renders[v.name]
+			if len(byKind(objs, "Namespace")) == 0 {
+				// Helm installs into a namespace that exists; make it, as
+				// restricted as config/default's.
+				ns := &unstructured.Unstructured{}
+				ns.SetAPIVersion("v1")
+				ns.SetKind("Namespace")
+				ns.SetName(v.namespace)
+				ns.SetLabels(map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+				objs = append([]*unstructured.Unstructured{ns}, objs...)
+			}
+			applyAll(ctx, t, c, objs)
+
+			// The namespace enforces the "restricted" Pod Security Standard;
+			// a dry-run Pod from each Deployment's template must pass it.
+			for name, u := range byName(objs, "Deployment") {
+				d := deployment(t, u)
+				pod := &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Name: "dry-run-" + name, Namespace: d.Namespace, Labels: d.Spec.Template.Labels},
+					Spec:       d.Spec.Template.Spec,
+				}
+				if err := c.Create(ctx, pod, client.DryRunAll); err != nil {
+					t.Errorf("a pod of Deployment %s is refused: %v", name, err)
+				}
+			}
+		})
+	}
+}
+
+// applyAll applies namespaces and CRDs first and waits for the CRDs, then
+// everything else; every object must be accepted and readable afterwards.
+func applyAll(ctx context.Context, t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
+	t.Helper()
+	first := func(u *unstructured.Unstructured) bool {
+		return u.GetKind() == "Namespace" || u.GetKind() == "CustomResourceDefinition"
+	}
+	for _, u := range objs {
+		if first(u) {
+			apply(ctx, t, c, u)
+		}
+	}
+	for _, u := range byKind(objs, "CustomResourceDefinition") {
+		waitEstablished(ctx, t, c, u.GetName())
+	}
+	for _, u := range objs {
+		if !first(u) {
+			apply(ctx, t, c, u)
+		}
+	}
+	for _, u := range objs {
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(u.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(u), got); err != nil {
+			t.Errorf("%s %s is not there after applying: %v", u.GetKind(), key(u), err)
+		}
+	}
+}
+
+func apply(ctx context.Context, t *testing.T, c client.Client, u *unstructured.Unstructured) {
+	t.Helper()
+	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()),
+		client.FieldOwner("test"), client.ForceOwnership); err != nil {
+		t.Errorf("%s %s is refused: %v", u.GetKind(), key(u), err)
+	}
+}
+
+func waitEstablished(ctx context.Context, t *testing.T, c client.Client, name string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		crd := &unstructured.Unstructured{}
+		crd.SetAPIVersion("apiextensions.k8s.io/v1")
+		crd.SetKind("CustomResourceDefinition")
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+			return false, nil
+		}
+		conditions, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+		for _, cond := range conditions {
+			if m, ok := cond.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("CRD %s is not established: %v", name, err)
+	}
+}
