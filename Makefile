@@ -52,6 +52,10 @@ demo: build envtest ## Start a local control plane, issue a key and show it at w
 test-e2e: manifests generate envtest ## Run the end-to-end tests: kube-apiserver's token webhook, kubectl, nginx (needs nginx installed).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags e2e ./test/e2e/ -v -count=1 -timeout 20m -args -ginkgo.v
 
+.PHONY: bench
+bench: envtest ## Measure against the SPEC's targets (same run, same machine) and write docs/benchmarks.md.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go run ./hack/bench -out docs/benchmarks.md
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME, default 20s).
 	go test ./internal/token -run='^$$' -fuzz=FuzzParse -fuzztime=$(or $(FUZZTIME),20s)
