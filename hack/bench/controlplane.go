@@ -1,0 +1,363 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
+	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
+}
+
+// openLogs sends controller-runtime's and client-go's logs, at info level,
+// to a file, so the terminal shows only progress.
+func openLogs(path string) (*os.File, error) {
+	var f *os.File
+	var err error
+	if path == "" {
+		f, err = os.CreateTemp("", "apikey-bench-*.log")
+	} else {
+		f, err = os.Create(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	logger := zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
+	return f, nil
+}
+
+// env is a running test control plane and what the sections share.
+type env struct {
+	testEnv *envtest.Environment
+	// cfg is the admin config without client-side rate limiting, as
+	// ctrl.GetConfig gives the manager in a cluster.
+	cfg    *rest.Config
+	client client.WithWatch
+
+	certDir string
+	caPool  *x509.CertPool
+	version string // the control plane directory, e.g. 1.37.2-linux-amd64
+}
+
+// runControlPlane starts envtest, runs the control-plane sections in order
+// and stops it. Sections that cannot run because an earlier step failed
+// report that error.
+func runControlPlane(c config, r *report, logs *os.File) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	progress("starting the test control plane (envtest)")
+	e, err := startEnv()
+	if err != nil {
+		r.envErr = err
+		progress("  failed: %v", err)
+		return
+	}
+	r.controlPlane = e.version
+	defer func() {
+		if err := e.testEnv.Stop(); err != nil {
+			_, _ = fmt.Fprintln(logs, "stopping envtest:", err)
+		}
+		_ = os.RemoveAll(e.certDir)
+	}()
+
+	ctrlMgr, err := e.startController(ctx, c)
+	if err != nil {
+		r.envErr = fmt.Errorf("starting the controller manager: %w", err)
+		return
+	}
+	authMgr, auth, err := e.startAuth(ctx)
+	if err != nil {
+		_ = ctrlMgr.stop()
+		r.envErr = fmt.Errorf("starting the auth-server manager: %w", err)
+		return
+	}
+	prober := e.newProber(authMgr.url)
+	if c.sections["revoke"] {
+		progress("revocation → 401 (%d delete + %d suspend trials)", c.revokeTrials, c.revokeTrials)
+		r.revoke = runRevoke(ctx, c, e, prober)
+	}
+	if c.sections["apply"] {
+		progress("create → Ready with Secret (%d trials)", c.applyTrials)
+		r.apply = runApply(ctx, c, e, prober)
+	}
+	if c.sections["issue"] && c.issueKeys > 0 {
+		progress("bulk issuance of %d ApiKeys", c.issueKeys)
+		r.issue = runIssue(ctx, c, e, auth)
+	}
+	// The memory section measures a fresh auth server against a quiet
+	// cluster: the controller must not issue tokens for the keys it
+	// creates directly, and the first auth server's caches must be gone.
+	errCtrl, errAuth := ctrlMgr.stop(), authMgr.stop()
+	if err := errors.Join(errCtrl, errAuth); err != nil {
+		_, _ = fmt.Fprintln(logs, "stopping managers:", err)
+	}
+	if c.sections["heap"] {
+		progress("auth-server heap per key (up to %d records)", c.heapKeys)
+		r.heap = runHeap(ctx, c, e)
+	}
+}
+
+func startEnv() (*env, error) {
+	root := moduleRoot()
+	assets, err := controlPlaneDir(root)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{version: filepath.Base(assets)}
+	e.testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := e.testEnv.Start()
+	if err != nil {
+		return nil, err
+	}
+	e.cfg = rest.CopyConfig(cfg)
+	e.cfg.QPS, e.cfg.Burst = -1, 0
+	if e.client, err = client.NewWithWatch(e.cfg, client.Options{Scheme: scheme}); err != nil {
+		return nil, errors.Join(err, e.testEnv.Stop())
+	}
+	if e.certDir, err = os.MkdirTemp("", "apikey-bench-certs-"); err != nil {
+		return nil, errors.Join(err, e.testEnv.Stop())
+	}
+	caPEM, err := utils.WriteServingCert(e.certDir)
+	if err != nil {
+		return nil, errors.Join(err, e.testEnv.Stop())
+	}
+	e.caPool = x509.NewCertPool()
+	e.caPool.AppendCertsFromPEM(caPEM)
+	return e, nil
+}
+
+// controlPlaneDir is KUBEBUILDER_ASSETS, or the newest control plane
+// `make envtest` built into bin/k8s.
+func controlPlaneDir(root string) (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	dirs, _ := filepath.Glob(filepath.Join(root, "bin", "k8s", "*"))
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("no test control plane: set KUBEBUILDER_ASSETS or run `make envtest`")
+}
+
+// runningManager is a manager started in the background.
+type runningManager struct {
+	cancel context.CancelFunc
+	done   chan error
+	url    string // the webhook server's base URL, for an auth server
+}
+
+func startManager(ctx context.Context, mgr ctrl.Manager) *runningManager {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &runningManager{cancel: cancel, done: make(chan error, 1)}
+	go func() { m.done <- mgr.Start(ctx) }()
+	return m
+}
+
+// stop cancels the manager and waits until it has returned, so its caches
+// can be collected.
+func (m *runningManager) stop() error {
+	m.cancel()
+	select {
+	case err := <-m.done:
+		return err
+	case <-time.After(2 * time.Minute):
+		return errors.New("manager did not stop within 2 minutes")
+	}
+}
+
+// managerOptions are cmd/main.go's, minus what needs a cluster: no metrics
+// server, no probes, no leader election, managed fields stripped from caches.
+func managerOptions() ctrl.Options {
+	return ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	}
+}
+
+// startController runs the controller alone, as the leader-elected
+// Deployment would.
+func (e *env) startController(ctx context.Context, c config) (*runningManager, error) {
+	opts := managerOptions()
+	opts.WebhookServer = webhook.NewServer(webhook.Options{Port: -1})
+	if c.reconcilers > 0 {
+		opts.Controller = ctrlconfig.Controller{MaxConcurrentReconciles: c.reconcilers}
+	}
+	mgr, err := ctrl.NewManager(e.cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := (&controller.ApiKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("apikey-operator"),
+		Policy:    policy.New(365*24*time.Hour, nil, nil),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	return startManager(ctx, mgr), nil
+}
+
+// startAuth runs the auth server alone, as the auth-only Deployment would:
+// its endpoints on the webhook server (TLS 1.2+, HTTP/1.1), on 127.0.0.1.
+// It returns once the index has synced and the server answers.
+func (e *env) startAuth(ctx context.Context) (*runningManager, *authserver.Server, error) {
+	port, err := utils.FreePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := managerOptions()
+	// As cmd/main.go runs an auth-only replica: cached objects trimmed to
+	// what the index reads.
+	opts.Cache.ByObject = authserver.CacheOptions()
+	opts.WebhookServer = webhook.NewServer(webhook.Options{
+		Host: "127.0.0.1", Port: port, CertDir: e.certDir,
+		TLSOpts: []func(*tls.Config){func(t *tls.Config) { t.NextProtos = []string{alpnHTTP1} }},
+	})
+	mgr, err := ctrl.NewManager(e.cfg, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{})
+	if err := auth.SetupWithManager(mgr); err != nil {
+		return nil, nil, err
+	}
+	m := startManager(ctx, mgr)
+	m.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	p := e.newProber(m.url)
+	err = pollUntil(ctx, 10*time.Millisecond, 3*time.Minute, func() (bool, error) {
+		select {
+		case err := <-m.done:
+			return false, fmt.Errorf("manager stopped: %w", err)
+		default:
+		}
+		if !auth.Index().Synced() {
+			return false, nil
+		}
+		_, err := p.status(ctx, "")
+		return err == nil, nil
+	})
+	if err != nil {
+		return nil, nil, errors.Join(err, m.stop())
+	}
+	return m, auth, nil
+}
+
+// prober asks the auth server's /auth about a token over a keep-alive
+// connection.
+type prober struct {
+	url    string
+	client *http.Client
+}
+
+func (e *env) newProber(url string) *prober {
+	return &prober{url: url + "/auth", client: &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: e.caPool},
+			MaxIdleConnsPerHost: 2,
+		},
+	}}
+}
+
+// status is /auth's status code for tok ("" sends no token).
+func (p *prober) status(ctx context.Context, tok string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, err // a *url.Error: method and URL, never headers
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// awaitStatus polls /auth with tok every interval until it answers want,
+// and returns when it first did.
+func (p *prober) awaitStatus(ctx context.Context, tok string, want int, interval, timeout time.Duration) (time.Time, error) {
+	var at time.Time
+	err := pollUntil(ctx, interval, timeout, func() (bool, error) {
+		code, err := p.status(ctx, tok)
+		if err != nil {
+			return false, err
+		}
+		at = time.Now()
+		return code == want, nil
+	})
+	return at, err
+}
+
+// pollUntil calls cond every interval until it returns true or an error,
+// or timeout passes.
+func pollUntil(ctx context.Context, interval, timeout time.Duration, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("condition not met within %s", timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+// createNamespace creates a namespace for one section.
+func (e *env) createNamespace(ctx context.Context, name string) error {
+	return e.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+}

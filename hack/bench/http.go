@@ -1,0 +1,454 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+// httpResult is the forward-auth load test: closed-loop throughput, then
+// open-loop latency at half the bare handler's throughput.
+type httpResult struct {
+	closed           []closedRound
+	bareRPS, oursRPS float64 // medians over rounds
+
+	openRate           float64 // offered load, requests per second
+	open               []openRound
+	bareOpen, oursOpen latencies // median over rounds of each percentile
+
+	err error
+}
+
+type closedRound struct{ bare, ours float64 }
+
+type openRound struct {
+	bare, ours         latencies
+	bareRate, oursRate float64
+}
+
+// alpnHTTP1 is the only protocol the servers offer, as cmd/main.go
+// configures the webhook server unless --enable-http2.
+const alpnHTTP1 = "http/1.1"
+
+// target is one server under load and the request every connection sends.
+type target struct {
+	name string
+	addr string
+	// requests holds one prebuilt request per connection; the two servers
+	// get byte-identical requests (only the Host port differs).
+	requests [][]byte
+}
+
+// runHTTP starts a bare handler and the auth server side by side, with the
+// same TLS and http.Server settings, and loads both with the same generator.
+func runHTTP(c config, logs *os.File) *httpResult {
+	res := &httpResult{}
+	res.err = measureHTTP(c, logs, res)
+	if res.err != nil {
+		progress("  failed: %v", res.err)
+	}
+	return res
+}
+
+func measureHTTP(c config, logs *os.File, res *httpResult) error {
+	dir, err := os.MkdirTemp("", "apikey-bench-http-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	serverTLS, clientTLS, err := benchTLS(dir)
+	if err != nil {
+		return err
+	}
+
+	index := authserver.NewIndex()
+	tokens, err := issueInMemory(c.httpKeys, func(k *apikeysv1alpha1.ApiKey, r *apikeysv1alpha1.ApiKeyRecord) {
+		index.SetKey(k)
+		index.SetRecord(r)
+	})
+	if err != nil {
+		return err
+	}
+	index.MarkSynced()
+	ours := authserver.NewServer(index, authserver.Options{}).Handler()
+	bare := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+
+	errLog := log.New(logs, "bench-http ", log.LstdFlags)
+	bareSrv, err := serveTLS(bare, serverTLS, errLog)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = bareSrv.Close() }()
+	oursSrv, err := serveTLS(ours, serverTLS, errLog)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = oursSrv.Close() }()
+
+	bareT := newTarget("bare", bareSrv.Addr, tokens, c.httpConns)
+	oursT := newTarget("ours", oursSrv.Addr, tokens, c.httpConns)
+	lg := &loadGenerator{tls: clientTLS, maxRequests: c.httpMaxRequests}
+
+	// Warm up both (TLS session, GC, CPU frequency) and check that the auth
+	// server really says 200 to every connection's token.
+	for _, t := range []*target{bareT, oursT} {
+		if _, err := lg.closedLoop(t, c.httpWarmup); err != nil {
+			return fmt.Errorf("warming up %s: %w", t.name, err)
+		}
+	}
+	if err := measureClosed(c, lg, bareT, oursT, res); err != nil {
+		return err
+	}
+	return measureOpen(c, lg, bareT, oursT, res)
+}
+
+// measureClosed runs the rounds of closed-loop (max throughput) load,
+// alternating which server goes first.
+func measureClosed(c config, lg *loadGenerator, bareT, oursT *target, res *httpResult) error {
+	var bares, ourss []float64
+	for round := range c.httpRounds {
+		var r closedRound
+		for _, t := range ordered(round, bareT, oursT) {
+			rps, err := lg.closedLoop(t, c.httpClosed)
+			if err != nil {
+				return fmt.Errorf("closed loop on %s: %w", t.name, err)
+			}
+			if t == bareT {
+				r.bare = rps
+			} else {
+				r.ours = rps
+			}
+		}
+		progress("  closed loop round %d: bare %.0f req/s, auth server %.0f req/s", round+1, r.bare, r.ours)
+		res.closed = append(res.closed, r)
+		bares, ourss = append(bares, r.bare), append(ourss, r.ours)
+	}
+	res.bareRPS, res.oursRPS = median(bares), median(ourss)
+	return nil
+}
+
+// measureOpen offers half the bare handler's throughput to each server at a
+// constant arrival rate and measures latency from each request's scheduled
+// send time, so a stalled server cannot hide its queue.
+func measureOpen(c config, lg *loadGenerator, bareT, oursT *target, res *httpResult) error {
+	res.openRate = res.bareRPS / 2
+	var bareP50, bareP99, oursP50, oursP99, bareP999, oursP999 []time.Duration
+	for round := range c.httpOpenRounds {
+		var r openRound
+		for _, t := range ordered(round, bareT, oursT) {
+			lat, achieved, err := lg.openLoop(t, res.openRate, c.httpOpen)
+			if err != nil {
+				return fmt.Errorf("open loop on %s: %w", t.name, err)
+			}
+			if t == bareT {
+				r.bare, r.bareRate = lat, achieved
+			} else {
+				r.ours, r.oursRate = lat, achieved
+			}
+		}
+		progress("  open loop round %d at %.0f req/s: p99 bare %s, auth server %s",
+			round+1, res.openRate, r.bare.p99, r.ours.p99)
+		res.open = append(res.open, r)
+		bareP50, bareP99, bareP999 = append(bareP50, r.bare.p50), append(bareP99, r.bare.p99), append(bareP999, r.bare.p999)
+		oursP50, oursP99, oursP999 = append(oursP50, r.ours.p50), append(oursP99, r.ours.p99), append(oursP999, r.ours.p999)
+	}
+	res.bareOpen = latencies{p50: medianDuration(bareP50), p99: medianDuration(bareP99), p999: medianDuration(bareP999)}
+	res.oursOpen = latencies{p50: medianDuration(oursP50), p99: medianDuration(oursP99), p999: medianDuration(oursP999)}
+	return nil
+}
+
+// ordered puts bare first in even rounds and second in odd ones, so drift
+// over the run (thermal, other tenants) does not favour either.
+func ordered(round int, bare, ours *target) []*target {
+	if round%2 == 0 {
+		return []*target{bare, ours}
+	}
+	return []*target{ours, bare}
+}
+
+// benchTLS writes a CA and serving certificate for 127.0.0.1 and returns the
+// server's TLS config (TLS 1.2+, HTTP/1.1 only, as the webhook server is
+// configured in cmd/main.go) and a client config trusting the CA.
+func benchTLS(dir string) (server, client *tls.Config, err error) {
+	caPEM, err := utils.WriteServingCert(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, nil, errors.New("no CA certificate in the generated PEM")
+	}
+	server = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{alpnHTTP1},
+		Certificates: []tls.Certificate{cert},
+	}
+	client = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{alpnHTTP1}, RootCAs: pool}
+	return server, client, nil
+}
+
+// tlsServer is an http.Server on a TLS listener on 127.0.0.1.
+type tlsServer struct {
+	Addr string
+	srv  *http.Server
+}
+
+func (s *tlsServer) Close() error { return s.srv.Close() }
+
+// serveTLS serves h with the settings controller-runtime's webhook server
+// uses (its internal httpserver.New), over tlsCfg, on a free loopback port.
+func serveTLS(h http.Handler, tlsCfg *tls.Config, errLog *log.Logger) (*tlsServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{
+		Handler:           h,
+		MaxHeaderBytes:    1 << 20,
+		IdleTimeout:       90 * time.Second,
+		ReadHeaderTimeout: 32 * time.Second,
+		ErrorLog:          errLog,
+	}
+	go func() { _ = srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	return &tlsServer{Addr: ln.Addr().String(), srv: srv}, nil
+}
+
+// newTarget prebuilds one GET /auth per connection, each with its own valid
+// token, so the index is exercised across keys rather than one hot entry.
+func newTarget(name, addr string, tokens []string, conns int) *target {
+	t := &target{name: name, addr: addr}
+	for i := range conns {
+		t.requests = append(t.requests, []byte("GET /auth HTTP/1.1\r\nHost: "+addr+
+			"\r\nUser-Agent: apikey-bench\r\nAuthorization: Bearer "+tokens[i%len(tokens)]+"\r\n\r\n"))
+	}
+	return t
+}
+
+// loadGenerator drives HTTP/1.1 keep-alive connections directly: one
+// connection per worker, a prebuilt request, a response parser that does not
+// allocate. It is much lighter than http.Client, so more of the two cores go
+// to the servers under test.
+type loadGenerator struct {
+	tls *tls.Config
+	// maxRequests bounds one measurement, whatever its duration.
+	maxRequests int
+}
+
+// loadConn is one keep-alive connection and the request it repeats.
+type loadConn struct {
+	conn *tls.Conn
+	br   *bufio.Reader
+	req  []byte
+}
+
+// dialAll opens one TLS connection per request of t, all of which must
+// stay usable until deadline.
+func (lg *loadGenerator) dialAll(t *target, deadline time.Time) ([]*loadConn, error) {
+	conns := make([]*loadConn, 0, len(t.requests))
+	for _, req := range t.requests {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", t.addr, lg.tls)
+		if err != nil {
+			closeAll(conns)
+			return nil, err
+		}
+		_ = conn.SetDeadline(deadline)
+		conns = append(conns, &loadConn{conn: conn, br: bufio.NewReader(conn), req: req})
+	}
+	return conns, nil
+}
+
+func closeAll(conns []*loadConn) {
+	for _, c := range conns {
+		_ = c.conn.Close()
+	}
+}
+
+// roundTrip sends the request and reads the whole response; anything but
+// 200 is an error (the auth server's 200 is what is being measured).
+func (c *loadConn) roundTrip() error {
+	if _, err := c.conn.Write(c.req); err != nil {
+		return err
+	}
+	return readResponse(c.br)
+}
+
+// readResponse reads one HTTP/1.1 response without allocating: the status
+// line, the headers (only Content-Length matters) and the body. Its cost
+// hardly depends on how many headers a server sends, so the generator,
+// which shares the CPUs, does not tax the server with the larger answer.
+func readResponse(br *bufio.Reader) error {
+	status, err := br.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(status) < 12 || !bytes.HasPrefix(status, []byte("HTTP/1.")) {
+		return errors.New("malformed status line")
+	}
+	code := status[9:12]
+	ok := bytes.Equal(code, []byte("200"))
+	length := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found {
+			continue
+		}
+		if bytes.EqualFold(name, []byte("Transfer-Encoding")) {
+			return errors.New("chunked responses are not expected here")
+		}
+		if bytes.EqualFold(name, []byte("Content-Length")) {
+			if length, err = atoi(bytes.TrimSpace(value)); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := br.Discard(length); err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("got HTTP %s, want 200", code)
+	}
+	return nil
+}
+
+func atoi(b []byte) (int, error) {
+	if len(b) == 0 || len(b) > 9 {
+		return 0, errors.New("bad Content-Length")
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, errors.New("bad Content-Length")
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
+}
+
+// closedLoop keeps every connection busy for d and returns completed
+// requests per second.
+func (lg *loadGenerator) closedLoop(t *target, d time.Duration) (float64, error) {
+	conns, err := lg.dialAll(t, time.Now().Add(d+30*time.Second))
+	if err != nil {
+		return 0, err
+	}
+	defer closeAll(conns)
+
+	var stop atomic.Bool
+	perConn := max(1, lg.maxRequests/len(conns))
+	counts := make([]int, len(conns))
+	errs := make([]error, len(conns))
+	var wg sync.WaitGroup
+	start := time.Now()
+	timer := time.AfterFunc(d, func() { stop.Store(true) })
+	defer timer.Stop()
+	for i, c := range conns {
+		wg.Go(func() {
+			for !stop.Load() && counts[i] < perConn {
+				if errs[i] = c.roundTrip(); errs[i] != nil {
+					stop.Store(true)
+					return
+				}
+				counts[i]++
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}
+
+// openLoop sends rate requests per second for d, at a constant arrival
+// rate: one dispatcher releases each request at its scheduled time (all
+// overdue ones at once after a late wake-up) to whichever connection is
+// free. A request's latency runs from when it was scheduled, not from when a
+// connection got free to send it, so queueing behind slow responses counts
+// (no coordinated omission). It returns the latency summary and the rate
+// actually achieved.
+func (lg *loadGenerator) openLoop(t *target, rate float64, d time.Duration) (latencies, float64, error) {
+	total := min(int64(rate*d.Seconds()), int64(lg.maxRequests))
+	if total <= 0 {
+		return latencies{}, 0, errors.New("offered rate is zero")
+	}
+	conns, err := lg.dialAll(t, time.Now().Add(d+30*time.Second))
+	if err != nil {
+		return latencies{}, 0, err
+	}
+	defer closeAll(conns)
+
+	due := make(chan time.Time, 64*len(conns))
+	samples := make([][]time.Duration, len(conns))
+	errs := make([]error, len(conns))
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		samples[i] = make([]time.Duration, 0, int(total)/len(conns)+1)
+		wg.Go(func() {
+			for scheduled := range due {
+				if failed.Load() {
+					continue // drain, so the dispatcher never blocks
+				}
+				if errs[i] = c.roundTrip(); errs[i] != nil {
+					failed.Store(true)
+					continue
+				}
+				samples[i] = append(samples[i], time.Since(scheduled))
+			}
+		})
+	}
+
+	interval := float64(time.Second) / rate
+	start := time.Now().Add(20 * time.Millisecond)
+	for n := int64(0); n < total && !failed.Load(); n++ {
+		scheduled := start.Add(time.Duration(float64(n) * interval))
+		if wait := time.Until(scheduled); wait > 0 {
+			time.Sleep(wait) // pacing the arrivals, not waiting for state
+		}
+		due <- scheduled
+	}
+	close(due)
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return latencies{}, 0, err
+	}
+	all := make([]time.Duration, 0, total)
+	for _, s := range samples {
+		all = append(all, s...)
+	}
+	return summarize(all), float64(len(all)) / elapsed.Seconds(), nil
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
+)
+
+// issueResult is the bulk issuance run: many ApiKeys created at once with
+// the controller and an auth server running.
+type issueResult struct {
+	keys, workers, reconcilers int
+	timeout                    time.Duration
+	// created is when the last Create returned, ready when the last key
+	// became Ready, indexed when the auth server held every new token; all
+	// from the first Create. Zero if not reached.
+	created, ready, indexed time.Duration
+	// readyAtTarget is how many were Ready when the target's 60 s had
+	// passed (all of them if that was sooner).
+	readyAtTarget int
+	// gaveUp is set when the timeout passed first; readyCount were Ready
+	// after waited.
+	gaveUp     bool
+	readyCount int
+	waited     time.Duration
+	err        error
+}
+
+// rate is keys issued per second over the run.
+func (is *issueResult) rate() float64 {
+	if is.ready > 0 {
+		return float64(is.keys) / is.ready.Seconds()
+	}
+	if is.waited > 0 {
+		return float64(is.readyCount) / is.waited.Seconds()
+	}
+	return 0
+}
+
+func runIssue(ctx context.Context, c config, e *env, auth *authserver.Server) *issueResult {
+	res := &issueResult{keys: c.issueKeys, workers: c.createWorkers, reconcilers: c.reconcilers, timeout: c.issueTimeout}
+	res.err = measureIssue(ctx, c, e, auth, res)
+	if res.err != nil {
+		progress("  failed: %v", res.err)
+	}
+	return res
+}
+
+func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server, res *issueResult) error {
+	const ns = "bench-issue"
+	if err := e.createNamespace(ctx, ns); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.issueTimeout)
+	defer cancel()
+
+	w, err := e.client.Watch(ctx, &apikeysv1alpha1.ApiKeyList{}, client.InNamespace(ns))
+	if err != nil {
+		return err
+	}
+	baseline := auth.Index().Len()
+	start := time.Now()
+
+	var readyNow atomic.Int64
+	type readyOutcome struct {
+		at  time.Time
+		err error
+	}
+	readyDone := make(chan readyOutcome, 1)
+	go func() {
+		at, err := e.countReady(ctx, ns, w, c.issueKeys, &readyNow)
+		readyDone <- readyOutcome{at, err}
+	}()
+	var atTargetCount atomic.Int64
+	atTargetTaken := make(chan struct{})
+	atTarget := time.AfterFunc(maxIssueTime, func() {
+		atTargetCount.Store(readyNow.Load())
+		close(atTargetTaken)
+	})
+	indexedDone := make(chan time.Time, 1)
+	go func() {
+		var at time.Time
+		_ = pollUntil(ctx, 10*time.Millisecond, c.issueTimeout, func() (bool, error) {
+			at = time.Now()
+			return auth.Index().Len() >= baseline+c.issueKeys, nil
+		})
+		indexedDone <- at
+	}()
+
+	_, createErr := parallel(ctx, c.createWorkers, c.issueKeys, func(i int) error {
+		return e.client.Create(ctx, benchKey(ns, fmt.Sprintf("bulk-%05d", i)))
+	})
+	res.created = time.Since(start)
+	progress("  created %d ApiKeys in %s", c.issueKeys, res.created.Round(time.Millisecond))
+	if createErr != nil {
+		return createErr
+	}
+
+	ready := <-readyDone
+	res.readyCount = int(readyNow.Load())
+	if atTarget.Stop() {
+		res.readyAtTarget = res.readyCount
+	} else {
+		<-atTargetTaken
+		res.readyAtTarget = int(atTargetCount.Load())
+	}
+	switch {
+	case errors.Is(ready.err, context.DeadlineExceeded):
+		res.gaveUp, res.waited = true, time.Since(start)
+		progress("  stopped waiting after %s: %d of %d Ready (%d at 60 s)",
+			res.waited.Round(time.Second), res.readyCount, c.issueKeys, res.readyAtTarget)
+		return nil
+	case ready.err != nil:
+		return ready.err
+	}
+	res.ready = ready.at.Sub(start)
+	progress("  all %d Ready after %s", c.issueKeys, res.ready.Round(time.Millisecond))
+	if at := <-indexedDone; auth.Index().Len() >= baseline+c.issueKeys {
+		res.indexed = at.Sub(start)
+	}
+	return nil
+}
+
+// countReady consumes w, ApiKey events in namespace ns, until want distinct
+// keys have been Ready, and returns when that happened; readyNow follows
+// the count. If the watch ends early it lists the namespace and watches
+// again from there.
+func (e *env) countReady(ctx context.Context, ns string, w watch.Interface, want int, readyNow *atomic.Int64) (time.Time, error) {
+	ready := make(map[string]bool, want)
+	defer func() { w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if ok && ev.Type != watch.Error {
+				if key, isKey := ev.Object.(*apikeysv1alpha1.ApiKey); isKey && ev.Type != watch.Deleted && isReady(key) {
+					ready[key.Name] = true
+				}
+			} else {
+				w.Stop()
+				var err error
+				if w, err = e.relistReady(ctx, ns, ready); err != nil {
+					return time.Time{}, err
+				}
+			}
+			readyNow.Store(int64(len(ready)))
+			if len(ready) >= want {
+				return time.Now(), nil
+			}
+		}
+	}
+}
+
+// relistReady adds the Ready keys of ns to ready and watches from the list.
+func (e *env) relistReady(ctx context.Context, ns string, ready map[string]bool) (watch.Interface, error) {
+	list := &apikeysv1alpha1.ApiKeyList{}
+	if err := e.client.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		if isReady(&list.Items[i]) {
+			ready[list.Items[i].Name] = true
+		}
+	}
+	return e.client.Watch(ctx, &apikeysv1alpha1.ApiKeyList{}, client.InNamespace(ns),
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+}
+
+// parallel calls do(0) … do(n-1) on workers goroutines and returns how many
+// succeeded. It stops handing out work at the first error or when ctx ends.
+func parallel(ctx context.Context, workers, n int, do func(i int) error) (int, error) {
+	var next, done atomic.Int64
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := do(i); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					next.Store(int64(n)) // stop the others
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) == 0 && ctx.Err() != nil && int(done.Load()) < n {
+		errs = append(errs, ctx.Err())
+	}
+	return int(done.Load()), errors.Join(errs...)
+}

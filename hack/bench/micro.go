@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// microPackages are the packages whose Go benchmarks the report includes.
+var microPackages = []string{"./internal/token", "./internal/authserver"}
+
+// microBench is one benchmark's samples, one per -count run, by unit.
+type microBench struct {
+	pkg, name string
+	units     []string // in the order go test prints them
+	samples   map[string][]float64
+}
+
+func (b *microBench) median(unit string) (float64, bool) {
+	s, ok := b.samples[unit]
+	if !ok {
+		return 0, false
+	}
+	return median(s), true
+}
+
+// microResult is what the micro-benchmark run produced.
+type microResult struct {
+	command string
+	benches []*microBench
+	// raw is go test's output, kept for the report's appendix.
+	raw string
+	// err is set if go test failed; benches may still hold what ran.
+	err error
+}
+
+// find returns the benchmark called name in pkg, or its first
+// sub-benchmark (name/…) if it only has those.
+func (m *microResult) find(pkg, name string) *microBench {
+	var sub *microBench
+	for _, b := range m.benches {
+		if b.pkg != pkg {
+			continue
+		}
+		if b.name == name {
+			return b
+		}
+		if sub == nil && strings.HasPrefix(b.name, name+"/") {
+			sub = b
+		}
+	}
+	return sub
+}
+
+// runMicro runs the Go benchmarks of microPackages and parses their output.
+func runMicro(c config) *microResult {
+	args := append([]string{"test"}, microPackages...)
+	args = append(args, "-run", "^$", "-bench", ".", "-benchmem",
+		"-count", strconv.Itoa(c.microCount), "-benchtime", c.microBenchtime)
+	res := &microResult{command: "go " + strings.Join(args, " ")}
+
+	cmd := exec.Command("go", args...)
+	cmd.Dir = moduleRoot()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	res.err = cmd.Run()
+	res.raw = out.String()
+	res.benches = parseBenchOutput(res.raw)
+	if res.err != nil {
+		res.err = fmt.Errorf("%s: %w", res.command, res.err)
+	}
+	progress("  %d benchmarks parsed", len(res.benches))
+	return res
+}
+
+var procsSuffix = regexp.MustCompile(`-\d+$`)
+
+// parseBenchOutput reads go test -bench output: "pkg:" lines name the
+// package; "Benchmark…" lines carry an iteration count and value/unit pairs.
+func parseBenchOutput(out string) []*microBench {
+	var benches []*microBench
+	byKey := map[string]*microBench{}
+	pkg := ""
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
+			pkg = path.Base(strings.TrimSpace(p))
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(fields[1]); err != nil {
+			continue
+		}
+		name := procsSuffix.ReplaceAllString(fields[0], "")
+		key := pkg + "." + name
+		b := byKey[key]
+		if b == nil {
+			b = &microBench{pkg: pkg, name: name, samples: map[string][]float64{}}
+			byKey[key] = b
+			benches = append(benches, b)
+		}
+		for i := 2; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				break
+			}
+			unit := fields[i+1]
+			if _, seen := b.samples[unit]; !seen {
+				b.units = append(b.units, unit)
+			}
+			b.samples[unit] = append(b.samples[unit], v)
+		}
+	}
+	return benches
+}
+
+// verifyRatio compares one Verify benchmark with a plain SHA-256 of a token.
+type verifyRatio struct {
+	// name is the Verify benchmark; found reports whether it ran.
+	name  string
+	found bool
+	// reference is the SHA-256 benchmark divided by, "" if none ran.
+	reference string
+	ratio     float64
+	allocs    float64
+}
+
+// measured reports whether both benchmarks ran, so ratio means something.
+func (r verifyRatio) measured() bool { return r.found && r.reference != "" }
+
+// verifyRatios computes Verify ÷ SHA-256 for each index size. The SHA-256
+// reference is authserver's BenchmarkSHA256, or token's BenchmarkSum (one
+// SHA-256 of a token) if that is missing.
+func (m *microResult) verifyRatios() []verifyRatio {
+	sha := m.find("authserver", "BenchmarkSHA256")
+	if sha == nil {
+		sha = m.find("token", "BenchmarkSum")
+	}
+	names := []string{"BenchmarkVerify/keys=1000", "BenchmarkVerify/keys=100000"}
+	out := make([]verifyRatio, 0, len(names))
+	for _, name := range names {
+		r := verifyRatio{name: name}
+		v := m.find("authserver", name)
+		r.found = v != nil
+		if sha != nil {
+			r.reference = sha.pkg + "." + sha.name
+		}
+		if r.measured() {
+			vn, _ := v.median("ns/op")
+			sn, _ := sha.median("ns/op")
+			r.allocs, _ = v.median("allocs/op")
+			if sn > 0 {
+				r.ratio = vn / sn
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// moduleRoot is the directory of the main module's go.mod.
+func moduleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
+		return path.Dir(gomod)
+	}
+	wd, _ := os.Getwd()
+	return wd
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/controller"
+)
+
+// probeInterval is how often a trial asks /auth or the API server whether
+// the state it waits for has arrived.
+const probeInterval = 2 * time.Millisecond
+
+// trialTimeout bounds each wait of a trial.
+const trialTimeout = 30 * time.Second
+
+// revokeResult is the time from a revoking API call's return to the first
+// 401 from /auth, for deletes and for suspensions.
+type revokeResult struct {
+	deleted, suspended, all latencies
+	err                     error
+}
+
+// applyResult is the time from the Create call to Ready=True with the Secret
+// present, and on to the auth server's first 200 for the new token.
+type applyResult struct {
+	ready, usable latencies
+	err           error
+}
+
+// runRevoke alternates delete and suspend trials, one key each.
+func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
+	res := &revokeResult{}
+	const ns = "bench-revoke"
+	if res.err = e.createNamespace(ctx, ns); res.err != nil {
+		return res
+	}
+	var deleted, suspended []time.Duration
+	for i := range 2 * c.revokeTrials {
+		suspend := i%2 == 1
+		lat, err := revokeTrial(ctx, e, p, ns, i, suspend)
+		if err != nil {
+			res.err = fmt.Errorf("trial %d: %w", i, err)
+			progress("  failed: %v", res.err)
+			break
+		}
+		if suspend {
+			suspended = append(suspended, lat)
+		} else {
+			deleted = append(deleted, lat)
+		}
+	}
+	all := append(append([]time.Duration{}, deleted...), suspended...)
+	res.deleted, res.suspended, res.all = summarize(deleted), summarize(suspended), summarize(all)
+	progress("  p50 %s, p99 %s, max %s over %d trials", res.all.p50, res.all.p99, res.all.mx, res.all.n)
+	return res
+}
+
+// revokeTrial issues a key, checks /auth accepts its token, then deletes or
+// suspends the key and returns how long /auth went on accepting it.
+func revokeTrial(ctx context.Context, e *env, p *prober, ns string, i int, suspend bool) (time.Duration, error) {
+	key, _, _, err := e.createReady(ctx, benchKey(ns, fmt.Sprintf("revoke-%03d", i)))
+	if err != nil {
+		return 0, err
+	}
+	tok, err := e.readToken(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := p.awaitStatus(ctx, tok, http.StatusOK, probeInterval, trialTimeout); err != nil {
+		return 0, fmt.Errorf("the auth server never accepted the new key: %w", err)
+	}
+	if suspend {
+		patch := client.MergeFrom(key.DeepCopy())
+		key.Spec.Suspended = true
+		err = e.client.Patch(ctx, key, patch)
+	} else {
+		err = e.client.Delete(ctx, key)
+	}
+	if err != nil {
+		return 0, err
+	}
+	returned := time.Now()
+	refused, err := p.awaitStatus(ctx, tok, http.StatusUnauthorized, probeInterval, trialTimeout)
+	if err != nil {
+		return 0, fmt.Errorf("the auth server still accepts the revoked key: %w", err)
+	}
+	return refused.Sub(returned), nil
+}
+
+// runApply creates keys one at a time and times each to Ready, then to the
+// auth server's first 200.
+func runApply(ctx context.Context, c config, e *env, p *prober) *applyResult {
+	res := &applyResult{}
+	const ns = "bench-apply"
+	if res.err = e.createNamespace(ctx, ns); res.err != nil {
+		return res
+	}
+	var ready, usable []time.Duration
+	for i := range c.applyTrials {
+		key, start, readyAt, err := e.createReady(ctx, benchKey(ns, fmt.Sprintf("apply-%03d", i)))
+		if err != nil {
+			res.err = fmt.Errorf("trial %d: %w", i, err)
+			break
+		}
+		tok, err := e.readToken(ctx, key)
+		if err != nil {
+			res.err = fmt.Errorf("trial %d: %w", i, err)
+			break
+		}
+		accepted, err := p.awaitStatus(ctx, tok, http.StatusOK, probeInterval, trialTimeout)
+		if err != nil {
+			res.err = fmt.Errorf("trial %d: the auth server never accepted the new key: %w", i, err)
+			break
+		}
+		ready = append(ready, readyAt.Sub(start))
+		usable = append(usable, accepted.Sub(start))
+	}
+	if res.err != nil {
+		progress("  failed: %v", res.err)
+	}
+	res.ready, res.usable = summarize(ready), summarize(usable)
+	progress("  Ready p50 %s, p99 %s over %d trials", res.ready.p50, res.ready.p99, res.ready.n)
+	return res
+}
+
+// createReady creates key and watches it until Ready=True with its Secret
+// present. It returns the key as last seen, when Create was called and when
+// both held.
+func (e *env) createReady(ctx context.Context, key *apikeysv1alpha1.ApiKey) (
+	got *apikeysv1alpha1.ApiKey, start, readyAt time.Time, err error) {
+	wctx, cancel := context.WithTimeout(ctx, trialTimeout)
+	defer cancel()
+	w, err := e.client.Watch(wctx, &apikeysv1alpha1.ApiKeyList{},
+		client.InNamespace(key.Namespace), client.MatchingFields{"metadata.name": key.Name})
+	if err != nil {
+		return nil, start, readyAt, err
+	}
+	defer w.Stop()
+
+	start = time.Now()
+	if err := e.client.Create(ctx, key); err != nil {
+		return nil, start, readyAt, err
+	}
+	for {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return nil, start, readyAt, fmt.Errorf("watch on ApiKey %s/%s ended before it was Ready", key.Namespace, key.Name)
+			}
+			seen, isKey := ev.Object.(*apikeysv1alpha1.ApiKey)
+			if !isKey || !isReady(seen) {
+				continue
+			}
+			readyAt = time.Now()
+			if present, err := e.awaitSecret(ctx, seen); err != nil {
+				return nil, start, readyAt, err
+			} else if present.After(readyAt) {
+				readyAt = present
+			}
+			return seen, start, readyAt, nil
+		case <-wctx.Done():
+			return nil, start, readyAt, fmt.Errorf("ApiKey %s/%s not Ready within %s", key.Namespace, key.Name, trialTimeout)
+		}
+	}
+}
+
+// isReady reports whether key is Ready=True and names its Secret.
+func isReady(key *apikeysv1alpha1.ApiKey) bool {
+	return meta.IsStatusConditionTrue(key.Status.Conditions, controller.ConditionReady) && key.Status.SecretName != ""
+}
+
+// awaitSecret returns when key's Secret was first seen on the API server;
+// it is normally there already, since it is written before Ready.
+func (e *env) awaitSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey) (time.Time, error) {
+	var seen time.Time
+	ref := client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}
+	err := pollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
+		err := e.client.Get(ctx, ref, &corev1.Secret{})
+		seen = time.Now()
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	return seen, err
+}
+
+// readToken reads key's token from its Secret. Callers keep it in memory
+// only: it is never printed or written.
+func (e *env) readToken(ctx context.Context, key *apikeysv1alpha1.ApiKey) (string, error) {
+	secret := &corev1.Secret{}
+	ref := client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}
+	if err := e.client.Get(ctx, ref, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("secret %s of ApiKey %s/%s is gone", ref.Name, key.Namespace, key.Name)
+		}
+		return "", err
+	}
+	tok := string(secret.Data[controller.SecretTokenKey])
+	if tok == "" {
+		return "", errors.New("the Secret holds no token")
+	}
+	return tok, nil
+}
