@@ -512,7 +512,8 @@ func (r *report) writeHeap(w *mdWriter) {
 	}
 	w.line("")
 	w.line("For each size: a full GC and `runtime.ReadMemStats` (HeapAlloc) in this process; then an auth-only " +
-		"manager as `cmd/main.go` builds it (informers for ApiKeyRecords and ApiKeys, managed fields stripped and cached objects trimmed to what the index reads, " +
+		"manager as `cmd/main.go` builds it (informers for ApiKeyRecords and ApiKeys, managed fields stripped and " +
+		"cached objects trimmed to what the index reads, " +
 		"the token index) is started and waited for until its index holds every record; GC and HeapAlloc again. " +
 		"B/key is (synced − before) ÷ records, so it includes the manager's fixed baseline. The last column is the " +
 		"heap after that manager stopped, showing the memory was its own.")
