@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"sync"
@@ -46,7 +45,7 @@ var (
 
 	// managerLogs captures everything the manager and client-go log, at
 	// every verbosity, so the leak specs can search it for tokens.
-	managerLogs = &syncBuffer{}
+	managerLogs = &utils.LogBuffer{}
 	// seenTokens collects every token a spec read from a Secret; AfterSuite
 	// checks none of them reached logs, events, status or records.
 	seenTokens tokenSet
@@ -114,24 +113,6 @@ var _ = AfterSuite(func() {
 	cancel()
 	Expect(testEnv.Stop()).To(Succeed())
 })
-
-// syncBuffer is a bytes.Buffer safe for the manager's concurrent loggers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // tokenSet is the tokens the specs have seen, safe for parallel use.
 type tokenSet struct {

@@ -1,7 +1,6 @@
 package apikeyauth
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -25,6 +24,7 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/token"
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // The tests run the real auth server (internal/authserver) over real TLS,
@@ -51,24 +51,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// syncBuffer is a bytes.Buffer that loggers on several goroutines can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testAuthServer is the auth server under test and what tests observe of it.
 type testAuthServer struct {
 	index  *authserver.Index
@@ -80,14 +62,14 @@ type testAuthServer struct {
 	// gate, when set, holds every request until it is closed.
 	gate atomic.Pointer[chan struct{}]
 	// errorLog is what the HTTP server logged.
-	errorLog *syncBuffer
+	errorLog *utils.LogBuffer
 }
 
 // startAuthServer serves a fresh index over HTTPS. The index is synced
 // unless synced is false.
 func startAuthServer(t testing.TB, synced bool) *testAuthServer {
 	t.Helper()
-	as := &testAuthServer{index: authserver.NewIndex(), clock: newFakeClock(), errorLog: &syncBuffer{}}
+	as := &testAuthServer{index: authserver.NewIndex(), clock: newFakeClock(), errorLog: &utils.LogBuffer{}}
 	auth := authserver.NewServer(as.index, authserver.Options{Now: as.clock.Now}).Handler()
 	as.server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/verify" {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/apikey-operator/apikey-operator/internal/token"
+
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // protected is a handler behind Middleware that records what reached it.
@@ -174,7 +176,7 @@ func TestFromContextWithoutIdentity(t *testing.T) {
 // TestTokensNeverLeak drives every way of refusing or failing and checks
 // that no error, response, server log or package log holds a token.
 func TestTokensNeverLeak(t *testing.T) {
-	var logged syncBuffer
+	var logged utils.LogBuffer
 	log.SetOutput(&logged)
 	t.Cleanup(func() { log.SetOutput(os.Stderr) })
 
