@@ -15,6 +15,9 @@ const (
 	HeaderNamespace = "X-Apikey-Namespace"
 )
 
+// forwardHeaderNames pairs with Entry.forwardHeaders.
+var forwardHeaderNames = [5]string{HeaderUser, HeaderGroups, HeaderScopes, HeaderName, HeaderNamespace}
+
 // RFC 6750 challenges.
 const (
 	challengeNoToken      = `Bearer realm="apikeys"`
@@ -62,11 +65,9 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) string
 	case CodeValid:
 		e.markUsed(now)
 		h := w.Header()
-		h[HeaderUser] = []string{e.Username}
-		h[HeaderGroups] = []string{e.groupsHeader}
-		h[HeaderScopes] = []string{e.scopesHeader}
-		h[HeaderName] = []string{e.Name}
-		h[HeaderNamespace] = []string{e.Namespace}
+		for i, name := range forwardHeaderNames {
+			h[name] = e.forwardHeaders[i]
+		}
 		w.WriteHeader(http.StatusOK)
 	case CodeInsufficientScope:
 		w.Header()["Www-Authenticate"] = []string{challengeScope}

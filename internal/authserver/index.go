@@ -38,6 +38,10 @@ type Entry struct {
 	// Header values, joined once here rather than on every request.
 	groupsHeader string
 	scopesHeader string
+	// forwardHeaders are forward-auth's identity header values, built once
+	// per entry and shared by every answer. Each slice has cap 1, so a later
+	// Header.Add copies rather than writing into the shared array.
+	forwardHeaders [5][]string
 
 	key *keyState
 }
@@ -199,6 +203,7 @@ func entryFor(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte) *Entry {
 	if e.UID == "" {
 		e.UID = s.ApiKey.UID
 	}
+	e.forwardHeaders = [5][]string{{e.Username}, {e.groupsHeader}, {e.scopesHeader}, {e.Name}, {e.Namespace}}
 	if s.ExpiresAt != nil {
 		e.ExpiresAt = s.ExpiresAt.Time
 	}
