@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -136,7 +135,7 @@ func runControlPlane(c config, r *report, logs *os.File) {
 
 func startEnv() (*env, error) {
 	root := moduleRoot()
-	assets, err := controlPlaneDir(root)
+	assets, err := utils.ControlPlaneDir()
 	if err != nil {
 		return nil, err
 	}
@@ -165,22 +164,6 @@ func startEnv() (*env, error) {
 	e.caPool = x509.NewCertPool()
 	e.caPool.AppendCertsFromPEM(caPEM)
 	return e, nil
-}
-
-// controlPlaneDir is KUBEBUILDER_ASSETS, or the newest control plane
-// `make envtest` built into bin/k8s.
-func controlPlaneDir(root string) (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
-	}
-	dirs, _ := filepath.Glob(filepath.Join(root, "bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
-			return d, nil
-		}
-	}
-	return "", errors.New("no test control plane: set KUBEBUILDER_ASSETS or run `make envtest`")
 }
 
 // runningManager is a manager started in the background.

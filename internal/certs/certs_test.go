@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -106,7 +105,7 @@ func TestSelfSignedMode(t *testing.T) {
 	t.Log("starting a replica that only reads, as the auth server alone runs")
 	readerOpts := opts
 	readerOpts.CertDir = t.TempDir()
-	readerPort := freePort(g)
+	readerPort := mustFreePort(g)
 	reader := startManager(t, cfg, scheme, readerOpts, served.LocalServingHost, readerPort, nil)
 	g.Eventually(reader.readyz).Should(Equal(http.StatusInternalServerError))
 	g.Consistently(func(g Gomega) {
@@ -190,7 +189,7 @@ func startManager(t *testing.T, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	addWebhooks func(ctrl.Manager) error) replica {
 	t.Helper()
 	g := NewWithT(t)
-	r := replica{probeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(g)))}
+	r := replica{probeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(mustFreePort(g)))}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -262,24 +261,16 @@ func servedCertificate(g *WithT, caBundle []byte, host string, port int) []byte 
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: conn.ConnectionState().PeerCertificates[0].Raw})
 }
 
-func freePort(g *WithT) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func mustFreePort(g *WithT) int {
+	port, err := utils.FreePort()
 	g.Expect(err).NotTo(HaveOccurred())
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func controlPlaneDir(t *testing.T) string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
+	dir, err := utils.ControlPlaneDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	dirs, _ := filepath.Glob(filepath.Join("..", "..", "bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
-			return d
-		}
-	}
-	t.Fatal("no test control plane in bin/k8s: run `make envtest` first")
-	return ""
+	return dir
 }

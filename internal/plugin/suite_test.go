@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // testMaxTTL is the operator's --max-ttl in this suite.
@@ -68,10 +68,9 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		testEnv.BinaryAssetsDirectory = controlPlaneDir()
-	}
 	var err error
+	testEnv.BinaryAssetsDirectory, err = utils.ControlPlaneDir()
+	Expect(err).NotTo(HaveOccurred())
 	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(cfg, client.Options{Scheme: testScheme})
@@ -106,20 +105,6 @@ var _ = AfterSuite(func() {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
 })
-
-// controlPlaneDir finds the kube-apiserver and etcd that `make envtest`
-// builds, so the suite also runs without KUBEBUILDER_ASSETS.
-func controlPlaneDir() string {
-	dirs, _ := filepath.Glob(filepath.Join("..", "..", "bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "kube-apiserver")); err == nil {
-			return d
-		}
-	}
-	Fail("no test control plane in bin/k8s: run `make envtest` (or `make test`) first")
-	return ""
-}
 
 // result is what one run of the plugin did.
 type result struct {

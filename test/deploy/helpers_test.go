@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apikey-operator/apikey-operator/test/utils"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -61,21 +62,6 @@ func tool(t *testing.T, env, glob string) string {
 	p, err := filepath.Abs(found[len(found)-1])
 	must(t, err)
 	return p
-}
-
-// controlPlaneDir is KUBEBUILDER_ASSETS, or the newest control plane `make
-// envtest` built into bin/k8s.
-func controlPlaneDir(t *testing.T) string {
-	t.Helper()
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	found, _ := filepath.Glob(filepath.Join(repoRoot, "bin", "k8s", "*", "kube-apiserver"))
-	if len(found) == 0 {
-		t.Fatal("no test control plane in bin/k8s: run `make envtest`")
-	}
-	sort.Strings(found)
-	return filepath.Dir(found[len(found)-1])
 }
 
 // decode splits a multi-document YAML stream into objects.
@@ -166,4 +152,12 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// controlPlaneDir is where `make envtest` put kube-apiserver and etcd.
+func controlPlaneDir(t *testing.T) string {
+	t.Helper()
+	dir, err := utils.ControlPlaneDir()
+	must(t, err)
+	return dir
 }
