@@ -29,6 +29,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/certs"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/logs"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
 )
@@ -132,7 +133,8 @@ func parseFlags() (config, zap.Options) {
 
 func main() {
 	c, logOpts := parseFlags()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&logOpts)))
+	// Through logs, no --zap-log-level makes client-go dump a Secret it writes or reads.
+	logs.SetLogger(zap.New(zap.UseFlagOptions(&logOpts)))
 	if err := run(c); err != nil {
 		setupLog.Error(err, "Manager stopped with an error")
 		os.Exit(1)
