@@ -38,11 +38,13 @@ type Owner struct {
 	// +kubebuilder:validation:MaxLength=128
 	UID string `json:"uid,omitempty"`
 
-	// groups the owner belonged to when the key was created.
+	// groups the owner belonged to when the key was created. A group whose
+	// name holds a comma cannot be carried: a proxy would split it in two.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="self.all(g, !g.contains(','))",message="spec.owner.groups: a group whose name contains ',' cannot be carried (proxies split X-Auth-Request-Groups on commas)"
 	Groups []string `json:"groups,omitempty"`
 }
 
@@ -54,7 +56,6 @@ type SecretTemplate struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="secret.name cannot change: the token was delivered to the original Secret"
 	Name string `json:"name,omitempty"`
 
 	// labels added to the Secret.
@@ -225,10 +226,20 @@ type ApiKeyStatus struct {
 	// +kubebuilder:validation:MaxLength=320
 	Username string `json:"username,omitempty"`
 
-	// recordName is the cluster-scoped ApiKeyRecord holding the live token's hash.
+	// recordName is the cluster-scoped ApiKeyRecord holding the live token's
+	// hash. Like all of status it is a report: the operator decides from its
+	// records, and a recordName it did not write marks the key Stalled.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	RecordName string `json:"recordName,omitempty"`
+
+	// tokenFingerprint identifies the live token without revealing the hash
+	// kept in its record: the first 16 hex digits of SHA-256 over
+	// "apikeys.dev/fingerprint:" and the token. kubectl apikey get-token
+	// prints a Secret's token only if it matches.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	TokenFingerprint string `json:"tokenFingerprint,omitempty"`
 
 	// previousKeys are superseded tokens still valid during a rotation grace period.
 	// +optional
@@ -244,7 +255,12 @@ type ApiKeyStatus struct {
 
 // ApiKey is a personal access token or service API key. The operator mints a
 // token, keeps only its hash, and writes the raw token once into a Secret.
+// The rule on spec.secret.name sits here, on the whole object, so that
+// neither removing the field nor setting it later can move the delivery to
+// another Secret: once set it stays, and a key created without it may only
+// name the default, <metadata.name>-token.
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="(has(oldSelf.spec.secret) && has(oldSelf.spec.secret.name)) ? (has(self.spec.secret) && has(self.spec.secret.name) && self.spec.secret.name == oldSelf.spec.secret.name) : (!has(self.spec.secret) || !has(self.spec.secret.name) || self.spec.secret.name == self.metadata.name + '-token')",message="spec.secret.name cannot change (nor be removed, nor set later to anything but <name>-token): the token was delivered to the original Secret"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ak
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

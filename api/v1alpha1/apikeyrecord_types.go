@@ -67,6 +67,7 @@ type ApiKeyRecordSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=66
 	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^[^,]*$`
 	Groups []string `json:"groups,omitempty"`
 
 	// scopes the token carries.
@@ -94,12 +95,36 @@ type ApiKeyRecordSpec struct {
 	// validUntil ends a superseded token's rotation grace period.
 	// +optional
 	ValidUntil *metav1.Time `json:"validUntil,omitempty"`
+
+	// secretName is the Secret in the ApiKey's namespace the token was
+	// delivered to. It cannot change.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="secretName cannot change"
+	SecretName string `json:"secretName,omitempty"`
+
+	// tokenFingerprint identifies the token without revealing its hash
+	// (see ApiKeyStatus.tokenFingerprint). It cannot change.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="tokenFingerprint cannot change"
+	TokenFingerprint string `json:"tokenFingerprint,omitempty"`
+}
+
+// ApiKeyRecordStatus is written by the auth server: what it saw of the
+// token in use. Issuance never reads it.
+type ApiKeyRecordStatus struct {
+	// lastUsedAt is when the token last authenticated, flushed periodically
+	// by the auth server and shown on the ApiKey.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
 // ApiKeyRecord is the hashed record of one issued token. Only the operator
 // writes it; tenants get no access to it.
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster
+// +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.apiKey.namespace`
 // +kubebuilder:printcolumn:name="ApiKey",type=string,JSONPath=`.spec.apiKey.name`
 // +kubebuilder:printcolumn:name="Hint",type=string,JSONPath=`.spec.tokenHint`
@@ -116,6 +141,10 @@ type ApiKeyRecord struct {
 	// spec is the record.
 	// +required
 	Spec ApiKeyRecordSpec `json:"spec"`
+
+	// status is what the auth server observed of the token in use.
+	// +optional
+	Status ApiKeyRecordStatus `json:"status,omitempty"`
 }
 
 // ApiKeyRecordList is a list of ApiKeyRecords.

@@ -219,7 +219,7 @@ func (e *env) startController(ctx context.Context, c config) (*runningManager, e
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("apikey-operator"),
-		Policy:    policy.New(365*24*time.Hour, nil, nil),
+		Policy:    policy.New(policy.Options{MaxTTL: 365 * 24 * time.Hour}),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

@@ -39,7 +39,8 @@ type ApiKeyReconciler struct {
 	Recorder events.EventRecorder
 
 	// Policy holds the rules a key must follow to get a token: expiry
-	// bounds, forbidden groups and the attestation of owners.
+	// bounds, forbidden groups, who may own a key, and the admission policy
+	// that checks who created it.
 	Policy *policy.Policy
 
 	// Now returns the current time; tests may pin it. Defaults to time.Now.
@@ -79,6 +80,7 @@ func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	}()
 
 	for _, step := range []func(context.Context, *pass) error{
+		r.observeRecords,
 		r.validate,
 		r.issue,
 		r.syncRecords,
@@ -121,8 +123,12 @@ func (r *ApiKeyReconciler) now() time.Time {
 }
 
 // SetupWithManager watches ApiKeys, the metadata (never the data) of the
-// Secrets they own, and their records.
+// Secrets they own, and their records; beside it runs the RecordCollector,
+// which deletes the records of keys that went without their finalizer.
 func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&apikeysv1alpha1.ApiKey{}).
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).

@@ -184,50 +184,35 @@ var _ = Describe("Rules only the operator can check", func() {
 		expectStalledWithoutToken(key, ReasonInvalidExpiry, "is not in the future")
 	})
 
-	ownerKey := func(owner *apikeysv1alpha1.Owner, attest func(key *apikeysv1alpha1.ApiKey) string) *apikeysv1alpha1.ApiKey {
+	ownerKey := func(owner *apikeysv1alpha1.Owner) *apikeysv1alpha1.ApiKey {
 		key := newKey(ns)
 		key.Spec.Identity = apikeysv1alpha1.IdentityOwner
 		key.Spec.Owner = owner
-		if attest != nil {
-			key.Annotations = map[string]string{policy.AttestationAnnotation: attest(key)}
-		}
 		return key
 	}
 	alice := func() *apikeysv1alpha1.Owner {
 		return &apikeysv1alpha1.Owner{Username: "alice", UID: "alice-uid", Groups: []string{"team-a", "system:authenticated"}}
 	}
-	signedNow := func(p *policy.Policy) func(*apikeysv1alpha1.ApiKey) string {
-		return func(k *apikeysv1alpha1.ApiKey) string { return p.Attest(k.Namespace, k.Name, k.Spec.Owner, time.Now()) }
-	}
 
-	It("stalls an Owner identity whose owner admission did not stamp (no webhook installed)", func() {
-		expectStalledWithoutToken(ownerKey(alice(), nil), ReasonOwnerNotAttested, "stamped by the operator's admission webhook")
+	It("stalls an Owner identity while the owner rule is not installed", func() {
+		expectStalledWithoutToken(ownerKey(alice()), ReasonOwnerPolicyNotInForce, "is missing")
 	})
 
-	It("stalls an Owner identity whose attestation is forged", func() {
-		forger := policy.New(testMaxTTL, nil, []byte("not the operator's key"))
-		expectStalledWithoutToken(ownerKey(alice(), signedNow(forger)), ReasonOwnerNotAttested, "stamped by the operator's admission webhook")
+	It("stalls an Owner identity whose owner is a service account, an API key or carries a forbidden group", func() {
+		sa := alice()
+		sa.Username = "system:serviceaccount:argocd:argocd-application-controller"
+		expectStalledWithoutToken(ownerKey(sa), ReasonOwnerNotAllowed, "is a service account")
+		byKey := alice()
+		byKey.Username = "apikey:team-a:ci"
+		expectStalledWithoutToken(ownerKey(byKey), ReasonOwnerNotAllowed, "is an API key")
+		forbidden := alice()
+		forbidden.Groups = append(forbidden.Groups, "cluster-admins")
+		expectStalledWithoutToken(ownerKey(forbidden), ReasonForbiddenGroup, `"cluster-admins" is never carried`)
 	})
 
-	It("stalls an Owner identity whose attestation was copied from another owner or an older key", func() {
-		copied := ownerKey(alice(), func(k *apikeysv1alpha1.ApiKey) string {
-			return testPolicy.Attest(k.Namespace, k.Name, &apikeysv1alpha1.Owner{Username: "bob"}, time.Now())
-		})
-		expectStalledWithoutToken(copied, ReasonOwnerNotAttested, "admission webhook")
-		replayed := ownerKey(alice(), func(k *apikeysv1alpha1.ApiKey) string {
-			return testPolicy.Attest(k.Namespace, k.Name, k.Spec.Owner, time.Now().Add(-time.Hour))
-		})
-		expectStalledWithoutToken(replayed, ReasonOwnerNotAttested, "admission webhook")
-	})
-
-	It("stalls an attested owner that carries a forbidden group", func() {
-		owner := alice()
-		owner.Groups = append(owner.Groups, "cluster-admins")
-		expectStalledWithoutToken(ownerKey(owner, signedNow(testPolicy)), ReasonForbiddenGroup, `"cluster-admins" is never carried`)
-	})
-
-	It("issues an attested Owner identity as its owner, with the owner's UID and groups", func() {
-		key := ownerKey(alice(), signedNow(testPolicy))
+	It("issues an Owner identity admitted under the owner rule as its owner, with the owner's UID (or none) and groups", func() {
+		installOwnerRule(nil)
+		key := ownerKey(alice())
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		key = waitReady(key)
 		_, rec := expectOneLiveToken(key)
@@ -235,6 +220,30 @@ var _ = Describe("Rules only the operator can check", func() {
 		Expect(rec.Spec.Username).To(Equal("alice"))
 		Expect(rec.Spec.UID).To(Equal("alice-uid"))
 		Expect(rec.Spec.Groups).To(Equal([]string{"team-a", "system:authenticated"}))
+
+		noUID := alice()
+		noUID.UID = ""
+		key = ownerKey(noUID)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		_, rec = expectOneLiveToken(waitReady(key))
+		Expect(rec.Spec.UID).To(BeEmpty(), "an owner without a UID must not be given the ApiKey's")
+	})
+
+	It("stalls an Owner identity created before the owner rule came into force, or under an altered rule", func() {
+		early := ownerKey(alice())
+		Expect(k8sClient.Create(ctx, early)).To(Succeed())
+		waitCondition(early, ConditionStalled, metav1.ConditionTrue, ReasonOwnerPolicyNotInForce)
+		installOwnerRule(nil)
+		touch(early)
+		Eventually(func(g Gomega) {
+			g.Expect(condition(fetch(early), ConditionStalled).Message).To(ContainSubstring("not before this key was created"))
+		}, timeout, interval).Should(Succeed())
+		Expect(recordsOf(early)).To(BeEmpty())
+
+		installOwnerRule(func(rule *policy.OwnerRule) {
+			rule.Policy.Spec.Validations = rule.Policy.Spec.Validations[:1] // the impersonation checks are gone
+		})
+		expectStalledWithoutToken(ownerKey(alice()), ReasonOwnerPolicyNotInForce, "differs from the operator's")
 	})
 
 	It("stalls rather than overwrite a Secret it does not own", func() {

@@ -18,6 +18,7 @@ import (
 // retried, a transient error is (with backoff), and a healthy key wakes at
 // its next deadline.
 func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (ctrl.Result, error) {
+	reportIssuance(p)
 	r.computeConditions(p, err)
 	if _, isStalled := asStalled(err); err == nil || isStalled {
 		p.key.Status.ObservedGeneration = p.key.Generation
@@ -54,6 +55,9 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 		set(ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
 		set(ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
 		drop(ConditionReconciling)
+		if stall.reason == ReasonStatusForged && !wasTrue(ConditionStalled) {
+			r.Recorder.Eventf(key, nil, corev1.EventTypeWarning, ReasonStatusForged, "DetectForgery", stall.message)
+		}
 		return
 	}
 	drop(ConditionStalled)
@@ -71,7 +75,7 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 	switch {
 	case p.expired():
 		msg := fmt.Sprintf("The key expired at %s; extend spec.expiresAt or spec.ttl, or create a new ApiKey",
-			st.ExpiresAt.UTC().Format(time.RFC3339))
+			p.expiresAt.UTC().Format(time.RFC3339))
 		set(ConditionReady, metav1.ConditionFalse, ReasonExpired, msg)
 		set(ConditionExpired, metav1.ConditionTrue, ReasonExpired, msg)
 		// Expired is final until the spec changes: Stalled lets kstatus
@@ -103,6 +107,33 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 		drop(ConditionSuspended)
 		if wasTrue(ConditionSuspended) {
 			r.Recorder.Eventf(key, nil, corev1.EventTypeNormal, ReasonResumed, "Resume", "The key works again")
+		}
+	}
+}
+
+// reportIssuance writes what the records say of the live token into status,
+// overwriting whatever status said: it is a report, never an input.
+func reportIssuance(p *pass) {
+	st := &p.key.Status
+	if p.live == nil {
+		st.RecordName, st.TokenHint, st.TokenFingerprint, st.SecretName = "", "", "", ""
+		st.IssuedAt, st.ExpiresAt, st.SecretDeletedAt = nil, nil, nil
+		return
+	}
+	spec := &p.live.Spec
+	st.RecordName = p.live.Name
+	st.TokenHint = spec.TokenHint
+	st.TokenFingerprint = spec.TokenFingerprint
+	st.SecretName = spec.SecretName
+	st.IssuedAt = spec.IssuedAt.DeepCopy()
+	st.ExpiresAt = p.expiresAt
+	if p.expiresAt == nil {
+		st.ExpiresAt = spec.ExpiresAt
+	}
+	// The auth server reports use on the records; the newest wins.
+	for i := range p.records {
+		if used := p.records[i].Status.LastUsedAt; used != nil && (st.LastUsedAt == nil || used.After(st.LastUsedAt.Time)) {
+			st.LastUsedAt = used.DeepCopy()
 		}
 	}
 }

@@ -31,8 +31,15 @@ const (
 	ReasonSecretDeleted = "SecretDeleted"
 	// ReasonSecretNameTaken: a Secret of that name exists and is not this key's.
 	ReasonSecretNameTaken = "SecretNameTaken"
-	// ReasonOwnerNotAttested: identity Owner, but admission did not stamp (sign) the owner.
-	ReasonOwnerNotAttested = policy.RuleOwnerNotAttest
+	// ReasonStatusForged: status names a token, or tells of one, that the
+	// operator's records do not hold: someone else wrote it.
+	ReasonStatusForged = "StatusForged"
+	// ReasonOwnerNotAllowed: identity Owner, but the owner is missing, a
+	// service account not in --owner-requesters, or an API key.
+	ReasonOwnerNotAllowed = policy.RuleOwnerNotAllowed
+	// ReasonOwnerPolicyNotInForce: identity Owner, but the admission policy
+	// that checks who created the key was missing or altered when it was.
+	ReasonOwnerPolicyNotInForce = policy.RuleOwnerPolicy
 	// ReasonForbiddenGroup: the owner carries system:masters or a --forbidden-groups group.
 	ReasonForbiddenGroup = policy.RuleForbiddenGroup
 	// ReasonInvalidExpiry: expiresAt/ttl is in the past or beyond --max-ttl.

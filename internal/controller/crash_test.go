@@ -29,7 +29,7 @@ import (
 var _ = Describe("Recovering from a crash", func() {
 	It("converges to one delivered, live token whichever write it died after", func() {
 		writes := issuanceWrites()
-		Expect(writes).To(BeNumerically(">=", 4), "an issuance takes at least finalizer, reserve, Secret and record writes")
+		Expect(writes).To(BeNumerically(">=", 4), "an issuance takes at least finalizer, Secret, record and status writes")
 		for n := 0; n < writes; n++ {
 			By(fmt.Sprintf("dying after write %d of %d", n, writes))
 			key := crashAfter(n)
@@ -37,27 +37,31 @@ var _ = Describe("Recovering from a crash", func() {
 		}
 	})
 
-	It("mints afresh when a record's Secret vanished before delivery was recorded", func() {
-		key := crashAfter(4) // finalizer, reserve, Secret, record; status not yet delivered
-		Expect(recordsOf(key)).To(HaveLen(1))
-		old := recordsOf(key)[0]
-		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
-			Namespace: key.Namespace, Name: key.Name + "-token"}})).To(Succeed())
+	It("mints afresh when it died after delivering the Secret but before the record", func() {
+		key := crashAfter(2) // finalizer, Secret
+		Expect(recordsOf(key)).To(BeEmpty())
+		stale := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-token"}, stale)).To(Succeed())
 
-		key = restartAndConverge(key)
-		Expect(key.Status.RecordName).NotTo(Equal(old.Name), "a record whose token nobody can read must not stay live")
+		_, rec := expectOneLiveToken(restartAndConverge(key))
+		Expect(rec.Spec.TokenHash).NotTo(Equal(stale.Annotations[TokenHashAnnotation]),
+			"a token the operator cannot prove it delivered must never go live")
 	})
 
-	It("mints afresh when a Secret and record exist but status lost them", func() {
-		for _, n := range []int{3, 4} {
-			key := crashAfter(n)
+	It("keeps the recorded token when status lost the issuance, or never had it", func() {
+		died := crashAfter(3) // finalizer, Secret, record: status never written
+		whole := newCrashKey()
+		restartAndConverge(whole) // a whole issuance, whose status is then wiped
+		for _, key := range []*apikeysv1alpha1.ApiKey{died, whole} {
+			before := recordsOf(key)
+			Expect(before).To(HaveLen(1))
 			stale := fetch(key)
 			lost := stale.DeepCopy()
-			clearIssuance(&lost.Status)
+			lost.Status = apikeysv1alpha1.ApiKeyStatus{}
 			Expect(k8sClient.Status().Patch(ctx, lost, client.MergeFrom(stale))).To(Succeed())
-			Expect(fetch(key).Status.RecordName).To(BeEmpty())
 
-			restartAndConverge(key)
+			_, rec := expectOneLiveToken(restartAndConverge(key))
+			Expect(rec.Name).To(Equal(before[0].Name), "the record, not status, says which token lives")
 		}
 	})
 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,37 +33,41 @@ const (
 )
 
 // issue makes sure the key has a delivered token. Issuance is a sequence of
-// writes that a crash can cut anywhere, so it is ordered to be resumable:
+// writes that a crash can cut anywhere, so it is ordered to be resumable,
+// and so that only what the operator itself wrote decides which hash lives:
 //
-//  1. reserve: status.recordName (from the token's hash) is written with an
-//     optimistic lock, so two passes can never both mint;
-//  2. deliver: the Secret is created with the token and its hash annotation;
-//  3. record: the ApiKeyRecord is created (syncRecords);
-//  4. status.secretName is written (the deferred patch): delivered.
+//  1. deliver: the Secret is created with the token (and its hash as an
+//     annotation); the Secret's name is the lock, two passes cannot both
+//     create it;
+//  2. record: the ApiKeyRecord is created from the token in memory. Only
+//     the operator can write records, so a record exists only for a token
+//     the operator minted and delivered;
+//  3. status reports the record (the deferred patch).
 //
-// A pass that finds a reservation without delivery checks the Secret: if it
-// holds the reserved hash, issuance resumes at step 3; otherwise nobody can
-// read that token and a fresh one is minted.
+// A pass that finds no record mints afresh, first deleting a Secret of its
+// own left by a pass cut between 1 and 2: nobody can prove what that Secret
+// holds, so its token never goes live. Status is never read to decide.
 func (r *ApiKeyReconciler) issue(ctx context.Context, p *pass) error {
-	st := &p.key.Status
 	if p.issued() {
 		return nil
 	}
-	if st.RecordName != "" {
-		holds, err := r.secretHolds(ctx, p.key, hashOfRecordName(st.RecordName))
-		if err != nil {
-			return err
-		}
-		if holds {
-			st.SecretName = secretNameFor(p.key)
-			return nil
+	// The cache may not show a record created moments ago: ask the API
+	// server before minting a second token.
+	records, err := r.listRecords(ctx, p.key, true)
+	if err != nil {
+		return err
+	}
+	if len(records) > 0 {
+		p.setRecords(records)
+		if p.issued() {
+			return r.validate(ctx, p)
 		}
 	}
 	return r.mint(ctx, p)
 }
 
-// mint generates a token, reserves it in status and delivers it. The token
-// lives only in this function and the Secret it writes.
+// mint generates a token, delivers it and records its hash. The token lives
+// only in this function and the Secret it writes.
 func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 	key := p.key
 	name := secretNameFor(key)
@@ -75,34 +80,40 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 		return fmt.Errorf("generating a token: %w", err)
 	}
 	sum := token.Sum(tok)
-
-	reserved := key.DeepCopy()
-	clearIssuance(&reserved.Status)
-	reserved.Status.RecordName = recordNameFor(sum)
-	reserved.Status.TokenHint = token.Hint(tok)
-	reserved.Status.IssuedAt = &metav1.Time{Time: p.now.Truncate(1e9)}
-	if exp := r.Policy.ExpiryFor(&key.Spec, reserved.Status.IssuedAt.Time); !exp.IsZero() {
-		reserved.Status.ExpiresAt = &metav1.Time{Time: exp}
+	issuedAt := metav1.Time{Time: p.now.Truncate(time.Second)}
+	if exp := r.Policy.ExpiryFor(&key.Spec, issuedAt.Time); !exp.IsZero() {
+		p.expiresAt = &metav1.Time{Time: exp}
 	}
-	if err := r.Status().Patch(ctx, reserved, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("reserving a new token in status: %w", err)
+	rec := &apikeysv1alpha1.ApiKeyRecord{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   recordNameFor(sum),
+			Labels: map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)},
+		},
+		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
+			TokenHash:        token.FormatHash(sum),
+			TokenHint:        token.Hint(tok),
+			TokenFingerprint: token.Fingerprint(tok),
+			IssuedAt:         issuedAt,
+			SecretName:       name,
+		},
 	}
-	p.key.Status = reserved.Status
-	p.key.ObjectMeta = reserved.ObjectMeta
-	p.base = reserved.DeepCopy()
-	p.expiresAt = reserved.Status.ExpiresAt
+	rec.Spec = recordSpecFor(key, rec, p.expiresAt)
 
 	if err := r.deliverSecret(ctx, key, name, tok, sum); err != nil {
 		return err
 	}
-	p.key.Status.SecretName = name
+	if err := r.Create(ctx, rec); err != nil {
+		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
+	}
+	p.setRecords(append(p.records, *rec))
 	r.Recorder.Eventf(key, nil, corev1.EventTypeNormal, ReasonIssued, "Issue",
-		"Issued token %s and delivered it to Secret %s", p.key.Status.TokenHint, name)
+		"Issued token %s and delivered it to Secret %s", rec.Spec.TokenHint, name)
 	return nil
 }
 
-// clearSecretName makes room for a new delivery: a Secret of ours that holds a
-// token which never went live is deleted; anyone else's Secret stalls the key.
+// clearSecretName makes room for a new delivery: a Secret of ours without a
+// record holds a token that never went live and is deleted; anyone else's
+// Secret stalls the key.
 func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string) error {
 	existing := secretMeta()
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, existing)
@@ -159,26 +170,9 @@ func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alph
 	return fmt.Errorf("delivering the token to Secret %s/%s: %s", key.Namespace, name, msg)
 }
 
-// secretHolds reports, from the API server rather than the cache, whether the
-// key's Secret exists, belongs to key and was written with the token whose
-// hash is tokenHash.
-func (r *ApiKeyReconciler) secretHolds(ctx context.Context, key *apikeysv1alpha1.ApiKey, tokenHash string) (bool, error) {
-	m := secretMeta()
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: secretNameFor(key)}, m)
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return metav1.IsControlledBy(m, key) && m.GetAnnotations()[TokenHashAnnotation] == tokenHash, nil
-}
-
-// secretNameFor is where key's token is delivered.
+// secretNameFor is where key's next token is delivered; a delivered token's
+// Secret is named by its record.
 func secretNameFor(key *apikeysv1alpha1.ApiKey) string {
-	if key.Status.SecretName != "" {
-		return key.Status.SecretName
-	}
 	if key.Spec.Secret.Name != "" {
 		return key.Spec.Secret.Name
 	}

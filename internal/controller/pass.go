@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -21,6 +23,13 @@ type pass struct {
 	// computed against it.
 	base *apikeysv1alpha1.ApiKey
 	now  time.Time
+
+	// records are the key's ApiKeyRecords. They, not status, say which
+	// tokens exist: only the operator can write them.
+	records []apikeysv1alpha1.ApiKeyRecord
+	// live is the record of the current token, nil before issuance. A
+	// record is created only after its token was delivered to the Secret.
+	live *apikeysv1alpha1.ApiKeyRecord
 
 	// expiresAt is when the live (or next) token expires; nil means never.
 	expiresAt *metav1.Time
@@ -41,8 +50,22 @@ func (p *pass) wakeUpAt(t time.Time) {
 }
 
 // issued reports whether a token has been minted and delivered.
-func (p *pass) issued() bool {
-	return p.key.Status.RecordName != "" && p.key.Status.SecretName != ""
+func (p *pass) issued() bool { return p.live != nil }
+
+// setRecords notes the key's records and picks the live one: the newest
+// that is not a superseded token in its grace period.
+func (p *pass) setRecords(records []apikeysv1alpha1.ApiKeyRecord) {
+	p.records, p.live = records, nil
+	for i := range records {
+		rec := &records[i]
+		if rec.Spec.ValidUntil != nil {
+			continue
+		}
+		if p.live == nil || rec.Spec.IssuedAt.After(p.live.Spec.IssuedAt.Time) ||
+			(rec.Spec.IssuedAt.Equal(&p.live.Spec.IssuedAt) && rec.Name > p.live.Name) {
+			p.live = rec
+		}
+	}
 }
 
 // validate re-checks the rules the API server enforces (in case a rule was
@@ -50,21 +73,36 @@ func (p *pass) issued() bool {
 // know, such as --max-ttl. A key that breaks one gets no token, and a token it
 // already has stops working at once.
 func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
-	err := r.checkSpec(p)
+	err := r.checkSpec(ctx, p)
 	if err == nil {
 		p.key.Status.Username = usernameFor(p.key)
 		return nil
 	}
-	if p.key.Status.RecordName != "" {
-		if derr := r.deleteRecords(ctx, p.key); derr != nil {
-			return derr
-		}
-		clearIssuance(&p.key.Status)
+	if _, isStalled := asStalled(err); !isStalled || len(p.records) == 0 {
+		return err
+	}
+	if rerr := r.revoke(ctx, p); rerr != nil {
+		return rerr
 	}
 	return err
 }
 
-func (r *ApiKeyReconciler) checkSpec(p *pass) error {
+// revoke deletes every record of the key. Status stops naming them first,
+// so that status never names a record that is gone: a status that does is
+// one the operator did not write.
+func (r *ApiKeyReconciler) revoke(ctx context.Context, p *pass) error {
+	p.setRecords(nil)
+	reportIssuance(p)
+	if !equality.Semantic.DeepEqual(p.base.Status, p.key.Status) {
+		if err := r.Status().Patch(ctx, p.key, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
+			return err
+		}
+		p.base = p.key.DeepCopy()
+	}
+	return r.deleteRecords(ctx, p.key)
+}
+
+func (r *ApiKeyReconciler) checkSpec(ctx context.Context, p *pass) error {
 	key := p.key
 	spec := &key.Spec
 	if err := token.ValidPrefix(prefixOf(key)); err != nil {
@@ -77,19 +115,28 @@ func (r *ApiKeyReconciler) checkSpec(p *pass) error {
 		return asStalledViolation(err)
 	}
 	if spec.Identity == apikeysv1alpha1.IdentityOwner {
-		if err := r.Policy.CheckAttestation(key); err != nil {
+		if err := r.Policy.CheckOwner(spec.Owner); err != nil {
 			return asStalledViolation(err)
 		}
-		if err := r.Policy.CheckOwnerGroups(spec.Owner); err != nil {
-			return asStalledViolation(err)
+		// Who created the key is known only to admission: before the first
+		// token, make sure the owner rule was there to check it.
+		if !p.issued() {
+			since, err := r.Policy.OwnerRuleInForceSince(ctx, r.APIReader)
+			if err == nil {
+				err = policy.CheckOwnerRuleCovers(since, key.CreationTimestamp.Time)
+			}
+			if err != nil {
+				return asStalledViolation(err)
+			}
 		}
 	}
 
+	// Expiry is measured from the record's own issuance, never from status.
 	issuedAt := p.now
-	if key.Status.IssuedAt != nil {
-		issuedAt = key.Status.IssuedAt.Time
+	if p.issued() {
+		issuedAt = p.live.Spec.IssuedAt.Time
 	}
-	if err := r.Policy.CheckExpiry(spec, issuedAt, key.Status.IssuedAt != nil, p.now); err != nil {
+	if err := r.Policy.CheckExpiry(spec, issuedAt, p.issued(), p.now); err != nil {
 		return asStalledViolation(err)
 	}
 	if exp := r.Policy.ExpiryFor(spec, issuedAt); !exp.IsZero() {
@@ -108,21 +155,19 @@ func asStalledViolation(err error) error {
 	return err
 }
 
-// watchExpiry notes whether the key has expired and, if not, wakes the
-// controller at the expiry instant: no polling loop.
+// watchExpiry wakes the controller at the live token's expiry instant: no
+// polling loop.
 func (r *ApiKeyReconciler) watchExpiry(_ context.Context, p *pass) error {
-	exp := p.key.Status.ExpiresAt
-	if exp == nil || !p.now.Before(exp.Time) {
+	if !p.issued() || p.expiresAt == nil || !p.now.Before(p.expiresAt.Time) {
 		return nil
 	}
-	p.wakeUpAt(exp.Time)
+	p.wakeUpAt(p.expiresAt.Time)
 	return nil
 }
 
 // expired reports whether the live token is past its expiry.
 func (p *pass) expired() bool {
-	exp := p.key.Status.ExpiresAt
-	return p.issued() && exp != nil && !p.now.Before(exp.Time)
+	return p.issued() && p.expiresAt != nil && !p.now.Before(p.expiresAt.Time)
 }
 
 func prefixOf(key *apikeysv1alpha1.ApiKey) string {
@@ -142,12 +187,15 @@ func usernameFor(key *apikeysv1alpha1.ApiKey) string {
 }
 
 // uidFor is the user UID a key authenticates with: its owner's for identity
-// Owner, otherwise none (the auth server then reports the ApiKey's UID).
+// Owner (none if the owner had none), otherwise the ApiKey's own UID.
 func uidFor(key *apikeysv1alpha1.ApiKey) string {
-	if key.Spec.Identity == apikeysv1alpha1.IdentityOwner && key.Spec.Owner != nil {
+	if key.Spec.Identity == apikeysv1alpha1.IdentityOwner {
+		if key.Spec.Owner == nil {
+			return ""
+		}
 		return key.Spec.Owner.UID
 	}
-	return ""
+	return string(key.UID)
 }
 
 // groupsFor are the groups a key authenticates with: its owner's groups at
@@ -159,12 +207,3 @@ func groupsFor(key *apikeysv1alpha1.ApiKey) []string {
 	return []string{"apikeys", "apikeys:" + key.Namespace}
 }
 
-// clearIssuance forgets the live token, so the next valid pass mints afresh.
-func clearIssuance(st *apikeysv1alpha1.ApiKeyStatus) {
-	st.RecordName = ""
-	st.TokenHint = ""
-	st.IssuedAt = nil
-	st.ExpiresAt = nil
-	st.SecretName = ""
-	st.SecretDeletedAt = nil
-}

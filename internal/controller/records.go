@@ -3,10 +3,9 @@ package controller
 import (
 	"context"
 	"encoding/hex"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -21,36 +20,98 @@ func recordNameFor(sum [32]byte) string {
 	return recordNamePrefix + hex.EncodeToString(sum[:])
 }
 
-// hashOfRecordName is the sha256:<hex> token hash a record name stands for.
-func hashOfRecordName(name string) string {
-	return "sha256:" + strings.TrimPrefix(name, recordNamePrefix)
+// listRecords lists key's records from the cache or, where a decision must
+// not rest on a cache that may lag, from the API server.
+func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey, fromAPIServer bool) ([]apikeysv1alpha1.ApiKeyRecord, error) {
+	var records apikeysv1alpha1.ApiKeyRecordList
+	var reader client.Reader = r.Client
+	if fromAPIServer {
+		reader = r.APIReader
+	}
+	if err := reader.List(ctx, &records, client.MatchingLabels{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)}); err != nil {
+		return nil, err
+	}
+	return records.Items, nil
 }
 
-// syncRecords keeps exactly one record for a delivered key, the live token's,
-// with a spec that mirrors the ApiKey: scope, audience, suspension and expiry
-// edits reach the auth server without a new token. Records of tokens that
-// never went live are deleted.
-func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
-	key := p.key
-	if p.issued() {
-		key.Status.ExpiresAt = p.expiresAt
-	}
-
-	var records apikeysv1alpha1.ApiKeyRecordList
-	if err := r.List(ctx, &records, client.MatchingLabels{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)}); err != nil {
+// observeRecords reads the key's records (the truth about its tokens), then
+// checks that status reports them as the operator wrote it.
+func (r *ApiKeyReconciler) observeRecords(ctx context.Context, p *pass) error {
+	records, err := r.listRecords(ctx, p.key, false)
+	if err != nil {
 		return err
 	}
-	live := false
-	for i := range records.Items {
-		rec := &records.Items[i]
-		if rec.Name != key.Status.RecordName || !p.issued() {
+	p.setRecords(records)
+	return r.checkStatus(ctx, p)
+}
+
+// checkStatus compares what status says of the live token with the
+// records. Status is a report: the operator writes it only from records, and
+// deletes a record only once status no longer names it. A status that names
+// a token this key has no record of, or tells another issuance time or hint
+// for it, was written by someone else (whoever holds apikeys/status). It is
+// never obeyed: the key is reported Stalled, status is rewritten from the
+// records, and the key stays Stalled until its spec changes, so that a
+// person looks at it.
+func (r *ApiKeyReconciler) checkStatus(ctx context.Context, p *pass) error {
+	if c := meta.FindStatusCondition(p.base.Status.Conditions, ConditionStalled); c != nil &&
+		c.Reason == ReasonStatusForged && c.ObservedGeneration == p.key.Generation {
+		return stalled(ReasonStatusForged, "%s", c.Message)
+	}
+	st := &p.base.Status
+	if st.RecordName == "" {
+		return nil
+	}
+	rec := findRecord(p.records, st.RecordName)
+	if rec == nil {
+		// A record created moments ago may not be in the cache yet.
+		records, err := r.listRecords(ctx, p.key, true)
+		if err != nil {
+			return err
+		}
+		p.setRecords(records)
+		rec = findRecord(p.records, st.RecordName)
+	}
+	switch {
+	case rec == nil:
+		return stalled(ReasonStatusForged,
+			"status.recordName names a token this operator never issued for this key (or whose record was deleted by hand); "+
+				"it was ignored. Someone other than the operator writes apikeys/status: find who, then edit the spec to clear this")
+	case st.IssuedAt != nil && !st.IssuedAt.Equal(&rec.Spec.IssuedAt),
+		st.TokenHint != "" && st.TokenHint != rec.Spec.TokenHint:
+		return stalled(ReasonStatusForged,
+			"status.issuedAt or status.tokenHint differ from the record of token %s; they were ignored. "+
+				"Someone other than the operator writes apikeys/status: find who, then edit the spec to clear this", rec.Spec.TokenHint)
+	}
+	return nil
+}
+
+func findRecord(records []apikeysv1alpha1.ApiKeyRecord, name string) *apikeysv1alpha1.ApiKeyRecord {
+	for i := range records {
+		if records[i].Name == name {
+			return &records[i]
+		}
+	}
+	return nil
+}
+
+// syncRecords keeps the live record's spec in step with the ApiKey, so that
+// scope, audience, suspension and expiry edits reach the auth server without
+// a new token, and deletes any other record that is not a superseded token
+// in its grace period (left by a pass cut short).
+func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
+	for i := range p.records {
+		rec := &p.records[i]
+		if rec != p.live {
+			if rec.Spec.ValidUntil != nil {
+				continue
+			}
 			if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
 				return err
 			}
 			continue
 		}
-		live = true
-		want := recordSpecFor(key)
+		want := recordSpecFor(p.key, rec, p.expiresAt)
 		if equality.Semantic.DeepEqual(rec.Spec, want) {
 			continue
 		}
@@ -60,30 +121,20 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 			return err
 		}
 	}
-	if live || !p.issued() {
-		return nil
-	}
-	rec := &apikeysv1alpha1.ApiKeyRecord{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:   key.Status.RecordName,
-			Labels: map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)},
-		},
-		Spec: recordSpecFor(key),
-	}
-	// AlreadyExists means the cache has not caught up with a record this
-	// controller created; the next pass patches it if it differs.
-	if err := r.Create(ctx, rec); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
 	return nil
 }
 
-// recordSpecFor is what the auth server needs to answer for key's live token.
-func recordSpecFor(key *apikeysv1alpha1.ApiKey) apikeysv1alpha1.ApiKeyRecordSpec {
-	st := &key.Status
-	spec := apikeysv1alpha1.ApiKeyRecordSpec{
-		TokenHash: hashOfRecordName(st.RecordName),
-		TokenHint: st.TokenHint,
+// recordSpecFor is what the auth server needs to answer for rec's token:
+// what identifies the token comes from rec, who it is and what it may do
+// from key.
+func recordSpecFor(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord, expiresAt *metav1.Time) apikeysv1alpha1.ApiKeyRecordSpec {
+	return apikeysv1alpha1.ApiKeyRecordSpec{
+		TokenHash:        rec.Spec.TokenHash,
+		TokenHint:        rec.Spec.TokenHint,
+		TokenFingerprint: rec.Spec.TokenFingerprint,
+		IssuedAt:         rec.Spec.IssuedAt,
+		SecretName:       rec.Spec.SecretName,
+		ValidUntil:       rec.Spec.ValidUntil,
 		ApiKey: apikeysv1alpha1.ApiKeyReference{
 			Namespace: key.Namespace,
 			Name:      key.Name,
@@ -94,11 +145,7 @@ func recordSpecFor(key *apikeysv1alpha1.ApiKey) apikeysv1alpha1.ApiKeyRecordSpec
 		Groups:    groupsFor(key),
 		Scopes:    key.Spec.Scopes,
 		Audiences: key.Spec.Audiences,
-		ExpiresAt: st.ExpiresAt,
+		ExpiresAt: expiresAt,
 		Suspended: key.Spec.Suspended,
 	}
-	if st.IssuedAt != nil {
-		spec.IssuedAt = *st.IssuedAt
-	}
-	return spec
 }

@@ -15,26 +15,29 @@ import (
 // Either way the key stays valid and no new token is minted: the token was
 // delivered once.
 func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
-	st := &p.key.Status
-	if !p.issued() || st.SecretDeletedAt != nil {
+	if !p.issued() {
 		return nil
 	}
+	st := &p.key.Status
+	name := p.live.Spec.SecretName
 	m := secretMeta()
-	ref := client.ObjectKey{Namespace: p.key.Namespace, Name: st.SecretName}
+	ref := client.ObjectKey{Namespace: p.key.Namespace, Name: name}
 	err := r.Get(ctx, ref, m)
-	if apierrors.IsNotFound(err) {
+	if apierrors.IsNotFound(err) && st.SecretDeletedAt == nil {
 		// The cache may not have seen a Secret created moments ago: ask the
 		// API server before concluding it is gone.
 		err = r.APIReader.Get(ctx, ref, m)
 	}
 	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(m, p.key)) {
-		r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted", st.SecretName)
+		if st.SecretDeletedAt == nil {
+			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted", name)
+		}
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-
+	st.SecretDeletedAt = nil
 	after := p.key.Spec.Secret.DeleteAfter
 	if after == nil {
 		return nil
@@ -48,7 +51,7 @@ func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
 		return err
 	}
 	r.secretGone(p, "Deleted Secret %s %s after delivery, as spec.secret.deleteAfter asks; the key stays valid",
-		st.SecretName, after.Duration)
+		name, after.Duration)
 	return nil
 }
 

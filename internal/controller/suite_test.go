@@ -49,14 +49,28 @@ var (
 	// seenTokens collects every token a spec read from a Secret; AfterSuite
 	// checks none of them reached logs, events, status or records.
 	seenTokens tokenSet
+	// managerCache is what the manager's informers hold.
+	managerCache cache.Cache
 )
+
+// withCrashNamespaceHidden hides the crash specs' keys from the manager, so
+// only the reconcilers those specs run touch them.
+func withCrashNamespaceHidden(opts map[client.Object]cache.ByObject) map[client.Object]cache.ByObject {
+	opts[&apikeysv1alpha1.ApiKey{}] = cache.ByObject{Field: fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace)}
+	return opts
+}
 
 // testMaxTTL is the manager's --max-ttl in this suite.
 const testMaxTTL = 90 * 24 * time.Hour
 
 // testPolicy is the suite's rules: --max-ttl, a --forbidden-groups entry and
-// an attestation key, as the manager would be started with.
-var testPolicy = policy.New(testMaxTTL, []string{"cluster-admins"}, []byte("suite attestation key"))
+// the owner policy's names, as the manager would be started with.
+var testPolicy = policy.New(policy.Options{
+	MaxTTL:                 testMaxTTL,
+	ForbiddenGroups:        []string{"cluster-admins"},
+	OwnerPolicyName:        "apikey-operator-owner-policy",
+	OwnerPolicyBindingName: "apikey-operator-owner-policy-binding",
+})
 
 func TestController(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -89,11 +103,10 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&apikeysv1alpha1.ApiKey{}: {Field: fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace)},
-		}},
+		Cache: cache.Options{ByObject: withCrashNamespaceHidden(CacheOptions())},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	managerCache = mgr.GetCache()
 	Expect((&ApiKeyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),

@@ -7,36 +7,29 @@
 package policy
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"regexp"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// AttestationAnnotation holds admission's signature over a key's owner. The
-// mutating webhook writes it when it stamps spec.owner; the controller
-// issues an identity: Owner key only if it verifies.
-const AttestationAnnotation = "apikeys.dev/owner-attestation"
-
 // MastersGroup is never carried by a key, whatever the flags say.
 const MastersGroup = "system:masters"
 
-// attestationSkew bounds how far the attestation's time may be from the
-// object's creationTimestamp, so a copied attestation cannot be replayed on
-// a key created later under the same name.
-const attestationSkew = time.Minute
+// serviceAccountPrefix starts every service account's username.
+const serviceAccountPrefix = "system:serviceaccount:"
+
+// keyUserPrefix starts the username of every identity: Key key.
+const keyUserPrefix = "apikey:"
 
 // Rules, named in violations so callers can map them to reasons.
 const (
 	RuleForbiddenGroup = "ForbiddenGroup"
-	RuleOwnerNotAttest = "OwnerNotAttested"
+	RuleOwnerNotAllowed = "OwnerNotAllowed"
+	RuleOwnerPolicy    = "OwnerPolicyNotInForce"
 	RuleExpiry         = "InvalidExpiry"
 	RuleSyntax         = "InvalidSpec"
 )
@@ -53,23 +46,49 @@ func violation(rule, format string, args ...any) *Violation {
 	return &Violation{Rule: rule, Message: fmt.Sprintf(format, args...)}
 }
 
+// Options configure the rules.
+type Options struct {
+	// MaxTTL bounds how long a key may live after issuance; 0 is unlimited.
+	MaxTTL time.Duration
+	// ForbiddenGroups are never carried by a key, besides system:masters.
+	ForbiddenGroups []string
+	// OwnerRequesters are the service accounts that may create identity:
+	// Owner keys (for themselves, or for whom they may impersonate).
+	OwnerRequesters []string
+	// OwnerPolicyName and OwnerPolicyBindingName name the
+	// ValidatingAdmissionPolicy that enforces the owner rule in
+	// kube-apiserver, and its binding.
+	OwnerPolicyName, OwnerPolicyBindingName string
+}
+
 // Policy is the operator's configuration of the rules.
 type Policy struct {
 	// MaxTTL bounds how long a key may live after issuance; 0 is unlimited.
 	MaxTTL time.Duration
 	// forbidden are the groups never carried: system:masters and --forbidden-groups.
 	forbidden map[string]bool
-	// attestationKey signs owners stamped by admission.
-	attestationKey []byte
+	// ownerRequesters may create Owner keys although they are service accounts.
+	ownerRequesters []string
+	// policyName and bindingName locate the owner rule in the cluster.
+	policyName, bindingName string
 }
 
-// New returns a Policy. attestationKey must be the same for the webhooks
-// and the controller; nil disables identity: Owner keys entirely.
-func New(maxTTL time.Duration, forbiddenGroups []string, attestationKey []byte) *Policy {
-	p := &Policy{MaxTTL: maxTTL, forbidden: map[string]bool{MastersGroup: true}, attestationKey: attestationKey}
-	for _, g := range forbiddenGroups {
+// New returns the rules o describes.
+func New(o Options) *Policy {
+	p := &Policy{
+		MaxTTL:      o.MaxTTL,
+		forbidden:   map[string]bool{MastersGroup: true},
+		policyName:  o.OwnerPolicyName,
+		bindingName: o.OwnerPolicyBindingName,
+	}
+	for _, g := range o.ForbiddenGroups {
 		if g = strings.TrimSpace(g); g != "" {
 			p.forbidden[g] = true
+		}
+	}
+	for _, u := range o.OwnerRequesters {
+		if u = strings.TrimSpace(u); u != "" && !slices.Contains(p.ownerRequesters, u) {
+			p.ownerRequesters = append(p.ownerRequesters, u)
 		}
 	}
 	return p
@@ -78,73 +97,57 @@ func New(maxTTL time.Duration, forbiddenGroups []string, attestationKey []byte) 
 // Forbidden reports whether group may never be carried by a key.
 func (p *Policy) Forbidden(group string) bool { return p.forbidden[group] }
 
-// AllowedGroups is groups without the forbidden ones, for stamping an owner
-// from a request: a key never carries system:masters, even its creator's.
+// forbiddenGroups lists the forbidden groups, sorted.
+func (p *Policy) forbiddenGroups() []string {
+	out := make([]string, 0, len(p.forbidden))
+	for g := range p.forbidden {
+		out = append(out, g)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AllowedGroups is groups without those a key may not carry, for stamping
+// an owner from a request: a key never carries system:masters, even its
+// creator's, nor a group whose name a proxy would split at a comma.
 func (p *Policy) AllowedGroups(groups []string) []string {
 	out := make([]string, 0, len(groups))
 	for _, g := range groups {
-		if !p.forbidden[g] {
+		if !p.forbidden[g] && !strings.Contains(g, ",") {
 			out = append(out, g)
 		}
 	}
 	return out
 }
 
-// CheckOwnerGroups refuses an owner that claims a forbidden group.
-func (p *Policy) CheckOwnerGroups(owner *apikeysv1alpha1.Owner) error {
+// CheckOwner re-checks, from the owner alone, what the admission policy
+// decided from the request: an identity: Owner key names an owner, who is a
+// person (not a service account, unless listed in --owner-requesters, and
+// not one of this operator's keys) and carries no forbidden group.
+func (p *Policy) CheckOwner(owner *apikeysv1alpha1.Owner) error {
 	if owner == nil {
-		return nil
+		return violation(RuleOwnerNotAllowed,
+			"identity Owner needs spec.owner, stamped by the operator's admission from the creating user: recreate the key with admission in place, or use identity Key")
+	}
+	switch {
+	case strings.HasPrefix(owner.Username, serviceAccountPrefix) && !slices.Contains(p.ownerRequesters, owner.Username):
+		return violation(RuleOwnerNotAllowed,
+			"identity Owner keys are for people, and %q is a service account not listed in the operator's --owner-requesters: use identity Key", owner.Username)
+	case strings.HasPrefix(owner.Username, keyUserPrefix):
+		return violation(RuleOwnerNotAllowed,
+			"identity Owner keys are for people, and %q is an API key: use identity Key", owner.Username)
 	}
 	for _, g := range owner.Groups {
 		if p.forbidden[g] {
 			return violation(RuleForbiddenGroup,
 				"spec.owner.groups: %q is never carried by an ApiKey (system:masters and the operator's --forbidden-groups): remove it", g)
 		}
+		if strings.Contains(g, ",") {
+			return violation(RuleForbiddenGroup,
+				"spec.owner.groups: %q contains ',', which proxies would split into two groups: remove it", g)
+		}
 	}
 	return nil
-}
-
-// Attest signs owner for the key namespace/name, created at at.
-func (p *Policy) Attest(namespace, name string, owner *apikeysv1alpha1.Owner, at time.Time) string {
-	ts := strconv.FormatInt(at.Unix(), 10)
-	return "v1." + ts + "." + base64.RawURLEncoding.EncodeToString(p.mac(namespace, name, owner, ts))
-}
-
-// CheckAttestation verifies that key's owner was stamped (or vetted) by
-// admission: the annotation must be admission's signature over this
-// namespace, name and owner, made when the key was created.
-func (p *Policy) CheckAttestation(key *apikeysv1alpha1.ApiKey) error {
-	const msg = "identity Owner needs spec.owner stamped by the operator's admission webhook, and this key's owner was not " +
-		"(is the webhook installed?): recreate the key with the webhook in place, or use identity Key"
-	if len(p.attestationKey) == 0 || key.Spec.Owner == nil {
-		return violation(RuleOwnerNotAttest, msg)
-	}
-	parts := strings.Split(key.Annotations[AttestationAnnotation], ".")
-	if len(parts) != 3 || parts[0] != "v1" {
-		return violation(RuleOwnerNotAttest, msg)
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil || !hmac.Equal(sig, p.mac(key.Namespace, key.Name, key.Spec.Owner, parts[1])) {
-		return violation(RuleOwnerNotAttest, msg)
-	}
-	unix, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil {
-		return violation(RuleOwnerNotAttest, msg)
-	}
-	if d := key.CreationTimestamp.Sub(time.Unix(unix, 0)); d > attestationSkew || d < -attestationSkew {
-		return violation(RuleOwnerNotAttest, msg)
-	}
-	return nil
-}
-
-func (p *Policy) mac(namespace, name string, owner *apikeysv1alpha1.Owner, ts string) []byte {
-	ownerJSON, _ := json.Marshal(owner)
-	m := hmac.New(sha256.New, p.attestationKey)
-	for _, field := range [][]byte{[]byte(namespace), []byte(name), ownerJSON, []byte(ts)} {
-		_, _ = fmt.Fprintf(m, "%d:", len(field))
-		_, _ = m.Write(field)
-	}
-	return m.Sum(nil)
 }
 
 // ExpiryFor is when a token issued at issuedAt expires: spec.expiresAt,

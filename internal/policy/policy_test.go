@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -13,83 +14,101 @@ import (
 
 var created = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 
-func ownerKey(p *Policy, owner *apikeysv1alpha1.Owner, attestedAt time.Time) *apikeysv1alpha1.ApiKey {
-	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{
-		Namespace: "team-a", Name: "pat", CreationTimestamp: metav1.Time{Time: created},
-	}}
-	key.Spec.Identity = apikeysv1alpha1.IdentityOwner
-	key.Spec.Owner = owner
-	key.Annotations = map[string]string{AttestationAnnotation: p.Attest("team-a", "pat", owner, attestedAt)}
-	return key
-}
-
 func alice() *apikeysv1alpha1.Owner {
 	return &apikeysv1alpha1.Owner{Username: "alice", UID: "u1", Groups: []string{"devs"}}
 }
 
-func TestCheckAttestation(t *testing.T) {
-	p := New(time.Hour, nil, []byte("operator key"))
-	other := New(time.Hour, nil, []byte("someone else's key"))
-	for name, tc := range map[string]struct {
-		key  func() *apikeysv1alpha1.ApiKey
-		want bool
-	}{
-		"stamped at creation":        {func() *apikeysv1alpha1.ApiKey { return ownerKey(p, alice(), created) }, true},
-		"stamped 30s before":         {func() *apikeysv1alpha1.ApiKey { return ownerKey(p, alice(), created.Add(-30*time.Second)) }, true},
-		"replayed from an older key": {func() *apikeysv1alpha1.ApiKey { return ownerKey(p, alice(), created.Add(-time.Hour)) }, false},
-		"signed with another key":    {func() *apikeysv1alpha1.ApiKey { return ownerKey(other, alice(), created) }, false},
-		"owner changed after signing": {func() *apikeysv1alpha1.ApiKey {
-			k := ownerKey(p, alice(), created)
-			k.Spec.Owner.Groups = append(k.Spec.Owner.Groups, "admins")
-			return k
-		}, false},
-		"moved to another name": {func() *apikeysv1alpha1.ApiKey {
-			k := ownerKey(p, alice(), created)
-			k.Name = "other"
-			return k
-		}, false},
-		"no annotation": {func() *apikeysv1alpha1.ApiKey {
-			k := ownerKey(p, alice(), created)
-			k.Annotations = nil
-			return k
-		}, false},
-		"garbage annotation": {func() *apikeysv1alpha1.ApiKey {
-			k := ownerKey(p, alice(), created)
-			k.Annotations[AttestationAnnotation] = "v1.x.!!"
-			return k
-		}, false},
-	} {
-		err := p.CheckAttestation(tc.key())
-		if (err == nil) != tc.want {
-			t.Errorf("%s: CheckAttestation() = %v, want ok=%v", name, err, tc.want)
-		}
-		var v *Violation
-		if err != nil && (!errors.As(err, &v) || v.Rule != RuleOwnerNotAttest) {
-			t.Errorf("%s: want a %s violation, got %v", name, RuleOwnerNotAttest, err)
-		}
+func TestCheckOwner(t *testing.T) {
+	p := New(Options{ForbiddenGroups: []string{"cluster-admins"}, OwnerRequesters: []string{"system:serviceaccount:ci:minter"}})
+	with := func(change func(o *apikeysv1alpha1.Owner)) *apikeysv1alpha1.Owner {
+		o := alice()
+		change(o)
+		return o
 	}
-	if err := New(time.Hour, nil, nil).CheckAttestation(ownerKey(p, alice(), created)); err == nil {
-		t.Error("without an attestation key, no owner may be attested")
+	for name, tc := range map[string]struct {
+		owner *apikeysv1alpha1.Owner
+		rule  string
+	}{
+		"a person":                  {alice(), ""},
+		"no owner":                  {nil, RuleOwnerNotAllowed},
+		"a service account":         {with(func(o *apikeysv1alpha1.Owner) { o.Username = "system:serviceaccount:argocd:app" }), RuleOwnerNotAllowed},
+		"a listed service account":  {with(func(o *apikeysv1alpha1.Owner) { o.Username = "system:serviceaccount:ci:minter" }), ""},
+		"an API key":                {with(func(o *apikeysv1alpha1.Owner) { o.Username = "apikey:team-a:ci" }), RuleOwnerNotAllowed},
+		"system:masters":            {with(func(o *apikeysv1alpha1.Owner) { o.Groups = []string{MastersGroup} }), RuleForbiddenGroup},
+		"a --forbidden-groups item": {with(func(o *apikeysv1alpha1.Owner) { o.Groups = []string{"devs", "cluster-admins"} }), RuleForbiddenGroup},
+		"a group with a comma":      {with(func(o *apikeysv1alpha1.Owner) { o.Groups = []string{"a,b"} }), RuleForbiddenGroup},
+	} {
+		err := p.CheckOwner(tc.owner)
+		var v *Violation
+		switch {
+		case tc.rule == "" && err != nil:
+			t.Errorf("%s: CheckOwner() = %v, want ok", name, err)
+		case tc.rule != "" && (!errors.As(err, &v) || v.Rule != tc.rule):
+			t.Errorf("%s: CheckOwner() = %v, want a %s violation", name, err, tc.rule)
+		}
 	}
 }
 
-func TestForbiddenGroups(t *testing.T) {
-	p := New(0, []string{" cluster-admins ", ""}, nil)
-	if got := p.AllowedGroups([]string{"devs", MastersGroup, "cluster-admins"}); strings.Join(got, ",") != "devs" {
-		t.Errorf("AllowedGroups = %v, want [devs]", got)
+func TestAllowedGroupsDropsWhatNoKeyCarries(t *testing.T) {
+	p := New(Options{ForbiddenGroups: []string{"cluster-admins"}})
+	got := p.AllowedGroups([]string{"devs", MastersGroup, "cluster-admins", "a,b", "ops"})
+	if strings.Join(got, " ") != "devs ops" {
+		t.Errorf("AllowedGroups = %q", got)
 	}
-	err := p.CheckOwnerGroups(&apikeysv1alpha1.Owner{Username: "x", Groups: []string{"devs", "cluster-admins"}})
-	if err == nil || !strings.Contains(err.Error(), `"cluster-admins" is never carried`) {
-		t.Errorf("CheckOwnerGroups = %v", err)
+}
+
+func TestOwnerRuleRendersTheFlags(t *testing.T) {
+	p := New(Options{
+		ForbiddenGroups: []string{"cluster-admins"}, OwnerRequesters: []string{`system:serviceaccount:ci:"odd"`},
+		OwnerPolicyName: "p", OwnerPolicyBindingName: "b",
+	})
+	rule, err := p.OwnerRule()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := p.CheckOwnerGroups(&apikeysv1alpha1.Owner{Username: "x", Groups: []string{"devs"}}); err != nil {
-		t.Errorf("CheckOwnerGroups(devs) = %v", err)
+	if rule.Policy.Name != "p" || rule.Binding.Name != "b" || rule.Binding.Spec.PolicyName != "p" {
+		t.Errorf("names: policy %q, binding %q for %q", rule.Policy.Name, rule.Binding.Name, rule.Binding.Spec.PolicyName)
+	}
+	vars := map[string]string{}
+	for _, v := range rule.Policy.Spec.Variables {
+		vars[v.Name] = v.Expression
+	}
+	if got := vars[forbiddenGroupsVariable]; got != `["cluster-admins","system:masters"]` {
+		t.Errorf("forbiddenGroups = %s", got)
+	}
+	if got := vars[ownerRequestersVariable]; got != `["system:serviceaccount:ci:\"odd\""]` {
+		t.Errorf("ownerRequesters = %s", got)
+	}
+
+	defaults, err := New(Options{OwnerPolicyName: "owner-policy", OwnerPolicyBindingName: "owner-policy-binding"}).OwnerRule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped, err := decodeOwnerRule(OwnerPolicyYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(defaults.Policy.Spec, shipped.Policy.Spec) || !equality.Semantic.DeepEqual(defaults.Binding.Spec, shipped.Binding.Spec) {
+		t.Error("the default flags do not render the shipped policy: the file's lists must be the defaults")
+	}
+}
+
+func TestCheckOwnerRuleCovers(t *testing.T) {
+	since := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	if CheckOwnerRuleCovers(since, since.Add(time.Second)) != nil {
+		t.Error("a key created a second after the rule is covered")
+	}
+	for _, created := range []time.Time{since, since.Add(-time.Hour)} {
+		var v *Violation
+		if err := CheckOwnerRuleCovers(since, created); !errors.As(err, &v) || v.Rule != RuleOwnerPolicy {
+			t.Errorf("created %s: %v, want an %s violation", created, err, RuleOwnerPolicy)
+		}
 	}
 }
 
 func TestCheckExpiry(t *testing.T) {
 	now := created
-	p := New(24*time.Hour, nil, nil)
+	p := New(Options{MaxTTL: 24 * time.Hour})
 	ttl := func(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
 	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(d)} }
 	for name, tc := range map[string]struct {
@@ -114,7 +133,7 @@ func TestCheckExpiry(t *testing.T) {
 	if got := p.ExpiryFor(&apikeysv1alpha1.ApiKeySpec{}, now); !got.Equal(now.Add(24 * time.Hour)) {
 		t.Errorf("ExpiryFor(no expiry) = %v, want issuance + max-ttl", got)
 	}
-	if got := New(0, nil, nil).ExpiryFor(&apikeysv1alpha1.ApiKeySpec{}, now); !got.IsZero() {
+	if got := New(Options{}).ExpiryFor(&apikeysv1alpha1.ApiKeySpec{}, now); !got.IsZero() {
 		t.Errorf("ExpiryFor with --max-ttl=0 = %v, want never", got)
 	}
 }

@@ -70,3 +70,17 @@ func hexValue(c byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// fingerprintDomain separates fingerprints from the stored hash: a
+// fingerprint is no prefix of the record's hash, so showing it to tenants
+// reveals nothing of the record.
+const fingerprintDomain = "apikeys.dev/fingerprint:"
+
+// Fingerprint identifies tok to someone who holds it, without revealing the
+// hash kept at rest: the first 16 hex digits of SHA-256 over
+// "apikeys.dev/fingerprint:" and tok. kubectl apikey get-token compares it
+// with the key's status before it prints a token read from a Secret.
+func Fingerprint(tok string) string {
+	sum := sha256.Sum256([]byte(fingerprintDomain + tok))
+	return hex.EncodeToString(sum[:8])
+}

@@ -448,3 +448,27 @@ func TestZeroAllocs(t *testing.T) {
 	}
 	_ = sink
 }
+
+func TestFingerprint(t *testing.T) {
+	tok, err := Generate("ak")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := Fingerprint(tok)
+	if len(fp) != 16 {
+		t.Fatalf("fingerprint has %d characters, want 16", len(fp))
+	}
+	if fp != Fingerprint(tok) {
+		t.Fatal("fingerprint is not deterministic")
+	}
+	other, err := Generate("ak")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Fingerprint(other) == fp {
+		t.Fatal("two tokens share a fingerprint")
+	}
+	if hash := FormatHash(Sum(tok)); strings.Contains(hash, fp) {
+		t.Fatal("the fingerprint is part of the stored hash")
+	}
+}

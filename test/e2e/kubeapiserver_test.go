@@ -114,7 +114,7 @@ var _ = Describe("Revocation while the controller is down", func() {
 		// controller would have before it went down.
 		direct, err := client.New(cfg, client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
-		r := &controller.ApiKeyReconciler{Client: direct, APIReader: direct, Recorder: events.NewFakeRecorder(10), Policy: policy.New(time.Hour, nil, nil)}
+		r := &controller.ApiKeyReconciler{Client: direct, APIReader: direct, Recorder: events.NewFakeRecorder(10), Policy: policy.New(policy.Options{MaxTTL: time.Hour})}
 		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: noControllerNamespace, Name: "orphaned"}}
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)}

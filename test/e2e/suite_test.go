@@ -111,7 +111,7 @@ var _ = BeforeSuite(func() {
 		Client:    ctrlMgr.GetClient(),
 		APIReader: ctrlMgr.GetAPIReader(),
 		Recorder:  ctrlMgr.GetEventRecorder("apikey-operator"),
-		Policy:    policy.New(24*time.Hour, nil, nil),
+		Policy:    policy.New(policy.Options{MaxTTL: 24 * time.Hour}),
 	}).SetupWithManager(ctrlMgr)).To(Succeed())
 	start(ctrlMgr)
 

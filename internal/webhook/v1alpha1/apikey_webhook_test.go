@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/policy"
 )
 
 func newKey(identity apikeysv1alpha1.Identity) *apikeysv1alpha1.ApiKey {
@@ -47,7 +46,6 @@ var _ = Describe("Who a key may be", func() {
 		key := newKey(apikeysv1alpha1.IdentityKey)
 		Expect(alice.Create(ctx, key)).To(Succeed())
 		Expect(key.Spec.Owner).To(Equal(&apikeysv1alpha1.Owner{Username: "alice", Groups: []string{"team-a", "system:authenticated"}}))
-		Expect(key.Annotations).To(HaveKey(policy.AttestationAnnotation))
 		Expect(key.Spec.Prefix).To(Equal("ak"))
 		Expect(key.Spec.Secret.Name).To(Equal(key.Name + "-token"))
 
@@ -64,11 +62,9 @@ var _ = Describe("Who a key may be", func() {
 		By("putting back an owner a GitOps apply dropped, so nothing drifts")
 		dropped := key.DeepCopy()
 		dropped.Spec.Owner = nil
-		delete(dropped.Annotations, policy.AttestationAnnotation)
 		dropped.Spec.Description = "applied from Git"
 		Expect(alice.Patch(ctx, dropped, client.MergeFrom(key))).To(Succeed())
 		Expect(dropped.Spec.Owner).To(Equal(key.Spec.Owner))
-		Expect(dropped.Annotations[policy.AttestationAnnotation]).To(Equal(key.Annotations[policy.AttestationAnnotation]))
 	})
 
 	It("issues alice's personal key as alice, with her groups", func() {
@@ -84,8 +80,8 @@ var _ = Describe("Who a key may be", func() {
 	It("refuses a key for bob from alice, and allows it from a user who may impersonate bob", func() {
 		forBob := newKey(apikeysv1alpha1.IdentityOwner)
 		forBob.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b"}}
-		expectDenied(alice.Create(ctx, forBob.DeepCopy()), `alice may not create a key owned by "bob"`)
-		expectDenied(alice.Create(ctx, forBob.DeepCopy()), `impersonate user "bob", group "team-b"`)
+		expectDenied(alice.Create(ctx, forBob.DeepCopy()), "alice may not create a key owned by bob")
+		expectDenied(alice.Create(ctx, forBob.DeepCopy()), "permission to impersonate that user")
 
 		Expect(carol.Create(ctx, forBob)).To(Succeed())
 		tok, _ := readyToken(forBob)
@@ -96,7 +92,7 @@ var _ = Describe("Who a key may be", func() {
 		By("and refuses bob's name with a group carol may not impersonate")
 		withAdmins := newKey(apikeysv1alpha1.IdentityOwner)
 		withAdmins.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b", "payroll"}}
-		expectDenied(carol.Create(ctx, withAdmins), `impersonate group "payroll"`)
+		expectDenied(carol.Create(ctx, withAdmins), "only groups you may impersonate")
 	})
 
 	It("never lets a key carry system:masters", func() {
@@ -110,17 +106,7 @@ var _ = Describe("Who a key may be", func() {
 		By("refusing a key that names the group outright")
 		claim := newKey(apikeysv1alpha1.IdentityOwner)
 		claim.Spec.Owner = &apikeysv1alpha1.Owner{Username: "root", Groups: []string{"system:masters"}}
-		expectDenied(masters.Create(ctx, claim), `"system:masters" is never carried`)
-	})
-
-	It("refuses an attestation the requester wrote", func() {
-		key := newKey(apikeysv1alpha1.IdentityKey)
-		Expect(alice.Create(ctx, key)).To(Succeed())
-		_, key = readyToken(key)
-		forged := key.DeepCopy()
-		forged.Annotations[policy.AttestationAnnotation] = "v1.0.forged"
-		Expect(alice.Patch(ctx, forged, client.MergeFrom(key))).To(Succeed(), "the mutating webhook puts the real one back")
-		Expect(forged.Annotations[policy.AttestationAnnotation]).To(Equal(key.Annotations[policy.AttestationAnnotation]))
+		expectDenied(masters.Create(ctx, claim), "names a group no key may carry")
 	})
 })
 

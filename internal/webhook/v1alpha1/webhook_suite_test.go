@@ -51,7 +51,10 @@ var (
 	masters            client.Client
 	verifyURL          string
 	verifyClient       *http.Client
-	rules              = policy.New(suiteMaxTTL, []string{"cluster-admins"}, []byte("webhook suite attestation key"))
+	rules              = policy.New(policy.Options{
+		MaxTTL: suiteMaxTTL, ForbiddenGroups: []string{"cluster-admins"},
+		OwnerPolicyName: "apikey-operator-owner-policy", OwnerPolicyBindingName: "apikey-operator-owner-policy-binding",
+	})
 	teamA              = "team-a"
 	aliceGroups        = []string{"team-a", "cluster-admins"}
 	carolImpersonation = "impersonate-bob"
@@ -146,6 +149,30 @@ var _ = BeforeSuite(func() {
 		}
 		return nil
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	By("installing the owner rule in kube-apiserver, as the operator's flags render it")
+	rule, err := rules.OwnerRule()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(admin.Create(ctx, rule.Policy)).To(Succeed())
+	Expect(admin.Create(ctx, rule.Binding)).To(Succeed())
+	var since time.Time
+	Eventually(func() (err error) {
+		since, err = rules.OwnerRuleInForceSince(ctx, admin)
+		return err
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	Eventually(func() error {
+		// kube-apiserver enforces a new policy once its informer has it.
+		key := &apikeysv1alpha1.ApiKey{}
+		key.Namespace, key.GenerateName = teamA, "probe-"
+		key.Spec.Identity = apikeysv1alpha1.IdentityOwner
+		key.Spec.Owner = &apikeysv1alpha1.Owner{Username: "nobody"}
+		if err := alice.Create(ctx, key, client.DryRunAll); err == nil {
+			return fmt.Errorf("the owner policy is not enforced yet")
+		}
+		return nil
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	// Keys created from the next second on fall after the rule came in force.
+	Eventually(func() bool { return time.Now().Truncate(time.Second).After(since) }, 3*time.Second, 50*time.Millisecond).Should(BeTrue())
 })
 
 var _ = AfterSuite(func() {

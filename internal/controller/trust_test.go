@@ -1,0 +1,194 @@
+package controller
+
+import (
+	"encoding/hex"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+)
+
+// Trust boundaries (SPEC §5): what someone with less than the operator's
+// rights can write never decides which hash is live.
+var _ = Describe("Trust boundaries", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	// forgeStatus writes status as a holder of apikeys/status would: a
+	// record name for a token of its choosing, issued years ahead.
+	forgeStatus := func(key *apikeysv1alpha1.ApiKey) string {
+		GinkgoHelper()
+		chosen, err := token.Generate("ak")
+		Expect(err).NotTo(HaveOccurred())
+		sum := token.Sum(chosen)
+		Eventually(func() error {
+			cur := fetch(key)
+			forged := cur.DeepCopy()
+			forged.Status.RecordName = "sha256-" + hex.EncodeToString(sum[:])
+			forged.Status.IssuedAt = &metav1.Time{Time: time.Now().AddDate(5, 0, 0).Truncate(time.Second)}
+			return k8sClient.Status().Patch(ctx, forged, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{}))
+		}, timeout, interval).Should(Succeed())
+		return "sha256-" + hex.EncodeToString(sum[:])
+	}
+	expectNoRecord := func(name string) {
+		GinkgoHelper()
+		Consistently(func() bool {
+			err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &apikeysv1alpha1.ApiKeyRecord{})
+			return apierrors.IsNotFound(err)
+		}, 2*time.Second, 100*time.Millisecond).Should(BeTrue(), "a record was created for a hash the operator did not mint")
+	}
+
+	It("never obeys a forged status.recordName on an issued key: the key is Stalled, its token and expiry unchanged", func() {
+		key := newKey(ns)
+		key.Spec.TTL = &metav1.Duration{Duration: time.Hour}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		tok, before := expectOneLiveToken(key)
+		seenTokens.add(tok)
+
+		forged := forgeStatus(key)
+		got := waitCondition(key, ConditionStalled, metav1.ConditionTrue, ReasonStatusForged)
+		Expect(condition(got, ConditionStalled).Message).To(ContainSubstring("never issued for this key"))
+		expectNoRecord(forged)
+
+		records := recordsOf(key)
+		Expect(records).To(HaveLen(1))
+		Expect(records[0].Name).To(Equal(before.Name))
+		Expect(records[0].Spec.ExpiresAt).To(Equal(before.Spec.ExpiresAt), "the forged issuedAt moved the expiry")
+		Eventually(func(g Gomega) {
+			st := fetch(key).Status
+			g.Expect(st.RecordName).To(Equal(before.Name), "status is rewritten from the record")
+			g.Expect(st.IssuedAt.Equal(&before.Spec.IssuedAt)).To(BeTrue())
+		}, timeout, interval).Should(Succeed())
+
+		By("staying Stalled until the spec changes")
+		Consistently(func() string { return condition(fetch(key), ConditionStalled).Reason }, time.Second, 100*time.Millisecond).
+			Should(Equal(ReasonStatusForged))
+		patch := client.MergeFrom(fetch(key))
+		edited := fetch(key)
+		edited.Spec.Description = "checked after a forged status"
+		Expect(k8sClient.Patch(ctx, edited, patch)).To(Succeed())
+		waitReady(key)
+		Expect(recordsOf(key)[0].Name).To(Equal(before.Name), "clearing the report minted nothing")
+	})
+
+	It("never obeys a forged status.recordName on a key not yet issued", func() {
+		// Status is forged as soon as the key exists: the controller either
+		// sees the forgery before it mints (and mints nothing) or after (and
+		// its status patch, locked on the version it read, fails): both end
+		// Stalled, and never with a record for the forged hash.
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		forged := forgeStatus(key)
+		Eventually(func(g Gomega) {
+			got := fetch(key)
+			c := condition(got, ConditionStalled)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(ReasonStatusForged))
+		}, timeout, interval).Should(Succeed())
+		expectNoRecord(forged)
+		for _, rec := range recordsOf(key) {
+			Expect(rec.Name).NotTo(Equal(forged))
+		}
+	})
+
+	It("deletes the records of a key whose finalizer was stripped before it was deleted", func() {
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		tok, _ := expectOneLiveToken(key)
+		seenTokens.add(tok)
+
+		stripped := fetch(key)
+		patch := client.MergeFrom(stripped.DeepCopy())
+		stripped.Finalizers = nil
+		Expect(k8sClient.Patch(ctx, stripped, patch)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, stripped)).To(Succeed())
+		Eventually(func() []apikeysv1alpha1.ApiKeyRecord { return recordsOf(key) }, 10*time.Second, interval).
+			Should(BeEmpty(), "the record of a deleted key outlived it")
+	})
+})
+
+// installOwnerRule creates the owner policy and its binding as testPolicy
+// expects them (after alter, if given), replacing any earlier ones, removes
+// them when the spec ends, and waits until a key created now falls after
+// the rule came into force (timestamps have whole seconds).
+func installOwnerRule(alter func(*policy.OwnerRule)) {
+	GinkgoHelper()
+	rule, err := testPolicy.OwnerRule()
+	Expect(err).NotTo(HaveOccurred())
+	if alter != nil {
+		alter(rule)
+	}
+	for _, obj := range []client.Object{rule.Binding, rule.Policy} {
+		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, obj))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)))
+		}, timeout, interval).Should(BeTrue())
+	}
+	Expect(k8sClient.Create(ctx, rule.Policy)).To(Succeed())
+	Expect(k8sClient.Create(ctx, rule.Binding)).To(Succeed())
+	DeferCleanup(func() {
+		for _, obj := range []client.Object{rule.Binding, rule.Policy} {
+			Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, obj))).To(Succeed())
+		}
+	})
+	var since time.Time
+	Eventually(func() error {
+		var err error
+		since, err = policy.New(policy.Options{
+			OwnerPolicyName: rule.Policy.Name, OwnerPolicyBindingName: rule.Binding.Name,
+			ForbiddenGroups: []string{"cluster-admins"},
+		}).OwnerRuleInForceSince(ctx, k8sClient)
+		if alter != nil {
+			// An altered rule never counts; wait for the objects only.
+			since, err = time.Now(), nil
+		}
+		return err
+	}, timeout, interval).Should(Succeed())
+	Eventually(func() bool { return time.Now().Truncate(time.Second).After(since) }, 3*time.Second, 50*time.Millisecond).Should(BeTrue())
+}
+
+// touch changes key's annotations so that the controller looks at it again.
+func touch(key *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
+	cur := fetch(key)
+	patch := client.MergeFrom(cur.DeepCopy())
+	if cur.Annotations == nil {
+		cur.Annotations = map[string]string{}
+	}
+	cur.Annotations["test.apikeys.dev/touched"] = time.Now().Format(time.RFC3339Nano)
+	Expect(k8sClient.Patch(ctx, cur, patch)).To(Succeed())
+}
+
+var _ = Describe("What the manager caches of Secrets", func() {
+	It("keeps no data and no foreign annotations or labels", func() {
+		key := newKey(newNamespace())
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		tok, secret := readToken(key)
+		seenTokens.add(tok)
+
+		patch := client.MergeFrom(secret.DeepCopy())
+		secret.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = `{"data":{"token":"a copy of the data"}}`
+		secret.Labels["team"] = "a"
+		Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
+
+		cached := secretMeta()
+		Eventually(func(g Gomega) {
+			g.Expect(managerCache.Get(ctx, client.ObjectKeyFromObject(secret), cached)).To(Succeed())
+			g.Expect(cached.ResourceVersion).To(Equal(secret.ResourceVersion))
+		}, timeout, interval).Should(Succeed())
+		Expect(cached.Annotations).To(HaveKey(TokenHashAnnotation))
+		Expect(cached.Annotations).NotTo(HaveKey("kubectl.kubernetes.io/last-applied-configuration"))
+		Expect(cached.Labels).To(Equal(map[string]string{ManagedByLabel: ManagedByValue}))
+		Expect(metav1.IsControlledBy(cached, key)).To(BeTrue())
+	})
+})

@@ -1,0 +1,180 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// OwnerPolicyYAML is the shipped owner rule: a ValidatingAdmissionPolicy
+// and its binding, with the default lists. config/policy and the Helm chart
+// carry copies; tests keep them equal.
+//
+//go:embed owner_policy.yaml
+var OwnerPolicyYAML []byte
+
+// Names of the two variables the operator's flags set in the policy.
+const (
+	ownerRequestersVariable = "ownerRequesters"
+	forbiddenGroupsVariable = "forbiddenGroups"
+)
+
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get
+
+// OwnerRule is the owner rule as it must stand in the cluster.
+type OwnerRule struct {
+	Policy  *admissionregistrationv1.ValidatingAdmissionPolicy
+	Binding *admissionregistrationv1.ValidatingAdmissionPolicyBinding
+}
+
+// OwnerRule renders the shipped policy and binding for p's names and lists.
+func (p *Policy) OwnerRule() (*OwnerRule, error) {
+	rule, err := decodeOwnerRule(OwnerPolicyYAML)
+	if err != nil {
+		return nil, err
+	}
+	rule.Policy.Name, rule.Binding.Name = p.policyName, p.bindingName
+	rule.Binding.Spec.PolicyName = p.policyName
+	lists := map[string][]string{
+		ownerRequestersVariable: p.ownerRequesters,
+		forbiddenGroupsVariable: p.forbiddenGroups(),
+	}
+	for i := range rule.Policy.Spec.Variables {
+		v := &rule.Policy.Spec.Variables[i]
+		if list, ok := lists[v.Name]; ok {
+			v.Expression = CELList(list)
+		}
+	}
+	return rule, nil
+}
+
+// CELList writes list as a CEL list literal of strings. JSON's string
+// escapes are all valid in CEL's double-quoted strings.
+func CELList(list []string) string {
+	if len(list) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(list)
+	return string(b)
+}
+
+func decodeOwnerRule(manifest []byte) (*OwnerRule, error) {
+	rule := &OwnerRule{}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("decoding the owner policy: %w", err)
+		}
+		var tm metav1.TypeMeta
+		if err := json.Unmarshal(raw, &tm); err != nil {
+			return nil, err
+		}
+		var into any
+		switch tm.Kind {
+		case "ValidatingAdmissionPolicy":
+			rule.Policy = &admissionregistrationv1.ValidatingAdmissionPolicy{}
+			into = rule.Policy
+		case "ValidatingAdmissionPolicyBinding":
+			rule.Binding = &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+			into = rule.Binding
+		default:
+			continue
+		}
+		if err := json.Unmarshal(raw, into); err != nil {
+			return nil, err
+		}
+	}
+	if rule.Policy == nil || rule.Binding == nil {
+		return nil, fmt.Errorf("the owner policy manifest lacks the policy or its binding")
+	}
+	return rule, nil
+}
+
+// OwnerRuleInForceSince reads the owner rule's policy and binding from the
+// API server and returns the instant from which both have stood unchanged
+// and equal to OwnerRule: the latest of their creation and of every write to
+// them (managed fields record when each writer last changed them). A key
+// created after that instant was admitted under the rule. A rule that is
+// missing or differs is a violation whose message says what to fix.
+//
+// reader must read from the API server, not a cache that drops managed
+// fields.
+func (p *Policy) OwnerRuleInForceSince(ctx context.Context, reader client.Reader) (time.Time, error) {
+	want, err := p.OwnerRule()
+	if err != nil {
+		return time.Time{}, err
+	}
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+	for _, obj := range []client.Object{policy, binding} {
+		name := p.policyName
+		if obj == binding {
+			name = p.bindingName
+		}
+		if err := reader.Get(ctx, client.ObjectKey{Name: name}, obj); apierrors.IsNotFound(err) {
+			return time.Time{}, violation(RuleOwnerPolicy,
+				"the owner rule is not in force: %T %q is missing, so nothing checked who created this key; "+
+					"install config/policy (or the chart) and recreate the key, or use identity Key", obj, name)
+		} else if err != nil {
+			return time.Time{}, fmt.Errorf("reading the owner policy: %w", err)
+		}
+	}
+	if !equality.Semantic.DeepEqual(policy.Spec, want.Policy.Spec) {
+		return time.Time{}, violation(RuleOwnerPolicy,
+			"the owner rule is not as shipped: ValidatingAdmissionPolicy %q differs from the operator's (check --owner-requesters "+
+				"and --forbidden-groups match the policy's lists); restore it and recreate the key", p.policyName)
+	}
+	if !equality.Semantic.DeepEqual(binding.Spec, want.Binding.Spec) {
+		return time.Time{}, violation(RuleOwnerPolicy,
+			"the owner rule is not as shipped: ValidatingAdmissionPolicyBinding %q differs from the operator's; restore it and recreate the key",
+			p.bindingName)
+	}
+	return lastChange(policy, binding), nil
+}
+
+// lastChange is the latest creation or managed-fields time of objs.
+func lastChange(objs ...client.Object) time.Time {
+	var last time.Time
+	note := func(t time.Time) {
+		if t.After(last) {
+			last = t
+		}
+	}
+	for _, obj := range objs {
+		note(obj.GetCreationTimestamp().Time)
+		for _, mf := range obj.GetManagedFields() {
+			// Status (the API server's type checking) does not change what
+			// is enforced.
+			if mf.Time != nil && mf.Subresource == "" {
+				note(mf.Time.Time)
+			}
+		}
+	}
+	return last
+}
+
+// CheckOwnerRuleCovers refuses a key created no later than the rule came
+// into force (timestamps have whole seconds, so the same second is too
+// close to tell).
+func CheckOwnerRuleCovers(since, created time.Time) error {
+	if created.After(since) {
+		return nil
+	}
+	return violation(RuleOwnerPolicy,
+		"the owner rule came into force at %s, not before this key was created at %s, so nothing checked who created it: "+
+			"recreate the key, or use identity Key", since.UTC().Format(time.RFC3339), created.UTC().Format(time.RFC3339))
+}
