@@ -1,0 +1,461 @@
+//go:build e2e
+
+package security
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+// The manager's admission endpoints, as config/webhook names them.
+const (
+	mutatePath   = "/mutate-apikeys-dev-v1alpha1-apikey"
+	validatePath = "/validate-apikeys-dev-v1alpha1-apikey"
+)
+
+var _ = Describe("The harness", func() {
+	It("runs both binaries as their ServiceAccounts and issues a Key key that authenticates at /verify, /auth and kube-apiserver", func() {
+		ns := tenantNamespace(alice)
+		tok, key := issueKey(alice, newKey(ns, "plain"))
+		expectTokenWorks(tok, "apikey:"+ns+":"+key.Name, "the plain key's token")
+		Expect(recordHashes(recordsOf(key))).To(ConsistOf(token.Hash(tok)))
+	})
+})
+
+var _ = Describe("Attack 1: status decides which token hash is live", func() {
+	It("does not let the auth-only ServiceAccount write ApiKey status or records' specs", func() {
+		ns := tenantNamespace(alice)
+		_, key := issueKey(alice, newKey(ns, "victim"))
+		forged, forgedName := forgeToken("auth-only attack on " + key.Name)
+
+		err := authServerSA.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{"recordName": forgedName}))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(),
+			"the auth-only ServiceAccount could patch apikeys/status (error: %v)", err)
+
+		records := recordsOf(key)
+		Expect(records).To(HaveLen(1))
+		err = authServerSA.client.Patch(ctx, &records[0], client.RawPatch(types.MergePatchType,
+			[]byte(`{"spec":{"username":"system:admin"}}`)))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(),
+			"the auth-only ServiceAccount could patch an ApiKeyRecord's spec (error: %v)", err)
+		err = authServerSA.client.Create(ctx, &apikeysv1alpha1.ApiKeyRecord{
+			ObjectMeta: metav1.ObjectMeta{Name: forgedName},
+			Spec: apikeysv1alpha1.ApiKeyRecordSpec{
+				TokenHash: token.Hash(forged), TokenHint: token.Hint(forged), Username: "system:admin",
+				ApiKey: apikeysv1alpha1.ApiKeyReference{Namespace: ns, Name: key.Name, UID: string(key.UID)},
+			},
+		})
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(),
+			"the auth-only ServiceAccount could create an ApiKeyRecord (error: %v)", err)
+	})
+
+	It("does not let a tenant holding apikeys/status choose the live token of a Ready key, or move its expiry", func() {
+		ns := tenantNamespace(mallory)
+		grantWildcard(ns, mallory.name)
+		tok, key := issueKey(mallory, newKey(ns, "forged"))
+		username := "apikey:" + ns + ":" + key.Name
+		records := recordsOf(key)
+		Expect(recordHashes(records)).To(ConsistOf(token.Hash(tok)))
+		realRecord := records[0]
+
+		By("mallory writes the hash of a token she made into status, and an issuance five years ahead")
+		forged, forgedName := forgeToken(key.Name)
+		Expect(mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{
+			"recordName": forgedName,
+			"tokenHint":  token.Hint(forged),
+			"issuedAt":   time.Now().AddDate(5, 0, 0).UTC().Format(time.RFC3339),
+		}))).To(Succeed(), "mallory holds apikeys/status: the write itself is hers to make")
+
+		By("no record of her hash appears, and the real record stays the only one")
+		expectNoRecord(forged, forgedName, 5*time.Second)
+		Expect(recordHashes(recordsOf(key))).To(ConsistOf(token.Hash(tok)))
+
+		By("her token authenticates nowhere; the real one still does, with its expiry unmoved")
+		expectTokenRefused(forged, "the token mallory chose")
+		expectTokenWorks(tok, username, "the real token")
+		now := &apikeysv1alpha1.ApiKeyRecord{}
+		Expect(admin.Get(ctx, client.ObjectKeyFromObject(&realRecord), now)).To(Succeed())
+		Expect(now.Spec.ExpiresAt).To(Equal(realRecord.Spec.ExpiresAt), "the forged issuedAt moved the real record's expiry")
+
+		By("the key reports the forgery")
+		waitStalled(key, reasonStatusForged)
+	})
+
+	It("does not let a tenant holding apikeys/status choose the token of a key not issued yet", func() {
+		ns := tenantNamespace(mallory)
+		grantWildcard(ns, mallory.name)
+		key := newKey(ns, "race")
+		forged, forgedName := forgeToken(key.Name)
+
+		By("mallory creates a key and at once writes status as if her token had been issued and delivered")
+		Expect(mallory.client.Create(ctx, key)).To(Succeed())
+		Expect(mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{
+			"recordName": forgedName,
+			"tokenHint":  token.Hint(forged),
+			"issuedAt":   time.Now().AddDate(5, 0, 0).UTC().Format(time.RFC3339),
+			"secretName": key.Name + "-token",
+		}))).To(Succeed())
+
+		expectNoRecord(forged, forgedName, 5*time.Second)
+		expectTokenRefused(forged, "the token mallory chose")
+		waitStalled(key, reasonStatusForged)
+	})
+})
+
+var _ = Describe("Attack 2: the admission webhook as an oracle", func() {
+	// oracleAnswer is what the attacker can make of the mutating webhook:
+	// she posts an AdmissionReview claiming to come from kube-apiserver on
+	// behalf of platform-admin and applies whatever patch comes back. If
+	// nothing useful comes back she writes the owner herself.
+	oracleAnswer := func(namespace, name string) *unstructured.Unstructured {
+		GinkgoHelper()
+		object, err := json.Marshal(map[string]any{
+			"apiVersion": apikeysv1alpha1.GroupVersion.String(), "kind": "ApiKey",
+			"metadata": map[string]any{"name": name, "namespace": namespace},
+			"spec":     map[string]any{"identity": "Owner"},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		review := admissionReview(namespace, name, object, victim, []string{victimGroup, "system:authenticated"})
+		status, answer, err := postAdmissionReview(mutatePath, review, 10*time.Second)
+		patched := object
+		if err == nil && status == http.StatusOK && answer != nil && answer.Response.Allowed && len(answer.Response.Patch) > 0 {
+			p, err := jsonpatch.DecodePatch(answer.Response.Patch)
+			Expect(err).NotTo(HaveOccurred())
+			patched, err = p.Apply(object)
+			Expect(err).NotTo(HaveOccurred())
+		}
+		u := &unstructured.Unstructured{}
+		Expect(u.UnmarshalJSON(patched)).To(Succeed())
+		if _, found, _ := unstructured.NestedMap(u.Object, "spec", "owner"); !found {
+			Expect(unstructured.SetNestedMap(u.Object, map[string]any{
+				"username": victim, "groups": []any{victimGroup, "system:authenticated"},
+			}, "spec", "owner")).To(Succeed())
+		}
+		return u
+	}
+
+	It("does not let a replayed oracle answer past kube-apiserver's owner policy", func() {
+		ns := tenantNamespace(alice)
+		afterOwnerPolicySettled()
+		DeferCleanup(withoutAdmissionWebhooks())
+
+		stolen := oracleAnswer(ns, "stolen-"+randSuffix())
+		err := alice.client.Create(ctx, stolen)
+		if err == nil {
+			key := keyOf(stolen)
+			DeferCleanup(deleteKey, key)
+			Fail("kube-apiserver admitted alice's key owned by " + victim + " without the webhooks: " + demonstrate(alice, key))
+		}
+		Expect(err.Error()).To(ContainSubstring(ownerPolicyName), "the create was refused, but not by the owner policy")
+		Expect(recordsAuthenticatingAs(ns, victim)).To(BeEmpty())
+	})
+
+	It("issues nothing for an Owner key created while the owner policy was not in force", func() {
+		ns := tenantNamespace(alice)
+		DeferCleanup(withoutAdmissionWebhooks())
+		DeferCleanup(withoutOwnerPolicyBinding())
+
+		stolen := oracleAnswer(ns, "unguarded-"+randSuffix())
+		key := keyOf(stolen)
+		DeferCleanup(deleteKey, key)
+		Eventually(func() error { return alice.client.Create(ctx, stolen.DeepCopy()) }, timeout, interval).Should(Succeed(),
+			"the create was refused although neither webhooks nor the policy binding are in place")
+
+		Consistently(func(g Gomega) {
+			g.Expect(recordHashes(recordsOf(getKey(key)))).To(BeEmpty(), "a record was written for the key")
+			g.Expect(recordsAuthenticatingAs(ns, victim)).To(BeEmpty(), "a token authenticates as %s", victim)
+			err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-token"}, &corev1.Secret{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "a token was delivered (error: %v)", err)
+		}, 5*time.Second, 250*time.Millisecond).Should(Succeed())
+		waitStalled(key, reasonOwnerPolicyNotInForce)
+	})
+})
+
+var _ = Describe("Attack 3: a GitOps ServiceAccount mints personal keys", func() {
+	mintAttempts := func() {
+		GinkgoHelper()
+		ns := tenantNamespace(alice)
+		afterOwnerPolicySettled()
+
+		By("an Owner key for itself")
+		expectDenied(gitops, ownerKey(ns, "gitops-self"))
+
+		By("an Owner key naming platform-admin, which cluster-admin may impersonate")
+		named := ownerKey(ns, "gitops-admin")
+		named.Spec.Owner = &apikeysv1alpha1.Owner{Username: victim, Groups: []string{victimGroup}}
+		expectDenied(gitops, named)
+	}
+
+	It("denies the cluster-admin GitOps ServiceAccount an Owner key, for itself or for anyone", func() {
+		mintAttempts()
+	})
+
+	// The positive case, ci:minter itself getting an Owner key, needs the
+	// admission policy to learn of --owner-requesters too, and is left out.
+	It("still denies it when --owner-requesters names another ServiceAccount", func() {
+		DeferCleanup(func() { manager.restart() })
+		manager.restart("--owner-requesters=system:serviceaccount:ci:minter")
+		mintAttempts()
+	})
+})
+
+var _ = Describe("Attack 4: a stripped finalizer", func() {
+	It("deletes the record of a key deleted without its finalizer, and never authenticates it meanwhile", func() {
+		ns := tenantNamespace(alice)
+		tok, key := issueKey(alice, newKey(ns, "stripped"))
+		Expect(verifyToken(tok).Valid).To(BeTrue())
+		Expect(recordHashes(recordsOf(key))).To(ConsistOf(token.Hash(tok)))
+
+		By("alice strips the finalizer and deletes the key before the controller can put it back")
+		Eventually(func() error {
+			current := &apikeysv1alpha1.ApiKey{}
+			if err := alice.client.Get(ctx, client.ObjectKeyFromObject(key), current); err != nil {
+				return err
+			}
+			if err := alice.client.Patch(ctx, current, client.RawPatch(types.MergePatchType,
+				[]byte(`{"metadata":{"finalizers":[]}}`))); err != nil {
+				return err
+			}
+			return alice.client.Delete(ctx, current, client.Preconditions{ResourceVersion: &current.ResourceVersion})
+		}, timeout, interval).Should(Succeed())
+		goneAt := time.Now()
+		Expect(apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(key), &apikeysv1alpha1.ApiKey{}))).
+			To(BeTrue(), "the key was deleted without its finalizer, so it is gone at once")
+
+		By("the token is refused from then on, and the record goes within 10 seconds")
+		Eventually(func() bool { return verifyToken(tok).Valid }, time.Second, 20*time.Millisecond).Should(BeFalse())
+		Expect(forwardAuth(tok)).To(Equal(http.StatusUnauthorized))
+		Eventually(func(g Gomega) {
+			if verifyToken(tok).Valid {
+				StopTrying("the token of the deleted key authenticated again").Now()
+			}
+			g.Expect(recordHashes(recordsOf(key))).To(BeEmpty(), "the deleted key's record is still there")
+		}, time.Until(goneAt.Add(10*time.Second)), 100*time.Millisecond).Should(Succeed())
+		Expect(whoami(tok)).To(HavePrefix("error: "))
+	})
+})
+
+var _ = Describe("Attack 5: unbounded admission cost", func() {
+	It("answers a huge AdmissionReview posted straight to the validating webhook without a single SubjectAccessReview", func() {
+		const n = 100000
+		ownerGroups := make([]string, n)
+		userGroups := make([]string, n)
+		for i := range n {
+			ownerGroups[i] = fmt.Sprintf("org:team-%06d", i)
+			userGroups[i] = fmt.Sprintf("idp:group-%06d", i)
+		}
+		name := "huge-" + randSuffix()
+		object, err := json.Marshal(map[string]any{
+			"apiVersion": apikeysv1alpha1.GroupVersion.String(), "kind": "ApiKey",
+			"metadata": map[string]any{"name": name, "namespace": "default"},
+			"spec": map[string]any{"identity": "Owner", "prefix": "ak",
+				"owner": map[string]any{"username": victim, "groups": ownerGroups}},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		review := admissionReview("default", name, object, "mallory", userGroups)
+
+		before := subjectAccessReviewsServed()
+		status, answer, postErr := postAdmissionReview(validatePath, review, 20*time.Second)
+		Consistently(subjectAccessReviewsServed, 3*time.Second, 250*time.Millisecond).Should(Equal(before),
+			"the manager asked kube-apiserver SubjectAccessReviews for one AdmissionReview")
+		Expect(postErr).NotTo(HaveOccurred(), "no answer to the AdmissionReview")
+		Expect(status).To(BeNumerically("<", 500))
+		Expect(answer).NotTo(BeNil(), "the answer (HTTP %d) is not an AdmissionReview", status)
+		Expect(answer.Response.UID).To(Equal(review.Request.UID))
+	})
+})
+
+var _ = Describe("Attack 6: tokens in logs", func() {
+	It("writes no token to either binary's output at the highest verbosity, nor to events", func() {
+		ns := tenantNamespace(alice)
+		afterOwnerPolicySettled()
+		scoped := newKey(ns, "scoped")
+		scoped.Spec.Scopes = []string{"read:things", "write:things"}
+		labelled := newKey(ns, "labelled")
+		labelled.Spec.Secret.Labels = map[string]string{"team": "a"}
+		labelled.Spec.Secret.Annotations = map[string]string{"note": "delivered"}
+		tokens := map[string]string{}
+		for _, key := range []*apikeysv1alpha1.ApiKey{newKey(ns, "plain"), scoped, labelled, ownerKey(ns, "personal")} {
+			tok, ready := issueKey(alice, key)
+			tokens["ApiKey "+ready.Name] = tok
+			Expect(verifyToken(tok).Valid).To(BeTrue())
+			Expect(forwardAuth(tok)).To(Equal(http.StatusOK))
+			Eventually(whoami, timeout, interval).WithArguments(tok).ShouldNot(HavePrefix("error: "))
+		}
+
+		var events eventsv1.EventList
+		Expect(admin.List(ctx, &events, client.InNamespace(ns))).To(Succeed())
+		eventText, err := json.Marshal(events.Items)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(utils.FindSecrets(manager.log.String(), tokens)).To(BeEmpty(), "tokens in the manager's log")
+		Expect(utils.FindSecrets(authOnly.log.String(), tokens)).To(BeEmpty(), "tokens in the auth-only log")
+		Expect(utils.FindSecrets(string(eventText), tokens)).To(BeEmpty(), "tokens in events")
+	})
+})
+
+var _ = Describe("Attack 7: who may hold an Owner key, through kube-apiserver", func() {
+	It("gives a person who names no owner a key that is that person", func() {
+		ns := tenantNamespace(alice)
+		afterOwnerPolicySettled()
+		key := ownerKey(ns, "pat")
+		Expect(alice.client.Create(ctx, key)).To(Succeed())
+		Expect(key.Spec.Owner).NotTo(BeNil(), "admission did not stamp the owner")
+		Expect(key.Spec.Owner.Username).To(Equal("alice"))
+		ready := waitReady(key)
+		expectTokenWorks(readToken(alice, ready), "alice", "alice's personal key")
+	})
+
+	It("denies a person a key that names someone else", func() {
+		ns := tenantNamespace(alice)
+		afterOwnerPolicySettled()
+		key := ownerKey(ns, "as-bob")
+		key.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob"}
+		expectDenied(alice, key)
+	})
+
+	It("gives a person who may impersonate bob in team-b a key that is bob", func() {
+		ns := tenantNamespace(carol)
+		afterOwnerPolicySettled()
+		key := ownerKey(ns, "for-bob")
+		key.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b"}}
+		Expect(carol.client.Create(ctx, key)).To(Succeed())
+		ready := waitReady(key)
+		expectTokenWorks(readToken(carol, ready), "bob", "carol's key for bob")
+	})
+
+	It("denies a client that authenticated with one of the operator's keys an Owner key, but not a Key key", func() {
+		ns := tenantNamespace(alice)
+		afterOwnerPolicySettled()
+		tok, robot := issueKey(alice, newKey(ns, "robot"))
+		grant(ns, "apikey:"+ns+":"+robot.Name, "ClusterRole", editorRole)
+		kubeconfig := tokenKubeconfig(tok)
+
+		By("a Key key, which the editor role allows")
+		plain := newKey(ns, "from-robot")
+		plain.APIVersion, plain.Kind = apikeysv1alpha1.GroupVersion.String(), "ApiKey"
+		Eventually(func() error { _, err := kubectlCreate(kubeconfig, plain); return err }, timeout, interval).Should(Succeed())
+
+		By("an Owner key, which would be a personal key of a key")
+		personal := ownerKey(ns, "robot-pat")
+		personal.APIVersion, personal.Kind = apikeysv1alpha1.GroupVersion.String(), "ApiKey"
+		out, err := kubectlCreate(kubeconfig, personal)
+		if err == nil {
+			DeferCleanup(deleteKey, personal)
+			Fail("kube-apiserver admitted an Owner key created with an ApiKey token: " + demonstrate(alice, personal))
+		}
+		Expect(out).To(ContainSubstring("denied"), "the create failed, but not because admission denied it")
+		Expect(out).NotTo(ContainSubstring("cannot create resource"))
+	})
+})
+
+// statusPatch is a JSON merge patch of status fields.
+func statusPatch(status map[string]any) client.Patch {
+	GinkgoHelper()
+	data, err := json.Marshal(map[string]any{"status": status})
+	Expect(err).NotTo(HaveOccurred())
+	return client.RawPatch(types.MergePatchType, data)
+}
+
+// forgeToken makes a well-formed token of the attacker's own and the
+// record name its hash would have.
+func forgeToken(target string) (string, string) {
+	GinkgoHelper()
+	tok, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
+	Expect(err).NotTo(HaveOccurred())
+	rememberToken("the token forged against "+target, tok)
+	return tok, recordNameOf(tok)
+}
+
+// recordNameOf is the name of the ApiKeyRecord of tok: its SHA-256 in hex.
+func recordNameOf(tok string) string {
+	sum := token.Sum(tok)
+	return "sha256-" + hex.EncodeToString(sum[:])
+}
+
+// expectNoRecord checks for a while that no record of the forged token
+// appears, by the name it would have or by its hash.
+func expectNoRecord(forged, name string, during time.Duration) {
+	GinkgoHelper()
+	Consistently(func(g Gomega) {
+		g.Expect(recordExists(name)).To(BeFalse(), "a record named for the forged hash was created")
+		g.Expect(recordsWithHash(token.Hash(forged))).To(BeEmpty(), "a record of the forged hash was created")
+	}, during, 100*time.Millisecond).Should(Succeed())
+}
+
+// expectDenied creates key as who and expects admission to refuse it. If
+// it is admitted instead, the spec fails saying how far the key got.
+func expectDenied(who *identity, key *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
+	err := who.client.Create(ctx, key)
+	if err == nil {
+		DeferCleanup(deleteKey, key)
+		Fail(fmt.Sprintf("%s was allowed to create %s/%s (identity %s, owner %s): %s",
+			who.name, key.Namespace, key.Name, key.Spec.Identity, ownerName(key), demonstrate(who, key)))
+	}
+	Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "not an admission denial: %v", err)
+	Expect(err.Error()).NotTo(ContainSubstring("failed calling webhook"), "the webhook was unreachable")
+	Expect(err.Error()).NotTo(ContainSubstring("cannot create resource"), "RBAC, not admission, refused")
+}
+
+func ownerName(key *apikeysv1alpha1.ApiKey) string {
+	if key.Spec.Owner == nil {
+		return "(none)"
+	}
+	return key.Spec.Owner.Username
+}
+
+// demonstrate says how far a key admitted by mistake got: whether the
+// controller issued it and, if so, who its token is to kube-apiserver.
+func demonstrate(reader *identity, key *apikeysv1alpha1.ApiKey) string {
+	GinkgoHelper()
+	got := &apikeysv1alpha1.ApiKey{}
+	err := wait.PollUntilContextTimeout(ctx, interval, 15*time.Second, true, func(context.Context) (bool, error) {
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(key), got); err != nil {
+			return false, nil
+		}
+		return meta.IsStatusConditionTrue(got.Status.Conditions, "Ready") && got.Status.SecretName != "", nil
+	})
+	if err != nil {
+		return "it was admitted, not issued within 15s: " + conditionSummary(got)
+	}
+	tok := readToken(reader, got)
+	return fmt.Sprintf("it was admitted and issued, and its token authenticates to kube-apiserver as %q", whoami(tok))
+}
+
+func getKey(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
+	GinkgoHelper()
+	got := &apikeysv1alpha1.ApiKey{}
+	Expect(admin.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())
+	return got
+}
+
+func keyOf(u *unstructured.Unstructured) *apikeysv1alpha1.ApiKey {
+	return &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(u.GetNamespace(), u.GetName())}
+}
+
+// deleteKey revokes a key a spec created by mistake, so that it outlives
+// no spec.
+func deleteKey(key *apikeysv1alpha1.ApiKey) {
+	Expect(client.IgnoreNotFound(admin.Delete(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(key.Namespace, key.Name)}))).To(Succeed())
+}
