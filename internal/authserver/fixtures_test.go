@@ -49,7 +49,7 @@ func informerKey(namespace, name, uid string) *apikeysv1alpha1.ApiKey {
 }
 
 // issuedRecord returns the record the controller writes for tok issued to key
-// with identity Key, changed by edits.
+// with identity Key (whose uid is the ApiKey's), changed by edits.
 func issuedRecord(tok string, key *apikeysv1alpha1.ApiKey, edits ...func(*apikeysv1alpha1.ApiKeyRecordSpec)) *apikeysv1alpha1.ApiKeyRecord {
 	sum := token.Sum(tok)
 	rec := &apikeysv1alpha1.ApiKeyRecord{
@@ -63,6 +63,7 @@ func issuedRecord(tok string, key *apikeysv1alpha1.ApiKey, edits ...func(*apikey
 			ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: key.Namespace, Name: key.Name, UID: string(key.UID)},
 			IssuedAt:  metav1.NewTime(fixtureNow.Add(-24 * time.Hour)),
 			Username:  "apikey:" + key.Namespace + ":" + key.Name,
+			UID:       string(key.UID),
 			Groups:    []string{"apikeys", "apikeys:" + key.Namespace},
 			Scopes:    []string{"orders:read", "invoices:*"},
 		},

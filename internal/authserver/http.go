@@ -23,8 +23,9 @@ type Options struct {
 	// APIKeyHeader is the request header forward-auth also reads a token
 	// from, after Authorization: Bearer. Default X-API-Key.
 	APIKeyHeader string
-	// UsageFlushInterval is how often last-used times are written to
-	// ApiKey status, at most once per key. Default one minute.
+	// UsageFlushInterval is how often last-used times are written to the
+	// status of the tokens' ApiKeyRecords, at most once per record (token).
+	// Default one minute.
 	UsageFlushInterval time.Duration
 	// Now returns the current time; tests may pin it. Default time.Now.
 	Now func() time.Time

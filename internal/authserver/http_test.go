@@ -463,6 +463,26 @@ func TestForwardAuthRefusedKeys(t *testing.T) {
 	}
 }
 
+// TestForwardAuthCommaGroup: a group name with a comma would reach the
+// upstream as two groups in X-Auth-Request-Groups, so a record carrying one
+// is not indexed at all, and a token indexed before such an edit stops
+// working.
+func TestForwardAuthCommaGroup(t *testing.T) {
+	f := newAuthFixture(t)
+	split := func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Groups = []string{"developers,system:masters"} }
+	tok := f.issue(informerKey(fixtureNamespace, "comma", "comma-uid"), "comma", split)
+	assertForwardAuth(t, f.serve(t, authRequest(http.MethodGet, "/auth", "Authorization", "Bearer "+tok)),
+		http.StatusUnauthorized, challengeInvalidToken)
+
+	f.index.SetRecord(issuedRecord(f.token, f.key, split))
+	assertForwardAuth(t, f.serve(t, authRequest(http.MethodGet, "/auth", "Authorization", "Bearer "+f.token)),
+		http.StatusUnauthorized, challengeInvalidToken)
+	review := decodeTokenReview(t, f.serve(t, postJSON("/tokenreview", tokenReviewBody("authentication.k8s.io/v1", f.token))))
+	if review.Status.Authenticated || len(review.Status.User.Groups) != 0 {
+		t.Errorf("TokenReview authenticates the refused record: %+v", review.Status)
+	}
+}
+
 func TestForwardAuthCustomHeader(t *testing.T) {
 	f := newAuthFixture(t)
 	f.server = NewServer(f.index, Options{APIKeyHeader: "x-token", Now: func() time.Time { return fixtureNow }})
@@ -937,18 +957,18 @@ func TestUsageMarkedOnSuccessOnly(t *testing.T) {
 	e, _ := f.index.Verify(f.token, fixtureNow)
 	f.serve(t, authRequest(http.MethodGet, "/auth?scope=admin", "Authorization", "Bearer "+f.token))
 	f.serve(t, postJSON("/verify", verifyBody(f.token, nil, "any-audience")))
-	if got := e.key.lastUsed.Load(); got != fixtureNow.Unix() {
+	if got := e.record.lastUsed.Load(); got != fixtureNow.Unix() {
 		t.Fatalf("lastUsed %d after a VALID /verify, want %d", got, fixtureNow.Unix())
 	}
-	e.key.lastUsed.Store(0)
+	e.record.lastUsed.Store(0)
 	f.serve(t, authRequest(http.MethodGet, "/auth?scope=admin", "Authorization", "Bearer "+f.token))
 	f.serve(t, postJSON("/verify", verifyBody(f.token, []string{"admin"}, "")))
 	f.serve(t, postJSON("/tokenreview", tokenReviewBody("authentication.k8s.io/v1", f.token+"x")))
-	if got := e.key.lastUsed.Load(); got != 0 {
+	if got := e.record.lastUsed.Load(); got != 0 {
 		t.Errorf("lastUsed %d after refused requests only", got)
 	}
 	f.serve(t, postJSON("/tokenreview", tokenReviewBody("authentication.k8s.io/v1", f.token)))
-	if got := e.key.lastUsed.Load(); got != fixtureNow.Unix() {
+	if got := e.record.lastUsed.Load(); got != fixtureNow.Unix() {
 		t.Errorf("lastUsed %d after a VALID TokenReview", got)
 	}
 }

@@ -5,12 +5,14 @@
 package authserver
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/token"
@@ -21,7 +23,9 @@ import (
 type Entry struct {
 	hash [32]byte
 
-	Username  string
+	Username string
+	// UID is the record's spec.uid as the controller wrote it (for identity
+	// Key, the ApiKey's UID); empty when the owner has none.
 	UID       string
 	Groups    []string
 	Scopes    []string
@@ -43,15 +47,14 @@ type Entry struct {
 	// Header.Add copies rather than writing into the shared array.
 	forwardHeaders [5][]string
 
-	key *keyState
+	key    *keyState
+	record *recordState
 }
 
 // keyState is what the index knows of an ApiKey itself, shared by every
 // entry of the key so the request path reads it without a second lookup.
 // Revocation (deletion) and suspension take effect from the ApiKey at once,
-// without waiting for the controller to update the record. lastUsed is the
-// last successful authentication in Unix seconds, flushed to the key's
-// status off the request path.
+// without waiting for the controller to update the record.
 type keyState struct {
 	namespace, name string
 	uid             types.UID
@@ -59,6 +62,15 @@ type keyState struct {
 	present   atomic.Bool // the ApiKey exists (a record alone proves nothing)
 	deleting  atomic.Bool
 	suspended atomic.Bool
+}
+
+// recordState is what the index keeps per ApiKeyRecord name: the hash the
+// record stands for, and when its token last authenticated (Unix seconds).
+// It outlives the record's entries, which an informer update replaces, so
+// a use noted on the request path waits for the usage flusher, which writes
+// it to the record's status: never the ApiKey, whose status issuance reads.
+type recordState struct {
+	hash [32]byte
 
 	lastUsed atomic.Int64
 	flushed  atomic.Int64
@@ -67,10 +79,10 @@ type keyState struct {
 // Index maps token hashes to entries. Writers are informer event handlers;
 // readers are requests.
 type Index struct {
-	mu     sync.RWMutex
-	byHash map[[32]byte]*Entry
-	byName map[string][32]byte // record name -> hash, for deletes
-	keys   map[types.UID]*keyState
+	mu      sync.RWMutex
+	byHash  map[[32]byte]*Entry
+	records map[string]*recordState // by record name
+	keys    map[types.UID]*keyState
 
 	synced   atomic.Bool
 	lastSync atomic.Int64 // Unix nanoseconds of the last index change
@@ -79,9 +91,9 @@ type Index struct {
 // NewIndex returns an empty index that reports not synced until MarkSynced.
 func NewIndex() *Index {
 	return &Index{
-		byHash: map[[32]byte]*Entry{},
-		byName: map[string][32]byte{},
-		keys:   map[types.UID]*keyState{},
+		byHash:  map[[32]byte]*Entry{},
+		records: map[string]*recordState{},
+		keys:    map[types.UID]*keyState{},
 	}
 }
 
@@ -106,10 +118,21 @@ func (ix *Index) Len() int {
 func (ix *Index) LastChange() time.Time { return time.Unix(0, ix.lastSync.Load()) }
 
 // SetRecord adds or replaces the entry for rec. A record whose hash does not
-// parse is ignored: the API server's schema already refuses it.
+// parse is ignored: the API server's schema already refuses it. So is one
+// with a group name holding a comma, which forward-auth's comma-separated
+// X-Auth-Request-Groups would split into two groups: the CRD and the
+// controller refuse such names, and the index does not trust that they did.
+// Either way the token stops working if an earlier version of the record
+// was indexed.
 func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	sum, err := token.ParseHash(rec.Spec.TokenHash)
 	if err != nil {
+		ix.DeleteRecord(rec.Name)
+		return
+	}
+	if slices.ContainsFunc(rec.Spec.Groups, func(g string) bool { return strings.Contains(g, ",") }) {
+		ctrl.Log.WithName("authserver").V(1).Info("Not indexing a record with a group name containing ','", "record", rec.Name)
+		ix.DeleteRecord(rec.Name)
 		return
 	}
 	e := entryFor(rec, sum)
@@ -117,11 +140,16 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	e.key = ix.keyLocked(e.KeyUID, e.Namespace, e.Name)
-	if old, ok := ix.byName[rec.Name]; ok && old != sum {
-		delete(ix.byHash, old)
+	rs := ix.records[rec.Name]
+	if rs == nil || rs.hash != sum {
+		if rs != nil {
+			delete(ix.byHash, rs.hash)
+		}
+		rs = &recordState{hash: sum}
+		ix.records[rec.Name] = rs
 	}
+	e.record = rs
 	ix.byHash[sum] = e
-	ix.byName[rec.Name] = sum
 	ix.touchLocked()
 }
 
@@ -129,9 +157,9 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 func (ix *Index) DeleteRecord(name string) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if sum, ok := ix.byName[name]; ok {
-		delete(ix.byHash, sum)
-		delete(ix.byName, name)
+	if rs, ok := ix.records[name]; ok {
+		delete(ix.byHash, rs.hash)
+		delete(ix.records, name)
 		ix.touchLocked()
 	}
 }
@@ -172,13 +200,22 @@ func (ix *Index) keyLocked(uid types.UID, namespace, name string) *keyState {
 
 func (ix *Index) touchLocked() { ix.lastSync.Store(time.Now().UnixNano()) }
 
-// keyStates returns the state of every key the index knows.
-func (ix *Index) keyStates() []*keyState {
+// recordUse is a record whose token was used since its last flush.
+type recordUse struct {
+	name  string
+	state *recordState
+}
+
+// unflushedUses returns the records whose tokens authenticated since their
+// use was last flushed.
+func (ix *Index) unflushedUses() []recordUse {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	out := make([]*keyState, 0, len(ix.keys))
-	for _, ks := range ix.keys {
-		out = append(out, ks)
+	var out []recordUse
+	for name, rs := range ix.records {
+		if rs.lastUsed.Load() > rs.flushed.Load() {
+			out = append(out, recordUse{name: name, state: rs})
+		}
 	}
 	return out
 }
@@ -199,9 +236,6 @@ func entryFor(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte) *Entry {
 		Hint:         s.TokenHint,
 		groupsHeader: strings.Join(s.Groups, ","),
 		scopesHeader: strings.Join(s.Scopes, " "),
-	}
-	if e.UID == "" {
-		e.UID = s.ApiKey.UID
 	}
 	e.forwardHeaders = [5][]string{{e.Username}, {e.groupsHeader}, {e.scopesHeader}, {e.Name}, {e.Namespace}}
 	if s.ExpiresAt != nil {

@@ -222,7 +222,7 @@ func TestIndexConcurrentUse(t *testing.T) {
 			ix.SetRecord(rec)
 			ix.SetKey(key)
 			ix.DeleteRecord(rec.Name)
-			_ = ix.keyStates()
+			_ = ix.unflushedUses()
 		}
 	})
 	wg.Wait()
@@ -232,32 +232,81 @@ func TestIndexConcurrentUse(t *testing.T) {
 	}
 }
 
-// TestIndexUsage checks that a key's tokens share one last-used tracker,
-// which forgets the key when it is deleted.
+// TestIndexUsage checks that each token has its own last-used tracker,
+// kept across updates of its record (the flusher's own status patches
+// arrive as updates) and forgotten with the record.
 func TestIndexUsage(t *testing.T) {
 	ix := NewIndex()
 	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
 	a, b := stableToken(token.DefaultPrefix, "usage-a"), stableToken(token.DefaultPrefix, "usage-b")
-	ix.SetRecord(issuedRecord(a, key)) // the record may arrive before its key
+	recA, recB := issuedRecord(a, key), issuedRecord(b, key)
+	ix.SetRecord(recA) // the record may arrive before its key
 	ix.SetKey(key)
-	ix.SetRecord(issuedRecord(b, key))
+	ix.SetRecord(recB)
+	if u := ix.unflushedUses(); len(u) != 0 {
+		t.Fatalf("unused tokens have uses to flush: %+v", u)
+	}
 
 	ea, _ := ix.Verify(a, fixtureNow)
 	eb, _ := ix.Verify(b, fixtureNow)
-	if ea == nil || eb == nil || ea.key == nil || ea.key != eb.key {
-		t.Fatal("the tokens of one key do not share a usage tracker")
+	if ea == nil || eb == nil || ea.record == nil || ea.record == eb.record {
+		t.Fatal("the tokens of one key share a usage tracker, or have none")
 	}
 	ea.markUsed(fixtureNow)
 	ea.markUsed(fixtureNow.Add(-time.Hour)) // an older time never moves it back
-	if got := eb.key.lastUsed.Load(); got != fixtureNow.Unix() {
+	if got := ea.record.lastUsed.Load(); got != fixtureNow.Unix() {
 		t.Errorf("lastUsed = %d, want %d", got, fixtureNow.Unix())
 	}
-	if u := ix.keyStates(); len(u) != 1 || u[0].namespace != fixtureNamespace || u[0].name != fixtureName || u[0].uid != key.UID {
-		t.Errorf("usages = %+v", u)
+	if got := eb.record.lastUsed.Load(); got != 0 {
+		t.Errorf("using token a marked token b used at %d", got)
 	}
-	ix.DeleteKey(key.UID)
-	if u := ix.keyStates(); len(u) != 0 {
-		t.Errorf("a deleted key still has %d usage trackers", len(u))
+
+	ix.SetRecord(issuedRecord(a, key, func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Scopes = []string{"orders:write"} }))
+	u := ix.unflushedUses()
+	if len(u) != 1 || u[0].name != recA.Name || u[0].state.lastUsed.Load() != fixtureNow.Unix() {
+		t.Fatalf("after an update of the used token's record, uses to flush = %+v", u)
+	}
+	u[0].state.flushed.Store(fixtureNow.Unix())
+	if u := ix.unflushedUses(); len(u) != 0 {
+		t.Errorf("a flushed use is flushed again: %+v", u)
+	}
+	ea.markUsed(fixtureNow.Add(time.Second))
+	if u := ix.unflushedUses(); len(u) != 1 || u[0].name != recA.Name {
+		t.Errorf("a later use is not flushed: %+v", u)
+	}
+
+	ix.DeleteRecord(recA.Name)
+	if u := ix.unflushedUses(); len(u) != 0 {
+		t.Errorf("a deleted record still has uses to flush: %+v", u)
+	}
+	ix.SetRecord(recA)
+	if ea2, _ := ix.Verify(a, fixtureNow); ea2.record == ea.record || ea2.record.lastUsed.Load() != 0 {
+		t.Error("a record added again inherits the usage of its deleted namesake")
+	}
+}
+
+// TestIndexRefusesCommaGroups: a group name holding a comma would be split
+// by every reader of X-Auth-Request-Groups, so such a record is not indexed,
+// and an indexed record that gains one stops working.
+func TestIndexRefusesCommaGroups(t *testing.T) {
+	for _, groups := range [][]string{{"developers,system:masters"}, {"apikeys", ","}, {"apikeys", "trailing,"}} {
+		ix := NewIndex()
+		key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+		tok := stableToken(token.DefaultPrefix, "comma")
+		ix.SetKey(key)
+		ix.SetRecord(issuedRecord(tok, key, func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Groups = groups }))
+		if ix.Len() != 0 {
+			t.Errorf("a record with groups %q was indexed", groups)
+		}
+		assertCode(t, ix, tok, CodeNotFound)
+
+		ix.SetRecord(issuedRecord(tok, key))
+		assertCode(t, ix, tok, CodeValid)
+		ix.SetRecord(issuedRecord(tok, key, func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Groups = groups }))
+		assertCode(t, ix, tok, CodeNotFound)
+		if ix.Len() != 0 {
+			t.Errorf("groups %q: the earlier version of the record is still indexed", groups)
+		}
 	}
 }
 

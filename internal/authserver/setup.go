@@ -15,9 +15,11 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
+// The auth server reads keys and records and writes only records' status,
+// which issuance never reads (last-used times).
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/status,verbs=get;patch
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords/status,verbs=get;patch
 
 // SetupWithManager feeds s's index from the manager's informers, serves the
 // endpoints on the manager's webhook server (every replica, no leader
@@ -69,8 +71,12 @@ func (f *indexFeeder) Start(ctx context.Context) error {
 		return err
 	}
 	recordsReg, err := records.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { f.setRecord(obj) },
-		UpdateFunc: func(_, obj any) { f.setRecord(obj) },
+		AddFunc: func(obj any) { f.setRecord(obj) },
+		UpdateFunc: func(old, obj any) {
+			if !statusOnlyUpdate(old, obj) {
+				f.setRecord(obj)
+			}
+		},
 		DeleteFunc: func(obj any) {
 			if rec, ok := unwrapDeleted(obj).(*apikeysv1alpha1.ApiKeyRecord); ok {
 				f.index.DeleteRecord(rec.Name)
@@ -107,6 +113,15 @@ func (f *indexFeeder) setRecord(obj any) {
 	}
 }
 
+// statusOnlyUpdate reports whether a record update left its spec as it was
+// (same object, same generation): the usage flusher's own status patches
+// then cost no new entry.
+func statusOnlyUpdate(old, obj any) bool {
+	before, ok := old.(*apikeysv1alpha1.ApiKeyRecord)
+	after, ok2 := obj.(*apikeysv1alpha1.ApiKeyRecord)
+	return ok && ok2 && before.UID == after.UID && before.Generation != 0 && before.Generation == after.Generation
+}
+
 func (f *indexFeeder) setKey(obj any) {
 	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
 		f.index.SetKey(key)
@@ -120,10 +135,13 @@ func unwrapDeleted(obj any) any {
 	return obj
 }
 
-// usageFlusher writes last-used times to ApiKey status, off the request
-// path: each tick, at most one patch per key that was used since the last
-// flush, and only if it moves status.lastUsedAt forward. Replicas flush
-// their own usage; the optimistic lock and the forward-only rule merge them.
+// usageFlusher writes last-used times to the status of each used token's
+// ApiKeyRecord, off the request path: each tick, at most one patch per
+// record whose token was used since the last flush, and only if it moves
+// status.lastUsedAt forward. The controller shows the newest on the ApiKey.
+// Records' status is the one thing the auth server writes, and issuance
+// never reads it. Replicas flush their own usage; the optimistic lock and
+// the forward-only rule merge them.
 type usageFlusher struct {
 	index  *Index
 	client client.Client
@@ -152,32 +170,29 @@ func (u *usageFlusher) Start(ctx context.Context) error {
 
 func (u *usageFlusher) flush(ctx context.Context) {
 	log := ctrl.Log.WithName("authserver").WithName("usage")
-	for _, use := range u.index.keyStates() {
-		last := use.lastUsed.Load()
-		if last == 0 || last <= use.flushed.Load() {
+	for _, use := range u.index.unflushedUses() {
+		last := use.state.lastUsed.Load()
+		if err := u.flushOne(ctx, use.name, last); err != nil {
+			log.V(1).Info("Could not record last use; will retry", "record", use.name, "error", err.Error())
 			continue
 		}
-		if err := u.flushOne(ctx, use, last); err != nil {
-			log.V(1).Info("Could not record last use; will retry", "namespace", use.namespace, "name", use.name, "error", err.Error())
-			continue
-		}
-		use.flushed.Store(last)
+		use.state.flushed.Store(last)
 	}
 }
 
-func (u *usageFlusher) flushOne(ctx context.Context, use *keyState, last int64) error {
-	key := &apikeysv1alpha1.ApiKey{}
-	if err := u.client.Get(ctx, client.ObjectKey{Namespace: use.namespace, Name: use.name}, key); err != nil {
+// flushOne moves the named record's status.lastUsedAt forward to last. A
+// record that is gone needs no flush; one written since it was read (by
+// another replica, say) is a conflict, retried next tick.
+func (u *usageFlusher) flushOne(ctx context.Context, name string, last int64) error {
+	rec := &apikeysv1alpha1.ApiKeyRecord{}
+	if err := u.client.Get(ctx, client.ObjectKey{Name: name}, rec); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if key.UID != use.uid {
-		return nil
-	}
 	at := time.Unix(last, 0)
-	if key.Status.LastUsedAt != nil && !key.Status.LastUsedAt.Time.Before(at) {
+	if rec.Status.LastUsedAt != nil && !rec.Status.LastUsedAt.Time.Before(at) {
 		return nil
 	}
-	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	key.Status.LastUsedAt = &metav1.Time{Time: at}
-	return u.client.Status().Patch(ctx, key, patch)
+	patch := client.MergeFromWithOptions(rec.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	rec.Status.LastUsedAt = &metav1.Time{Time: at}
+	return client.IgnoreNotFound(u.client.Status().Patch(ctx, rec, patch))
 }

@@ -22,7 +22,8 @@ func CacheOptions() map[client.Object]cache.ByObject {
 
 var _ toolscache.TransformFunc = trimApiKey
 
-// trimApiKey keeps identity, deletion, suspension and last use.
+// trimApiKey keeps identity, deletion and suspension. Nothing in the auth
+// server reads an ApiKey's status.
 func trimApiKey(obj any) (any, error) {
 	key, ok := obj.(*apikeysv1alpha1.ApiKey)
 	if !ok {
@@ -34,20 +35,24 @@ func trimApiKey(obj any) (any, error) {
 			Name: key.Name, Namespace: key.Namespace, UID: key.UID,
 			ResourceVersion: key.ResourceVersion, DeletionTimestamp: key.DeletionTimestamp,
 		},
-		Spec:   apikeysv1alpha1.ApiKeySpec{Suspended: key.Spec.Suspended},
-		Status: apikeysv1alpha1.ApiKeyStatus{LastUsedAt: key.Status.LastUsedAt},
+		Spec: apikeysv1alpha1.ApiKeySpec{Suspended: key.Spec.Suspended},
 	}, nil
 }
 
-// trimRecord keeps the name and the spec, whose strings the index shares.
+// trimRecord keeps the name and the spec, whose strings the index shares;
+// the generation, which tells a spec change from a status one; and the
+// status's lastUsedAt, which the usage flusher moves forward.
 func trimRecord(obj any) (any, error) {
 	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
 	if !ok {
 		return obj, nil
 	}
 	return &apikeysv1alpha1.ApiKeyRecord{
-		TypeMeta:   rec.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: rec.Name, UID: rec.UID, ResourceVersion: rec.ResourceVersion},
-		Spec:       rec.Spec,
+		TypeMeta: rec.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: rec.Name, UID: rec.UID, ResourceVersion: rec.ResourceVersion, Generation: rec.Generation,
+		},
+		Spec:   rec.Spec,
+		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: rec.Status.LastUsedAt},
 	}, nil
 }

@@ -101,11 +101,11 @@ func (e *Entry) grants(scope string) bool {
 	return false
 }
 
-// markUsed notes a successful authentication for the usage flusher.
-// It writes the shared counter only when the second changes.
+// markUsed notes a successful authentication of the entry's token for the
+// usage flusher. It writes the shared counter only when the second changes.
 func (e *Entry) markUsed(now time.Time) {
-	if s := now.Unix(); e.key.lastUsed.Load() < s {
-		e.key.lastUsed.Store(s)
+	if s := now.Unix(); e.record.lastUsed.Load() < s {
+		e.record.lastUsed.Store(s)
 	}
 }
 

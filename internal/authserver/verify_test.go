@@ -157,7 +157,7 @@ func TestVerifyIdentity(t *testing.T) {
 		}
 		want := Entry{
 			Username:  "apikey:team-payments:billing-export",
-			UID:       fixtureKeyUID, // a record without a uid authenticates with the ApiKey's
+			UID:       fixtureKeyUID, // the controller writes the ApiKey's uid for identity Key
 			Groups:    []string{"apikeys", "apikeys:team-payments"},
 			Scopes:    []string{"orders:read", "invoices:*"},
 			Audiences: []string{"billing"},
@@ -199,6 +199,28 @@ func TestVerifyIdentity(t *testing.T) {
 			Hint:      token.Hint(tok),
 		})
 	})
+
+	// An owner without a uid (a static token user, say) authenticates
+	// without one: the ApiKey's uid is not the user's.
+	t.Run("identity Owner without a uid", func(t *testing.T) {
+		ix := NewIndex()
+		ix.SetKey(key)
+		ix.SetRecord(issuedRecord(tok, key, func(s *apikeysv1alpha1.ApiKeyRecordSpec) {
+			s.Username = "alice@example.com"
+			s.UID = ""
+			s.Groups = []string{"developers"}
+		}))
+		e, code := ix.Verify(tok, fixtureNow)
+		if code != CodeValid {
+			t.Fatalf("Verify = %v, want VALID", code)
+		}
+		if e.UID != "" {
+			t.Errorf("UID = %q, want none: the record names no uid", e.UID)
+		}
+		if e.KeyUID != fixtureKeyUID {
+			t.Errorf("KeyUID = %q, want the ApiKey's %q", e.KeyUID, fixtureKeyUID)
+		}
+	})
 }
 
 func assertIdentity(t *testing.T, got, want *Entry) {
@@ -214,7 +236,7 @@ func assertIdentity(t *testing.T, got, want *Entry) {
 // identityOf is the printable part of an entry (no hash, no key-state pointer).
 func identityOf(e *Entry) Entry {
 	c := *e
-	c.hash, c.key = [32]byte{}, nil
+	c.hash, c.key, c.record = [32]byte{}, nil, nil
 	return c
 }
 

@@ -113,6 +113,7 @@ func (as *testAuthServer) issue(t testing.TB, name string, edit func(*apikeysv1a
 		TokenHint: token.Hint(tok),
 		ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: k.namespace, Name: k.name, UID: string(k.uid)},
 		Username:  "apikey:team-a:" + name,
+		UID:       string(k.uid), // as the controller writes it for identity Key
 		Groups:    []string{"apikeys", "apikeys:team-a"},
 		Scopes:    []string{"orders:read", "billing:*"},
 		IssuedAt:  metav1.NewTime(as.clock.Now()),

@@ -1,0 +1,264 @@
+package authserver
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+// TestUsageFlusher runs the auth server as the auth-only Deployment does
+// (its own ClusterRole from config/auth-server, the trimmed cache) against a
+// real API server, and checks that last use lands in the used token's
+// ApiKeyRecord status, only moves forward, survives a conflict with another
+// replica, and never touches the ApiKey, which the auth server may not write.
+func TestUsageFlusher(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apikeysv1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assets, err := utils.ControlPlaneDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	admin, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authCfg := authServerUser(ctx, t, env, admin)
+
+	mgr, err := ctrl.NewManager(authCfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache:   cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: CacheOptions()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := NewIndex()
+	if err := mgr.Add(&indexFeeder{index: index, mgr: mgr}); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- mgr.Start(ctx) }()
+	t.Cleanup(func() { // before the control plane stops
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Error(err)
+		}
+	})
+	until(ctx, t, "the index has synced", func() bool { return index.Synced() })
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-payments"}}
+	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "billing-export"}}
+	tok := stableToken(token.DefaultPrefix, "flush")
+	for _, obj := range []client.Object{ns, key} {
+		if err := admin.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := issuedRecord(tok, key)
+	if err := admin.Create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	until(ctx, t, "the token authenticates", func() bool { _, code := index.Verify(tok, time.Now()); return code == CodeValid })
+	entry, _ := index.Verify(tok, time.Now())
+	keyVersion := get(ctx, t, admin, key).GetResourceVersion()
+	cached := mgr.GetClient()
+	flusher := &usageFlusher{index: index, client: cached, every: time.Minute}
+	used := time.Now().Add(-time.Hour).Truncate(time.Second)
+
+	t.Run("the record's status gets the last use", func(t *testing.T) {
+		entry.markUsed(used)
+		flusher.flush(ctx)
+		assertLastUsed(ctx, t, admin, rec, used)
+		if pending := index.unflushedUses(); len(pending) != 0 {
+			t.Errorf("%d uses still to flush after a flush", len(pending))
+		}
+	})
+
+	t.Run("nothing new, nothing written", func(t *testing.T) {
+		before := get(ctx, t, admin, rec).GetResourceVersion()
+		entry.markUsed(used) // the same second again
+		flusher.flush(ctx)
+		if after := get(ctx, t, admin, rec).GetResourceVersion(); after != before {
+			t.Errorf("the flusher wrote the record again (resourceVersion %s → %s) without a newer use", before, after)
+		}
+	})
+
+	t.Run("never backwards over another replica's later use", func(t *testing.T) {
+		later := used.Add(30 * time.Minute)
+		writeLastUsed(ctx, t, admin, rec, later)
+		until(ctx, t, "the cache sees the other replica's write", func() bool { return lastUsedIn(ctx, cached, rec).Equal(later) })
+		entry.markUsed(used.Add(time.Second))
+		flusher.flush(ctx)
+		assertLastUsed(ctx, t, admin, rec, later)
+		if pending := index.unflushedUses(); len(pending) != 0 {
+			t.Errorf("a use older than the record's is retried: %d pending", len(pending))
+		}
+	})
+
+	t.Run("a conflict is retried, not forced", func(t *testing.T) {
+		stale := get(ctx, t, cached, rec).(*apikeysv1alpha1.ApiKeyRecord)
+		other := used.Add(40 * time.Minute)
+		writeLastUsed(ctx, t, admin, rec, other)
+		mine := used.Add(50 * time.Minute)
+		entry.markUsed(mine)
+		(&usageFlusher{index: index, client: staleCache{cached, stale}, every: time.Minute}).flush(ctx)
+		assertLastUsed(ctx, t, admin, rec, other)
+		if pending := index.unflushedUses(); len(pending) != 1 {
+			t.Fatalf("after a conflict %d uses are pending, want the one that was refused", len(pending))
+		}
+		until(ctx, t, "the cache sees the other replica's write", func() bool { return lastUsedIn(ctx, cached, rec).Equal(other) })
+		flusher.flush(ctx)
+		assertLastUsed(ctx, t, admin, rec, mine)
+		if e, _ := index.Verify(tok, time.Now()); e != entry {
+			t.Error("a write to the record's status replaced its entry in the index")
+		}
+	})
+
+	t.Run("the ApiKey is never written", func(t *testing.T) {
+		if got := get(ctx, t, admin, key).GetResourceVersion(); got != keyVersion {
+			t.Errorf("the ApiKey changed (resourceVersion %s → %s) while the auth server flushed", keyVersion, got)
+		}
+		authClient, err := client.New(authCfg, client.Options{Scheme: scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged := key.DeepCopy()
+		forged.Status.RecordName = "sha256-forged"
+		err = authClient.Status().Patch(ctx, forged, client.MergeFrom(key))
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("the auth server's role lets it patch ApiKey status: %v", err)
+		}
+	})
+}
+
+// staleCache reads every record as stale, as a cache that has not yet seen
+// another replica's write does.
+type staleCache struct {
+	client.Client
+	stale *apikeysv1alpha1.ApiKeyRecord
+}
+
+func (c staleCache) Get(_ context.Context, _ client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	c.stale.DeepCopyInto(obj.(*apikeysv1alpha1.ApiKeyRecord))
+	return nil
+}
+
+// authServerUser binds config/auth-server's ClusterRole, as shipped, to a
+// new user and returns that user's config.
+func authServerUser(ctx context.Context, t *testing.T, env *envtest.Environment, admin client.Client) *rest.Config {
+	t.Helper()
+	manifest, err := os.ReadFile(filepath.Join("..", "..", "config", "auth-server", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.UnmarshalStrict(manifest, role); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "auth-server"}},
+	}
+	for _, obj := range []client.Object{role, binding} {
+		if err := admin.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	user, err := env.AddUser(envtest.User{Name: "auth-server"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return user.Config()
+}
+
+// until polls cond until it holds, failing the test after 20 seconds.
+func until(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 20*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil })
+	if err != nil {
+		t.Fatalf("waiting until %s: %v", what, err)
+	}
+}
+
+// get reads obj's current state through c.
+func get(ctx context.Context, t *testing.T, c client.Client, obj client.Object) client.Object {
+	t.Helper()
+	got := obj.DeepCopyObject().(client.Object)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), got); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// lastUsedIn is rec's status.lastUsedAt as c reads it; zero if unset.
+func lastUsedIn(ctx context.Context, c client.Client, rec *apikeysv1alpha1.ApiKeyRecord) time.Time {
+	got := &apikeysv1alpha1.ApiKeyRecord{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(rec), got); err != nil || got.Status.LastUsedAt == nil {
+		return time.Time{}
+	}
+	return got.Status.LastUsedAt.Time
+}
+
+func assertLastUsed(ctx context.Context, t *testing.T, c client.Client, rec *apikeysv1alpha1.ApiKeyRecord, want time.Time) {
+	t.Helper()
+	if got := lastUsedIn(ctx, c, rec); !got.Equal(want) {
+		t.Errorf("record status.lastUsedAt = %v, want %v", got, want)
+	}
+}
+
+// writeLastUsed sets rec's status.lastUsedAt as another replica would.
+func writeLastUsed(ctx context.Context, t *testing.T, c client.Client, rec *apikeysv1alpha1.ApiKeyRecord, at time.Time) {
+	t.Helper()
+	patch := client.MergeFrom(&apikeysv1alpha1.ApiKeyRecord{})
+	other := &apikeysv1alpha1.ApiKeyRecord{
+		ObjectMeta: metav1.ObjectMeta{Name: rec.Name},
+		Status:     apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: &metav1.Time{Time: at}},
+	}
+	if err := c.Status().Patch(ctx, other, patch); err != nil {
+		t.Fatal(err)
+	}
+}
