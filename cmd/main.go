@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -57,11 +55,13 @@ type config struct {
 	apiKeyHeader                                     string
 	enableAdmission                                  bool
 	forbiddenGroups                                  string
-	namespace, attestationKeySecret                  string
+	namespace                                        string
+	ownerRequesters, ownerPolicy, ownerPolicyBinding string
 	certMode, webhookCertSecret, webhookService      string
 	mutatingWebhookConfiguration                     string
 	validatingWebhookConfiguration                   string
 	webhookCertExtraServices                         string
+	webhookCASecret                                  string
 }
 
 // The --cert-mode values: where the webhook server's certificate comes from.
@@ -109,14 +109,23 @@ func parseFlags() (config, zap.Options) {
 	flag.StringVar(&c.forbiddenGroups, "forbidden-groups", "",
 		"Comma-separated groups no key ever carries, besides system:masters.")
 	flag.StringVar(&c.namespace, "namespace", envOr("POD_NAMESPACE", "apikey-operator-system"),
-		"Namespace the operator runs in; it keeps its attestation key there.")
-	flag.StringVar(&c.attestationKeySecret, "attestation-key-secret", "apikey-operator-attestation-key",
-		"Secret (created if missing) holding the key that signs owners stamped by admission.")
+		"Namespace the operator runs in.")
+	flag.StringVar(&c.ownerRequesters, "owner-requesters", "",
+		"Comma-separated service accounts (system:serviceaccount:<ns>:<name>) that may create identity: Owner keys; "+
+			"must match the owner policy's ownerRequesters list.")
+	flag.StringVar(&c.ownerPolicy, "owner-policy", "apikey-operator-owner-policy",
+		"ValidatingAdmissionPolicy that enforces who may own a key; Owner keys are issued only while it is in force as shipped.")
+	flag.StringVar(&c.ownerPolicyBinding, "owner-policy-binding", "apikey-operator-owner-policy-binding",
+		"ValidatingAdmissionPolicyBinding of --owner-policy.")
 	flag.StringVar(&c.certMode, "cert-mode", certModeCertManager,
 		"Where the webhook server's certificate comes from: cert-manager (mounted at --webhook-cert-path) or self-signed "+
-			"(the operator keeps its own CA in --webhook-cert-secret and injects it into the webhook configurations).")
+			"(the operator keeps its own CA in --webhook-ca-secret and injects it into the webhook configurations).")
 	flag.StringVar(&c.webhookCertSecret, "webhook-cert-secret", "apikey-operator-webhook-server-cert",
-		"self-signed: Secret in --namespace holding the CA and the webhook certificate; created if missing.")
+		"self-signed: Secret in --namespace holding the webhook certificate, its key and the CA bundle; created if missing. "+
+			"Every replica reads it.")
+	flag.StringVar(&c.webhookCASecret, "webhook-ca-secret", "apikey-operator-webhook-ca",
+		"self-signed: Secret in --namespace holding the CA and its private key; created if missing. "+
+			"Only replicas running the controller read it.")
 	flag.StringVar(&c.webhookService, "webhook-service", "apikey-operator-webhook-service",
 		"self-signed: Service in --namespace the webhook certificate is issued for.")
 	flag.StringVar(&c.mutatingWebhookConfiguration, "mutating-webhook-configuration", "apikey-operator-mutating-webhook-configuration",
@@ -197,10 +206,7 @@ func run(c config) error {
 // admission webhooks (they share the policy); the auth server.
 func addParts(mgr ctrl.Manager, c config) error {
 	if c.enableController {
-		rules, err := loadPolicy(c)
-		if err != nil {
-			return err
-		}
+		rules := rulesFor(c)
 		if err := (&controller.ApiKeyReconciler{
 			Client:    mgr.GetClient(),
 			APIReader: mgr.GetAPIReader(),
@@ -260,6 +266,7 @@ func setupSelfSignedCert(mgr ctrl.Manager, c config) error {
 	installed, err := certs.Setup(mgr, certs.Options{
 		Namespace:                      c.namespace,
 		SecretName:                     c.webhookCertSecret,
+		CASecretName:                   c.webhookCASecret,
 		Service:                        c.webhookService,
 		MutatingWebhookConfiguration:   c.mutatingWebhookConfiguration,
 		ValidatingWebhookConfiguration: c.validatingWebhookConfiguration,
@@ -285,30 +292,29 @@ func selfSignedCertDir(c config) string {
 	return filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
 }
 
-// cacheOptions drops managedFields everywhere (nothing here reads them) and,
-// for an auth-server-only replica, every field the index does not read.
+// cacheOptions drops managedFields everywhere (nothing here reads them); for
+// an auth-server-only replica, every field the index does not read; beside
+// the controller, every Secret annotation and label that is not the
+// operator's.
 func cacheOptions(c config) cache.Options {
 	opts := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 	if !c.enableController {
 		opts.ByObject = authserver.CacheOptions()
+	} else {
+		opts.ByObject = controller.CacheOptions()
 	}
 	return opts
 }
 
-// loadPolicy builds the rules the controller and the admission webhooks
-// share, with the attestation key from its Secret.
-func loadPolicy(c config) (*policy.Policy, error) {
-	direct, err := client.New(ctrl.GetConfigOrDie(), client.Options{Scheme: scheme})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	key, err := policy.LoadAttestationKey(ctx, direct, c.namespace, c.attestationKeySecret)
-	if err != nil {
-		return nil, err
-	}
-	return policy.New(c.maxTTL, splitList(c.forbiddenGroups), key), nil
+// rulesFor builds the rules the controller and the admission webhooks share.
+func rulesFor(c config) *policy.Policy {
+	return policy.New(policy.Options{
+		MaxTTL:                 c.maxTTL,
+		ForbiddenGroups:        splitList(c.forbiddenGroups),
+		OwnerRequesters:        splitList(c.ownerRequesters),
+		OwnerPolicyName:        c.ownerPolicy,
+		OwnerPolicyBindingName: c.ownerPolicyBinding,
+	})
 }
 
 // serviceHosts are the in-cluster DNS names of services in namespace.

@@ -1,8 +1,11 @@
 // Package certs gives the webhook server a certificate without cert-manager:
-// the operator keeps its own CA and a serving certificate in a Secret,
-// renews them before they expire, injects the CA into the admission webhook
-// configurations, and every replica writes the certificate from the Secret to
-// the webhook server's directory before the server starts listening.
+// the operator keeps its own CA in one Secret and the serving certificate in
+// another, renews them before they expire, injects the CA into the admission
+// webhook configurations, and every replica writes the certificate from the
+// serving Secret to the webhook server's directory before the server starts
+// listening. Only the issuer reads the CA's Secret: a replica that merely
+// serves, and whoever owns its pod, never holds a key that could sign a
+// certificate kube-apiserver trusts.
 package certs
 
 import (
@@ -27,9 +30,14 @@ import (
 
 // Options say where the certificate lives, whom it names and who trusts it.
 type Options struct {
-	// Namespace and SecretName locate the Secret holding the CA and the
-	// serving certificate; it is created when missing.
+	// Namespace and SecretName locate the Secret holding the serving
+	// certificate, its key and the CA bundle (tls.crt, tls.key, ca.crt);
+	// every replica reads it, the issuer creates it when missing.
 	Namespace, SecretName string
+	// CASecretName names the Secret in Namespace holding the CA certificate
+	// and its private key (ca.crt, ca.key). Only the issuer reads it; it is
+	// required with Issue and must differ from SecretName.
+	CASecretName string
 	// Service is the webhook Service: the certificate covers
 	// <Service>.<Namespace>.svc and <Service>.<Namespace>.svc.cluster.local.
 	Service string
@@ -70,6 +78,10 @@ func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.Namespace == "" || o.SecretName == "" || o.Service == "":
 		return o, errors.New("certs: namespace, secret and service are required")
+	case o.Issue && o.CASecretName == "":
+		return o, errors.New("certs: the issuer needs a Secret for the CA")
+	case o.CASecretName == o.SecretName:
+		return o, errors.New("certs: the CA must have a Secret of its own, apart from the serving certificate")
 	case o.CertDir == "":
 		return o, errors.New("certs: a certificate directory is required")
 	case o.RenewBefore >= o.CertValidity || o.CertValidity > o.CAValidity:
@@ -80,6 +92,10 @@ func (o Options) withDefaults() (Options, error) {
 
 func (o Options) secretKey() types.NamespacedName {
 	return types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName}
+}
+
+func (o Options) caSecretKey() types.NamespacedName {
+	return types.NamespacedName{Namespace: o.Namespace, Name: o.CASecretName}
 }
 
 // hosts are the names and addresses the serving certificate covers, the
@@ -120,8 +136,8 @@ func (s *WebhookServer) Start(ctx context.Context) error {
 }
 
 // Setup adds to mgr what keeps the webhook certificate: on every replica, a
-// controller writing it from the Secret to o.CertDir; with o.Issue, a
-// leader-elected controller issuing, renewing and injecting it. mgr's
+// controller writing it from the serving Secret to o.CertDir; with o.Issue,
+// a leader-elected controller issuing, renewing and injecting it. mgr's
 // webhook server must come from NewWebhookServer. The returned channel
 // closes once the certificate is on disk, and from then on the server
 // listens.
@@ -144,9 +160,13 @@ func Setup(mgr manager.Manager, o Options) (<-chan struct{}, error) {
 		return nil, err
 	}
 	if o.Issue {
+		caWatched, err := addCAWatch(mgr, o)
+		if err != nil {
+			return nil, err
+		}
 		if err := (&issuer{
 			reader: mgr.GetAPIReader(), client: mgr.GetClient(), opts: o, now: time.Now,
-		}).setupWithManager(mgr, watched); err != nil {
+		}).setupWithManager(mgr, watched, caWatched); err != nil {
 			return nil, err
 		}
 	}
@@ -166,16 +186,17 @@ func ReadyzCheck(installed <-chan struct{}) healthz.Checker {
 	}
 }
 
-// ownCache is a cache that watches only the Secret and the two webhook
-// configurations, by name, so that a replica holds no other Secret. It runs
-// on every replica, leader or not.
+// ownCache is a cache that watches only the serving Secret and the two
+// webhook configurations, by name, so that a replica holds no other Secret.
+// It runs on every replica, leader or not.
 type ownCache struct{ cache.Cache }
 
 // GetCache lets the manager start it with the other caches and wait for it.
 func (c ownCache) GetCache() cache.Cache { return c.Cache }
 
+func named(name string) fields.Selector { return fields.OneTermEqualSelector("metadata.name", name) }
+
 func addCache(mgr manager.Manager, o Options) (cache.Cache, error) {
-	named := func(name string) fields.Selector { return fields.OneTermEqualSelector("metadata.name", name) }
 	byObject := map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}, Field: named(o.SecretName)},
 	}
@@ -195,4 +216,34 @@ func addCache(mgr manager.Manager, o Options) (cache.Cache, error) {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
 	return c, mgr.Add(ownCache{c})
+}
+
+// addCAWatch adds a cache that watches the CA Secret by name, for replicas
+// that issue: a CA Secret deleted or changed is put right at once. It keeps
+// no data, so the CA key is in memory only while the issuer, which reads the
+// Secret uncached, works with it.
+func addCAWatch(mgr manager.Manager, o Options) (cache.Cache, error) {
+	c, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme: mgr.GetScheme(),
+		Mapper: mgr.GetRESTMapper(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {
+				Namespaces: map[string]cache.Config{o.Namespace: {}},
+				Field:      named(o.CASecretName),
+				Transform:  withoutData,
+			},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	return c, mgr.Add(ownCache{c})
+}
+
+// withoutData drops a Secret's data and managed fields.
+func withoutData(obj any) (any, error) {
+	if s, ok := obj.(*corev1.Secret); ok {
+		s.Data, s.StringData, s.ManagedFields = nil, nil, nil
+	}
+	return obj, nil
 }

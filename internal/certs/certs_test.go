@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,6 +18,8 @@ import (
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -43,13 +46,15 @@ const (
 	keyNamespace      = "team-a"
 )
 
-// TestSelfSignedMode starts from nothing (no Secret, empty certificate
+// TestSelfSignedMode starts from nothing (no Secrets, empty certificate
 // directories, webhook configurations whose CA bundle trusts nothing we
-// serve) and checks that the operator issues the certificate, injects its CA,
-// and that kube-apiserver then reaches the real admission webhook over TLS;
-// that a replica which only reads stays unready and closed until the Secret
-// exists, then serves the same certificate; and that a lost Secret or a lost
-// CA bundle is put back.
+// serve) and checks that the operator issues the CA and the certificate into
+// two Secrets, the CA's key never in the serving one, injects its CA, and
+// that kube-apiserver then reaches the real admission webhook over TLS; that
+// a replica which only reads, and may read nothing but the serving Secret,
+// stays unready and closed until that Secret exists, then serves the same
+// certificate; that a lost Secret or a lost CA bundle is put back; and that
+// an issuer finding the old one-Secret layout moves the CA out of it.
 func TestSelfSignedMode(t *testing.T) {
 	g := NewWithT(t)
 	g.SetDefaultEventuallyTimeout(60 * time.Second)
@@ -95,18 +100,22 @@ func TestSelfSignedMode(t *testing.T) {
 	opts := Options{
 		Namespace:                      operatorNamespace,
 		SecretName:                     "apikey-operator-webhook-server-cert",
+		CASecretName:                   "apikey-operator-webhook-ca",
 		Service:                        "apikey-operator-webhook-service",
 		ExtraHosts:                     []string{served.LocalServingHost},
 		MutatingWebhookConfiguration:   mutating.Name,
 		ValidatingWebhookConfiguration: validating.Name,
 	}
-	secretKey := opts.secretKey()
+	secretKey, caSecretKey := opts.secretKey(), opts.caSecretKey()
 
-	t.Log("starting a replica that only reads, as the auth server alone runs")
+	t.Log("starting a replica that only reads, as the auth server alone runs, allowed to read the serving Secret only")
+	readerCfg := userAllowedToRead(g, testEnv, admin, "auth-server", secretKey)
+	readerClient, err := client.New(readerCfg, client.Options{Scheme: scheme})
+	g.Expect(err).NotTo(HaveOccurred())
 	readerOpts := opts
 	readerOpts.CertDir = t.TempDir()
 	readerPort := mustFreePort(g)
-	reader := startManager(t, cfg, scheme, readerOpts, served.LocalServingHost, readerPort, nil)
+	reader := startManager(t, readerCfg, scheme, readerOpts, served.LocalServingHost, readerPort, nil)
 	g.Eventually(reader.readyz).Should(Equal(http.StatusInternalServerError))
 	g.Consistently(func(g Gomega) {
 		g.Expect(reader.readyz()).To(Equal(http.StatusInternalServerError))
@@ -114,19 +123,24 @@ func TestSelfSignedMode(t *testing.T) {
 		g.Expect(err).To(HaveOccurred(), "the webhook server listens without a certificate")
 	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
 	g.Expect(admin.Get(ctx, secretKey, &corev1.Secret{})).NotTo(Succeed(), "a reader must not issue")
+	g.Expect(admin.Get(ctx, caSecretKey, &corev1.Secret{})).NotTo(Succeed(), "a reader must not issue")
 
 	t.Log("starting the replica that issues, with the real admission webhooks")
 	issuerOpts := opts
 	issuerOpts.CertDir = t.TempDir()
 	issuerOpts.Issue = true
 	leader := startManager(t, cfg, scheme, issuerOpts, served.LocalServingHost, served.LocalServingPort, func(mgr ctrl.Manager) error {
-		return webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, policy.New(24*time.Hour, nil, nil))
+		return webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, policy.New(policy.Options{MaxTTL: 24 * time.Hour}))
 	})
 
-	secret := &corev1.Secret{}
-	g.Eventually(func() error { return admin.Get(ctx, secretKey, secret) }).Should(Succeed())
-	g.Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
-	g.Expect(secret.Data).To(HaveKey(caBundleKey))
+	secret, caSecret := &corev1.Secret{}, &corev1.Secret{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(admin.Get(ctx, caSecretKey, caSecret)).To(Succeed())
+		g.Expect(admin.Get(ctx, secretKey, secret)).To(Succeed())
+	}).Should(Succeed())
+	checkLayout(g, caSecret, secret)
+	g.Expect(apierrors.IsForbidden(readerClient.Get(ctx, caSecretKey, &corev1.Secret{}))).To(BeTrue(),
+		"the reading replica's identity may read the CA Secret, so the test proves nothing")
 	g.Eventually(caBundlesOf(admin, mutating)).Should(HaveEach(Equal(secret.Data[caBundleKey])))
 	g.Eventually(caBundlesOf(admin, validating)).Should(HaveEach(Equal(secret.Data[caBundleKey])))
 	g.Eventually(leader.readyz).Should(Equal(http.StatusOK))
@@ -139,13 +153,33 @@ func TestSelfSignedMode(t *testing.T) {
 	g.Eventually(reader.readyz).Should(Equal(http.StatusOK))
 	g.Expect(servedCertificate(g, secret.Data[caBundleKey], served.LocalServingHost, readerPort)).To(Equal(secret.Data[corev1.TLSCertKey]))
 
-	t.Log("deleting the Secret: a new CA is issued, injected and served by both replicas")
-	first := secret.DeepCopy()
+	t.Log("deleting the serving Secret: a new certificate from the same CA is issued and served by both replicas")
+	first, firstCA := secret.DeepCopy(), caSecret.DeepCopy()
 	g.Expect(admin.Delete(ctx, secret)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		g.Expect(admin.Get(ctx, secretKey, secret)).To(Succeed())
 		g.Expect(secret.UID).NotTo(Equal(first.UID))
 	}).Should(Succeed())
+	g.Expect(admin.Get(ctx, caSecretKey, caSecret)).To(Succeed())
+	g.Expect(caSecret.UID).To(Equal(firstCA.UID))
+	checkLayout(g, caSecret, secret)
+	g.Expect(secret.Data[corev1.TLSCertKey]).NotTo(Equal(first.Data[corev1.TLSCertKey]))
+	for _, port := range []int{served.LocalServingPort, readerPort} {
+		g.Eventually(func() []byte {
+			return servedCertificate(g, secret.Data[caBundleKey], served.LocalServingHost, port)
+		}).Should(Equal(secret.Data[corev1.TLSCertKey]))
+	}
+	renewed := secret.DeepCopy()
+
+	t.Log("deleting the CA Secret: a new CA is issued, injected and served by both replicas")
+	g.Expect(admin.Delete(ctx, caSecret)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(admin.Get(ctx, caSecretKey, caSecret)).To(Succeed())
+		g.Expect(caSecret.UID).NotTo(Equal(firstCA.UID))
+		g.Expect(admin.Get(ctx, secretKey, secret)).To(Succeed())
+		g.Expect(secret.UID).NotTo(Equal(renewed.UID))
+	}).Should(Succeed())
+	checkLayout(g, caSecret, secret)
 	g.Expect(secret.Data[caBundleKey]).NotTo(Equal(first.Data[caBundleKey]))
 	g.Eventually(caBundlesOf(admin, mutating)).Should(HaveEach(Equal(secret.Data[caBundleKey])))
 	g.Eventually(caBundlesOf(admin, validating)).Should(HaveEach(Equal(secret.Data[caBundleKey])))
@@ -160,15 +194,87 @@ func TestSelfSignedMode(t *testing.T) {
 	setCABundles(g, admin, validating, nil)
 	g.Eventually(caBundlesOf(admin, validating)).Should(HaveEach(Equal(secret.Data[caBundleKey])))
 
+	t.Log("starting an issuer upgraded from the one-Secret layout: it moves the CA, unchanged, out of the serving Secret")
+	upgraded := opts
+	upgraded.SecretName, upgraded.CASecretName = "old-layout-webhook-server-cert", "old-layout-webhook-ca"
+	upgraded.MutatingWebhookConfiguration, upgraded.ValidatingWebhookConfiguration = "", ""
+	upgraded.CertDir, upgraded.Issue = t.TempDir(), true
+	upgraded, err = upgraded.withDefaults()
+	g.Expect(err).NotTo(HaveOccurred())
+	issued, err := renew(nil, nil, upgraded.hosts(), upgraded.lifetimes(), time.Now())
+	g.Expect(err).NotTo(HaveOccurred())
+	oldLayout := secrets{}.after(issued).oldLayout().serving
+	g.Expect(admin.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: upgraded.SecretName},
+		Type:       corev1.SecretTypeTLS,
+		Data:       oldLayout,
+	})).To(Succeed())
+	upgradedReplica := startManager(t, cfg, scheme, upgraded, served.LocalServingHost, mustFreePort(g), nil)
+	movedCA, moved := &corev1.Secret{}, &corev1.Secret{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(admin.Get(ctx, upgraded.caSecretKey(), movedCA)).To(Succeed())
+		g.Expect(admin.Get(ctx, upgraded.secretKey(), moved)).To(Succeed())
+		g.Expect(moved.Data).NotTo(HaveKey(caKeyKey))
+	}).Should(Succeed())
+	checkLayout(g, movedCA, moved)
+	g.Expect(movedCA.Data).To(Equal(map[string][]byte{caBundleKey: oldLayout[caBundleKey], caKeyKey: oldLayout[caKeyKey]}),
+		"the CA was replaced instead of moved")
+	g.Expect(moved.Data[corev1.TLSCertKey]).To(Equal(oldLayout[corev1.TLSCertKey]), "a valid certificate was replaced")
+	g.Eventually(upgradedReplica.readyz).Should(Equal(http.StatusOK))
+
 	t.Log("checking no private key reached the logs")
-	for _, s := range []*corev1.Secret{first, secret} {
-		for _, k := range []string{caKeyKey, corev1.TLSPrivateKeyKey} {
-			block, _ := pem.Decode(s.Data[k])
-			g.Expect(block).NotTo(BeNil())
-			g.Expect(logs.String()).NotTo(ContainSubstring(base64.StdEncoding.EncodeToString(block.Bytes)[40:80]))
-			g.Expect(logs.String()).NotTo(ContainSubstring(base64.StdEncoding.EncodeToString(s.Data[k])[60:100]))
-		}
+	for _, k := range []struct {
+		data map[string][]byte
+		key  string
+	}{
+		{firstCA.Data, caKeyKey}, {caSecret.Data, caKeyKey}, {oldLayout, caKeyKey},
+		{first.Data, corev1.TLSPrivateKeyKey}, {renewed.Data, corev1.TLSPrivateKeyKey}, {secret.Data, corev1.TLSPrivateKeyKey},
+	} {
+		block, _ := pem.Decode(k.data[k.key])
+		g.Expect(block).NotTo(BeNil())
+		g.Expect(logs.String()).NotTo(ContainSubstring(base64.StdEncoding.EncodeToString(block.Bytes)[40:80]))
+		g.Expect(logs.String()).NotTo(ContainSubstring(base64.StdEncoding.EncodeToString(k.data[k.key])[60:100]))
 	}
+}
+
+// checkLayout checks that the serving Secret holds the certificate, its key
+// and the CA bundle but never the CA's key, and that the CA Secret holds the
+// CA that signed the certificate, with its key.
+func checkLayout(g *WithT, caSecret, serving *corev1.Secret) {
+	g.Expect(serving.Type).To(Equal(corev1.SecretTypeTLS))
+	g.Expect(serving.Data).To(HaveKey(caBundleKey))
+	g.Expect(serving.Data).NotTo(HaveKey(caKeyKey), "the serving Secret, which replicas that only serve read, holds the CA's key")
+	ca, err := parseCA(caSecret.Data[caBundleKey], caSecret.Data[caKeyKey])
+	g.Expect(err).NotTo(HaveOccurred(), "the CA Secret holds no CA")
+	g.Expect(bytes.Contains(serving.Data[caBundleKey], ca.certPEM)).To(BeTrue(), "the serving Secret's bundle lacks the CA")
+	block, _ := pem.Decode(serving.Data[corev1.TLSCertKey])
+	g.Expect(block).NotTo(BeNil())
+	cert, err := x509.ParseCertificate(block.Bytes)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(cert.CheckSignatureFrom(ca.cert)).To(Succeed(), "the CA Secret's CA did not sign the serving certificate")
+}
+
+// userAllowedToRead returns the config of a new user who may get, list and
+// watch the Secret at key and nothing else, as the auth-only Deployment's
+// Role allows.
+func userAllowedToRead(g *WithT, env *envtest.Environment, admin client.Client, name string, key client.ObjectKey) *rest.Config {
+	ctx := context.Background()
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: name},
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{key.Name},
+			Verbs: []string{"get", "list", "watch"},
+		}},
+	}
+	g.Expect(admin.Create(ctx, role)).To(Succeed())
+	g.Expect(admin.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: name}},
+	})).To(Succeed())
+	user, err := env.AddUser(envtest.User{Name: name}, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	return user.Config()
 }
 
 // replica is a running manager as main builds it in self-signed mode.

@@ -19,12 +19,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Keys of the Secret besides tls.crt and tls.key.
+// Keys of the Secrets besides tls.crt and tls.key.
 const (
-	// caBundleKey holds the CA that signs the serving certificate, followed by
-	// the CA it replaced while that one is still valid: the bundle callers trust.
+	// caBundleKey holds, in both Secrets, the CA that signs the serving
+	// certificate followed by the CA it replaced while that one is still
+	// valid: the bundle callers trust.
 	caBundleKey = "ca.crt"
-	// caKeyKey holds the private key of the first CA in caBundleKey.
+	// caKeyKey holds the private key of the first CA in caBundleKey, in the
+	// CA Secret only. A serving Secret written before the CA had a Secret of
+	// its own holds it too, until renew moves it out.
 	caKeyKey = "ca.key"
 )
 
@@ -44,26 +47,36 @@ type keyPair struct {
 	certPEM, keyPEM []byte
 }
 
-// renewal is what renew decided: the data the Secret should hold, and when
-// to look again.
+// renewal is what renew decided: the data each Secret should hold, the CA
+// bundle callers should trust, and when to look again.
 type renewal struct {
-	// data is nil when the Secret's data is still good.
-	data      map[string][]byte
-	renewAt   time.Time
-	rotatedCA bool
+	// ca and serving are the data of the CA Secret and of the serving
+	// Secret; each is nil when that Secret is still good.
+	ca, serving map[string][]byte
+	caBundle    []byte
+	renewAt     time.Time
+	// rotatedCA says a new CA was issued; movedCA that the CA was taken out
+	// of a serving Secret of the old layout, unchanged.
+	rotatedCA, movedCA bool
 }
 
-// renew checks the Secret data against hosts at now and returns fresh data
-// if the CA or the serving certificate is missing, malformed, due for
-// renewal, or (for the serving certificate) does not cover every host. A
-// serving certificate is renewed under the same CA; a new CA takes a new
-// serving certificate, and the old CA stays in the bundle until it expires,
-// so replicas that still serve the old certificate keep being trusted.
-func renew(data map[string][]byte, hosts []string, l lifetimes, now time.Time) (renewal, error) {
-	ca, err := parseCA(data[caBundleKey], data[caKeyKey])
-	bundle := data[caBundleKey]
-	rotateCA := err != nil || !now.Before(dueAt(ca.cert, l))
-	if rotateCA {
+// renew checks the CA Secret's and the serving Secret's data against hosts
+// at now. The CA is replaced when missing, malformed or due for renewal; the
+// serving certificate when missing, malformed, due, not covering every host
+// or not signed by the current CA. A new CA takes a new serving certificate,
+// and the old CA stays in the bundle until it expires, so replicas that still
+// serve the old certificate keep being trusted. The serving data never holds
+// the CA's key: one of the old layout (no CA Secret, ca.key beside tls.key)
+// has its CA moved to the CA Secret as it is, and is rewritten without it.
+func renew(caData, servingData map[string][]byte, hosts []string, l lifetimes, now time.Time) (renewal, error) {
+	var next renewal
+	if len(caData[caKeyKey]) == 0 && len(servingData[caKeyKey]) != 0 {
+		caData = map[string][]byte{caBundleKey: servingData[caBundleKey], caKeyKey: servingData[caKeyKey]}
+		next.movedCA = true
+	}
+	ca, err := parseCA(caData[caBundleKey], caData[caKeyKey])
+	bundle := caData[caBundleKey]
+	if err != nil || !now.Before(dueAt(ca.cert, l)) {
 		previous := ca
 		if ca, err = issueCA(now, l); err != nil {
 			return renewal{}, err
@@ -72,26 +85,33 @@ func renew(data map[string][]byte, hosts []string, l lifetimes, now time.Time) (
 		if previous.cert != nil {
 			bundle = append(bytes.Clone(bundle), previous.certPEM...)
 		}
+		next.rotatedCA, next.movedCA = true, false
+	}
+	if next.rotatedCA || next.movedCA {
+		next.ca = map[string][]byte{caBundleKey: validCerts(bundle, now), caKeyKey: ca.keyPEM}
 	}
 
-	serving, err := parseServing(data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey], ca.cert, hosts, now)
-	if !rotateCA && err == nil && now.Before(dueAt(serving.cert, l)) {
-		return renewal{renewAt: earliest(dueAt(ca.cert, l), dueAt(serving.cert, l))}, nil
+	serving, err := parseServing(servingData[corev1.TLSCertKey], servingData[corev1.TLSPrivateKeyKey], ca.cert, hosts, now)
+	reissue := next.rotatedCA || err != nil || !now.Before(dueAt(serving.cert, l))
+	_, holdsCAKey := servingData[caKeyKey]
+	if !reissue && !holdsCAKey && bytes.Contains(servingData[caBundleKey], ca.certPEM) {
+		next.caBundle = servingData[caBundleKey]
+		next.renewAt = earliest(dueAt(ca.cert, l), dueAt(serving.cert, l))
+		return next, nil
 	}
-	if serving, err = issueServing(ca, hosts, now, l); err != nil {
-		return renewal{}, err
+	if reissue {
+		if serving, err = issueServing(ca, hosts, now, l); err != nil {
+			return renewal{}, err
+		}
 	}
-
-	return renewal{
-		data: map[string][]byte{
-			caBundleKey:             validCerts(bundle, now),
-			caKeyKey:                ca.keyPEM,
-			corev1.TLSCertKey:       serving.certPEM,
-			corev1.TLSPrivateKeyKey: serving.keyPEM,
-		},
-		renewAt:   earliest(dueAt(ca.cert, l), dueAt(serving.cert, l)),
-		rotatedCA: rotateCA,
-	}, nil
+	next.caBundle = validCerts(bundle, now)
+	next.serving = map[string][]byte{
+		caBundleKey:             next.caBundle,
+		corev1.TLSCertKey:       serving.certPEM,
+		corev1.TLSPrivateKeyKey: serving.keyPEM,
+	}
+	next.renewAt = earliest(dueAt(ca.cert, l), dueAt(serving.cert, l))
+	return next, nil
 }
 
 // dueAt is when cert is replaced: renewBefore ahead of its expiry.

@@ -19,29 +19,31 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
-// issuer keeps the Secret holding a valid CA and serving certificate and the
-// webhook configurations trusting that CA. It runs on the leader only; the
-// Secret is created, or deleted and created again, never updated, so two
-// issuers racing each other end with one Secret that both accept.
+// issuer keeps the CA Secret and the serving Secret holding a valid CA and
+// serving certificate, and the webhook configurations trusting that CA. It
+// runs on the leader only; each Secret is created, or deleted and created
+// again, never updated, so two issuers racing each other end with Secrets
+// that both accept.
 type issuer struct {
 	// reader reads without a cache, so a Secret just replaced is not seen
-	// stale and replaced again.
+	// stale and replaced again, and the CA key is never cached.
 	reader client.Reader
 	client client.Client
 	opts   Options
 	now    func() time.Time
 }
 
-func (r *issuer) setupWithManager(mgr ctrl.Manager, watched cache.Cache) error {
-	// Every event leads to the one Secret. Watching the configurations puts
-	// a bundle back at once when one is applied again (a Helm upgrade,
-	// kubectl apply) and loses it.
+func (r *issuer) setupWithManager(mgr ctrl.Manager, watched, caWatched cache.Cache) error {
+	// Every event leads to the serving Secret, whose request stands for the
+	// pair. Watching the configurations puts a bundle back at once when one
+	// is applied again (a Helm upgrade, kubectl apply) and loses it.
 	toTheSecret := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: r.opts.secretKey()}}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("webhook-cert-issuer").
-		WatchesRawSource(source.Kind[client.Object](watched, &corev1.Secret{}, toTheSecret))
+		WatchesRawSource(source.Kind[client.Object](watched, &corev1.Secret{}, toTheSecret)).
+		WatchesRawSource(source.Kind[client.Object](caWatched, &corev1.Secret{}, toTheSecret))
 	for _, config := range r.webhookConfigurations() {
 		b = b.WatchesRawSource(source.Kind[client.Object](watched, config, toTheSecret))
 	}
@@ -51,7 +53,7 @@ func (r *issuer) setupWithManager(mgr ctrl.Manager, watched cache.Cache) error {
 // Reconcile issues or renews what is due, injects the CA bundle, and comes
 // back when the next renewal is due.
 func (r *issuer) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	caBundle, renewAt, err := r.ensureSecret(ctx)
+	caBundle, renewAt, err := r.ensureSecrets(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -61,49 +63,87 @@ func (r *issuer) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 	return reconcile.Result{RequeueAfter: max(renewAt.Sub(r.now()), time.Second)}, nil
 }
 
-// ensureSecret returns the CA bundle the Secret holds once it holds a valid
-// CA and serving certificate, and when one of them is next due.
-func (r *issuer) ensureSecret(ctx context.Context) ([]byte, time.Time, error) {
-	key := r.opts.secretKey()
-	current := &corev1.Secret{}
-	if err := r.reader.Get(ctx, key, current); apierrors.IsNotFound(err) {
-		current = nil
-	} else if err != nil {
-		return nil, time.Time{}, err
-	}
-	var data map[string][]byte
-	if current != nil {
-		data = current.Data
-	}
-	next, err := renew(data, r.opts.hosts(), r.opts.lifetimes(), r.now())
+// ensureSecrets returns the CA bundle the serving Secret holds once both
+// Secrets hold a valid CA and serving certificate, and when one of them is
+// next due.
+func (r *issuer) ensureSecrets(ctx context.Context) ([]byte, time.Time, error) {
+	caSecret, err := r.get(ctx, r.opts.caSecretKey())
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	if next.data == nil {
-		return data[caBundleKey], next.renewAt, nil
+	serving, err := r.get(ctx, r.opts.secretKey())
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	next, err := renew(dataOf(caSecret), dataOf(serving), r.opts.hosts(), r.opts.lifetimes(), r.now())
+	if err != nil {
+		return nil, time.Time{}, err
 	}
 
+	// The CA Secret is written first. A crash before the serving Secret is
+	// rewritten leaves a serving Secret that still holds ca.key (the CA was
+	// being moved) or a certificate of the previous CA (it was being
+	// replaced); either way the next pass finds the CA in its own Secret and
+	// finishes. The other order could lose the CA key (a serving Secret
+	// rewritten without it, then a crash before the CA Secret exists) and
+	// force a new CA that the replicas' certificates do not chain to.
+	if next.ca != nil {
+		if err := r.replace(ctx, r.opts.caSecretKey(), caSecret, corev1.SecretTypeOpaque, next.ca); err != nil {
+			return nil, time.Time{}, fmt.Errorf("writing the webhook CA Secret: %w", err)
+		}
+	}
+	if next.serving != nil {
+		if err := r.replace(ctx, r.opts.secretKey(), serving, corev1.SecretTypeTLS, next.serving); err != nil {
+			return nil, time.Time{}, fmt.Errorf("writing the webhook certificate Secret: %w", err)
+		}
+	}
+	if next.ca != nil || next.serving != nil {
+		logf.FromContext(ctx).Info("Wrote the webhook certificate Secrets",
+			"secret", r.opts.secretKey(), "caSecret", r.opts.caSecretKey(),
+			"newCA", next.rotatedCA, "movedCA", next.movedCA, "newCertificate", next.serving != nil,
+			"renewAt", next.renewAt.UTC().Format(time.RFC3339))
+	}
+	return next.caBundle, next.renewAt, nil
+}
+
+// get reads a Secret uncached; nil when it does not exist.
+func (r *issuer) get(ctx context.Context, key client.ObjectKey) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	if err := r.reader.Get(ctx, key, secret); apierrors.IsNotFound(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return secret, nil
+}
+
+func dataOf(secret *corev1.Secret) map[string][]byte {
+	if secret == nil {
+		return nil
+	}
+	return secret.Data
+}
+
+// replace puts a Secret holding data at key in place of current (nil when
+// there is none).
+func (r *issuer) replace(ctx context.Context, key client.ObjectKey, current *corev1.Secret,
+	secretType corev1.SecretType, data map[string][]byte) error {
 	if current != nil {
 		// The preconditions make a replica that read an older Secret fail
 		// here instead of deleting what another replica just issued.
 		uid, version := current.UID, current.ResourceVersion
 		if err := r.client.Delete(ctx, current, client.Preconditions{UID: &uid, ResourceVersion: &version}); err != nil {
-			return nil, time.Time{}, fmt.Errorf("replacing the webhook certificate Secret: %w", err)
+			return err
 		}
 	}
-	if err := r.client.Create(ctx, &corev1.Secret{
+	return r.client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: key.Namespace, Name: key.Name,
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "apikey-operator"},
 		},
-		Type: corev1.SecretTypeTLS,
-		Data: next.data,
-	}); err != nil {
-		return nil, time.Time{}, fmt.Errorf("creating the webhook certificate Secret: %w", err)
-	}
-	logf.FromContext(ctx).Info("Issued the webhook certificate",
-		"secret", key, "newCA", next.rotatedCA, "renewAt", next.renewAt.UTC().Format(time.RFC3339))
-	return next.data[caBundleKey], next.renewAt, nil
+		Type: secretType,
+		Data: data,
+	})
 }
 
 // webhookConfigurations are the configurations to inject into, empty and

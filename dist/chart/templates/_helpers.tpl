@@ -62,6 +62,12 @@ differ so that switching modes never gives one Secret two owners.
 {{- end }}
 {{- end }}
 
+{{/*
+Self-signed: the Secret holding the manager's CA and its private key
+(--webhook-ca-secret). Only the manager may read it, never the auth-only pods.
+*/}}
+{{- define "apikey-operator.caSecretName" -}}{{ include "apikey-operator.fullname" . }}-webhook-ca{{- end }}
+
 {{/* tls.mode, checked. */}}
 {{- define "apikey-operator.tlsMode" -}}
 {{- $mode := .Values.tls.mode }}
@@ -74,12 +80,14 @@ differ so that switching modes never gives one Secret two owners.
 {{/*
 Flags both Deployments share. Self-signed, every replica installs the
 certificate from the Secret into --webhook-cert-path; only the one running the
-controller, while it leads, issues, rotates and injects it.
+controller, while it leads, issues, rotates and injects it, keeping the CA in
+--webhook-ca-secret, which the auth-only pods ignore and may not read.
 */}}
 {{- define "apikey-operator.commonArgs" -}}
 {{- if eq (include "apikey-operator.tlsMode" .) "self-signed" }}
 - --cert-mode=self-signed
 - --webhook-cert-secret={{ include "apikey-operator.certSecretName" . }}
+- --webhook-ca-secret={{ include "apikey-operator.caSecretName" . }}
 - --webhook-service={{ include "apikey-operator.webhookServiceName" . }}
 - --mutating-webhook-configuration={{ include "apikey-operator.mutatingWebhookName" . }}
 - --validating-webhook-configuration={{ include "apikey-operator.validatingWebhookName" . }}
