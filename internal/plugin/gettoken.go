@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"crypto/subtle"
 	"fmt"
 	"time"
 
@@ -32,8 +33,11 @@ func newGetTokenCommand(r *root) *cobra.Command {
 		Long: `Print the raw token of an ApiKey, and nothing else, to stdout.
 
 The operator writes the token once, into the Secret named in the key's
-status.secretName, and never again. get-token reads it from there and checks
-that the Secret is the one the operator delivered for this key.
+status.secretName, and never again. get-token reads it from there and prints
+it only if its fingerprint matches the key's status.tokenFingerprint, which
+only the operator writes. Anyone who may edit Secrets in the namespace can
+replace the Secret with a token of their own (and its annotations with
+anything), so a token that does not match is refused, not printed.
 
 --delete deletes the Secret after printing the token. The key stays valid;
 only the stored copy of the token is gone, so keep the token you printed.
@@ -104,9 +108,11 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 	return nil
 }
 
-// tokenFrom returns the token in secret after checking that the operator
-// delivered it for key: the Secret's type, its controller, and that the
-// token matches the hash the operator annotated it with.
+// tokenFrom returns the token in secret after checking that it is the one
+// the operator issued for key. The Secret's type, controller and hash
+// annotation catch mistakes; anyone who may write Secrets in the namespace
+// can forge all three, so what decides is the token's fingerprint against
+// key's status.tokenFingerprint, which only the operator writes.
 func tokenFrom(secret *corev1.Secret, key *apikeysv1alpha1.ApiKey) (string, error) {
 	where := fmt.Sprintf("Secret %s/%s", secret.Namespace, secret.Name)
 	if secret.Type != secretType {
@@ -122,6 +128,18 @@ func tokenFrom(secret *corev1.Secret, key *apikeysv1alpha1.ApiKey) (string, erro
 	}
 	if want := secret.Annotations[tokenHashAnnotation]; want != token.Hash(tok) {
 		return "", fmt.Errorf("%s holds a token that does not match its %s annotation: it was changed after delivery", where, tokenHashAnnotation)
+	}
+	want := key.Status.TokenFingerprint
+	if want == "" {
+		return "", fmt.Errorf("apikey %s/%s has no status.tokenFingerprint, so the token in %s cannot be checked: refusing to print it. "+
+			"An operator that predates fingerprints does not write one; upgrade it, or read the Secret yourself if you trust everyone who may edit Secrets in %s",
+			key.Namespace, key.Name, where, key.Namespace)
+	}
+	if subtle.ConstantTimeCompare([]byte(token.Fingerprint(tok)), []byte(want)) != 1 {
+		return "", fmt.Errorf("%s holds a token whose fingerprint does not match apikey %s/%s's status.tokenFingerprint %s: "+
+			"it is not the token the operator issued (the Secret was replaced or edited after delivery); refusing to print it. "+
+			"Find out who wrote the Secret, then revoke the key and create a new one",
+			where, key.Namespace, key.Name, want)
 	}
 	return tok, nil
 }

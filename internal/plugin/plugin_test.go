@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"maps"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
 const (
@@ -194,6 +196,61 @@ var _ = Describe("kubectl apikey", func() {
 			Expect(r.stderr).To(ContainSubstring("its Secret is gone"))
 		})
 
+		It("prints the token the operator issued: its fingerprint matches the key's status", func() {
+			name := keyName()
+			key := created(ns, name)
+			genuine := tokenOf(key)
+			Expect(key.Status.TokenFingerprint).To(Equal(token.Fingerprint(genuine)),
+				"the operator has not written status.tokenFingerprint for the key it issued")
+
+			r := kubectlApikey("get-token", name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(Equal(genuine + "\n"))
+		})
+
+		It("refuses a token the operator did not issue, even in a Secret forged to look like its own", func() {
+			name := keyName()
+			key := created(ns, name)
+			genuine := tokenOf(key)
+
+			// A namespace editor replaces the Secret: same name, type and
+			// controller, the hash annotation rewritten for their own token.
+			forged, err := token.Generate(token.DefaultPrefix)
+			Expect(err).NotTo(HaveOccurred())
+			delivered := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, delivered)).To(Succeed())
+			Expect(k8sClient.Delete(ctx, delivered)).To(Succeed())
+			replacement := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{
+					Namespace: ns, Name: delivered.Name, Labels: delivered.Labels,
+					Annotations: maps.Clone(delivered.Annotations), OwnerReferences: delivered.OwnerReferences,
+				},
+				Type: delivered.Type,
+				Data: map[string][]byte{controller.SecretTokenKey: []byte(forged)},
+			}
+			replacement.Annotations[controller.TokenHashAnnotation] = token.Hash(forged)
+			Expect(k8sClient.Create(ctx, replacement)).To(Succeed())
+
+			// Once the operator has seen the Secret back, the fingerprint
+			// check is what refuses; every answer before that refuses too.
+			var answers []result
+			Eventually(func() string {
+				r := kubectlApikey("get-token", name, "-n", ns)
+				answers = append(answers, r)
+				return r.stderr
+			}, timeout, interval).Should(And(ContainSubstring("status.tokenFingerprint"), ContainSubstring("refusing to print it")))
+			answers = append(answers, kubectlApikey("get-token", name, "-n", ns, "--delete"))
+			for _, r := range answers {
+				Expect(r.code).NotTo(Equal(0))
+				Expect(r.stdout).To(BeEmpty())
+				for _, part := range []string{forged, forged[strings.LastIndexByte(forged, '_')+1:], genuine} {
+					Expect(r.stdout+r.stderr).NotTo(ContainSubstring(part), "get-token printed a token")
+				}
+			}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(replacement), &corev1.Secret{})).To(Succeed(),
+				"--delete removed a Secret whose token it refused to print")
+		})
+
 		It("fails clearly for a key that does not exist", func() {
 			r := kubectlApikey("get-token", "nope", "-n", ns)
 			Expect(r.code).NotTo(Equal(0))
@@ -366,6 +423,39 @@ var tableNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // at is tableNow moved by d.
 func at(d time.Duration) *metav1.Time { return &metav1.Time{Time: tableNow.Add(d)} }
+
+var _ = DescribeTable("tokenFrom decides by the key's status.tokenFingerprint",
+	func(fingerprint func(tok string) string, wantErr string) {
+		tok, err := token.Generate(token.DefaultPrefix)
+		Expect(err).NotTo(HaveOccurred())
+		key := &apikeysv1alpha1.ApiKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ci", UID: "key-uid"},
+			Status:     apikeysv1alpha1.ApiKeyStatus{TokenFingerprint: fingerprint(tok)},
+		}
+		isController := true
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: "team-a", Name: "ci-token",
+				Annotations:     map[string]string{tokenHashAnnotation: token.Hash(tok)},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apikeys.dev/v1alpha1", Kind: "ApiKey", Name: "ci", UID: "key-uid", Controller: &isController}},
+			},
+			Type: secretType,
+			Data: map[string][]byte{secretTokenKey: []byte(tok)},
+		}
+		got, err := tokenFrom(secret, key)
+		if wantErr == "" {
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(tok))
+			return
+		}
+		Expect(err).To(MatchError(ContainSubstring(wantErr)))
+		Expect(got).To(BeEmpty())
+		Expect(err.Error()).NotTo(ContainSubstring(tok[strings.LastIndexByte(tok, '_')+1:]))
+	},
+	Entry("matching fingerprint", token.Fingerprint, ""),
+	Entry("no fingerprint in status", func(string) string { return "" }, "has no status.tokenFingerprint"),
+	Entry("another token's fingerprint", func(string) string { return token.Fingerprint("ak_another") }, "does not match"),
+)
 
 var _ = Describe("the plugin's copy of the operator's names", func() {
 	It("matches internal/controller", func() {

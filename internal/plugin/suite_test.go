@@ -82,7 +82,7 @@ var _ = BeforeSuite(func() {
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("apikey-operator"),
-		Policy:    policy.New(testMaxTTL, nil, nil),
+		Policy:    policy.New(policy.Options{MaxTTL: testMaxTTL}),
 	}).SetupWithManager(mgr)).To(Succeed())
 	go func() {
 		defer GinkgoRecover()
