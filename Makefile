@@ -27,6 +27,8 @@ manifests: controller-gen ## Generate CRDs, RBAC and webhook configurations from
 	cp config/crd/bases/*.yaml dist/chart/files/crds/
 	cp config/webhook/manifests.yaml dist/chart/files/webhook/manifests.yaml
 	cp config/rbac/role.yaml dist/chart/files/rbac/role.yaml
+	cp internal/policy/owner_policy.yaml config/policy/owner_policy.yaml
+	cp internal/policy/owner_policy.yaml dist/chart/files/policy/owner_policy.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.

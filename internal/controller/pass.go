@@ -206,4 +206,3 @@ func groupsFor(key *apikeysv1alpha1.ApiKey) []string {
 	}
 	return []string{"apikeys", "apikeys:" + key.Namespace}
 }
-

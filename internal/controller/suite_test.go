@@ -103,7 +103,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: withCrashNamespaceHidden(CacheOptions())},
+		Cache:   cache.Options{ByObject: withCrashNamespaceHidden(CacheOptions())},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	managerCache = mgr.GetCache()

@@ -27,11 +27,11 @@ const keyUserPrefix = "apikey:"
 
 // Rules, named in violations so callers can map them to reasons.
 const (
-	RuleForbiddenGroup = "ForbiddenGroup"
+	RuleForbiddenGroup  = "ForbiddenGroup"
 	RuleOwnerNotAllowed = "OwnerNotAllowed"
-	RuleOwnerPolicy    = "OwnerPolicyNotInForce"
-	RuleExpiry         = "InvalidExpiry"
-	RuleSyntax         = "InvalidSpec"
+	RuleOwnerPolicy     = "OwnerPolicyNotInForce"
+	RuleExpiry          = "InvalidExpiry"
+	RuleSyntax          = "InvalidSpec"
 )
 
 // Violation is a broken rule, with a message that says what to change.

@@ -46,12 +46,12 @@ var (
 	testEnv *envtest.Environment
 	scheme  = runtime.NewScheme()
 	// admin is system:masters; the users below get only what RBAC grants.
-	admin              client.Client
-	alice, bob, carol  client.Client
-	masters            client.Client
-	verifyURL          string
-	verifyClient       *http.Client
-	rules              = policy.New(policy.Options{
+	admin             client.Client
+	alice, bob, carol client.Client
+	masters           client.Client
+	verifyURL         string
+	verifyClient      *http.Client
+	rules             = policy.New(policy.Options{
 		MaxTTL: suiteMaxTTL, ForbiddenGroups: []string{"cluster-admins"},
 		OwnerPolicyName: "apikey-operator-owner-policy", OwnerPolicyBindingName: "apikey-operator-owner-policy-binding",
 	})
