@@ -32,7 +32,7 @@ import (
 // real API server, and checks that last use lands in the used token's
 // ApiKeyRecord status, only moves forward, survives a conflict with another
 // replica, and never touches the ApiKey, which the auth server may not write.
-func TestUsageFlusher(t *testing.T) {
+func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of checks, each one case
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	scheme := runtime.NewScheme()

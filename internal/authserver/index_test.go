@@ -235,7 +235,7 @@ func TestIndexConcurrentUse(t *testing.T) {
 // TestIndexUsage checks that each token has its own last-used tracker,
 // kept across updates of its record (the flusher's own status patches
 // arrive as updates) and forgotten with the record.
-func TestIndexUsage(t *testing.T) {
+func TestIndexUsage(t *testing.T) { //nolint:gocyclo // a flat sequence of checks, each one case
 	ix := NewIndex()
 	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
 	a, b := stableToken(token.DefaultPrefix, "usage-a"), stableToken(token.DefaultPrefix, "usage-b")

@@ -60,7 +60,7 @@ func TestRenew(t *testing.T) {
 		{name: "serving certificate due", data: first, at: t0.Add(8 * day), want: "serving", renewAt: t0.Add(16 * day)},
 		{name: "a host added", data: first, hosts: append(testHosts, "localhost"), at: t0.Add(day),
 			want: "serving", renewAt: t0.Add(9 * day)},
-		{name: "serving certificate from another CA", data: secrets{first.ca, with(first.serving, corev1.TLSCertKey, other.serving[corev1.TLSCertKey])},
+		{name: "serving certificate from another CA", data: secrets{first.ca, with(first.serving, corev1.TLSCertKey, other.serving[corev1.TLSCertKey])}, //nolint:lll // a message or signature reads better whole
 			at: t0, want: "serving"},
 		{name: "serving key lost", data: secrets{first.ca, with(first.serving, corev1.TLSPrivateKeyKey, nil)}, at: t0, want: "serving"},
 		{name: "serving Secret lost", data: secrets{ca: first.ca}, at: t0, want: "serving"},
@@ -109,7 +109,7 @@ func TestRenew(t *testing.T) {
 // and a certificate from it; "move" the CA of the old layout as it is, with
 // a new "serving" certificate or not; "drop CA key" or rewrite the "bundle"
 // of a serving Secret, keeping its certificate.
-func checkRenewal(t *testing.T, want string, data secrets, got renewal) {
+func checkRenewal(t *testing.T, want string, data secrets, got renewal) { //nolint:gocyclo // a flat sequence of checks, each one case
 	t.Helper()
 	if want == "keep" {
 		if got.ca != nil || got.serving != nil {

@@ -22,7 +22,7 @@ func recordNameFor(sum [32]byte) string {
 
 // listRecords lists key's records from the cache or, where a decision must
 // not rest on a cache that may lag, from the API server.
-func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey, fromAPIServer bool) ([]apikeysv1alpha1.ApiKeyRecord, error) {
+func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey, fromAPIServer bool) ([]apikeysv1alpha1.ApiKeyRecord, error) { //nolint:lll // a message or signature reads better whole
 	var records apikeysv1alpha1.ApiKeyRecordList
 	var reader client.Reader = r.Client
 	if fromAPIServer {
@@ -127,7 +127,7 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 // recordSpecFor is what the auth server needs to answer for rec's token:
 // what identifies the token comes from rec, who it is and what it may do
 // from key.
-func recordSpecFor(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord, expiresAt *metav1.Time) apikeysv1alpha1.ApiKeyRecordSpec {
+func recordSpecFor(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord, expiresAt *metav1.Time) apikeysv1alpha1.ApiKeyRecordSpec { //nolint:lll // a message or signature reads better whole
 	return apikeysv1alpha1.ApiKeyRecordSpec{
 		TokenHash:        rec.Spec.TokenHash,
 		TokenHint:        rec.Spec.TokenHint,

@@ -102,7 +102,7 @@ func TestWithoutWireDumps(t *testing.T) {
 			l.WithName("apikey").WithValues("apikey", "team-a/ci").V(127).Info("Delivered the token", "secret", "team-a/ci-token")
 		},
 		"client-go's V(6) response line": func(l logr.Logger) {
-			l.V(6).Info("Response", "verb", "POST", "url", "https://api/api/v1/namespaces/team-a/secrets", "status", "201 Created", "milliseconds", 3)
+			l.V(6).Info("Response", "verb", "POST", "url", "https://api/api/v1/namespaces/team-a/secrets", "status", "201 Created", "milliseconds", 3) //nolint:lll // a message or signature reads better whole
 		},
 		"error": func(l logr.Logger) { l.Error(errors.New("conflict"), "Reconciler error", "apikey", "team-a/ci") },
 	}
@@ -142,7 +142,7 @@ func TestWithoutWireDumpsKeepsTheCaller(t *testing.T) {
 	logFromHelper(l)
 	want := []string{shortCaller(file, line+1), shortCaller(file, line+2)}
 
-	var got []string
+	var got []string //nolint:prealloc // test helper
 	for _, entry := range entries(t, out.String()) {
 		got = append(got, entry["caller"].(string))
 	}

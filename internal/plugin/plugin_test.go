@@ -433,11 +433,12 @@ var _ = DescribeTable("tokenFrom decides by the key's status.tokenFingerprint",
 			Status:     apikeysv1alpha1.ApiKeyStatus{TokenFingerprint: fingerprint(tok)},
 		}
 		isController := true
+		owner := metav1.OwnerReference{APIVersion: "apikeys.dev/v1alpha1", Kind: "ApiKey", Name: "ci", UID: "key-uid", Controller: &isController}
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: "team-a", Name: "ci-token",
-				Annotations:     map[string]string{tokenHashAnnotation: token.Hash(tok)},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apikeys.dev/v1alpha1", Kind: "ApiKey", Name: "ci", UID: "key-uid", Controller: &isController}},
+				Annotations:     map[string]string{tokenHashAnnotation: token.Hash(tok)}, //nolint:lll // a message or signature reads better whole
+				OwnerReferences: []metav1.OwnerReference{owner},
 			},
 			Type: secretType,
 			Data: map[string][]byte{secretTokenKey: []byte(tok)},

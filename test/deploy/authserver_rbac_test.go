@@ -73,26 +73,32 @@ type groupResource struct{ group, resource string }
 func checkAuthServerRules(t reporter, rules []rbacv1.PolicyRule, certSecret string) {
 	t.Helper()
 	for _, rule := range rules {
-		for _, in := range issuanceInputs {
-			if covers(rule, in.group, in.resource) && hasAny(rule.Verbs, writeVerbs) {
-				t.Errorf("the auth server may %v %s (rule %+v)", rule.Verbs, in.resource, rule)
-			}
-		}
-		if covers(rule, "", "secrets") && hasAny(rule.Verbs, readVerbs) &&
-			(certSecret == "" || len(rule.ResourceNames) == 0 ||
-				slices.ContainsFunc(rule.ResourceNames, func(name string) bool { return name != certSecret })) {
-			t.Errorf("the auth server may %v Secrets other than the serving certificate's %q (rule %+v)", rule.Verbs, certSecret, rule)
-		}
-		if coversGroup(rule, "apikeys.dev") && hasAny(rule.Verbs, writeVerbs) &&
-			(!slices.Equal(rule.Resources, []string{"apikeyrecords/status"}) ||
-				slices.ContainsFunc(rule.Verbs, func(verb string) bool { return verb != "patch" && slices.Contains(writeVerbs, verb) })) {
-			t.Errorf("the auth server's writes in apikeys.dev go beyond patching apikeyrecords/status (rule %+v)", rule)
-		}
+		checkAuthServerRule(t, rule, certSecret)
 	}
 	if !slices.ContainsFunc(rules, func(rule rbacv1.PolicyRule) bool {
 		return covers(rule, "apikeys.dev", "apikeyrecords/status") && slices.Contains(rule.Verbs, "patch")
 	}) {
 		t.Errorf("the auth server may not patch apikeyrecords/status: the usage flusher cannot record last use")
+	}
+}
+
+// checkAuthServerRule applies the auth server's limits to one of its rules.
+func checkAuthServerRule(t reporter, rule rbacv1.PolicyRule, certSecret string) {
+	t.Helper()
+	for _, in := range issuanceInputs {
+		if covers(rule, in.group, in.resource) && hasAny(rule.Verbs, writeVerbs) {
+			t.Errorf("the auth server may %v %s (rule %+v)", rule.Verbs, in.resource, rule)
+		}
+	}
+	if covers(rule, "", "secrets") && hasAny(rule.Verbs, readVerbs) &&
+		(certSecret == "" || len(rule.ResourceNames) == 0 ||
+			slices.ContainsFunc(rule.ResourceNames, func(name string) bool { return name != certSecret })) {
+		t.Errorf("the auth server may %v Secrets other than the serving certificate's %q (rule %+v)", rule.Verbs, certSecret, rule)
+	}
+	if coversGroup(rule, "apikeys.dev") && hasAny(rule.Verbs, writeVerbs) &&
+		(!slices.Equal(rule.Resources, []string{"apikeyrecords/status"}) ||
+			slices.ContainsFunc(rule.Verbs, func(verb string) bool { return verb != "patch" && slices.Contains(writeVerbs, verb) })) {
+		t.Errorf("the auth server's writes in apikeys.dev go beyond patching apikeyrecords/status (rule %+v)", rule)
 	}
 }
 

@@ -39,7 +39,6 @@ const (
 	timeout  = 30 * time.Second
 	interval = 100 * time.Millisecond
 	// recordFinalizer is the finalizer the controller puts on every ApiKey.
-	recordFinalizer = "apikeys.dev/records"
 	// Reasons the fixed controller reports.
 	reasonStatusForged          = "StatusForged"
 	reasonOwnerPolicyNotInForce = "OwnerPolicyNotInForce"
@@ -147,7 +146,7 @@ func waitReady(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
 }
 
 // waitStalled waits until key has Stalled=True with reason.
-func waitStalled(key *apikeysv1alpha1.ApiKey, reason string) *apikeysv1alpha1.ApiKey {
+func waitStalled(key *apikeysv1alpha1.ApiKey, reason string) *apikeysv1alpha1.ApiKey { //nolint:unparam // test helper
 	GinkgoHelper()
 	got := &apikeysv1alpha1.ApiKey{}
 	Eventually(func(g Gomega) {
@@ -162,7 +161,7 @@ func waitStalled(key *apikeysv1alpha1.ApiKey, reason string) *apikeysv1alpha1.Ap
 
 // conditionSummary lists a key's conditions as type=status(reason).
 func conditionSummary(key *apikeysv1alpha1.ApiKey) string {
-	var parts []string
+	var parts []string //nolint:prealloc // test helper
 	for _, c := range key.Status.Conditions {
 		parts = append(parts, fmt.Sprintf("%s=%s(%s)", c.Type, c.Status, c.Reason))
 	}
