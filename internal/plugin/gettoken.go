@@ -132,7 +132,7 @@ func tokenFrom(secret *corev1.Secret, key *apikeysv1alpha1.ApiKey) (string, erro
 	want := key.Status.TokenFingerprint
 	if want == "" {
 		return "", fmt.Errorf("apikey %s/%s has no status.tokenFingerprint, so the token in %s cannot be checked: refusing to print it. "+
-			"An operator that predates fingerprints does not write one; upgrade it, "+ //nolint:lll // a message or signature reads better whole
+			"An operator that predates fingerprints does not write one; upgrade it, "+
 			"or read the Secret yourself if you trust everyone who may edit Secrets in %s",
 			key.Namespace, key.Name, where, key.Namespace)
 	}

@@ -437,7 +437,7 @@ var _ = DescribeTable("tokenFrom decides by the key's status.tokenFingerprint",
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: "team-a", Name: "ci-token",
-				Annotations:     map[string]string{tokenHashAnnotation: token.Hash(tok)}, //nolint:lll // a message or signature reads better whole
+				Annotations:     map[string]string{tokenHashAnnotation: token.Hash(tok)},
 				OwnerReferences: []metav1.OwnerReference{owner},
 			},
 			Type: secretType,
