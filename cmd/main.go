@@ -103,7 +103,7 @@ func parseFlags() (config, zap.Options) {
 	flag.StringVar(&c.apiKeyHeader, "api-key-header", "X-API-Key",
 		"Request header forward-auth reads a token from when there is no Authorization: Bearer.")
 	flag.DurationVar(&c.usageFlushInterval, "usage-flush-interval", time.Minute,
-		"How often last-used times are written to ApiKey status, at most once per key.")
+		"How often last-used times are written to ApiKeyRecord status (shown on the ApiKey), at most once per token.")
 	flag.BoolVar(&c.enableAdmission, "enable-admission", true,
 		"Serve the ApiKey admission webhooks (stamp owners, enforce identity and expiry rules). Needs --enable-controller.")
 	flag.StringVar(&c.forbiddenGroups, "forbidden-groups", "",
