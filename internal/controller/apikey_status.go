@@ -19,6 +19,9 @@ import (
 // its next deadline.
 func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (ctrl.Result, error) {
 	reportIssuance(p)
+	if err == nil && p.forgery != nil {
+		err = p.forgery
+	}
 	r.computeConditions(p, err)
 	if _, isStalled := asStalled(err); err == nil || isStalled {
 		p.key.Status.ObservedGeneration = p.key.Generation

@@ -51,18 +51,6 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, p *pass) error {
 	if p.issued() {
 		return nil
 	}
-	// The cache may not show a record created moments ago: ask the API
-	// server before minting a second token.
-	records, err := r.listRecords(ctx, p.key, true)
-	if err != nil {
-		return err
-	}
-	if len(records) > 0 {
-		p.setRecords(records)
-		if p.issued() {
-			return r.validate(ctx, p)
-		}
-	}
 	return r.mint(ctx, p)
 }
 

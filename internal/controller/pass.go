@@ -31,6 +31,10 @@ type pass struct {
 	// record is created only after its token was delivered to the Secret.
 	live *apikeysv1alpha1.ApiKeyRecord
 
+	// forgery is what checkStatus found wrong with the status it read:
+	// reported (Stalled), never obeyed, and no reason to stop the pass.
+	forgery *stalledError
+
 	// expiresAt is when the live (or next) token expires; nil means never.
 	expiresAt *metav1.Time
 	// wakeAt is the earliest instant a pass must run again without any

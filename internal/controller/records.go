@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -22,7 +23,8 @@ func recordNameFor(sum [32]byte) string {
 
 // listRecords lists key's records from the cache or, where a decision must
 // not rest on a cache that may lag, from the API server.
-func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey, fromAPIServer bool) ([]apikeysv1alpha1.ApiKeyRecord, error) { //nolint:lll // a message or signature reads better whole
+func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey,
+	fromAPIServer bool) ([]apikeysv1alpha1.ApiKeyRecord, error) {
 	var records apikeysv1alpha1.ApiKeyRecordList
 	var reader client.Reader = r.Client
 	if fromAPIServer {
@@ -34,54 +36,55 @@ func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1
 	return records.Items, nil
 }
 
-// observeRecords reads the key's records (the truth about its tokens), then
-// checks that status reports them as the operator wrote it.
+// observeRecords reads the key's records, the truth about its tokens, then
+// checks that status reports them as the operator wrote it. The cache may not
+// yet show a record created moments ago, so before concluding that the key
+// has no token (and minting a second one), or that status names a token the
+// key does not have, it asks the API server.
 func (r *ApiKeyReconciler) observeRecords(ctx context.Context, p *pass) error {
 	records, err := r.listRecords(ctx, p.key, false)
 	if err != nil {
 		return err
 	}
 	p.setRecords(records)
-	return r.checkStatus(ctx, p)
+	if named := p.base.Status.RecordName; !p.issued() || (named != "" && findRecord(p.records, named) == nil) {
+		if records, err = r.listRecords(ctx, p.key, true); err != nil {
+			return err
+		}
+		p.setRecords(records)
+	}
+	p.forgery = checkStatus(p)
+	return nil
 }
 
-// checkStatus compares what status says of the live token with the
-// records. Status is a report: the operator writes it only from records, and
-// deletes a record only once status no longer names it. A status that names
-// a token this key has no record of, or tells another issuance time or hint
-// for it, was written by someone else (whoever holds apikeys/status). It is
-// never obeyed: the key is reported Stalled, status is rewritten from the
-// records, and the key stays Stalled until its spec changes, so that a
-// person looks at it.
-func (r *ApiKeyReconciler) checkStatus(ctx context.Context, p *pass) error {
+// checkStatus compares what status says of the live token with the records
+// and returns a finding if they disagree. Status is a report: the operator
+// writes it only from records, and deletes a record only once status no
+// longer names it. A status that names a token this key has no record of, or
+// tells another issuance time or hint for it, was written by someone else
+// (whoever holds apikeys/status). It is never obeyed, and never stops the
+// pass: status is rewritten from the records, and the key is reported
+// Stalled until its spec changes, so that a person looks at it.
+func checkStatus(p *pass) *stalledError {
 	if c := meta.FindStatusCondition(p.base.Status.Conditions, ConditionStalled); c != nil &&
 		c.Reason == ReasonStatusForged && c.ObservedGeneration == p.key.Generation {
-		return stalled(ReasonStatusForged, "%s", c.Message)
+		return &stalledError{reason: ReasonStatusForged, message: c.Message}
 	}
 	st := &p.base.Status
 	if st.RecordName == "" {
 		return nil
 	}
 	rec := findRecord(p.records, st.RecordName)
-	if rec == nil {
-		// A record created moments ago may not be in the cache yet.
-		records, err := r.listRecords(ctx, p.key, true)
-		if err != nil {
-			return err
-		}
-		p.setRecords(records)
-		rec = findRecord(p.records, st.RecordName)
-	}
 	switch {
 	case rec == nil:
-		return stalled(ReasonStatusForged,
-			"status.recordName names a token this operator never issued for this key (or whose record was deleted by hand); "+
-				"it was ignored. Someone other than the operator writes apikeys/status: find who, then edit the spec to clear this")
+		return &stalledError{reason: ReasonStatusForged, message: "status.recordName named a token this operator never issued " +
+			"for this key (or whose record was deleted by hand); it was ignored. Someone other than the operator writes " +
+			"apikeys/status: find who, then edit the spec to clear this"}
 	case st.IssuedAt != nil && !st.IssuedAt.Equal(&rec.Spec.IssuedAt),
 		st.TokenHint != "" && st.TokenHint != rec.Spec.TokenHint:
-		return stalled(ReasonStatusForged,
-			"status.issuedAt or status.tokenHint differ from the record of token %s; they were ignored. "+
-				"Someone other than the operator writes apikeys/status: find who, then edit the spec to clear this", rec.Spec.TokenHint)
+		return &stalledError{reason: ReasonStatusForged, message: fmt.Sprintf("status.issuedAt or status.tokenHint differed "+
+			"from the record of token %s; they were ignored. Someone other than the operator writes apikeys/status: "+
+			"find who, then edit the spec to clear this", rec.Spec.TokenHint)}
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -97,6 +99,35 @@ var _ = Describe("Trust boundaries", func() {
 		for _, rec := range recordsOf(key) {
 			Expect(rec.Name).NotTo(Equal(forged))
 		}
+	})
+
+	It("carries spec edits to the record even when status reports a forgery", func() {
+		// In the crash specs' namespace, which the manager does not watch,
+		// so that a reconciler run by hand sees the planted condition.
+		key := newCrashKey()
+		patch := client.MergeFrom(key.DeepCopy())
+		key.Spec.Scopes = []string{"orders:read", "orders:write"}
+		Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+		restartAndConverge(key)
+
+		By("planting a StatusForged stall for the generation the next edit will have")
+		cur := fetch(key)
+		planted := cur.DeepCopy()
+		meta.SetStatusCondition(&planted.Status.Conditions, metav1.Condition{
+			Type: ConditionStalled, Status: metav1.ConditionTrue, Reason: ReasonStatusForged,
+			Message: "planted", ObservedGeneration: cur.Generation + 1,
+		})
+		Expect(k8sClient.Status().Patch(ctx, planted, client.MergeFrom(cur))).To(Succeed())
+		narrowed := fetch(key)
+		patch = client.MergeFrom(narrowed.DeepCopy())
+		narrowed.Spec.Scopes = []string{"orders:read"}
+		Expect(k8sClient.Patch(ctx, narrowed, patch)).To(Succeed())
+
+		r := newCrashReconciler(newCrashingClient(-1))
+		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(condition(fetch(key), ConditionStalled)).To(HaveField("Reason", ReasonStatusForged), "the report stays")
+		Expect(recordsOf(key)[0].Spec.Scopes).To(Equal([]string{"orders:read"}), "a status writer kept a scope the owner removed")
 	})
 
 	It("deletes the records of a key whose finalizer was stripped before it was deleted", func() {
