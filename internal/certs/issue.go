@@ -68,7 +68,9 @@ type renewal struct {
 // serve the old certificate keep being trusted. The serving data never holds
 // the CA's key: one of the old layout (no CA Secret, ca.key beside tls.key)
 // has its CA moved to the CA Secret as it is, and is rewritten without it.
-func renew(caData, servingData map[string][]byte, hosts []string, l lifetimes, now time.Time) (renewal, error) { //nolint:gocyclo,lll // one decision table
+//
+//nolint:gocyclo // one decision table: each branch is a state the two Secrets can be in
+func renew(caData, servingData map[string][]byte, hosts []string, l lifetimes, now time.Time) (renewal, error) {
 	var next renewal
 	if len(caData[caKeyKey]) == 0 && len(servingData[caKeyKey]) != 0 {
 		caData = map[string][]byte{caBundleKey: servingData[caBundleKey], caKeyKey: servingData[caKeyKey]}

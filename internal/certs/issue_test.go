@@ -60,8 +60,9 @@ func TestRenew(t *testing.T) {
 		{name: "serving certificate due", data: first, at: t0.Add(8 * day), want: "serving", renewAt: t0.Add(16 * day)},
 		{name: "a host added", data: first, hosts: append(testHosts, "localhost"), at: t0.Add(day),
 			want: "serving", renewAt: t0.Add(9 * day)},
-		{name: "serving certificate from another CA", data: secrets{first.ca, with(first.serving, corev1.TLSCertKey, other.serving[corev1.TLSCertKey])}, //nolint:lll // a message or signature reads better whole
-			at: t0, want: "serving"},
+		{name: "serving certificate from another CA",
+			data: secrets{first.ca, with(first.serving, corev1.TLSCertKey, other.serving[corev1.TLSCertKey])},
+			at:   t0, want: "serving"},
 		{name: "serving key lost", data: secrets{first.ca, with(first.serving, corev1.TLSPrivateKeyKey, nil)}, at: t0, want: "serving"},
 		{name: "serving Secret lost", data: secrets{ca: first.ca}, at: t0, want: "serving"},
 		{name: "CA due", data: first, at: t0.Add(98 * day), want: "new CA", renewAt: t0.Add(106 * day)},

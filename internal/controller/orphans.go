@@ -86,7 +86,8 @@ func (c *RecordCollector) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // enqueueRecordsOf queues the records of a deleted ApiKey.
-func (c *RecordCollector) enqueueRecordsOf(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) { //nolint:lll // a message or signature reads better whole
+func (c *RecordCollector) enqueueRecordsOf(ctx context.Context, e event.DeleteEvent,
+	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	var records apikeysv1alpha1.ApiKeyRecordList
 	if err := c.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(e.Object.GetUID())}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Could not list the records of a deleted ApiKey; they are collected on the next resync",

@@ -130,7 +130,8 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 // recordSpecFor is what the auth server needs to answer for rec's token:
 // what identifies the token comes from rec, who it is and what it may do
 // from key.
-func recordSpecFor(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord, expiresAt *metav1.Time) apikeysv1alpha1.ApiKeyRecordSpec { //nolint:lll // a message or signature reads better whole
+func recordSpecFor(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord,
+	expiresAt *metav1.Time) apikeysv1alpha1.ApiKeyRecordSpec {
 	return apikeysv1alpha1.ApiKeyRecordSpec{
 		TokenHash:        rec.Spec.TokenHash,
 		TokenHint:        rec.Spec.TokenHint,

@@ -102,7 +102,8 @@ func TestWithoutWireDumps(t *testing.T) {
 			l.WithName("apikey").WithValues("apikey", "team-a/ci").V(127).Info("Delivered the token", "secret", "team-a/ci-token")
 		},
 		"client-go's V(6) response line": func(l logr.Logger) {
-			l.V(6).Info("Response", "verb", "POST", "url", "https://api/api/v1/namespaces/team-a/secrets", "status", "201 Created", "milliseconds", 3) //nolint:lll // a message or signature reads better whole
+			l.V(6).Info("Response", "verb", "POST", "url", "https://api/api/v1/namespaces/team-a/secrets",
+				"status", "201 Created", "milliseconds", 3)
 		},
 		"error": func(l logr.Logger) { l.Error(errors.New("conflict"), "Reconciler error", "apikey", "team-a/ci") },
 	}
@@ -142,8 +143,9 @@ func TestWithoutWireDumpsKeepsTheCaller(t *testing.T) {
 	logFromHelper(l)
 	want := []string{shortCaller(file, line+1), shortCaller(file, line+2)}
 
-	var got []string //nolint:prealloc // test helper
-	for _, entry := range entries(t, out.String()) {
+	logged := entries(t, out.String())
+	got := make([]string, 0, len(logged))
+	for _, entry := range logged {
 		got = append(got, entry["caller"].(string))
 	}
 	g.Expect(got).To(Equal(want))

@@ -127,12 +127,14 @@ func (p *Policy) AllowedGroups(groups []string) []string {
 func (p *Policy) CheckOwner(owner *apikeysv1alpha1.Owner) error {
 	if owner == nil {
 		return violation(RuleOwnerNotAllowed,
-			"identity Owner needs spec.owner, stamped by the operator's admission from the creating user: recreate the key with admission in place, or use identity Key") //nolint:lll // a message or signature reads better whole
+			"identity Owner needs spec.owner, stamped by the operator's admission from the creating user: "+
+				"recreate the key with admission in place, or use identity Key")
 	}
 	switch {
 	case strings.HasPrefix(owner.Username, serviceAccountPrefix) && !slices.Contains(p.ownerRequesters, owner.Username):
 		return violation(RuleOwnerNotAllowed,
-			"identity Owner keys are for people, and %q is a service account not listed in the operator's --owner-requesters: use identity Key", owner.Username) //nolint:lll // a message or signature reads better whole
+			"identity Owner keys are for people, and %q is a service account not listed in the operator's "+
+				"--owner-requesters: use identity Key", owner.Username)
 	case strings.HasPrefix(owner.Username, keyUserPrefix):
 		return violation(RuleOwnerNotAllowed,
 			"identity Owner keys are for people, and %q is an API key: use identity Key", owner.Username)

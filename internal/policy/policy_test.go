@@ -29,9 +29,10 @@ func TestCheckOwner(t *testing.T) {
 		owner *apikeysv1alpha1.Owner
 		rule  string
 	}{
-		"a person":                  {alice(), ""},
-		"no owner":                  {nil, RuleOwnerNotAllowed},
-		"a service account":         {with(func(o *apikeysv1alpha1.Owner) { o.Username = "system:serviceaccount:argocd:app" }), RuleOwnerNotAllowed}, //nolint:lll // a message or signature reads better whole
+		"a person": {alice(), ""},
+		"no owner": {nil, RuleOwnerNotAllowed},
+		"a service account": {
+			with(func(o *apikeysv1alpha1.Owner) { o.Username = "system:serviceaccount:argocd:app" }), RuleOwnerNotAllowed},
 		"a listed service account":  {with(func(o *apikeysv1alpha1.Owner) { o.Username = "system:serviceaccount:ci:minter" }), ""},
 		"an API key":                {with(func(o *apikeysv1alpha1.Owner) { o.Username = "apikey:team-a:ci" }), RuleOwnerNotAllowed},
 		"system:masters":            {with(func(o *apikeysv1alpha1.Owner) { o.Groups = []string{MastersGroup} }), RuleForbiddenGroup},
@@ -88,7 +89,8 @@ func TestOwnerRuleRendersTheFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !equality.Semantic.DeepEqual(defaults.Policy.Spec, shipped.Policy.Spec) || !equality.Semantic.DeepEqual(defaults.Binding.Spec, shipped.Binding.Spec) { //nolint:lll // a message or signature reads better whole
+	if !equality.Semantic.DeepEqual(defaults.Policy.Spec, shipped.Policy.Spec) ||
+		!equality.Semantic.DeepEqual(defaults.Binding.Spec, shipped.Binding.Spec) {
 		t.Error("the default flags do not render the shipped policy: the file's lists must be the defaults")
 	}
 }

@@ -3,14 +3,11 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -79,25 +76,13 @@ func userKubeconfig(host string, caData []byte, tok string) string {
 	return path
 }
 
-// kubectl runs the kubectl built by `make envtest` and returns its stdout
-// and stderr. Only the kubeconfig path carries the token, so a failure
-// message never shows it.
+// kubectl runs the kubectl built by `make envtest`; see utils.Kubectl.
 func kubectl(kubeconfig string, args ...string) (string, string, error) {
-	cmd := exec.Command(kubectlPath, append([]string{"--kubeconfig", kubeconfig}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	return strings.TrimSpace(stdout.String()), strings.TrimSpace(stderr.String()), err
+	return utils.Kubectl(kubectlPath, kubeconfig, args...)
 }
 
 // whoami is `kubectl auth whoami`'s username, or kubectl's error output.
-func whoami(kubeconfig string) string {
-	out, errOut, err := kubectl(kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
-	if err != nil {
-		return "error: " + errOut
-	}
-	return out
-}
+func whoami(kubeconfig string) string { return utils.Whoami(kubectlPath, kubeconfig) }
 
 // authHTTPClient trusts the auth server's CA.
 func authHTTPClient() *http.Client {

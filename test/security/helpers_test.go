@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -146,7 +145,7 @@ func waitReady(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
 }
 
 // waitStalled waits until key has Stalled=True with reason.
-func waitStalled(key *apikeysv1alpha1.ApiKey, reason string) *apikeysv1alpha1.ApiKey { //nolint:unparam // test helper
+func waitStalled(key *apikeysv1alpha1.ApiKey, reason string) {
 	GinkgoHelper()
 	got := &apikeysv1alpha1.ApiKey{}
 	Eventually(func(g Gomega) {
@@ -156,12 +155,11 @@ func waitStalled(key *apikeysv1alpha1.ApiKey, reason string) *apikeysv1alpha1.Ap
 		g.Expect(stalled.Status).To(Equal(metav1.ConditionTrue))
 		g.Expect(stalled.Reason).To(Equal(reason))
 	}, timeout, interval).Should(Succeed())
-	return got
 }
 
 // conditionSummary lists a key's conditions as type=status(reason).
 func conditionSummary(key *apikeysv1alpha1.ApiKey) string {
-	var parts []string //nolint:prealloc // test helper
+	parts := make([]string, 0, len(key.Status.Conditions))
 	for _, c := range key.Status.Conditions {
 		parts = append(parts, fmt.Sprintf("%s=%s(%s)", c.Type, c.Status, c.Reason))
 	}
@@ -277,11 +275,7 @@ func forwardAuth(tok string) int {
 // webhook: the username, or "error: " and kubectl's complaint.
 func whoami(tok string) string {
 	GinkgoHelper()
-	out, errOut, err := kubectl(tokenKubeconfig(tok), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
-	if err != nil {
-		return "error: " + errOut
-	}
-	return out
+	return utils.Whoami(kubectlPath, tokenKubeconfig(tok))
 }
 
 // tokenKubeconfig writes a 0600 kubeconfig that authenticates with tok.
@@ -293,14 +287,9 @@ func tokenKubeconfig(tok string) string {
 	return path
 }
 
-// kubectl runs kubectl with a kubeconfig and returns its stdout and stderr.
-// Only the kubeconfig file carries a credential, so neither output shows it.
+// kubectl runs the kubectl built by `make envtest`; see utils.Kubectl.
 func kubectl(kubeconfig string, args ...string) (string, string, error) {
-	cmd := exec.Command(kubectlPath, append([]string{"--kubeconfig", kubeconfig}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	return strings.TrimSpace(stdout.String()), strings.TrimSpace(stderr.String()), err
+	return utils.Kubectl(kubectlPath, kubeconfig, args...)
 }
 
 // kubectlCreate creates obj (JSON) with kubectl as whoever kubeconfig is.

@@ -218,7 +218,7 @@ var _ = AfterSuite(func() {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
 	if logDir != "" {
-		fmt.Fprintf(GinkgoWriter, "The binaries' complete output is kept in %s\n", logDir) //nolint:errcheck // test helper
+		GinkgoWriter.Printf("The binaries' complete output is kept in %s\n", logDir)
 	}
 	Expect(leaks).To(BeEmpty(), "tokens found in the binaries' logs (the logs are in %s)", logDir)
 	for _, err := range stopErrs {

@@ -140,12 +140,8 @@ func isDumpOffset(log string, i int) bool {
 	return true
 }
 
+// hexDigit decodes one lowercase hex digit, as hex.Dump writes them.
 func hexDigit(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
+	i := strings.IndexByte("0123456789abcdef", c)
+	return byte(i), i >= 0
 }
