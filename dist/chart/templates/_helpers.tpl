@@ -106,8 +106,8 @@ controller, while it leads, issues, rotates and injects it, keeping the CA in
 {{/* The container parts both Deployments share, after name, image and args. */}}
 {{- define "apikey-operator.containerCommon" -}}
 env:
-# The operator keeps its attestation key (and, self-signed, its webhook
-# certificate) in Secrets in its own namespace.
+# The operator's own namespace: where, self-signed, it keeps its webhook CA
+# and certificate.
 - name: POD_NAMESPACE
   valueFrom:
     fieldRef:
