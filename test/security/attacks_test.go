@@ -192,6 +192,9 @@ var _ = Describe("Attack 2: the admission webhook as an oracle", func() {
 	})
 })
 
+// minterUser is the one ServiceAccount an operator may allow to own keys.
+const minterUser = "system:serviceaccount:ci:minter"
+
 var _ = Describe("Attack 3: a GitOps ServiceAccount mints personal keys", func() {
 	mintAttempts := func() {
 		GinkgoHelper()
@@ -211,12 +214,46 @@ var _ = Describe("Attack 3: a GitOps ServiceAccount mints personal keys", func()
 		mintAttempts()
 	})
 
-	// The positive case, ci:minter itself getting an Owner key, needs the
-	// admission policy to learn of --owner-requesters too, and is left out.
 	It("still denies it when --owner-requesters names another ServiceAccount", func() {
 		DeferCleanup(func() { manager.restart() })
-		manager.restart("--owner-requesters=system:serviceaccount:ci:minter")
+		manager.restart("--owner-requesters=" + minterUser)
 		mintAttempts()
+	})
+
+	It("lets a ServiceAccount named in --owner-requesters and in the policy own a key itself", func() {
+		By("naming ci:minter in the flag and, as the chart does from one value, in the policy")
+		policy := shipped("ValidatingAdmissionPolicy", ownerPolicyName).DeepCopy()
+		vars, _, err := unstructured.NestedSlice(policy.Object, "spec", "variables")
+		Expect(err).NotTo(HaveOccurred())
+		for _, v := range vars {
+			if v := v.(map[string]any); v["name"] == "ownerRequesters" {
+				v["expression"] = `["` + minterUser + `"]`
+			}
+		}
+		Expect(unstructured.SetNestedSlice(policy.Object, vars, "spec", "variables")).To(Succeed())
+		Expect(applyObject(policy)).To(Succeed())
+		ownerPolicyEpoch = time.Now()
+		DeferCleanup(func() {
+			Expect(applyObject(shipped("ValidatingAdmissionPolicy", ownerPolicyName))).To(Succeed())
+			ownerPolicyEpoch = time.Now()
+			manager.restart()
+		})
+		manager.restart("--owner-requesters=" + minterUser)
+
+		minter := newIdentity(minterUser, saGroups("ci")...)
+		ns := tenantNamespace(minter)
+		afterOwnerPolicySettled()
+		Eventually(func() error {
+			// kube-apiserver enforces the edited policy once its informer has it.
+			return minter.client.Create(ctx, ownerKey(ns, "minter-probe"), client.DryRunAll)
+		}, timeout, interval).Should(Succeed())
+		afterOwnerPolicySettled()
+		tok, key := issueKey(minter, ownerKey(ns, "minter"))
+		Expect(key.Spec.Owner.Username).To(Equal(minterUser))
+		expectTokenWorks(tok, minterUser, "the listed ServiceAccount's own Owner key")
+
+		By("the other, unlisted, GitOps ServiceAccount is still denied")
+		expectDenied(gitops, ownerKey(ns, "gitops-self"))
 	})
 })
 

@@ -330,6 +330,11 @@ func applyObject(u *unstructured.Unstructured) error {
 		client.FieldOwner("security-suite"), client.ForceOwnership)
 }
 
+// saGroups are the groups kube-apiserver gives a ServiceAccount of ns.
+func saGroups(ns string) []string {
+	return []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+}
+
 // shipped returns the object of kind and name that config/default ships, or
 // nil.
 func shipped(kind, name string) *unstructured.Unstructured {
@@ -347,9 +352,6 @@ func shipped(kind, name string) *unstructured.Unstructured {
 // has in a cluster.
 func provisionIdentities() {
 	GinkgoHelper()
-	saGroups := func(ns string) []string {
-		return []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
-	}
 	managerSA = newIdentity(managerUser, saGroups(operatorNamespace)...)
 	authServerSA = newIdentity(authServerUser, saGroups(operatorNamespace)...)
 	alice = newIdentity("alice", "system:authenticated", "team-a")
