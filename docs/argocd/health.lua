@@ -3,7 +3,9 @@
 -- It reads the key's kstatus conditions, the same ones `kubectl get apikeys`
 -- and Flux read: Stalled wins (the key is refused and needs a spec change),
 -- then Suspended, then Reconciling, then Ready. A status written for an
--- older generation of the spec says nothing about the current one.
+-- older generation of the spec says nothing about the current one. A key in
+-- a rotation's grace period is Ready like any other; a Ready key that is
+-- ExpiringSoon stays Healthy (it still works) with the warning as message.
 -- Installed in argocd-cm as resource.customizations.health.apikeys.dev_ApiKey;
 -- see docs/argocd.md. Uses only Lua's base library, as Argo CD provides.
 
@@ -70,6 +72,11 @@ local ready = findCondition(conditions, "Ready")
 if isTrue(ready) then
   hs.status = "Healthy"
   hs.message = messageOf(ready, "The key is ready")
+  -- Argo CD has no warning status, so the warning takes the message.
+  local expiringSoon = findCondition(conditions, "ExpiringSoon")
+  if isTrue(expiringSoon) then
+    hs.message = "ExpiringSoon: " .. messageOf(expiringSoon, "the key is close to its expiry")
+  end
   return hs
 end
 if ready ~= nil then

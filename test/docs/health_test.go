@@ -1,5 +1,6 @@
 // Package docs tests what docs/ promises: the example manifests are valid
-// Kubernetes objects, the Argo CD health check answers as its tests say, and
+// Kubernetes objects, the Argo CD health check answers as its tests say,
+// kstatus (what Flux reads) answers as docs/argocd.md says, and
 // the forward-auth URLs the integration pages configure mean what the pages
 // say they mean.
 package docs
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
 // docsDir is the repository's docs/ from this package.
@@ -109,6 +112,63 @@ func TestArgoCDConfigMapCarriesTheScript(t *testing.T) {
 	}
 	if found == 0 {
 		t.Errorf("%s has no argocd-cm example with %s", page, key)
+	}
+}
+
+// fluxHealth is what kstatus computes for each object under
+// docs/argocd/testdata: the table "What kstatus makes of a key" in
+// docs/argocd.md. A key with no conditions at all reads as Current, since
+// kstatus cannot tell it from a kind that has none.
+var fluxHealth = map[string]kstatus.Status{
+	"healthy.yaml":                    kstatus.CurrentStatus,
+	"rotating.yaml":                   kstatus.CurrentStatus,
+	"expiring-soon.yaml":              kstatus.CurrentStatus,
+	"rotating-and-expiring-soon.yaml": kstatus.CurrentStatus,
+	"no-status.yaml":                  kstatus.CurrentStatus,
+	"empty-status.yaml":               kstatus.CurrentStatus,
+	"stale-generation.yaml":           kstatus.InProgressStatus,
+	"retrying.yaml":                   kstatus.InProgressStatus,
+	"ready-unknown.yaml":              kstatus.InProgressStatus,
+	"suspended.yaml":                  kstatus.InProgressStatus,
+	"expired.yaml":                    kstatus.FailedStatus,
+	"invalid-expiry.yaml":             kstatus.FailedStatus,
+	"owner-not-attested.yaml":         kstatus.FailedStatus,
+	"forbidden-group.yaml":            kstatus.FailedStatus,
+	"invalid-spec.yaml":               kstatus.FailedStatus,
+	"secret-name-taken.yaml":          kstatus.FailedStatus,
+	"expiring-soon-and-stalled.yaml":  kstatus.FailedStatus,
+	"suspended-and-expired.yaml":      kstatus.FailedStatus,
+}
+
+// TestFluxHealthCheck runs kstatus, which Flux's health checks use, on the
+// objects the Argo CD cases use, so both tools are held to the same keys.
+func TestFluxHealthCheck(t *testing.T) {
+	inputs, err := filepath.Glob(filepath.Join(docsDir, "argocd", "testdata", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inputs) == 0 {
+		t.Fatal("no objects under docs/argocd/testdata")
+	}
+	for _, in := range inputs {
+		name := filepath.Base(in)
+		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
+			want, ok := fluxHealth[name]
+			if !ok {
+				t.Fatalf("%s has no expected kstatus status in fluxHealth", name)
+			}
+			var obj map[string]any
+			if err := yaml.Unmarshal([]byte(readFile(t, in)), &obj); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			res, err := kstatus.Compute(&unstructured.Unstructured{Object: obj})
+			if err != nil {
+				t.Fatalf("kstatus: %v", err)
+			}
+			if res.Status != want {
+				t.Errorf("kstatus says %s (%q), want %s", res.Status, res.Message, want)
+			}
+		})
 	}
 }
 
