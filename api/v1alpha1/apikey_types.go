@@ -22,7 +22,9 @@ const (
 // DefaultPrefix is the token prefix used when spec.prefix is not set.
 const DefaultPrefix = "ak"
 
-// RotateAnnotation rotates a key once each time its value changes.
+// RotateAnnotation rotates a key once each time its value changes. The value
+// acted on is kept in the new token's record and reported in
+// status.lastRotateRequest.
 const RotateAnnotation = "apikeys.dev/rotate"
 
 // Owner is the user a personal access token authenticates as.
@@ -77,15 +79,21 @@ type SecretTemplate struct {
 	DeleteAfter *metav1.Duration `json:"deleteAfter,omitempty"`
 }
 
-// Rotation reissues a key on a schedule.
+// Rotation replaces a key's token: on a schedule with every, on demand with
+// the apikeys.dev/rotate annotation. Either way the new token goes into the
+// same Secret, and the old one keeps working for gracePeriod.
+// +kubebuilder:validation:XValidation:rule="!has(self.every) || !has(self.gracePeriod) || duration(self.gracePeriod) < duration(self.every)",message="spec.rotation.gracePeriod must be shorter than spec.rotation.every: a key has at most two live tokens"
 type Rotation struct {
-	// every is how often a new token is issued.
+	// every rotates the token this long after its issuance, e.g. 720h. At
+	// least 1h.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="spec.rotation.every must be at least 1h"
 	Every *metav1.Duration `json:"every,omitempty"`
 
-	// gracePeriod is how long the previous token keeps working after a rotation.
+	// gracePeriod is how long the previous token keeps working after a
+	// rotation. Defaults to 0: the previous token is refused at once.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
@@ -94,7 +102,6 @@ type Rotation struct {
 
 // ApiKeySpec is what the user asks for.
 // +kubebuilder:validation:XValidation:rule="!(has(self.expiresAt) && has(self.ttl))",message="set at most one of expiresAt and ttl"
-// +kubebuilder:validation:XValidation:rule="!has(self.rotation)",message="spec.rotation is not supported yet: remove it"
 // +kubebuilder:validation:XValidation:rule="has(self.owner) == has(oldSelf.owner)",message="spec.owner is set when the ApiKey is created and cannot be added or removed later"
 type ApiKeySpec struct {
 	// description is free text shown to people managing the key.
@@ -162,7 +169,9 @@ type ApiKeySpec struct {
 	// +optional
 	Secret SecretTemplate `json:"secret,omitempty"`
 
-	// rotation reissues the token on a schedule. Not supported yet.
+	// rotation replaces the token on a schedule (every) and says how long
+	// the previous token keeps working (gracePeriod), for scheduled and
+	// on-demand (apikeys.dev/rotate) rotations alike.
 	// +optional
 	Rotation *Rotation `json:"rotation,omitempty"`
 }
@@ -247,7 +256,8 @@ type ApiKeyStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	PreviousKeys []PreviousKey `json:"previousKeys,omitempty"`
 
-	// lastRotateRequest is the apikeys.dev/rotate annotation value last acted on.
+	// lastRotateRequest is the apikeys.dev/rotate annotation value last acted
+	// on, as the live token's record holds it.
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	LastRotateRequest string `json:"lastRotateRequest,omitempty"`

@@ -96,6 +96,20 @@ type ApiKeyRecordSpec struct {
 	// +optional
 	ValidUntil *metav1.Time `json:"validUntil,omitempty"`
 
+	// issuance counts the key's tokens: 1 for the first, one more with each
+	// rotation. Of the records without validUntil, the highest is the live
+	// token. It cannot change.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="issuance cannot change"
+	Issuance int64 `json:"issuance,omitempty"`
+
+	// rotateRequest is the ApiKey's apikeys.dev/rotate annotation when this
+	// token was issued: a new value asks for the next rotation.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	RotateRequest string `json:"rotateRequest,omitempty"`
+
 	// secretName is the Secret in the ApiKey's namespace the token was
 	// delivered to. It cannot change.
 	// +optional

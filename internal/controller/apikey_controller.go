@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -51,7 +52,7 @@ type ApiKeyReconciler struct {
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/status,verbs=get;patch
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords,verbs=get;list;watch;create;patch;delete;deletecollection
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile runs the steps of one pass in order and stops at the first that
@@ -59,9 +60,13 @@ type ApiKeyReconciler struct {
 func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	key := &apikeysv1alpha1.ApiKey{}
 	if err := r.Get(ctx, req.NamespacedName, key); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetExpiry(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !key.DeletionTimestamp.IsZero() {
+		forgetExpiry(req.NamespacedName)
 		return ctrl.Result{}, r.finalize(ctx, key)
 	}
 	// The finalizer goes on before any record exists, so deletion can never
@@ -81,8 +86,10 @@ func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 
 	for _, step := range []func(context.Context, *pass) error{
 		r.observeRecords,
+		r.settleRotation,
 		r.validate,
 		r.issue,
+		r.rotate,
 		r.syncRecords,
 		r.watchSecret,
 		r.watchExpiry,

@@ -24,7 +24,7 @@ var _ = Describe("Issuing a key", func() {
 	var ns string
 	BeforeEach(func() { ns = newNamespace() })
 
-	It("mints a token, keeps only its hash in one record and delivers it once to an immutable Secret", func() {
+	It("mints a token, keeps only its hash in one record and delivers it once to a Secret", func() {
 		key := newKey(ns)
 		key.Spec.Scopes = []string{"links:create", "links:read"}
 		key.Spec.Audiences = []string{"shortener"}
@@ -46,10 +46,13 @@ var _ = Describe("Issuing a key", func() {
 		Expect(key.Status.ExpiresAt.Sub(key.Status.IssuedAt.Time)).To(Equal(testMaxTTL))
 		Expect(rec.Spec.ExpiresAt.Equal(key.Status.ExpiresAt)).To(BeTrue())
 
-		By("making the Secret immutable and defaulting its name")
+		By("defaulting the Secret's name and annotating it with the token's hint and issuance")
 		Expect(key.Status.SecretName).To(Equal(key.Name + "-token"))
 		_, secret := readToken(key)
-		Expect(secret.Immutable).To(HaveValue(BeTrue()))
+		Expect(secret.Immutable).To(BeNil(), "a rotation rewrites the Secret, and kubelet refreshes only mutable ones")
+		Expect(secret.Annotations).To(HaveKeyWithValue(TokenHintAnnotation, key.Status.TokenHint))
+		Expect(secret.Annotations).To(HaveKeyWithValue(IssuedAtAnnotation, key.Status.IssuedAt.UTC().Format(time.RFC3339)))
+		Expect(rec.Spec.Issuance).To(Equal(int64(1)))
 		Expect(secret.Labels).To(HaveKeyWithValue(ManagedByLabel, ManagedByValue))
 		Expect(key.Finalizers).To(ContainElement(Finalizer))
 		Expect(condition(key, ConditionReconciling)).To(BeNil())
@@ -122,9 +125,13 @@ var _ = Describe("Rules the API server enforces", func() {
 		Entry("a description over 256 characters", func(k *apikeysv1alpha1.ApiKey) {
 			k.Spec.Description = string(make([]byte, 257))
 		}, "spec.description"),
-		Entry("rotation, not supported yet", func(k *apikeysv1alpha1.ApiKey) {
-			k.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: time.Hour}}
-		}, "spec.rotation is not supported yet"),
+		Entry("rotation more often than hourly", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: 30 * time.Minute}}
+		}, "spec.rotation.every must be at least 1h"),
+		Entry("a grace period as long as the rotation interval", func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: time.Hour},
+				GracePeriod: &metav1.Duration{Duration: time.Hour}}
+		}, "gracePeriod must be shorter than spec.rotation.every"),
 	)
 
 	DescribeTable("refusing changes to what cannot change",
@@ -296,9 +303,15 @@ var _ = Describe("One-time delivery", func() {
 		_, rec := expectOneLiveToken(key)
 		_, secret := readToken(key)
 
-		By("refusing edits to its data (the Secret is immutable)")
+		By("ignoring edits to its data: the record, not the Secret, says which hash lives")
 		secret.Data[SecretTokenKey] = []byte("forged")
-		Expect(k8sClient.Update(ctx, secret)).NotTo(Succeed())
+		Expect(k8sClient.Update(ctx, secret)).To(Succeed())
+		key.Spec.Description = "edited after the Secret's data was"
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		Expect(recordsOf(key)).To(ConsistOf(HaveField("Spec.TokenHash", rec.Spec.TokenHash)))
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
+		Expect(string(secret.Data[SecretTokenKey])).To(Equal("forged"), "the operator never writes a token twice")
 
 		By("ignoring a forged Secret put in its place")
 		forgedToken, err := token.Generate("ak")

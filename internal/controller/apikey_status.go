@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
 // finishPass computes status from what the pass observed, writes it in one
@@ -19,6 +22,7 @@ import (
 // its next deadline.
 func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (ctrl.Result, error) {
 	reportIssuance(p)
+	reportExpiry(p)
 	if err == nil && p.forgery != nil {
 		err = p.forgery
 	}
@@ -58,6 +62,7 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 		set(ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
 		set(ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
 		drop(ConditionReconciling)
+		drop(ConditionExpiringSoon)
 		if stall.reason == ReasonStatusForged && !wasTrue(ConditionStalled) {
 			r.Recorder.Eventf(key, nil, corev1.EventTypeWarning, ReasonStatusForged, "DetectForgery", stall.message)
 		}
@@ -97,8 +102,23 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 			msg = fmt.Sprintf("Token %s is live; its Secret %s was deleted at %s (the key stays valid)",
 				st.TokenHint, st.SecretName, st.SecretDeletedAt.UTC().Format(time.RFC3339))
 		}
+		for _, prev := range st.PreviousKeys {
+			msg += fmt.Sprintf("; previous token %s is accepted until %s",
+				prev.TokenHint, prev.ValidUntil.UTC().Format(time.RFC3339))
+		}
 		set(ConditionReady, metav1.ConditionTrue, ReasonIssued, msg)
 		drop(ConditionExpired)
+	}
+
+	if p.expiringSoon && !p.expired() {
+		msg := fmt.Sprintf("The key expires at %s: rotate it, or extend spec.expiresAt or spec.ttl",
+			p.expiresAt.UTC().Format(time.RFC3339))
+		set(ConditionExpiringSoon, metav1.ConditionTrue, ReasonExpiringSoon, msg)
+		if !wasTrue(ConditionExpiringSoon) {
+			r.Recorder.Eventf(key, nil, corev1.EventTypeWarning, ReasonExpiringSoon, "WarnExpiry", msg)
+		}
+	} else {
+		drop(ConditionExpiringSoon)
 	}
 
 	if key.Spec.Suspended {
@@ -118,8 +138,9 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 // overwriting whatever status said: it is a report, never an input.
 func reportIssuance(p *pass) {
 	st := &p.key.Status
+	st.PreviousKeys = nil
 	if p.live == nil {
-		st.RecordName, st.TokenHint, st.TokenFingerprint, st.SecretName = "", "", "", ""
+		st.RecordName, st.TokenHint, st.TokenFingerprint, st.SecretName, st.LastRotateRequest = "", "", "", "", ""
 		st.IssuedAt, st.ExpiresAt, st.SecretDeletedAt = nil, nil, nil
 		return
 	}
@@ -129,10 +150,18 @@ func reportIssuance(p *pass) {
 	st.TokenFingerprint = spec.TokenFingerprint
 	st.SecretName = spec.SecretName
 	st.IssuedAt = spec.IssuedAt.DeepCopy()
+	st.LastRotateRequest = spec.RotateRequest
 	st.ExpiresAt = p.expiresAt
 	if p.expiresAt == nil {
 		st.ExpiresAt = spec.ExpiresAt
 	}
+	for i := range p.records {
+		if until := p.records[i].Spec.ValidUntil; until != nil && p.now.Before(until.Time) {
+			st.PreviousKeys = append(st.PreviousKeys, apikeysv1alpha1.PreviousKey{
+				TokenHint: p.records[i].Spec.TokenHint, ValidUntil: *until.DeepCopy()})
+		}
+	}
+	slices.SortFunc(st.PreviousKeys, func(a, b apikeysv1alpha1.PreviousKey) int { return a.ValidUntil.Compare(b.ValidUntil.Time) })
 	// The auth server reports use on the records; the newest wins.
 	for i := range p.records {
 		if used := p.records[i].Status.LastUsedAt; used != nil && (st.LastUsedAt == nil || used.After(st.LastUsedAt.Time)) {

@@ -4,13 +4,15 @@ import "github.com/apikey-operator/apikey-operator/internal/policy"
 
 // Condition types of an ApiKey, following kstatus: Ready is always present;
 // Reconciling and Stalled are present only while true; Expired and Suspended
-// are present only while true and say why a key stopped working.
+// are present only while true and say why a key stopped working;
+// ExpiringSoon is present only while true and warns before expiry.
 const (
-	ConditionReady       = "Ready"
-	ConditionReconciling = "Reconciling"
-	ConditionStalled     = "Stalled"
-	ConditionExpired     = "Expired"
-	ConditionSuspended   = "Suspended"
+	ConditionReady        = "Ready"
+	ConditionReconciling  = "Reconciling"
+	ConditionStalled      = "Stalled"
+	ConditionExpired      = "Expired"
+	ConditionSuspended    = "Suspended"
+	ConditionExpiringSoon = "ExpiringSoon"
 )
 
 // Reasons on conditions and events.
@@ -27,6 +29,11 @@ const (
 	ReasonSuspended = "Suspended"
 	// ReasonResumed: spec.suspended went back to false; the key works again.
 	ReasonResumed = "Resumed"
+	// ReasonRotated: a new token replaced the live one in the same Secret.
+	ReasonRotated = "Rotated"
+	// ReasonExpiringSoon: the live token expires within 7 days or 10 % of
+	// its lifetime, whichever is shorter.
+	ReasonExpiringSoon = "ExpiringSoon"
 	// ReasonSecretDeleted: the delivered Secret is gone; the key stays valid.
 	ReasonSecretDeleted = "SecretDeleted"
 	// ReasonSecretNameTaken: a Secret of that name exists and is not this key's.

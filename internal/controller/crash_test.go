@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -65,6 +66,106 @@ var _ = Describe("Recovering from a crash", func() {
 		}
 	})
 })
+
+// Rotation under crashes (SPEC §6.7): the same sweep across every write of
+// a rotation, with and without a grace period.
+var _ = Describe("Recovering from a crash during a rotation", func() {
+	for _, grace := range []time.Duration{0, time.Hour} {
+		It(fmt.Sprintf("delivers the new token once and keeps the old one only for its grace period (%s)", grace), func() {
+			writes := rotationWrites(grace)
+			Expect(writes).To(BeNumerically(">=", 3), "a rotation takes at least record, Secret and old-record writes")
+			for n := 0; n < writes; n++ {
+				By(fmt.Sprintf("dying after write %d of %d", n, writes))
+				key, oldTok := issuedCrashKey(grace)
+				c := newCrashingClient(n)
+				runUntilDeadOrIdle(newCrashReconciler(c), key)
+				Expect(c.dead).To(BeTrue(), "the reconciler finished before its write %d", n+1)
+				expectSecretAuthenticates(key)
+				convergeRotation(key, oldTok, grace)
+			}
+		})
+	}
+})
+
+// issuedCrashKey creates a key with the given grace period, issues its
+// token and then asks for a rotation. It returns the key and its first token.
+func issuedCrashKey(grace time.Duration) (*apikeysv1alpha1.ApiKey, string) {
+	GinkgoHelper()
+	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "crash-" + rand.String(6)}}
+	key.Spec.Rotation = &apikeysv1alpha1.Rotation{GracePeriod: &metav1.Duration{Duration: grace}}
+	Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	key = restartAndConverge(key)
+	tok, _ := readToken(key)
+	patch := client.MergeFrom(key.DeepCopy())
+	key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "crash-sweep"}
+	Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+	return key, tok
+}
+
+// rotationWrites counts the API writes of one uninterrupted rotation.
+func rotationWrites(grace time.Duration) int {
+	GinkgoHelper()
+	key, oldTok := issuedCrashKey(grace)
+	c := newCrashingClient(-1)
+	runUntilDeadOrIdle(newCrashReconciler(c), key)
+	Expect(c.dead).To(BeFalse())
+	convergeRotation(key, oldTok, grace)
+	return c.writes
+}
+
+// expectSecretAuthenticates checks what a consumer reading the Secret at
+// this moment would get: a token with a record that still accepts it.
+func expectSecretAuthenticates(key *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
+	secret := &corev1.Secret{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-token"}, secret)).To(Succeed())
+	tok := string(secret.Data[SecretTokenKey])
+	seenTokens.add(tok)
+	for _, rec := range recordsOf(key) {
+		if rec.Spec.TokenHash == token.Hash(tok) {
+			Expect(rec.Spec.ValidUntil == nil || time.Now().Before(rec.Spec.ValidUntil.Time)).To(BeTrue(),
+				"the Secret's token is past its grace period")
+			return
+		}
+	}
+	Fail("the Secret holds a token with no record: a consumer reading it now would be refused")
+}
+
+// convergeRotation restarts the operator and checks the outcome SPEC §6.7
+// allows: the rotation done, its new token the one live record and in the
+// Secret, and the old token kept for its grace period, or gone without one.
+func convergeRotation(key *apikeysv1alpha1.ApiKey, oldTok string, grace time.Duration) {
+	GinkgoHelper()
+	r := newCrashReconciler(newCrashingClient(-1))
+	var err error
+	for range 5 {
+		if _, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)}); err == nil {
+			break
+		}
+	}
+	Expect(err).NotTo(HaveOccurred(), "the restarted reconciler did not converge")
+	got := fetch(key)
+	Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+	Expect(got.Status.LastRotateRequest).To(Equal("crash-sweep"))
+	newTok, live := expectLiveToken(got)
+	Expect(newTok).NotTo(Equal(oldTok), "the rotation was not done")
+	Expect(live.Spec.Issuance).To(BeNumerically(">=", 2))
+
+	var old *apikeysv1alpha1.ApiKeyRecord
+	for _, rec := range recordsOf(got) {
+		if rec.Spec.TokenHash == token.Hash(oldTok) {
+			old = &rec
+		}
+	}
+	if grace == 0 {
+		Expect(old).To(BeNil(), "without a grace period the old token goes at once")
+	} else {
+		Expect(old).NotTo(BeNil(), "the old token lost its grace period")
+		Expect(old.Spec.ValidUntil).To(HaveValue(HaveField("Time", BeTemporally("==", live.Spec.IssuedAt.Add(grace)))))
+		Expect(got.Status.PreviousKeys).To(ConsistOf(HaveField("TokenHint", token.Hint(oldTok))))
+	}
+	expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
+}
 
 // issuanceWrites counts the API writes of one uninterrupted issuance.
 func issuanceWrites() int {

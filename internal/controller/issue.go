@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -30,6 +29,11 @@ const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is ManagedByLabel's value.
 	ManagedByValue = "apikey-operator"
+	// TokenHintAnnotation on the Secret is the hint of the token it holds:
+	// it changes with every rotation, so reloaders can roll workloads on it.
+	TokenHintAnnotation = "apikeys.dev/token-hint"
+	// IssuedAtAnnotation on the Secret is when the token it holds was issued.
+	IssuedAtAnnotation = "apikeys.dev/issued-at"
 )
 
 // issue makes sure the key has a delivered token. Issuance is a sequence of
@@ -62,13 +66,38 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 	if err := r.clearSecretName(ctx, key, name); err != nil {
 		return err
 	}
+	var issuance int64
+	for i := range p.records {
+		issuance = max(issuance, p.records[i].Spec.Issuance)
+	}
+	tok, rec, err := r.newRecord(p, name, issuance+1)
+	if err != nil {
+		return err
+	}
+	if err := r.deliverSecret(ctx, key, name, tok, rec); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, rec); err != nil {
+		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
+	}
+	p.setRecords(append(p.records, *rec))
+	r.Recorder.Eventf(key, nil, corev1.EventTypeNormal, ReasonIssued, "Issue",
+		"Issued token %s and delivered it to Secret %s", rec.Spec.TokenHint, name)
+	return nil
+}
 
+// newRecord mints a token for key, issued now, and returns it with the
+// record that will hold its hash. The record keeps the rotation request in
+// force, so that only a later change of the annotation rotates again.
+func (r *ApiKeyReconciler) newRecord(p *pass, secretName string, issuance int64) (string, *apikeysv1alpha1.ApiKeyRecord, error) {
+	key := p.key
 	tok, err := token.Generate(prefixOf(key))
 	if err != nil {
-		return fmt.Errorf("generating a token: %w", err)
+		return "", nil, fmt.Errorf("generating a token: %w", err)
 	}
 	sum := token.Sum(tok)
 	issuedAt := metav1.Time{Time: p.now.Truncate(time.Second)}
+	p.expiresAt = nil
 	if exp := r.Policy.ExpiryFor(&key.Spec, issuedAt.Time); !exp.IsZero() {
 		p.expiresAt = &metav1.Time{Time: exp}
 	}
@@ -82,21 +111,13 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 			TokenHint:        token.Hint(tok),
 			TokenFingerprint: token.Fingerprint(tok),
 			IssuedAt:         issuedAt,
-			SecretName:       name,
+			SecretName:       secretName,
+			Issuance:         issuance,
+			RotateRequest:    rotateRequestOf(key),
 		},
 	}
 	rec.Spec = recordSpecFor(key, rec, p.expiresAt)
-
-	if err := r.deliverSecret(ctx, key, name, tok, sum); err != nil {
-		return err
-	}
-	if err := r.Create(ctx, rec); err != nil {
-		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
-	}
-	p.setRecords(append(p.records, *rec))
-	r.Recorder.Eventf(key, nil, corev1.EventTypeNormal, ReasonIssued, "Issue",
-		"Issued token %s and delivered it to Secret %s", rec.Spec.TokenHint, name)
-	return nil
+	return tok, rec, nil
 }
 
 // clearSecretName makes room for a new delivery: a Secret of ours without a
@@ -118,28 +139,27 @@ func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, key *apikeysv1al
 	return client.IgnoreNotFound(err)
 }
 
-// deliverSecret writes the token into a new, immutable Secret owned by key.
-// Errors carry only the API server's reason, checked never to hold the token.
-func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string, sum [32]byte) error {
+// deliverSecret writes the token into a new Secret owned by key. The Secret
+// is not immutable: a rotation writes the next token into it, and kubelet
+// refreshes only mutable Secrets. Its data is never read back; what decides
+// is the record. Errors carry only the API server's reason, checked never
+// to hold the token.
+func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
+	rec *apikeysv1alpha1.ApiKeyRecord) error {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        name,
 			Namespace:   key.Namespace,
 			Labels:      map[string]string{},
-			Annotations: map[string]string{},
+			Annotations: deliveryAnnotations(key, rec),
 		},
-		Type:      SecretType,
-		Immutable: ptr.To(true),
-		Data:      map[string][]byte{SecretTokenKey: []byte(tok)},
+		Type: SecretType,
+		Data: map[string][]byte{SecretTokenKey: []byte(tok)},
 	}
 	for k, v := range key.Spec.Secret.Labels {
 		secret.Labels[k] = v
 	}
-	for k, v := range key.Spec.Secret.Annotations {
-		secret.Annotations[k] = v
-	}
 	secret.Labels[ManagedByLabel] = ManagedByValue
-	secret.Annotations[TokenHashAnnotation] = token.FormatHash(sum)
 	if err := controllerutil.SetControllerReference(key, secret, r.Scheme()); err != nil {
 		return err
 	}
@@ -156,6 +176,19 @@ func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alph
 		return stalled(ReasonInvalidSpec, "spec.secret: the token's Secret was refused: %s", msg)
 	}
 	return fmt.Errorf("delivering the token to Secret %s/%s: %s", key.Namespace, name, msg)
+}
+
+// deliveryAnnotations are the Secret's annotations for rec's token: the
+// user's own, then the operator's, which tell which token the Secret holds.
+func deliveryAnnotations(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord) map[string]string {
+	a := make(map[string]string, len(key.Spec.Secret.Annotations)+3)
+	for k, v := range key.Spec.Secret.Annotations {
+		a[k] = v
+	}
+	a[TokenHashAnnotation] = rec.Spec.TokenHash
+	a[TokenHintAnnotation] = rec.Spec.TokenHint
+	a[IssuedAtAnnotation] = rec.Spec.IssuedAt.UTC().Format(time.RFC3339)
+	return a
 }
 
 // secretNameFor is where key's next token is delivered; a delivered token's

@@ -37,6 +37,8 @@ type pass struct {
 
 	// expiresAt is when the live (or next) token expires; nil means never.
 	expiresAt *metav1.Time
+	// expiringSoon: the live token expires within the warning window.
+	expiringSoon bool
 	// wakeAt is the earliest instant a pass must run again without any
 	// event: an expiry or a Secret's deleteAfter deadline.
 	wakeAt time.Time
@@ -56,8 +58,8 @@ func (p *pass) wakeUpAt(t time.Time) {
 // issued reports whether a token has been minted and delivered.
 func (p *pass) issued() bool { return p.live != nil }
 
-// setRecords notes the key's records and picks the live one: the newest
-// that is not a superseded token in its grace period.
+// setRecords notes the key's records and picks the live one: of those that
+// are not a superseded token in its grace period, the latest issuance.
 func (p *pass) setRecords(records []apikeysv1alpha1.ApiKeyRecord) {
 	p.records, p.live = records, nil
 	for i := range records {
@@ -65,11 +67,20 @@ func (p *pass) setRecords(records []apikeysv1alpha1.ApiKeyRecord) {
 		if rec.Spec.ValidUntil != nil {
 			continue
 		}
-		if p.live == nil || rec.Spec.IssuedAt.After(p.live.Spec.IssuedAt.Time) ||
-			(rec.Spec.IssuedAt.Equal(&p.live.Spec.IssuedAt) && rec.Name > p.live.Name) {
+		if p.live == nil || newerIssuance(&rec.Spec, &p.live.Spec) ||
+			(!newerIssuance(&p.live.Spec, &rec.Spec) && rec.Name > p.live.Name) {
 			p.live = rec
 		}
 	}
+}
+
+// newerIssuance orders tokens by their issuance count, then their issuance
+// time (records written before rotation existed count 0).
+func newerIssuance(a, b *apikeysv1alpha1.ApiKeyRecordSpec) bool {
+	if a.Issuance != b.Issuance {
+		return a.Issuance > b.Issuance
+	}
+	return a.IssuedAt.After(b.IssuedAt.Time)
 }
 
 // validate re-checks the rules the API server enforces (in case a rule was
@@ -96,14 +107,25 @@ func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
 // one the operator did not write.
 func (r *ApiKeyReconciler) revoke(ctx context.Context, p *pass) error {
 	p.setRecords(nil)
-	reportIssuance(p)
-	if !equality.Semantic.DeepEqual(p.base.Status, p.key.Status) {
-		if err := r.Status().Patch(ctx, p.key, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
-			return err
-		}
-		p.base = p.key.DeepCopy()
+	if err := r.reportRecords(ctx, p); err != nil {
+		return err
 	}
 	return r.deleteRecords(ctx, p.key)
+}
+
+// reportRecords writes what the pass's records say into status now, ahead
+// of the deferred patch, so that status stops naming a record the pass is
+// about to delete.
+func (r *ApiKeyReconciler) reportRecords(ctx context.Context, p *pass) error {
+	reportIssuance(p)
+	if equality.Semantic.DeepEqual(p.base.Status, p.key.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, p.key, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	p.base = p.key.DeepCopy()
+	return nil
 }
 
 func (r *ApiKeyReconciler) checkSpec(ctx context.Context, p *pass) error {
@@ -111,9 +133,6 @@ func (r *ApiKeyReconciler) checkSpec(ctx context.Context, p *pass) error {
 	spec := &key.Spec
 	if err := token.ValidPrefix(prefixOf(key)); err != nil {
 		return stalled(ReasonInvalidSpec, "spec.prefix: %v", err)
-	}
-	if spec.Rotation != nil {
-		return stalled(ReasonInvalidSpec, "spec.rotation is not supported yet: remove it")
 	}
 	if err := policy.CheckSyntax(spec); err != nil {
 		return asStalledViolation(err)
@@ -159,14 +178,26 @@ func asStalledViolation(err error) error {
 	return err
 }
 
-// watchExpiry wakes the controller at the live token's expiry instant: no
-// polling loop.
+// watchExpiry wakes the controller when the live token's expiry warning
+// is due and at its expiry instant: no polling loop.
 func (r *ApiKeyReconciler) watchExpiry(_ context.Context, p *pass) error {
 	if !p.issued() || p.expiresAt == nil || !p.now.Before(p.expiresAt.Time) {
 		return nil
 	}
+	warnAt := p.expiresAt.Add(-expiryWarning(p.expiresAt.Sub(p.live.Spec.IssuedAt.Time)))
+	if p.now.Before(warnAt) {
+		p.wakeUpAt(warnAt)
+	} else {
+		p.expiringSoon = true
+	}
 	p.wakeUpAt(p.expiresAt.Time)
 	return nil
+}
+
+// expiryWarning is how long before expiry a token of the given lifetime is
+// reported ExpiringSoon: 7 days, or a tenth of its lifetime if shorter.
+func expiryWarning(lifetime time.Duration) time.Duration {
+	return min(7*24*time.Hour, lifetime/10)
 }
 
 // expired reports whether the live token is past its expiry.

@@ -98,31 +98,65 @@ func findRecord(records []apikeysv1alpha1.ApiKeyRecord, name string) *apikeysv1a
 	return nil
 }
 
-// syncRecords keeps the live record's spec in step with the ApiKey, so that
+// syncRecords keeps every record's spec in step with the ApiKey, so that
 // scope, audience, suspension and expiry edits reach the auth server without
-// a new token, and deletes any other record that is not a superseded token
-// in its grace period (left by a pass cut short).
+// a new token, for the live token and one in its grace period alike. A
+// record superseded by the live token gets its grace period, counted from
+// the rotation (the live token's issuance), or goes at once without one; a
+// record whose grace period has ended goes.
 func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
+	grace := gracePeriodOf(p.key)
+	kept := make([]apikeysv1alpha1.ApiKeyRecord, 0, len(p.records))
 	for i := range p.records {
 		rec := &p.records[i]
-		if rec != p.live {
-			if rec.Spec.ValidUntil != nil {
+		want := recordSpecFor(p.key, rec, r.expiryOf(p.key, rec))
+		if rec == p.live {
+			if rec.Spec.Issuance == 0 && rec.Spec.RotateRequest == "" {
+				// Issued before rotation existed: the annotation's value
+				// then rotated nothing, and it does not now.
+				want.RotateRequest = rotateRequestOf(p.key)
+			}
+		} else {
+			if want.ValidUntil == nil {
+				want.ValidUntil = &metav1.Time{Time: p.live.Spec.IssuedAt.Add(grace)}
+			}
+			if !p.now.Before(want.ValidUntil.Time) {
+				if err := r.deleteRecord(ctx, p, rec); err != nil {
+					return err
+				}
 				continue
 			}
-			if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
+			p.wakeUpAt(want.ValidUntil.Time)
+		}
+		if !equality.Semantic.DeepEqual(rec.Spec, want) {
+			patch := client.MergeFrom(rec.DeepCopy())
+			rec.Spec = want
+			if err := r.Patch(ctx, rec, patch); err != nil {
 				return err
 			}
-			continue
 		}
-		want := recordSpecFor(p.key, rec, p.expiresAt)
-		if equality.Semantic.DeepEqual(rec.Spec, want) {
-			continue
-		}
-		patch := client.MergeFrom(rec.DeepCopy())
-		rec.Spec = want
-		if err := r.Patch(ctx, rec, patch); err != nil {
+		kept = append(kept, *rec)
+	}
+	p.setRecords(kept)
+	return nil
+}
+
+// deleteRecord deletes one of the key's records that is not live, once
+// status no longer names it.
+func (r *ApiKeyReconciler) deleteRecord(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord) error {
+	if p.base.Status.RecordName == rec.Name {
+		if err := r.reportRecords(ctx, p); err != nil {
 			return err
 		}
+	}
+	return client.IgnoreNotFound(r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}))
+}
+
+// expiryOf is when rec's token expires: spec.expiresAt, or spec.ttl after
+// the token's own issuance.
+func (r *ApiKeyReconciler) expiryOf(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord) *metav1.Time {
+	if exp := r.Policy.ExpiryFor(&key.Spec, rec.Spec.IssuedAt.Time); !exp.IsZero() {
+		return &metav1.Time{Time: exp}
 	}
 	return nil
 }
@@ -139,6 +173,8 @@ func recordSpecFor(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecor
 		IssuedAt:         rec.Spec.IssuedAt,
 		SecretName:       rec.Spec.SecretName,
 		ValidUntil:       rec.Spec.ValidUntil,
+		Issuance:         rec.Spec.Issuance,
+		RotateRequest:    rec.Spec.RotateRequest,
 		ApiKey: apikeysv1alpha1.ApiKeyReference{
 			Namespace: key.Namespace,
 			Name:      key.Name,

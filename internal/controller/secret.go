@@ -30,7 +30,7 @@ func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
 	}
 	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(m, p.key)) {
 		if st.SecretDeletedAt == nil {
-			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted", name)
+			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted until the key is rotated", name)
 		}
 		return nil
 	}
@@ -42,7 +42,8 @@ func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
 	if after == nil {
 		return nil
 	}
-	deadline := m.CreationTimestamp.Add(after.Duration)
+	// Counted from the delivery of the live token, which a rotation renews.
+	deadline := p.live.Spec.IssuedAt.Add(after.Duration)
 	if p.now.Before(deadline) {
 		p.wakeUpAt(deadline)
 		return nil

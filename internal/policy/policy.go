@@ -13,6 +13,10 @@ import (
 	"strings"
 	"time"
 
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
@@ -212,5 +216,24 @@ func CheckSyntax(spec *apikeysv1alpha1.ApiKeySpec) error {
 			return violation(RuleSyntax, "spec.audiences[%d]: must be 1 to 253 characters", i)
 		}
 	}
+	if rot := spec.Rotation; rot != nil && rot.Every != nil {
+		if rot.Every.Duration < MinRotationEvery {
+			return violation(RuleSyntax, "spec.rotation.every must be at least %s", MinRotationEvery)
+		}
+		if rot.GracePeriod != nil && rot.GracePeriod.Duration >= rot.Every.Duration {
+			return violation(RuleSyntax, "spec.rotation.gracePeriod must be shorter than spec.rotation.every: a key has at most two live tokens")
+		}
+	}
+	// The Secret is written at each issuance: metadata it would refuse is
+	// caught here, before a token is minted for it.
+	secretMeta := field.NewPath("spec", "secret")
+	errs := metav1validation.ValidateLabels(spec.Secret.Labels, secretMeta.Child("labels"))
+	errs = append(errs, apivalidation.ValidateAnnotations(spec.Secret.Annotations, secretMeta.Child("annotations"))...)
+	if len(errs) > 0 {
+		return violation(RuleSyntax, "%s", errs.ToAggregate().Error())
+	}
 	return nil
 }
+
+// MinRotationEvery is the shortest spec.rotation.every.
+const MinRotationEvery = time.Hour

@@ -1,0 +1,256 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// Rotation replaces a key's live token with a new one in the same Secret.
+// It is ordered so that a consumer reading the Secret at any moment gets a
+// token that authenticates, and so that a crash between any two writes
+// resumes to one delivered live token (SPEC §6.7):
+//
+//  1. make room: a token still in an earlier grace period goes, so a key
+//     never has more than two live tokens;
+//  2. record: the new token's ApiKeyRecord is created. The auth server
+//     accepts it from now on, before any consumer can see it;
+//  3. deliver: the Secret is patched with the new token (and its hash,
+//     hint and issuance time as annotations);
+//  4. supersede: the old record gets validUntil = rotation + gracePeriod,
+//     or goes at once without a grace period (syncRecords);
+//  5. status reports both (the deferred patch).
+//
+// Between 2 and 4 the key has two records without validUntil: the rotation
+// is in flight. settleRotation finishes or undoes one left by a crash.
+
+// rotate starts a rotation when one is due: on request (a new value of the
+// apikeys.dev/rotate annotation) or on schedule (spec.rotation.every after
+// the live token's issuance).
+func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
+	if !p.issued() {
+		return nil
+	}
+	why := r.rotationDue(p)
+	if why == "" {
+		return nil
+	}
+	// A key whose spec.expiresAt has passed gets nothing from a new token:
+	// it would be refused at once.
+	if exp := r.Policy.ExpiryFor(&p.key.Spec, p.now); !exp.IsZero() && !p.now.Before(exp) {
+		return nil
+	}
+	name := p.live.Spec.SecretName
+	if err := r.checkSecretOwner(ctx, p.key, name); err != nil {
+		return err
+	}
+
+	var kept []apikeysv1alpha1.ApiKeyRecord
+	for i := range p.records {
+		rec := &p.records[i]
+		if rec == p.live {
+			kept = append(kept, *rec)
+			continue
+		}
+		if err := r.deleteRecord(ctx, p, rec); err != nil {
+			return err
+		}
+	}
+	p.setRecords(kept)
+	old := p.live
+
+	tok, rec, err := r.newRecord(p, name, old.Spec.Issuance+1)
+	if err != nil {
+		return err
+	}
+	if err := r.Create(ctx, rec); err != nil {
+		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
+	}
+	if err := r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
+		return err
+	}
+	p.setRecords(append(p.records, *rec))
+
+	grace := gracePeriodOf(p.key)
+	until := "refused from now on"
+	if grace > 0 {
+		until = "accepted until " + rec.Spec.IssuedAt.Add(grace).UTC().Format(time.RFC3339)
+	}
+	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonRotated, "Rotate",
+		"Rotated %s: token %s delivered to Secret %s; the previous token %s is %s",
+		why, rec.Spec.TokenHint, name, old.Spec.TokenHint, until)
+	return nil
+}
+
+// rotationDue says why the live token should be replaced now ("" if it
+// should not), and asks to wake at the next scheduled rotation.
+func (r *ApiKeyReconciler) rotationDue(p *pass) string {
+	live := &p.live.Spec
+	if want := rotateRequestOf(p.key); want != "" && want != live.RotateRequest && live.Issuance > 0 {
+		return fmt.Sprintf("on request (%s=%s)", apikeysv1alpha1.RotateAnnotation, want)
+	}
+	rot := p.key.Spec.Rotation
+	if rot == nil || rot.Every == nil || rot.Every.Duration <= 0 {
+		return ""
+	}
+	at := live.IssuedAt.Add(rot.Every.Duration)
+	if p.now.Before(at) {
+		p.wakeUpAt(at)
+		return ""
+	}
+	return fmt.Sprintf("on schedule (every %s)", rot.Every.Duration)
+}
+
+// rotateRequestOf is the key's rotation request as a record keeps it: the
+// annotation's value, or its hash if it is too long to keep.
+func rotateRequestOf(key *apikeysv1alpha1.ApiKey) string {
+	v := key.Annotations[apikeysv1alpha1.RotateAnnotation]
+	if len(v) <= maxRotateRequest {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// maxRotateRequest is the longest annotation value a record keeps as is.
+const maxRotateRequest = 256
+
+// gracePeriodOf is how long a superseded token keeps working.
+func gracePeriodOf(key *apikeysv1alpha1.ApiKey) time.Duration {
+	if rot := key.Spec.Rotation; rot != nil && rot.GracePeriod != nil && rot.GracePeriod.Duration > 0 {
+		return rot.GracePeriod.Duration
+	}
+	return 0
+}
+
+// settleRotation finishes or undoes a rotation a crash cut short. While an
+// older record still lacks validUntil, the newest record's token may never
+// have reached the Secret: it counts as delivered only if the Secret, read
+// from the API server, carries its hash. Otherwise nobody can read that
+// token, so its record goes and the older token stays live; the rotation
+// then runs again with a fresh token (the request is still unanswered).
+func (r *ApiKeyReconciler) settleRotation(ctx context.Context, p *pass) error {
+	if !p.issued() || !p.rotationInFlight() {
+		return nil
+	}
+	live := p.live
+	m := secretMeta()
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.key.Namespace, Name: live.Spec.SecretName}, m)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err == nil && metav1.IsControlledBy(m, p.key) && m.GetAnnotations()[TokenHashAnnotation] == live.Spec.TokenHash {
+		return nil
+	}
+	undelivered := live.DeepCopy()
+	var kept []apikeysv1alpha1.ApiKeyRecord
+	for i := range p.records {
+		if &p.records[i] != live {
+			kept = append(kept, p.records[i])
+		}
+	}
+	p.setRecords(kept)
+	return r.deleteRecord(ctx, p, undelivered)
+}
+
+// rotationInFlight reports whether a record other than the live one lacks
+// validUntil: a rotation recorded its new token but has not yet given the
+// old one its grace period.
+func (p *pass) rotationInFlight() bool {
+	for i := range p.records {
+		if &p.records[i] != p.live && p.records[i].Spec.ValidUntil == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkSecretOwner refuses to rotate into a Secret someone else now holds.
+func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string) error {
+	m := secretMeta()
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	case !metav1.IsControlledBy(m, key):
+		return stalled(ReasonSecretNameTaken,
+			"cannot rotate: Secret %q now exists and does not belong to this ApiKey (the current token keeps working): "+
+				"delete that Secret so the new token can be delivered", name)
+	}
+	return nil
+}
+
+// redeliverSecret writes a rotated token into the key's Secret, which keeps
+// its name (and, when it exists, its identity) so that kubelet refreshes the
+// files of pods that mount it. The patch carries the resourceVersion read
+// just before, so it never overwrites a change it did not see. A Secret
+// made immutable by an earlier operator version cannot be patched: it is
+// replaced. A missing Secret (deleted after delivery) is created again.
+func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
+	rec *apikeysv1alpha1.ApiKeyRecord) error {
+	m := secretMeta()
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m)
+	if apierrors.IsNotFound(err) {
+		return r.deliverSecret(ctx, key, name, tok, rec)
+	}
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{
+			"resourceVersion": m.ResourceVersion,
+			"annotations":     deliveryAnnotations(key, rec),
+		},
+		"data": map[string]string{SecretTokenKey: base64.StdEncoding.EncodeToString([]byte(tok))},
+	})
+	if err != nil {
+		return err
+	}
+	err = r.Patch(ctx, m, client.RawPatch(types.MergePatchType, body))
+	switch {
+	case err == nil:
+		return nil
+	case refusedAsImmutable(err):
+		// An immutable Secret: replace it. A crash in between leaves no
+		// Secret, and settleRotation undoes the rotation.
+		if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		return r.deliverSecret(ctx, key, name, tok, rec)
+	default:
+		return fmt.Errorf("delivering the rotated token to Secret %s/%s: %s", key.Namespace, name, apierrors.ReasonForError(err))
+	}
+}
+
+// refusedAsImmutable reports whether the API server refused a change to a
+// Secret's data because the Secret is immutable.
+func refusedAsImmutable(err error) bool {
+	if !apierrors.IsInvalid(err) {
+		return false
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	for _, cause := range status.Status().Details.Causes {
+		if cause.Type == metav1.CauseTypeForbidden && cause.Field == "data" {
+			return true
+		}
+	}
+	return false
+}

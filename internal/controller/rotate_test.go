@@ -1,0 +1,375 @@
+package controller
+
+import (
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
+)
+
+var _ = Describe("Rotating a key", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("replaces the token in the same Secret at once when there is no grace period", func() {
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		oldTok, oldRec := expectOneLiveToken(key)
+		_, oldSecret := readToken(key)
+
+		key = requestRotation(key, "first")
+		newTok, newRec := expectOneLiveToken(key)
+		Expect(newTok).NotTo(Equal(oldTok))
+		Expect(newRec.Name).NotTo(Equal(oldRec.Name), "the old token's record goes at once")
+		Expect(newRec.Spec.Issuance).To(Equal(oldRec.Spec.Issuance + 1))
+		Expect(key.Status.PreviousKeys).To(BeEmpty())
+
+		_, secret := readToken(key)
+		Expect(secret.UID).To(Equal(oldSecret.UID), "the same Secret object, so kubelet refreshes the pods that mount it")
+		Expect(secret.Annotations).To(HaveKeyWithValue(TokenHintAnnotation, token.Hint(newTok)))
+		Expect(secret.Annotations).To(HaveKeyWithValue(IssuedAtAnnotation, newRec.Spec.IssuedAt.UTC().Format(time.RFC3339)))
+		expectEvent(key, corev1.EventTypeNormal, ReasonRotated, "refused from now on")
+	})
+
+	It("keeps the old token working for the grace period, and never more than two", func() {
+		key := newKey(ns)
+		key.Spec.Rotation = &apikeysv1alpha1.Rotation{GracePeriod: &metav1.Duration{Duration: time.Hour}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		firstTok, _ := expectOneLiveToken(key)
+
+		key = requestRotation(key, "first")
+		secondTok, live := expectLiveToken(key)
+		records := recordsOf(key)
+		Expect(records).To(HaveLen(2))
+		prev := otherRecord(records, live.Name)
+		Expect(prev.Spec.TokenHash).To(Equal(token.Hash(firstTok)))
+		Expect(prev.Spec.ValidUntil).To(HaveValue(HaveField("Time", BeTemporally("==", live.Spec.IssuedAt.Add(time.Hour)))))
+		Expect(key.Status.PreviousKeys).To(Equal([]apikeysv1alpha1.PreviousKey{
+			{TokenHint: token.Hint(firstTok), ValidUntil: *prev.Spec.ValidUntil}}))
+		Expect(condition(key, ConditionReady).Message).To(ContainSubstring("previous token " + token.Hint(firstTok) + " is accepted until"))
+		Expect(condition(key, ConditionReconciling)).To(BeNil(), "a rotating key is not in progress")
+		Expect(condition(key, ConditionStalled)).To(BeNil(), "a rotating key is not stalled")
+
+		By("suspending old and new alike, and resuming both")
+		key.Spec.Suspended = true
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		waitCondition(key, ConditionSuspended, metav1.ConditionTrue, ReasonSuspended)
+		Expect(recordsOf(key)).To(HaveEach(HaveField("Spec.Suspended", true)))
+		key = fetch(key)
+		key.Spec.Suspended = false
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		Expect(recordsOf(key)).To(HaveEach(HaveField("Spec.Suspended", false)))
+
+		By("ending the first token's grace period early when a second rotation comes")
+		key = requestRotation(key, "second")
+		_, live = expectLiveToken(key)
+		records = recordsOf(key)
+		Expect(records).To(HaveLen(2), "never more than two live tokens")
+		Expect(otherRecord(records, live.Name).Spec.TokenHash).To(Equal(token.Hash(secondTok)))
+		for _, rec := range records {
+			Expect(rec.Spec.TokenHash).NotTo(Equal(token.Hash(firstTok)))
+		}
+	})
+
+	It("does nothing when the annotation keeps its value", func() {
+		key := newKey(ns)
+		key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "at-creation"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+		Expect(key.Status.LastRotateRequest).To(Equal("at-creation"), "a key created with the annotation is issued, not rotated")
+
+		By("running a pass with the same value")
+		key.Spec.Description = "a pass with the same rotate value"
+		key.Annotations["example.com/unrelated"] = "changed"
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, again := expectOneLiveToken(key)
+		Expect(again.Name).To(Equal(rec.Name))
+
+		By("rotating once for a new value, and not again for it")
+		key = requestRotation(key, "next")
+		_, rotated := expectOneLiveToken(key)
+		Expect(rotated.Name).NotTo(Equal(rec.Name))
+		key.Spec.Description = "another pass"
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, still := expectOneLiveToken(key)
+		Expect(still.Name).To(Equal(rotated.Name))
+	})
+
+	It("rotates a suspended key, which stays suspended", func() {
+		key := newKey(ns)
+		key.Spec.Suspended = true
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitCondition(key, ConditionSuspended, metav1.ConditionTrue, ReasonSuspended)
+		_, rec := expectOneLiveToken(key)
+
+		key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "leaked"}
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(fetch(key).Status.LastRotateRequest).To(Equal("leaked"))
+		}, timeout, interval).Should(Succeed())
+		key = fetch(key)
+		_, rotated := expectOneLiveToken(key)
+		Expect(rotated.Name).NotTo(Equal(rec.Name))
+		Expect(rotated.Spec.Suspended).To(BeTrue())
+		Expect(condition(key, ConditionReady).Reason).To(Equal(ReasonSuspended))
+	})
+
+	It("leaves no record behind when the key is deleted during a rotation", func() {
+		key := newKey(ns)
+		key.Spec.Rotation = &apikeysv1alpha1.Rotation{GracePeriod: &metav1.Duration{Duration: time.Hour}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		for _, value := range []string{"a", "b", "c"} {
+			key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: value}
+			Expect(k8sClient.Update(ctx, key)).To(Succeed())
+			key = fetch(key)
+		}
+		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
+		Eventually(func(g Gomega) {
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(key), &apikeysv1alpha1.ApiKey{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+			g.Expect(recordsOf(key)).To(BeEmpty())
+		}, timeout, interval).Should(Succeed())
+	})
+})
+
+var _ = Describe("Rotating on a schedule and warning before expiry", func() {
+	It("rotates every interval after issuance, restarts ttl, and ends the grace period on time", func() {
+		clock := time.Now().Truncate(time.Second)
+		r := newCrashReconciler(newCrashingClient(-1))
+		r.Now = func() time.Time { return clock }
+
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "scheduled-" + rand.String(6)}}
+		key.Spec.TTL = &metav1.Duration{Duration: 48 * time.Hour}
+		key.Spec.Rotation = &apikeysv1alpha1.Rotation{
+			Every:       &metav1.Duration{Duration: 24 * time.Hour},
+			GracePeriod: &metav1.Duration{Duration: 10 * time.Minute},
+		}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+
+		res := reconcileOnce(r, key)
+		key = fetch(key)
+		firstTok, first := expectOneLiveToken(key)
+		Expect(res.RequeueAfter).To(BeNumerically("~", 24*time.Hour, time.Second), "a timer for the rotation, no polling")
+
+		By("rotating 24h after issuance")
+		clock = clock.Add(24 * time.Hour)
+		res = reconcileOnce(r, key)
+		key = fetch(key)
+		_, live := expectLiveToken(key)
+		Expect(live.Name).NotTo(Equal(first.Name))
+		Expect(key.Status.IssuedAt.Time).To(BeTemporally("==", clock))
+		Expect(key.Status.ExpiresAt.Time).To(BeTemporally("==", clock.Add(48*time.Hour)), "ttl restarts from the new issuance")
+		Expect(key.Status.PreviousKeys).To(ConsistOf(HaveField("TokenHint", token.Hint(firstTok))))
+		Expect(res.RequeueAfter).To(BeNumerically("~", 10*time.Minute, time.Second), "a timer for the grace end")
+
+		By("deleting the old record at the grace end")
+		clock = clock.Add(10 * time.Minute)
+		reconcileOnce(r, key)
+		key = fetch(key)
+		expectOneLiveToken(key)
+		Expect(key.Status.PreviousKeys).To(BeEmpty())
+		expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
+	})
+
+	It("never extends an absolute expiresAt", func() {
+		clock := time.Now().Truncate(time.Second)
+		r := newCrashReconciler(newCrashingClient(-1))
+		r.Now = func() time.Time { return clock }
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "absolute-" + rand.String(6)}}
+		expiresAt := clock.Add(72 * time.Hour)
+		key.Spec.ExpiresAt = &metav1.Time{Time: expiresAt}
+		key.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: 24 * time.Hour}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+
+		clock = clock.Add(24 * time.Hour)
+		reconcileOnce(r, key)
+		key = fetch(key)
+		_, rec := expectOneLiveToken(key)
+		Expect(rec.Spec.Issuance).To(Equal(int64(2)))
+		Expect(key.Status.ExpiresAt.Time).To(BeTemporally("==", expiresAt))
+		Expect(rec.Spec.ExpiresAt.Time).To(BeTemporally("==", expiresAt))
+	})
+
+	It("warns once, within a tenth of the lifetime", func() {
+		clock := time.Now().Truncate(time.Second)
+		r := newCrashReconciler(newCrashingClient(-1))
+		r.Now = func() time.Time { return clock }
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "expiring-" + rand.String(6)}}
+		key.Spec.TTL = &metav1.Duration{Duration: 10 * time.Hour}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+
+		res := reconcileOnce(r, key)
+		key = fetch(key)
+		Expect(condition(key, ConditionExpiringSoon)).To(BeNil())
+		Expect(res.RequeueAfter).To(BeNumerically("~", 9*time.Hour, time.Second), "a timer for the warning")
+
+		clock = clock.Add(9 * time.Hour)
+		reconcileOnce(r, key)
+		reconcileOnce(r, key)
+		key = fetch(key)
+		c := condition(key, ConditionExpiringSoon)
+		Expect(c).NotTo(BeNil())
+		Expect(c.Status).To(Equal(metav1.ConditionTrue))
+		Expect(c.Message).To(ContainSubstring("rotate it"))
+		Expect(condition(key, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+		Expect(drainEvents(r)).To(HaveExactElements(
+			ContainSubstring("Normal Issued"),
+			ContainSubstring("Warning ExpiringSoon")), "one warning, however many passes")
+
+		By("clearing the warning when a rotation brings a new lifetime")
+		key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "renew"}
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		key = fetch(key)
+		Expect(condition(key, ConditionExpiringSoon)).To(BeNil())
+		Expect(key.Status.ExpiresAt.Time).To(BeTemporally("==", clock.Add(10*time.Hour)))
+	})
+
+})
+
+var _ = Describe("The expiry metric", func() {
+	It("exports each key's expiry, follows a rotation and goes with the key", func() {
+		key := newKey(newNamespace())
+		key.Spec.TTL = &metav1.Duration{Duration: 10 * time.Hour}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		Eventually(func() float64 { v, _ := expiryGauge(key); return v }, timeout, interval).
+			Should(BeEquivalentTo(key.Status.ExpiresAt.Unix()))
+
+		key = requestRotation(key, "renew")
+		Eventually(func() float64 { v, _ := expiryGauge(key); return v }, timeout, interval).
+			Should(BeEquivalentTo(key.Status.ExpiresAt.Unix()))
+
+		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
+		Eventually(func() bool { _, found := expiryGauge(key); return found }, timeout, interval).
+			Should(BeFalse(), "the metric still names a deleted key")
+	})
+})
+
+// expiryGauge collects apikey_expiration_timestamp_seconds for key, as a
+// scrape would, and reports whether it is there.
+func expiryGauge(key *apikeysv1alpha1.ApiKey) (float64, bool) {
+	GinkgoHelper()
+	ch := make(chan prometheus.Metric, 1024)
+	expirationTimestamp.Collect(ch)
+	close(ch)
+	for m := range ch {
+		var d dto.Metric
+		Expect(m.Write(&d)).To(Succeed())
+		labels := map[string]string{}
+		for _, l := range d.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["namespace"] == key.Namespace && labels["name"] == key.Name {
+			return d.GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// requestRotation sets the rotate annotation to value and waits until the
+// key reports having acted on it.
+func requestRotation(key *apikeysv1alpha1.ApiKey, value string) *apikeysv1alpha1.ApiKey {
+	GinkgoHelper()
+	key = fetch(key)
+	patch := client.MergeFrom(key.DeepCopy())
+	if key.Annotations == nil {
+		key.Annotations = map[string]string{}
+	}
+	key.Annotations[apikeysv1alpha1.RotateAnnotation] = value
+	Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+	Eventually(func(g Gomega) {
+		got := fetch(key)
+		g.Expect(got.Status.LastRotateRequest).To(Equal(value))
+		g.Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+	}, timeout, interval).Should(Succeed())
+	return fetch(key)
+}
+
+// expectLiveToken checks that the Secret's token is the key's one live
+// token (the record without validUntil) and that at most one other record,
+// in its grace period, lives beside it.
+func expectLiveToken(key *apikeysv1alpha1.ApiKey) (string, apikeysv1alpha1.ApiKeyRecord) {
+	GinkgoHelper()
+	tok, secret := readToken(key)
+	Expect(metav1.IsControlledBy(secret, key)).To(BeTrue())
+	records := recordsOf(key)
+	Expect(len(records)).To(BeNumerically("<=", 2), "never more than two live tokens")
+	var live []apikeysv1alpha1.ApiKeyRecord
+	for _, rec := range records {
+		if rec.Spec.ValidUntil == nil {
+			live = append(live, rec)
+		}
+	}
+	Expect(live).To(HaveLen(1), "exactly one record without validUntil")
+	Expect(live[0].Name).To(Equal(key.Status.RecordName))
+	Expect(live[0].Spec.TokenHash).To(Equal(token.Hash(tok)), "the Secret holds the live token")
+	Expect(secret.Annotations[TokenHashAnnotation]).To(Equal(live[0].Spec.TokenHash))
+	return tok, live[0]
+}
+
+func otherRecord(records []apikeysv1alpha1.ApiKeyRecord, name string) apikeysv1alpha1.ApiKeyRecord {
+	GinkgoHelper()
+	for _, rec := range records {
+		if rec.Name != name {
+			return rec
+		}
+	}
+	Fail("no record other than " + name)
+	return apikeysv1alpha1.ApiKeyRecord{}
+}
+
+// expectEvent waits for an event on key of the given type and reason whose
+// note contains text.
+func expectEvent(key *apikeysv1alpha1.ApiKey, typ, reason, text string) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		var evs eventsv1.EventList
+		g.Expect(k8sClient.List(ctx, &evs, client.InNamespace(key.Namespace))).To(Succeed())
+		var notes []string
+		for _, ev := range evs.Items {
+			if ev.Regarding.UID == key.UID && ev.Type == typ && ev.Reason == reason {
+				notes = append(notes, ev.Note)
+			}
+		}
+		g.Expect(strings.Join(notes, "\n")).To(ContainSubstring(text))
+	}, timeout, interval).Should(Succeed())
+}
+
+func reconcileOnce(r *ApiKeyReconciler, key *apikeysv1alpha1.ApiKey) ctrl.Result {
+	GinkgoHelper()
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+	Expect(err).NotTo(HaveOccurred())
+	return res
+}
+
+func drainEvents(r *ApiKeyReconciler) []string {
+	rec := r.Recorder.(*events.FakeRecorder)
+	var notes []string
+	for len(rec.Events) > 0 {
+		notes = append(notes, <-rec.Events)
+	}
+	return notes
+}
