@@ -111,8 +111,11 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 	}
 
 	if p.expiringSoon && !p.expired() {
-		msg := fmt.Sprintf("The key expires at %s: rotate it, or extend spec.expiresAt or spec.ttl",
-			p.expiresAt.UTC().Format(time.RFC3339))
+		advice := "rotate it (a new token gets a fresh spec.ttl) or lengthen spec.ttl"
+		if key.Spec.TTL == nil {
+			advice = "extend spec.expiresAt (a rotation does not), or create a new ApiKey"
+		}
+		msg := fmt.Sprintf("The key expires at %s: %s", p.expiresAt.UTC().Format(time.RFC3339), advice)
 		set(ConditionExpiringSoon, metav1.ConditionTrue, ReasonExpiringSoon, msg)
 		if !wasTrue(ConditionExpiringSoon) {
 			r.Recorder.Eventf(key, nil, corev1.EventTypeWarning, ReasonExpiringSoon, "WarnExpiry", msg)
