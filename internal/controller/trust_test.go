@@ -47,6 +47,41 @@ var _ = Describe("Trust boundaries", func() {
 		}, 2*time.Second, 100*time.Millisecond).Should(BeTrue(), "a record was created for a hash the operator did not mint")
 	}
 
+	It("rotates on the annotation whatever status says was acted on, and never keeps a token for a forged previousKeys", func() {
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		oldTok, before := expectOneLiveToken(key)
+
+		By("forging status: the next request already acted on, and the old token listed as in its grace period")
+		Eventually(func() error {
+			cur := fetch(key)
+			forged := cur.DeepCopy()
+			forged.Status.LastRotateRequest = "forged-ahead"
+			forged.Status.PreviousKeys = []apikeysv1alpha1.PreviousKey{{TokenHint: token.Hint(oldTok),
+				ValidUntil: metav1.Time{Time: time.Now().AddDate(1, 0, 0).Truncate(time.Second)}}}
+			return k8sClient.Status().Patch(ctx, forged, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{}))
+		}, timeout, interval).Should(Succeed())
+
+		patch := client.MergeFrom(key.DeepCopy())
+		key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "forged-ahead"}
+		Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+		// Status already says "forged-ahead": wait on the records instead.
+		Eventually(func(g Gomega) {
+			records := recordsOf(key)
+			g.Expect(records).To(HaveLen(1))
+			g.Expect(records[0].Spec.RotateRequest).To(Equal("forged-ahead"))
+			g.Expect(fetch(key).Status.RecordName).To(Equal(records[0].Name))
+		}, timeout, interval).Should(Succeed())
+		key = fetch(key)
+		_, after := expectOneLiveToken(key)
+		Expect(after.Name).NotTo(Equal(before.Name), "the record, not status, says which request was answered")
+		Expect(after.Spec.RotateRequest).To(Equal("forged-ahead"))
+		Expect(key.Status.PreviousKeys).To(BeEmpty(), "status is rewritten from the records")
+		err := k8sClient.Get(ctx, client.ObjectKey{Name: before.Name}, &apikeysv1alpha1.ApiKeyRecord{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the old token outlived a rotation without a grace period")
+	})
+
 	It("never obeys a forged status.recordName on an issued key: the key is Stalled, its token and expiry unchanged", func() {
 		key := newKey(ns)
 		key.Spec.TTL = &metav1.Duration{Duration: time.Hour}
