@@ -102,6 +102,45 @@ var _ = Describe("Attack 1: status decides which token hash is live", func() {
 		waitStalled(key, reasonStatusForged)
 	})
 
+	It("does not let a tenant holding apikeys/status and the Secret keep a rotated-out token alive", func() {
+		ns := tenantNamespace(mallory)
+		grantWildcard(ns, mallory.name)
+		oldTok, key := issueKey(mallory, newKey(ns, "rotated"))
+		username := "apikey:" + ns + ":" + key.Name
+		Expect(verifyToken(oldTok).Valid).To(BeTrue())
+
+		By("mallory rotates her key without a grace period")
+		newTok := rotateAs(mallory, key, "mallory-1")
+		Expect(newTok).NotTo(Equal(oldTok))
+
+		By("then forges status and the Secret as if the old token were still in a grace period, and pokes the key")
+		Expect(mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{
+			"previousKeys": []map[string]any{{"tokenHint": token.Hint(oldTok),
+				"validUntil": time.Now().AddDate(1, 0, 0).UTC().Format(time.RFC3339)}},
+			"lastRotateRequest": "not-yet",
+		}))).To(Succeed())
+		secret := &corev1.Secret{}
+		Expect(mallory.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, secret)).To(Succeed())
+		secret.Data["token"] = []byte(oldTok)
+		secret.Annotations["apikeys.dev/token-hash"] = token.Hash(oldTok)
+		Expect(mallory.client.Update(ctx, secret)).To(Succeed())
+		poked := &apikeysv1alpha1.ApiKey{}
+		Expect(mallory.client.Get(ctx, client.ObjectKeyFromObject(key), poked)).To(Succeed())
+		poked.Spec.Description = "after the forgery"
+		Expect(mallory.client.Update(ctx, poked)).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := &apikeysv1alpha1.ApiKey{}
+			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())
+			g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+			g.Expect(got.Status.PreviousKeys).To(BeEmpty(), "status is rewritten from the records")
+		}, timeout, interval).Should(Succeed())
+
+		By("only the new token's record exists; the old token authenticates nowhere")
+		Expect(recordHashes(recordsOf(key))).To(ConsistOf(token.Hash(newTok)))
+		expectTokenRefused(oldTok, "the rotated-out token")
+		expectTokenWorks(newTok, username, "the new token")
+	})
+
 	It("does not let a tenant holding apikeys/status choose the token of a key not issued yet", func() {
 		ns := tenantNamespace(mallory)
 		grantWildcard(ns, mallory.name)
@@ -340,6 +379,12 @@ var _ = Describe("Attack 6: tokens in logs", func() {
 			Expect(forwardAuth(tok)).To(Equal(http.StatusOK))
 			Eventually(whoami, timeout, interval).WithArguments(tok).ShouldNot(HavePrefix("error: "))
 		}
+
+		By("rotating one, so that a token written by a patch is searched for too")
+		rotated := &apikeysv1alpha1.ApiKey{}
+		Expect(admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: scoped.Name}, rotated)).To(Succeed())
+		tokens["ApiKey "+rotated.Name+" after rotation"] = rotateAs(alice, rotated, "leak-check")
+		Expect(verifyToken(tokens["ApiKey "+rotated.Name+" after rotation"]).Valid).To(BeTrue())
 
 		var events eventsv1.EventList
 		Expect(admin.List(ctx, &events, client.InNamespace(ns))).To(Succeed())

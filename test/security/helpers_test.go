@@ -71,7 +71,7 @@ func tenantNamespace(tenants ...*identity) string {
 	Expect(admin.Create(ctx, &rbacv1.Role{
 		ObjectMeta: objectMeta(ns.Name, "token-secrets"),
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"},
-			Verbs: []string{"get", "list", "create", "delete"}}},
+			Verbs: []string{"get", "list", "create", "update", "patch", "delete"}}},
 	})).To(Succeed())
 	for _, t := range tenants {
 		grant(ns.Name, t.name, "ClusterRole", editorRole)
@@ -175,6 +175,36 @@ func readToken(as *identity, key *apikeysv1alpha1.ApiKey) string {
 	tok := string(secret.Data["token"])
 	Expect(tok).NotTo(BeEmpty(), "the Secret of %s/%s holds no token", key.Namespace, key.Name)
 	rememberToken("ApiKey "+key.Namespace+"/"+key.Name, tok)
+	return tok
+}
+
+// rotateAs sets key's rotate annotation to value as the tenant, waits until
+// the key's one live record answers that request, and returns the new token
+// read from the Secret (remembered for the leak check, never printed).
+func rotateAs(as *identity, key *apikeysv1alpha1.ApiKey, value string) string {
+	GinkgoHelper()
+	cur := &apikeysv1alpha1.ApiKey{}
+	Expect(as.client.Get(ctx, client.ObjectKeyFromObject(key), cur)).To(Succeed())
+	patch := client.MergeFrom(cur.DeepCopy())
+	if cur.Annotations == nil {
+		cur.Annotations = map[string]string{}
+	}
+	cur.Annotations[apikeysv1alpha1.RotateAnnotation] = value
+	Expect(as.client.Patch(ctx, cur, patch)).To(Succeed())
+	var live apikeysv1alpha1.ApiKeyRecord
+	Eventually(func(g Gomega) {
+		records := recordsOf(key)
+		g.Expect(records).To(HaveLen(1))
+		g.Expect(records[0].Spec.RotateRequest).To(Equal(value))
+		live = records[0]
+	}, timeout, interval).Should(Succeed())
+	secret := &corev1.Secret{}
+	Eventually(func(g Gomega) {
+		g.Expect(as.client.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: live.Spec.SecretName}, secret)).To(Succeed())
+		g.Expect(secret.Annotations).To(HaveKeyWithValue("apikeys.dev/token-hash", live.Spec.TokenHash))
+	}, timeout, interval).Should(Succeed())
+	tok := string(secret.Data["token"])
+	rememberToken("ApiKey "+key.Namespace+"/"+key.Name+" rotated to "+value, tok)
 	return tok
 }
 
