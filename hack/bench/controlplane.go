@@ -116,6 +116,12 @@ func runControlPlane(c config, r *report, logs *os.File) {
 		progress("create → Ready with Secret (%d trials)", c.applyTrials)
 		r.apply = runApply(ctx, c, e, prober)
 	}
+	// Before bulk issuance, which can leave the controller with a backlog.
+	if c.sections["rotate"] {
+		progress("rotation: annotation → new token usable, grace end → old token refused (%d trials, grace %s)",
+			c.rotateTrials, c.rotateGrace)
+		r.rotate = runRotate(ctx, c, e, prober)
+	}
 	if c.sections["issue"] && c.issueKeys > 0 {
 		progress("bulk issuance of %d ApiKeys", c.issueKeys)
 		r.issue = runIssue(ctx, c, e, auth)
@@ -305,11 +311,11 @@ func (p *prober) status(ctx context.Context, tok string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// awaitStatus polls /auth with tok every interval until it answers want,
-// and returns when it first did.
-func (p *prober) awaitStatus(ctx context.Context, tok string, want int, interval, timeout time.Duration) (time.Time, error) {
+// awaitStatus polls /auth with tok every probeInterval until it answers
+// want, for at most trialTimeout, and returns when it first did.
+func (p *prober) awaitStatus(ctx context.Context, tok string, want int) (time.Time, error) {
 	var at time.Time
-	err := pollUntil(ctx, interval, timeout, func() (bool, error) {
+	err := pollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
 		code, err := p.status(ctx, tok)
 		if err != nil {
 			return false, err

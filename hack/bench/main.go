@@ -1,8 +1,8 @@
 // Command bench measures the operator against the targets of SPEC §9 and
 // writes docs/benchmarks.md. It runs the Go micro-benchmarks, a forward-auth
 // load test against a bare net/http handler, and, on a test control plane
-// (envtest), revocation latency, issuance latency, bulk issuance and the
-// auth server's memory per key.
+// (envtest), revocation latency, issuance latency, rotation, bulk issuance
+// and the auth server's memory per key.
 //
 //	go run ./hack/bench -out docs/benchmarks.md
 package main
@@ -35,6 +35,8 @@ type config struct {
 
 	revokeTrials int
 	applyTrials  int
+	rotateTrials int
+	rotateGrace  time.Duration
 
 	issueKeys    int
 	issueTimeout time.Duration
@@ -48,7 +50,7 @@ type config struct {
 	createWorkers int
 }
 
-var allSections = []string{"micro", "http", "revoke", "apply", "issue", "heap"}
+var allSections = []string{"micro", "http", "revoke", "apply", "rotate", "issue", "heap"}
 
 func parseFlags() config {
 	var c config
@@ -77,6 +79,10 @@ func parseFlags() config {
 
 	flag.IntVar(&c.revokeTrials, "revoke-trials", 25, "Revocation trials of each kind (delete, suspend).")
 	flag.IntVar(&c.applyTrials, "apply-trials", 50, "Create → Ready trials.")
+	flag.IntVar(&c.rotateTrials, "rotate-trials", 40, "Rotation trials, one key each.")
+	flag.DurationVar(&c.rotateGrace, "rotate-grace", 2*time.Second,
+		"spec.rotation.gracePeriod of the rotation trials' keys. validUntil counts from whole seconds, "+
+			"so the grace that plays out is up to 1 s shorter.")
 
 	flag.IntVar(&c.issueKeys, "issue-keys", 10000, "ApiKeys created at once for the bulk issuance run; 0 skips it.")
 	flag.DurationVar(&c.issueTimeout, "issue-timeout", 75*time.Second,
@@ -153,7 +159,7 @@ func run(c config) (failed bool, err error) {
 		progress("forward-auth vs bare handler over TLS")
 		r.http = runHTTP(c, logs)
 	}
-	if c.sections["revoke"] || c.sections["apply"] || c.sections["issue"] || c.sections["heap"] {
+	if c.sections["revoke"] || c.sections["apply"] || c.sections["rotate"] || c.sections["issue"] || c.sections["heap"] {
 		runControlPlane(c, r, logs)
 	}
 	r.elapsed = time.Since(started)

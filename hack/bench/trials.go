@@ -76,7 +76,7 @@ func revokeTrial(ctx context.Context, e *env, p *prober, ns string, i int, suspe
 	if err != nil {
 		return 0, err
 	}
-	if _, err := p.awaitStatus(ctx, tok, http.StatusOK, probeInterval, trialTimeout); err != nil {
+	if _, err := p.awaitStatus(ctx, tok, http.StatusOK); err != nil {
 		return 0, fmt.Errorf("the auth server never accepted the new key: %w", err)
 	}
 	if suspend {
@@ -90,7 +90,7 @@ func revokeTrial(ctx context.Context, e *env, p *prober, ns string, i int, suspe
 		return 0, err
 	}
 	returned := time.Now()
-	refused, err := p.awaitStatus(ctx, tok, http.StatusUnauthorized, probeInterval, trialTimeout)
+	refused, err := p.awaitStatus(ctx, tok, http.StatusUnauthorized)
 	if err != nil {
 		return 0, fmt.Errorf("the auth server still accepts the revoked key: %w", err)
 	}
@@ -117,7 +117,7 @@ func runApply(ctx context.Context, c config, e *env, p *prober) *applyResult {
 			res.err = fmt.Errorf("trial %d: %w", i, err)
 			break
 		}
-		accepted, err := p.awaitStatus(ctx, tok, http.StatusOK, probeInterval, trialTimeout)
+		accepted, err := p.awaitStatus(ctx, tok, http.StatusOK)
 		if err != nil {
 			res.err = fmt.Errorf("trial %d: the auth server never accepted the new key: %w", i, err)
 			break
