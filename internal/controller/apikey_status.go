@@ -45,57 +45,74 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	return ctrl.Result{RequeueAfter: p.wakeAt.Sub(p.now) + 10*time.Millisecond}, nil
 }
 
-// computeConditions sets Ready, Reconciling, Stalled, Expired and Suspended
-// from the pass. It emits an event when a key expires or is suspended/resumed.
-func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
-	key := p.key
-	gen := key.Generation
-	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&key.Status.Conditions, metav1.Condition{
-			Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
-		})
-	}
-	drop := func(typ string) { meta.RemoveStatusCondition(&key.Status.Conditions, typ) }
-	wasTrue := func(typ string) bool { return meta.IsStatusConditionTrue(p.base.Status.Conditions, typ) }
+// conditions writes a pass's conditions at the key's generation, and tells
+// which were true before the pass.
+type conditions struct {
+	key  *apikeysv1alpha1.ApiKey
+	base *apikeysv1alpha1.ApiKey
+}
 
+func (c conditions) set(typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&c.key.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: c.key.Generation,
+	})
+}
+
+func (c conditions) drop(typ string) { meta.RemoveStatusCondition(&c.key.Status.Conditions, typ) }
+
+func (c conditions) wasTrue(typ string) bool {
+	return meta.IsStatusConditionTrue(c.base.Status.Conditions, typ)
+}
+
+// computeConditions sets Ready, Reconciling, Stalled, Expired, Suspended
+// and ExpiringSoon from the pass. It emits an event when a key expires, is
+// about to, or is suspended/resumed.
+func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
+	c := conditions{key: p.key, base: p.base}
 	if stall, ok := asStalled(err); ok {
-		set(ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
-		set(ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
-		drop(ConditionReconciling)
-		drop(ConditionExpiringSoon)
-		if stall.reason == ReasonStatusForged && !wasTrue(ConditionStalled) {
-			r.Recorder.Eventf(key, nil, corev1.EventTypeWarning, ReasonStatusForged, "DetectForgery", stall.message)
+		c.set(ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
+		c.set(ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
+		c.drop(ConditionReconciling)
+		c.drop(ConditionExpiringSoon)
+		if stall.reason == ReasonStatusForged && !c.wasTrue(ConditionStalled) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, ReasonStatusForged, "DetectForgery", stall.message)
 		}
 		return
 	}
-	drop(ConditionStalled)
+	c.drop(ConditionStalled)
 	if err != nil {
 		msg := fmt.Sprintf("retrying after error: %v", err)
-		set(ConditionReconciling, metav1.ConditionTrue, ReasonRetrying, msg)
+		c.set(ConditionReconciling, metav1.ConditionTrue, ReasonRetrying, msg)
 		if !p.issued() {
-			set(ConditionReady, metav1.ConditionFalse, ReasonIssuing, msg)
+			c.set(ConditionReady, metav1.ConditionFalse, ReasonIssuing, msg)
 		}
 		return
 	}
-	drop(ConditionReconciling)
+	c.drop(ConditionReconciling)
+	r.reportReady(p, c)
+	r.reportSuspension(p, c)
+	r.reportExpiringSoon(p, c)
+}
 
-	st := &key.Status
+// reportReady says whether the live token works, and if not, why.
+func (r *ApiKeyReconciler) reportReady(p *pass, c conditions) {
+	st := &p.key.Status
 	switch {
 	case p.expired():
 		msg := fmt.Sprintf("The key expired at %s; extend spec.expiresAt or spec.ttl, or create a new ApiKey",
 			p.expiresAt.UTC().Format(time.RFC3339))
-		set(ConditionReady, metav1.ConditionFalse, ReasonExpired, msg)
-		set(ConditionExpired, metav1.ConditionTrue, ReasonExpired, msg)
+		c.set(ConditionReady, metav1.ConditionFalse, ReasonExpired, msg)
+		c.set(ConditionExpired, metav1.ConditionTrue, ReasonExpired, msg)
 		// Expired is final until the spec changes: Stalled lets kstatus
 		// tools report it as failed rather than in progress.
-		set(ConditionStalled, metav1.ConditionTrue, ReasonExpired, msg)
-		if !wasTrue(ConditionExpired) {
-			r.Recorder.Eventf(key, nil, corev1.EventTypeWarning, ReasonExpired, "Expire", msg)
+		c.set(ConditionStalled, metav1.ConditionTrue, ReasonExpired, msg)
+		if !c.wasTrue(ConditionExpired) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, ReasonExpired, "Expire", msg)
 		}
-	case key.Spec.Suspended:
-		msg := "spec.suspended is true: the key is refused until it is set to false"
-		set(ConditionReady, metav1.ConditionFalse, ReasonSuspended, msg)
-		drop(ConditionExpired)
+	case p.key.Spec.Suspended:
+		c.set(ConditionReady, metav1.ConditionFalse, ReasonSuspended,
+			"spec.suspended is true: the key is refused until it is set to false")
+		c.drop(ConditionExpired)
 	default:
 		msg := fmt.Sprintf("Token %s is live; delivered to Secret %s", st.TokenHint, st.SecretName)
 		if st.SecretDeletedAt != nil {
@@ -106,34 +123,40 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 			msg += fmt.Sprintf("; previous token %s is accepted until %s",
 				prev.TokenHint, prev.ValidUntil.UTC().Format(time.RFC3339))
 		}
-		set(ConditionReady, metav1.ConditionTrue, ReasonIssued, msg)
-		drop(ConditionExpired)
+		c.set(ConditionReady, metav1.ConditionTrue, ReasonIssued, msg)
+		c.drop(ConditionExpired)
 	}
+}
 
-	if p.expiringSoon && !p.expired() {
-		advice := "rotate it (a new token gets a fresh spec.ttl) or lengthen spec.ttl"
-		if key.Spec.TTL == nil {
-			advice = "extend spec.expiresAt (a rotation does not), or create a new ApiKey"
+// reportSuspension keeps Suspended in step with spec.suspended.
+func (r *ApiKeyReconciler) reportSuspension(p *pass, c conditions) {
+	if p.key.Spec.Suspended {
+		c.set(ConditionSuspended, metav1.ConditionTrue, ReasonSuspended, "spec.suspended is true")
+		if !c.wasTrue(ConditionSuspended) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonSuspended, "Suspend", "The key is suspended")
 		}
-		msg := fmt.Sprintf("The key expires at %s: %s", p.expiresAt.UTC().Format(time.RFC3339), advice)
-		set(ConditionExpiringSoon, metav1.ConditionTrue, ReasonExpiringSoon, msg)
-		if !wasTrue(ConditionExpiringSoon) {
-			r.Recorder.Eventf(key, nil, corev1.EventTypeWarning, ReasonExpiringSoon, "WarnExpiry", msg)
-		}
-	} else {
-		drop(ConditionExpiringSoon)
+		return
 	}
+	c.drop(ConditionSuspended)
+	if c.wasTrue(ConditionSuspended) {
+		r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonResumed, "Resume", "The key works again")
+	}
+}
 
-	if key.Spec.Suspended {
-		set(ConditionSuspended, metav1.ConditionTrue, ReasonSuspended, "spec.suspended is true")
-		if !wasTrue(ConditionSuspended) {
-			r.Recorder.Eventf(key, nil, corev1.EventTypeNormal, ReasonSuspended, "Suspend", "The key is suspended")
-		}
-	} else {
-		drop(ConditionSuspended)
-		if wasTrue(ConditionSuspended) {
-			r.Recorder.Eventf(key, nil, corev1.EventTypeNormal, ReasonResumed, "Resume", "The key works again")
-		}
+// reportExpiringSoon warns, once, that the live token is close to expiry.
+func (r *ApiKeyReconciler) reportExpiringSoon(p *pass, c conditions) {
+	if !p.expiringSoon || p.expired() {
+		c.drop(ConditionExpiringSoon)
+		return
+	}
+	advice := "rotate it (a new token gets a fresh spec.ttl) or lengthen spec.ttl"
+	if p.key.Spec.TTL == nil {
+		advice = "extend spec.expiresAt (a rotation does not), or create a new ApiKey"
+	}
+	msg := fmt.Sprintf("The key expires at %s: %s", p.expiresAt.UTC().Format(time.RFC3339), advice)
+	c.set(ConditionExpiringSoon, metav1.ConditionTrue, ReasonExpiringSoon, msg)
+	if !c.wasTrue(ConditionExpiringSoon) {
+		r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, ReasonExpiringSoon, "WarnExpiry", msg)
 	}
 }
 

@@ -111,10 +111,11 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 		rec := &p.records[i]
 		want := recordSpecFor(p.key, rec, r.expiryOf(p.key, rec))
 		if rec == p.live {
-			if rec.Spec.Issuance == 0 && rec.Spec.RotateRequest == "" {
-				// Issued before rotation existed: the annotation's value
-				// then rotated nothing, and it does not now.
-				want.RotateRequest = rotateRequestOf(p.key)
+			if rec.Spec.Issuance == 0 {
+				// Issued before rotation existed, when the annotation
+				// rotated nothing: its value is taken as answered, and
+				// only a new one rotates.
+				want.Issuance, want.RotateRequest = 1, rotateRequestOf(p.key)
 			}
 		} else {
 			if want.ValidUntil == nil {

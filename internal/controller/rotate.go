@@ -99,6 +99,8 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 // should not), and asks to wake at the next scheduled rotation.
 func (r *ApiKeyReconciler) rotationDue(p *pass) string {
 	live := &p.live.Spec
+	// A token issued before rotation existed (issuance 0) first has the
+	// request in force recorded as answered (syncRecords).
 	if want := rotateRequestOf(p.key); want != "" && want != live.RotateRequest && live.Issuance > 0 {
 		return fmt.Sprintf("on request (%s=%s)", apikeysv1alpha1.RotateAnnotation, want)
 	}

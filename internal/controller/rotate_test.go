@@ -12,6 +12,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -67,13 +68,10 @@ var _ = Describe("Rotating a key", func() {
 		Expect(condition(key, ConditionStalled)).To(BeNil(), "a rotating key is not stalled")
 
 		By("suspending old and new alike, and resuming both")
-		key.Spec.Suspended = true
-		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Suspended = true })
 		waitCondition(key, ConditionSuspended, metav1.ConditionTrue, ReasonSuspended)
 		Expect(recordsOf(key)).To(HaveEach(HaveField("Spec.Suspended", true)))
-		key = fetch(key)
-		key.Spec.Suspended = false
-		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Suspended = false })
 		key = waitReady(key)
 		Expect(recordsOf(key)).To(HaveEach(HaveField("Spec.Suspended", false)))
 
@@ -97,9 +95,10 @@ var _ = Describe("Rotating a key", func() {
 		Expect(key.Status.LastRotateRequest).To(Equal("at-creation"), "a key created with the annotation is issued, not rotated")
 
 		By("running a pass with the same value")
-		key.Spec.Description = "a pass with the same rotate value"
-		key.Annotations["example.com/unrelated"] = "changed"
-		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.Description = "a pass with the same rotate value"
+			k.Annotations["example.com/unrelated"] = "changed"
+		})
 		key = waitReady(key)
 		_, again := expectOneLiveToken(key)
 		Expect(again.Name).To(Equal(rec.Name))
@@ -108,8 +107,7 @@ var _ = Describe("Rotating a key", func() {
 		key = requestRotation(key, "next")
 		_, rotated := expectOneLiveToken(key)
 		Expect(rotated.Name).NotTo(Equal(rec.Name))
-		key.Spec.Description = "another pass"
-		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Description = "another pass" })
 		key = waitReady(key)
 		_, still := expectOneLiveToken(key)
 		Expect(still.Name).To(Equal(rotated.Name))
@@ -122,8 +120,9 @@ var _ = Describe("Rotating a key", func() {
 		key = waitCondition(key, ConditionSuspended, metav1.ConditionTrue, ReasonSuspended)
 		_, rec := expectOneLiveToken(key)
 
-		key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "leaked"}
-		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "leaked"}
+		})
 		Eventually(func(g Gomega) {
 			g.Expect(fetch(key).Status.LastRotateRequest).To(Equal("leaked"))
 		}, timeout, interval).Should(Succeed())
@@ -140,9 +139,9 @@ var _ = Describe("Rotating a key", func() {
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		key = waitReady(key)
 		for _, value := range []string{"a", "b", "c"} {
-			key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: value}
-			Expect(k8sClient.Update(ctx, key)).To(Succeed())
-			key = fetch(key)
+			edit(key, func(k *apikeysv1alpha1.ApiKey) {
+				k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: value}
+			})
 		}
 		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
 		Eventually(func(g Gomega) {
@@ -190,6 +189,37 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 		expectOneLiveToken(key)
 		Expect(key.Status.PreviousKeys).To(BeEmpty())
 		expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
+	})
+
+	It("takes the request in force on a token issued before rotation existed as answered", func() {
+		r := newCrashReconciler(newCrashingClient(-1))
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "legacy-" + rand.String(6)}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		key = fetch(key)
+		_, rec := expectOneLiveToken(key)
+
+		By("making the record look as an earlier operator wrote it, and the key carry an old request")
+		Expect(k8sClient.Patch(ctx, &rec, client.RawPatch(types.MergePatchType,
+			[]byte(`{"spec":{"issuance":null,"rotateRequest":null}}`)))).To(Succeed())
+		patch := client.MergeFrom(key.DeepCopy())
+		key.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "asked-before-rotation-existed"}
+		Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+
+		reconcileOnce(r, key)
+		key = fetch(key)
+		_, adopted := expectOneLiveToken(key)
+		Expect(adopted.Name).To(Equal(rec.Name), "an upgrade must not rotate")
+		Expect(adopted.Spec.Issuance).To(Equal(int64(1)))
+		Expect(adopted.Spec.RotateRequest).To(Equal("asked-before-rotation-existed"))
+
+		patch = client.MergeFrom(key.DeepCopy())
+		key.Annotations[apikeysv1alpha1.RotateAnnotation] = "asked-after"
+		Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+		reconcileOnce(r, key)
+		_, rotated := expectOneLiveToken(fetch(key))
+		Expect(rotated.Name).NotTo(Equal(rec.Name))
+		Expect(rotated.Spec.Issuance).To(Equal(int64(2)))
 	})
 
 	It("never extends an absolute expiresAt", func() {
@@ -287,6 +317,17 @@ func expiryGauge(key *apikeysv1alpha1.ApiKey) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// edit changes key as a user would, retrying when the operator's writes
+// got in first.
+func edit(key *apikeysv1alpha1.ApiKey, change func(*apikeysv1alpha1.ApiKey)) {
+	GinkgoHelper()
+	Eventually(func() error {
+		cur := fetch(key)
+		change(cur)
+		return k8sClient.Update(ctx, cur)
+	}, timeout, interval).Should(Succeed())
 }
 
 // requestRotation sets the rotate annotation to value and waits until the
