@@ -23,6 +23,7 @@ const (
 	secretType          corev1.SecretType = "apikeys.dev/token"
 	secretTokenKey      string            = "token"
 	tokenHashAnnotation string            = "apikeys.dev/token-hash"
+	issuedAtAnnotation  string            = "apikeys.dev/issued-at"
 )
 
 func newGetTokenCommand(r *root) *cobra.Command {
@@ -32,17 +33,21 @@ func newGetTokenCommand(r *root) *cobra.Command {
 		Short: "Print an ApiKey's token from its one-time Secret",
 		Long: `Print the raw token of an ApiKey, and nothing else, to stdout.
 
-The operator writes the token once, into the Secret named in the key's
-status.secretName, and never again. get-token reads it from there and prints
-it only if its fingerprint matches the key's status.tokenFingerprint, which
-only the operator writes. Anyone who may edit Secrets in the namespace can
-replace the Secret with a token of their own (and its annotations with
-anything), so a token that does not match is refused, not printed.
+The operator writes each token once, into the Secret named in the key's
+status.secretName. get-token reads it from there and prints it only if its
+fingerprint matches the key's status.tokenFingerprint, which only the
+operator writes. Anyone who may edit Secrets in the namespace can replace
+the Secret with a token of their own (and its annotations with anything), so
+a token that does not match is refused, not printed.
+
+A rotation writes the next token into the same Secret a moment before the
+key's status reports it; get-token refuses the token in between and says to
+retry in a moment.
 
 --delete deletes the Secret after printing the token. The key stays valid;
 only the stored copy of the token is gone, so keep the token you printed.
-Once the Secret is gone the token cannot be read again: revoke the key and
-create a new one.`,
+Once the Secret is gone the token cannot be read again: 'kubectl apikey
+rotate NAME --wait' delivers a new token to the same Secret.`,
 		Example: `  # Put the token in a variable
   TOKEN=$(kubectl apikey get-token ci-deployer)
 
@@ -68,9 +73,6 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 	if err != nil {
 		return err
 	}
-	if key.Status.SecretDeletedAt != nil {
-		return secretGone(key, key.Status.SecretDeletedAt)
-	}
 	if key.Status.SecretName == "" {
 		if err := stalledError(key); err != nil {
 			return fmt.Errorf("%w\nIt has no token: fix its spec, and the operator issues one", err)
@@ -79,10 +81,13 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 			key.Namespace, key.Name, readySummary(key), key.Name, s.nsFlag())
 	}
 
+	// The Secret is read even when status.secretDeletedAt is set: a rotation
+	// delivers to it again before status catches up, and the fingerprint
+	// check below decides whether its token may be printed.
 	secret := &corev1.Secret{}
 	err = s.client.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret)
 	if apierrors.IsNotFound(err) {
-		return secretGone(key, nil)
+		return secretGone(key, key.Status.SecretDeletedAt)
 	}
 	if err != nil {
 		return fmt.Errorf("reading Secret %s/%s: %w", key.Namespace, key.Status.SecretName, err)
@@ -137,12 +142,36 @@ func tokenFrom(secret *corev1.Secret, key *apikeysv1alpha1.ApiKey) (string, erro
 			key.Namespace, key.Name, where, key.Namespace)
 	}
 	if subtle.ConstantTimeCompare([]byte(token.Fingerprint(tok)), []byte(want)) != 1 {
+		if why := rotationUnderWay(key, secret); why != "" {
+			return "", fmt.Errorf("%s and apikey %s/%s's status disagree: the Secret's token does not match status.tokenFingerprint %s, "+
+				"and a rotation is under way (%s); refusing to print it until the operator reports the new token. "+
+				"Retry in a moment; if this persists, see 'kubectl describe apikey %s -n %s'",
+				where, key.Namespace, key.Name, want, why, key.Name, key.Namespace)
+		}
 		return "", fmt.Errorf("%s holds a token whose fingerprint does not match apikey %s/%s's status.tokenFingerprint %s: "+
-			"it is not the token the operator issued (the Secret was replaced or edited after delivery); refusing to print it. "+
-			"Find out who wrote the Secret, then revoke the key and create a new one",
-			where, key.Namespace, key.Name, want)
+			"the Secret and the key's status disagree, and no rotation appears to be under way, so it is not the token the operator issued "+
+			"(the Secret was replaced or edited after delivery); refusing to print it. "+
+			"Find out who wrote the Secret, then replace the token with 'kubectl apikey rotate %s -n %s --grace 0s --wait' or revoke the key",
+			where, key.Namespace, key.Name, want, key.Name, key.Namespace)
 	}
 	return tok, nil
+}
+
+// rotationUnderWay says why a rotation seems to be in flight ("" if none
+// shows): a rotate request that status does not report yet, or a Secret that
+// says its token was issued after the one status reports. Anyone who may
+// edit the ApiKey or the Secret can fake both, so they only choose the advice
+// in an error; they never make get-token print a token.
+func rotationUnderWay(key *apikeysv1alpha1.ApiKey, secret *corev1.Secret) string {
+	if want := key.Annotations[apikeysv1alpha1.RotateAnnotation]; want != "" && want != key.Status.LastRotateRequest {
+		return fmt.Sprintf("%s=%s is not yet status.lastRotateRequest", apikeysv1alpha1.RotateAnnotation, want)
+	}
+	issued, err := time.Parse(time.RFC3339, secret.Annotations[issuedAtAnnotation])
+	if err == nil && key.Status.IssuedAt != nil && issued.After(key.Status.IssuedAt.Time) {
+		return fmt.Sprintf("the Secret's %s %s is later than status.issuedAt %s",
+			issuedAtAnnotation, issued.UTC().Format(time.RFC3339), key.Status.IssuedAt.UTC().Format(time.RFC3339))
+	}
+	return ""
 }
 
 // secretGone is the error for a key whose token can no longer be read.
@@ -151,9 +180,8 @@ func secretGone(key *apikeysv1alpha1.ApiKey, deletedAt *metav1.Time) error {
 	if deletedAt != nil {
 		when = fmt.Sprintf(" Secret %s was deleted at %s.", key.Status.SecretName, deletedAt.UTC().Format(time.RFC3339))
 	}
-	return fmt.Errorf("apikey %s/%s: the token was delivered once and its Secret is gone (status.secretDeletedAt); "+
-		"rotate or recreate the key.%s "+
-		"The key still works for whoever kept the token. This operator version cannot rotate yet, so for a new token: "+
-		"kubectl apikey revoke %s -n %s && kubectl apikey create %s -n %s",
-		key.Namespace, key.Name, when, key.Name, key.Namespace, key.Name, key.Namespace)
+	return fmt.Errorf("apikey %s/%s: the token was delivered once and its Secret is gone (status.secretDeletedAt), "+
+		"so it cannot be read again.%s The key still works for whoever kept the token. "+
+		"To deliver a new token to the same Secret: kubectl apikey rotate %s -n %s --wait",
+		key.Namespace, key.Name, when, key.Name, key.Namespace)
 }

@@ -17,9 +17,13 @@ import (
 // Condition types the operator writes on an ApiKey (checked against
 // internal/controller by the tests).
 const (
-	conditionReady   = "Ready"
-	conditionStalled = "Stalled"
-	conditionExpired = "Expired"
+	conditionReady       = "Ready"
+	conditionStalled     = "Stalled"
+	conditionExpired     = "Expired"
+	conditionReconciling = "Reconciling"
+
+	// reasonSuspended is Ready=False's reason on a suspended key.
+	reasonSuspended = "Suspended"
 )
 
 // noValue is what a table cell or hint shows for an empty field, as kubectl

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"maps"
+	"regexp"
 	"strings"
 	"time"
 
@@ -183,7 +184,15 @@ var _ = Describe("kubectl apikey", func() {
 			Expect(r.code).NotTo(Equal(0))
 			Expect(r.stdout).To(BeEmpty())
 			Expect(r.stderr).To(ContainSubstring("the token was delivered once and its Secret is gone (status.secretDeletedAt"))
-			Expect(r.stderr).To(ContainSubstring("rotate or recreate the key"))
+			Expect(r.stderr).To(ContainSubstring("kubectl apikey rotate %s -n %s --wait", name, ns))
+
+			// As the message says, a rotation delivers a new token to the same Secret.
+			r = kubectlApikey("rotate", name, "-n", ns, "--wait")
+			Expect(r.code).To(Equal(0), r.stderr)
+			r = kubectlApikey("get-token", name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).NotTo(Equal(tok + "\n"))
+			Expect(r.stdout).To(Equal(tokenOf(fetchKey(ns, name)) + "\n"))
 		})
 
 		It("says the Secret is gone even before the operator has noticed", func() {
@@ -342,22 +351,165 @@ var _ = Describe("kubectl apikey", func() {
 	})
 
 	Describe("rotate", func() {
-		It("records the request in the annotation and says rotation is not supported yet", func() {
+		It("with --wait delivers a new token to the same Secret and refuses the old one at once", func() {
 			name := keyName()
 			key := created(ns, name)
-			tok := tokenOf(key)
+			before := kubectlApikey("get-token", name, "-n", ns)
+			Expect(before.code).To(Equal(0), before.stderr)
+
+			r := kubectlApikey("rotate", name, "-n", ns, "--wait")
+			Expect(r.code).To(Equal(0), r.stderr)
+
+			rotated := fetchKey(ns, name)
+			value := rotated.Annotations[apikeysv1alpha1.RotateAnnotation]
+			Expect(value).NotTo(BeEmpty())
+			Expect(rotated.Status.LastRotateRequest).To(Equal(value), "--wait returned before the operator acted on the request")
+			Expect(rotated.Status.SecretName).To(Equal(key.Status.SecretName))
+			Expect(rotated.Status.TokenHint).NotTo(Equal(key.Status.TokenHint))
+			Expect(rotated.Status.PreviousKeys).To(BeEmpty())
+			Expect(r.stdout).To(ContainSubstring("apikeys.dev/rotate=%s", value))
+			Expect(r.stdout).To(ContainSubstring("apikey/%s rotated.", name))
+			Expect(r.stdout).To(MatchRegexp(`hint:\s+%s`, regexp.QuoteMeta(rotated.Status.TokenHint)))
+			Expect(r.stdout).To(MatchRegexp(`secret:\s+%s`, rotated.Status.SecretName))
+			Expect(r.stdout).To(ContainSubstring("previous: %s refused from now on", key.Status.TokenHint))
+			Expect(r.stdout).To(ContainSubstring("kubectl apikey get-token %s -n %s", name, ns))
+
+			after := kubectlApikey("get-token", name, "-n", ns)
+			Expect(after.code).To(Equal(0), after.stderr)
+			Expect(after.stdout).NotTo(Equal(before.stdout))
+			tok := strings.TrimSuffix(after.stdout, "\n")
+			rec := &apikeysv1alpha1.ApiKeyRecord{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Name: rotated.Status.RecordName}, rec)).To(Succeed())
+			Expect(rec.Spec.TokenHash).To(Equal(token.Hash(tok)), "get-token printed a token other than the live record's")
+			Expect(r.stdout + r.stderr).NotTo(ContainSubstring(tok))
+		})
+
+		It("with --grace sets spec.rotation.gracePeriod and keeps the old token listed until then", func() {
+			name := keyName()
+			key := created(ns, name)
+
+			r := kubectlApikey("rotate", name, "-n", ns, "--grace", "1h", "--wait")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("keeps working for 1h0m0s"))
+			Expect(r.stdout).To(ContainSubstring("set by --grace; it stays for later rotations"))
+
+			rotated := fetchKey(ns, name)
+			Expect(rotated.Spec.Rotation).NotTo(BeNil())
+			Expect(rotated.Spec.Rotation.GracePeriod.Duration).To(Equal(time.Hour))
+			Expect(rotated.Status.PreviousKeys).To(HaveLen(1))
+			prev := rotated.Status.PreviousKeys[0]
+			Expect(prev.TokenHint).To(Equal(key.Status.TokenHint))
+			Expect(prev.ValidUntil.Time).To(BeTemporally("~", rotated.Status.IssuedAt.Add(time.Hour), time.Second))
+			Expect(r.stdout).To(ContainSubstring("previous: %s accepted until %s",
+				prev.TokenHint, prev.ValidUntil.UTC().Format(time.RFC3339)))
+		})
+
+		It("without --wait returns after the request, and the operator rotates", func() {
+			name := keyName()
+			key := created(ns, name)
 
 			r := kubectlApikey("rotate", name, "-n", ns)
 			Expect(r.code).To(Equal(0), r.stderr)
-			Expect(r.stdout).To(ContainSubstring("rotation is not supported by the operator yet"))
-			Expect(r.stdout).To(ContainSubstring("no new token is issued"))
-
 			value := fetchKey(ns, name).Annotations[apikeysv1alpha1.RotateAnnotation]
-			at, err := time.Parse(time.RFC3339, value)
+			at, err := time.Parse(time.RFC3339Nano, value)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(at).To(BeTemporally("~", time.Now(), time.Minute))
-			Expect(r.stdout).To(ContainSubstring(value))
-			Expect(tokenOf(fetchKey(ns, name))).To(Equal(tok), "rotate must not change the token")
+			Expect(r.stdout).To(ContainSubstring("apikey/%s rotation requested: apikeys.dev/rotate=%s", name, value))
+			Expect(r.stdout).To(ContainSubstring("grace: 0s (spec.rotation.gracePeriod): the current token %s is refused", key.Status.TokenHint))
+			Expect(r.stdout).To(ContainSubstring("Secret %s", key.Status.SecretName))
+			Expect(r.stdout).NotTo(ContainSubstring("rotated."))
+
+			Eventually(func(g Gomega) {
+				k := fetchKey(ns, name)
+				g.Expect(k.Status.LastRotateRequest).To(Equal(value))
+				g.Expect(k.Status.TokenHint).NotTo(Equal(key.Status.TokenHint))
+			}, timeout, interval).Should(Succeed())
+		})
+
+		It("with --wait rotates a suspended key, which stays suspended", func() {
+			name := keyName()
+			key := created(ns, name)
+			Expect(kubectlApikey("suspend", name, "-n", ns).code).To(Equal(0))
+			Eventually(readyStatus(ns, name), timeout, interval).Should(Equal(metav1.ConditionFalse))
+
+			r := kubectlApikey("rotate", name, "-n", ns, "--wait")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(ContainSubstring("It stays suspended"))
+			rotated := fetchKey(ns, name)
+			Expect(rotated.Status.TokenHint).NotTo(Equal(key.Status.TokenHint))
+			Expect(meta.FindStatusCondition(rotated.Status.Conditions, controller.ConditionReady).Reason).To(Equal(controller.ReasonSuspended))
+		})
+
+		It("with --wait exits non-zero with the condition when the key becomes Stalled", func() {
+			name := keyName()
+			key := created(ns, name)
+			// Someone else's Secret takes the delivered Secret's name: the
+			// operator will not rotate into it.
+			Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Status.SecretName}})).To(Succeed())
+			Eventually(func() *metav1.Time { return fetchKey(ns, name).Status.SecretDeletedAt }, timeout, interval).NotTo(BeNil())
+			foreign := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Status.SecretName},
+				StringData: map[string]string{"password": "not-a-token"},
+			}
+			Expect(k8sClient.Create(ctx, foreign)).To(Succeed())
+
+			r := kubectlApikey("rotate", name, "-n", ns, "--wait")
+			Expect(r.code).NotTo(Equal(0))
+			stalled := meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, controller.ConditionStalled)
+			Expect(stalled).NotTo(BeNil())
+			Expect(stalled.Reason).To(Equal(controller.ReasonSecretNameTaken))
+			Expect(r.stderr).To(ContainSubstring("Stalled (%s): %s", controller.ReasonSecretNameTaken, stalled.Message))
+			Expect(r.stderr).To(ContainSubstring("No new token was issued (the live token is still %s)", key.Status.TokenHint))
+			Expect(r.stdout).NotTo(ContainSubstring("rotated."))
+			Expect(fetchKey(ns, name).Status.TokenHint).To(Equal(key.Status.TokenHint))
+
+			got := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), got)).To(Succeed())
+			Expect(got.Data).To(Equal(map[string][]byte{"password": []byte("not-a-token")}), "the operator wrote into a Secret it does not own")
+
+			// With the cause gone, the next rotate waits past the old stall,
+			// which no status update clears before the operator acts.
+			Expect(k8sClient.Delete(ctx, foreign)).To(Succeed())
+			r = kubectlApikey("rotate", name, "-n", ns, "--wait")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stderr).To(ContainSubstring("Note: apikey/%s is Stalled (%s)", name, controller.ReasonSecretNameTaken))
+			Expect(r.stdout).To(ContainSubstring("apikey/%s rotated.", name))
+			rotated := fetchKey(ns, name)
+			Expect(rotated.Status.TokenHint).NotTo(Equal(key.Status.TokenHint))
+			Expect(kubectlApikey("get-token", name, "-n", ns).stdout).To(Equal(tokenOf(rotated) + "\n"))
+		})
+
+		It("with --wait exits non-zero when --timeout passes, saying the request stays", func() {
+			name := keyName()
+			created(ns, name)
+			r := kubectlApikey("rotate", name, "-n", ns, "--wait", "--timeout", "1ms")
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stderr).To(ContainSubstring("apikey %s/%s was not rotated within 1ms", ns, name))
+			Expect(r.stderr).To(ContainSubstring("stays: the operator acts on it once it can"))
+		})
+
+		It("refuses a bad --grace before patching anything", func() {
+			name := keyName()
+			created(ns, name)
+			key := fetchKey(ns, name)
+			patch := client.MergeFrom(key.DeepCopy())
+			key.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: 2 * time.Hour}}
+			Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+
+			for args, want := range map[string]string{
+				"--grace=-1h":  "--grace must be 0 or more",
+				"--grace=2h":   "--grace 2h0m0s must be shorter than apikey " + ns + "/" + name + "'s spec.rotation.every (2h0m0s)",
+				"--grace=soon": `invalid argument "soon" for "--grace" flag`,
+			} {
+				r := kubectlApikey("rotate", name, "-n", ns, args, "--wait")
+				Expect(r.code).NotTo(Equal(0), args)
+				Expect(r.stderr).To(ContainSubstring(want), args)
+				Expect(r.stdout).To(BeEmpty(), args)
+			}
+			unchanged := fetchKey(ns, name)
+			Expect(unchanged.Annotations).NotTo(HaveKey(apikeysv1alpha1.RotateAnnotation))
+			Expect(unchanged.Spec.Rotation.GracePeriod).To(BeNil())
+			Expect(unchanged.Generation).To(Equal(key.Generation))
 		})
 	})
 
@@ -455,7 +607,71 @@ var _ = DescribeTable("tokenFrom decides by the key's status.tokenFingerprint",
 	},
 	Entry("matching fingerprint", token.Fingerprint, ""),
 	Entry("no fingerprint in status", func(string) string { return "" }, "has no status.tokenFingerprint"),
-	Entry("another token's fingerprint", func(string) string { return token.Fingerprint("ak_another") }, "does not match"),
+	Entry("another token's fingerprint", func(string) string { return token.Fingerprint("ak_another") }, "no rotation appears to be under way"),
+)
+
+var _ = DescribeTable("tokenFrom asks to retry while a rotation is under way",
+	func(underWay func(*apikeysv1alpha1.ApiKey, *corev1.Secret), wantErr string) {
+		tok, err := token.Generate(token.DefaultPrefix)
+		Expect(err).NotTo(HaveOccurred())
+		issuedAt := metav1.NewTime(tableNow)
+		key := &apikeysv1alpha1.ApiKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ci", UID: "key-uid"},
+			Status: apikeysv1alpha1.ApiKeyStatus{
+				TokenFingerprint: token.Fingerprint("ak_previous"), IssuedAt: &issuedAt, LastRotateRequest: "first",
+			},
+		}
+		isController := true
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: "team-a", Name: "ci-token",
+				Annotations: map[string]string{
+					tokenHashAnnotation: token.Hash(tok),
+					issuedAtAnnotation:  tableNow.Format(time.RFC3339),
+				},
+				OwnerReferences: []metav1.OwnerReference{{Kind: "ApiKey", Name: "ci", UID: "key-uid", Controller: &isController}},
+			},
+			Type: secretType,
+			Data: map[string][]byte{secretTokenKey: []byte(tok)},
+		}
+		underWay(key, secret)
+		_, err = tokenFrom(secret, key)
+		Expect(err).To(MatchError(ContainSubstring(wantErr)))
+		Expect(err).To(MatchError(ContainSubstring("refusing to print it")))
+	},
+	Entry("a rotate request status does not report yet",
+		func(k *apikeysv1alpha1.ApiKey, _ *corev1.Secret) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "second"}
+		}, "status disagree: the Secret's token does not match status.tokenFingerprint"),
+	Entry("a Secret issued after the token status reports",
+		func(_ *apikeysv1alpha1.ApiKey, s *corev1.Secret) {
+			s.Annotations[issuedAtAnnotation] = tableNow.Add(time.Hour).Format(time.RFC3339)
+		}, "Retry in a moment"),
+	Entry("neither: the Secret was replaced",
+		func(k *apikeysv1alpha1.ApiKey, _ *corev1.Secret) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "first"}
+		}, "no rotation appears to be under way"),
+)
+
+var _ = DescribeTable("rotate --wait checks that the token changed",
+	func(before, after, wantErr string) {
+		key := func(fingerprint string) *apikeysv1alpha1.ApiKey {
+			return &apikeysv1alpha1.ApiKey{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ci"},
+				Status:     apikeysv1alpha1.ApiKeyStatus{TokenFingerprint: fingerprint, TokenHint: "ak_7Qz4…", LastRotateRequest: "now"},
+			}
+		}
+		err := unchangedToken(key(before), key(after))
+		if wantErr == "" {
+			Expect(err).NotTo(HaveOccurred())
+			return
+		}
+		Expect(err).To(MatchError(ContainSubstring(wantErr)))
+	},
+	Entry("a new token", "3f9a0c7e51d2b846", "a41c09be7d3e5f20", ""),
+	Entry("the first token of a key that had none", "", "a41c09be7d3e5f20", ""),
+	Entry("the same token: the request was recorded, nothing rotated", "3f9a0c7e51d2b846", "3f9a0c7e51d2b846",
+		"the live token is still ak_7Qz4…, issued before it: no new token was delivered"),
 )
 
 var _ = Describe("the plugin's copy of the operator's names", func() {
@@ -463,9 +679,12 @@ var _ = Describe("the plugin's copy of the operator's names", func() {
 		Expect(secretType).To(Equal(controller.SecretType))
 		Expect(secretTokenKey).To(Equal(controller.SecretTokenKey))
 		Expect(tokenHashAnnotation).To(Equal(controller.TokenHashAnnotation))
+		Expect(issuedAtAnnotation).To(Equal(controller.IssuedAtAnnotation))
 		Expect(conditionReady).To(Equal(controller.ConditionReady))
 		Expect(conditionStalled).To(Equal(controller.ConditionStalled))
 		Expect(conditionExpired).To(Equal(controller.ConditionExpired))
+		Expect(conditionReconciling).To(Equal(controller.ConditionReconciling))
+		Expect(reasonSuspended).To(Equal(controller.ReasonSuspended))
 	})
 })
 

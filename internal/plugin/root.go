@@ -68,6 +68,9 @@ revokes and rotates keys. It takes kubectl's connection flags, so --kubeconfig,
   kubectl apikey create ci-deployer --scopes deployments:write,images:read --ttl 720h
   TOKEN=$(kubectl apikey get-token ci-deployer --delete)
 
+  # Replace its token, keeping the old one working for an hour
+  kubectl apikey rotate ci-deployer --grace 1h --wait
+
   # See every key in the cluster
   kubectl apikey list -A`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl apikey"},
