@@ -234,8 +234,9 @@ func unchangedToken(previous, now *apikeysv1alpha1.ApiKey) error {
 	}
 	return fmt.Errorf("apikey %s/%s: the operator reports the request as acted on (status.lastRotateRequest %s), "+
 		"but the live token is still %s, issued before it: no new token was delivered. "+
-		"See why with 'kubectl describe apikey %s -n %s'; revoking and recreating the key gives a new token",
-		now.Namespace, now.Name, now.Status.LastRotateRequest, now.Status.TokenHint, now.Name, now.Namespace)
+		"A token issued by an operator version without rotation has the request in force taken as answered on upgrade; "+
+		"run 'kubectl apikey rotate %s -n %s --wait' again, and see 'kubectl describe apikey %s -n %s' if it recurs",
+		now.Namespace, now.Name, now.Status.LastRotateRequest, now.Status.TokenHint, now.Name, now.Namespace, now.Name, now.Namespace)
 }
 
 // rotated reports whether the operator has acted on the rotation request
