@@ -83,6 +83,9 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		return err
 	}
 	p.setRecords(append(p.records, *rec))
+	// The Secret holds a token again, even if it was deleted after the
+	// last delivery; watchSecret confirms with the API server.
+	p.key.Status.SecretDeletedAt = nil
 
 	grace := gracePeriodOf(p.key)
 	until := "refused from now on"
