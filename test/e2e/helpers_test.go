@@ -5,6 +5,7 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,12 +20,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 const (
 	timeout  = 20 * time.Second
 	interval = 50 * time.Millisecond
+
+	// graceMargin is how long before a superseded token's validUntil a probe
+	// must start for the spec to insist that it is accepted: one kubectl or
+	// HTTP round trip, with room to spare.
+	graceMargin = 500 * time.Millisecond
 )
 
 func metaName(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
@@ -59,6 +66,82 @@ func readToken(key *apikeysv1alpha1.ApiKey) string {
 	tok := string(secret.Data["token"])
 	Expect(tok).NotTo(BeEmpty())
 	return tok
+}
+
+// rotate sets key's apikeys.dev/rotate annotation to request and waits until
+// status reports that request acted on. It returns the rotated key and the
+// token its Secret now holds, after checking (by hint, so that no failure
+// message can carry a token) that this is a new token and the one status names.
+func rotate(key *apikeysv1alpha1.ApiKey, request string) (string, *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
+	oldHint := key.Status.TokenHint
+	patch := client.MergeFrom(key.DeepCopy())
+	if key.Annotations == nil {
+		key.Annotations = map[string]string{}
+	}
+	key.Annotations[apikeysv1alpha1.RotateAnnotation] = request
+	Expect(k8sClient.Patch(ctx, key, patch)).To(Succeed())
+	got := &apikeysv1alpha1.ApiKey{}
+	Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())
+		g.Expect(got.Status.LastRotateRequest).To(Equal(request))
+	}, timeout, interval).Should(Succeed())
+	tok := readToken(got)
+	Expect(token.Hint(tok)).To(Equal(got.Status.TokenHint), "the Secret holds the token status names")
+	Expect(got.Status.TokenHint).NotTo(Equal(oldHint), "status names a new token")
+	return tok, got
+}
+
+// previousKeyUntil is when status says oldTok, superseded by a rotation,
+// stops working.
+func previousKeyUntil(key *apikeysv1alpha1.ApiKey, oldTok string) time.Time {
+	GinkgoHelper()
+	Expect(key.Status.PreviousKeys).To(HaveLen(1))
+	prev := key.Status.PreviousKeys[0]
+	Expect(prev.TokenHint).To(Equal(token.Hint(oldTok)))
+	return prev.ValidUntil.Time
+}
+
+// lateness is how a client treated a superseded token after its validUntil:
+// the last probe sent after that instant and still accepted (0 if none), and
+// the answer of the first refused one.
+type lateness struct{ lastAccepted, refused time.Duration }
+
+func (l lateness) String() string {
+	accepted := "no probe sent after validUntil was accepted"
+	if l.lastAccepted > 0 {
+		accepted = fmt.Sprintf("the last accepted probe was sent %s after validUntil", l.lastAccepted.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("%s; the first refusal was answered %s after it", accepted, l.refused.Round(time.Millisecond))
+}
+
+// awaitRefusal probes a superseded token until the client refuses it. It
+// fails the spec if a probe answered before validUntil is refused (the grace
+// period was cut short), or if the token is still accepted bound after
+// validUntil.
+func awaitRefusal(validUntil time.Time, bound time.Duration, accepted func() bool) lateness {
+	GinkgoHelper()
+	var l lateness
+	Eventually(func() bool {
+		sent := time.Now()
+		ok := accepted()
+		answered := time.Now()
+		if ok {
+			if sent.After(validUntil) {
+				l.lastAccepted = sent.Sub(validUntil)
+			}
+			return false
+		}
+		if answered.Before(validUntil) {
+			StopTrying(fmt.Sprintf("refused %s before validUntil, inside the grace period",
+				validUntil.Sub(answered).Round(time.Millisecond))).Now()
+		}
+		l.refused = answered.Sub(validUntil)
+		return true
+	}).WithTimeout(time.Until(validUntil)+bound).WithPolling(interval).Should(BeTrue(),
+		"the superseded token is still accepted %s after its validUntil", bound)
+	Expect(l.refused).To(BeNumerically("<=", bound))
+	return l
 }
 
 func setSuspended(key *apikeysv1alpha1.ApiKey, suspended bool) {

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -61,6 +62,46 @@ var _ = Describe("kube-apiserver with the auth server as its token webhook", fun
 		By("deleting the ApiKey revokes the token")
 		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
 		Eventually(whoami, timeout, interval).WithArguments(kubeconfig).Should(ContainSubstring("Unauthorized"))
+	})
+
+	It("accepts a rotated key's new token at once, and its old one until validUntil and kube-apiserver's token cache end", func() {
+		oldTok, key := createReadyKey(&apikeysv1alpha1.ApiKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns},
+			Spec: apikeysv1alpha1.ApiKeySpec{
+				Rotation: &apikeysv1alpha1.Rotation{GracePeriod: &metav1.Duration{Duration: 3 * time.Second}},
+			},
+		})
+		user := "apikey:" + ns + ":" + key.Name
+		// kube-apiserver does not see the old token before the rotation: a
+		// cached answer would then stand in for the auth server's during the
+		// grace period, and the check below must reach the auth server.
+
+		By("rotating with a 3s grace period")
+		newTok, rotated := rotate(key, "e2e-kube-apiserver")
+		validUntil := previousKeyUntil(rotated, oldTok)
+		newKubeconfig := userKubeconfig(cfg.Host, cfg.CAData, newTok)
+		oldKubeconfig := userKubeconfig(cfg.Host, cfg.CAData, oldTok)
+
+		By("kubectl accepts the new token on its first try")
+		Expect(whoami(newKubeconfig)).To(Equal(user))
+
+		By("kubectl accepts the old token before its validUntil")
+		Expect(time.Until(validUntil)).To(BeNumerically(">", graceMargin), "too little of the grace period is left to check it")
+		firstUsed := time.Now()
+		Expect(whoami(oldKubeconfig)).To(Equal(user))
+
+		By("kubectl refuses the old token after its validUntil, once kube-apiserver's token cache lets go")
+		late := awaitRefusal(validUntil, apiserverTokenCacheTTL+time.Second, func() bool {
+			out := whoami(oldKubeconfig)
+			if out == user {
+				return true
+			}
+			Expect(out).To(ContainSubstring("Unauthorized"))
+			return false
+		})
+		AddReportEntry("kube-apiserver: the old token after validUntil", fmt.Sprintf("%s, and %s after kubectl first used it",
+			late, validUntil.Add(late.refused).Sub(firstUsed).Round(time.Millisecond)))
+		Expect(whoami(newKubeconfig)).To(Equal(user))
 	})
 
 	It("refuses an expired key", func() {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -151,6 +152,55 @@ var _ = Describe("nginx auth_request in front of a backend", Ordered, func() {
 
 		By("a key without the required scope gets 403")
 		Expect(get("/admin/users", map[string]string{"Authorization": "Bearer " + tok})).To(Equal(403))
+	})
+
+	// passes reports whether nginx lets tok through to the backend (200) or
+	// refuses it (401); any other answer fails the spec.
+	passes := func(tok string) bool {
+		GinkgoHelper()
+		status := get("/links", map[string]string{"Authorization": "Bearer " + tok})
+		Expect(status).To(BeElementOf(200, 401))
+		return status == 200
+	}
+
+	It("passes a rotated key's new token at once, and its old one until validUntil", func() {
+		oldTok, key := createReadyKey(&apikeysv1alpha1.ApiKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace()},
+			Spec: apikeysv1alpha1.ApiKeySpec{
+				Rotation: &apikeysv1alpha1.Rotation{GracePeriod: &metav1.Duration{Duration: 3 * time.Second}},
+			},
+		})
+		Expect(passes(oldTok)).To(BeTrue())
+
+		By("rotating with a 3s grace period")
+		newTok, rotated := rotate(key, "e2e-nginx")
+		validUntil := previousKeyUntil(rotated, oldTok)
+
+		By("the new token passes on its first try")
+		Expect(passes(newTok)).To(BeTrue())
+
+		By("the old token passes before its validUntil and is refused after it")
+		Expect(time.Until(validUntil)).To(BeNumerically(">", graceMargin), "too little of the grace period is left to check it")
+		Expect(passes(oldTok)).To(BeTrue())
+		late := awaitRefusal(validUntil, time.Second, func() bool { return passes(oldTok) })
+		AddReportEntry("nginx: the old token after validUntil", late.String())
+		Expect(passes(newTok)).To(BeTrue())
+	})
+
+	It("refuses the old token right after a rotation without a grace period", func() {
+		oldTok, key := createReadyKey(&apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace()}})
+		Expect(passes(oldTok)).To(BeTrue())
+
+		newTok, rotated := rotate(key, "e2e-nginx-no-grace")
+		rotatedAt := time.Now()
+		Expect(rotated.Status.PreviousKeys).To(BeEmpty())
+		Expect(passes(newTok)).To(BeTrue(), "the new token on its first try")
+		// Status may report the rotation just before the old record is
+		// deleted; the auth server then hears of the deletion by watch.
+		probes := 0
+		Eventually(func() bool { probes++; return passes(oldTok) }, time.Second, 10*time.Millisecond).Should(BeFalse())
+		AddReportEntry("nginx, no grace period: the old token after status reported the rotation",
+			fmt.Sprintf("refused by probe %d, answered %s after it", probes, time.Since(rotatedAt).Round(time.Millisecond)))
 	})
 
 	It("refuses missing and invalid keys before the backend sees anything", func() {

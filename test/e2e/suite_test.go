@@ -42,6 +42,18 @@ import (
 // server: keys there show that revocation does not wait for the controller.
 const noControllerNamespace = "no-controller"
 
+const (
+	// webhookCacheTTL is the suite kube-apiserver's
+	// --authentication-token-webhook-cache-ttl.
+	webhookCacheTTL = time.Second
+	// apiserverTokenCacheTTL is how long kube-apiserver may go on accepting
+	// a token after the auth server last accepted it. Above the webhook's
+	// own cache it caches every successful token authentication for 10s
+	// (TokenSuccessCacheTTL, k8s.io/kubernetes pkg/kubeapiserver/options; no
+	// flag sets it), so with webhookCacheTTL under 10s the bound is 10s.
+	apiserverTokenCacheTTL = 10 * time.Second
+)
+
 var (
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -155,7 +167,7 @@ func start(mgr ctrl.Manager) {
 }
 
 // configureTokenWebhook points env's kube-apiserver at the auth server's
-// /tokenreview with the given TokenReview version and a one-second cache.
+// /tokenreview with the given TokenReview version and webhookCacheTTL.
 func configureTokenWebhook(env *envtest.Environment, version string) {
 	GinkgoHelper()
 	ca, err := os.ReadFile(authCAFile)
@@ -165,5 +177,5 @@ func configureTokenWebhook(env *envtest.Environment, version string) {
 	env.ControlPlane.GetAPIServer().Configure().
 		Set("authentication-token-webhook-config-file", path).
 		Set("authentication-token-webhook-version", version).
-		Set("authentication-token-webhook-cache-ttl", "1s")
+		Set("authentication-token-webhook-cache-ttl", webhookCacheTTL.String())
 }
