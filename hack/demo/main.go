@@ -1,8 +1,9 @@
 // Command demo starts a throwaway control plane (the kube-apiserver and etcd
 // that tests use), wires the auth server into it as its token webhook, runs
 // the manager, and shows one ApiKey at work: kubectl authenticating with it,
-// forward-auth, /verify, then suspension. It stays up until Ctrl-C, or exits
-// after the transcript when DEMO_ONCE=1. Run it with `make demo`.
+// forward-auth, /verify, a rotation with a grace period, then suspension. It
+// stays up until Ctrl-C, or exits after the transcript when DEMO_ONCE=1. Run
+// it with `make demo`.
 package main
 
 import (
@@ -29,7 +30,11 @@ import (
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
-const sample = "config/samples/apikeys_v1alpha1_apikey.yaml"
+const (
+	sample = "config/samples/apikeys_v1alpha1_apikey.yaml"
+	// demoKey is the ApiKey the sample creates, as kubectl names it.
+	demoKey = "apikey/ci-deployer"
+)
 
 func main() {
 	if err := run(); err != nil {
@@ -146,29 +151,24 @@ func run() error {
 	return nil
 }
 
-// transcript applies the sample and shows its key accepted three ways, then refused.
+// transcript applies the sample and shows its key accepted three ways,
+// rotated, then suspended.
 func (d *demo) transcript() error {
 	step("Applying " + sample)
 	if err := d.run("kubectl apply -f "+sample, "apply", "-f", sample); err != nil {
 		return err
 	}
 	if err := d.run("kubectl wait --for=condition=Ready apikey/ci-deployer",
-		"wait", "--for=condition=Ready", "apikey/ci-deployer", "--timeout=30s"); err != nil {
+		"wait", "--for=condition=Ready", demoKey, "--timeout=30s"); err != nil {
 		return err
 	}
 	if err := d.run("kubectl get apikeys -o wide", "get", "apikeys", "-o", "wide"); err != nil {
 		return err
 	}
-	encoded, err := d.quiet("get", "secret", "ci-deployer-token", "-o", "jsonpath={.data.token}")
+	tok, hint, err := d.token()
 	if err != nil {
 		return err
 	}
-	raw, err := base64.StdEncoding.DecodeString(encoded)
-	if err != nil {
-		return err
-	}
-	tok := string(raw)
-	hint, _ := d.quiet("get", "apikey", "ci-deployer", "-o", "jsonpath={.status.tokenHint}")
 	fmt.Printf("\n  TOKEN=$(kubectl get secret ci-deployer-token -o jsonpath='{.data.token}' | base64 -d)"+
 		"   # %s (shown once, here only as its hint)\n", hint)
 
@@ -201,8 +201,12 @@ func (d *demo) transcript() error {
 	}
 	fmt.Printf("  %s\n", body)
 
+	if tok, userKubeconfig, err = d.rotation(tok, userKubeconfig); err != nil {
+		return err
+	}
+
 	step("Suspending it: kubectl patch apikey ci-deployer -p '{\"spec\":{\"suspended\":true}}'")
-	if err := d.run("", "patch", "apikey", "ci-deployer", "--type=merge", "-p", `{"spec":{"suspended":true}}`); err != nil {
+	if err := d.run("", "patch", demoKey, "--type=merge", "-p", `{"spec":{"suspended":true}}`); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -211,6 +215,136 @@ func (d *demo) transcript() error {
 	}
 	fmt.Printf("  forward-auth → HTTP 401 after %s\n", time.Since(start).Round(time.Millisecond))
 	return d.whoami(userKubeconfig, true)
+}
+
+// rotationGrace is how long the demo key's old token keeps working after
+// the rotation: long enough to show it accepted, short enough to watch it end.
+const rotationGrace = "5s"
+
+// rotation rotates the key with a short grace period and shows the new token
+// accepted while the old one still is, then the old one refused. It returns
+// the new token and a kubeconfig that carries it.
+func (d *demo) rotation(oldTok, oldKubeconfig string) (string, string, error) {
+	tok, validUntil, err := d.rotate()
+	if err != nil {
+		return "", "", err
+	}
+	until := validUntil.UTC().Format(time.RFC3339)
+
+	step("Both tokens work until " + until)
+	newKubeconfig := filepath.Join(d.dir, "rotated-key.kubeconfig")
+	if err := os.WriteFile(newKubeconfig, []byte(utils.TokenKubeconfig(d.host, d.caData, tok)), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := d.whoamiLine("$NEW_TOKEN", newKubeconfig, false); err != nil {
+		return "", "", err
+	}
+	if err := d.whoamiLine("$TOKEN    ", oldKubeconfig, false); err != nil {
+		return "", "", err
+	}
+	status, _, err := d.forwardAuth(oldTok)
+	if err != nil {
+		return "", "", err
+	}
+	fmt.Printf("  forward-auth with $TOKEN → HTTP %d, %s before its validUntil\n", status, time.Until(validUntil).Round(100*time.Millisecond))
+
+	step("After " + until + " the old token is refused, the new one is not")
+	if err := d.oldTokenRefused(oldTok, oldKubeconfig, validUntil); err != nil {
+		return "", "", err
+	}
+	status, _, err = d.forwardAuth(tok)
+	if err != nil {
+		return "", "", err
+	}
+	fmt.Printf("  forward-auth with $NEW_TOKEN → HTTP %d\n", status)
+	return tok, newKubeconfig, d.whoamiLine("$NEW_TOKEN", newKubeconfig, false)
+}
+
+// rotate gives the key a grace period, asks for a rotation through the
+// annotation and waits for it; it returns the new token and when the old
+// one stops working.
+func (d *demo) rotate() (string, time.Time, error) {
+	step("Rotating it, the old token kept for a " + rotationGrace + " grace period")
+	gracePatch := `{"spec":{"rotation":{"gracePeriod":"` + rotationGrace + `"}}}`
+	columns := "custom-columns=TOKEN:.status.tokenHint," +
+		"PREVIOUS:.status.previousKeys[*].tokenHint,VALID-UNTIL:.status.previousKeys[*].validUntil"
+	if err := d.run("kubectl patch apikey ci-deployer --type=merge -p '"+gracePatch+"'",
+		"patch", demoKey, "--type=merge", "-p", gracePatch); err != nil {
+		return "", time.Time{}, err
+	}
+	if err := d.run("kubectl annotate apikey ci-deployer apikeys.dev/rotate=demo-1",
+		"annotate", demoKey, "apikeys.dev/rotate=demo-1"); err != nil {
+		return "", time.Time{}, err
+	}
+	if err := d.run("kubectl wait --for=jsonpath='{.status.lastRotateRequest}'=demo-1 apikey/ci-deployer",
+		"wait", "--for=jsonpath={.status.lastRotateRequest}=demo-1", demoKey, "--timeout=30s"); err != nil {
+		return "", time.Time{}, err
+	}
+	if err := d.run("kubectl get apikey ci-deployer -o "+columns, "get", demoKey, "-o", columns); err != nil {
+		return "", time.Time{}, err
+	}
+	until, err := d.quiet("get", demoKey, "-o", "jsonpath={.status.previousKeys[0].validUntil}")
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	validUntil, err := time.Parse(time.RFC3339, until)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("status.previousKeys[0].validUntil %q: %w", until, err)
+	}
+	tok, hint, err := d.token()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	fmt.Printf("\n  NEW_TOKEN=$(kubectl get secret ci-deployer-token -o jsonpath='{.data.token}' | base64 -d)"+
+		"   # %s, in the same Secret\n", hint)
+	return tok, validUntil, nil
+}
+
+// oldTokenRefused waits for forward-auth, then kube-apiserver, to refuse the
+// superseded token, and shows how long after validUntil each did.
+func (d *demo) oldTokenRefused(oldTok, oldKubeconfig string, validUntil time.Time) error {
+	if err := waitFor(time.Until(validUntil)+5*time.Second, func() bool {
+		s, _, _ := d.forwardAuth(oldTok)
+		return s == http.StatusUnauthorized
+	}); err != nil {
+		return fmt.Errorf("forward-auth still accepts the old token: %w", err)
+	}
+	fmt.Printf("  forward-auth with $TOKEN → HTTP 401, %s after validUntil\n", time.Since(validUntil).Round(10*time.Millisecond))
+	if err := d.whoamiLine("$TOKEN    ", oldKubeconfig, true); err != nil {
+		return err
+	}
+	fmt.Printf("    (%s after validUntil: kube-apiserver keeps a token it has accepted for 10s)\n",
+		time.Since(validUntil).Round(100*time.Millisecond))
+	return nil
+}
+
+// token reads the key's token from its Secret (never shown) and its hint
+// from status.
+func (d *demo) token() (string, string, error) {
+	encoded, err := d.quiet("get", "secret", "ci-deployer-token", "-o", "jsonpath={.data.token}")
+	if err != nil {
+		return "", "", err
+	}
+	raw, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil {
+		return "", "", err
+	}
+	hint, err := d.quiet("get", demoKey, "-o", "jsonpath={.status.tokenHint}")
+	return string(raw), hint, err
+}
+
+// whoamiLine is whoami on one line: the username and the hint of the token
+// kube-apiserver was shown, or kubectl's error.
+func (d *demo) whoamiLine(name, kubeconfig string, refused bool) error {
+	var out []byte
+	err := waitFor(15*time.Second, func() bool {
+		var err error
+		out, err = exec.Command(d.kubectl, "--kubeconfig", kubeconfig, "auth", "whoami", "-o",
+			`jsonpath={.status.userInfo.username} (token {.status.userInfo.extra.apikeys\.dev/token-hint[0]})`).CombinedOutput()
+		return (err != nil) == refused
+	})
+	fmt.Printf("  kubectl auth whoami --token=%s → %s\n", name, strings.TrimSpace(string(out)))
+	return err
 }
 
 // whoami runs kubectl auth whoami with the key's kubeconfig; with refused,
