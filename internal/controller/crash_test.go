@@ -136,16 +136,7 @@ func expectSecretAuthenticates(key *apikeysv1alpha1.ApiKey) {
 // Secret, and the old token kept for its grace period, or gone without one.
 func convergeRotation(key *apikeysv1alpha1.ApiKey, oldTok string, grace time.Duration) {
 	GinkgoHelper()
-	r := newCrashReconciler(newCrashingClient(-1))
-	var err error
-	for range 5 {
-		if _, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)}); err == nil {
-			break
-		}
-	}
-	Expect(err).NotTo(HaveOccurred(), "the restarted reconciler did not converge")
-	got := fetch(key)
-	Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+	r, got := restart(key)
 	Expect(got.Status.LastRotateRequest).To(Equal("crash-sweep"))
 	newTok, live := expectLiveToken(got)
 	Expect(newTok).NotTo(Equal(oldTok), "the rotation was not done")
@@ -193,6 +184,16 @@ func crashAfter(n int) *apikeysv1alpha1.ApiKey {
 // record, whose token is the one in the key's Secret.
 func restartAndConverge(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
 	GinkgoHelper()
+	r, got := restart(key)
+	expectOneLiveToken(got)
+	expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
+	return got
+}
+
+// restart runs a fresh reconciler, as a restarted operator would, until a
+// pass succeeds, and returns it with the key, which must then be Ready.
+func restart(key *apikeysv1alpha1.ApiKey) (*ApiKeyReconciler, *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
 	r := newCrashReconciler(newCrashingClient(-1))
 	var err error
 	for range 5 {
@@ -203,9 +204,7 @@ func restartAndConverge(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
 	Expect(err).NotTo(HaveOccurred(), "the restarted reconciler did not converge")
 	got := fetch(key)
 	Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
-	expectOneLiveToken(got)
-	expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
-	return got
+	return r, got
 }
 
 func runUntilDeadOrIdle(r *ApiKeyReconciler, key *apikeysv1alpha1.ApiKey) {

@@ -171,11 +171,8 @@ var _ = Describe("Rotating a key", func() {
 
 var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 	It("rotates every interval after issuance, restarts ttl, and ends the grace period on time", func() {
-		clock := time.Now().Truncate(time.Second)
-		r := newCrashReconciler(newCrashingClient(-1))
-		r.Now = func() time.Time { return clock }
-
-		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "scheduled-" + rand.String(6)}}
+		r, clock := pinnedReconciler()
+		key := unwatchedKey("scheduled-")
 		key.Spec.TTL = &metav1.Duration{Duration: 48 * time.Hour}
 		key.Spec.Rotation = &apikeysv1alpha1.Rotation{
 			Every:       &metav1.Duration{Duration: 24 * time.Hour},
@@ -189,18 +186,18 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 		Expect(res.RequeueAfter).To(BeNumerically("~", 24*time.Hour, time.Second), "a timer for the rotation, no polling")
 
 		By("rotating 24h after issuance")
-		clock = clock.Add(24 * time.Hour)
+		*clock = clock.Add(24 * time.Hour)
 		res = reconcileOnce(r, key)
 		key = fetch(key)
 		_, live := expectLiveToken(key)
 		Expect(live.Name).NotTo(Equal(first.Name))
-		Expect(key.Status.IssuedAt.Time).To(BeTemporally("==", clock))
+		Expect(key.Status.IssuedAt.Time).To(BeTemporally("==", *clock))
 		Expect(key.Status.ExpiresAt.Time).To(BeTemporally("==", clock.Add(48*time.Hour)), "ttl restarts from the new issuance")
 		Expect(key.Status.PreviousKeys).To(ConsistOf(HaveField("TokenHint", token.Hint(firstTok))))
 		Expect(res.RequeueAfter).To(BeNumerically("~", 10*time.Minute, time.Second), "a timer for the grace end")
 
 		By("deleting the old record at the grace end")
-		clock = clock.Add(10 * time.Minute)
+		*clock = clock.Add(10 * time.Minute)
 		reconcileOnce(r, key)
 		key = fetch(key)
 		expectOneLiveToken(key)
@@ -210,7 +207,7 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 
 	It("takes the request in force on a token issued before rotation existed as answered", func() {
 		r := newCrashReconciler(newCrashingClient(-1))
-		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "legacy-" + rand.String(6)}}
+		key := unwatchedKey("legacy-")
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
 		key = fetch(key)
@@ -240,17 +237,15 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 	})
 
 	It("never extends an absolute expiresAt", func() {
-		clock := time.Now().Truncate(time.Second)
-		r := newCrashReconciler(newCrashingClient(-1))
-		r.Now = func() time.Time { return clock }
-		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "absolute-" + rand.String(6)}}
+		r, clock := pinnedReconciler()
+		key := unwatchedKey("absolute-")
 		expiresAt := clock.Add(72 * time.Hour)
 		key.Spec.ExpiresAt = &metav1.Time{Time: expiresAt}
 		key.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: 24 * time.Hour}}
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
 
-		clock = clock.Add(24 * time.Hour)
+		*clock = clock.Add(24 * time.Hour)
 		reconcileOnce(r, key)
 		key = fetch(key)
 		_, rec := expectOneLiveToken(key)
@@ -260,10 +255,8 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 	})
 
 	It("warns once, within a tenth of the lifetime", func() {
-		clock := time.Now().Truncate(time.Second)
-		r := newCrashReconciler(newCrashingClient(-1))
-		r.Now = func() time.Time { return clock }
-		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "expiring-" + rand.String(6)}}
+		r, clock := pinnedReconciler()
+		key := unwatchedKey("expiring-")
 		key.Spec.TTL = &metav1.Duration{Duration: 10 * time.Hour}
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 
@@ -272,7 +265,7 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 		Expect(condition(key, ConditionExpiringSoon)).To(BeNil())
 		Expect(res.RequeueAfter).To(BeNumerically("~", 9*time.Hour, time.Second), "a timer for the warning")
 
-		clock = clock.Add(9 * time.Hour)
+		*clock = clock.Add(9 * time.Hour)
 		reconcileOnce(r, key)
 		reconcileOnce(r, key)
 		key = fetch(key)
@@ -334,6 +327,21 @@ func expiryGauge(key *apikeysv1alpha1.ApiKey) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// pinnedReconciler is an operator whose clock moves only when the spec
+// moves it, through the returned pointer.
+func pinnedReconciler() (*ApiKeyReconciler, *time.Time) {
+	clock := time.Now().Truncate(time.Second)
+	r := newCrashReconciler(newCrashingClient(-1))
+	r.Now = func() time.Time { return clock }
+	return r, &clock
+}
+
+// unwatchedKey is a key in the namespace the suite's manager does not see,
+// for specs that run the reconciler themselves.
+func unwatchedKey(prefix string) *apikeysv1alpha1.ApiKey {
+	return &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: prefix + rand.String(6)}}
 }
 
 // edit changes key as a user would, retrying when the operator's writes
