@@ -513,11 +513,11 @@ func (r *report) writeRotate(w *mdWriter) {
 		"the auth server accepted it after %s at the median (%s at most): the rotation's latency is the "+
 		"controller's and the Secret's, not the index's.", ms(rt.afterDelivery.p50), ms(rt.afterDelivery.mx))
 	w.line("")
-	w.line("What the clock can and cannot say. The controller writes `validUntil` as the time it rotated, "+
-		"truncated to whole seconds, plus the grace period. Measured from the annotation patch, the grace that "+
-		"played out was between %.3f s and %.3f s for a `gracePeriod` of %s: up to 1 s shorter because of the "+
-		"truncation (the trials rotate at points spread evenly across the second to show it), longer when the "+
-		"controller acted late. That moves the grace end; it does not blur the measurement, which is against the "+
+	w.line("What the clock can and cannot say. Records hold whole seconds, so the controller writes `validUntil` "+
+		"as the time it rotated plus the grace period, rounded up to the next second: never less than the grace "+
+		"period. Measured from the annotation patch, the grace that played out was between %.3f s and %.3f s for "+
+		"a `gracePeriod` of %s: up to 1 s longer because of the rounding (the trials rotate at points spread "+
+		"evenly across the second to show it), and longer when the controller acted late. That moves the grace end; it does not blur the measurement, which is against the "+
 		"`validUntil` actually written. The auth server compares each request's time with `validUntil`, so nothing "+
 		"has to happen in the controller at the grace end, and it runs in this process, on the same clock as the "+
 		"probes. The refusal happened between the last 200's send time and the first 401's arrival, so the last "+

@@ -102,8 +102,8 @@ func rotateTrial(ctx context.Context, c config, e *env, p *prober, ns string, i 
 	}
 
 	// Rotate at a different point of the second in each trial: validUntil
-	// counts from the rotation truncated to whole seconds, so the grace that
-	// plays out depends on that point.
+	// is rounded up to a whole second, so the grace that plays out depends
+	// on that point.
 	if err := untilPhase(ctx, time.Duration(i)*time.Second/time.Duration(c.rotateTrials)); err != nil {
 		return s, err
 	}

@@ -101,9 +101,10 @@ func findRecord(records []apikeysv1alpha1.ApiKeyRecord, name string) *apikeysv1a
 // syncRecords keeps every record's spec in step with the ApiKey, so that
 // scope, audience, suspension and expiry edits reach the auth server without
 // a new token, for the live token and one in its grace period alike. A
-// record superseded by the live token gets its grace period, counted from
-// the rotation (the live token's issuance), or goes at once without one; a
-// record whose grace period has ended goes.
+// record superseded by the live token gets its grace period as validUntil,
+// counted from the rotation (the live token's issuance); without one it ends
+// at once. A record whose grace period has ended goes, once status no
+// longer names it.
 func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 	grace := gracePeriodOf(p.key)
 	kept := make([]apikeysv1alpha1.ApiKeyRecord, 0, len(p.records))
@@ -119,15 +120,21 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 			}
 		} else {
 			if want.ValidUntil == nil {
-				want.ValidUntil = &metav1.Time{Time: p.live.Spec.IssuedAt.Add(grace)}
+				want.ValidUntil = &metav1.Time{Time: graceEnd(p.live, grace)}
 			}
-			if !p.now.Before(want.ValidUntil.Time) {
-				if err := r.deleteRecord(ctx, p, rec); err != nil {
+			switch {
+			case p.now.Before(want.ValidUntil.Time):
+				p.wakeUpAt(want.ValidUntil.Time)
+			case p.base.Status.RecordName != rec.Name:
+				if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
 					return err
 				}
 				continue
+			default:
+				// Status still names it: it ends now (validUntil), and goes
+				// in the next pass, once status names its successor.
+				p.wakeUpAt(p.now)
 			}
-			p.wakeUpAt(want.ValidUntil.Time)
 		}
 		if !equality.Semantic.DeepEqual(rec.Spec, want) {
 			patch := client.MergeFrom(rec.DeepCopy())

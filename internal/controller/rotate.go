@@ -90,7 +90,7 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	grace := gracePeriodOf(p.key)
 	until := "refused from now on"
 	if grace > 0 {
-		until = "accepted until " + rec.Spec.IssuedAt.Add(grace).UTC().Format(time.RFC3339)
+		until = "accepted until " + graceEnd(rec, grace).UTC().Format(time.RFC3339)
 	}
 	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonRotated, "Rotate",
 		"Rotated %s: token %s delivered to Secret %s; the previous token %s is %s",
@@ -117,6 +117,18 @@ func (r *ApiKeyReconciler) rotationDue(p *pass) string {
 		return ""
 	}
 	return fmt.Sprintf("on schedule (every %s)", rot.Every.Duration)
+}
+
+// graceEnd is when a token superseded by live stops working: at once without
+// a grace period, else the rotation time plus the grace period, rounded up to
+// the whole second records can hold, so the old token never gets less than
+// the grace period (and at most a second more).
+func graceEnd(live *apikeysv1alpha1.ApiKeyRecord, grace time.Duration) time.Time {
+	if grace <= 0 {
+		return live.Spec.IssuedAt.Time
+	}
+	// issuedAt is the rotation time truncated to the second.
+	return live.Spec.IssuedAt.Add(grace + time.Second)
 }
 
 // rotateRequestOf is the key's rotation request as a record keeps it: the

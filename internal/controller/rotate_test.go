@@ -60,7 +60,8 @@ var _ = Describe("Rotating a key", func() {
 		Expect(records).To(HaveLen(2))
 		prev := otherRecord(records, live.Name)
 		Expect(prev.Spec.TokenHash).To(Equal(token.Hash(firstTok)))
-		Expect(prev.Spec.ValidUntil).To(HaveValue(HaveField("Time", BeTemporally("==", live.Spec.IssuedAt.Add(time.Hour)))))
+		Expect(prev.Spec.ValidUntil).To(HaveValue(HaveField("Time", BeTemporally("==", live.Spec.IssuedAt.Add(time.Hour+time.Second)))),
+			"never less than the grace period: the rotation time is truncated to the second, so the end is rounded up")
 		Expect(key.Status.PreviousKeys).To(Equal([]apikeysv1alpha1.PreviousKey{
 			{TokenHint: token.Hint(firstTok), ValidUntil: *prev.Spec.ValidUntil}}))
 		Expect(condition(key, ConditionReady).Message).To(ContainSubstring("previous token " + token.Hint(firstTok) + " is accepted until"))
@@ -194,10 +195,13 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 		Expect(key.Status.IssuedAt.Time).To(BeTemporally("==", *clock))
 		Expect(key.Status.ExpiresAt.Time).To(BeTemporally("==", clock.Add(48*time.Hour)), "ttl restarts from the new issuance")
 		Expect(key.Status.PreviousKeys).To(ConsistOf(HaveField("TokenHint", token.Hint(firstTok))))
-		Expect(res.RequeueAfter).To(BeNumerically("~", 10*time.Minute, time.Second), "a timer for the grace end")
+		Expect(res.RequeueAfter).To(BeNumerically("~", 10*time.Minute+time.Second, time.Second), "a timer for the grace end")
 
-		By("deleting the old record at the grace end")
+		By("keeping the old record until the grace end, then deleting it")
 		*clock = clock.Add(10 * time.Minute)
+		reconcileOnce(r, key)
+		Expect(fetch(key).Status.PreviousKeys).To(HaveLen(1))
+		*clock = clock.Add(time.Second)
 		reconcileOnce(r, key)
 		key = fetch(key)
 		expectOneLiveToken(key)
@@ -370,6 +374,12 @@ func requestRotation(key *apikeysv1alpha1.ApiKey, value string) *apikeysv1alpha1
 		got := fetch(key)
 		g.Expect(got.Status.LastRotateRequest).To(Equal(value))
 		g.Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+		for _, rec := range recordsOf(got) {
+			if rec.Name != got.Status.RecordName {
+				g.Expect(rec.Spec.ValidUntil).NotTo(BeNil())
+				g.Expect(time.Now().Before(rec.Spec.ValidUntil.Time)).To(BeTrue(), "a token past its grace period is still recorded")
+			}
+		}
 	}, timeout, interval).Should(Succeed())
 	return fetch(key)
 }
@@ -424,11 +434,19 @@ func expectEvent(key *apikeysv1alpha1.ApiKey, typ, reason, text string) {
 	}, timeout, interval).Should(Succeed())
 }
 
+// reconcileOnce runs one pass, and the passes it asks for at once (as the
+// controller's queue would), and returns the last result.
 func reconcileOnce(r *ApiKeyReconciler, key *apikeysv1alpha1.ApiKey) ctrl.Result {
 	GinkgoHelper()
-	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
-	Expect(err).NotTo(HaveOccurred())
-	return res
+	for range 3 {
+		res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		Expect(err).NotTo(HaveOccurred())
+		if res.RequeueAfter == 0 || res.RequeueAfter > time.Second {
+			return res
+		}
+	}
+	Fail("the key asks for a pass at once, again and again")
+	return ctrl.Result{}
 }
 
 func drainEvents(r *ApiKeyReconciler) []string {
