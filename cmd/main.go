@@ -62,6 +62,9 @@ type config struct {
 	validatingWebhookConfiguration                   string
 	webhookCertExtraServices                         string
 	webhookCASecret                                  string
+	maxConcurrentReconciles                          int
+	kubeAPIQPS                                       float64
+	kubeAPIBurst                                     int
 }
 
 // The --cert-mode values: where the webhook server's certificate comes from.
@@ -135,6 +138,12 @@ func parseFlags() (config, zap.Options) {
 	flag.StringVar(&c.webhookCertExtraServices, "webhook-cert-extra-services", "",
 		"self-signed: comma-separated further Services in --namespace the certificate covers, e.g. the auth-only Deployment's.")
 	opts := zap.Options{Development: false}
+	flag.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4,
+		"ApiKeys reconciled at once. A pass mostly waits on the API server, so a few per core keep it busy.")
+	flag.Float64Var(&c.kubeAPIQPS, "kube-api-qps", 100,
+		"Requests per second the manager may send to the API server (client-side limit; the API server's "+
+			"priority and fairness still applies).")
+	flag.IntVar(&c.kubeAPIBurst, "kube-api-burst", 200, "Requests the manager may send in a burst above --kube-api-qps.")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return c, opts
@@ -171,7 +180,9 @@ func run(c config) error {
 		metricsOpts.CertDir, metricsOpts.CertName, metricsOpts.KeyName = c.metricsCertPath, c.metricsCertName, c.metricsCertKey
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig := ctrl.GetConfigOrDie()
+	restConfig.QPS, restConfig.Burst = float32(c.kubeAPIQPS), c.kubeAPIBurst
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
 		WebhookServer:          webhookServer,
@@ -212,6 +223,8 @@ func addParts(mgr ctrl.Manager, c config) error {
 			APIReader: mgr.GetAPIReader(),
 			Recorder:  mgr.GetEventRecorder("apikey-operator"),
 			Policy:    rules,
+
+			MaxConcurrentReconciles: c.maxConcurrentReconciles,
 		}).SetupWithManager(mgr); err != nil {
 			return err
 		}

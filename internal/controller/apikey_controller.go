@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -46,6 +47,10 @@ type ApiKeyReconciler struct {
 
 	// Now returns the current time; tests may pin it. Defaults to time.Now.
 	Now func() time.Time
+
+	// MaxConcurrentReconciles is how many ApiKeys are reconciled at once
+	// (one pass per key at a time, whatever the number). Defaults to 1.
+	MaxConcurrentReconciles int
 }
 
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -140,6 +145,7 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&apikeysv1alpha1.ApiKey{}).
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).
 		Watches(&apikeysv1alpha1.ApiKeyRecord{}, handler.EnqueueRequestsFromMapFunc(apiKeyOfRecord)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("apikey").
 		Complete(r)
 }

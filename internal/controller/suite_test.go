@@ -112,6 +112,8 @@ var _ = BeforeSuite(func() {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("apikey-operator"),
 		Policy:    testPolicy,
+
+		MaxConcurrentReconciles: 4,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	go func() {
