@@ -19,6 +19,11 @@ const (
 	IdentityOwner Identity = "Owner"
 )
 
+// RecordsFinalizer keeps an ApiKey until its records are gone. Admission
+// sets it at create, so issuance needs no write of its own for it; the
+// controller adds it if admission did not.
+const RecordsFinalizer = "apikeys.dev/records"
+
 // DefaultPrefix is the token prefix used when spec.prefix is not set.
 const DefaultPrefix = "ak"
 

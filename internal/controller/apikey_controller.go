@@ -26,7 +26,7 @@ import (
 
 // Finalizer keeps an ApiKey until its records are gone, so a deleted key
 // never leaves a hash behind that could still authenticate.
-const Finalizer = "apikeys.dev/records"
+const Finalizer = apikeysv1alpha1.RecordsFinalizer
 
 // ApiKeyReconciler issues tokens for ApiKeys and keeps their records in step
 // with their specs.
@@ -51,6 +51,10 @@ type ApiKeyReconciler struct {
 	// MaxConcurrentReconciles is how many ApiKeys are reconciled at once
 	// (one pass per key at a time, whatever the number). Defaults to 1.
 	MaxConcurrentReconciles int
+
+	// created are the records this process created that its cache may not
+	// show yet.
+	created createdRecords
 }
 
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -115,6 +119,7 @@ func (r *ApiKeyReconciler) finalize(ctx context.Context, key *apikeysv1alpha1.Ap
 	if err := r.deleteRecords(ctx, key); err != nil {
 		return err
 	}
+	r.created.forget(key.UID, "")
 	patch := client.MergeFrom(key.DeepCopy())
 	controllerutil.RemoveFinalizer(key, Finalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, key, patch))

@@ -3,6 +3,7 @@ package controller
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -57,6 +58,24 @@ var _ = Describe("Issuing a key", func() {
 		Expect(key.Finalizers).To(ContainElement(Finalizer))
 		Expect(condition(key, ConditionReconciling)).To(BeNil())
 		Expect(condition(key, ConditionStalled)).To(BeNil())
+	})
+
+	It("issues many keys created at once, each exactly one token, with several workers", func() {
+		keys := make([]*apikeysv1alpha1.ApiKey, 40)
+		var wg sync.WaitGroup
+		for i := range keys {
+			keys[i] = newKey(ns)
+			wg.Add(1)
+			go func(key *apikeysv1alpha1.ApiKey) {
+				defer GinkgoRecover()
+				defer wg.Done()
+				Expect(k8sClient.Create(ctx, key)).To(Succeed())
+			}(keys[i])
+		}
+		wg.Wait()
+		for _, key := range keys {
+			expectOneLiveToken(waitReady(key))
+		}
 	})
 
 	It("accepts Rushomon's ro_pat prefix", func() {

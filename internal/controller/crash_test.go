@@ -38,6 +38,20 @@ var _ = Describe("Recovering from a crash", func() {
 		}
 	})
 
+	It("issues a key whose finalizer admission set in three writes and no read of the API server", func() {
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace,
+			Name: "budget-" + rand.String(6), Finalizers: []string{Finalizer}}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		c := newCrashingClient(-1)
+		reads := &countingReader{Reader: c}
+		r := newCrashReconciler(c)
+		r.APIReader = reads
+		runUntilDeadOrIdle(r, key)
+		expectOneLiveToken(fetch(key))
+		Expect(c.writes).To(Equal(3), "Secret, record and status: with the user's create, four writes per key (SPEC §9)")
+		Expect(reads.n).To(BeZero(), "issuance read the API server directly")
+	})
+
 	It("mints afresh when it died after delivering the Secret but before the record", func() {
 		key := crashAfter(2) // finalizer, Secret
 		Expect(recordsOf(key)).To(BeEmpty())
@@ -247,6 +261,22 @@ func expectNoTokenInEvents(rec *events.FakeRecorder) {
 			Fail("a token (" + token.Hint(tok) + ") appears in an event")
 		}
 	}
+}
+
+// countingReader counts the reads a reconciler makes past its cache.
+type countingReader struct {
+	client.Reader
+	n int
+}
+
+func (c *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.n++
+	return c.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (c *countingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	c.n++
+	return c.Reader.List(ctx, list, opts...)
 }
 
 var errCrashed = errors.New("the operator was killed")

@@ -48,9 +48,14 @@ const (
 //     the operator minted and delivered;
 //  3. status reports the record (the deferred patch).
 //
-// A pass that finds no record mints afresh, first deleting a Secret of its
-// own left by a pass cut between 1 and 2: nobody can prove what that Secret
-// holds, so its token never goes live. Status is never read to decide.
+// With the finalizer set by admission, that is three writes besides the
+// user's create, and no read of the API server: the records come from the
+// cache plus those this process created and the cache does not show yet.
+// Only when the Secret's name is taken does issuance ask the API server:
+// for a record the cache may not show (then there is nothing to issue), and
+// for whose Secret it is. A Secret of its own without a record was left by
+// a pass cut between 1 and 2: nobody can prove what it holds, so it is
+// deleted and its token never goes live. Status is never read to decide.
 func (r *ApiKeyReconciler) issue(ctx context.Context, p *pass) error {
 	if p.issued() {
 		return nil
@@ -63,9 +68,6 @@ func (r *ApiKeyReconciler) issue(ctx context.Context, p *pass) error {
 func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 	key := p.key
 	name := secretNameFor(key)
-	if err := r.clearSecretName(ctx, key, name); err != nil {
-		return err
-	}
 	var issuance int64
 	for i := range p.records {
 		issuance = max(issuance, p.records[i].Spec.Issuance)
@@ -74,16 +76,44 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 	if err != nil {
 		return err
 	}
-	if err := r.deliverSecret(ctx, key, name, tok, rec); err != nil {
+	err = r.deliverSecret(ctx, key, name, tok, rec)
+	if apierrors.IsAlreadyExists(err) {
+		if recorded, err := r.recordedAfterAll(ctx, p); err != nil || recorded {
+			return err
+		}
+		if err := r.clearSecretName(ctx, key, name); err != nil {
+			return err
+		}
+		err = r.deliverSecret(ctx, key, name, tok, rec)
+	}
+	if err != nil {
 		return err
 	}
 	if err := r.Create(ctx, rec); err != nil {
 		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
 	}
+	r.created.add(key.UID, rec, p.now)
 	p.setRecords(append(p.records, *rec))
+	p.delivered = true
 	r.Recorder.Eventf(key, nil, corev1.EventTypeNormal, ReasonIssued, "Issue",
 		"Issued token %s and delivered it to Secret %s", rec.Spec.TokenHint, name)
 	return nil
+}
+
+// recordedAfterAll asks the API server for the key's records, when the
+// Secret's name is taken and the cache showed none: if the key has a live
+// record after all, there is nothing to issue.
+func (r *ApiKeyReconciler) recordedAfterAll(ctx context.Context, p *pass) (bool, error) {
+	records, err := r.listRecords(ctx, p.key, true)
+	if err != nil {
+		return false, err
+	}
+	p.setRecords(records)
+	if !p.issued() {
+		return false, nil
+	}
+	p.expiresAt = r.expiryOf(p.key, p.live)
+	return true, nil
 }
 
 // newRecord mints a token for key, issued now, and returns it with the
@@ -165,8 +195,8 @@ func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alph
 	}
 
 	err := r.Create(ctx, secret)
-	if err == nil {
-		return nil
+	if err == nil || apierrors.IsAlreadyExists(err) {
+		return err
 	}
 	msg := string(apierrors.ReasonForError(err))
 	if apierrors.IsInvalid(err) {

@@ -39,6 +39,8 @@ type pass struct {
 	expiresAt *metav1.Time
 	// expiringSoon: the live token expires within the warning window.
 	expiringSoon bool
+	// delivered: this pass wrote the live token into its Secret.
+	delivered bool
 	// wakeAt is the earliest instant a pass must run again without any
 	// event: an expiry or a Secret's deleteAfter deadline.
 	wakeAt time.Time

@@ -38,16 +38,19 @@ func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1
 
 // observeRecords reads the key's records, the truth about its tokens, then
 // checks that status reports them as the operator wrote it. The cache may not
-// yet show a record created moments ago, so before concluding that the key
-// has no token (and minting a second one), or that status names a token the
-// key does not have, it asks the API server.
+// yet show a record created moments ago: those this process created are
+// added from memory. It asks the API server only when status names a token
+// the key does not seem to have, or when a record this process created has
+// stayed out of the cache too long. (Issuance asks again before it could
+// mint a second token, see mint.)
 func (r *ApiKeyReconciler) observeRecords(ctx context.Context, p *pass) error {
 	records, err := r.listRecords(ctx, p.key, false)
 	if err != nil {
 		return err
 	}
+	records, stale := r.created.merge(p.key.UID, records, p.now)
 	p.setRecords(records)
-	if named := p.base.Status.RecordName; !p.issued() || (named != "" && findRecord(p.records, named) == nil) {
+	if named := p.base.Status.RecordName; stale || (named != "" && findRecord(p.records, named) == nil) {
 		if records, err = r.listRecords(ctx, p.key, true); err != nil {
 			return err
 		}
@@ -129,6 +132,7 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 				if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
 					return err
 				}
+				r.created.forget(p.key.UID, rec.Name)
 				continue
 			default:
 				// Status still names it: it ends now (validUntil), and goes
@@ -157,7 +161,11 @@ func (r *ApiKeyReconciler) deleteRecord(ctx context.Context, p *pass, rec *apike
 			return err
 		}
 	}
-	return client.IgnoreNotFound(r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}))
+	if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	r.created.forget(p.key.UID, rec.Name)
+	return nil
 }
 
 // expiryOf is when rec's token expires: spec.expiresAt, or spec.ttl after

@@ -79,10 +79,12 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	if err := r.Create(ctx, rec); err != nil {
 		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
 	}
+	r.created.add(p.key.UID, rec, p.now)
 	if err := r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
 		return err
 	}
 	p.setRecords(append(p.records, *rec))
+	p.delivered = true
 	// The Secret holds a token again, even if it was deleted after the
 	// last delivery; watchSecret confirms with the API server.
 	p.key.Status.SecretDeletedAt = nil

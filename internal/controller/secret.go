@@ -19,6 +19,40 @@ func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
 		return nil
 	}
 	st := &p.key.Status
+	after := p.key.Spec.Secret.DeleteAfter
+	// Counted from the delivery of the live token, which a rotation renews.
+	var deadline time.Time
+	if after != nil {
+		deadline = p.live.Spec.IssuedAt.Add(after.Duration)
+		if p.now.Before(deadline) {
+			p.wakeUpAt(deadline)
+		}
+	}
+	if p.delivered && (after == nil || p.now.Before(deadline)) {
+		// This pass wrote the Secret: no need to look it up.
+		st.SecretDeletedAt = nil
+		return nil
+	}
+	m, err := r.deliveredSecret(ctx, p)
+	if m == nil || err != nil {
+		return err
+	}
+	st.SecretDeletedAt = nil
+	if after == nil || p.now.Before(deadline) {
+		return nil
+	}
+	if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	r.secretGone(p, "Deleted Secret %s %s after delivery, as spec.secret.deleteAfter asks; the key stays valid",
+		m.Name, after.Duration)
+	return nil
+}
+
+// deliveredSecret reads the live token's Secret (its metadata), or notes in
+// status that it is gone and returns nil.
+func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass) (*metav1.PartialObjectMetadata, error) {
+	st := &p.key.Status
 	name := p.live.Spec.SecretName
 	m := secretMeta()
 	ref := client.ObjectKey{Namespace: p.key.Namespace, Name: name}
@@ -32,28 +66,12 @@ func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
 		if st.SecretDeletedAt == nil {
 			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted until the key is rotated", name)
 		}
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	st.SecretDeletedAt = nil
-	after := p.key.Spec.Secret.DeleteAfter
-	if after == nil {
-		return nil
-	}
-	// Counted from the delivery of the live token, which a rotation renews.
-	deadline := p.live.Spec.IssuedAt.Add(after.Duration)
-	if p.now.Before(deadline) {
-		p.wakeUpAt(deadline)
-		return nil
-	}
-	if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
-		return err
-	}
-	r.secretGone(p, "Deleted Secret %s %s after delivery, as spec.secret.deleteAfter asks; the key stays valid",
-		name, after.Duration)
-	return nil
+	return m, nil
 }
 
 // secretGone records that the delivered Secret no longer exists.

@@ -20,6 +20,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -37,8 +38,8 @@ func SetupApiKeyWebhookWithManager(mgr ctrl.Manager, p *policy.Policy) error {
 		Complete()
 }
 
-// Defaulter stamps spec.owner from the creating request and fills the
-// defaults. On update it changes nothing, except to put back an owner that
+// Defaulter stamps spec.owner from the creating request, fills the defaults
+// and sets the records finalizer. On update it changes nothing, except to put back an owner that
 // the request dropped, as server-side apply from a GitOps tool does, since
 // Git never holds it. It is a convenience, not a security boundary: the
 // owner it stamps is checked by the owner policy in kube-apiserver.
@@ -66,6 +67,8 @@ func (d *Defaulter) Default(ctx context.Context, key *apikeysv1alpha1.ApiKey) er
 }
 
 func (d *Defaulter) defaultCreate(req admission.Request, key *apikeysv1alpha1.ApiKey) {
+	// The finalizer goes on with the create, sparing issuance a write.
+	controllerutil.AddFinalizer(key, apikeysv1alpha1.RecordsFinalizer)
 	if key.Spec.Identity == "" {
 		key.Spec.Identity = apikeysv1alpha1.IdentityKey
 	}

@@ -48,6 +48,7 @@ var _ = Describe("Who a key may be", func() {
 		Expect(key.Spec.Owner).To(Equal(&apikeysv1alpha1.Owner{Username: "alice", Groups: []string{"team-a", "system:authenticated"}}))
 		Expect(key.Spec.Prefix).To(Equal("ak"))
 		Expect(key.Spec.Secret.Name).To(Equal(key.Name + "-token"))
+		Expect(key.Finalizers).To(ConsistOf(apikeysv1alpha1.RecordsFinalizer), "set with the create, sparing issuance a write")
 
 		_, key = readyToken(key)
 
