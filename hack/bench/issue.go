@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,10 +18,16 @@ import (
 )
 
 // issueResult is the bulk issuance run: many ApiKeys created at once with
-// the controller and an auth server running.
+// the controller and an auth server running, compared with as many plain
+// ConfigMaps created just before by the same clients.
 type issueResult struct {
 	keys, workers, reconcilers int
+	qps                        float64
+	burst                      int
 	timeout                    time.Duration
+	// configMaps is how long the same clients took to create keys plain
+	// ConfigMaps, from the first Create until the last returned.
+	configMaps time.Duration
 	// created is when the last Create returned, ready when the last key
 	// became Ready, indexed when the auth server held every new token; all
 	// from the first Create. Zero if not reached.
@@ -36,6 +43,23 @@ type issueResult struct {
 	err        error
 }
 
+// rawRate is the API server's create rate for plain ConfigMaps, per second.
+func (is *issueResult) rawRate() float64 {
+	if is.configMaps > 0 {
+		return float64(is.keys) / is.configMaps.Seconds()
+	}
+	return 0
+}
+
+// ratio is keys issued per second as a fraction of rawRate; 0 if either
+// was not measured.
+func (is *issueResult) ratio() float64 {
+	if raw := is.rawRate(); raw > 0 {
+		return is.rate() / raw
+	}
+	return 0
+}
+
 // rate is keys issued per second over the run.
 func (is *issueResult) rate() float64 {
 	if is.ready > 0 {
@@ -48,12 +72,36 @@ func (is *issueResult) rate() float64 {
 }
 
 func runIssue(ctx context.Context, c config, e *env, auth *authserver.Server) *issueResult {
-	res := &issueResult{keys: c.issueKeys, workers: c.createWorkers, reconcilers: c.reconcilers, timeout: c.issueTimeout}
-	res.err = measureIssue(ctx, c, e, auth, res)
+	res := &issueResult{keys: c.issueKeys, workers: c.createWorkers, reconcilers: c.reconcilers,
+		qps: c.kubeAPIQPS, burst: c.kubeAPIBurst, timeout: c.issueTimeout}
+	res.configMaps, res.err = measureConfigMaps(ctx, c, e)
+	if res.err == nil {
+		progress("  created %d ConfigMaps in %s (%.0f/s)", c.issueKeys, res.configMaps.Round(time.Millisecond), res.rawRate())
+		res.err = measureIssue(ctx, c, e, auth, res)
+	}
 	if res.err != nil {
 		progress("  failed: %v", res.err)
 	}
 	return res
+}
+
+// measureConfigMaps creates as many plain ConfigMaps as the bulk run creates
+// ApiKeys, with the same client and workers, and returns how long it took:
+// the API server's raw create rate that issuance is compared with.
+func measureConfigMaps(ctx context.Context, c config, e *env) (time.Duration, error) {
+	const ns = "bench-issue-configmaps"
+	if err := e.createNamespace(ctx, ns); err != nil {
+		return 0, err
+	}
+	data := map[string]string{"description": "Benchmark ConfigMap, created as fast as an ApiKey would be"}
+	start := time.Now()
+	_, err := parallel(ctx, c.createWorkers, c.issueKeys, func(i int) error {
+		return e.client.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("bulk-%05d", i)},
+			Data:       data,
+		})
+	})
+	return time.Since(start), err
 }
 
 func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server, res *issueResult) error {
@@ -97,11 +145,11 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 		indexedDone <- at
 	}()
 
-	_, createErr := parallel(ctx, c.createWorkers, c.issueKeys, func(i int) error {
+	created, createErr := parallel(ctx, c.createWorkers, c.issueKeys, func(i int) error {
 		return e.client.Create(ctx, benchKey(ns, fmt.Sprintf("bulk-%05d", i)))
 	})
 	res.created = time.Since(start)
-	progress("  created %d ApiKeys in %s", c.issueKeys, res.created.Round(time.Millisecond))
+	progress("  created %d ApiKeys in %s", created, res.created.Round(time.Millisecond))
 	if createErr != nil {
 		return createErr
 	}

@@ -41,6 +41,8 @@ type config struct {
 	issueKeys    int
 	issueTimeout time.Duration
 	reconcilers  int
+	kubeAPIQPS   float64
+	kubeAPIBurst int
 
 	heapKeys        int
 	heapWithKeys    bool
@@ -87,8 +89,12 @@ func parseFlags() config {
 	flag.IntVar(&c.issueKeys, "issue-keys", 10000, "ApiKeys created at once for the bulk issuance run; 0 skips it.")
 	flag.DurationVar(&c.issueTimeout, "issue-timeout", 75*time.Second,
 		"Stop waiting for bulk issuance after this long; the count Ready at 60 s is reported either way.")
-	flag.IntVar(&c.reconcilers, "reconcilers", 0,
-		"Controller MaxConcurrentReconciles; 0 keeps controller-runtime's default, as cmd/main.go does.")
+	flag.IntVar(&c.reconcilers, "reconcilers", 4,
+		"The controller's MaxConcurrentReconciles, as cmd/main.go's --max-concurrent-reconciles (default 4).")
+	flag.Float64Var(&c.kubeAPIQPS, "kube-api-qps", 100,
+		"Client-side QPS of the managers' rest config, as cmd/main.go's --kube-api-qps.")
+	flag.IntVar(&c.kubeAPIBurst, "kube-api-burst", 200,
+		"Client-side burst of the managers' rest config, as cmd/main.go's --kube-api-burst.")
 
 	flag.IntVar(&c.heapKeys, "heap-keys", 100000, "Records in the cluster for the memory measurement (also measured at half).")
 	flag.BoolVar(&c.heapWithKeys, "heap-apikeys", true, "Create an ApiKey beside each record, as issuance would.")

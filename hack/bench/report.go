@@ -19,6 +19,9 @@ type report struct {
 	elapsed            time.Duration
 	controlPlane       string
 	envErr             error
+	// revokeKeys and applyKeys are the auth server's index size when those
+	// sections started: the keys present.
+	revokeKeys, applyKeys int
 
 	micro  *microResult
 	http   *httpResult
@@ -41,19 +44,36 @@ func (r *report) failed() bool {
 		(r.heap != nil && r.heap.err != nil)
 }
 
-// Target limits, from SPEC §9.
+// Target limits, from SPEC §9, and the conditions they are stated at.
 const (
-	maxVerifyRatio   = 2.0
-	minThroughput    = 0.9
-	maxP99Ratio      = 1.2
-	aspirationP99    = time.Millisecond
-	maxRevokeP99     = time.Second
-	maxApplyP50      = 250 * time.Millisecond
-	maxRotateUsable  = 250 * time.Millisecond // p50
-	maxRotateRefused = time.Second            // every trial
-	maxIssueTime     = 60 * time.Second
-	maxHeapPerKey    = 1024.0
-	issueTargetCount = 10000
+	maxVerifyRatio    = 1.5
+	verifyTargetKeys  = 1_000_000
+	minThroughput     = 0.95
+	maxP99Ratio       = 1.2
+	aspirationP99     = time.Millisecond
+	maxRevokeP99      = 25 * time.Millisecond
+	revokeTargetKeys  = 100_000
+	maxApplyP50       = 50 * time.Millisecond
+	maxApplyP99       = 250 * time.Millisecond
+	applyTargetKeys   = 10_000
+	maxRotateUsable   = 250 * time.Millisecond // p50
+	maxRotateRefused  = time.Second            // every trial
+	minIssueRatio     = 0.25
+	maxIssueTime      = 60 * time.Second
+	issueTargetCount  = 10000
+	maxHeapPerKey     = 1024.0
+	heapTargetRecords = 100_000
+)
+
+// The targets as SPEC §9 states them.
+const (
+	verifyTarget     = "≤ 1.5× one SHA-256, 0 allocs, with 1M keys in the index"
+	throughputTarget = "≥ 0.95× the bare handler (median of ≥ 12 alternating rounds)"
+	p99Target        = "≤ 1.2× the bare handler's p99 at the same offered load"
+	revokeTarget     = "p99 < 25 ms with 100k keys indexed and forward-auth under half load"
+	applyTarget      = "p50 < 50 ms, p99 < 250 ms, admission in the path, 10k keys present"
+	issueTarget      = "≥ 0.25× the API server's raw create rate for plain ConfigMaps (same clients, same run)"
+	heapTarget       = "< 1 KiB per key beyond baseline in every mode, measured at 100k keys"
 )
 
 // verdict words.
@@ -69,6 +89,23 @@ func verdict(ok bool) string {
 	}
 	return missed
 }
+
+// verdictAt is verdict for a run that may not have had the target's
+// conditions: a number that misses is missed whatever the conditions, one
+// that meets under lighter conditions than SPEC's is not a met target.
+func verdictAt(ok bool, lighter []string) string {
+	if !ok {
+		return missed
+	}
+	if len(lighter) > 0 {
+		return "not measured as stated (met with " + strings.Join(lighter, ", ") + ")"
+	}
+	return met
+}
+
+// admissionPath says which admission ran on ApiKey creates in this run.
+const admissionPath = "no admission webhooks (the bench's managers serve none and register no " +
+	"webhook configurations) and no owner ValidatingAdmissionPolicy installed: only the CRD's schema and CEL rules"
 
 // mdWriter builds the Markdown text.
 type mdWriter struct{ strings.Builder }
@@ -166,32 +203,65 @@ func (r *report) summaryRows() [][4]string {
 	r.microSummary(add)
 	r.httpSummary(add)
 
-	revoke := [4]string{"revoke/suspend → 401", "—", "p99 < 1 s", notMeasured}
+	revoke := [4]string{"revoke/suspend → 401", "—", revokeTarget, notMeasured}
 	if rv := r.revoke; rv != nil && rv.all.n > 0 {
-		revoke[1] = fmt.Sprintf("p99 %s (%d trials)", ms(rv.all.p99), rv.all.n)
-		revoke[3] = verdict(rv.err == nil && rv.all.p99 < maxRevokeP99)
+		revoke[1] = fmt.Sprintf("p99 %s (%d trials, %d keys indexed, no forward-auth load)", ms(rv.all.p99), rv.all.n, r.revokeKeys)
+		revoke[3] = r.revokeVerdict()
 	}
 	rows = append(rows, revoke)
 
-	apply := [4]string{"`kubectl apply` → Secret delivered and Ready", "—", "p50 < 250 ms", notMeasured}
+	apply := [4]string{"`kubectl apply` → Secret delivered and Ready", "—", applyTarget, notMeasured}
 	if a := r.apply; a != nil && a.ready.n > 0 {
-		apply[1] = fmt.Sprintf("p50 %s (%d trials)", ms(a.ready.p50), a.ready.n)
-		apply[3] = verdict(a.err == nil && a.ready.p50 < maxApplyP50)
+		apply[1] = fmt.Sprintf("p50 %s, p99 %s (%d trials, %d keys present, no admission webhooks)",
+			ms(a.ready.p50), ms(a.ready.p99), a.ready.n, r.applyKeys)
+		apply[3] = r.applyVerdict()
 	}
 	rows = append(rows, apply)
 	rows = append(rows, r.rotateSummary()...)
 
 	rows = append(rows, r.issueSummary())
 
-	heap := [4]string{"auth-server memory per key", "—", "< 1 KiB per key plus baseline", notMeasured}
+	heap := [4]string{"auth-server memory per key", "—", heapTarget, notMeasured}
 	if h := r.heap; h != nil {
 		if perKey, ok := h.perKey(); ok {
 			heap[1] = heapMeasured(h, perKey)
-			heap[3] = verdict(h.err == nil && perKey < maxHeapPerKey)
+			heap[3] = heapVerdict(h, perKey)
 		}
 	}
 	rows = append(rows, heap)
 	return rows
+}
+
+// revokeVerdict judges revocation against SPEC's p99 and its conditions.
+func (r *report) revokeVerdict() string {
+	rv := r.revoke
+	var lighter []string
+	if r.revokeKeys < revokeTargetKeys {
+		lighter = append(lighter, fmt.Sprintf("%d keys indexed", r.revokeKeys))
+	}
+	lighter = append(lighter, "no forward-auth load")
+	return verdictAt(rv.err == nil && rv.all.n > 0 && rv.all.p99 < maxRevokeP99, lighter)
+}
+
+// applyVerdict judges create → Ready against SPEC's p50 and p99 and their
+// conditions.
+func (r *report) applyVerdict() string {
+	a := r.apply
+	lighter := []string{"no admission webhooks"}
+	if r.applyKeys < applyTargetKeys {
+		lighter = append(lighter, fmt.Sprintf("%d keys present", r.applyKeys))
+	}
+	return verdictAt(a.err == nil && a.ready.n > 0 && a.ready.p50 < maxApplyP50 && a.ready.p99 < maxApplyP99, lighter)
+}
+
+// heapVerdict judges memory per key; below 100k records it is not the
+// measurement SPEC asks for.
+func heapVerdict(h *heapResult, perKey float64) string {
+	var lighter []string
+	if last := h.samples[len(h.samples)-1]; last.records < heapTargetRecords {
+		lighter = append(lighter, fmt.Sprintf("%d records", last.records))
+	}
+	return verdictAt(h.err == nil && perKey < maxHeapPerKey, lighter)
 }
 
 func (r *report) rotateSummary() [][4]string {
@@ -207,21 +277,18 @@ func (r *report) rotateSummary() [][4]string {
 }
 
 func (r *report) issueSummary() [4]string {
-	row := [4]string{"10,000 ApiKeys issued", "—", "< 60 s on 2 cores", notMeasured}
+	row := [4]string{"bulk issuance", "—", issueTarget, notMeasured}
 	is := r.issue
-	switch {
-	case is == nil || (is.err != nil && is.readyCount == 0):
-	case is.ready > 0:
-		row[1] = fmt.Sprintf("%s for %d keys", secs(is.ready), is.keys)
-		row[3] = verdict(is.ready < maxIssueTime)
-	default:
-		row[1] = fmt.Sprintf("%d of %d Ready at 60 s (%.0f keys/s: all would take ≈ %.0f s)",
-			is.readyAtTarget, is.keys, is.rate(), projected(is).Seconds())
-		row[3] = missed
+	if is == nil || is.rawRate() == 0 || (is.err != nil && is.readyCount == 0) {
+		return row
 	}
-	if is != nil && is.keys < issueTargetCount && row[3] != notMeasured {
-		row[3] = fmt.Sprintf("%s at 10,000 (ran %d)", notMeasured, is.keys)
+	row[1] = fmt.Sprintf("%.2f× (%.0f keys/s vs %.0f ConfigMaps/s, %d of each)", is.ratio(), is.rate(), is.rawRate(), is.keys)
+	if is.ready > 0 {
+		row[1] += fmt.Sprintf("; all Ready in %s", secs(is.ready))
+	} else {
+		row[1] += fmt.Sprintf("; %d Ready at 60 s", is.readyAtTarget)
 	}
+	row[3] = verdict(is.err == nil && is.ratio() >= minIssueRatio)
 	return row
 }
 
@@ -245,37 +312,41 @@ func heapMeasured(h *heapResult, perKey float64) string {
 
 func (r *report) microSummary(add func(what, measured, target, result string)) {
 	if r.micro == nil {
-		add("verify in process", "—", "≤ 2× one SHA-256, 0 allocs", notMeasured)
+		add("verify in process", "—", verifyTarget, notMeasured)
 		return
 	}
 	for _, v := range r.micro.verifyRatios() {
 		what := "verify in process, " + strings.TrimPrefix(v.name, "BenchmarkVerify/")
 		if !v.measured() {
-			add(what, "missing", "≤ 2× one SHA-256, 0 allocs", notMeasured)
+			add(what, "missing", verifyTarget, notMeasured)
 			continue
 		}
-		add(what, fmt.Sprintf("%.2f× SHA-256, %g allocs/op", v.ratio, v.allocs), "≤ 2× one SHA-256, 0 allocs",
-			verdict(v.ratio <= maxVerifyRatio && v.allocs == 0))
+		add(what, fmt.Sprintf("%.2f× SHA-256, %g allocs/op", v.ratio, v.allocs), verifyTarget, v.verdict())
 	}
 }
 
 func (r *report) httpSummary(add func(what, measured, target, result string)) {
 	h := r.http
 	if h == nil || h.bareRPS == 0 {
-		add("forward-auth throughput vs bare handler", "—", "≥ 0.9×", notMeasured)
-		add("forward-auth p99 at half load vs bare handler", "—", "≤ 1.2×", notMeasured)
+		add("forward-auth throughput vs bare handler", "—", throughputTarget, notMeasured)
+		add("forward-auth p99 at half load vs bare handler", "—", p99Target, notMeasured)
 		return
 	}
 	ratio := h.oursRPS / h.bareRPS
+	var fewRounds []string
+	if len(h.closed) < 12 {
+		fewRounds = []string{fmt.Sprintf("%d rounds", len(h.closed))}
+	}
 	add("forward-auth throughput vs bare handler",
-		fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", ratio, h.oursRPS, h.bareRPS), "≥ 0.9×", verdict(ratio >= minThroughput))
+		fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", ratio, h.oursRPS, h.bareRPS), throughputTarget,
+		verdictAt(ratio >= minThroughput, fewRounds))
 	if h.oursOpen.p99 == 0 {
-		add("forward-auth p99 at half load vs bare handler", "—", "≤ 1.2×", notMeasured)
+		add("forward-auth p99 at half load vs bare handler", "—", p99Target, notMeasured)
 		return
 	}
 	p99 := float64(h.oursOpen.p99) / float64(h.bareOpen.p99)
 	add("forward-auth p99 at half load vs bare handler",
-		fmt.Sprintf("%.2f× (%s vs %s)", p99, ms(h.oursOpen.p99), ms(h.bareOpen.p99)), "≤ 1.2×", verdict(p99 <= maxP99Ratio))
+		fmt.Sprintf("%.2f× (%s vs %s)", p99, ms(h.oursOpen.p99), ms(h.bareOpen.p99)), p99Target, verdict(p99 <= maxP99Ratio))
 	add("forward-auth p99 at half load, absolute", ms(h.oursOpen.p99), "1 ms (aspiration, quiet machine only)",
 		verdict(h.oursOpen.p99 <= aspirationP99))
 }
@@ -313,12 +384,11 @@ func (r *report) writeMicro(w *mdWriter) {
 		name := "`" + strings.TrimPrefix(v.name, "Benchmark") + "`"
 		switch {
 		case !v.found:
-			w.row(name, "missing", "—", "≤ 2×, 0 allocs", notMeasured)
+			w.row(name, "not run", "—", verifyTarget, notMeasured)
 		case v.reference == "":
-			w.row(name, "no SHA-256 benchmark", "—", "≤ 2×, 0 allocs", notMeasured)
+			w.row(name, "no SHA-256 benchmark", "—", verifyTarget, notMeasured)
 		default:
-			w.row(name+" ÷ `"+v.reference+"`", fmt.Sprintf("%.2f×", v.ratio), num(v.allocs), "≤ 2×, 0 allocs",
-				verdict(v.ratio <= maxVerifyRatio && v.allocs == 0))
+			w.row(name+" ÷ `"+v.reference+"`", fmt.Sprintf("%.2f×", v.ratio), num(v.allocs), verifyTarget, v.verdict())
 		}
 	}
 	w.line("")
@@ -362,7 +432,7 @@ func (r *report) writeHTTP(w *mdWriter, c config) {
 			w.row(fmt.Sprint(i+1), fmt.Sprintf("%.0f", cr.bare), fmt.Sprintf("%.0f", cr.ours), fmt.Sprintf("%.2f×", cr.ours/cr.bare))
 		}
 		w.row("**median**", fmt.Sprintf("%.0f", h.bareRPS), fmt.Sprintf("%.0f", h.oursRPS),
-			fmt.Sprintf("**%.2f×** (target ≥ 0.9×: %s)", h.oursRPS/h.bareRPS, verdict(h.oursRPS/h.bareRPS >= minThroughput)))
+			fmt.Sprintf("**%.2f×** (target ≥ 0.95×: %s)", h.oursRPS/h.bareRPS, verdict(h.oursRPS/h.bareRPS >= minThroughput)))
 		w.line("")
 	}
 	if len(h.open) > 0 {
@@ -439,8 +509,10 @@ func (r *report) writeRevoke(w *mdWriter) {
 	w.table("revocation", "trials", "p50", "p99", "max", "target", "result")
 	w.row("delete", fmt.Sprint(rv.deleted.n), ms(rv.deleted.p50), ms(rv.deleted.p99), ms(rv.deleted.mx), "", "")
 	w.row("suspend", fmt.Sprint(rv.suspended.n), ms(rv.suspended.p50), ms(rv.suspended.p99), ms(rv.suspended.mx), "", "")
-	w.row("**all**", fmt.Sprint(rv.all.n), ms(rv.all.p50), ms(rv.all.p99), ms(rv.all.mx), "p99 < 1 s",
-		verdict(rv.err == nil && rv.all.n > 0 && rv.all.p99 < maxRevokeP99))
+	w.row("**all**", fmt.Sprint(rv.all.n), ms(rv.all.p50), ms(rv.all.p99), ms(rv.all.mx), revokeTarget, r.revokeVerdict())
+	w.line("")
+	w.line("The auth server's index held %d keys when the trials began, and nothing else loaded forward-auth during "+
+		"them: SPEC §9 states the target with 100k keys indexed and forward-auth under half load.", r.revokeKeys)
 	w.line("")
 }
 
@@ -457,13 +529,17 @@ func (r *report) writeApply(w *mdWriter) {
 		"at the first event with `Ready=True` and its Secret present on the API server. It then reads the token and " +
 		"polls `/auth` every 2 ms until the auth server accepts it (informational: the token is usable).")
 	w.line("")
+	w.line("The trials run after bulk issuance, so its keys are present: the auth server's index held %d keys when "+
+		"they began. Admission on the creates: %s. SPEC §9 states the target with admission in the path and 10k keys "+
+		"present.", r.applyKeys, admissionPath)
+	w.line("")
 	if a.err != nil {
 		w.line("**Failed**: %s", a.err)
 		w.line("")
 	}
 	w.table("from the Create call to", "trials", "p50", "p99", "max", "target", "result")
-	w.row("Ready=True, Secret present", fmt.Sprint(a.ready.n), ms(a.ready.p50), ms(a.ready.p99), ms(a.ready.mx), "p50 < 250 ms",
-		verdict(a.err == nil && a.ready.n > 0 && a.ready.p50 < maxApplyP50))
+	w.row("Ready=True, Secret present", fmt.Sprint(a.ready.n), ms(a.ready.p50), ms(a.ready.p99), ms(a.ready.mx), applyTarget,
+		r.applyVerdict())
 	w.row("`/auth` answers 200 (includes reading the Secret)", fmt.Sprint(a.usable.n), ms(a.usable.p50), ms(a.usable.p99),
 		ms(a.usable.mx), "—", "")
 	w.line("")
@@ -517,11 +593,12 @@ func (r *report) writeRotate(w *mdWriter) {
 		"as the time it rotated plus the grace period, rounded up to the next second: never less than the grace "+
 		"period. Measured from the annotation patch, the grace that played out was between %.3f s and %.3f s for "+
 		"a `gracePeriod` of %s: up to 1 s longer because of the rounding (the trials rotate at points spread "+
-		"evenly across the second to show it), and longer when the controller acted late. That moves the grace end; it does not blur the measurement, which is against the "+
-		"`validUntil` actually written. The auth server compares each request's time with `validUntil`, so nothing "+
-		"has to happen in the controller at the grace end, and it runs in this process, on the same clock as the "+
-		"probes. The refusal happened between the last 200's send time and the first 401's arrival, so the last "+
-		"two rows bracket it; the bracket is one probe interval (2 ms, or a round trip when that is longer) plus "+
+		"evenly across the second to show it), and longer when the controller acted late. That moves the grace end; "+
+		"it does not blur the measurement, which is against the `validUntil` actually written. "+
+		"The auth server compares each request's time with `validUntil`, so nothing has to happen in the "+
+		"controller at the grace end, and it runs in this process, on the same clock as the probes. "+
+		"The refusal happened between the last 200's send time and the first 401's arrival, so the last two rows "+
+		"bracket it; the bracket is one probe interval (2 ms, or a round trip when that is longer) plus "+
 		"one round trip wide. %d old-token probes in all.%s",
 		rt.graceMin.Seconds(), rt.graceMax.Seconds(), rt.grace, rt.oldPolls, p99IsMax(rt.usable.n))
 	w.line("")
@@ -536,13 +613,15 @@ func (r *report) writeIssue(w *mdWriter) {
 		w.line("")
 		return
 	}
-	reconcilers := "controller-runtime's default (1), as `cmd/main.go` runs it"
-	if is.reconcilers > 0 {
-		reconcilers = fmt.Sprint(is.reconcilers)
-	}
-	w.line("%d ApiKeys created at once by %d parallel clients, with the controller (MaxConcurrentReconciles: %s) and an "+
-		"auth server running. A watch on the namespace counts keys that reach Ready=True; the auth server's index "+
-		"is checked for the new tokens. Times are from the first Create call.", is.keys, is.workers, reconcilers)
+	w.line("Just before the ApiKeys, the same %d parallel clients (one client, rest config without client-side rate "+
+		"limit) create %d plain ConfigMaps: that is the API server's raw create rate in this run. Then they create %d "+
+		"ApiKeys at once, with the controller and an auth server running; a watch on the namespace counts keys that "+
+		"reach Ready=True, and the auth server's index is checked for the new tokens. Times are from the first Create "+
+		"call. The controller is built as `cmd/main.go` builds it, with `ApiKeyReconciler.MaxConcurrentReconciles: %d` "+
+		"(`--max-concurrent-reconciles`) and its rest config at QPS %g, burst %d (`--kube-api-qps`, `--kube-api-burst`).",
+		is.workers, is.keys, is.keys, is.reconcilers, is.qps, is.burst)
+	w.line("")
+	w.line("Admission on the ApiKey creates: %s. The ratio therefore leaves out the webhooks' cost.", admissionPath)
 	w.line("")
 	if is.err != nil {
 		w.line("**Failed**: %s", is.err)
@@ -553,17 +632,23 @@ func (r *report) writeIssue(w *mdWriter) {
 			secs(is.waited))
 		w.line("")
 	}
-	w.table("keys", "all Create calls returned", "Ready at 60 s", "all Ready", "auth server holds every token", "keys/s",
-		"target", "result")
+	w.table("keys", "ConfigMaps created", "ConfigMaps/s", "all ApiKey Create calls returned", "Ready at 60 s", "all Ready",
+		"auth server holds every token", "keys/s", "ratio", "target", "result")
 	s := r.issueSummary()
 	allReady := secsOrDash(is.ready)
 	if is.gaveUp {
 		allReady = fmt.Sprintf("not within %s (%d Ready); ≈ %.0f s at this rate", secs(is.waited), is.readyCount,
 			projected(is).Seconds())
 	}
-	w.row(fmt.Sprint(is.keys), secsOrDash(is.created), fmt.Sprint(is.readyAtTarget), allReady, secsOrDash(is.indexed),
-		fmt.Sprintf("%.0f", is.rate()), "< 60 s on 2 cores", s[3])
+	w.row(fmt.Sprint(is.keys), secsOrDash(is.configMaps), fmt.Sprintf("%.0f", is.rawRate()), secsOrDash(is.created),
+		fmt.Sprint(is.readyAtTarget), allReady, secsOrDash(is.indexed), fmt.Sprintf("%.0f", is.rate()),
+		fmt.Sprintf("**%.2f×**", is.ratio()), "≥ 0.25×", s[3])
 	w.line("")
+	if is.keys == issueTargetCount && is.ready > 0 {
+		w.line("SPEC §9 adds that 10,000 keys in < 60 s on 2 cores follows from the ratio: here %s (%s).",
+			secs(is.ready), verdict(is.ready < maxIssueTime))
+		w.line("")
+	}
 }
 
 func (r *report) writeHeap(w *mdWriter) {
@@ -619,7 +704,7 @@ func (r *report) writeHeap(w *mdWriter) {
 		w.line("")
 	}
 	if perKey, ok := h.perKey(); ok {
-		w.line("Target < 1 KiB per key plus baseline: %s (%s).", verdict(h.err == nil && perKey < maxHeapPerKey), heapMeasured(h, perKey))
+		w.line("Target %s: %s (%s).", heapTarget, heapVerdict(h, perKey), heapMeasured(h, perKey))
 		w.line("")
 	}
 }
