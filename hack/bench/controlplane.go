@@ -93,6 +93,10 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	r.controlPlane = e.version
 	e.managerCfg = rest.CopyConfig(e.cfg)
 	e.managerCfg.QPS, e.managerCfg.Burst = float32(c.kubeAPIQPS), c.kubeAPIBurst
+	if err := e.installOwnerRule(ctx); err != nil {
+		r.envErr = fmt.Errorf("installing the owner rule: %w", err)
+		return
+	}
 	defer func() {
 		if err := e.testEnv.Stop(); err != nil {
 			_, _ = fmt.Fprintln(logs, "stopping envtest:", err)
@@ -216,6 +220,27 @@ func managerOptions() ctrl.Options {
 	}
 }
 
+// benchPolicy is the controller's policy in every section, with the owner
+// rule's names that cmd/main.go defaults to.
+func benchPolicy() *policy.Policy {
+	return policy.New(policy.Options{
+		MaxTTL:                 365 * 24 * time.Hour,
+		OwnerPolicyName:        "apikey-operator-owner-policy",
+		OwnerPolicyBindingName: "apikey-operator-owner-policy-binding",
+	})
+}
+
+// installOwnerRule puts the owner ValidatingAdmissionPolicy and its binding
+// in the API server, as config/policy does in a cluster, so it sits in the
+// admission path of every ApiKey create.
+func (e *env) installOwnerRule(ctx context.Context) error {
+	rule, err := benchPolicy().OwnerRule()
+	if err != nil {
+		return err
+	}
+	return errors.Join(e.client.Create(ctx, rule.Policy), e.client.Create(ctx, rule.Binding))
+}
+
 // startController runs the controller alone, as the leader-elected
 // Deployment would.
 func (e *env) startController(ctx context.Context, c config) (*runningManager, error) {
@@ -229,7 +254,7 @@ func (e *env) startController(ctx context.Context, c config) (*runningManager, e
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("apikey-operator"),
-		Policy:                  policy.New(policy.Options{MaxTTL: 365 * 24 * time.Hour}),
+		Policy:                  benchPolicy(),
 		MaxConcurrentReconciles: c.reconcilers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err

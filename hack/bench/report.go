@@ -104,8 +104,10 @@ func verdictAt(ok bool, lighter []string) string {
 }
 
 // admissionPath says which admission ran on ApiKey creates in this run.
-const admissionPath = "no admission webhooks (the bench's managers serve none and register no " +
-	"webhook configurations) and no owner ValidatingAdmissionPolicy installed: only the CRD's schema and CEL rules"
+const admissionPath = "the owner ValidatingAdmissionPolicy and its binding (installed as config/policy " +
+	"ships them; its matchConditions let identity Key creates, which these are, through without its validations), " +
+	"the CRD's schema and CEL rules, and no admission webhooks (the bench's managers serve none and register " +
+	"no webhook configurations)"
 
 // mdWriter builds the Markdown text.
 type mdWriter struct{ strings.Builder }
