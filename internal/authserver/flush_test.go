@@ -28,7 +28,7 @@ import (
 )
 
 // TestUsageFlusher runs the auth server as the auth-only Deployment does
-// (its own ClusterRole from config/auth-server, the trimmed cache) against a
+// (its own ClusterRole from config/auth-server, its own watches) against a
 // real API server, and checks that last use lands in the used token's
 // ApiKeyRecord status, only moves forward, survives a conflict with another
 // replica, and never touches the ApiKey, which the auth server may not write.
@@ -103,8 +103,7 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 	until(ctx, t, "the token authenticates", func() bool { _, code := index.Verify(tok, time.Now()); return code == CodeValid })
 	entry, _ := index.Verify(tok, time.Now())
 	keyVersion := get(ctx, t, admin, key).GetResourceVersion()
-	cached := mgr.GetClient()
-	flusher := &usageFlusher{index: index, client: cached, every: time.Minute}
+	flusher := &usageFlusher{index: index, client: mgr.GetClient(), every: time.Minute}
 	used := time.Now().Add(-time.Hour).Truncate(time.Second)
 
 	t.Run("the record's status gets the last use", func(t *testing.T) {
@@ -128,7 +127,7 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 	t.Run("never backwards over another replica's later use", func(t *testing.T) {
 		later := used.Add(30 * time.Minute)
 		writeLastUsed(ctx, t, admin, rec, later)
-		until(ctx, t, "the cache sees the other replica's write", func() bool { return lastUsedIn(ctx, cached, rec).Equal(later) })
+		until(ctx, t, "the index sees the other replica's write", func() bool { return indexedLastUse(index, entry).Equal(later) })
 		entry.markUsed(used.Add(time.Second))
 		flusher.flush(ctx)
 		assertLastUsed(ctx, t, admin, rec, later)
@@ -137,20 +136,28 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 		}
 	})
 
+	// A replica that has not yet seen another's write holds the record as
+	// it was: its patch must be refused, and succeed once it has caught up.
 	t.Run("a conflict is retried, not forced", func(t *testing.T) {
-		stale := get(ctx, t, cached, rec).(*apikeysv1alpha1.ApiKeyRecord)
+		stale := get(ctx, t, admin, rec).(*apikeysv1alpha1.ApiKeyRecord)
+		behind := NewIndex()
+		behind.SetKey(get(ctx, t, admin, key).(*apikeysv1alpha1.ApiKey))
+		behind.SetRecord(stale)
 		other := used.Add(40 * time.Minute)
 		writeLastUsed(ctx, t, admin, rec, other)
 		mine := used.Add(50 * time.Minute)
-		entry.markUsed(mine)
-		(&usageFlusher{index: index, client: staleCache{cached, stale}, every: time.Minute}).flush(ctx)
+		behindEntry, _ := behind.Verify(tok, time.Now())
+		behindEntry.markUsed(mine)
+		lagging := &usageFlusher{index: behind, client: mgr.GetClient(), every: time.Minute}
+		lagging.flush(ctx)
 		assertLastUsed(ctx, t, admin, rec, other)
-		if pending := index.unflushedUses(); len(pending) != 1 {
+		if pending := behind.unflushedUses(); len(pending) != 1 {
 			t.Fatalf("after a conflict %d uses are pending, want the one that was refused", len(pending))
 		}
-		until(ctx, t, "the cache sees the other replica's write", func() bool { return lastUsedIn(ctx, cached, rec).Equal(other) })
-		flusher.flush(ctx)
+		behind.UpdateRecord(get(ctx, t, admin, rec).(*apikeysv1alpha1.ApiKeyRecord))
+		lagging.flush(ctx)
 		assertLastUsed(ctx, t, admin, rec, mine)
+		until(ctx, t, "the index sees the write", func() bool { return indexedLastUse(index, entry).Equal(mine) })
 		if e, _ := index.Verify(tok, time.Now()); e != entry {
 			t.Error("a write to the record's status replaced its entry in the index")
 		}
@@ -171,18 +178,6 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 			t.Errorf("the auth server's role lets it patch ApiKey status: %v", err)
 		}
 	})
-}
-
-// staleCache reads every record as stale, as a cache that has not yet seen
-// another replica's write does.
-type staleCache struct {
-	client.Client
-	stale *apikeysv1alpha1.ApiKeyRecord
-}
-
-func (c staleCache) Get(_ context.Context, _ client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
-	c.stale.DeepCopyInto(obj.(*apikeysv1alpha1.ApiKeyRecord))
-	return nil
 }
 
 // authServerUser binds config/auth-server's ClusterRole, as shipped, to a
@@ -232,6 +227,17 @@ func get(ctx context.Context, t *testing.T, c client.Client, obj client.Object) 
 		t.Fatal(err)
 	}
 	return got
+}
+
+// indexedLastUse is the record status.lastUsedAt the index last saw for
+// e's record; zero if unset.
+func indexedLastUse(index *Index, e *Entry) time.Time {
+	index.mu.RLock()
+	defer index.mu.RUnlock()
+	if e.record.usedAt == 0 {
+		return time.Time{}
+	}
+	return time.Unix(e.record.usedAt, 0)
 }
 
 // lastUsedIn is rec's status.lastUsedAt as c reads it; zero if unset.

@@ -1,15 +1,18 @@
 // Package authserver answers "is this bearer token valid, and who is it?"
 // for kube-apiserver (TokenReview), proxies (forward-auth) and services (the
 // JSON verify API), from an in-memory index of ApiKeyRecords kept current by
-// informers. Nothing on the request path calls the API server.
+// watches. Nothing on the request path calls the API server.
 package authserver
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,6 +23,11 @@ import (
 
 // Entry is what the index knows about one token. Entries are immutable once
 // in the index, so the request path reads them without locks or copies.
+//
+// The index is the auth server's only copy of its records, so an entry is
+// kept small: what many tokens share (namespace, groups, scopes, audiences
+// and their header values) is held once per distinct combination, and the
+// strings the entry holds alone are not copied twice.
 type Entry struct {
 	hash [32]byte
 
@@ -36,15 +44,11 @@ type Entry struct {
 	Suspended bool
 	Namespace string
 	Name      string
-	KeyUID    types.UID
 	Hint      string
 
-	// Header values, joined once here rather than on every request.
-	groupsHeader string
-	scopesHeader string
-	// forwardHeaders are forward-auth's identity header values, built once
-	// per entry and shared by every answer. Each slice has cap 1, so a later
-	// Header.Add copies rather than writing into the shared array.
+	// forwardHeaders are forward-auth's identity header values, shared by
+	// every answer. Each slice has cap 1, so a later Header.Add copies
+	// rather than writing into the shared array.
 	forwardHeaders [5][]string
 
 	key    *keyState
@@ -56,33 +60,57 @@ type Entry struct {
 // Revocation (deletion) and suspension take effect from the ApiKey at once,
 // without waiting for the controller to update the record.
 type keyState struct {
-	namespace, name string
-	uid             types.UID
-
 	present   atomic.Bool // the ApiKey exists (a record alone proves nothing)
 	deleting  atomic.Bool
 	suspended atomic.Bool
+
+	// refs counts the entries pointing here; guarded by the index's lock.
+	refs int32
+	uid  types.UID
 }
 
-// recordState is what the index keeps per ApiKeyRecord name: the hash the
-// record stands for, and when its token last authenticated (Unix seconds).
-// It outlives the record's entries, which an informer update replaces, so
-// a use noted on the request path waits for the usage flusher, which writes
-// it to the record's status: never the ApiKey, whose status issuance reads.
+// recordState is what the index keeps per ApiKeyRecord beside its entry:
+// when its token last authenticated (Unix seconds), and what the usage
+// flusher needs to move the record's status.lastUsedAt forward without
+// reading it first. It outlives the record's entries, which a spec change
+// replaces, so a use noted on the request path waits for the flusher,
+// which writes it to the record's status: never the ApiKey, whose status
+// issuance reads.
 type recordState struct {
-	hash [32]byte
-
 	lastUsed atomic.Int64
 	flushed  atomic.Int64
+
+	// The record as last seen, guarded by the index's lock: its generation
+	// (a status write leaves it), status.lastUsedAt (Unix seconds, 0 if
+	// unset) and resourceVersion.
+	generation      int64
+	usedAt          int64
+	resourceVersion string
 }
 
-// Index maps token hashes to entries. Writers are informer event handlers;
-// readers are requests.
+// group is what many tokens share, held once per distinct combination and
+// counted by the entries that use it.
+type group struct {
+	namespace                 string
+	groups, scopes, audiences []string
+	// headers are the X-Auth-Request-Groups, X-Auth-Request-Scopes and
+	// X-Apikey-Namespace values.
+	headers [3][]string
+	refs    int
+}
+
+// Index maps token hashes to entries. Writers are the watches of records
+// and keys; readers are requests.
 type Index struct {
-	mu      sync.RWMutex
-	byHash  map[[32]byte]*Entry
-	records map[string]*recordState // by record name
-	keys    map[types.UID]*keyState
+	mu     sync.RWMutex
+	byHash map[[32]byte]*Entry
+	keys   map[types.UID]*keyState
+	groups map[string]*group // by groupID
+	// The controller names a record after its hash (sha256-<hex>), so the
+	// index derives a record's name from its hash. Records named otherwise
+	// (by hand) are remembered here, in both directions.
+	otherNames  map[string][32]byte
+	otherHashes map[[32]byte]string
 
 	synced   atomic.Bool
 	lastSync atomic.Int64 // Unix nanoseconds of the last index change
@@ -91,9 +119,11 @@ type Index struct {
 // NewIndex returns an empty index that reports not synced until MarkSynced.
 func NewIndex() *Index {
 	return &Index{
-		byHash:  map[[32]byte]*Entry{},
-		records: map[string]*recordState{},
-		keys:    map[types.UID]*keyState{},
+		byHash:      map[[32]byte]*Entry{},
+		keys:        map[types.UID]*keyState{},
+		groups:      map[string]*group{},
+		otherNames:  map[string][32]byte{},
+		otherHashes: map[[32]byte]string{},
 	}
 }
 
@@ -135,40 +165,89 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 		ix.DeleteRecord(rec.Name)
 		return
 	}
-	e := entryFor(rec, sum)
+	id := groupID(&rec.Spec)
 
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	e.key = ix.keyLocked(e.KeyUID, e.Namespace, e.Name)
-	rs := ix.records[rec.Name]
-	if rs == nil || rs.hash != sum {
-		if rs != nil {
-			delete(ix.byHash, rs.hash)
-		}
-		rs = &recordState{hash: sum}
-		ix.records[rec.Name] = rs
+	if prev, ok := ix.ownedHashLocked(rec.Name); ok && prev != sum {
+		ix.removeLocked(prev)
 	}
-	e.record = rs
+	old := ix.byHash[sum]
+	state := &recordState{}
+	if old != nil && ix.recordNameLocked(sum) == rec.Name {
+		state = old.record
+	}
+	ix.claimHashLocked(sum, rec.Name)
+	state.generation, state.resourceVersion = rec.Generation, rec.ResourceVersion
+	state.usedAt = 0
+	if t := rec.Status.LastUsedAt; t != nil {
+		state.usedAt = t.Unix()
+	}
+	e := ix.entryLocked(rec, sum, id)
+	e.record = state
+	if old != nil {
+		ix.releaseLocked(old)
+	}
 	ix.byHash[sum] = e
 	ix.touchLocked()
+}
+
+// UpdateRecord takes a newer version of an indexed record. One that only
+// changed its status (the same generation: a usage flush, this replica's or
+// another's) keeps its entry; anything else replaces it, as SetRecord does.
+func (ix *Index) UpdateRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
+	if sum, err := token.ParseHash(rec.Spec.TokenHash); err == nil && rec.Generation != 0 {
+		ix.mu.Lock()
+		e := ix.byHash[sum]
+		if e != nil && e.record.generation == rec.Generation && ix.recordNameLocked(sum) == rec.Name {
+			e.record.resourceVersion = rec.ResourceVersion
+			e.record.usedAt = 0
+			if t := rec.Status.LastUsedAt; t != nil {
+				e.record.usedAt = t.Unix()
+			}
+			ix.mu.Unlock()
+			return
+		}
+		ix.mu.Unlock()
+	}
+	ix.SetRecord(rec)
 }
 
 // DeleteRecord removes the entry of the record called name.
 func (ix *Index) DeleteRecord(name string) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if rs, ok := ix.records[name]; ok {
-		delete(ix.byHash, rs.hash)
-		delete(ix.records, name)
+	if sum, ok := ix.ownedHashLocked(name); ok {
+		ix.removeLocked(sum)
 		ix.touchLocked()
 	}
+}
+
+// ReplaceRecords makes the index hold exactly records, as a new listing
+// says: each is set, and every other record's entry goes.
+func (ix *Index) ReplaceRecords(records []*apikeysv1alpha1.ApiKeyRecord) {
+	listed := make(map[[32]byte]bool, len(records))
+	for _, rec := range records {
+		ix.SetRecord(rec)
+		if sum, err := token.ParseHash(rec.Spec.TokenHash); err == nil {
+			listed[sum] = true
+		}
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for sum := range ix.byHash {
+		if !listed[sum] {
+			ix.removeLocked(sum)
+		}
+	}
+	ix.touchLocked()
 }
 
 // SetKey records an ApiKey's deletion and suspension state.
 func (ix *Index) SetKey(key *apikeysv1alpha1.ApiKey) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ks := ix.keyLocked(key.UID, key.Namespace, key.Name)
+	ks := ix.keyLocked(key.UID)
 	ks.deleting.Store(!key.DeletionTimestamp.IsZero())
 	ks.suspended.Store(key.Spec.Suspended)
 	ks.present.Store(true)
@@ -182,28 +261,143 @@ func (ix *Index) DeleteKey(uid types.UID) {
 	defer ix.mu.Unlock()
 	if ks, ok := ix.keys[uid]; ok {
 		ks.present.Store(false)
-		delete(ix.keys, uid)
+		if ks.refs == 0 {
+			delete(ix.keys, uid)
+		}
+	}
+	ix.touchLocked()
+}
+
+// ReplaceKeys makes the index know exactly keys, as a new listing says.
+func (ix *Index) ReplaceKeys(keys []*apikeysv1alpha1.ApiKey) {
+	listed := make(map[types.UID]bool, len(keys))
+	for _, key := range keys {
+		ix.SetKey(key)
+		listed[key.UID] = true
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for uid, ks := range ix.keys {
+		if !listed[uid] {
+			ks.present.Store(false)
+			if ks.refs == 0 {
+				delete(ix.keys, uid)
+			}
+		}
 	}
 	ix.touchLocked()
 }
 
 // keyLocked returns the state of the key with uid, creating it (not
 // present until the ApiKey itself is seen).
-func (ix *Index) keyLocked(uid types.UID, namespace, name string) *keyState {
+func (ix *Index) keyLocked(uid types.UID) *keyState {
 	ks, ok := ix.keys[uid]
 	if !ok {
-		ks = &keyState{namespace: namespace, name: name, uid: uid}
+		ks = &keyState{uid: uid}
 		ix.keys[uid] = ks
 	}
 	return ks
 }
 
+// removeLocked drops the entry of sum and whatever only it used.
+func (ix *Index) removeLocked(sum [32]byte) {
+	e, ok := ix.byHash[sum]
+	if !ok {
+		return
+	}
+	delete(ix.byHash, sum)
+	if name, ok := ix.otherHashes[sum]; ok {
+		delete(ix.otherHashes, sum)
+		delete(ix.otherNames, name)
+	}
+	ix.releaseLocked(e)
+}
+
+// releaseLocked drops e's hold on its key and its group.
+func (ix *Index) releaseLocked(e *Entry) {
+	if ks := e.key; ks != nil {
+		ks.refs--
+		if ks.refs == 0 && !ks.present.Load() && ix.keys[ks.uid] == ks {
+			delete(ix.keys, ks.uid)
+		}
+	}
+	id := groupID(&apikeysv1alpha1.ApiKeyRecordSpec{
+		ApiKey: apikeysv1alpha1.ApiKeyReference{Namespace: e.Namespace}, Groups: e.Groups, Scopes: e.Scopes, Audiences: e.Audiences,
+	})
+	if g := ix.groups[id]; g != nil {
+		g.refs--
+		if g.refs == 0 {
+			delete(ix.groups, id)
+		}
+	}
+}
+
+// ownedHashLocked is the hash whose entry the record called name holds.
+func (ix *Index) ownedHashLocked(name string) ([32]byte, bool) {
+	if sum, ok := ix.otherNames[name]; ok {
+		return sum, true
+	}
+	sum, ok := hashOfRecordName(name)
+	if !ok {
+		return sum, false
+	}
+	if _, other := ix.otherHashes[sum]; other {
+		return sum, false
+	}
+	_, ok = ix.byHash[sum]
+	return sum, ok
+}
+
+// claimHashLocked notes that the record called name now holds sum's entry
+// (which a record of another name may have held).
+func (ix *Index) claimHashLocked(sum [32]byte, name string) {
+	if prev, ok := ix.otherHashes[sum]; ok {
+		delete(ix.otherNames, prev)
+		delete(ix.otherHashes, sum)
+	}
+	if name != recordNameFor(sum) {
+		ix.otherNames[name] = sum
+		ix.otherHashes[sum] = name
+	}
+}
+
+// recordNameLocked is the name of the record holding sum's entry.
+func (ix *Index) recordNameLocked(sum [32]byte) string {
+	if name, ok := ix.otherHashes[sum]; ok {
+		return name
+	}
+	return recordNameFor(sum)
+}
+
+// recordNamePrefix starts the name the controller gives every record; the
+// rest is the token's hash in hex.
+const recordNamePrefix = "sha256-"
+
+func recordNameFor(sum [32]byte) string {
+	return recordNamePrefix + hex.EncodeToString(sum[:])
+}
+
+// hashOfRecordName reverses recordNameFor.
+func hashOfRecordName(name string) ([32]byte, bool) {
+	var sum [32]byte
+	digits, ok := strings.CutPrefix(name, recordNamePrefix)
+	if !ok || len(digits) != hex.EncodedLen(len(sum)) || strings.ToLower(digits) != digits {
+		return sum, false
+	}
+	_, err := hex.Decode(sum[:], []byte(digits))
+	return sum, err == nil
+}
+
 func (ix *Index) touchLocked() { ix.lastSync.Store(time.Now().UnixNano()) }
 
-// recordUse is a record whose token was used since its last flush.
+// recordUse is a record whose token was used since its last flush, with
+// what the flusher needs to write it: the record's status.lastUsedAt and
+// resourceVersion as last seen.
 type recordUse struct {
-	name  string
-	state *recordState
+	name            string
+	state           *recordState
+	usedAt          int64
+	resourceVersion string
 }
 
 // unflushedUses returns the records whose tokens authenticated since their
@@ -212,32 +406,46 @@ func (ix *Index) unflushedUses() []recordUse {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var out []recordUse
-	for name, rs := range ix.records {
-		if rs.lastUsed.Load() > rs.flushed.Load() {
-			out = append(out, recordUse{name: name, state: rs})
+	for sum, e := range ix.byHash {
+		if rs := e.record; rs.lastUsed.Load() > rs.flushed.Load() {
+			out = append(out, recordUse{name: ix.recordNameLocked(sum), state: rs, usedAt: rs.usedAt, resourceVersion: rs.resourceVersion})
 		}
 	}
 	return out
 }
 
-func entryFor(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte) *Entry {
+// entryLocked builds the entry for rec, sharing what it can with the rest of
+// the index: its key's state and UID, and the group id names.
+func (ix *Index) entryLocked(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte, id string) *Entry {
 	s := &rec.Spec
+	g := ix.groupLocked(id, s)
+	ks := ix.keyLocked(types.UID(s.ApiKey.UID))
+	ks.refs++
 	e := &Entry{
-		hash:         sum,
-		Username:     s.Username,
-		UID:          s.UID,
-		Groups:       s.Groups,
-		Scopes:       s.Scopes,
-		Audiences:    s.Audiences,
-		Suspended:    s.Suspended,
-		Namespace:    s.ApiKey.Namespace,
-		Name:         s.ApiKey.Name,
-		KeyUID:       types.UID(s.ApiKey.UID),
-		Hint:         s.TokenHint,
-		groupsHeader: strings.Join(s.Groups, ","),
-		scopesHeader: strings.Join(s.Scopes, " "),
+		hash:      sum,
+		Username:  s.Username,
+		UID:       s.UID,
+		Groups:    g.groups,
+		Scopes:    g.scopes,
+		Audiences: g.audiences,
+		Suspended: s.Suspended,
+		Namespace: g.namespace,
+		Name:      s.ApiKey.Name,
+		Hint:      s.TokenHint,
+		key:       ks,
 	}
-	e.forwardHeaders = [5][]string{{e.Username}, {e.groupsHeader}, {e.scopesHeader}, {e.Name}, {e.Namespace}}
+	if e.UID == string(ks.uid) {
+		e.UID = string(ks.uid)
+	}
+	// For identity Key the username ends with the name: keep one string.
+	if strings.HasSuffix(e.Username, e.Name) {
+		e.Name = e.Username[len(e.Username)-len(e.Name):]
+	}
+	// The user and name values point into the entry itself; the others are
+	// the group's.
+	e.forwardHeaders = [5][]string{
+		unsafe.Slice(&e.Username, 1), g.headers[0], g.headers[1], unsafe.Slice(&e.Name, 1), g.headers[2],
+	}
 	if s.ExpiresAt != nil {
 		e.ExpiresAt = s.ExpiresAt.Time
 	}
@@ -245,4 +453,41 @@ func entryFor(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte) *Entry {
 		e.ExpiresAt = s.ValidUntil.Time
 	}
 	return e
+}
+
+// groupLocked returns the group with id, made from s if new, and counts one
+// more entry using it.
+func (ix *Index) groupLocked(id string, s *apikeysv1alpha1.ApiKeyRecordSpec) *group {
+	g := ix.groups[id]
+	if g == nil {
+		g = &group{
+			namespace: s.ApiKey.Namespace,
+			groups:    slices.Clip(slices.Clone(s.Groups)),
+			scopes:    slices.Clip(slices.Clone(s.Scopes)),
+			audiences: slices.Clip(slices.Clone(s.Audiences)),
+		}
+		g.headers = [3][]string{{strings.Join(g.groups, ",")}, {strings.Join(g.scopes, " ")}, {g.namespace}}
+		ix.groups[id] = g
+	}
+	g.refs++
+	return g
+}
+
+// groupID names the combination of namespace, groups, scopes and audiences
+// that s carries, unambiguously: every string is preceded by its length,
+// every list by its count.
+func groupID(s *apikeysv1alpha1.ApiKeyRecordSpec) string {
+	var b []byte
+	str := func(v string) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	str(s.ApiKey.Namespace)
+	for _, list := range [][]string{s.Groups, s.Scopes, s.Audiences} {
+		b = binary.AppendUvarint(b, uint64(len(list)))
+		for _, v := range list {
+			str(v)
+		}
+	}
+	return string(b)
 }

@@ -2,7 +2,9 @@ package authserver
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -315,4 +317,235 @@ func assertCode(t *testing.T, ix *Index, tok string, want Code) {
 	if _, code := ix.Verify(tok, fixtureNow); code != want {
 		t.Errorf("Verify(%s) = %v, want %v", token.Hint(tok), code, want)
 	}
+}
+
+// TestIndexSharesGroups checks that tokens carrying the same namespace,
+// groups, scopes and audiences hold one copy of them, and that the copy
+// goes with the last token using it.
+func TestIndexSharesGroups(t *testing.T) {
+	ix := NewIndex()
+	a := informerKey(fixtureNamespace, "a", "uid-a")
+	b := informerKey(fixtureNamespace, "b", "uid-b")
+	tokA, tokB := stableToken(token.DefaultPrefix, "share-a"), stableToken(token.DefaultPrefix, "share-b")
+	ix.SetKey(a)
+	ix.SetKey(b)
+	recA, recB := issuedRecord(tokA, a), issuedRecord(tokB, b)
+	ix.SetRecord(recA)
+	ix.SetRecord(recB)
+	ea, _ := ix.Verify(tokA, fixtureNow)
+	eb, _ := ix.Verify(tokB, fixtureNow)
+	if &ea.Groups[0] != &eb.Groups[0] || &ea.Scopes[0] != &eb.Scopes[0] || &ea.forwardHeaders[1][0] != &eb.forwardHeaders[1][0] {
+		t.Error("two tokens with the same groups and scopes hold copies of them")
+	}
+	if &ea.Groups[0] == &recA.Spec.Groups[0] {
+		t.Error("the entry holds the record's own slice")
+	}
+	if cap(ea.Groups) != len(ea.Groups) || cap(ea.Scopes) != len(ea.Scopes) {
+		t.Error("a shared slice has room to append into")
+	}
+	assertHeader(t, "user", ea.forwardHeaders[0], ea.Username)
+	assertHeader(t, "name", ea.forwardHeaders[3], "a")
+	if len(ix.groups) != 1 {
+		t.Errorf("%d groups held, want 1", len(ix.groups))
+	}
+
+	ix.SetRecord(issuedRecord(tokB, b, func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Scopes = []string{"orders:write"} }))
+	if len(ix.groups) != 2 {
+		t.Errorf("after one token's scopes changed, %d groups held, want 2", len(ix.groups))
+	}
+	ix.DeleteRecord(recA.Name)
+	ix.DeleteRecord(recB.Name)
+	if len(ix.groups) != 0 {
+		t.Errorf("%d groups held after every token went", len(ix.groups))
+	}
+}
+
+// assertHeader checks a forward-auth header value: one value, and no room
+// for Header.Add to write into the entry.
+func assertHeader(t *testing.T, what string, got []string, want string) {
+	t.Helper()
+	if len(got) != 1 || cap(got) != 1 || got[0] != want {
+		t.Errorf("%s header = %q (cap %d), want %q", what, got, cap(got), want)
+	}
+}
+
+// TestIndexForgetsKeys checks that the index holds a key's state only while
+// the ApiKey exists or a record points at it.
+func TestIndexForgetsKeys(t *testing.T) {
+	ix := NewIndex()
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	tok := stableToken(token.DefaultPrefix, "forget")
+	rec := issuedRecord(tok, key)
+
+	ix.SetRecord(rec) // a record whose key is never seen
+	ix.DeleteRecord(rec.Name)
+	if len(ix.keys) != 0 {
+		t.Errorf("a record that went left %d key states", len(ix.keys))
+	}
+
+	ix.SetKey(key)
+	ix.SetRecord(rec)
+	ix.DeleteKey(key.UID)
+	assertCode(t, ix, tok, CodeNotFound)
+	ix.SetRecord(rec) // the record, updated before the controller deletes it
+	assertCode(t, ix, tok, CodeNotFound)
+	ix.DeleteRecord(rec.Name)
+	if len(ix.keys) != 0 {
+		t.Errorf("a deleted key whose records went left %d key states", len(ix.keys))
+	}
+	ix.SetKey(key)
+	ix.DeleteKey(key.UID)
+	if len(ix.keys) != 0 {
+		t.Errorf("a deleted key without records left %d key states", len(ix.keys))
+	}
+}
+
+// TestIndexReplace checks that a new listing is the whole truth: records
+// and keys it does not hold are gone.
+func TestIndexReplace(t *testing.T) {
+	ix := NewIndex()
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	other := informerKey(fixtureNamespace, "other", "other-uid")
+	kept, dropped := stableToken(token.DefaultPrefix, "kept"), stableToken(token.DefaultPrefix, "dropped")
+	orphan := stableToken(token.DefaultPrefix, "orphan")
+	ix.ReplaceKeys([]*apikeysv1alpha1.ApiKey{key, other})
+	ix.ReplaceRecords([]*apikeysv1alpha1.ApiKeyRecord{issuedRecord(kept, key), issuedRecord(dropped, key), issuedRecord(orphan, other)})
+	for _, tok := range []string{kept, dropped, orphan} {
+		assertCode(t, ix, tok, CodeValid)
+	}
+
+	ix.ReplaceRecords([]*apikeysv1alpha1.ApiKeyRecord{issuedRecord(kept, key), issuedRecord(orphan, other)})
+	ix.ReplaceKeys([]*apikeysv1alpha1.ApiKey{key})
+	assertCode(t, ix, kept, CodeValid)
+	assertCode(t, ix, dropped, CodeNotFound)
+	assertCode(t, ix, orphan, CodeNotFound) // its key is gone
+	if ix.Len() != 2 {
+		t.Errorf("Len = %d, want 2", ix.Len())
+	}
+	ix.ReplaceRecords(nil)
+	if ix.Len() != 0 || len(ix.groups) != 0 || len(ix.keys) != 1 {
+		t.Errorf("after an empty listing: %d tokens, %d groups, %d keys; want 0, 0, 1", ix.Len(), len(ix.groups), len(ix.keys))
+	}
+}
+
+// TestIndexUpdateRecord checks that a status write (same generation) keeps
+// the entry and notes what the flusher needs, and that a spec change
+// replaces the entry but keeps the token's usage.
+func TestIndexUpdateRecord(t *testing.T) {
+	ix := NewIndex()
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	tok := stableToken(token.DefaultPrefix, "update")
+	rec := issuedRecord(tok, key)
+	rec.Generation, rec.ResourceVersion = 1, "10"
+	ix.SetKey(key)
+	ix.SetRecord(rec)
+	before, _ := ix.Verify(tok, fixtureNow)
+	before.markUsed(fixtureNow)
+
+	written := rec.DeepCopy()
+	written.ResourceVersion = "11"
+	written.Status.LastUsedAt = metaTime(fixtureNow.Add(-time.Minute))
+	ix.UpdateRecord(written)
+	after, _ := ix.Verify(tok, fixtureNow)
+	if after != before {
+		t.Error("a status write replaced the entry")
+	}
+	u := ix.unflushedUses()
+	if len(u) != 1 || u[0].resourceVersion != "11" || u[0].usedAt != fixtureNow.Add(-time.Minute).Unix() || u[0].name != rec.Name {
+		t.Fatalf("uses to flush = %+v", u)
+	}
+
+	edited := written.DeepCopy()
+	edited.Generation, edited.ResourceVersion = 2, "12"
+	edited.Spec.Scopes = []string{"orders:write"}
+	ix.UpdateRecord(edited)
+	after, _ = ix.Verify(tok, fixtureNow)
+	if after == before || after.Authorize([]string{"orders:write"}, "") != CodeValid {
+		t.Error("a spec change did not replace the entry")
+	}
+	if after.record != before.record || after.record.lastUsed.Load() != fixtureNow.Unix() {
+		t.Error("a spec change lost the token's usage")
+	}
+}
+
+// TestIndexRecordNames covers records not named after their hash (only
+// hand-made ones are): they index, go by their own name, and a name holds
+// only the hash it was last given.
+func TestIndexRecordNames(t *testing.T) {
+	ix := NewIndex()
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	ix.SetKey(key)
+	tok := stableToken(token.DefaultPrefix, "named")
+	named := issuedRecord(tok, key)
+	canonical := named.Name
+	named.Name = "record-billing"
+	ix.SetRecord(named)
+	assertCode(t, ix, tok, CodeValid)
+	ix.DeleteRecord(canonical)
+	assertCode(t, ix, tok, CodeValid) // that name holds nothing
+	if u := ix.unflushedUses(); len(u) != 0 {
+		t.Fatalf("unused token has uses: %+v", u)
+	}
+	e, _ := ix.Verify(tok, fixtureNow)
+	e.markUsed(fixtureNow)
+	if u := ix.unflushedUses(); len(u) != 1 || u[0].name != "record-billing" {
+		t.Errorf("uses to flush = %+v, want the record's own name", u)
+	}
+
+	// The canonically named record of the same token takes its entry over.
+	ix.SetRecord(issuedRecord(tok, key))
+	ix.DeleteRecord("record-billing")
+	assertCode(t, ix, tok, CodeValid)
+	ix.DeleteRecord(canonical)
+	assertCode(t, ix, tok, CodeNotFound)
+	if ix.Len() != 0 || len(ix.otherNames) != 0 || len(ix.otherHashes) != 0 {
+		t.Errorf("left %d tokens, %d names", ix.Len(), len(ix.otherNames)+len(ix.otherHashes))
+	}
+
+	sum := token.Sum(tok)
+	for name, ok := range map[string]bool{
+		recordNameFor(sum):                                  true,
+		strings.ToUpper(recordNameFor(sum)):                 false,
+		"sha256-" + strings.ToUpper(recordNameFor(sum)[7:]): false,
+		recordNameFor(sum)[:70]:                             false,
+		"sha256:" + recordNameFor(sum)[7:]:                  false,
+	} {
+		if got, parsed := hashOfRecordName(name); parsed != ok || (ok && got != sum) {
+			t.Errorf("hashOfRecordName(%q) = %v", name, parsed)
+		}
+	}
+}
+
+// TestIndexMemoryPerKey pins what a key costs the index, the auth server's
+// only copy of its records: SPEC §9 allows a replica < 1 KiB per key.
+func TestIndexMemoryPerKey(t *testing.T) {
+	const n = 20000
+	before := heapInUse()
+	ix := NewIndex()
+	// What the index keeps of the objects it is handed counts; the rest of
+	// them goes once fill returns.
+	fill := func() {
+		for i := range n {
+			key := informerKey(fmt.Sprint("team-", i%50), fmt.Sprint("service-", i), fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+			rec := issuedRecord(stableToken(token.DefaultPrefix, fmt.Sprint("mem-", i)), key)
+			rec.ResourceVersion = fmt.Sprint(1000000 + i)
+			ix.SetKey(key)
+			ix.SetRecord(rec)
+		}
+	}
+	fill()
+	perKey := float64(heapInUse()-before) / n
+	runtime.KeepAlive(ix)
+	t.Logf("%.0f B per key", perKey)
+	if perKey > 700 {
+		t.Errorf("the index holds %.0f B per key, want at most 700", perKey)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

@@ -9,10 +9,12 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// CacheOptions trims what an auth-server-only manager caches to the fields
-// the index and the usage flusher read, so each replica holds little more
-// than the index per key. Do not use it where the controller shares the
-// cache: it needs whole objects.
+// CacheOptions is what an auth-server-only manager caches of ApiKeys and
+// records: the fields the index reads. The index keeps its own copy of them
+// from its own watches, and nothing else in an auth-only replica reads them
+// through the manager, so no informer of the manager holds them; should
+// one ever be started, it holds no more than this. Beside the controller,
+// use controller.CacheOptions, which keeps what the controller reads.
 func CacheOptions() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
 		&apikeysv1alpha1.ApiKey{}:       {Transform: trimApiKey},
@@ -39,9 +41,9 @@ func trimApiKey(obj any) (any, error) {
 	}, nil
 }
 
-// trimRecord keeps the name and the spec, whose strings the index shares;
-// the generation, which tells a spec change from a status one; and the
-// status's lastUsedAt, which the usage flusher moves forward.
+// trimRecord keeps the name and the spec; the generation, which tells a
+// spec change from a status one; and the status's lastUsedAt, which the
+// usage flusher moves forward.
 func trimRecord(obj any) (any, error) {
 	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
 	if !ok {

@@ -164,15 +164,15 @@ func TestVerifyIdentity(t *testing.T) {
 			ExpiresAt: expiry,
 			Namespace: fixtureNamespace,
 			Name:      fixtureName,
-			KeyUID:    fixtureKeyUID,
 			Hint:      token.Hint(tok),
 		}
 		assertIdentity(t, e, &want)
 		if e.Hint != tok[:7]+"…" {
 			t.Errorf("Hint = %q, want the prefix and 4 body characters", e.Hint)
 		}
-		if e.groupsHeader != "apikeys,apikeys:team-payments" || e.scopesHeader != "orders:read invoices:*" {
-			t.Errorf("header values = %q, %q", e.groupsHeader, e.scopesHeader)
+		if h := e.forwardHeaders; !slices.Equal(h[1], []string{"apikeys,apikeys:team-payments"}) ||
+			!slices.Equal(h[2], []string{"orders:read invoices:*"}) {
+			t.Errorf("header values = %q, %q", h[1], h[2])
 		}
 	})
 
@@ -195,7 +195,6 @@ func TestVerifyIdentity(t *testing.T) {
 			Groups:    []string{"developers", "payments-team"},
 			Namespace: fixtureNamespace,
 			Name:      fixtureName,
-			KeyUID:    fixtureKeyUID,
 			Hint:      token.Hint(tok),
 		})
 	})
@@ -217,8 +216,8 @@ func TestVerifyIdentity(t *testing.T) {
 		if e.UID != "" {
 			t.Errorf("UID = %q, want none: the record names no uid", e.UID)
 		}
-		if e.KeyUID != fixtureKeyUID {
-			t.Errorf("KeyUID = %q, want the ApiKey's %q", e.KeyUID, fixtureKeyUID)
+		if e.key.uid != fixtureKeyUID {
+			t.Errorf("the entry's key is %q, want the ApiKey's %q", e.key.uid, fixtureKeyUID)
 		}
 	})
 }
@@ -226,7 +225,7 @@ func TestVerifyIdentity(t *testing.T) {
 func assertIdentity(t *testing.T, got, want *Entry) {
 	t.Helper()
 	if got.Username != want.Username || got.UID != want.UID || got.Namespace != want.Namespace ||
-		got.Name != want.Name || got.KeyUID != want.KeyUID || got.Hint != want.Hint || got.Suspended != want.Suspended ||
+		got.Name != want.Name || got.Hint != want.Hint || got.Suspended != want.Suspended ||
 		!got.ExpiresAt.Equal(want.ExpiresAt) ||
 		!slices.Equal(got.Groups, want.Groups) || !slices.Equal(got.Scopes, want.Scopes) || !slices.Equal(got.Audiences, want.Audiences) {
 		t.Errorf("entry identity:\n got %+v\nwant %+v", identityOf(got), identityOf(want))
