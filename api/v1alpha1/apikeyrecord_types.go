@@ -139,6 +139,7 @@ type ApiKeyRecordStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster
 // +kubebuilder:subresource:status
+// +kubebuilder:selectablefield:JSONPath=`.spec.apiKey.uid`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.apiKey.namespace`
 // +kubebuilder:printcolumn:name="ApiKey",type=string,JSONPath=`.spec.apiKey.name`
 // +kubebuilder:printcolumn:name="Hint",type=string,JSONPath=`.spec.tokenHint`

@@ -30,7 +30,10 @@ func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1
 	if fromAPIServer {
 		reader = r.APIReader
 	}
-	if err := reader.List(ctx, &records, client.MatchingLabels{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)}); err != nil {
+	// By the indexed field, not the label: the cache answers from its index
+	// instead of matching every record's labels, and the API server selects
+	// on it as well (a selectable field of the CRD).
+	if err := reader.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(key.UID)}); err != nil {
 		return nil, err
 	}
 	return records.Items, nil
