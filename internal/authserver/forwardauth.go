@@ -30,7 +30,7 @@ const (
 // 401 for a missing or bad token, 403 for a valid token without a required
 // scope. Proxies only understand 2xx/401/403 here, so every bad input is a
 // 401. Identity headers on the request are never read or echoed.
-func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) string {
+func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) result {
 	tok, problem := s.credentials(r.Header)
 	switch problem {
 	case credentialsMissing:
@@ -38,7 +38,7 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) string
 		return resultNoToken
 	case credentialsMalformed:
 		unauthorized(w, challengeBadRequest)
-		return CodeMalformed.String()
+		return result(CodeMalformed)
 	}
 
 	now := s.opts.Now()
@@ -55,7 +55,7 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) string
 			for _, a := range q["audience"] {
 				if a != audience {
 					unauthorized(w, challengeBadRequest)
-					return CodeAudienceMismatch.String()
+					return result(CodeAudienceMismatch)
 				}
 			}
 		}
@@ -75,7 +75,7 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) string
 	default:
 		unauthorized(w, challengeInvalidToken)
 	}
-	return code.String()
+	return result(code)
 }
 
 func unauthorized(w http.ResponseWriter, challenge string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -33,9 +34,10 @@ type Options struct {
 
 // Server answers token questions from an Index over HTTP.
 type Server struct {
-	index   *Index
-	opts    Options
-	metrics *metrics
+	index    *Index
+	opts     Options
+	metrics  *metrics
+	handlers [numEndpoints]handlerFunc
 }
 
 // NewServer returns a Server answering from index.
@@ -50,55 +52,84 @@ func NewServer(index *Index, opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Server{index: index, opts: opts, metrics: metricsFor(index)}
+	s := &Server{index: index, opts: opts, metrics: metricsFor(index)}
+	s.handlers = [numEndpoints]handlerFunc{
+		endpointTokenReview: s.serveTokenReview,
+		endpointForwardAuth: s.serveForwardAuth,
+		endpointVerify:      s.serveVerify,
+	}
+	return s
 }
 
 // Index is the index the server answers from.
 func (s *Server) Index() *Index { return s.index }
 
-// Register mounts the endpoints on mux: /tokenreview, /auth, /auth/… and
-// /verify. The manager's webhook server and http.ServeMux both fit.
+// Handler returns the endpoints on a handler tree of their own, routed by
+// the path as sent (see ServeHTTP).
+func (s *Server) Handler() http.Handler { return s }
+
+// Register mounts the endpoints on mux, for a server whose root handler is
+// not ours (controller-runtime's webhook server). A ServeMux cleans paths
+// first: it redirects /auth//x, which Envoy's path_prefix produces, rather
+// than answer it.
 func (s *Server) Register(mux interface{ Handle(string, http.Handler) }) {
-	mux.Handle("/tokenreview", s.guard(endpointTokenReview, s.serveTokenReview))
-	mux.Handle("/auth", s.guard(endpointForwardAuth, s.serveForwardAuth))
-	mux.Handle("/auth/", s.guard(endpointForwardAuth, s.serveForwardAuth))
-	mux.Handle("/verify", s.guard(endpointVerify, s.serveVerify))
+	for _, path := range []string{"/tokenreview", "/auth", "/auth/", "/verify"} {
+		mux.Handle(path, s)
+	}
 }
 
-// Handler returns the endpoints on a mux of their own.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	s.Register(mux)
-	return mux
+// endpointFor names the endpoint that answers path, taken as sent: /auth
+// and anything under /auth/ (a proxy may append a client's path of any
+// shape), /tokenreview and /verify.
+func endpointFor(path string) (endpoint, bool) {
+	switch {
+	case path == "/auth" || strings.HasPrefix(path, "/auth/"):
+		return endpointForwardAuth, true
+	case path == "/tokenreview":
+		return endpointTokenReview, true
+	case path == "/verify":
+		return endpointVerify, true
+	}
+	return 0, false
 }
 
-// handlerFunc answers one request and returns the result label for metrics.
-type handlerFunc func(w http.ResponseWriter, r *http.Request) string
+// ServeHTTP answers a request for one of the endpoints, any other path with
+// 404. Nothing is cleaned or redirected.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ep, ok := endpointFor(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	s.serve(ep, s.handlers[ep], w, r)
+}
 
-// guard bounds the size of what a request may send and records metrics.
-// A panic (none is known: the fuzz targets look for them) becomes a plain
-// 500 whose log line names only the endpoint, never the request.
-func (s *Server) guard(endpoint string, h handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		result := resultBadRequest
-		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler { //nolint:errorlint // the sentinel is panicked as-is
-					panic(p)
-				}
-				ctrl.Log.WithName("authserver").Info("Recovered from a panic while answering", "endpoint", endpoint)
-				http.Error(w, "internal error", http.StatusInternalServerError)
+// handlerFunc answers one request and returns its result for metrics.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) result
+
+// serve answers r at ep with h, after bounding the size of what it may
+// send, and records metrics. A panic
+// (none is known: the fuzz targets look for them) becomes a plain 500 whose
+// log line names only the endpoint, never the request.
+func (s *Server) serve(ep endpoint, h handlerFunc, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			if err, ok := p.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+				panic(p)
 			}
-		}()
-		if headerBytes(r.Header) > maxHeaderBytes {
-			http.Error(w, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
-		} else {
-			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-			result = h(w, r)
+			ctrl.Log.WithName("authserver").Info("Recovered from a panic while answering", "endpoint", ep.String())
+			http.Error(w, "internal error", http.StatusInternalServerError)
 		}
-		s.metrics.observe(endpoint, result, time.Since(start))
-	})
+	}()
+	res := resultBadRequest
+	if headerBytes(r.Header) > maxHeaderBytes {
+		http.Error(w, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
+	} else {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		res = h(w, r)
+	}
+	s.metrics.observe(ep, res, time.Since(start))
 }
 
 func headerBytes(h http.Header) int {

@@ -9,19 +9,39 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// Endpoint labels.
+// endpoint is one of the auth server's endpoints, as metrics label it.
+type endpoint uint8
+
 const (
-	endpointTokenReview = "tokenreview"
-	endpointForwardAuth = "auth"
-	endpointVerify      = "verify"
+	endpointTokenReview endpoint = iota
+	endpointForwardAuth
+	endpointVerify
+	numEndpoints
 )
 
-// Result labels besides the Codes.
+var endpointNames = [numEndpoints]string{"tokenreview", "auth", "verify"}
+
+func (e endpoint) String() string { return endpointNames[e] }
+
+// result is how a request ended, as metrics label it: a Code, or one of the
+// results below for a request that got no code.
+type result uint8
+
 const (
-	resultBadRequest = "BAD_REQUEST"
-	resultNoToken    = "NO_TOKEN"
-	resultNotSynced  = "NOT_SYNCED"
+	resultBadRequest = result(numCodes) + iota
+	resultNoToken
+	resultNotSynced
+	numResults
 )
+
+var resultNames = [numResults - result(numCodes)]string{"BAD_REQUEST", "NO_TOKEN", "NOT_SYNCED"}
+
+func (r result) String() string {
+	if r < result(numCodes) {
+		return Code(r).String()
+	}
+	return resultNames[r-result(numCodes)]
+}
 
 var (
 	authentications = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -35,10 +55,12 @@ var (
 	}, []string{"endpoint"})
 )
 
-// metrics holds the series of one process; labels never carry keys or users.
+// metrics holds the series of one process, every label combination
+// resolved up front, so a request indexes two arrays and looks nothing up.
+// Labels never carry keys or users.
 type metrics struct {
-	counters  map[string]map[string]prometheus.Counter
-	durations map[string]prometheus.Observer
+	counters  [numEndpoints][numResults]prometheus.Counter
+	durations [numEndpoints]prometheus.Observer
 }
 
 var (
@@ -48,8 +70,7 @@ var (
 	current atomic.Pointer[Index]
 )
 
-// metricsFor registers the auth server's metrics once per process and
-// resolves every label combination up front, so requests do no lookups.
+// metricsFor registers the auth server's metrics once per process.
 func metricsFor(index *Index) *metrics {
 	current.Store(index)
 	registerOnce.Do(register)
@@ -71,24 +92,17 @@ func register() {
 			}
 			return -1
 		}))
-	m := &metrics{counters: map[string]map[string]prometheus.Counter{}, durations: map[string]prometheus.Observer{}}
-	results := []string{resultBadRequest, resultNoToken, resultNotSynced}
-	for c := Code(0); c < numCodes; c++ {
-		results = append(results, c.String())
-	}
-	for _, ep := range []string{endpointTokenReview, endpointForwardAuth, endpointVerify} {
-		m.counters[ep] = map[string]prometheus.Counter{}
-		for _, res := range results {
-			m.counters[ep][res] = authentications.WithLabelValues(ep, res)
+	m := &metrics{}
+	for ep := range numEndpoints {
+		for res := range numResults {
+			m.counters[ep][res] = authentications.WithLabelValues(ep.String(), res.String())
 		}
-		m.durations[ep] = authDuration.WithLabelValues(ep)
+		m.durations[ep] = authDuration.WithLabelValues(ep.String())
 	}
 	registered = m
 }
 
-func (m *metrics) observe(endpoint, result string, d time.Duration) {
-	if c, ok := m.counters[endpoint][result]; ok {
-		c.Inc()
-	}
-	m.durations[endpoint].Observe(d.Seconds())
+func (m *metrics) observe(ep endpoint, res result, d time.Duration) {
+	m.counters[ep][res].Inc()
+	m.durations[ep].Observe(d.Seconds())
 }

@@ -22,7 +22,7 @@ const (
 )
 
 // serveTokenReview is kube-apiserver's webhook token authenticator.
-func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request) string {
+func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request) result {
 	var review authenticationv1.TokenReview
 	if !readJSON(w, r, &review) {
 		return resultBadRequest
@@ -33,13 +33,13 @@ func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request) string
 	}
 
 	answer := authenticationv1.TokenReview{TypeMeta: review.TypeMeta}
-	result := s.review(&review.Spec, &answer.Status)
+	res := s.review(&review.Spec, &answer.Status)
 	writeJSON(w, http.StatusOK, &answer)
-	return result
+	return res
 }
 
 // review fills status for spec and returns the metrics result.
-func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenticationv1.TokenReviewStatus) string {
+func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenticationv1.TokenReviewStatus) result {
 	if !s.index.Synced() {
 		// kube-apiserver does not cache an answer with an error, so a key
 		// created during start-up is not refused for the whole cache TTL.
@@ -49,13 +49,13 @@ func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenti
 	now := s.opts.Now()
 	e, code := s.index.Verify(spec.Token, now)
 	if code != CodeValid {
-		return code.String()
+		return result(code)
 	}
 	audiences := spec.Audiences
 	if len(e.Audiences) > 0 {
 		audiences = intersect(spec.Audiences, e.Audiences)
 		if len(audiences) == 0 {
-			return CodeAudienceMismatch.String()
+			return result(CodeAudienceMismatch)
 		}
 	}
 	e.markUsed(now)
@@ -72,7 +72,7 @@ func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenti
 			ExtraTokenHint: {e.Hint},
 		},
 	}
-	return code.String()
+	return result(code)
 }
 
 func intersect(asked, allowed []string) []string {

@@ -34,7 +34,7 @@ type KeyRef struct {
 // serveVerify is the JSON API for in-cluster services. A well-formed request
 // gets 200 with a code once the index has synced (503 before, so clients
 // retry rather than cache a refusal); a malformed request gets a 4xx.
-func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) string {
+func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) result {
 	var req VerifyRequest
 	if !readJSON(w, r, &req) {
 		return resultBadRequest
@@ -59,5 +59,5 @@ func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) string {
 		}
 	}
 	writeJSON(w, http.StatusOK, &resp)
-	return code.String()
+	return result(code)
 }
