@@ -1,44 +1,139 @@
 package controller
 
 import (
+	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// CacheOptions trims the Secrets the controller caches to what it reads:
-// their metadata only (it never watches data) and, of that, only its own
-// annotations and labels. Foreign annotations can hold a Secret's data:
-// kubectl.kubernetes.io/last-applied-configuration does.
+// CacheOptions trims what the controller caches to what it reads, since a
+// manager holds every ApiKey, record and delivered Secret in memory:
+//
+//   - ApiKeys without managed fields, labels, owner references, foreign
+//     annotations (kubectl's last-applied-configuration repeats the whole
+//     spec) or spec.description;
+//   - records without managed fields, annotations, owner references or
+//     finalizers, and with only the label that ties them to their key;
+//   - the metadata of the Secrets the operator delivered (none other): who
+//     owns them, nothing else.
+//
+// Every patch the controller computes from a cached object leaves these
+// fields alone: they are missing from both sides of the diff. The strings
+// many objects repeat (namespaces, scopes, groups, condition types and
+// reasons) are held once. The auth server does not read this cache: its
+// index keeps its own, smaller copy.
 func CacheOptions() map[client.Object]cache.ByObject {
-	return map[client.Object]cache.ByObject{secretMeta(): {Transform: trimSecretMeta}}
+	return map[client.Object]cache.ByObject{
+		&apikeysv1alpha1.ApiKey{}:       {Transform: trimApiKey},
+		&apikeysv1alpha1.ApiKeyRecord{}: {Transform: trimRecord},
+		secretMeta(): {
+			Label:     labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue}),
+			Transform: trimSecretMeta,
+		},
+	}
 }
 
-// trimSecretMeta keeps what the controller reads of a Secret: identity,
-// ownership, timestamps, and the apikeys.dev annotations and labels.
+// trimApiKey keeps what the controller reads of an ApiKey: identity,
+// generation, timestamps, finalizers, the apikeys.dev annotations, the spec
+// but its description, and the whole status, which the status patch is
+// computed against.
+func trimApiKey(obj any) (any, error) {
+	key, ok := obj.(*apikeysv1alpha1.ApiKey)
+	if !ok {
+		return obj, nil
+	}
+	spec := key.Spec
+	spec.Description = ""
+	spec.Identity = apikeysv1alpha1.Identity(shared.intern(string(spec.Identity)))
+	spec.Prefix = shared.intern(spec.Prefix)
+	spec.Scopes = shared.internAll(spec.Scopes)
+	spec.Audiences = shared.internAll(spec.Audiences)
+	if o := spec.Owner; o != nil {
+		spec.Owner = &apikeysv1alpha1.Owner{Username: shared.intern(o.Username), UID: o.UID, Groups: shared.internAll(o.Groups)}
+	}
+	status := key.Status
+	status.Conditions = slices.Clone(status.Conditions)
+	for i := range status.Conditions {
+		c := &status.Conditions[i]
+		c.Type, c.Reason = shared.intern(c.Type), shared.intern(c.Reason)
+		c.Status = metav1.ConditionStatus(shared.intern(string(c.Status)))
+	}
+	return &apikeysv1alpha1.ApiKey{
+		TypeMeta: sharedTypeMeta(key.TypeMeta),
+		ObjectMeta: metav1.ObjectMeta{
+			Name: key.Name, Namespace: shared.intern(key.Namespace), UID: key.UID, ResourceVersion: key.ResourceVersion,
+			Generation: key.Generation, CreationTimestamp: key.CreationTimestamp, DeletionTimestamp: key.DeletionTimestamp,
+			Finalizers:  shared.internAll(key.Finalizers),
+			Annotations: ours(key.Annotations),
+		},
+		Spec:   spec,
+		Status: status,
+	}, nil
+}
+
+// trimRecord keeps what the controller reads of a record: identity, the
+// label it lists a key's records by, the spec (compared whole with what it
+// should be) and the status's lastUsedAt.
+func trimRecord(obj any) (any, error) {
+	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
+	if !ok {
+		return obj, nil
+	}
+	spec := rec.Spec
+	spec.ApiKey.Namespace = shared.intern(spec.ApiKey.Namespace)
+	spec.Groups = shared.internAll(spec.Groups)
+	spec.Scopes = shared.internAll(spec.Scopes)
+	spec.Audiences = shared.internAll(spec.Audiences)
+	var keyLabel map[string]string
+	if uid, ok := rec.Labels[apikeysv1alpha1.ApiKeyUIDLabel]; ok {
+		if uid == spec.ApiKey.UID {
+			uid = spec.ApiKey.UID // one copy of the string
+		}
+		keyLabel = map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: uid}
+	}
+	return &apikeysv1alpha1.ApiKeyRecord{
+		TypeMeta: sharedTypeMeta(rec.TypeMeta),
+		ObjectMeta: metav1.ObjectMeta{
+			Name: rec.Name, UID: rec.UID, ResourceVersion: rec.ResourceVersion, Generation: rec.Generation,
+			CreationTimestamp: rec.CreationTimestamp, DeletionTimestamp: rec.DeletionTimestamp,
+			Labels: keyLabel,
+		},
+		Spec:   spec,
+		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: rec.Status.LastUsedAt},
+	}, nil
+}
+
+// trimSecretMeta keeps what the controller reads of a Secret it delivered:
+// identity and the owner reference to its ApiKey (the controller's own, if
+// any; another owner says the Secret is not the key's anyway). Annotations
+// are dropped first of all: kubectl's last-applied-configuration can hold a
+// Secret's data.
 func trimSecretMeta(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return obj, nil
 	}
 	trimmed := &metav1.PartialObjectMetadata{
-		TypeMeta: m.TypeMeta,
+		TypeMeta: sharedTypeMeta(m.TypeMeta),
 		ObjectMeta: metav1.ObjectMeta{
-			Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-			CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
-			OwnerReferences: m.OwnerReferences,
-			Annotations:     ours(m.Annotations),
-			Labels:          ours(m.Labels),
+			Name: m.Name, Namespace: shared.intern(m.Namespace), UID: m.UID, ResourceVersion: m.ResourceVersion,
+			DeletionTimestamp: m.DeletionTimestamp,
 		},
 	}
-	if v, ok := m.Labels[ManagedByLabel]; ok {
-		if trimmed.Labels == nil {
-			trimmed.Labels = map[string]string{}
-		}
-		trimmed.Labels[ManagedByLabel] = v
+	if ref := metav1.GetControllerOfNoCopy(m); ref != nil && ref.Kind == "ApiKey" &&
+		strings.HasPrefix(ref.APIVersion, apikeysv1alpha1.GroupVersion.Group+"/") {
+		trimmed.OwnerReferences = []metav1.OwnerReference{{
+			APIVersion: shared.intern(ref.APIVersion), Kind: shared.intern(ref.Kind), Name: ref.Name, UID: ref.UID,
+			Controller: ref.Controller, BlockOwnerDeletion: ref.BlockOwnerDeletion,
+		}}
 	}
 	if trimmed.GetObjectKind().GroupVersionKind().Empty() {
 		trimmed.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -54,8 +149,63 @@ func ours(in map[string]string) map[string]string {
 			if out == nil {
 				out = map[string]string{}
 			}
-			out[k] = v
+			out[shared.intern(k)] = v
 		}
+	}
+	return out
+}
+
+func sharedTypeMeta(tm metav1.TypeMeta) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: shared.intern(tm.APIVersion), Kind: shared.intern(tm.Kind)}
+}
+
+// shared holds the strings that many cached objects repeat.
+var shared = &stringTable{strings: map[string]string{}}
+
+// maxShared bounds the strings stringTable holds: values that never repeat,
+// or a tenant's stream of new ones, must not grow it without end.
+const maxShared = 4096
+
+// stringTable gives one copy of each string it is asked for, up to
+// maxShared of them (then the string as given). Entries are never dropped;
+// strings are immutable, so sharing them is safe.
+type stringTable struct {
+	mu      sync.RWMutex
+	strings map[string]string
+}
+
+func (t *stringTable) intern(s string) string {
+	if s == "" {
+		return s
+	}
+	t.mu.RLock()
+	v, ok := t.strings[s]
+	t.mu.RUnlock()
+	if ok {
+		return v
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.strings[s]; ok {
+		return v
+	}
+	if len(t.strings) >= maxShared {
+		return s
+	}
+	s = strings.Clone(s)
+	t.strings[s] = s
+	return s
+}
+
+// internAll returns a copy of list with every string interned. It never
+// writes into list: a transform must not change the object it is given.
+func (t *stringTable) internAll(list []string) []string {
+	if list == nil {
+		return nil
+	}
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = t.intern(s)
 	}
 	return out
 }

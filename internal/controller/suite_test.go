@@ -54,9 +54,19 @@ var (
 )
 
 // withCrashNamespaceHidden hides the crash specs' keys from the manager, so
-// only the reconcilers those specs run touch them.
+// only the reconcilers those specs run touch them. It adds the selector to
+// the ApiKey entry of opts, keeping its transform: a second entry for the
+// same kind would make the cache pick one of the two at random.
 func withCrashNamespaceHidden(opts map[client.Object]cache.ByObject) map[client.Object]cache.ByObject {
-	opts[&apikeysv1alpha1.ApiKey{}] = cache.ByObject{Field: fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace)}
+	hidden := fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace)
+	for obj, byObject := range opts {
+		if _, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+			byObject.Field = hidden
+			opts[obj] = byObject
+			return opts
+		}
+	}
+	opts[&apikeysv1alpha1.ApiKey{}] = cache.ByObject{Field: hidden}
 	return opts
 }
 

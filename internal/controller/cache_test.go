@@ -1,0 +1,272 @@
+package controller
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+	"unsafe"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// fullKey is an ApiKey with everything the cache drops and everything it keeps.
+func fullKey() *apikeysv1alpha1.ApiKey {
+	expires := metav1.NewTime(time.Date(2031, 3, 14, 0, 0, 0, 0, time.UTC))
+	return &apikeysv1alpha1.ApiKey{
+		TypeMeta: metav1.TypeMeta{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: "team-payments", Name: "billing-export", UID: "key-uid", ResourceVersion: "42", Generation: 3,
+			CreationTimestamp: metav1.NewTime(expires.Add(-time.Hour)), Finalizers: []string{Finalizer, "example.com/other"},
+			Labels:          map[string]string{"team": "payments"},
+			Annotations:     map[string]string{lastApplied: `{"spec":{}}`, apikeysv1alpha1.RotateAnnotation: "2"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", UID: "cm-uid"}},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		},
+		Spec: apikeysv1alpha1.ApiKeySpec{
+			Description: "Exports invoices", Identity: apikeysv1alpha1.IdentityOwner, Prefix: "ak",
+			Owner:  &apikeysv1alpha1.Owner{Username: "alice", UID: "alice-uid", Groups: []string{"developers"}},
+			Scopes: []string{"invoices:read"}, Audiences: []string{"billing"}, ExpiresAt: &expires,
+			Secret: apikeysv1alpha1.SecretTemplate{
+				Name: "billing-token", Labels: map[string]string{"app": "billing"}, Annotations: map[string]string{"note": "x"},
+			},
+		},
+		Status: apikeysv1alpha1.ApiKeyStatus{
+			Conditions: []metav1.Condition{{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonIssued,
+				Message: "Token ak_abcd… is live", ObservedGeneration: 3, LastTransitionTime: expires}},
+			ObservedGeneration: 3, TokenHint: "ak_abcd…", RecordName: "sha256-00", SecretName: "billing-token",
+			Username: "alice", LastRotateRequest: "1",
+		},
+	}
+}
+
+func TestTrimApiKey(t *testing.T) {
+	in := fullKey()
+	before := in.DeepCopy()
+	out, err := trimApiKey(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*apikeysv1alpha1.ApiKey)
+	if !equality.Semantic.DeepEqual(in, before) {
+		t.Error("the transform changed the object it was given")
+	}
+	if got.Labels != nil || got.OwnerReferences != nil || got.ManagedFields != nil || got.Spec.Description != "" {
+		t.Errorf("kept labels %v, owners %v, managed fields or description %q", got.Labels, got.OwnerReferences, got.Spec.Description)
+	}
+	if want := map[string]string{apikeysv1alpha1.RotateAnnotation: "2"}; !equality.Semantic.DeepEqual(got.Annotations, want) {
+		t.Errorf("annotations = %v, want only the operator's %v", got.Annotations, want)
+	}
+	// Everything else the controller reads is as it was.
+	want := before.DeepCopy()
+	want.Labels, want.OwnerReferences, want.ManagedFields, want.Spec.Description = nil, nil, nil, ""
+	want.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "2"}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("trimmed key:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestTrimRecord(t *testing.T) {
+	used := metav1.NewTime(time.Date(2031, 3, 14, 0, 0, 0, 0, time.UTC))
+	in := &apikeysv1alpha1.ApiKeyRecord{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "sha256-00", UID: "rec-uid", ResourceVersion: "7", Generation: 2,
+			Labels:      map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: "key-uid", "other": "x"},
+			Annotations: map[string]string{lastApplied: "{}"}, Finalizers: []string{"example.com/f"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "apikey-operator"}},
+		},
+		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
+			TokenHash: "sha256:00", TokenHint: "ak_abcd…",
+			ApiKey:   apikeysv1alpha1.ApiKeyReference{Namespace: "team-payments", Name: "billing-export", UID: "key-uid"},
+			Username: "apikey:team-payments:billing-export", Groups: []string{"apikeys", "apikeys:team-payments"},
+			Scopes: []string{"invoices:read"}, Issuance: 2, SecretName: "billing-export-token", ValidUntil: &used,
+		},
+		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: &used},
+	}
+	before := in.DeepCopy()
+	out, err := trimRecord(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*apikeysv1alpha1.ApiKeyRecord)
+	if !equality.Semantic.DeepEqual(in, before) {
+		t.Error("the transform changed the object it was given")
+	}
+	want := before.DeepCopy()
+	want.Labels = map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: "key-uid"}
+	want.Annotations, want.Finalizers, want.ManagedFields = nil, nil, nil
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("trimmed record:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestTrimSecretMeta(t *testing.T) {
+	keyRef := metav1.OwnerReference{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey", Name: "billing-export",
+		UID: "key-uid", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}
+	for _, tc := range []struct {
+		name   string
+		owners []metav1.OwnerReference
+		want   []metav1.OwnerReference
+	}{
+		{"owned by its key", []metav1.OwnerReference{keyRef}, []metav1.OwnerReference{keyRef}},
+		{"another owner beside the key", []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "c", UID: "c"}, keyRef},
+			[]metav1.OwnerReference{keyRef}},
+		{"the key, not as controller", []metav1.OwnerReference{{APIVersion: keyRef.APIVersion, Kind: "ApiKey", Name: "k", UID: "k"}}, nil},
+		{"controlled by something else", []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "d", UID: "d",
+			Controller: ptr.To(true)}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := secretMeta()
+			in.ObjectMeta = metav1.ObjectMeta{
+				Namespace: "team-payments", Name: "billing-export-token", UID: "secret-uid", ResourceVersion: "9",
+				Labels:          map[string]string{ManagedByLabel: ManagedByValue},
+				Annotations:     map[string]string{TokenHashAnnotation: "sha256:00", lastApplied: `{"data":{"token":"…"}}`},
+				OwnerReferences: tc.owners,
+			}
+			out, err := trimSecretMeta(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := out.(*metav1.PartialObjectMetadata)
+			if got.Labels != nil || got.Annotations != nil {
+				t.Errorf("kept labels %v or annotations %v", got.Labels, got.Annotations)
+			}
+			if got.Name != in.Name || got.Namespace != in.Namespace || got.UID != in.UID || got.Kind != "Secret" {
+				t.Errorf("identity = %s/%s %s %s", got.Namespace, got.Name, got.UID, got.Kind)
+			}
+			if !equality.Semantic.DeepEqual(got.OwnerReferences, tc.want) {
+				t.Errorf("owner references = %+v, want %+v", got.OwnerReferences, tc.want)
+			}
+		})
+	}
+}
+
+// TestStringTable checks that equal strings come back as one copy, and
+// that the table stops growing at maxShared.
+func TestStringTable(t *testing.T) {
+	table := &stringTable{strings: map[string]string{}}
+	a := table.intern(string([]byte("team-payments")))
+	b := table.intern(string([]byte("team-payments")))
+	if a != b || unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Error("equal strings were not shared")
+	}
+	for i := range 2 * maxShared {
+		s := fmt.Sprint("value-", i)
+		if got := table.intern(s); got != s {
+			t.Fatalf("intern(%q) = %q", s, got)
+		}
+	}
+	if n := len(table.strings); n != maxShared {
+		t.Errorf("the table holds %d strings, want at most %d", n, maxShared)
+	}
+	list := []string{"x", "y"}
+	if got := table.internAll(list); !slices.Equal(got, list) || &got[0] == &list[0] {
+		t.Errorf("internAll = %q, a copy of %q", got, list)
+	}
+}
+
+var _ = Describe("The controller's cache", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("holds trimmed objects, and edits round-trip without touching what it dropped", func() {
+		key := newKey(ns)
+		key.Labels = map[string]string{"team": "payments"}
+		key.Annotations = map[string]string{lastApplied: `{"spec":{"description":"Exports invoices"}}`, "example.com/note": "kept"}
+		key.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", UID: types.UID("cm-uid")}}
+		key.Spec.Description = "Exports invoices"
+		key.Spec.Scopes = []string{"invoices:read"}
+		key.Spec.Secret.Labels = map[string]string{"app": "billing"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		expectDropped := func() {
+			GinkgoHelper()
+			got := fetch(key)
+			Expect(got.Spec.Description).To(Equal("Exports invoices"))
+			Expect(got.Labels).To(Equal(key.Labels))
+			Expect(got.Annotations).To(HaveKeyWithValue(lastApplied, key.Annotations[lastApplied]))
+			Expect(got.Annotations).To(HaveKeyWithValue("example.com/note", "kept"))
+			Expect(got.OwnerReferences).To(Equal(key.OwnerReferences))
+			Expect(got.Finalizers).To(ContainElement(Finalizer))
+		}
+		expectDropped()
+
+		By("caching the key without what the controller does not read")
+		Eventually(func(g Gomega) {
+			cached := &apikeysv1alpha1.ApiKey{}
+			g.Expect(managerCache.Get(ctx, client.ObjectKeyFromObject(key), cached)).To(Succeed())
+			g.Expect(cached.Status.RecordName).To(Equal(key.Status.RecordName))
+			g.Expect(cached.Spec.Description).To(BeEmpty())
+			g.Expect(cached.Labels).To(BeNil())
+			g.Expect(cached.Annotations).To(BeNil())
+			g.Expect(cached.OwnerReferences).To(BeNil())
+			g.Expect(cached.Finalizers).To(ContainElement(Finalizer))
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			cached := &apikeysv1alpha1.ApiKeyRecord{}
+			g.Expect(managerCache.Get(ctx, client.ObjectKey{Name: key.Status.RecordName}, cached)).To(Succeed())
+			g.Expect(cached.Labels).To(Equal(map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)}))
+			g.Expect(cached.ManagedFields).To(BeNil())
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			cached := secretMeta()
+			g.Expect(managerCache.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, cached)).To(Succeed())
+			g.Expect(metav1.IsControlledBy(cached, key)).To(BeTrue())
+			g.Expect(cached.Labels).To(BeNil())
+			g.Expect(cached.Annotations).To(BeNil())
+		}, timeout, interval).Should(Succeed())
+
+		By("not caching Secrets the operator did not deliver")
+		other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}}
+		Expect(k8sClient.Create(ctx, other)).To(Succeed())
+		Consistently(func() bool {
+			return apierrors.IsNotFound(managerCache.Get(ctx, client.ObjectKeyFromObject(other), secretMeta()))
+		}, time.Second, interval).Should(BeTrue())
+
+		By("editing the spec: the record follows, status is patched, the rest stays")
+		edited := fetch(key)
+		edited.Spec.Scopes = []string{"invoices:read", "invoices:write"}
+		edited.Spec.Suspended = true
+		Expect(k8sClient.Update(ctx, edited)).To(Succeed())
+		waitCondition(key, ConditionReady, metav1.ConditionFalse, ReasonSuspended)
+		Eventually(func(g Gomega) {
+			rec := &apikeysv1alpha1.ApiKeyRecord{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: key.Status.RecordName}, rec)).To(Succeed())
+			g.Expect(rec.Spec.Scopes).To(Equal(edited.Spec.Scopes))
+			g.Expect(rec.Spec.Suspended).To(BeTrue())
+		}, timeout, interval).Should(Succeed())
+		expectDropped()
+
+		By("rotating: a new record, the Secret rewritten, status patched, the rest stays")
+		rotated := fetch(key)
+		rotated.Spec.Suspended = false
+		rotated.Annotations[apikeysv1alpha1.RotateAnnotation] = "1"
+		Expect(k8sClient.Update(ctx, rotated)).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := fetch(key)
+			g.Expect(got.Status.LastRotateRequest).To(Equal("1"))
+			g.Expect(got.Status.RecordName).NotTo(Equal(key.Status.RecordName))
+		}, timeout, interval).Should(Succeed())
+		key = waitReady(key)
+		Eventually(func(g Gomega) {
+			records := recordsOf(key)
+			g.Expect(records).To(HaveLen(1), "the rotated-out record goes at once without a grace period")
+			g.Expect(records[0].Name).To(Equal(key.Status.RecordName))
+			g.Expect(records[0].Spec.Scopes).To(Equal(edited.Spec.Scopes))
+		}, timeout, interval).Should(Succeed())
+		readToken(key)
+		expectDropped()
+	})
+})
