@@ -125,19 +125,22 @@ func BenchmarkTokenReview(b *testing.B) {
 }
 
 // BenchmarkForwardAuth answers a proxy's subrequest with identity headers.
+// The response writer keeps its header map from one answer to the next, so
+// allocs/op is what the handler itself allocates.
 func BenchmarkForwardAuth(b *testing.B) {
 	fx := newAuthFixture(b)
 	handler := fx.server.Handler()
 	req := authRequest(http.MethodGet, "/auth", "Authorization", "Bearer "+fx.token,
 		"X-Forwarded-For", "203.0.113.7", "X-Original-Uri", "/orders/42", "User-Agent", "nginx")
-	rec := httptest.NewRecorder()
-	handler.ServeHTTP(rec, req)
-	if rec.Code != http.StatusOK {
-		b.Fatalf("status %d", rec.Code)
+	w := newReusedWriter()
+	handler.ServeHTTP(w, req)
+	if w.status != http.StatusOK {
+		b.Fatalf("status %d", w.status)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		handler.ServeHTTP(httptest.NewRecorder(), req)
+		w.reset()
+		handler.ServeHTTP(w, req)
 	}
 }
 

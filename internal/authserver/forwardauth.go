@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -26,40 +27,40 @@ const (
 	challengeScope        = `Bearer error="insufficient_scope"`
 )
 
+// The challenges as WWW-Authenticate values shared by every answer. Each
+// slice has cap 1, so a later Header.Add copies rather than writing into
+// the shared array.
+var (
+	wwwAuthNoToken      = []string{challengeNoToken}
+	wwwAuthInvalidToken = []string{challengeInvalidToken}
+	wwwAuthBadRequest   = []string{challengeBadRequest}
+	wwwAuthScope        = []string{challengeScope}
+)
+
 // serveForwardAuth answers a proxy's subrequest: 200 with identity headers,
 // 401 for a missing or bad token, 403 for a valid token without a required
 // scope. Proxies only understand 2xx/401/403 here, so every bad input is a
-// 401. Identity headers on the request are never read or echoed.
+// 401. Identity headers on the request are never read or echoed. A valid
+// token's answer allocates nothing but the response's header map.
 func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) result {
 	tok, problem := s.credentials(r.Header)
 	switch problem {
 	case credentialsMissing:
-		unauthorized(w, challengeNoToken)
+		challenge(w, http.StatusUnauthorized, wwwAuthNoToken)
 		return resultNoToken
 	case credentialsMalformed:
-		unauthorized(w, challengeBadRequest)
+		challenge(w, http.StatusUnauthorized, wwwAuthBadRequest)
 		return result(CodeMalformed)
 	}
 
 	now := s.opts.Now()
 	e, code := s.index.Verify(tok, now)
 	if code == CodeValid {
-		var scopes []string
-		var audience string
-		if r.URL.RawQuery != "" {
-			q := r.URL.Query()
-			scopes, audience = q["scope"], q.Get("audience")
-			// A proxy that appends the client's path and query to its own
-			// (Envoy's path_prefix) must not let the client pick another
-			// audience: differing values are refused, never chosen from.
-			for _, a := range q["audience"] {
-				if a != audience {
-					unauthorized(w, challengeBadRequest)
-					return result(CodeAudienceMismatch)
-				}
-			}
+		var conflicting bool
+		if code, conflicting = authorizeQuery(e, r.URL.RawQuery); conflicting {
+			challenge(w, http.StatusUnauthorized, wwwAuthBadRequest)
+			return result(code)
 		}
-		code = e.Authorize(scopes, audience)
 	}
 	switch code {
 	case CodeValid:
@@ -70,17 +71,63 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) result
 		}
 		w.WriteHeader(http.StatusOK)
 	case CodeInsufficientScope:
-		w.Header()["Www-Authenticate"] = []string{challengeScope}
-		w.WriteHeader(http.StatusForbidden)
+		challenge(w, http.StatusForbidden, wwwAuthScope)
 	default:
-		unauthorized(w, challengeInvalidToken)
+		challenge(w, http.StatusUnauthorized, wwwAuthInvalidToken)
 	}
 	return result(code)
 }
 
-func unauthorized(w http.ResponseWriter, challenge string) {
-	w.Header()["Www-Authenticate"] = []string{challenge}
-	w.WriteHeader(http.StatusUnauthorized)
+func challenge(w http.ResponseWriter, status int, value []string) {
+	w.Header()["Www-Authenticate"] = value
+	w.WriteHeader(status)
+}
+
+// authorizeQuery checks a valid entry against what the query requires:
+// every scope= (repeatable) and the audience=. A proxy that appends the
+// client's path and query to its own (Envoy's path_prefix) must not let the
+// client pick another audience, so differing audience= values are refused
+// (conflicting), never chosen from.
+//
+// It reads the query as url.ParseQuery does (pairs split at '&'; a pair
+// holding ';' or a bad escape skipped) but builds no map: a key or value is
+// copied only to unescape it.
+func authorizeQuery(e *Entry, query string) (code Code, conflicting bool) {
+	var audience string
+	haveAudience, scopesHeld := false, true
+	for query != "" {
+		var pair string
+		pair, query, _ = strings.Cut(query, "&")
+		if strings.Contains(pair, ";") {
+			continue
+		}
+		key, value, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(key)
+		if err != nil {
+			continue
+		}
+		if key != "scope" && key != "audience" {
+			continue
+		}
+		if value, err = url.QueryUnescape(value); err != nil {
+			continue
+		}
+		switch {
+		case key == "scope":
+			scopesHeld = scopesHeld && e.grants(value)
+		case !haveAudience:
+			audience, haveAudience = value, true
+		case value != audience:
+			return CodeAudienceMismatch, true
+		}
+	}
+	if code := e.Authorize(nil, audience); code != CodeValid {
+		return code, false
+	}
+	if !scopesHeld {
+		return CodeInsufficientScope, false
+	}
+	return CodeValid, false
 }
 
 type credentialsProblem uint8

@@ -107,8 +107,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // handlerFunc answers one request and returns its result for metrics.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) result
 
-// serve answers r at ep with h, after bounding the size of what it may
-// send, and records metrics. A panic
+// serve answers r at ep with h, after bounding the size of its headers
+// (bodies are bounded where they are read), and records metrics. A panic
 // (none is known: the fuzz targets look for them) becomes a plain 500 whose
 // log line names only the endpoint, never the request.
 func (s *Server) serve(ep endpoint, h handlerFunc, w http.ResponseWriter, r *http.Request) {
@@ -126,7 +126,6 @@ func (s *Server) serve(ep endpoint, h handlerFunc, w http.ResponseWriter, r *htt
 	if headerBytes(r.Header) > maxHeaderBytes {
 		http.Error(w, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
 	} else {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 		res = h(w, r)
 	}
 	s.metrics.observe(ep, res, time.Since(start))
@@ -150,7 +149,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeError(w, http.StatusMethodNotAllowed, "use POST")
 		return false
 	}
-	body, err := io.ReadAll(r.Body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
