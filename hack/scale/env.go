@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
+	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
+}
+
+// managerUserAgent is what bin/manager sends, so the field manager the API
+// server records in managedFields is "manager", as in a real cluster.
+const managerUserAgent = "manager/v0.0.0 (linux/amd64) kubernetes/$Format"
+
+// env is a running test control plane: kube-apiserver and etcd from
+// bin/k8s, with the CRDs and the admission webhooks installed.
+type env struct {
+	testEnv *envtest.Environment
+	cfg     *rest.Config // admin, no client-side rate limit
+	client  client.Client
+	raw     rest.Interface // for lists timed without decoding, and /debug/pprof
+	etcd    *etcdGateway
+	version string // the control plane directory, e.g. 1.37.2-linux-amd64
+
+	apiserverPID, etcdPID int
+	// settle is how long to wait after a compaction before reading
+	// kube-apiserver's heap.
+	settle time.Duration
+}
+
+func startEnv(settle time.Duration) (*env, error) {
+	root := moduleRoot()
+	assets, err := utils.ControlPlaneDir()
+	if err != nil {
+		return nil, err
+	}
+	e := &env{version: filepath.Base(assets), settle: settle}
+	e.testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook")}},
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := e.testEnv.Start()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.connect(cfg); err != nil {
+		return nil, errors.Join(err, e.testEnv.Stop())
+	}
+	return e, nil
+}
+
+// connect builds the clients and finds the two server processes.
+func (e *env) connect(cfg *rest.Config) error {
+	e.cfg = rest.CopyConfig(cfg)
+	e.cfg.QPS, e.cfg.Burst = -1, 0
+	var err error
+	if e.client, err = client.New(e.cfg, client.Options{Scheme: scheme}); err != nil {
+		return err
+	}
+	clientset, err := kubernetes.NewForConfig(e.cfg)
+	if err != nil {
+		return err
+	}
+	e.raw = clientset.CoreV1().RESTClient()
+	etcdURL := e.testEnv.ControlPlane.Etcd.URL
+	e.etcd = newEtcdGateway(etcdURL.String())
+	if e.etcdPID, err = pidOf("etcd", etcdURL.Host); err != nil {
+		return err
+	}
+	host, err := url.Parse(cfg.Host)
+	if err != nil {
+		return err
+	}
+	e.apiserverPID, err = pidOf("kube-apiserver", "--secure-port="+host.Port())
+	return err
+}
+
+func (e *env) stop() error { return e.testEnv.Stop() }
+
+// runningManager is a manager started in the background.
+type runningManager struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startManager(ctx context.Context, mgr ctrl.Manager) *runningManager {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &runningManager{cancel: cancel, done: make(chan error, 1)}
+	go func() { m.done <- mgr.Start(ctx) }()
+	return m
+}
+
+// stop cancels the manager and waits until it has returned.
+func (m *runningManager) stop() error {
+	m.cancel()
+	select {
+	case err := <-m.done:
+		return err
+	case <-time.After(2 * time.Minute):
+		return errors.New("manager did not stop within 2 minutes")
+	}
+}
+
+// startOperator runs the combined manager as cmd/main.go builds it by
+// default: the admission webhooks and the controller, Secrets cached as
+// trimmed metadata, managed fields stripped from the cache.
+func (e *env) startOperator(ctx context.Context, c config) (*runningManager, error) {
+	cfg := rest.CopyConfig(e.cfg)
+	cfg.UserAgent = managerUserAgent
+	wh := &e.testEnv.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject:         controller.CacheOptions(),
+		},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir,
+		}),
+	})
+	if err != nil {
+		return nil, err
+	}
+	rules := policy.New(policy.Options{MaxTTL: 365 * 24 * time.Hour})
+	if err := (&controller.ApiKeyReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("apikey-operator"),
+		Policy:                  rules,
+		MaxConcurrentReconciles: c.reconcilers,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, rules); err != nil {
+		return nil, err
+	}
+	return startManager(ctx, mgr), nil
+}
+
+// pidOf finds the process of the named binary whose command line contains
+// needle (the port that tells this control plane from others on the host).
+func pidOf(binary, needle string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := bytes.Split(cmdline, []byte{0})
+		if filepath.Base(string(args[0])) == binary && bytes.Contains(cmdline, []byte(needle)) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s process with %q on its command line", binary, needle)
+}
+
+// rssBytes is the process's resident set size (VmRSS).
+func rssBytes(pid int) (uint64, error) {
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// saveHeapProfile writes kube-apiserver's heap profile, after a
+// collection, to file (for go tool pprof with bin/k8s/*/kube-apiserver).
+func (e *env) saveHeapProfile(ctx context.Context, file string) error {
+	body, err := e.raw.Get().AbsPath("/debug/pprof/heap").Param("gc", "1").DoRaw(ctx)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, body, 0o644)
+}
+
+// apiserverHeap asks kube-apiserver for a heap profile after a garbage
+// collection (gc=1) and returns HeapAlloc from the MemStats at its end: the
+// live heap, with what the last collection freed gone.
+func (e *env) apiserverHeap(ctx context.Context) (uint64, error) {
+	body, err := e.raw.Get().AbsPath("/debug/pprof/heap").Param("gc", "1").Param("debug", "1").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("kube-apiserver's heap profile has no HeapAlloc line")
+}
+
+func moduleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
+		return path.Dir(gomod)
+	}
+	wd, _ := os.Getwd()
+	return wd
+}

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+// point is the cluster's footprint after a step of growth: keys have
+// their objects up to and including kind (filled in the order of kinds),
+// or all of them (the sample, an interleaved step).
+type point struct {
+	kind string
+	keys int
+	// db is etcd's database size after compaction and defragmentation.
+	db int64
+	// heap is kube-apiserver's live heap after a collection, once stable
+	// (after heapWait); firstHeap the first reading. apiRSS and etcdRSS
+	// are the two processes' resident sets.
+	heap, firstHeap, apiRSS, etcdRSS uint64
+	heapWait                         time.Duration
+}
+
+// measurePoint compacts and defragments etcd, then reads kube-apiserver's
+// heap every heapPoll until two readings agree within 1% (at most
+// e.settle): its watch cache keeps snapshots of recent revisions until it
+// learns of a compaction, so the first readings after a burst of writes
+// run high.
+func (e *env) measurePoint(ctx context.Context, kind string, keys int) (point, error) {
+	p := point{kind: kind, keys: keys}
+	var err error
+	if p.db, err = e.etcd.compactDefrag(ctx); err != nil {
+		return p, err
+	}
+	begin := time.Now()
+	for {
+		time.Sleep(heapPoll)
+		heap, err := e.apiserverHeap(ctx)
+		if err != nil {
+			return p, err
+		}
+		if p.firstHeap == 0 {
+			p.firstHeap = heap
+		}
+		stable := p.heap != 0 && math.Abs(float64(heap)-float64(p.heap)) < 0.01*float64(p.heap)
+		p.heap, p.heapWait = heap, time.Since(begin)
+		if stable || p.heapWait >= e.settle {
+			break
+		}
+	}
+	if p.apiRSS, err = rssBytes(e.apiserverPID); err != nil {
+		return p, err
+	}
+	p.etcdRSS, err = rssBytes(e.etcdPID)
+	return p, err
+}
+
+// heapPoll is the interval between readings of kube-apiserver's heap.
+const heapPoll = 10 * time.Second
+
+// listPath is where kube-apiserver lists each kind.
+var listPath = map[kind]string{
+	recordKind: "/apis/apikeys.dev/v1alpha1/apikeyrecords",
+	apikeyKind: "/apis/apikeys.dev/v1alpha1/namespaces/" + namespace + "/apikeys",
+	secretKind: "/api/v1/namespaces/" + namespace + "/secrets",
+}
+
+// listPage is the part of a List response that paging reads.
+type listPage struct {
+	Metadata struct {
+		Continue           string `json:"continue"`
+		RemainingItemCount *int64 `json:"remainingItemCount"`
+	} `json:"metadata"`
+	Items []json.RawMessage `json:"items"`
+}
+
+// awaitCount waits until a consistent List of k shows want objects: then
+// kube-apiserver's watch cache holds everything written to etcd.
+func (e *env) awaitCount(ctx context.Context, k kind, want int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		body, err := e.raw.Get().AbsPath(listPath[k]).Param("limit", "1").DoRaw(ctx)
+		if err != nil {
+			return err
+		}
+		var page listPage
+		if err := json.Unmarshal(body, &page); err != nil {
+			return err
+		}
+		got := len(page.Items)
+		if page.Metadata.RemainingItemCount != nil {
+			got += int(*page.Metadata.RemainingItemCount)
+		} else if page.Metadata.Continue != "" {
+			l, err := e.timeList(ctx, k, 0)
+			if err != nil {
+				return err
+			}
+			got = l.items
+		}
+		if got == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-apiserver lists %d %ss, want %d", got, k.name, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// listTiming is one full List of a kind, unpaged or page by page.
+type listTiming struct {
+	took         time.Duration
+	bytes, items int
+	pages        int
+}
+
+// timeList lists k completely, limit objects a page (0: one request), as
+// JSON without decoding the objects, and times the requests alone.
+func (e *env) timeList(ctx context.Context, k kind, limit int) (listTiming, error) {
+	var l listTiming
+	cont := ""
+	for {
+		req := e.raw.Get().AbsPath(listPath[k])
+		if limit > 0 {
+			req = req.Param("limit", strconv.Itoa(limit))
+		}
+		if cont != "" {
+			req = req.Param("continue", cont)
+		}
+		begin := time.Now()
+		body, err := req.DoRaw(ctx)
+		l.took += time.Since(begin)
+		if err != nil {
+			return l, err
+		}
+		var page listPage
+		if err := json.Unmarshal(body, &page); err != nil {
+			return l, err
+		}
+		l.pages++
+		l.bytes += len(body)
+		l.items += len(page.Items)
+		if cont = page.Metadata.Continue; cont == "" {
+			return l, nil
+		}
+	}
+}
+
+// listResult is the median of several timed Lists of one kind at one size.
+type listResult struct {
+	kind           string
+	keys           int
+	unpaged, paged listTiming
+	pageSize, runs int
+}
+
+func (e *env) measureLists(ctx context.Context, c config, keys int) ([]listResult, error) {
+	var out []listResult
+	// What an auth replica lists; the controller lists Secrets as metadata.
+	for _, k := range []kind{recordKind, apikeyKind} {
+		r := listResult{kind: k.name, keys: keys, pageSize: c.pageSize, runs: c.listRuns}
+		for _, limit := range []int{0, c.pageSize} {
+			var runs []listTiming
+			// A paged List is much slower (see docs/scale.md): timed once.
+			n := c.listRuns
+			if limit > 0 {
+				n = 1
+			}
+			for range n {
+				l, err := e.timeList(ctx, k, limit)
+				if err != nil {
+					return out, err
+				}
+				if l.items != keys {
+					return out, fmt.Errorf("listed %d %ss, want %d", l.items, k.name, keys)
+				}
+				runs = append(runs, l)
+			}
+			slices.SortFunc(runs, func(a, b listTiming) int { return int(a.took - b.took) })
+			if limit == 0 {
+				r.unpaged = runs[len(runs)/2]
+			} else {
+				r.paged = runs[len(runs)/2]
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// replicaResult is an auth-only replica started against the cluster: how
+// long until its index held every token, and the heap it took.
+type replicaResult struct {
+	keys             int
+	syncTime         time.Duration
+	heapBefore, heap uint64 // this process's live heap before and once synced
+	indexed          int
+}
+
+// measureReplica starts an auth-only manager as cmd/main.go builds it
+// (--enable-controller=false: informers for records and ApiKeys, managed
+// fields stripped, cached objects trimmed to what the index reads) and
+// waits until its index holds every record.
+func (e *env) measureReplica(ctx context.Context, keys int) (replicaResult, error) {
+	r := replicaResult{keys: keys}
+	certDir, err := os.MkdirTemp("", "apikey-scale-certs-")
+	if err != nil {
+		return r, err
+	}
+	defer func() { _ = os.RemoveAll(certDir) }()
+	if _, err := utils.WriteServingCert(certDir); err != nil {
+		return r, err
+	}
+	port, err := utils.FreePort()
+	if err != nil {
+		return r, err
+	}
+	mgr, err := ctrl.NewManager(e.cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: authserver.CacheOptions()},
+		WebhookServer:          webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port, CertDir: certDir}),
+	})
+	if err != nil {
+		return r, err
+	}
+	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{})
+	if err := auth.SetupWithManager(mgr); err != nil {
+		return r, err
+	}
+	r.heapBefore = liveHeap()
+	begin := time.Now()
+	m := startManager(ctx, mgr)
+	err = awaitSynced(m, auth.Index())
+	r.syncTime = time.Since(begin)
+	if err == nil {
+		r.heap = liveHeap()
+		r.indexed = auth.Index().Len()
+	}
+	return r, errors.Join(err, m.stop())
+}
+
+func awaitSynced(m *runningManager, ix *authserver.Index) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for !ix.Synced() {
+		select {
+		case err := <-m.done:
+			return fmt.Errorf("auth manager stopped: %w", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the auth replica's index did not sync within 5 minutes")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// liveHeap is this process's heap after two full collections.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
