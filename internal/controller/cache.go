@@ -20,8 +20,9 @@ import (
 //   - ApiKeys without managed fields, labels, owner references, foreign
 //     annotations (kubectl's last-applied-configuration repeats the whole
 //     spec) or spec.description;
-//   - records without managed fields, annotations, owner references or
-//     finalizers, and with only the label that ties them to their key;
+//   - records without managed fields, labels, annotations, owner
+//     references or finalizers (the controller finds a key's records by the
+//     indexed field spec.apiKey.uid, not by label);
 //   - the metadata of the Secrets the operator delivered (none other): who
 //     owns them, nothing else.
 //
@@ -80,8 +81,10 @@ func trimApiKey(obj any) (any, error) {
 }
 
 // trimRecord keeps what the controller reads of a record: identity, the
-// label it lists a key's records by, the spec (compared whole with what it
-// should be) and the status's lastUsedAt.
+// spec (compared whole with what it should be) and the status's
+// lastUsedAt. Not its labels: a key's records are found by the indexed
+// field spec.apiKey.uid, and a one-entry map would cost a record about
+// 300 bytes.
 func trimRecord(obj any) (any, error) {
 	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
 	if !ok {
@@ -92,19 +95,11 @@ func trimRecord(obj any) (any, error) {
 	spec.Groups = shared.internAll(spec.Groups)
 	spec.Scopes = shared.internAll(spec.Scopes)
 	spec.Audiences = shared.internAll(spec.Audiences)
-	var keyLabel map[string]string
-	if uid, ok := rec.Labels[apikeysv1alpha1.ApiKeyUIDLabel]; ok {
-		if uid == spec.ApiKey.UID {
-			uid = spec.ApiKey.UID // one copy of the string
-		}
-		keyLabel = map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: uid}
-	}
 	return &apikeysv1alpha1.ApiKeyRecord{
 		TypeMeta: sharedTypeMeta(rec.TypeMeta),
 		ObjectMeta: metav1.ObjectMeta{
 			Name: rec.Name, UID: rec.UID, ResourceVersion: rec.ResourceVersion, Generation: rec.Generation,
 			CreationTimestamp: rec.CreationTimestamp, DeletionTimestamp: rec.DeletionTimestamp,
-			Labels: keyLabel,
 		},
 		Spec:   spec,
 		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: rec.Status.LastUsedAt},

@@ -105,8 +105,7 @@ func TestTrimRecord(t *testing.T) {
 		t.Error("the transform changed the object it was given")
 	}
 	want := before.DeepCopy()
-	want.Labels = map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: "key-uid"}
-	want.Annotations, want.Finalizers, want.ManagedFields = nil, nil, nil
+	want.Labels, want.Annotations, want.Finalizers, want.ManagedFields = nil, nil, nil, nil
 	if !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("trimmed record:\n got %+v\nwant %+v", got, want)
 	}
@@ -217,7 +216,8 @@ var _ = Describe("The controller's cache", func() {
 		Eventually(func(g Gomega) {
 			cached := &apikeysv1alpha1.ApiKeyRecord{}
 			g.Expect(managerCache.Get(ctx, client.ObjectKey{Name: key.Status.RecordName}, cached)).To(Succeed())
-			g.Expect(cached.Labels).To(Equal(map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)}))
+			g.Expect(cached.Spec.ApiKey.UID).To(Equal(string(key.UID)))
+			g.Expect(cached.Labels).To(BeNil())
 			g.Expect(cached.ManagedFields).To(BeNil())
 		}, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) {
