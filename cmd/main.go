@@ -102,7 +102,7 @@ func parseFlags() (config, zap.Options) {
 	flag.BoolVar(&c.enableController, "enable-controller", true,
 		"Run the controller that issues keys. false runs the auth server alone, for a separately scaled Deployment.")
 	flag.BoolVar(&c.enableAuthServer, "enable-auth-server", true,
-		"Serve /tokenreview, /auth and /verify on the webhook server (port 9443).")
+		"Serve /tokenreview, /auth and /verify on the webhook server (port 9443), ahead of the admission webhooks.")
 	flag.StringVar(&c.apiKeyHeader, "api-key-header", "X-API-Key",
 		"Request header forward-auth reads a token from when there is no Authorization: Bearer.")
 	flag.DurationVar(&c.usageFlushInterval, "usage-flush-interval", time.Minute,
@@ -167,7 +167,14 @@ func run(c config) error {
 		tlsOpts = append(tlsOpts, func(t *tls.Config) { t.NextProtos = []string{"http/1.1"} })
 	}
 
-	webhookServer, addWebhookCertSource, err := newWebhookServer(c, tlsOpts)
+	var auth *authserver.Server
+	if c.enableAuthServer {
+		auth = authserver.NewServer(authserver.NewIndex(), authserver.Options{
+			APIKeyHeader:       c.apiKeyHeader,
+			UsageFlushInterval: c.usageFlushInterval,
+		})
+	}
+	webhookServer, addWebhookCertSource, err := newWebhookServer(c, tlsOpts, auth)
 	if err != nil {
 		return err
 	}
@@ -198,7 +205,7 @@ func run(c config) error {
 		return err
 	}
 
-	if err := addParts(mgr, c); err != nil {
+	if err := addParts(mgr, c, auth); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -214,8 +221,9 @@ func run(c config) error {
 }
 
 // addParts adds what c enables: the controller and, beside it, the
-// admission webhooks (they share the policy); the auth server.
-func addParts(mgr ctrl.Manager, c config) error {
+// admission webhooks (they share the policy); the auth server, if auth is
+// not nil.
+func addParts(mgr ctrl.Manager, c config, auth *authserver.Server) error {
 	if c.enableController {
 		rules := rulesFor(c)
 		if err := (&controller.ApiKeyReconciler{
@@ -234,32 +242,36 @@ func addParts(mgr ctrl.Manager, c config) error {
 			}
 		}
 	}
-	if c.enableAuthServer {
-		auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{
-			APIKeyHeader:       c.apiKeyHeader,
-			UsageFlushInterval: c.usageFlushInterval,
-		})
-		if err := auth.SetupWithManager(mgr); err != nil {
-			return err
-		}
+	if auth != nil {
+		return auth.SetupWithManager(mgr)
 	}
 	return nil
 }
 
-// newWebhookServer builds the server for admission and the auth server, and
-// what adds its certificate source to the manager. With cert-manager, the
-// certificate mounted at --webhook-cert-path is reloaded when it changes;
-// self-signed, the server starts once setupSelfSignedCert has written the
-// certificate, and watches it.
-func newWebhookServer(c config, tlsOpts []func(*tls.Config)) (webhook.Server, func(ctrl.Manager) error, error) {
+// newWebhookServer builds the server for admission and, if auth is not
+// nil, the auth server, whose endpoints it serves ahead of the admission
+// webhooks' ServeMux (on their paths as sent); and what adds its
+// certificate source to the manager. With cert-manager, the certificate
+// mounted at --webhook-cert-path is reloaded when it changes; self-signed,
+// the server starts once setupSelfSignedCert has written the certificate,
+// and watches it.
+func newWebhookServer(c config, tlsOpts []func(*tls.Config), auth *authserver.Server) (webhook.Server, func(ctrl.Manager) error, error) {
 	opts := webhook.Options{Host: c.webhookHost, Port: c.webhookPort, TLSOpts: tlsOpts}
+	serving := func(o webhook.Options) webhook.Server {
+		if auth != nil {
+			return auth.WebhookServer(o)
+		}
+		return webhook.NewServer(o)
+	}
 	switch c.certMode {
 	case certModeSelfSigned:
 		opts.CertDir, opts.CertName, opts.KeyName = selfSignedCertDir(c), c.webhookCertName, c.webhookCertKey
-		return certs.NewWebhookServer(opts), func(mgr ctrl.Manager) error { return setupSelfSignedCert(mgr, c) }, nil
+		// certs.NewWebhookServer would build controller-runtime's server;
+		// this waits for the certificate the same way around ours.
+		return &certs.WebhookServer{Server: serving(opts)}, func(mgr ctrl.Manager) error { return setupSelfSignedCert(mgr, c) }, nil
 	case certModeCertManager:
 		if c.webhookCertPath == "" {
-			return webhook.NewServer(opts), func(ctrl.Manager) error { return nil }, nil
+			return serving(opts), func(ctrl.Manager) error { return nil }, nil
 		}
 		watcher, err := certwatcher.New(
 			filepath.Join(c.webhookCertPath, c.webhookCertName), filepath.Join(c.webhookCertPath, c.webhookCertKey))
@@ -267,7 +279,7 @@ func newWebhookServer(c config, tlsOpts []func(*tls.Config)) (webhook.Server, fu
 			return nil, nil, err
 		}
 		opts.TLSOpts = append(opts.TLSOpts, func(t *tls.Config) { t.GetCertificate = watcher.GetCertificate })
-		return webhook.NewServer(opts), func(mgr ctrl.Manager) error { return mgr.Add(watcher) }, nil
+		return serving(opts), func(mgr ctrl.Manager) error { return mgr.Add(watcher) }, nil
 	}
 	return nil, nil, fmt.Errorf("--cert-mode must be %s or %s, not %q", certModeCertManager, certModeSelfSigned, c.certMode)
 }

@@ -38,6 +38,8 @@ type Server struct {
 	opts     Options
 	metrics  *metrics
 	handlers [numEndpoints]handlerFunc
+	// front is the WebhookServer serving the endpoints, if one was built.
+	front *WebhookServer
 }
 
 // NewServer returns a Server answering from index.
@@ -71,7 +73,7 @@ func (s *Server) Handler() http.Handler { return s }
 // Register mounts the endpoints on mux, for a server whose root handler is
 // not ours (controller-runtime's webhook server). A ServeMux cleans paths
 // first: it redirects /auth//x, which Envoy's path_prefix produces, rather
-// than answer it.
+// than answer it. WebhookServer serves them ahead of its ServeMux instead.
 func (s *Server) Register(mux interface{ Handle(string, http.Handler) }) {
 	for _, path := range []string{"/tokenreview", "/auth", "/auth/", "/verify"} {
 		mux.Handle(path, s)

@@ -16,9 +16,13 @@ import (
 // SetupWithManager feeds s's index from its own watches, serves the
 // endpoints on the manager's webhook server (every replica, no leader
 // needed), adds a readiness check that fails until the index has synced,
-// and starts the last-used flusher.
+// and starts the last-used flusher. A webhook server from s.WebhookServer
+// already serves them ahead of its ServeMux; any other gets them on its
+// ServeMux.
 func (s *Server) SetupWithManager(mgr ctrl.Manager) error {
-	s.Register(registrar{mgr.GetWebhookServer()})
+	if srv := mgr.GetWebhookServer(); s.front == nil || srv.WebhookMux() != s.front.WebhookMux() {
+		s.Register(registrar{srv})
+	}
 	if err := mgr.AddReadyzCheck("auth-index", func(*http.Request) error {
 		if !s.index.Synced() {
 			return fmt.Errorf("the token index has not synced yet")

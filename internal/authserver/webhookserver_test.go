@@ -1,0 +1,128 @@
+package authserver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/apikey-operator/apikey-operator/test/utils"
+)
+
+// TestWebhookServer serves the auth endpoints and an admission webhook on
+// one TLS port, as the manager does: forward-auth answers paths that are not
+// clean as sent, the other endpoints answer as on Handler, and every other
+// path still goes through the webhook server's ServeMux.
+func TestWebhookServer(t *testing.T) {
+	f := newAuthFixture(t)
+	dir := t.TempDir()
+	caPEM, err := utils.WriteServingCert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := utils.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := f.server.WebhookServer(webhook.Options{
+		Host: "127.0.0.1", Port: port, CertDir: dir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	})
+	ws.Register("/validate-apikeys-dev-v1alpha1-apikey", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- ws.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+	waitStarted(t, ws)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       10 * time.Second,
+	}
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	send := func(method, path, body string, headers ...string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		answer, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertNoSecrets(t, resp.Header, string(answer), f.secrets)
+		return resp
+	}
+
+	for _, path := range []string{"/auth", "/auth/", "/auth//x", "/auth/./x", "/auth/a/../b?c=d", "/auth/../verify"} {
+		if resp := send(http.MethodGet, path, "", "Authorization", "Bearer "+f.token); resp.StatusCode != http.StatusOK ||
+			resp.Header.Get(HeaderUser) != fixtureUsername {
+			t.Errorf("GET %s with the token: %d, user %q", path, resp.StatusCode, resp.Header.Get(HeaderUser))
+		}
+		if resp := send(http.MethodGet, path, ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d, want 401", path, resp.StatusCode)
+		}
+	}
+	for _, tt := range []struct {
+		method, path, body string
+		want               func(status int) bool
+		what               string
+	}{
+		{http.MethodPost, "/tokenreview", tokenReviewBody("authentication.k8s.io/v1", f.token), is(http.StatusOK), "200"},
+		{http.MethodPost, "/verify", verifyBody(f.token, nil, ""), is(http.StatusOK), "200"},
+		{http.MethodPost, "/validate-apikeys-dev-v1alpha1-apikey", "{}", is(http.StatusTeapot), "the webhook's own 418"},
+		{http.MethodPost, "/x/../validate-apikeys-dev-v1alpha1-apikey", "{}", func(s int) bool { return s/100 == 3 }, "the ServeMux's redirect"},
+		{http.MethodGet, "/metrics", "", is(http.StatusNotFound), "404"},
+	} {
+		if resp := send(tt.method, tt.path, tt.body); !tt.want(resp.StatusCode) {
+			t.Errorf("%s %s: %d, want %s", tt.method, tt.path, resp.StatusCode, tt.what)
+		}
+	}
+}
+
+func is(want int) func(int) bool { return func(got int) bool { return got == want } }
+
+// waitStarted polls ws's started check until it passes.
+func waitStarted(t *testing.T, ws *WebhookServer) {
+	t.Helper()
+	check := ws.StartedChecker()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		err := check(nil)
+		if err == nil {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("the webhook server did not start: %v", err)
+		}
+	}
+}
