@@ -225,6 +225,31 @@ func (e *env) saveHeapProfile(ctx context.Context, file string) error {
 	return os.WriteFile(file, body, 0o644)
 }
 
+// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat's CPU
+// times (100 on Linux).
+const clockTicks = 100
+
+// cpuTime is the CPU time (user and system) the process has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces) start at state;
+	// utime and stime are fields 14 and 15 of the whole line.
+	_, after, ok := strings.Cut(string(stat), ") ")
+	fields := strings.Fields(after)
+	if !ok || len(fields) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
 // apiserverHeap asks kube-apiserver for a heap profile after a garbage
 // collection (gc=1) and returns HeapAlloc from the MemStats at its end: the
 // live heap, with what the last collection freed gone.

@@ -74,13 +74,21 @@ func newCloner(ctx context.Context, e *env, s *sampleResult, workers int) (*clon
 		return nil, err
 	}
 	var records apikeysv1alpha1.ApiKeyRecordList
-	if err := e.client.List(ctx, &records, client.MatchingLabels{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)}); err != nil {
+	if err := e.client.List(ctx, &records); err != nil {
 		return nil, err
 	}
-	if len(records.Items) != 1 {
-		return nil, fmt.Errorf("ApiKey %s has %d records, want 1", name, len(records.Items))
+	var rec *apikeysv1alpha1.ApiKeyRecord
+	for i := range records.Items {
+		if records.Items[i].Spec.ApiKey.UID == string(key.UID) {
+			if rec != nil {
+				return nil, fmt.Errorf("ApiKey %s has more than one record", name)
+			}
+			rec = &records.Items[i]
+		}
 	}
-	rec := &records.Items[0]
+	if rec == nil {
+		return nil, fmt.Errorf("ApiKey %s has no record", name)
+	}
 	secret := &corev1.Secret{}
 	if err := e.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: rec.Spec.SecretName}, secret); err != nil {
 		return nil, err

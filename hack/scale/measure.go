@@ -127,12 +127,20 @@ type listTiming struct {
 	took         time.Duration
 	bytes, items int
 	pages        int
+	// apiserverCPU is the CPU time kube-apiserver used meanwhile: with
+	// nothing else asking it for work, the List's cost, whatever the load
+	// on the machine.
+	apiserverCPU time.Duration
 }
 
 // timeList lists k completely, limit objects a page (0: one request), as
 // JSON without decoding the objects, and times the requests alone.
 func (e *env) timeList(ctx context.Context, k kind, limit int) (listTiming, error) {
 	var l listTiming
+	cpuBefore, err := cpuTime(e.apiserverPID)
+	if err != nil {
+		return l, err
+	}
 	cont := ""
 	for {
 		req := e.raw.Get().AbsPath(listPath[k])
@@ -156,7 +164,9 @@ func (e *env) timeList(ctx context.Context, k kind, limit int) (listTiming, erro
 		l.bytes += len(body)
 		l.items += len(page.Items)
 		if cont = page.Metadata.Continue; cont == "" {
-			return l, nil
+			cpuAfter, err := cpuTime(e.apiserverPID)
+			l.apiserverCPU = cpuAfter - cpuBefore
+			return l, err
 		}
 	}
 }
@@ -167,40 +177,48 @@ type listResult struct {
 	keys           int
 	unpaged, paged listTiming
 	pageSize, runs int
+	// failed counts the Lists that ended in an error (kube-apiserver cuts
+	// a response that outlasts its --request-timeout); lastErr is the last.
+	failed  int
+	lastErr string
 }
 
-func (e *env) measureLists(ctx context.Context, c config, keys int) ([]listResult, error) {
-	var out []listResult
+func (e *env) measureLists(ctx context.Context, c config, keys int) []listResult {
 	// What an auth replica lists; the controller lists Secrets as metadata.
-	for _, k := range []kind{recordKind, apikeyKind} {
+	listed := []kind{recordKind, apikeyKind}
+	out := make([]listResult, 0, len(listed))
+	for _, k := range listed {
 		r := listResult{kind: k.name, keys: keys, pageSize: c.pageSize, runs: c.listRuns}
-		for _, limit := range []int{0, c.pageSize} {
-			var runs []listTiming
-			// A paged List is much slower (see docs/scale.md): timed once.
-			n := c.listRuns
-			if limit > 0 {
-				n = 1
-			}
-			for range n {
-				l, err := e.timeList(ctx, k, limit)
-				if err != nil {
-					return out, err
-				}
-				if l.items != keys {
-					return out, fmt.Errorf("listed %d %ss, want %d", l.items, k.name, keys)
-				}
-				runs = append(runs, l)
-			}
-			slices.SortFunc(runs, func(a, b listTiming) int { return int(a.took - b.took) })
-			if limit == 0 {
-				r.unpaged = runs[len(runs)/2]
-			} else {
-				r.paged = runs[len(runs)/2]
-			}
-		}
+		r.unpaged = e.timedLists(ctx, &r, k, 0, c.listRuns)
+		// Paged, timed once: a run stays within about ten minutes.
+		r.paged = e.timedLists(ctx, &r, k, c.pageSize, 1)
 		out = append(out, r)
 	}
-	return out, nil
+	return out
+}
+
+// timedLists lists k n times and returns the median of those that
+// succeeded, counting the others in r.
+func (e *env) timedLists(ctx context.Context, r *listResult, k kind, limit, n int) listTiming {
+	var runs []listTiming
+	for range n {
+		l, err := e.timeList(ctx, k, limit)
+		if err == nil && l.items != r.keys {
+			err = fmt.Errorf("listed %d %ss, want %d", l.items, k.name, r.keys)
+		}
+		if err != nil {
+			r.failed++
+			r.lastErr = err.Error()
+			progress("  List of %ss (limit %d) failed after %s: %v", k.name, limit, l.took.Round(time.Millisecond), err)
+			continue
+		}
+		runs = append(runs, l)
+	}
+	if len(runs) == 0 {
+		return listTiming{}
+	}
+	slices.SortFunc(runs, func(a, b listTiming) int { return int(a.took - b.took) })
+	return runs[len(runs)/2]
 }
 
 // replicaResult is an auth-only replica started against the cluster: how
@@ -210,6 +228,9 @@ type replicaResult struct {
 	syncTime         time.Duration
 	heapBefore, heap uint64 // this process's live heap before and once synced
 	indexed          int
+	// apiserverCPU and replicaCPU are the CPU time kube-apiserver and this
+	// process (the replica) used until the index synced.
+	apiserverCPU, replicaCPU time.Duration
 }
 
 // measureReplica starts an auth-only manager as cmd/main.go builds it
@@ -245,15 +266,26 @@ func (e *env) measureReplica(ctx context.Context, keys int) (replicaResult, erro
 		return r, err
 	}
 	r.heapBefore = liveHeap()
+	apiBefore, err := cpuTime(e.apiserverPID)
+	if err != nil {
+		return r, err
+	}
+	ownBefore, err := cpuTime(os.Getpid())
+	if err != nil {
+		return r, err
+	}
 	begin := time.Now()
 	m := startManager(ctx, mgr)
 	err = awaitSynced(m, auth.Index())
 	r.syncTime = time.Since(begin)
+	apiAfter, errAPI := cpuTime(e.apiserverPID)
+	ownAfter, errOwn := cpuTime(os.Getpid())
+	r.apiserverCPU, r.replicaCPU = apiAfter-apiBefore, ownAfter-ownBefore
 	if err == nil {
 		r.heap = liveHeap()
 		r.indexed = auth.Index().Len()
 	}
-	return r, errors.Join(err, m.stop())
+	return r, errors.Join(err, errAPI, errOwn, m.stop())
 }
 
 func awaitSynced(m *runningManager, ix *authserver.Index) error {

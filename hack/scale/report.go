@@ -108,12 +108,22 @@ func (r *report) writeLists(p func(string, ...any)) {
 	p("")
 	p("JSON, gzip as client-go negotiates it, objects not decoded; unpaged: median of %d runs, paged: one run.", r.lists[0].runs)
 	p("")
-	p("| kind | objects | unpaged | µs/object | body | paged (limit %d) | pages | µs/object |", r.lists[0].pageSize)
-	p("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	p("| kind | objects | unpaged | µs/object | kube-apiserver CPU, µs/object | body "+
+		"| paged (limit %d) | pages | µs/object | kube-apiserver CPU, µs/object |", r.lists[0].pageSize)
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	var failures []string
 	for _, l := range r.lists {
-		p("| %s | %d | %s | %.1f | %s | %s | %d | %.1f |", l.kind, l.keys,
-			l.unpaged.took.Round(time.Millisecond), perObject(l.unpaged.took, l.keys), mib(uint64(l.unpaged.bytes)),
-			l.paged.took.Round(time.Millisecond), l.paged.pages, perObject(l.paged.took, l.keys))
+		p("| %s | %d | %s | %.1f | %.1f | %s | %s | %d | %.1f | %.1f |", l.kind, l.keys,
+			l.unpaged.took.Round(time.Millisecond), perObject(l.unpaged.took, l.keys), perObject(l.unpaged.apiserverCPU, l.keys),
+			mib(uint64(l.unpaged.bytes)),
+			l.paged.took.Round(time.Millisecond), l.paged.pages, perObject(l.paged.took, l.keys), perObject(l.paged.apiserverCPU, l.keys))
+		if l.failed > 0 {
+			failures = append(failures, fmt.Sprintf("%d %ss: %d List(s) failed, the last with: %s", l.keys, l.kind, l.failed, l.lastErr))
+		}
+	}
+	for _, f := range failures {
+		p("")
+		p("%s (a 0s cell had no successful run).", f)
 	}
 }
 
@@ -126,8 +136,9 @@ func (r *report) writeReplicas(p func(string, ...any)) {
 	p("An auth-only manager started against the cluster (records and ApiKeys listed, index filled): time until its index " +
 		"held every token, and this process's live heap before and after.")
 	p("")
-	p("| keys | tokens indexed | sync time | heap before | heap synced | B/key incl. baseline | B/key, slope |")
-	p("| --- | --- | --- | --- | --- | --- | --- |")
+	p("| keys | tokens indexed | sync time | kube-apiserver CPU | replica CPU " +
+		"| heap before | heap synced | B/key incl. baseline | B/key, slope |")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for i, rep := range r.replicas {
 		grown := float64(rep.heap) - float64(rep.heapBefore)
 		slope := "—"
@@ -136,7 +147,8 @@ func (r *report) writeReplicas(p func(string, ...any)) {
 			before := float64(prev.heap) - float64(prev.heapBefore)
 			slope = fmt.Sprintf("%.0f", (grown-before)/float64(rep.keys-prev.keys))
 		}
-		p("| %d | %d | %s | %s | %s | %.0f | %s |", rep.keys, rep.indexed, rep.syncTime.Round(time.Millisecond),
+		p("| %d | %d | %s | %s | %s | %s | %s | %.0f | %s |", rep.keys, rep.indexed, rep.syncTime.Round(time.Millisecond),
+			rep.apiserverCPU.Round(10*time.Millisecond), rep.replicaCPU.Round(10*time.Millisecond),
 			mib(rep.heapBefore), mib(rep.heap), grown/float64(rep.keys), slope)
 	}
 }
