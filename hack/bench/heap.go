@@ -1,32 +1,56 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/token"
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
-// heapResult is the auth server's live heap, measured in this process,
-// with the cluster holding first about half the records, then all of them.
+// The managers the memory section measures, as cmd/main.go builds them.
+const (
+	// authOnlyMode is an auth-server replica (--enable-controller=false).
+	authOnlyMode = "auth-only"
+	// combinedMode is the controller and the auth server in one process,
+	// cmd/main.go's default.
+	combinedMode = "combined"
+)
+
+// heapResult is one manager's live heap, measured in this process, with the
+// cluster holding first half the records, then all of them.
 type heapResult struct {
+	// mode is the manager measured: authOnlyMode or combinedMode.
+	mode                 string
 	target, workers      int
 	withKeys, withStatus bool
 	// existing records were left by the other sections (real issuance).
 	existing int
-	// created records (and ApiKeys) were written directly by this section.
+	// created records (with their ApiKeys and Secrets) were written by this
+	// section straight into etcd, by workers parallel transactions.
 	created    int
 	createTime time.Duration
 	// budgetHit is set when the creation budget ran out before target.
@@ -37,6 +61,11 @@ type heapResult struct {
 	indexOnly     float64
 	indexOnlyKeys int
 	err           error
+
+	// combined is the same measurement of a combined manager over the same
+	// objects (nil on a combined result, or when the section ran without
+	// ApiKeys, which a controller would collect the records of).
+	combined *heapResult
 }
 
 // perKey is the verdict's number: the marginal cost between the two sizes
@@ -53,15 +82,22 @@ func (h *heapResult) perKey() (float64, bool) {
 	}
 }
 
-// heapSample is one measurement: the heap before an auth-only manager was
-// built, once its index held every record, and after it stopped.
+// heapSample is one measurement: the heap before a manager was built, once
+// its index held every record, and after it stopped.
 type heapSample struct {
 	records, apikeys             int
 	before, synced, afterStopped uint64
 	syncTime                     time.Duration
+	// backlog is what the controllers' work queues still held when the
+	// heap was read (combined mode; -1 if not known). It is waited for to
+	// drain, for up to settleTimeout, since it is memory of the start-up,
+	// not of the keys.
+	backlog int
+	// settleTime is how long the wait for the backlog took.
+	settleTime time.Duration
 }
 
-// perKey is the heap the auth server added per record, baseline included.
+// perKey is the heap the manager added per record, baseline included.
 func (s heapSample) perKey() float64 {
 	return (float64(s.synced) - float64(s.before)) / float64(s.records)
 }
@@ -75,17 +111,28 @@ func marginal(a, b heapSample) float64 {
 }
 
 func runHeap(ctx context.Context, c config, e *env) *heapResult {
-	res := &heapResult{target: c.heapKeys, workers: c.createWorkers, withKeys: c.heapWithKeys, withStatus: c.heapWithKeys && c.heapKeyStatus}
+	res := &heapResult{mode: authOnlyMode, target: c.heapKeys, workers: c.createWorkers,
+		withKeys: c.heapWithKeys, withStatus: c.heapWithKeys && c.heapKeyStatus}
+	if res.withKeys {
+		res.combined = &heapResult{mode: combinedMode}
+	}
 	res.err = measureHeapSizes(ctx, c, e, res)
 	if res.err != nil {
 		progress("  failed: %v", res.err)
+	}
+	if cr := res.combined; cr != nil {
+		cr.target, cr.workers, cr.withKeys, cr.withStatus = res.target, res.workers, res.withKeys, res.withStatus
+		cr.existing, cr.created, cr.createTime, cr.budgetHit = res.existing, res.created, res.createTime, res.budgetHit
+		if cr.err == nil && res.err != nil && len(cr.samples) == 0 {
+			cr.err = res.err
+		}
 	}
 	return res
 }
 
 // measureHeapSizes fills the cluster to half the target within half the
-// creation budget and measures, then to the target within the rest and
-// measures again. If the budget runs out, it measures what it has.
+// creation budget and measures each mode, then to the target within the
+// rest and measures again. If the budget runs out, it measures what it has.
 func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult) error {
 	const ns = "bench-heap"
 	if err := e.createNamespace(ctx, ns); err != nil {
@@ -96,31 +143,72 @@ func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult) er
 		return err
 	}
 	res.existing = existing
-	begin := time.Now()
+	loader := e.newEtcdLoader()
 	for phase, size := range []int{c.heapKeys / 2, c.heapKeys} {
-		deadline := begin.Add(c.heapCreateLimit * time.Duration(phase+1) / 2)
+		// The budget counts writing only, not measuring.
+		deadline := time.Now().Add(c.heapCreateLimit*time.Duration(phase+1)/2 - res.createTime)
 		if need := size - existing - res.created; need > 0 {
-			n, err := e.createHeapKeys(ctx, c, ns, res.created, need, deadline)
+			begin := time.Now()
+			n, err := loader.writeKeys(ctx, c, ns, res.created, need, deadline)
 			res.created += n
-			res.createTime = time.Since(begin)
+			res.createTime += time.Since(begin)
+			if err == nil {
+				err = e.awaitRecords(ctx, existing+res.created)
+			}
 			if err != nil {
 				return err
 			}
 			res.budgetHit = res.budgetHit || n < need
-			progress("  %d records in the cluster (%d created in %s)",
+			progress("  %d records in the cluster (%d written to etcd in %s)",
 				existing+res.created, res.created, res.createTime.Round(time.Millisecond))
 		}
-		s, err := e.measureHeap(ctx, c.memProfile)
+		s, err := e.measureHeap(ctx, authOnlyMode, c.memProfile)
 		if err != nil {
 			return err
 		}
 		res.samples = append(res.samples, s)
-		progress("  %d records: %.0f B/key (heap %s → %s), synced in %s",
-			s.records, s.perKey(), mib(s.before), mib(s.synced), s.syncTime.Round(time.Millisecond))
+		progressSample(authOnlyMode, s)
+		if cr := res.combined; cr != nil && cr.err == nil {
+			s, err := e.measureHeap(ctx, combinedMode, combinedProfile(c.memProfile))
+			if err != nil {
+				cr.err = err
+				progress("  %s manager failed: %v", combinedMode, err)
+				continue
+			}
+			// A stopped controller leaves behind, in this process, the
+			// metric series of the keys it saw (the expiry gauge forgets a
+			// key only once it is deleted), and the next one reuses them.
+			// So every combined sample counts from the heap before the
+			// first combined manager: what the manager holds per key,
+			// metrics included.
+			if len(cr.samples) > 0 {
+				s.before = cr.samples[0].before
+			}
+			cr.samples = append(cr.samples, s)
+			progressSample(combinedMode, s)
+		}
 	}
 	res.indexOnlyKeys = c.heapKeys
 	res.indexOnly, err = indexOnlyPerKey(c.heapKeys)
 	return err
+}
+
+// combinedProfile is where the combined manager's heap profile goes, beside
+// the auth-only one.
+func combinedProfile(authOnly string) string {
+	if authOnly == "" {
+		return ""
+	}
+	return authOnly + "." + combinedMode
+}
+
+func progressSample(mode string, s heapSample) {
+	settled := ""
+	if s.backlog >= 0 {
+		settled = fmt.Sprintf(", controllers settled in %s (%d items left queued)", s.settleTime.Round(time.Millisecond), s.backlog)
+	}
+	progress("  %s, %d records: %.0f B/key (heap %s → %s), synced in %s%s",
+		mode, s.records, s.perKey(), mib(s.before), mib(s.synced), s.syncTime.Round(time.Millisecond), settled)
 }
 
 // indexOnlyPerKey fills a token index in memory, as the informers would,
@@ -149,55 +237,190 @@ func indexOnlyPerKey(n int) (float64, error) {
 	return (float64(after) - float64(before)) / float64(n), nil
 }
 
-// createHeapKeys writes n keys numbered from first, with createWorkers
-// clients, handing out no new work after deadline. It returns how many it
-// wrote; running out of time is not an error.
-func (e *env) createHeapKeys(ctx context.Context, c config, ns string, first, n int, deadline time.Time) (int, error) {
+// etcdLoader writes objects into the control plane's etcd as the API server
+// stores them (JSON), through etcd's JSON gateway. The API server's watch
+// cache takes them from etcd's watch like its own writes, so informers list
+// them as usual; skipping the API server is what lets the section reach
+// 100k keys within its budget (one transaction per batch of keys, rather
+// than three API requests per key).
+type etcdLoader struct {
+	url    string
+	client *http.Client
+}
+
+// etcdBatch is how many keys go in one transaction: three objects each,
+// within etcd's default limit of 128 operations per transaction.
+const etcdBatch = 40
+
+func (e *env) newEtcdLoader() *etcdLoader {
+	return &etcdLoader{
+		url:    e.testEnv.ControlPlane.Etcd.URL.String(),
+		client: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+	}
+}
+
+// writeKeys writes n keys numbered from first, rounded up to whole batches,
+// with createWorkers parallel transactions, starting no new batch after
+// deadline. It returns how many it wrote; running out of time is not an
+// error.
+func (l *etcdLoader) writeKeys(ctx context.Context, c config, ns string, first, n int, deadline time.Time) (int, error) {
 	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	// The writes themselves use ctx: a deadline must not cut a key from
-	// its record half way.
-	done, err := parallel(dctx, c.createWorkers, n, func(i int) error {
-		return e.createHeapKey(ctx, c, ns, first+i)
+	now := time.Now()
+	// A batch in flight uses ctx: a deadline must not cut a key from its
+	// record half way (a transaction is all or nothing anyway).
+	batches, err := parallel(dctx, c.createWorkers, (n+etcdBatch-1)/etcdBatch, func(b int) error {
+		var puts []etcdPut
+		for i := first + b*etcdBatch; i < first+(b+1)*etcdBatch; i++ {
+			objs, err := heapObjects(ns, i, now, c.heapWithKeys, c.heapKeyStatus)
+			if err != nil {
+				return err
+			}
+			for _, obj := range objs {
+				put, err := storedAs(obj)
+				if err != nil {
+					return err
+				}
+				puts = append(puts, put)
+			}
+		}
+		return l.put(ctx, puts)
 	})
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		err = nil
 	}
-	return done, err
+	return batches * etcdBatch, err
 }
 
-// createHeapKey writes what issuing one key leaves for the auth server to
-// cache: the ApiKey (with the controller's finalizer and, optionally, its
-// status) and its record. The token is generated and dropped at once.
-func (e *env) createHeapKey(ctx context.Context, c config, ns string, i int) error {
-	key := benchKey(ns, fmt.Sprintf("heap-%06d", i))
-	if c.heapWithKeys {
-		key.Finalizers = []string{controller.Finalizer}
-		if err := e.client.Create(ctx, key); err != nil {
-			return err
-		}
-	} else {
-		key.UID = uuid.NewUUID()
+// etcdPut is one object as the API server keeps it: its storage key and
+// its JSON.
+type etcdPut struct {
+	Key   []byte `json:"key"`
+	Value []byte `json:"value"`
+}
+
+// storedAs is obj's etcd key (under the API server's default /registry
+// prefix) and value. Custom resources are stored as JSON; a Secret is
+// normally protobuf, but the API server reads JSON just as well.
+func storedAs(obj client.Object) (etcdPut, error) {
+	var key string
+	switch o := obj.(type) {
+	case *apikeysv1alpha1.ApiKey:
+		key = "/registry/apikeys.dev/apikeys/" + o.Namespace + "/" + o.Name
+	case *apikeysv1alpha1.ApiKeyRecord:
+		key = "/registry/apikeys.dev/apikeyrecords/" + o.Name
+	case *corev1.Secret:
+		key = "/registry/secrets/" + o.Namespace + "/" + o.Name
+	default:
+		return etcdPut{}, fmt.Errorf("no storage key for %T", obj)
 	}
-	tok, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
+	value, err := json.Marshal(obj)
+	return etcdPut{Key: []byte(key), Value: value}, err
+}
+
+// put writes every object in one transaction.
+func (l *etcdLoader) put(ctx context.Context, puts []etcdPut) error {
+	type op struct {
+		RequestPut etcdPut `json:"requestPut"`
+	}
+	ops := make([]op, len(puts))
+	for i := range puts {
+		ops[i].RequestPut = puts[i]
+	}
+	body, err := json.Marshal(map[string][]op{"success": ops})
 	if err != nil {
 		return err
 	}
-	rec := recordFor(tok, key, time.Now())
-	if err := e.client.Create(ctx, rec); err != nil {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url+"/v3/kv/txn", bytes.NewReader(body))
+	if err != nil {
 		return err
 	}
-	if c.heapWithKeys && c.heapKeyStatus {
-		key.Status = issuedStatus(key, rec)
-		return e.client.Status().Update(ctx, key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("etcd refused a transaction: %s: %s", resp.Status, answer)
 	}
 	return nil
 }
 
-// measureHeap starts an auth-only manager against the cluster as it is,
-// waits until its index holds every record, and reads the live heap before
-// and after (each after a full GC).
-func (e *env) measureHeap(ctx context.Context, profile string) (heapSample, error) {
+// heapObjects is key number i as issuance leaves it, each object as the
+// controller (or the API server's defaulting) writes it, so that a
+// controller started over them finds nothing to do: the ApiKey with the
+// finalizer and, withStatus, its status; its record; its Secret. Without
+// ApiKeys, a record alone, for a key that does not exist.
+func heapObjects(ns string, i int, now time.Time, withKeys, withStatus bool) ([]client.Object, error) {
+	key := benchKey(ns, fmt.Sprintf("heap-%06d", i))
+	key.TypeMeta = metav1.TypeMeta{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey"}
+	key.UID = uuid.NewUUID()
+	key.Generation = 1
+	key.CreationTimestamp = metav1.NewTime(now.Truncate(time.Second))
+	key.Finalizers = []string{controller.Finalizer}
+	key.Spec.Identity = apikeysv1alpha1.IdentityKey
+	key.Spec.Prefix = apikeysv1alpha1.DefaultPrefix
+
+	tok, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
+	if err != nil {
+		return nil, err
+	}
+	secretName := key.Name + "-token"
+	rec := recordFor(tok, key, now)
+	rec.TypeMeta = metav1.TypeMeta{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKeyRecord"}
+	rec.UID = uuid.NewUUID()
+	rec.Generation = 1
+	rec.CreationTimestamp = key.CreationTimestamp
+	rec.Spec.UID = string(key.UID)
+	rec.Spec.Issuance = 1
+	rec.Spec.TokenFingerprint = token.Fingerprint(tok)
+	rec.Spec.SecretName = secretName
+	if !withKeys {
+		return []client.Object{rec}, nil
+	}
+	if withStatus {
+		key.Status = issuedStatus(key, rec)
+		key.Status.TokenFingerprint = rec.Spec.TokenFingerprint
+	}
+	secret := &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: secretName, Namespace: ns, UID: uuid.NewUUID(), CreationTimestamp: key.CreationTimestamp,
+			Labels: map[string]string{controller.ManagedByLabel: controller.ManagedByValue},
+			Annotations: map[string]string{
+				controller.TokenHashAnnotation: rec.Spec.TokenHash,
+				controller.TokenHintAnnotation: rec.Spec.TokenHint,
+				controller.IssuedAtAnnotation:  rec.Spec.IssuedAt.UTC().Format(time.RFC3339),
+			},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: key.APIVersion, Kind: key.Kind, Name: key.Name, UID: key.UID,
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+			}},
+		},
+		Type: controller.SecretType,
+		Data: map[string][]byte{controller.SecretTokenKey: []byte(tok)},
+	}
+	return []client.Object{key, rec, secret}, nil
+}
+
+// awaitRecords waits until the API server counts at least want records:
+// objects written to etcd reach its watch cache a moment later.
+func (e *env) awaitRecords(ctx context.Context, want int) error {
+	return pollUntil(ctx, 100*time.Millisecond, time.Minute, func() (bool, error) {
+		n, err := e.countRecords(ctx)
+		return n >= want, err
+	})
+}
+
+// measureHeap starts a manager of the given mode against the cluster as it
+// is, waits until its index holds every record, and reads the live heap
+// before and after (each after a full GC).
+func (e *env) measureHeap(ctx context.Context, mode, profile string) (heapSample, error) {
 	var s heapSample
 	var err error
 	if s.records, err = e.countRecords(ctx); err != nil {
@@ -212,22 +435,37 @@ func (e *env) measureHeap(ctx context.Context, profile string) (heapSample, erro
 	authserver.NewServer(authserver.NewIndex(), authserver.Options{})
 	s.before = liveHeap()
 
-	start := time.Now()
-	m, auth, err := e.startAuth(ctx)
+	queues, err := readQueues()
 	if err != nil {
 		return s, err
 	}
-	err = pollUntil(ctx, 10*time.Millisecond, 3*time.Minute, func() (bool, error) {
-		return auth.Index().Len() >= s.records, nil
+	start := time.Now()
+	m, auth, err := e.startHeapManager(ctx, mode)
+	if err != nil {
+		return s, err
+	}
+	err = pollUntil(ctx, 10*time.Millisecond, syncTimeout, func() (bool, error) {
+		return auth.Index().Synced() && auth.Index().Len() >= s.records, nil
 	})
 	s.syncTime = time.Since(start)
+	s.backlog = -1
+	if mode == combinedMode && err == nil {
+		s.backlog, err = queues.settle(ctx, s.apikeys+s.records)
+		s.settleTime = time.Since(start) - s.syncTime
+	}
 	s.synced = liveHeap()
 	if profile != "" {
 		if perr := writeHeapProfile(profile); perr != nil {
 			progress("  could not write the heap profile: %v", perr)
 		}
 	}
-	if got := auth.Index().Len(); err == nil && got != s.records {
+	switch got := auth.Index().Len(); {
+	case err != nil:
+	case got > s.records && mode == combinedMode:
+		// The controller issued tokens for keys another section left
+		// without one: they are in the heap, so they count.
+		s.records = got
+	case got != s.records:
 		err = fmt.Errorf("index holds %d tokens, the cluster %d records", got, s.records)
 	}
 	runtime.KeepAlive(auth)
@@ -237,6 +475,111 @@ func (e *env) measureHeap(ctx context.Context, profile string) (heapSample, erro
 	authserver.NewServer(authserver.NewIndex(), authserver.Options{})
 	s.afterStopped = liveHeap()
 	return s, err
+}
+
+// settleTimeout bounds the wait for a combined manager's controllers to
+// work through the keys and records they find at start.
+const settleTimeout = 5 * time.Minute
+
+// queueCounts are the controllers' work queues as controller-runtime's
+// metrics count them: items waiting, and items ever added. The metrics
+// outlive the managers of earlier sections (same controller names), so a
+// manager's own are the difference from a reading taken before it started.
+type queueCounts struct{ depth, adds float64 }
+
+// benchControllers are the controllers a combined manager runs.
+var benchControllers = map[string]bool{"apikey": true, "apikeyrecord-collector": true}
+
+func readQueues() (queueCounts, error) {
+	var q queueCounts
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		return q, err
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			mine := false
+			for _, l := range m.GetLabel() {
+				mine = mine || (l.GetName() == "name" && benchControllers[l.GetValue()])
+			}
+			switch {
+			case !mine:
+			case f.GetName() == "workqueue_depth":
+				q.depth += m.GetGauge().GetValue()
+			case f.GetName() == "workqueue_adds_total":
+				q.adds += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return q, nil
+}
+
+// settle waits until the controllers have been handed at least want items
+// since the reading q (every key and record is, once, at start) and their
+// queues are back to empty, for at most settleTimeout. It returns what the
+// queues still hold.
+func (q queueCounts) settle(ctx context.Context, want int) (int, error) {
+	var now queueCounts
+	err := pollUntil(ctx, 100*time.Millisecond, settleTimeout, func() (bool, error) {
+		var err error
+		now, err = readQueues()
+		return now.adds-q.adds >= float64(want) && now.depth <= q.depth, err
+	})
+	backlog := int(now.depth - q.depth)
+	if err != nil && ctx.Err() == nil && backlog >= 0 {
+		progress("  the controllers still had %d items queued after %s", backlog, settleTimeout)
+		err = nil
+	}
+	return max(backlog, 0), err
+}
+
+// syncTimeout bounds the wait for a manager's index to hold every record:
+// listing 100k keys and records takes minutes on a busy 2-core machine.
+const syncTimeout = 10 * time.Minute
+
+// startHeapManager runs a manager as cmd/main.go builds it for mode: an
+// auth-only replica (its cache options, the auth server), or the
+// controller and the auth server together (the controller's cache
+// options). It returns once started; the caller waits for the index.
+func (e *env) startHeapManager(ctx context.Context, mode string) (*runningManager, *authserver.Server, error) {
+	port, err := utils.FreePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := managerOptions()
+	opts.Cache.ByObject = authserver.CacheOptions()
+	if mode == combinedMode {
+		opts.Cache.ByObject = controller.CacheOptions()
+		// The controllers' names are taken by the managers of the sections
+		// before, in this same process.
+		opts.Controller.SkipNameValidation = ptr.To(true)
+		// Listing 100k keys, records and Secrets can take longer than the
+		// default 2 minutes a controller waits for its caches.
+		opts.Controller.CacheSyncTimeout = syncTimeout
+	}
+	opts.WebhookServer = webhook.NewServer(webhook.Options{
+		Host: "127.0.0.1", Port: port, CertDir: e.certDir,
+		TLSOpts: []func(*tls.Config){func(t *tls.Config) { t.NextProtos = []string{alpnHTTP1} }},
+	})
+	mgr, err := ctrl.NewManager(e.cfg, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if mode == combinedMode {
+		if err := (&controller.ApiKeyReconciler{
+			Client:    mgr.GetClient(),
+			APIReader: mgr.GetAPIReader(),
+			Recorder:  mgr.GetEventRecorder("apikey-operator"),
+			Policy:    policy.New(policy.Options{MaxTTL: 365 * 24 * time.Hour}),
+		}).SetupWithManager(mgr); err != nil {
+			return nil, nil, err
+		}
+	}
+	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{})
+	if err := auth.SetupWithManager(mgr); err != nil {
+		return nil, nil, err
+	}
+	return startManager(ctx, mgr), auth, nil
 }
 
 func writeHeapProfile(path string) error {
