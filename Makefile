@@ -22,6 +22,7 @@ help: ## Display this help.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs, RBAC and webhook configurations from the Go markers (and the Helm chart's copies).
+	rm -f config/webhook/manifests.yaml # regenerated below; markers that stop parsing must not leave it stale
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
 	rm -f dist/chart/files/crds/*.yaml
 	cp config/crd/bases/*.yaml dist/chart/files/crds/

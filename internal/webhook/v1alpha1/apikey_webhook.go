@@ -27,8 +27,19 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/policy"
 )
 
-// +kubebuilder:webhook:path=/mutate-apikeys-dev-v1alpha1-apikey,mutating=true,failurePolicy=fail,sideEffects=None,groups=apikeys.dev,resources=apikeys,verbs=create;update,versions=v1alpha1,name=mapikey-v1alpha1.apikeys.dev,admissionReviewVersions=v1
-// +kubebuilder:webhook:path=/validate-apikeys-dev-v1alpha1-apikey,mutating=false,failurePolicy=fail,sideEffects=None,groups=apikeys.dev,resources=apikeys,verbs=create;update,versions=v1alpha1,name=vapikey-v1alpha1.apikeys.dev,admissionReviewVersions=v1
+// kube-apiserver calls the webhooks only when they have something to do
+// (matchConditions, evaluated in kube-apiserver):
+//   - the mutating one on every create (owner, defaults, finalizer) and on
+//     an update only to put back an owner the request dropped;
+//   - the validating one only when a key sets what the CRD's schema cannot
+//     judge: a lifetime (spec.ttl or spec.expiresAt, against the clock and
+//     --max-ttl) or Secret labels or annotations (their syntax). Everything
+//     else is checked by the schema and its CEL rules, and again by the
+//     controller, which stalls a key that slipped past.
+//
+// +kubebuilder:webhook:path=/mutate-apikeys-dev-v1alpha1-apikey,mutating=true,failurePolicy=fail,sideEffects=None,groups=apikeys.dev,resources=apikeys,verbs=create;update,versions=v1alpha1,name=mapikey-v1alpha1.apikeys.dev,admissionReviewVersions=v1,patch=`{"matchConditions":[{"name":"create-or-owner-dropped","expression":"request.operation == 'CREATE' || !has(object.spec.owner)"}]}`
+// +kubebuilder:webhook:path=/validate-apikeys-dev-v1alpha1-apikey,mutating=false,failurePolicy=fail,sideEffects=None,groups=apikeys.dev,resources=apikeys,verbs=create;update,versions=v1alpha1,name=vapikey-v1alpha1.apikeys.dev,admissionReviewVersions=v1,patch=`{"matchConditions":[{"name":"sets-lifetime-or-secret-metadata","expression":"has(object.spec.ttl) || has(object.spec.expiresAt) || (has(object.spec.secret) && (has(object.spec.secret.labels) || has(object.spec.secret.annotations)))"}]}`
+
 // SetupApiKeyWebhookWithManager serves both webhooks on the manager's webhook
 // server.
 func SetupApiKeyWebhookWithManager(mgr ctrl.Manager, p *policy.Policy) error {
