@@ -472,7 +472,7 @@ var _ = Describe("Keeping the token secret", func() {
 		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Status.SecretName}})).To(Succeed())
 		Eventually(func(g Gomega) { g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil()) }, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(eventsFor(key)).To(ContainElements(HaveField("Reason", ReasonIssued), HaveField("Reason", ReasonSecretDeleted)))
+			g.Expect(eventsFor(key)).To(ContainElement(HaveField("Reason", ReasonSecretDeleted)))
 		}, timeout, interval).Should(Succeed())
 		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
 		Eventually(func() bool {
