@@ -138,8 +138,8 @@ func parseFlags() (config, zap.Options) {
 	flag.StringVar(&c.webhookCertExtraServices, "webhook-cert-extra-services", "",
 		"self-signed: comma-separated further Services in --namespace the certificate covers, e.g. the auth-only Deployment's.")
 	opts := zap.Options{Development: false}
-	flag.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 4,
-		"ApiKeys reconciled at once. A pass mostly waits on the API server, so a few per core keep it busy.")
+	flag.IntVar(&c.maxConcurrentReconciles, "max-concurrent-reconciles", 8,
+		"ApiKeys reconciled at once. A pass mostly waits on the API server, so several per core keep it busy.")
 	flag.Float64Var(&c.kubeAPIQPS, "kube-api-qps", 100,
 		"Requests per second the manager may send to the API server (client-side limit; the API server's "+
 			"priority and fairness still applies).")

@@ -31,6 +31,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
@@ -129,13 +130,23 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	}
 	if c.sections["issue"] && c.issueKeys > 0 {
 		progress("bulk issuance of %d ApiKeys", c.issueKeys)
-		r.issue = runIssue(ctx, c, e, auth)
+		before, err := e.scrapeRequests(ctx)
+		r.issueAdmission = e.measureAdmission(ctx, func() { r.issue = runIssue(ctx, c, e, auth) })
+		if err == nil {
+			var after map[[2]string]float64
+			if after, err = e.scrapeRequests(ctx); err == nil {
+				r.issue.writes = writesBetween(before, after)
+			}
+		}
+		if err != nil {
+			progress("  counting the API server's requests: %v", err)
+		}
 	}
 	// After bulk issuance, so its keys are present as SPEC §9 asks.
 	if c.sections["apply"] {
 		progress("create → Ready with Secret (%d trials)", c.applyTrials)
 		r.applyKeys = auth.Index().Len()
-		r.apply = runApply(ctx, c, e, prober)
+		r.applyAdmission = e.measureAdmission(ctx, func() { r.apply = runApply(ctx, c, e, prober) })
 	}
 	// The memory section measures a fresh auth server against a quiet
 	// cluster: the controller must not issue tokens for the keys it
@@ -161,6 +172,12 @@ func startEnv() (*env, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
+		// The admission webhooks, as config/webhook registers them, served
+		// by the controller's manager.
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			Paths:            []string{filepath.Join(root, "config", "webhook")},
+			LocalServingHost: "127.0.0.1",
+		},
 	}
 	cfg, err := e.testEnv.Start()
 	if err != nil {
@@ -241,25 +258,48 @@ func (e *env) installOwnerRule(ctx context.Context) error {
 	return errors.Join(e.client.Create(ctx, rule.Policy), e.client.Create(ctx, rule.Binding))
 }
 
-// startController runs the controller alone, as the leader-elected
-// Deployment would.
+// startController runs the controller and the admission webhooks, as the
+// leader-elected Deployment does: its cache trimmed as cmd/main.go trims it
+// beside the controller, its webhooks registered by envtest from
+// config/webhook. It returns once the webhook server answers.
 func (e *env) startController(ctx context.Context, c config) (*runningManager, error) {
 	opts := managerOptions()
-	opts.WebhookServer = webhook.NewServer(webhook.Options{Port: -1})
+	opts.Cache.ByObject = controller.CacheOptions()
+	install := &e.testEnv.WebhookInstallOptions
+	opts.WebhookServer = webhook.NewServer(webhook.Options{
+		Host: install.LocalServingHost, Port: install.LocalServingPort, CertDir: install.LocalServingCertDir,
+	})
 	mgr, err := ctrl.NewManager(e.managerCfg, opts)
 	if err != nil {
 		return nil, err
 	}
+	rules := benchPolicy()
 	if err := (&controller.ApiKeyReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("apikey-operator"),
-		Policy:                  benchPolicy(),
+		Policy:                  rules,
 		MaxConcurrentReconciles: c.reconcilers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	return startManager(ctx, mgr), nil
+	if err := webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, rules); err != nil {
+		return nil, err
+	}
+	m := startManager(ctx, mgr)
+	checker := mgr.GetWebhookServer().StartedChecker()
+	err = pollUntil(ctx, 10*time.Millisecond, time.Minute, func() (bool, error) {
+		select {
+		case err := <-m.done:
+			return false, fmt.Errorf("manager stopped: %w", err)
+		default:
+		}
+		return checker(nil) == nil, nil
+	})
+	if err != nil {
+		return nil, errors.Join(err, m.stop())
+	}
+	return m, nil
 }
 
 // startAuth runs the auth server alone, as the auth-only Deployment would:

@@ -40,7 +40,10 @@ type issueResult struct {
 	gaveUp     bool
 	readyCount int
 	waited     time.Duration
-	err        error
+	// writes is what kube-apiserver counted during the section, the
+	// ConfigMaps included.
+	writes apiWrites
+	err    error
 }
 
 // rawRate is the API server's create rate for plain ConfigMaps, per second.

@@ -89,8 +89,8 @@ func parseFlags() config {
 	flag.IntVar(&c.issueKeys, "issue-keys", 10000, "ApiKeys created at once for the bulk issuance run; 0 skips it.")
 	flag.DurationVar(&c.issueTimeout, "issue-timeout", 75*time.Second,
 		"Stop waiting for bulk issuance after this long; the count Ready at 60 s is reported either way.")
-	flag.IntVar(&c.reconcilers, "reconcilers", 4,
-		"The controller's MaxConcurrentReconciles, as cmd/main.go's --max-concurrent-reconciles (default 4).")
+	flag.IntVar(&c.reconcilers, "reconcilers", 8,
+		"The controller's MaxConcurrentReconciles, as cmd/main.go's --max-concurrent-reconciles (default 8).")
 	flag.Float64Var(&c.kubeAPIQPS, "kube-api-qps", 100,
 		"Client-side QPS of the managers' rest config, as cmd/main.go's --kube-api-qps.")
 	flag.IntVar(&c.kubeAPIBurst, "kube-api-burst", 200,

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"k8s.io/client-go/kubernetes"
+)
+
+// admissionCost is what admission cost the ApiKey creates of one section,
+// from kube-apiserver's own histograms: the time each of the operator's
+// admission webhooks and the owner policy took, per create, as
+// kube-apiserver measured it (the call, TLS and decoding included).
+type admissionCost struct {
+	steps []admissionStep
+	err   error
+}
+
+// admissionStep is one admission plugin's calls during the section.
+type admissionStep struct {
+	what  string // e.g. "mutating webhook mapikey-v1alpha1.apikeys.dev"
+	calls uint64
+	mean  time.Duration
+	// p99 is the upper bound of the histogram bucket that holds the 99th
+	// percentile: kube-apiserver keeps buckets, not samples.
+	p99 time.Duration
+}
+
+// admissionSeries picks the histograms that time ApiKey creates: each
+// webhook by its name, the owner policy by its name.
+var admissionSeries = []struct {
+	what, metric string
+	labels       map[string]string
+}{
+	{"mutating webhook `mapikey-v1alpha1.apikeys.dev`", "apiserver_admission_webhook_admission_duration_seconds",
+		map[string]string{"name": "mapikey-v1alpha1.apikeys.dev", "operation": "CREATE", "type": "admit"}},
+	{"validating webhook `vapikey-v1alpha1.apikeys.dev`", "apiserver_admission_webhook_admission_duration_seconds",
+		map[string]string{"name": "vapikey-v1alpha1.apikeys.dev", "operation": "CREATE", "type": "validating"}},
+	{"owner ValidatingAdmissionPolicy", "apiserver_validating_admission_policy_check_duration_seconds",
+		map[string]string{"policy": "apikey-operator-owner-policy"}},
+}
+
+// scrapeAPIServer reads kube-apiserver's /metrics.
+func (e *env) scrapeAPIServer(ctx context.Context) (map[string]*dto.MetricFamily, error) {
+	cs, err := kubernetes.NewForConfig(e.cfg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading kube-apiserver's /metrics: %w", err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("parsing kube-apiserver's /metrics: %w", err)
+	}
+	return families, nil
+}
+
+// scrapeAdmission returns kube-apiserver's histograms of admissionSeries,
+// in that order (nil where a series has no samples yet).
+func (e *env) scrapeAdmission(ctx context.Context) ([]*dto.Histogram, error) {
+	families, err := e.scrapeAPIServer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*dto.Histogram, len(admissionSeries))
+	for i, s := range admissionSeries {
+		out[i] = sumHistograms(families[s.metric], s.labels)
+	}
+	return out, nil
+}
+
+// sumHistograms adds up the series of f whose labels include want (e.g.
+// rejected true and false).
+func sumHistograms(f *dto.MetricFamily, want map[string]string) *dto.Histogram {
+	if f == nil {
+		return nil
+	}
+	var sum *dto.Histogram
+	for _, m := range f.GetMetric() {
+		if !hasLabels(m, want) || m.GetHistogram() == nil {
+			continue
+		}
+		h := m.GetHistogram()
+		if sum == nil {
+			sum = &dto.Histogram{SampleCount: new(uint64), SampleSum: new(float64)}
+			for _, b := range h.GetBucket() {
+				sum.Bucket = append(sum.Bucket, &dto.Bucket{UpperBound: b.UpperBound, CumulativeCount: new(uint64)})
+			}
+		}
+		*sum.SampleCount += h.GetSampleCount()
+		*sum.SampleSum += h.GetSampleSum()
+		for i, b := range h.GetBucket() {
+			if i < len(sum.Bucket) {
+				*sum.Bucket[i].CumulativeCount += b.GetCumulativeCount()
+			}
+		}
+	}
+	return sum
+}
+
+func hasLabels(m *dto.Metric, want map[string]string) bool {
+	found := 0
+	for _, l := range m.GetLabel() {
+		if v, ok := want[l.GetName()]; ok {
+			if v != l.GetValue() {
+				return false
+			}
+			found++
+		}
+	}
+	return found == len(want)
+}
+
+// admissionBetween is what admission cost between two scrapes.
+func admissionBetween(before, after []*dto.Histogram) []admissionStep {
+	steps := make([]admissionStep, 0, len(admissionSeries))
+	for i, s := range admissionSeries {
+		step := admissionStep{what: s.what}
+		if a := after[i]; a != nil {
+			b := before[i]
+			step.calls = a.GetSampleCount() - b.GetSampleCount()
+			if step.calls > 0 {
+				step.mean = seconds((a.GetSampleSum() - b.GetSampleSum()) / float64(step.calls))
+				step.p99 = bucketQuantile(0.99, b, a, step.calls)
+			}
+		}
+		steps = append(steps, step)
+	}
+	return steps
+}
+
+// bucketQuantile is the upper bound of the bucket holding quantile q of the
+// samples added between before (may be nil) and after.
+func bucketQuantile(q float64, before, after *dto.Histogram, n uint64) time.Duration {
+	rank := uint64(math.Ceil(q * float64(n)))
+	buckets := after.GetBucket()
+	i := sort.Search(len(buckets), func(i int) bool {
+		c := buckets[i].GetCumulativeCount()
+		if before != nil && i < len(before.GetBucket()) {
+			c -= before.GetBucket()[i].GetCumulativeCount()
+		}
+		return c >= rank
+	})
+	if i == len(buckets) {
+		return time.Duration(math.MaxInt64) // beyond the last bucket
+	}
+	return seconds(buckets[i].GetUpperBound())
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// measureAdmission runs section and returns what admission cost it.
+func (e *env) measureAdmission(ctx context.Context, section func()) *admissionCost {
+	before, err := e.scrapeAdmission(ctx)
+	if err != nil {
+		section()
+		return &admissionCost{err: err}
+	}
+	section()
+	after, err := e.scrapeAdmission(ctx)
+	if err != nil {
+		return &admissionCost{err: err}
+	}
+	for i := range before {
+		if before[i] == nil {
+			before[i] = &dto.Histogram{}
+		}
+	}
+	return &admissionCost{steps: admissionBetween(before, after)}
+}
+
+// apiWrites is how many writes kube-apiserver served during a section, by
+// verb and resource (subresource after a slash), largest first.
+type apiWrites []requestCount
+
+// requestCount is one verb on one resource.
+type requestCount struct {
+	verb, resource string
+	n              int
+}
+
+// writeVerbs are the verbs of apiserver_request_total that write.
+var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "DELETE": true, "APPLY": true}
+
+// scrapeRequests reads apiserver_request_total, summed over codes, scopes
+// and components, by verb and resource.
+func (e *env) scrapeRequests(ctx context.Context) (map[[2]string]float64, error) {
+	families, err := e.scrapeAPIServer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[[2]string]float64{}
+	for _, m := range families["apiserver_request_total"].GetMetric() {
+		var verb, res, sub string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "verb":
+				verb = l.GetValue()
+			case "resource":
+				res = l.GetValue()
+			case "subresource":
+				sub = l.GetValue()
+			}
+		}
+		if sub != "" {
+			res += "/" + sub
+		}
+		out[[2]string{verb, res}] += m.GetCounter().GetValue()
+	}
+	return out, nil
+}
+
+// writesBetween is the writes counted between two scrapes.
+func writesBetween(before, after map[[2]string]float64) apiWrites {
+	var w apiWrites
+	for k, v := range after {
+		if n := int(v - before[k]); n > 0 && writeVerbs[k[0]] {
+			w = append(w, requestCount{verb: k[0], resource: k[1], n: n})
+		}
+	}
+	sort.Slice(w, func(i, j int) bool {
+		if w[i].n != w[j].n {
+			return w[i].n > w[j].n
+		}
+		return w[i].resource+w[i].verb < w[j].resource+w[j].verb
+	})
+	return w
+}
+
+// issuanceResources are what issuing a key writes: the user's ApiKey, the
+// controller's record, Secret, status and any Event.
+var issuanceResources = map[string]bool{
+	"apikeys": true, "apikeys/status": true, "apikeyrecords": true, "apikeyrecords/status": true,
+	"secrets": true, "events": true,
+}
+
+// perKey is the writes to issuanceResources, per key issued.
+func (w apiWrites) perKey(keys int) float64 {
+	total := 0
+	for _, c := range w {
+		if issuanceResources[c.resource] {
+			total += c.n
+		}
+	}
+	return float64(total) / float64(keys)
+}
