@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"sort"
+	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -253,4 +256,71 @@ func (w apiWrites) perKey(keys int) float64 {
 		}
 	}
 	return float64(total) / float64(keys)
+}
+
+// cpuTimes is the CPU time used so far by the control plane's processes
+// and by this one (the controller, the auth server, the webhooks and the
+// load generator all run here).
+type cpuTimes struct {
+	apiServer, etcd, bench time.Duration
+}
+
+// cpuNow reads kube-apiserver's and etcd's process_cpu_seconds_total and
+// this process's rusage.
+func (e *env) cpuNow(ctx context.Context) (cpuTimes, error) {
+	var t cpuTimes
+	families, err := e.scrapeAPIServer(ctx)
+	if err != nil {
+		return t, err
+	}
+	f := families["process_cpu_seconds_total"]
+	if f == nil || len(f.GetMetric()) == 0 {
+		return t, errors.New("kube-apiserver's /metrics has no process_cpu_seconds_total")
+	}
+	t.apiServer = seconds(f.GetMetric()[0].GetCounter().GetValue())
+	if t.etcd, err = e.etcdCPU(ctx); err != nil {
+		return t, err
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return t, err
+	}
+	t.bench = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return t, nil
+}
+
+// etcdCPU reads etcd's process_cpu_seconds_total from its /metrics.
+func (e *env) etcdCPU(ctx context.Context) (time.Duration, error) {
+	u := *e.testEnv.ControlPlane.Etcd.URL
+	u.Path = "/metrics"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reading etcd's /metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("parsing etcd's /metrics: %w", err)
+	}
+	f := families["process_cpu_seconds_total"]
+	if f == nil || len(f.GetMetric()) == 0 {
+		return 0, errors.New("etcd's /metrics has no process_cpu_seconds_total")
+	}
+	return seconds(f.GetMetric()[0].GetCounter().GetValue()), nil
+}
+
+// sub is the CPU time used between b and t.
+func (t cpuTimes) sub(b cpuTimes) cpuTimes {
+	return cpuTimes{apiServer: t.apiServer - b.apiServer, etcd: t.etcd - b.etcd, bench: t.bench - b.bench}
+}
+
+// per divides each time by n.
+func (t cpuTimes) per(n int) cpuTimes {
+	d := time.Duration(n)
+	return cpuTimes{apiServer: t.apiServer / d, etcd: t.etcd / d, bench: t.bench / d}
 }

@@ -43,7 +43,11 @@ type issueResult struct {
 	// writes is what kube-apiserver counted during the section, the
 	// ConfigMaps included.
 	writes apiWrites
-	err    error
+	// configMapCPU and keyCPU are the CPU time each ConfigMap create and
+	// each issued key cost (from the first create until the last was
+	// created, or Ready); zero if not measured.
+	configMapCPU, keyCPU cpuTimes
+	err                  error
 }
 
 // rawRate is the API server's create rate for plain ConfigMaps, per second.
@@ -77,10 +81,19 @@ func (is *issueResult) rate() float64 {
 func runIssue(ctx context.Context, c config, e *env, auth *authserver.Server) *issueResult {
 	res := &issueResult{keys: c.issueKeys, workers: c.createWorkers, reconcilers: c.reconcilers,
 		qps: c.kubeAPIQPS, burst: c.kubeAPIBurst, timeout: c.issueTimeout}
+	cpu0, cpuErr := e.cpuNow(ctx)
 	res.configMaps, res.err = measureConfigMaps(ctx, c, e)
+	if cpu1, err := e.cpuNow(ctx); cpuErr == nil && err == nil && res.err == nil {
+		res.configMapCPU = cpu1.sub(cpu0).per(c.issueKeys)
+	}
 	if res.err == nil {
 		progress("  created %d ConfigMaps in %s (%.0f/s)", c.issueKeys, res.configMaps.Round(time.Millisecond), res.rawRate())
 		res.err = measureIssue(ctx, c, e, auth, res)
+	}
+	if res.keyCPU.apiServer > 0 && res.configMapCPU.apiServer > 0 {
+		progress("  CPU per ConfigMap: kube-apiserver %s, etcd %s, this process %s; per key: %s, %s, %s",
+			us(res.configMapCPU.apiServer), us(res.configMapCPU.etcd), us(res.configMapCPU.bench),
+			us(res.keyCPU.apiServer), us(res.keyCPU.etcd), us(res.keyCPU.bench))
 	}
 	if res.err != nil {
 		progress("  failed: %v", res.err)
@@ -120,6 +133,7 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 		return err
 	}
 	baseline := auth.Index().Len()
+	cpu0, cpuErr := e.cpuNow(ctx)
 	start := time.Now()
 
 	var readyNow atomic.Int64
@@ -175,6 +189,9 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 		return ready.err
 	}
 	res.ready = ready.at.Sub(start)
+	if cpu1, err := e.cpuNow(ctx); cpuErr == nil && err == nil {
+		res.keyCPU = cpu1.sub(cpu0).per(c.issueKeys)
+	}
 	progress("  all %d Ready after %s", c.issueKeys, res.ready.Round(time.Millisecond))
 	if at := <-indexedDone; auth.Index().Len() >= baseline+c.issueKeys {
 		res.indexed = at.Sub(start)
