@@ -304,38 +304,49 @@ func readResponse(br *bufio.Reader) error {
 	if len(status) < 12 || !bytes.HasPrefix(status, []byte("HTTP/1.")) {
 		return errors.New("malformed status line")
 	}
-	code := status[9:12]
-	ok := bytes.Equal(code, []byte("200"))
-	length := 0
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return err
-		}
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) == 0 {
-			break
-		}
-		name, value, found := bytes.Cut(line, []byte(":"))
-		if !found {
-			continue
-		}
-		if bytes.EqualFold(name, []byte("Transfer-Encoding")) {
-			return errors.New("chunked responses are not expected here")
-		}
-		if bytes.EqualFold(name, []byte("Content-Length")) {
-			if length, err = atoi(bytes.TrimSpace(value)); err != nil {
-				return err
-			}
-		}
+	// Copied: the next read may overwrite the reader's buffer.
+	code := [3]byte(status[9:12])
+	length, err := readContentLength(br)
+	if err != nil {
+		return err
 	}
 	if _, err := br.Discard(length); err != nil {
 		return err
 	}
-	if !ok {
-		return fmt.Errorf("got HTTP %s, want 200", code)
+	if code != [3]byte{'2', '0', '0'} {
+		return fmt.Errorf("got HTTP %s, want 200", code[:])
 	}
 	return nil
+}
+
+// readContentLength reads the header lines up to the blank line and
+// returns the Content-Length (0 if none). A line costs one scan for its
+// end and a look at its first byte; only one that starts like
+// Content-Length or Transfer-Encoding is parsed.
+func readContentLength(br *bufio.Reader) (int, error) {
+	length := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if line[0] == '\n' || (line[0] == '\r' && len(line) == 2) {
+			return length, nil // the blank line after the headers
+		}
+		if c := line[0] | 0x20; c != 'c' && c != 't' {
+			continue
+		}
+		name, value, found := bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(":"))
+		switch {
+		case !found:
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			return 0, errors.New("chunked responses are not expected here")
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = atoi(bytes.TrimSpace(value)); err != nil {
+				return 0, err
+			}
+		}
+	}
 }
 
 func atoi(b []byte) (int, error) {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Headers forward-auth answers with. Proxies copy them to the upstream
@@ -42,7 +43,7 @@ var (
 // scope. Proxies only understand 2xx/401/403 here, so every bad input is a
 // 401. Identity headers on the request are never read or echoed. A valid
 // token's answer allocates nothing but the response's header map.
-func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) result {
+func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request, now time.Time) result {
 	tok, problem := s.credentials(r.Header)
 	switch problem {
 	case credentialsMissing:
@@ -53,7 +54,6 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request) result
 		return result(CodeMalformed)
 	}
 
-	now := s.opts.Now()
 	e, code := s.index.Verify(tok, now)
 	if code == CodeValid {
 		var conflicting bool

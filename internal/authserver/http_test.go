@@ -1075,7 +1075,7 @@ func TestAssertNoSecrets(t *testing.T) {
 // repeats nothing of the request or of the panic.
 func TestGuardRecoversPanics(t *testing.T) {
 	f := newAuthFixture(t)
-	panicking := func(http.ResponseWriter, *http.Request) result {
+	panicking := func(http.ResponseWriter, *http.Request, time.Time) result {
 		panic("cannot answer for " + f.token)
 	}
 	rec := httptest.NewRecorder()

@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"net/http"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 )
@@ -22,7 +23,7 @@ const (
 )
 
 // serveTokenReview is kube-apiserver's webhook token authenticator.
-func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request) result {
+func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request, now time.Time) result {
 	var review authenticationv1.TokenReview
 	if !readJSON(w, r, &review) {
 		return resultBadRequest
@@ -33,20 +34,20 @@ func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request) result
 	}
 
 	answer := authenticationv1.TokenReview{TypeMeta: review.TypeMeta}
-	res := s.review(&review.Spec, &answer.Status)
+	res := s.review(&review.Spec, &answer.Status, now)
 	writeJSON(w, http.StatusOK, &answer)
 	return res
 }
 
-// review fills status for spec and returns the metrics result.
-func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenticationv1.TokenReviewStatus) result {
+// review fills status for spec, judged at now, and returns the metrics
+// result.
+func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenticationv1.TokenReviewStatus, now time.Time) result {
 	if !s.index.Synced() {
 		// kube-apiserver does not cache an answer with an error, so a key
 		// created during start-up is not refused for the whole cache TTL.
 		status.Error = "apikey-operator: the token index has not synced yet"
 		return resultNotSynced
 	}
-	now := s.opts.Now()
 	e, code := s.index.Verify(spec.Token, now)
 	if code != CodeValid {
 		return result(code)

@@ -34,7 +34,7 @@ type KeyRef struct {
 // serveVerify is the JSON API for in-cluster services. A well-formed request
 // gets 200 with a code once the index has synced (503 before, so clients
 // retry rather than cache a refusal); a malformed request gets a 4xx.
-func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) result {
+func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request, now time.Time) result {
 	var req VerifyRequest
 	if !readJSON(w, r, &req) {
 		return resultBadRequest
@@ -43,7 +43,6 @@ func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request) result {
 		writeError(w, http.StatusServiceUnavailable, "the token index has not synced yet")
 		return resultNotSynced
 	}
-	now := s.opts.Now()
 	e, code := s.index.Verify(req.Token, now)
 	if code == CodeValid {
 		code = e.Authorize(req.Scopes, req.Audience)
