@@ -12,8 +12,10 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -26,7 +28,6 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
-	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
@@ -66,6 +67,10 @@ type heapResult struct {
 	// objects (nil on a combined result, or when the section ran without
 	// ApiKeys, which a controller would collect the records of).
 	combined *heapResult
+	// revoke is revocation measured on the last combined manager, with
+	// every record indexed and forward-auth under load (nil when it did
+	// not run).
+	revoke *scaleRevokeResult
 }
 
 // perKey is the verdict's number: the marginal cost between the two sizes
@@ -110,13 +115,17 @@ func marginal(a, b heapSample) float64 {
 	return (db - da) / float64(b.records-a.records)
 }
 
-func runHeap(ctx context.Context, c config, e *env) *heapResult {
+// runHeap measures both modes at half the target and at the target and,
+// once the last combined manager holds every key, revocation on it under
+// forward-auth load at half of maxRPS (the auth server's closed-loop
+// throughput from the http section; 0 has it measured there).
+func runHeap(ctx context.Context, c config, e *env, maxRPS float64) *heapResult {
 	res := &heapResult{mode: authOnlyMode, target: c.heapKeys, workers: c.createWorkers,
 		withKeys: c.heapWithKeys, withStatus: c.heapWithKeys && c.heapKeyStatus}
 	if res.withKeys {
 		res.combined = &heapResult{mode: combinedMode}
 	}
-	res.err = measureHeapSizes(ctx, c, e, res)
+	res.err = measureHeapSizes(ctx, c, e, res, maxRPS)
 	if res.err != nil {
 		progress("  failed: %v", res.err)
 	}
@@ -133,7 +142,7 @@ func runHeap(ctx context.Context, c config, e *env) *heapResult {
 // measureHeapSizes fills the cluster to half the target within half the
 // creation budget and measures each mode, then to the target within the
 // rest and measures again. If the budget runs out, it measures what it has.
-func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult) error {
+func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult, maxRPS float64) error {
 	const ns = "bench-heap"
 	if err := e.createNamespace(ctx, ns); err != nil {
 		return err
@@ -143,8 +152,12 @@ func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult) er
 		return err
 	}
 	res.existing = existing
-	loader := e.newEtcdLoader()
-	for phase, size := range []int{c.heapKeys / 2, c.heapKeys} {
+	loader, err := e.newEtcdLoader(ctx, c, res.combined != nil)
+	if err != nil {
+		return err
+	}
+	sizes := []int{c.heapKeys / 2, c.heapKeys}
+	for phase, size := range sizes {
 		// The budget counts writing only, not measuring.
 		deadline := time.Now().Add(c.heapCreateLimit*time.Duration(phase+1)/2 - res.createTime)
 		if need := size - existing - res.created; need > 0 {
@@ -162,35 +175,48 @@ func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult) er
 			progress("  %d records in the cluster (%d written to etcd in %s)",
 				existing+res.created, res.created, res.createTime.Round(time.Millisecond))
 		}
-		s, err := e.measureHeap(ctx, authOnlyMode, c.memProfile)
+		s, err := e.measureHeap(ctx, authOnlyMode, c.memProfile, nil)
 		if err != nil {
 			return err
 		}
 		res.samples = append(res.samples, s)
 		progressSample(authOnlyMode, s)
 		if cr := res.combined; cr != nil && cr.err == nil {
-			s, err := e.measureHeap(ctx, combinedMode, combinedProfile(c.memProfile))
-			if err != nil {
-				cr.err = err
-				progress("  %s manager failed: %v", combinedMode, err)
-				continue
+			var then func(url string, auth *authserver.Server)
+			if phase == len(sizes)-1 && loader.keep > 0 {
+				// Revocation at scale, on the manager that holds them all.
+				then = func(url string, auth *authserver.Server) {
+					res.revoke = runScaleRevoke(ctx, c, e, url, auth, loader.kept(ns), maxRPS)
+				}
 			}
-			// A stopped controller leaves behind, in this process, the
-			// metric series of the keys it saw (the expiry gauge forgets a
-			// key only once it is deleted), and the next one reuses them.
-			// So every combined sample counts from the heap before the
-			// first combined manager: what the manager holds per key,
-			// metrics included.
-			if len(cr.samples) > 0 {
-				s.before = cr.samples[0].before
-			}
-			cr.samples = append(cr.samples, s)
-			progressSample(combinedMode, s)
+			e.measureCombined(ctx, cr, combinedProfile(c.memProfile), then)
 		}
 	}
 	res.indexOnlyKeys = c.heapKeys
 	res.indexOnly, err = indexOnlyPerKey(c.heapKeys)
 	return err
+}
+
+// measureCombined adds a sample of a combined manager to cr, or sets its
+// error.
+func (e *env) measureCombined(ctx context.Context, cr *heapResult, profile string,
+	then func(url string, auth *authserver.Server)) {
+	s, err := e.measureHeap(ctx, combinedMode, profile, then)
+	if err != nil {
+		cr.err = err
+		progress("  %s manager failed: %v", combinedMode, err)
+		return
+	}
+	// A stopped controller leaves behind, in this process, the metric
+	// series of the keys it saw (the expiry gauge forgets a key only once
+	// it is deleted), and the next one reuses them. So every combined
+	// sample counts from the heap before the first combined manager: what
+	// the manager holds per key, metrics included.
+	if len(cr.samples) > 0 {
+		s.before = cr.samples[0].before
+	}
+	cr.samples = append(cr.samples, s)
+	progressSample(combinedMode, s)
 }
 
 // combinedProfile is where the combined manager's heap profile goes, beside
@@ -246,17 +272,70 @@ func indexOnlyPerKey(n int) (float64, error) {
 type etcdLoader struct {
 	url    string
 	client *http.Client
+	// owner is spec.owner as the mutating webhook stamps it on create.
+	owner *apikeysv1alpha1.Owner
+	// keep is how many keys, from number 0, have their tokens kept in
+	// tokens, for the revocation trials. They stay in memory only.
+	keep   int
+	mu     sync.Mutex
+	tokens map[int]string
 }
 
 // etcdBatch is how many keys go in one transaction: three objects each,
 // within etcd's default limit of 128 operations per transaction.
 const etcdBatch = 40
 
-func (e *env) newEtcdLoader() *etcdLoader {
-	return &etcdLoader{
+// newEtcdLoader is a loader for this control plane. If revocation at scale
+// will run, the first keys it writes are the trials' and their load's:
+// their tokens stay in this process's memory.
+func (e *env) newEtcdLoader(ctx context.Context, c config, revocation bool) (*etcdLoader, error) {
+	owner, err := e.stampedOwner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l := &etcdLoader{
 		url:    e.testEnv.ControlPlane.Etcd.URL.String(),
 		client: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		owner:  owner,
+		tokens: map[int]string{},
 	}
+	if revocation && c.revokeScaleTrials > 0 {
+		l.keep = c.httpConns + 2*c.revokeScaleTrials
+	}
+	return l, nil
+}
+
+// keptKey is a key written by the loader whose token this process kept.
+type keptKey struct {
+	namespace, name string
+	token           string
+}
+
+// kept returns the kept keys that were written, in number order.
+func (l *etcdLoader) kept(ns string) []keptKey {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var keys []keptKey
+	for i := range l.keep {
+		if tok, ok := l.tokens[i]; ok {
+			keys = append(keys, keptKey{namespace: ns, name: heapKeyName(i), token: tok})
+		}
+	}
+	return keys
+}
+
+// stampedOwner is the spec.owner the mutating webhook gives the ApiKeys
+// this process creates: its user, with the groups a key may carry. Keys
+// written straight into etcd get it too, as keys created through
+// admission have it (and the webhook's matchConditions then leave their
+// updates alone).
+func (e *env) stampedOwner(ctx context.Context) (*apikeysv1alpha1.Owner, error) {
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := e.client.Create(ctx, review); err != nil {
+		return nil, fmt.Errorf("asking the API server who this client is: %w", err)
+	}
+	user := review.Status.UserInfo
+	return &apikeysv1alpha1.Owner{Username: user.Username, UID: user.UID, Groups: benchPolicy().AllowedGroups(user.Groups)}, nil
 }
 
 // writeKeys writes n keys numbered from first, rounded up to whole batches,
@@ -272,9 +351,14 @@ func (l *etcdLoader) writeKeys(ctx context.Context, c config, ns string, first, 
 	batches, err := parallel(dctx, c.createWorkers, (n+etcdBatch-1)/etcdBatch, func(b int) error {
 		var puts []etcdPut
 		for i := first + b*etcdBatch; i < first+(b+1)*etcdBatch; i++ {
-			objs, err := heapObjects(ns, i, now, c.heapWithKeys, c.heapKeyStatus)
+			objs, tok, err := heapObjects(ns, i, now, l.owner, c.heapWithKeys, c.heapKeyStatus)
 			if err != nil {
 				return err
+			}
+			if i < l.keep {
+				l.mu.Lock()
+				l.tokens[i] = tok
+				l.mu.Unlock()
 			}
 			for _, obj := range objs {
 				put, err := storedAs(obj)
@@ -351,13 +435,19 @@ func (l *etcdLoader) put(ctx context.Context, puts []etcdPut) error {
 	return nil
 }
 
-// heapObjects is key number i as issuance leaves it, each object as the
-// controller (or the API server's defaulting) writes it, so that a
-// controller started over them finds nothing to do: the ApiKey with the
-// finalizer and, withStatus, its status; its record; its Secret. Without
-// ApiKeys, a record alone, for a key that does not exist.
-func heapObjects(ns string, i int, now time.Time, withKeys, withStatus bool) ([]client.Object, error) {
-	key := benchKey(ns, fmt.Sprintf("heap-%06d", i))
+// heapKeyName is the name of the loader's key number i.
+func heapKeyName(i int) string { return fmt.Sprintf("heap-%06d", i) }
+
+// heapObjects is key number i as issuance leaves it, each object as
+// admission, the controller or the API server's defaulting writes it, so
+// that a controller started over them finds nothing to do: the ApiKey with
+// what the mutating webhook stamps (finalizer, owner, Secret name) and,
+// withStatus, its status; its record; its Secret. Without ApiKeys, a
+// record alone, for a key that does not exist. It also returns the token,
+// which callers keep in memory only.
+func heapObjects(ns string, i int, now time.Time, owner *apikeysv1alpha1.Owner, withKeys, withStatus bool) (
+	[]client.Object, string, error) {
+	key := benchKey(ns, heapKeyName(i))
 	key.TypeMeta = metav1.TypeMeta{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey"}
 	key.UID = uuid.NewUUID()
 	key.Generation = 1
@@ -365,12 +455,14 @@ func heapObjects(ns string, i int, now time.Time, withKeys, withStatus bool) ([]
 	key.Finalizers = []string{controller.Finalizer}
 	key.Spec.Identity = apikeysv1alpha1.IdentityKey
 	key.Spec.Prefix = apikeysv1alpha1.DefaultPrefix
+	key.Spec.Owner = owner
+	secretName := key.Name + "-token"
+	key.Spec.Secret.Name = secretName
 
 	tok, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	secretName := key.Name + "-token"
 	rec := recordFor(tok, key, now)
 	rec.TypeMeta = metav1.TypeMeta{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKeyRecord"}
 	rec.UID = uuid.NewUUID()
@@ -381,7 +473,7 @@ func heapObjects(ns string, i int, now time.Time, withKeys, withStatus bool) ([]
 	rec.Spec.TokenFingerprint = token.Fingerprint(tok)
 	rec.Spec.SecretName = secretName
 	if !withKeys {
-		return []client.Object{rec}, nil
+		return []client.Object{rec}, tok, nil
 	}
 	if withStatus {
 		key.Status = issuedStatus(key, rec)
@@ -405,7 +497,7 @@ func heapObjects(ns string, i int, now time.Time, withKeys, withStatus bool) ([]
 		Type: controller.SecretType,
 		Data: map[string][]byte{controller.SecretTokenKey: []byte(tok)},
 	}
-	return []client.Object{key, rec, secret}, nil
+	return []client.Object{key, rec, secret}, tok, nil
 }
 
 // awaitRecords waits until the API server counts at least want records:
@@ -419,8 +511,11 @@ func (e *env) awaitRecords(ctx context.Context, want int) error {
 
 // measureHeap starts a manager of the given mode against the cluster as it
 // is, waits until its index holds every record, and reads the live heap
-// before and after (each after a full GC).
-func (e *env) measureHeap(ctx context.Context, mode, profile string) (heapSample, error) {
+// before and after (each after a full GC). If then is not nil and all went
+// well, it is called with the manager's auth server (and its URL) once the
+// heap was read, before the manager stops.
+func (e *env) measureHeap(ctx context.Context, mode, profile string,
+	then func(url string, auth *authserver.Server)) (heapSample, error) {
 	var s heapSample
 	var err error
 	if s.records, err = e.countRecords(ctx); err != nil {
@@ -440,7 +535,7 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string) (heapSample
 		return s, err
 	}
 	start := time.Now()
-	m, auth, err := e.startHeapManager(ctx, mode)
+	m, auth, err := e.startHeapManager(ctx, mode, e.reconcilers)
 	if err != nil {
 		return s, err
 	}
@@ -459,14 +554,11 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string) (heapSample
 			progress("  could not write the heap profile: %v", perr)
 		}
 	}
-	switch got := auth.Index().Len(); {
-	case err != nil:
-	case got > s.records && mode == combinedMode:
-		// The controller issued tokens for keys another section left
-		// without one: they are in the heap, so they count.
-		s.records = got
-	case got != s.records:
-		err = fmt.Errorf("index holds %d tokens, the cluster %d records", got, s.records)
+	if err == nil {
+		err = e.checkIndexed(ctx, &s, mode, auth.Index().Len())
+	}
+	if then != nil && err == nil {
+		then(m.url, auth)
 	}
 	runtime.KeepAlive(auth)
 	if stopErr := m.stop(); err == nil {
@@ -475,6 +567,35 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string) (heapSample
 	authserver.NewServer(authserver.NewIndex(), authserver.Options{})
 	s.afterStopped = liveHeap()
 	return s, err
+}
+
+// checkIndexed compares the index's size, got, with the records counted
+// before the manager started. The API server's count has been seen to run
+// behind for a moment after a bulk write straight into etcd (an earlier
+// count had already reached it); so a count that differs is taken again
+// until it agrees, for a few seconds, before it is an error.
+func (e *env) checkIndexed(ctx context.Context, s *heapSample, mode string, got int) error {
+	switch {
+	case got == s.records:
+		return nil
+	case got > s.records && mode == combinedMode:
+		// The controller issued tokens for keys another section left
+		// without one: they are in the heap, so they count.
+		s.records = got
+		return nil
+	}
+	counted := s.records
+	err := pollUntil(ctx, 100*time.Millisecond, 10*time.Second, func() (bool, error) {
+		var err error
+		counted, err = e.countRecords(ctx)
+		return counted == got, err
+	})
+	if err != nil {
+		return fmt.Errorf("index holds %d tokens, the cluster %d records (%d when the manager started)", got, counted, s.records)
+	}
+	progress("  the API server counted %d records when the manager started, %d now, as the index holds", s.records, counted)
+	s.records = counted
+	return nil
 }
 
 // settleTimeout bounds the wait for a combined manager's controllers to
@@ -486,6 +607,10 @@ const settleTimeout = 5 * time.Minute
 // outlive the managers of earlier sections (same controller names), so a
 // manager's own are the difference from a reading taken before it started.
 type queueCounts struct{ depth, adds float64 }
+
+// controllerLabel is the label of controller-runtime's work queue metrics
+// that names the controller.
+const controllerLabel = "name"
 
 // benchControllers are the controllers a combined manager runs.
 var benchControllers = map[string]bool{"apikey": true, "apikeyrecord-collector": true}
@@ -500,7 +625,7 @@ func readQueues() (queueCounts, error) {
 		for _, m := range f.GetMetric() {
 			mine := false
 			for _, l := range m.GetLabel() {
-				mine = mine || (l.GetName() == "name" && benchControllers[l.GetValue()])
+				mine = mine || (l.GetName() == controllerLabel && benchControllers[l.GetValue()])
 			}
 			switch {
 			case !mine:
@@ -541,7 +666,7 @@ const syncTimeout = 10 * time.Minute
 // auth-only replica (its cache options, the auth server), or the
 // controller and the auth server together (the controller's cache
 // options). It returns once started; the caller waits for the index.
-func (e *env) startHeapManager(ctx context.Context, mode string) (*runningManager, *authserver.Server, error) {
+func (e *env) startHeapManager(ctx context.Context, mode string, reconcilers int) (*runningManager, *authserver.Server, error) {
 	port, err := utils.FreePort()
 	if err != nil {
 		return nil, nil, err
@@ -558,7 +683,7 @@ func (e *env) startHeapManager(ctx context.Context, mode string) (*runningManage
 		opts.Controller.CacheSyncTimeout = syncTimeout
 	}
 	opts.WebhookServer = webhook.NewServer(webhook.Options{
-		Host: "127.0.0.1", Port: port, CertDir: e.certDir,
+		Host: loopback, Port: port, CertDir: e.certDir,
 		TLSOpts: []func(*tls.Config){func(t *tls.Config) { t.NextProtos = []string{alpnHTTP1} }},
 	})
 	mgr, err := ctrl.NewManager(e.cfg, opts)
@@ -567,10 +692,11 @@ func (e *env) startHeapManager(ctx context.Context, mode string) (*runningManage
 	}
 	if mode == combinedMode {
 		if err := (&controller.ApiKeyReconciler{
-			Client:    mgr.GetClient(),
-			APIReader: mgr.GetAPIReader(),
-			Recorder:  mgr.GetEventRecorder("apikey-operator"),
-			Policy:    policy.New(policy.Options{MaxTTL: 365 * 24 * time.Hour}),
+			Client:                  mgr.GetClient(),
+			APIReader:               mgr.GetAPIReader(),
+			Recorder:                mgr.GetEventRecorder("apikey-operator"),
+			Policy:                  benchPolicy(),
+			MaxConcurrentReconciles: reconcilers,
 		}).SetupWithManager(mgr); err != nil {
 			return nil, nil, err
 		}
@@ -579,7 +705,9 @@ func (e *env) startHeapManager(ctx context.Context, mode string) (*runningManage
 	if err := auth.SetupWithManager(mgr); err != nil {
 		return nil, nil, err
 	}
-	return startManager(ctx, mgr), auth, nil
+	m := startManager(ctx, mgr)
+	m.url = fmt.Sprintf("https://%s:%d", loopback, port)
+	return m, auth, nil
 }
 
 func writeHeapProfile(path string) error {

@@ -33,10 +33,11 @@ type config struct {
 	httpMaxRequests                  int
 	httpWarmup, httpClosed, httpOpen time.Duration
 
-	revokeTrials int
-	applyTrials  int
-	rotateTrials int
-	rotateGrace  time.Duration
+	revokeTrials      int
+	revokeScaleTrials int
+	applyTrials       int
+	rotateTrials      int
+	rotateGrace       time.Duration
 
 	issueKeys    int
 	issueTimeout time.Duration
@@ -79,7 +80,11 @@ func parseFlags() config {
 	flag.DurationVar(&c.httpClosed, "http-closed", time.Second, "Length of one closed-loop (max throughput) measurement.")
 	flag.DurationVar(&c.httpOpen, "http-open", 2*time.Second, "Length of one open-loop (fixed rate) measurement.")
 
-	flag.IntVar(&c.revokeTrials, "revoke-trials", 25, "Revocation trials of each kind (delete, suspend).")
+	flag.IntVar(&c.revokeTrials, "revoke-trials", 25,
+		"Revocation trials of each kind (delete, suspend) in the revoke section: a few keys, no load.")
+	flag.IntVar(&c.revokeScaleTrials, "revoke-scale-trials", 50,
+		"Revocation trials of each kind run in the heap section, once a combined manager holds every key, "+
+			"with forward-auth under half load; 0 skips them.")
 	flag.IntVar(&c.applyTrials, "apply-trials", 50, "Create → Ready trials.")
 	flag.IntVar(&c.rotateTrials, "rotate-trials", 40, "Rotation trials, one key each.")
 	flag.DurationVar(&c.rotateGrace, "rotate-grace", 2*time.Second,

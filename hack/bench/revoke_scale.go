@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
+)
+
+// scaleRevokeResult is revocation as SPEC §9 states it: on the memory
+// section's last combined manager, its index holding every key in the
+// cluster, with forward-auth under half load on the same auth server.
+type scaleRevokeResult struct {
+	revokeResult
+	// keys is the auth server's index size when the trials began.
+	keys int
+	// maxRPS is the auth server's closed-loop throughput the load is half
+	// of, from the http section (maxFromHTTP) or measured on this manager.
+	maxRPS      float64
+	maxFromHTTP bool
+	// offered is the load's arrival rate; achieved what was answered.
+	offered, achieved float64
+	conns             int
+	// load is the latency of the load's own requests during the trials.
+	load latencies
+	// loadFor is how long the load ran, from before the first trial to
+	// after the last.
+	loadFor time.Duration
+	loadErr error
+	// gone is how long, after the last trial, the deleted ApiKeys took to
+	// disappear: the controller finalized them, through admission.
+	gone time.Duration
+}
+
+// underLoad reports whether every trial ran with the load flowing.
+func (s *scaleRevokeResult) underLoad() bool {
+	return s.loadErr == nil && s.offered > 0 && s.loadFor > 0
+}
+
+// runScaleRevoke runs revocation trials against auth, at url, on keys the
+// loader wrote and kept the tokens of: the first conns keys carry the
+// load, each of the rest is revoked once, alternately deleted and
+// suspended.
+func runScaleRevoke(ctx context.Context, c config, e *env, url string, auth *authserver.Server,
+	keys []keptKey, maxRPS float64) *scaleRevokeResult {
+	res := &scaleRevokeResult{keys: auth.Index().Len(), maxRPS: maxRPS, maxFromHTTP: maxRPS > 0, conns: c.httpConns}
+	progress("  revocation → 401 on this manager (%d keys indexed): %d delete + %d suspend trials under forward-auth load",
+		res.keys, c.revokeScaleTrials, c.revokeScaleTrials)
+	res.err = measureScaleRevoke(ctx, c, e, url, keys, res)
+	if res.err != nil {
+		progress("  failed: %v", res.err)
+		return res
+	}
+	progress("  p50 %s, p99 %s, max %s over %d trials; load %.0f req/s offered, %.0f answered, p99 %s",
+		res.all.p50, res.all.p99, res.all.mx, res.all.n, res.offered, res.achieved, res.load.p99)
+	return res
+}
+
+func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys []keptKey, res *scaleRevokeResult) error {
+	if len(keys) < c.httpConns+2 {
+		return fmt.Errorf("only %d of the kept keys were written", len(keys))
+	}
+	p := e.newProber(url)
+	if err := pollUntil(ctx, 10*time.Millisecond, time.Minute, func() (bool, error) {
+		_, err := p.status(ctx, "")
+		return err == nil, nil
+	}); err != nil {
+		return fmt.Errorf("the auth server does not answer: %w", err)
+	}
+
+	load, trials := keys[:c.httpConns], keys[c.httpConns:]
+	tokens := make([]string, len(load))
+	for i, k := range load {
+		tokens[i] = k.token
+	}
+	t := newTarget("auth server", strings.TrimPrefix(url, "https://"), tokens, c.httpConns)
+	lg := &loadGenerator{
+		tls:         &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{alpnHTTP1}, RootCAs: e.caPool},
+		maxRequests: c.httpMaxRequests,
+	}
+	// The warm-up also checks that every load key is accepted.
+	if _, err := lg.closedLoop(t, c.httpWarmup); err != nil {
+		return fmt.Errorf("warming up: %w", err)
+	}
+	if res.maxRPS == 0 {
+		rps, err := lg.closedLoop(t, 2*c.httpClosed)
+		if err != nil {
+			return fmt.Errorf("measuring the auth server's throughput: %w", err)
+		}
+		res.maxRPS = rps
+	}
+	res.offered = res.maxRPS / 2
+
+	bg := lg.startBackgroundLoad(t, res.offered)
+	if err := bg.awaitStarted(); err != nil {
+		return fmt.Errorf("starting the load: %w", err)
+	}
+	trialErr := runScaleTrials(ctx, e, p, trials, bg, res)
+	bg.finish()
+	res.load, res.achieved, res.loadFor, res.loadErr = bg.lat, bg.achieved, bg.ran, bg.err
+	if trialErr != nil {
+		return trialErr
+	}
+	return e.awaitDeleted(ctx, trials, res)
+}
+
+// runScaleTrials revokes each key in turn, alternately by delete and by
+// suspension, and times the first 401. It stops if the load stops.
+func runScaleTrials(ctx context.Context, e *env, p *prober, keys []keptKey, bg *backgroundLoad, res *scaleRevokeResult) error {
+	var deleted, suspended []time.Duration
+	defer func() {
+		all := append(append([]time.Duration{}, deleted...), suspended...)
+		res.deleted, res.suspended, res.all = summarize(deleted), summarize(suspended), summarize(all)
+	}()
+	for i, k := range keys {
+		suspend := i%2 == 1
+		lat, err := scaleRevokeTrial(ctx, e, p, k, suspend)
+		if err != nil {
+			return fmt.Errorf("trial %d: %w", i, err)
+		}
+		if !bg.running() {
+			return fmt.Errorf("the forward-auth load stopped during trial %d: %v", i, bg.err)
+		}
+		if suspend {
+			suspended = append(suspended, lat)
+		} else {
+			deleted = append(deleted, lat)
+		}
+	}
+	return nil
+}
+
+// suspendPatch sets spec.suspended and nothing else: spec.owner stays, so
+// the admission webhooks' matchConditions leave the update alone.
+var suspendPatch = client.RawPatch(types.MergePatchType, []byte(`{"spec":{"suspended":true}}`))
+
+// scaleRevokeTrial checks /auth accepts k's token, deletes or suspends k,
+// and returns how long /auth went on accepting it after the call returned.
+func scaleRevokeTrial(ctx context.Context, e *env, p *prober, k keptKey, suspend bool) (time.Duration, error) {
+	if _, err := p.awaitStatus(ctx, k.token, http.StatusOK); err != nil {
+		return 0, fmt.Errorf("the auth server does not accept ApiKey %s/%s: %w", k.namespace, k.name, err)
+	}
+	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}}
+	var err error
+	if suspend {
+		err = e.client.Patch(ctx, key, suspendPatch)
+	} else {
+		err = e.client.Delete(ctx, key)
+	}
+	if err != nil {
+		return 0, err
+	}
+	returned := time.Now()
+	refused, err := p.awaitStatus(ctx, k.token, http.StatusUnauthorized)
+	if err != nil {
+		return 0, fmt.Errorf("the auth server still accepts revoked ApiKey %s/%s: %w", k.namespace, k.name, err)
+	}
+	return refused.Sub(returned), nil
+}
+
+// awaitDeleted waits until the deleted keys (every other one, from the
+// first) are gone: the controller deleted their records and removed its
+// finalizer, an update admission let through.
+func (e *env) awaitDeleted(ctx context.Context, keys []keptKey, res *scaleRevokeResult) error {
+	start := time.Now()
+	left := 0
+	err := pollUntil(ctx, 50*time.Millisecond, trialTimeout, func() (bool, error) {
+		left = 0
+		for i := 0; i < len(keys) && i < 2*res.deleted.n; i += 2 {
+			err := e.client.Get(ctx, client.ObjectKey{Namespace: keys[i].namespace, Name: keys[i].name},
+				&metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{
+					APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey"}})
+			switch {
+			case apierrors.IsNotFound(err):
+			case err != nil:
+				return false, err
+			default:
+				left++
+			}
+		}
+		return left == 0, nil
+	})
+	res.gone = time.Since(start)
+	if err != nil {
+		return errors.Join(fmt.Errorf("%d deleted ApiKeys still there (finalizer not removed)", left), err)
+	}
+	return nil
+}
