@@ -157,9 +157,9 @@ func (s *Server) credentials(h http.Header) (string, credentialsProblem) {
 			// Another scheme (Basic, …) is not ours: ask for a bearer token.
 			return "", credentialsMissing
 		}
-		tok = strings.Trim(v[len(scheme):], " \t")
+		tok = trimBlanks(v[len(scheme):])
 	case len(keys) == 1:
-		tok = strings.Trim(keys[0], " \t")
+		tok = trimBlanks(keys[0])
 	default:
 		return "", credentialsMissing
 	}
@@ -169,4 +169,16 @@ func (s *Server) credentials(h http.Header) (string, credentialsProblem) {
 		return "", credentialsMalformed
 	}
 	return tok, credentialsOK
+}
+
+// trimBlanks strips spaces and tabs from both ends of v. strings.Trim with
+// a two-byte cutset builds its byte set on every call.
+func trimBlanks(v string) string {
+	for v != "" && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for v != "" && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
 }
