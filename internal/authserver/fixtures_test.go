@@ -51,27 +51,38 @@ func informerKey(namespace, name, uid string) *apikeysv1alpha1.ApiKey {
 // issuedRecord returns the record the controller writes for tok issued to key
 // with identity Key (whose uid is the ApiKey's), changed by edits.
 func issuedRecord(tok string, key *apikeysv1alpha1.ApiKey, edits ...func(*apikeysv1alpha1.ApiKeyRecordSpec)) *apikeysv1alpha1.ApiKeyRecord {
-	sum := token.Sum(tok)
-	rec := &apikeysv1alpha1.ApiKeyRecord{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:   "sha256-" + hex.EncodeToString(sum[:]),
-			Labels: map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)},
-		},
-		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
-			TokenHash: token.Hash(tok),
-			TokenHint: token.Hint(tok),
-			ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: key.Namespace, Name: key.Name, UID: string(key.UID)},
-			IssuedAt:  metav1.NewTime(fixtureNow.Add(-24 * time.Hour)),
-			Username:  "apikey:" + key.Namespace + ":" + key.Name,
-			UID:       string(key.UID),
-			Groups:    []string{"apikeys", "apikeys:" + key.Namespace},
-			Scopes:    []string{"orders:read", "invoices:*"},
-		},
-	}
+	rec := hashedRecord(token.Sum(tok), token.Hint(tok), key)
 	for _, edit := range edits {
 		edit(&rec.Spec)
 	}
 	return rec
+}
+
+// hashedRecord is issuedRecord for the token whose hash is sum and hint is
+// hint, for records whose token no test presents.
+func hashedRecord(sum [32]byte, hint string, key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKeyRecord {
+	rec := &apikeysv1alpha1.ApiKeyRecord{}
+	refillRecord(rec, sum, hint, key)
+	return rec
+}
+
+// refillRecord makes rec the record hashedRecord returns, reusing its memory.
+func refillRecord(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte, hint string, key *apikeysv1alpha1.ApiKey) {
+	rec.Name = "sha256-" + hex.EncodeToString(sum[:])
+	if rec.Labels == nil {
+		rec.Labels = map[string]string{}
+	}
+	rec.Labels[apikeysv1alpha1.ApiKeyUIDLabel] = string(key.UID)
+	rec.Spec = apikeysv1alpha1.ApiKeyRecordSpec{
+		TokenHash: token.FormatHash(sum),
+		TokenHint: hint,
+		ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: key.Namespace, Name: key.Name, UID: string(key.UID)},
+		IssuedAt:  metav1.NewTime(fixtureNow.Add(-24 * time.Hour)),
+		Username:  "apikey:" + key.Namespace + ":" + key.Name,
+		UID:       string(key.UID),
+		Groups:    append(rec.Spec.Groups[:0], "apikeys", "apikeys:"+key.Namespace),
+		Scopes:    append(rec.Spec.Scopes[:0], "orders:read", "invoices:*"),
+	}
 }
 
 // metaTime returns a *metav1.Time of t, as records carry optional times.

@@ -7,6 +7,7 @@ package authserver
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"iter"
 	"slices"
 	"strings"
 	"sync"
@@ -102,10 +103,10 @@ type group struct {
 // Index maps token hashes to entries. Writers are the watches of records
 // and keys; readers are requests.
 type Index struct {
-	mu     sync.RWMutex
-	byHash map[[32]byte]*Entry
-	keys   map[types.UID]*keyState
-	groups map[string]*group // by groupID
+	mu      sync.RWMutex
+	entries entryTable
+	keys    map[types.UID]*keyState
+	groups  map[string]*group // by groupID
 	// The controller names a record after its hash (sha256-<hex>), so the
 	// index derives a record's name from its hash. Records named otherwise
 	// (by hand) are remembered here, in both directions.
@@ -119,7 +120,7 @@ type Index struct {
 // NewIndex returns an empty index that reports not synced until MarkSynced.
 func NewIndex() *Index {
 	return &Index{
-		byHash:      map[[32]byte]*Entry{},
+		entries:     entryTable{byHead: map[uint64]*Entry{}},
 		keys:        map[types.UID]*keyState{},
 		groups:      map[string]*group{},
 		otherNames:  map[string][32]byte{},
@@ -141,7 +142,7 @@ func (ix *Index) MarkSynced() {
 func (ix *Index) Len() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return len(ix.byHash)
+	return ix.entries.len()
 }
 
 // LastChange is when the index last changed (or synced).
@@ -172,7 +173,7 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	if prev, ok := ix.ownedHashLocked(rec.Name); ok && prev != sum {
 		ix.removeLocked(prev)
 	}
-	old := ix.byHash[sum]
+	old := ix.entries.get(&sum)
 	state := &recordState{}
 	if old != nil && ix.recordNameLocked(sum) == rec.Name {
 		state = old.record
@@ -188,7 +189,7 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	if old != nil {
 		ix.releaseLocked(old)
 	}
-	ix.byHash[sum] = e
+	ix.entries.set(e)
 	ix.touchLocked()
 }
 
@@ -198,7 +199,7 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 func (ix *Index) UpdateRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	if sum, err := token.ParseHash(rec.Spec.TokenHash); err == nil && rec.Generation != 0 {
 		ix.mu.Lock()
-		e := ix.byHash[sum]
+		e := ix.entries.get(&sum)
 		if e != nil && e.record.generation == rec.Generation && ix.recordNameLocked(sum) == rec.Name {
 			e.record.resourceVersion = rec.ResourceVersion
 			e.record.usedAt = 0
@@ -235,9 +236,9 @@ func (ix *Index) ReplaceRecords(records []*apikeysv1alpha1.ApiKeyRecord) {
 	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	for sum := range ix.byHash {
-		if !listed[sum] {
-			ix.removeLocked(sum)
+	for e := range ix.entries.all() {
+		if !listed[e.hash] {
+			ix.removeLocked(e.hash)
 		}
 	}
 	ix.touchLocked()
@@ -301,11 +302,11 @@ func (ix *Index) keyLocked(uid types.UID) *keyState {
 
 // removeLocked drops the entry of sum and whatever only it used.
 func (ix *Index) removeLocked(sum [32]byte) {
-	e, ok := ix.byHash[sum]
-	if !ok {
+	e := ix.entries.get(&sum)
+	if e == nil {
 		return
 	}
-	delete(ix.byHash, sum)
+	ix.entries.delete(&sum)
 	if name, ok := ix.otherHashes[sum]; ok {
 		delete(ix.otherHashes, sum)
 		delete(ix.otherNames, name)
@@ -344,8 +345,7 @@ func (ix *Index) ownedHashLocked(name string) ([32]byte, bool) {
 	if _, other := ix.otherHashes[sum]; other {
 		return sum, false
 	}
-	_, ok = ix.byHash[sum]
-	return sum, ok
+	return sum, ix.entries.get(&sum) != nil
 }
 
 // claimHashLocked notes that the record called name now holds sum's entry
@@ -355,7 +355,7 @@ func (ix *Index) claimHashLocked(sum [32]byte, name string) {
 		delete(ix.otherNames, prev)
 		delete(ix.otherHashes, sum)
 	}
-	if name != recordNameFor(sum) {
+	if own, ok := hashOfRecordName(name); !ok || own != sum {
 		ix.otherNames[name] = sum
 		ix.otherHashes[sum] = name
 	}
@@ -390,6 +390,92 @@ func hashOfRecordName(name string) ([32]byte, bool) {
 
 func (ix *Index) touchLocked() { ix.lastSync.Store(time.Now().UnixNano()) }
 
+// entryTable finds an entry by its token's SHA-256. The map is keyed by the
+// hash's first 8 bytes: SHA-256 is uniform, so among a million hashes two
+// share them about once in 2^25 indexes, and a uint64 key hashes faster and
+// takes 24 bytes less per slot than the whole hash. The entry's whole hash
+// is compared after. A hash whose first 8 bytes another entry holds (by
+// chance, or a hand-made record that copies them) goes in overflow, so a
+// shared head costs a second lookup, never a wrong answer.
+type entryTable struct {
+	byHead   map[uint64]*Entry
+	overflow map[[32]byte]*Entry // nil until a head is shared
+}
+
+// head is the map key of sum.
+func head(sum *[32]byte) uint64 { return binary.LittleEndian.Uint64(sum[:8]) }
+
+// get returns the entry whose hash is sum, or nil.
+func (t *entryTable) get(sum *[32]byte) *Entry {
+	if e := t.byHead[head(sum)]; e != nil && sameHash(&e.hash, sum) {
+		return e
+	}
+	if len(t.overflow) == 0 {
+		return nil
+	}
+	return t.overflow[*sum]
+}
+
+// set adds e, or replaces the entry with e's hash.
+func (t *entryTable) set(e *Entry) {
+	if _, ok := t.overflow[e.hash]; ok {
+		t.overflow[e.hash] = e
+		return
+	}
+	k := head(&e.hash)
+	if cur := t.byHead[k]; cur == nil || cur.hash == e.hash {
+		t.byHead[k] = e
+		return
+	}
+	if t.overflow == nil {
+		t.overflow = map[[32]byte]*Entry{}
+	}
+	t.overflow[e.hash] = e
+}
+
+// delete removes the entry whose hash is sum, if any.
+func (t *entryTable) delete(sum *[32]byte) {
+	k := head(sum)
+	if cur := t.byHead[k]; cur != nil && cur.hash == *sum {
+		delete(t.byHead, k)
+		return
+	}
+	delete(t.overflow, *sum)
+}
+
+func (t *entryTable) len() int { return len(t.byHead) + len(t.overflow) }
+
+// all yields every entry; the loop body may delete the entry it is given.
+func (t *entryTable) all() iter.Seq[*Entry] {
+	return func(yield func(*Entry) bool) {
+		for _, e := range t.byHead {
+			if !yield(e) {
+				return
+			}
+		}
+		for _, e := range t.overflow {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+// sameHash reports whether a and b are equal, in time that does not depend
+// on where they differ: the comparison SPEC §3 asks to be constant-time.
+// Both are SHA-256 outputs, so an early exit would leak only how much of a
+// stored hash a guess's hash shares, which brings no token nearer; being
+// constant-time costs nothing here, as 4 words XORed and ORed are as cheap
+// as 4 compared, where crypto/subtle's byte loop takes several times longer
+// than the rest of the lookup.
+func sameHash(a, b *[32]byte) bool {
+	var diff uint64
+	for i := 0; i < len(a); i += 8 {
+		diff |= binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:])
+	}
+	return diff == 0
+}
+
 // recordUse is a record whose token was used since its last flush, with
 // what the flusher needs to write it: the record's status.lastUsedAt and
 // resourceVersion as last seen.
@@ -406,9 +492,9 @@ func (ix *Index) unflushedUses() []recordUse {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var out []recordUse
-	for sum, e := range ix.byHash {
+	for e := range ix.entries.all() {
 		if rs := e.record; rs.lastUsed.Load() > rs.flushed.Load() {
-			out = append(out, recordUse{name: ix.recordNameLocked(sum), state: rs, usedAt: rs.usedAt, resourceVersion: rs.resourceVersion})
+			out = append(out, recordUse{name: ix.recordNameLocked(e.hash), state: rs, usedAt: rs.usedAt, resourceVersion: rs.resourceVersion})
 		}
 	}
 	return out

@@ -549,3 +549,81 @@ func heapInUse() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
 }
+
+// TestIndexSharedHashHead: the index looks a token up by the first 8 bytes
+// of its hash, so a record whose hash shares them with another's (by chance,
+// or made by hand to) must neither hide the other's token nor answer for
+// it, whichever is indexed first and whichever goes first.
+func TestIndexSharedHashHead(t *testing.T) {
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	tok := stableToken(token.DefaultPrefix, "shared-head")
+	rec := issuedRecord(tok, key)
+	twinSum := token.Sum(tok)
+	twinSum[31] ^= 1
+	twin := hashedRecord(twinSum, "ak_twin…", key)
+
+	for name, first := range map[string][]*apikeysv1alpha1.ApiKeyRecord{
+		"token first": {rec, twin},
+		"twin first":  {twin, rec},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ix := NewIndex()
+			ix.SetKey(key)
+			for _, r := range first {
+				ix.SetRecord(r)
+			}
+			ix.SetRecord(rec) // replacing an entry keeps one entry per hash
+			ix.SetRecord(twin)
+			if ix.Len() != 2 {
+				t.Fatalf("index holds %d tokens, want 2", ix.Len())
+			}
+			assertCode(t, ix, tok, CodeValid)
+			if e := ix.entries.get(&twinSum); e == nil || e.hash != twinSum {
+				t.Fatal("the twin record's entry is not found by its hash")
+			}
+
+			// Usage reaches the flusher from either place.
+			e, _ := ix.Verify(tok, fixtureNow)
+			e.markUsed(fixtureNow)
+			if u := ix.unflushedUses(); len(u) != 1 || u[0].name != rec.Name {
+				t.Errorf("uses to flush = %d, want the token's record", len(u))
+			}
+
+			ix.DeleteRecord(twin.Name)
+			assertCode(t, ix, tok, CodeValid)
+			if ix.Len() != 1 || ix.entries.get(&twinSum) != nil {
+				t.Errorf("after the twin's deletion the index holds %d tokens, want 1", ix.Len())
+			}
+
+			ix.SetRecord(twin)
+			ix.DeleteRecord(rec.Name)
+			assertCode(t, ix, tok, CodeNotFound)
+			if ix.entries.get(&twinSum) == nil {
+				t.Error("deleting the token's record took the twin's entry with it")
+			}
+
+			ix.SetRecord(rec)
+			ix.ReplaceRecords([]*apikeysv1alpha1.ApiKeyRecord{twin})
+			assertCode(t, ix, tok, CodeNotFound)
+			if ix.Len() != 1 || ix.entries.get(&twinSum) == nil {
+				t.Errorf("after a listing of the twin alone the index holds %d tokens, want the twin", ix.Len())
+			}
+		})
+	}
+}
+
+func TestSameHash(t *testing.T) {
+	a := token.Sum("a")
+	if !sameHash(&a, &a) {
+		t.Error("a hash differs from itself")
+	}
+	for i := range len(a) {
+		for _, bit := range []byte{0x01, 0x80} {
+			b := a
+			b[i] ^= bit
+			if sameHash(&a, &b) {
+				t.Errorf("hashes differing in byte %d (bit %#x) compare equal", i, bit)
+			}
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package authserver
 
 import (
-	"crypto/subtle"
 	"time"
 
 	"github.com/apikey-operator/apikey-operator/internal/token"
@@ -34,10 +33,10 @@ func (c Code) String() string {
 // Verify is the request path: hash, one map lookup, a constant-time compare,
 // then the checks that can make a known token invalid. It does not allocate.
 //
-// The lookup is keyed by the token's SHA-256, so its timing can only leak
-// hash bits, which say nothing about any token; the constant-time compare of
-// the stored hash is the contract's final comparison and guards the answer
-// should the index ever be keyed by less than the whole hash.
+// The lookup is keyed by the first 8 bytes of the token's SHA-256, so its
+// timing can only leak hash bits, which say nothing about any token; the
+// constant-time compare of the whole stored hash (sameHash) is the
+// contract's final comparison.
 //
 // A token that hashes to a record is one the operator minted, so its
 // checksum is right by construction; the checksum is checked only on a
@@ -49,10 +48,10 @@ func (ix *Index) Verify(tok string, now time.Time) (*Entry, Code) {
 	sum := token.Sum(tok)
 
 	ix.mu.RLock()
-	e := ix.byHash[sum]
+	e := ix.entries.get(&sum)
 	ix.mu.RUnlock()
 
-	if e == nil || subtle.ConstantTimeCompare(e.hash[:], sum[:]) != 1 {
+	if e == nil {
 		if _, err := token.Parse(tok); err != nil {
 			return nil, CodeMalformed
 		}
