@@ -273,9 +273,9 @@ func (r *report) revokeSummary() [4]string {
 	row := [4]string{"revoke/suspend → 401", "—", revokeTarget, notMeasured}
 	if s := r.scaleRevoke(); s != nil && s.all.n > 0 {
 		row[1] = fmt.Sprintf("p99 %s, p50 %s, max %s (delete p99 %s, suspend p99 %s; %d trials on the combined manager "+
-			"with %d keys indexed, forward-auth at %.0f req/s offered, %s)",
+			"with %d keys indexed, forward-auth at %.0f req/s offered, %s; %.0f req/s answered)",
 			ms(s.all.p99), ms(s.all.p50), ms(s.all.mx), ms(s.deleted.p99), ms(s.suspended.p99), s.all.n, s.keys,
-			s.offered, halfOf(s))
+			s.offered, halfOf(s), s.achieved)
 		row[3] = scaleRevokeVerdict(s)
 		return row
 	} else if s != nil && s.err != nil {
@@ -608,10 +608,15 @@ func writeScaleRevoke(w *mdWriter, s *scaleRevokeResult) {
 			"stopped after the last. It answered %.0f req/s over %s, with latency p50 %s, p99 %s, max %s counted from "+
 			"each request's scheduled time.", s.conns, s.offered, halfOf(s), s.achieved, secs(s.loadFor),
 			us(s.load.p50), us(s.load.p99), us(s.load.mx))
+		if s.hereRPS > 0 {
+			w.line("Just before the trials, the same generator closed-loop on this manager reached %.0f req/s: the "+
+				"offered load was %.0f%% of what this manager could serve then, beside its controller, "+
+				"kube-apiserver and etcd on the same cores.", s.hereRPS, 100*s.offered/s.hereRPS)
+		}
 		if s.achieved < 0.95*s.offered {
-			w.line("The answered rate fell short of the offered one: on these shared cores, the controller, " +
-				"kube-apiserver and etcd compete with the load, so requests queued and the load was, if anything, " +
-				"heavier than half.")
+			w.line("The answered rate fell short of the offered one, so requests queued behind each other for the " +
+				"whole run (see the load's latency): the auth server was saturated, and each trial's probes " +
+				"competed with a full queue, which is heavier than half load.")
 		}
 		w.line("")
 	}

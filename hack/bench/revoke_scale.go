@@ -29,6 +29,9 @@ type scaleRevokeResult struct {
 	// of, from the http section (maxFromHTTP) or measured on this manager.
 	maxRPS      float64
 	maxFromHTTP bool
+	// hereRPS is this manager's own closed-loop throughput, measured just
+	// before the trials: what the offered load is a share of here.
+	hereRPS float64
 	// offered is the load's arrival rate; achieved what was answered.
 	offered, achieved float64
 	conns             int
@@ -62,8 +65,8 @@ func runScaleRevoke(ctx context.Context, c config, e *env, url string, auth *aut
 		progress("  failed: %v", res.err)
 		return res
 	}
-	progress("  p50 %s, p99 %s, max %s over %d trials; load %.0f req/s offered, %.0f answered, p99 %s",
-		res.all.p50, res.all.p99, res.all.mx, res.all.n, res.offered, res.achieved, res.load.p99)
+	progress("  p50 %s, p99 %s, max %s over %d trials; load %.0f req/s offered (this manager's max %.0f), %.0f answered, p99 %s",
+		res.all.p50, res.all.p99, res.all.mx, res.all.n, res.offered, res.hereRPS, res.achieved, res.load.p99)
 	return res
 }
 
@@ -93,11 +96,12 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys 
 	if _, err := lg.closedLoop(t, c.httpWarmup); err != nil {
 		return fmt.Errorf("warming up: %w", err)
 	}
+	rps, err := lg.closedLoop(t, 2*c.httpClosed)
+	if err != nil {
+		return fmt.Errorf("measuring the auth server's throughput: %w", err)
+	}
+	res.hereRPS = rps
 	if res.maxRPS == 0 {
-		rps, err := lg.closedLoop(t, 2*c.httpClosed)
-		if err != nil {
-			return fmt.Errorf("measuring the auth server's throughput: %w", err)
-		}
 		res.maxRPS = rps
 	}
 	res.offered = res.maxRPS / 2
