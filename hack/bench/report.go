@@ -272,9 +272,9 @@ func (r *report) heapSummary() [][4]string {
 func (r *report) revokeSummary() [4]string {
 	row := [4]string{"revoke/suspend → 401", "—", revokeTarget, notMeasured}
 	if s := r.scaleRevoke(); s != nil && s.all.n > 0 {
-		row[1] = fmt.Sprintf("p99 %s, p50 %s, max %s (delete p99 %s, suspend p99 %s; %d trials on the combined manager "+
-			"with %d keys indexed, forward-auth at %.0f req/s offered, %s; %.0f req/s answered)",
-			ms(s.all.p99), ms(s.all.p50), ms(s.all.mx), ms(s.deleted.p99), ms(s.suspended.p99), s.all.n, s.keys,
+		row[1] = fmt.Sprintf("p99 %s (p50 %s, max %s; delete p50/p99/max %s; suspend %s; %d trials on the "+
+			"combined manager with %d keys indexed, forward-auth at %.0f req/s offered, %s; %.0f req/s answered)",
+			ms(s.all.p99), ms(s.all.p50), ms(s.all.mx), pctls(s.deleted), pctls(s.suspended), s.all.n, s.keys,
 			s.offered, halfOf(s), s.achieved)
 		row[3] = scaleRevokeVerdict(s)
 		return row
@@ -288,6 +288,11 @@ func (r *report) revokeSummary() [4]string {
 		row[3] = r.revokeVerdict()
 	}
 	return row
+}
+
+// pctls is p50/p99/max of l.
+func pctls(l latencies) string {
+	return fmt.Sprintf("%s / %s / %s", ms(l.p50), ms(l.p99), ms(l.mx))
 }
 
 // halfOf says what the offered load was half of.
