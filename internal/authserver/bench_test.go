@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,10 +35,12 @@ var (
 // the token of the key in the middle. That token is the only one presented,
 // so the other records carry the hash of a counter rather than of a minted
 // token, and one ApiKey and one record object are refilled for every key
-// (the index keeps none of their memory): a million keys then take a few
-// seconds to index rather than most of a minute, mostly spent collecting.
+// (the index keeps none of their memory), and the collector runs less often
+// while the index grows: a million keys then take seconds to index rather
+// than most of a minute, most of it spent marking the growing heap.
 func filledIndex(tb testing.TB, n int) (*Index, string) {
 	tb.Helper()
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	ix := NewIndex()
 	probe, err := token.Generate(token.DefaultPrefix)
 	if err != nil {
