@@ -368,7 +368,7 @@ func (l *etcdLoader) writeKeys(ctx context.Context, c config, ns string, first, 
 				puts = append(puts, put)
 			}
 		}
-		return l.put(ctx, puts)
+		return l.putRetrying(ctx, puts)
 	})
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		err = nil
@@ -402,6 +402,23 @@ func storedAs(obj client.Object) (etcdPut, error) {
 	return etcdPut{Key: []byte(key), Value: value}, err
 }
 
+// putRetrying is put, tried again when etcd answers that the request timed
+// out (a busy 2-core machine): the puts are idempotent, so a transaction
+// that did apply after all is harmless to repeat.
+func (l *etcdLoader) putRetrying(ctx context.Context, puts []etcdPut) error {
+	var err error
+	for range 3 {
+		if err = l.put(ctx, puts); !errors.Is(err, errEtcdUnavailable) {
+			return err
+		}
+	}
+	return err
+}
+
+// errEtcdUnavailable is etcd's 503, which it answers when a request timed
+// out inside it.
+var errEtcdUnavailable = errors.New("etcd unavailable")
+
 // put writes every object in one transaction.
 func (l *etcdLoader) put(ctx context.Context, puts []etcdPut) error {
 	type op struct {
@@ -428,6 +445,9 @@ func (l *etcdLoader) put(ctx context.Context, puts []etcdPut) error {
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if err != nil {
 		return err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return fmt.Errorf("%w: %s: %s", errEtcdUnavailable, resp.Status, answer)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("etcd refused a transaction: %s: %s", resp.Status, answer)
