@@ -464,10 +464,10 @@ func (t *entryTable) all() iter.Seq[*Entry] {
 // sameHash reports whether a and b are equal, in time that does not depend
 // on where they differ: the comparison SPEC §3 asks to be constant-time.
 // Both are SHA-256 outputs, so an early exit would leak only how much of a
-// stored hash a guess's hash shares, which brings no token nearer; being
-// constant-time costs nothing here, as 4 words XORed and ORed are as cheap
-// as 4 compared, where crypto/subtle's byte loop takes several times longer
-// than the rest of the lookup.
+// stored hash a guess's hash shares, which brings no token nearer. Being
+// constant-time costs nothing here: 4 words XORed and ORed are as cheap as
+// 4 compared, where crypto/subtle's byte loop cost Verify more than its map
+// lookup did.
 func sameHash(a, b *[32]byte) bool {
 	var diff uint64
 	for i := 0; i < len(a); i += 8 {
