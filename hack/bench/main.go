@@ -92,8 +92,9 @@ func parseFlags() config {
 			"so the grace that plays out is up to 1 s shorter.")
 
 	flag.IntVar(&c.issueKeys, "issue-keys", 10000, "ApiKeys created at once for the bulk issuance run; 0 skips it.")
-	flag.DurationVar(&c.issueTimeout, "issue-timeout", 75*time.Second,
-		"Stop waiting for bulk issuance after this long; the count Ready at 60 s is reported either way.")
+	flag.DurationVar(&c.issueTimeout, "issue-timeout", 5*time.Minute,
+		"Stop waiting for bulk issuance after this long; the count Ready at 60 s is reported either way. Long "+
+			"enough for every key to be issued, so the apply section finds them present and no backlog.")
 	flag.IntVar(&c.reconcilers, "reconcilers", 8,
 		"The controller's MaxConcurrentReconciles, as cmd/main.go's --max-concurrent-reconciles (default 8).")
 	flag.Float64Var(&c.kubeAPIQPS, "kube-api-qps", 100,
