@@ -119,15 +119,16 @@ var _ = Describe("Attack 1: status decides which token hash is live", func() {
 				"validUntil": time.Now().AddDate(1, 0, 0).UTC().Format(time.RFC3339)}},
 			"lastRotateRequest": "not-yet",
 		}))).To(Succeed())
+		// Merge patches, as kubectl patch sends them: the controller may
+		// write status at any moment, and an update would then conflict.
 		secret := &corev1.Secret{}
 		Expect(mallory.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, secret)).To(Succeed())
-		secret.Data["token"] = []byte(oldTok)
-		secret.Annotations["apikeys.dev/token-hash"] = token.Hash(oldTok)
-		Expect(mallory.client.Update(ctx, secret)).To(Succeed())
-		poked := &apikeysv1alpha1.ApiKey{}
-		Expect(mallory.client.Get(ctx, client.ObjectKeyFromObject(key), poked)).To(Succeed())
-		poked.Spec.Description = "after the forgery"
-		Expect(mallory.client.Update(ctx, poked)).To(Succeed())
+		forged := secret.DeepCopy()
+		forged.Data["token"] = []byte(oldTok)
+		forged.Annotations["apikeys.dev/token-hash"] = token.Hash(oldTok)
+		Expect(mallory.client.Patch(ctx, forged, client.MergeFrom(secret))).To(Succeed())
+		Expect(mallory.client.Patch(ctx, key.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"spec":{"description":"after the forgery"}}`)))).To(Succeed())
 		Eventually(func(g Gomega) {
 			got := &apikeysv1alpha1.ApiKey{}
 			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())
