@@ -11,23 +11,21 @@ import (
 	"path/filepath"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -43,25 +41,6 @@ const loopback = "127.0.0.1"
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
-}
-
-// openLogs sends controller-runtime's and client-go's logs, at info level,
-// to a file, so the terminal shows only progress.
-func openLogs(path string) (*os.File, error) {
-	var f *os.File
-	var err error
-	if path == "" {
-		f, err = os.CreateTemp("", "apikey-bench-*.log")
-	} else {
-		f, err = os.Create(path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	logger := zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel))
-	ctrl.SetLogger(logger)
-	klog.SetLogger(logger)
-	return f, nil
 }
 
 // env is a running test control plane and what the sections share.
@@ -91,11 +70,11 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	progress("starting the test control plane (envtest)")
+	harness.Progress("starting the test control plane (envtest)")
 	e, err := startEnv()
 	if err != nil {
 		r.envErr = err
-		progress("  failed: %v", err)
+		harness.Progress("  failed: %v", err)
 		return
 	}
 	r.controlPlane = e.version
@@ -120,19 +99,19 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	}
 	authMgr, auth, err := e.startAuth(ctx)
 	if err != nil {
-		_ = ctrlMgr.stop()
+		_ = ctrlMgr.Stop()
 		r.envErr = fmt.Errorf("starting the auth-server manager: %w", err)
 		return
 	}
 	prober := e.newProber(authMgr.url)
 	if c.sections["revoke"] {
-		progress("revocation → 401 (%d delete + %d suspend trials)", c.revokeTrials, c.revokeTrials)
+		harness.Progress("revocation → 401 (%d delete + %d suspend trials)", c.revokeTrials, c.revokeTrials)
 		r.revokeKeys = auth.Index().Len()
 		r.revoke = runRevoke(ctx, c, e, prober)
 	}
 	// Before bulk issuance, which can leave the controller with a backlog.
 	if c.sections["rotate"] {
-		progress("rotation: annotation → new token usable, grace end → old token refused (%d trials, grace %s)",
+		harness.Progress("rotation: annotation → new token usable, grace end → old token refused (%d trials, grace %s)",
 			c.rotateTrials, c.rotateGrace)
 		r.rotate = runRotate(ctx, c, e, prober)
 	}
@@ -141,19 +120,19 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	}
 	// After bulk issuance, so its keys are present as SPEC §9 asks.
 	if c.sections["apply"] {
-		progress("create → Ready with Secret (%d trials)", c.applyTrials)
+		harness.Progress("create → Ready with Secret (%d trials)", c.applyTrials)
 		r.applyKeys = auth.Index().Len()
 		r.applyAdmission = e.measureAdmission(ctx, func() { r.apply = runApply(ctx, c, e, prober) })
 	}
 	// The memory section measures a fresh auth server against a quiet
 	// cluster: the controller must not issue tokens for the keys it
 	// creates directly, and the first auth server's caches must be gone.
-	errCtrl, errAuth := ctrlMgr.stop(), authMgr.stop()
+	errCtrl, errAuth := ctrlMgr.Stop(), authMgr.Stop()
 	if err := errors.Join(errCtrl, errAuth); err != nil {
 		_, _ = fmt.Fprintln(logs, "stopping managers:", err)
 	}
 	if c.sections["heap"] {
-		progress("heap per key in each mode (up to %d records)", c.heapKeys)
+		harness.Progress("heap per key in each mode (up to %d records)", c.heapKeys)
 		// Revocation at scale runs under half the auth server's
 		// throughput from the http section, or measures it if that did
 		// not run.
@@ -168,7 +147,7 @@ func runControlPlane(c config, r *report, logs *os.File) {
 // runIssueSection runs bulk issuance and counts the writes the API server
 // served meanwhile.
 func runIssueSection(ctx context.Context, c config, e *env, r *report, auth *authserver.Server) {
-	progress("bulk issuance of %d ApiKeys", c.issueKeys)
+	harness.Progress("bulk issuance of %d ApiKeys", c.issueKeys)
 	before, err := e.scrapeRequests(ctx)
 	r.issueAdmission = e.measureAdmission(ctx, func() { r.issue = runIssue(ctx, c, e, auth) })
 	if err == nil {
@@ -178,12 +157,12 @@ func runIssueSection(ctx context.Context, c config, e *env, r *report, auth *aut
 		}
 	}
 	if err != nil {
-		progress("  counting the API server's requests: %v", err)
+		harness.Progress("  counting the API server's requests: %v", err)
 	}
 }
 
 func startEnv() (*env, error) {
-	root := moduleRoot()
+	root := harness.ModuleRoot()
 	assets, err := utils.ControlPlaneDir()
 	if err != nil {
 		return nil, err
@@ -221,30 +200,15 @@ func startEnv() (*env, error) {
 	return e, nil
 }
 
-// runningManager is a manager started in the background.
+// runningManager is a manager started in the background, with the base
+// URL of its webhook server when it serves an auth server.
 type runningManager struct {
-	cancel context.CancelFunc
-	done   chan error
-	url    string // the webhook server's base URL, for an auth server
+	*harness.Manager
+	url string
 }
 
 func startManager(ctx context.Context, mgr ctrl.Manager) *runningManager {
-	ctx, cancel := context.WithCancel(ctx)
-	m := &runningManager{cancel: cancel, done: make(chan error, 1)}
-	go func() { m.done <- mgr.Start(ctx) }()
-	return m
-}
-
-// stop cancels the manager and waits until it has returned, so its caches
-// can be collected.
-func (m *runningManager) stop() error {
-	m.cancel()
-	select {
-	case err := <-m.done:
-		return err
-	case <-time.After(2 * time.Minute):
-		return errors.New("manager did not stop within 2 minutes")
-	}
+	return &runningManager{Manager: harness.StartManager(ctx, mgr)}
 }
 
 // managerOptions are cmd/main.go's, minus what needs a cluster: no metrics
@@ -309,16 +273,14 @@ func (e *env) startController(ctx context.Context, c config) (*runningManager, e
 	}
 	m := startManager(ctx, mgr)
 	checker := mgr.GetWebhookServer().StartedChecker()
-	err = pollUntil(ctx, 10*time.Millisecond, time.Minute, func() (bool, error) {
-		select {
-		case err := <-m.done:
-			return false, fmt.Errorf("manager stopped: %w", err)
-		default:
+	err = harness.PollUntil(ctx, 10*time.Millisecond, time.Minute, func() (bool, error) {
+		if err := m.Stopped(); err != nil {
+			return false, err
 		}
 		return checker(nil) == nil, nil
 	})
 	if err != nil {
-		return nil, errors.Join(err, m.stop())
+		return nil, errors.Join(err, m.Stop())
 	}
 	return m, nil
 }
@@ -350,11 +312,9 @@ func (e *env) startAuth(ctx context.Context) (*runningManager, *authserver.Serve
 	m := startManager(ctx, mgr)
 	m.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 	p := e.newProber(m.url)
-	err = pollUntil(ctx, 10*time.Millisecond, 3*time.Minute, func() (bool, error) {
-		select {
-		case err := <-m.done:
-			return false, fmt.Errorf("manager stopped: %w", err)
-		default:
+	err = harness.PollUntil(ctx, 10*time.Millisecond, 3*time.Minute, func() (bool, error) {
+		if err := m.Stopped(); err != nil {
+			return false, err
 		}
 		if !auth.Index().Synced() {
 			return false, nil
@@ -363,7 +323,7 @@ func (e *env) startAuth(ctx context.Context) (*runningManager, *authserver.Serve
 		return err == nil, nil
 	})
 	if err != nil {
-		return nil, nil, errors.Join(err, m.stop())
+		return nil, nil, errors.Join(err, m.Stop())
 	}
 	return m, auth, nil
 }
@@ -406,7 +366,7 @@ func (p *prober) status(ctx context.Context, tok string) (int, error) {
 // want, for at most trialTimeout, and returns when it first did.
 func (p *prober) awaitStatus(ctx context.Context, tok string, want int) (time.Time, error) {
 	var at time.Time
-	err := pollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
+	err := harness.PollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
 		code, err := p.status(ctx, tok)
 		if err != nil {
 			return false, err
@@ -415,26 +375,6 @@ func (p *prober) awaitStatus(ctx context.Context, tok string, want int) (time.Ti
 		return code == want, nil
 	})
 	return at, err
-}
-
-// pollUntil calls cond every interval until it returns true or an error,
-// or timeout passes.
-func pollUntil(ctx context.Context, interval, timeout time.Duration, cond func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		ok, err := cond()
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("condition not met within %s", timeout)
-		case <-tick.C:
-		}
-	}
 }
 
 // createNamespace creates a namespace for one section.

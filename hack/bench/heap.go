@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/token"
@@ -127,7 +128,7 @@ func runHeap(ctx context.Context, c config, e *env, maxRPS float64) *heapResult 
 	}
 	res.err = measureHeapSizes(ctx, c, e, res, maxRPS)
 	if res.err != nil {
-		progress("  failed: %v", res.err)
+		harness.Progress("  failed: %v", res.err)
 	}
 	if cr := res.combined; cr != nil {
 		cr.target, cr.workers, cr.withKeys, cr.withStatus = res.target, res.workers, res.withKeys, res.withStatus
@@ -172,7 +173,7 @@ func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult, ma
 				return err
 			}
 			res.budgetHit = res.budgetHit || n < need
-			progress("  %d records in the cluster (%d written to etcd in %s)",
+			harness.Progress("  %d records in the cluster (%d written to etcd in %s)",
 				existing+res.created, res.created, res.createTime.Round(time.Millisecond))
 		}
 		s, err := e.measureHeap(ctx, authOnlyMode, c.memProfile, nil)
@@ -204,7 +205,7 @@ func (e *env) measureCombined(ctx context.Context, cr *heapResult, profile strin
 	s, err := e.measureHeap(ctx, combinedMode, profile, then)
 	if err != nil {
 		cr.err = err
-		progress("  %s manager failed: %v", combinedMode, err)
+		harness.Progress("  %s manager failed: %v", combinedMode, err)
 		return
 	}
 	// A stopped controller leaves behind, in this process, the metric
@@ -233,7 +234,7 @@ func progressSample(mode string, s heapSample) {
 	if s.backlog >= 0 {
 		settled = fmt.Sprintf(", controllers settled in %s (%d items left queued)", s.settleTime.Round(time.Millisecond), s.backlog)
 	}
-	progress("  %s, %d records: %.0f B/key (heap %s → %s), synced in %s%s",
+	harness.Progress("  %s, %d records: %.0f B/key (heap %s → %s), synced in %s%s",
 		mode, s.records, s.perKey(), mib(s.before), mib(s.synced), s.syncTime.Round(time.Millisecond), settled)
 }
 
@@ -248,13 +249,13 @@ func indexOnlyPerKey(n int) (float64, error) {
 	}); err != nil {
 		return 0, err
 	}
-	before := liveHeap()
+	before := harness.LiveHeap()
 	index := authserver.NewIndex()
 	for i := range records {
 		index.SetKey(keys[i])
 		index.SetRecord(records[i])
 	}
-	after := liveHeap()
+	after := harness.LiveHeap()
 	if index.Len() != n {
 		return 0, fmt.Errorf("in-memory index holds %d tokens, want %d", index.Len(), n)
 	}
@@ -523,7 +524,7 @@ func heapObjects(ns string, i int, now time.Time, owner *apikeysv1alpha1.Owner, 
 // awaitRecords waits until the API server counts at least want records:
 // objects written to etcd reach its watch cache a moment later.
 func (e *env) awaitRecords(ctx context.Context, want int) error {
-	return pollUntil(ctx, 100*time.Millisecond, time.Minute, func() (bool, error) {
+	return harness.PollUntil(ctx, 100*time.Millisecond, time.Minute, func() (bool, error) {
 		n, err := e.countRecords(ctx)
 		return n >= want, err
 	})
@@ -548,7 +549,7 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 	// them at an empty one so an earlier server's index is not counted in
 	// the baseline and then freed during the measurement.
 	authserver.NewServer(authserver.NewIndex(), authserver.Options{})
-	s.before = liveHeap()
+	s.before = harness.LiveHeap()
 
 	queues, err := readQueues()
 	if err != nil {
@@ -559,7 +560,7 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 	if err != nil {
 		return s, err
 	}
-	err = pollUntil(ctx, 10*time.Millisecond, syncTimeout, func() (bool, error) {
+	err = harness.PollUntil(ctx, 10*time.Millisecond, syncTimeout, func() (bool, error) {
 		return auth.Index().Synced() && auth.Index().Len() >= s.records, nil
 	})
 	s.syncTime = time.Since(start)
@@ -568,10 +569,10 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 		s.backlog, err = queues.settle(ctx, s.apikeys+s.records)
 		s.settleTime = time.Since(start) - s.syncTime
 	}
-	s.synced = liveHeap()
+	s.synced = harness.LiveHeap()
 	if profile != "" {
 		if perr := writeHeapProfile(profile); perr != nil {
-			progress("  could not write the heap profile: %v", perr)
+			harness.Progress("  could not write the heap profile: %v", perr)
 		}
 	}
 	if err == nil {
@@ -581,11 +582,11 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 		then(m.url, auth)
 	}
 	runtime.KeepAlive(auth)
-	if stopErr := m.stop(); err == nil {
+	if stopErr := m.Stop(); err == nil {
 		err = stopErr
 	}
 	authserver.NewServer(authserver.NewIndex(), authserver.Options{})
-	s.afterStopped = liveHeap()
+	s.afterStopped = harness.LiveHeap()
 	return s, err
 }
 
@@ -605,7 +606,7 @@ func (e *env) checkIndexed(ctx context.Context, s *heapSample, mode string, got 
 		return nil
 	}
 	counted := s.records
-	err := pollUntil(ctx, 100*time.Millisecond, 10*time.Second, func() (bool, error) {
+	err := harness.PollUntil(ctx, 100*time.Millisecond, 10*time.Second, func() (bool, error) {
 		var err error
 		counted, err = e.countRecords(ctx)
 		return counted == got, err
@@ -613,7 +614,7 @@ func (e *env) checkIndexed(ctx context.Context, s *heapSample, mode string, got 
 	if err != nil {
 		return fmt.Errorf("index holds %d tokens, the cluster %d records (%d when the manager started)", got, counted, s.records)
 	}
-	progress("  the API server counted %d records when the manager started, %d now, as the index holds", s.records, counted)
+	harness.Progress("  the API server counted %d records when the manager started, %d now, as the index holds", s.records, counted)
 	s.records = counted
 	return nil
 }
@@ -665,14 +666,14 @@ func readQueues() (queueCounts, error) {
 // queues still hold.
 func (q queueCounts) settle(ctx context.Context, want int) (int, error) {
 	var now queueCounts
-	err := pollUntil(ctx, 100*time.Millisecond, settleTimeout, func() (bool, error) {
+	err := harness.PollUntil(ctx, 100*time.Millisecond, settleTimeout, func() (bool, error) {
 		var err error
 		now, err = readQueues()
 		return now.adds-q.adds >= float64(want) && now.depth <= q.depth, err
 	})
 	backlog := int(now.depth - q.depth)
 	if err != nil && ctx.Err() == nil && backlog >= 0 {
-		progress("  the controllers still had %d items queued after %s", backlog, settleTimeout)
+		harness.Progress("  the controllers still had %d items queued after %s", backlog, settleTimeout)
 		err = nil
 	}
 	return max(backlog, 0), err
@@ -740,15 +741,6 @@ func writeHeapProfile(path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// liveHeap is the heap in use after a full collection.
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }
 
 func (e *env) countRecords(ctx context.Context) (int, error) {

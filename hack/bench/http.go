@@ -20,6 +20,7 @@ import (
 	"time"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
@@ -63,7 +64,7 @@ func runHTTP(c config, logs *os.File) *httpResult {
 	res := &httpResult{}
 	res.err = measureHTTP(c, logs, res)
 	if res.err != nil {
-		progress("  failed: %v", res.err)
+		harness.Progress("  failed: %v", res.err)
 	}
 	return res
 }
@@ -147,7 +148,7 @@ func measureClosed(c config, lg *loadGenerator, bareT, oursT *target, res *httpR
 		// CPU per request (this process: servers and generator, and a
 		// round's 32 handshakes) is a steadier comparison than throughput
 		// when other tenants share the machine.
-		progress("  closed loop round %d: bare %.0f req/s, auth server %.0f req/s; CPU per request bare %s, auth server %s",
+		harness.Progress("  closed loop round %d: bare %.0f req/s, auth server %.0f req/s; CPU per request bare %s, auth server %s",
 			round+1, r.bare, r.ours, bareCPU.Round(10*time.Nanosecond), oursCPU.Round(10*time.Nanosecond))
 		res.closed = append(res.closed, r)
 		bares, ourss = append(bares, r.bare), append(ourss, r.ours)
@@ -175,7 +176,7 @@ func measureOpen(c config, lg *loadGenerator, bareT, oursT *target, res *httpRes
 				r.ours, r.oursRate = lat, achieved
 			}
 		}
-		progress("  open loop round %d at %.0f req/s: p99 bare %s, auth server %s",
+		harness.Progress("  open loop round %d at %.0f req/s: p99 bare %s, auth server %s",
 			round+1, res.openRate, r.bare.p99, r.ours.p99)
 		res.open = append(res.open, r)
 		bareP50, bareP99, bareP999 = append(bareP50, r.bare.p50), append(bareP99, r.bare.p99), append(bareP999, r.bare.p999)

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 )
 
@@ -87,16 +88,16 @@ func runIssue(ctx context.Context, c config, e *env, auth *authserver.Server) *i
 		res.configMapCPU = cpu1.sub(cpu0).per(c.issueKeys)
 	}
 	if res.err == nil {
-		progress("  created %d ConfigMaps in %s (%.0f/s)", c.issueKeys, res.configMaps.Round(time.Millisecond), res.rawRate())
+		harness.Progress("  created %d ConfigMaps in %s (%.0f/s)", c.issueKeys, res.configMaps.Round(time.Millisecond), res.rawRate())
 		res.err = measureIssue(ctx, c, e, auth, res)
 	}
 	if res.keyCPU.apiServer > 0 && res.configMapCPU.apiServer > 0 {
-		progress("  CPU per ConfigMap: kube-apiserver %s, etcd %s, this process %s; per key: %s, %s, %s",
+		harness.Progress("  CPU per ConfigMap: kube-apiserver %s, etcd %s, this process %s; per key: %s, %s, %s",
 			us(res.configMapCPU.apiServer), us(res.configMapCPU.etcd), us(res.configMapCPU.bench),
 			us(res.keyCPU.apiServer), us(res.keyCPU.etcd), us(res.keyCPU.bench))
 	}
 	if res.err != nil {
-		progress("  failed: %v", res.err)
+		harness.Progress("  failed: %v", res.err)
 	}
 	return res
 }
@@ -155,7 +156,7 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 	indexedDone := make(chan time.Time, 1)
 	go func() {
 		var at time.Time
-		_ = pollUntil(ctx, 10*time.Millisecond, c.issueTimeout, func() (bool, error) {
+		_ = harness.PollUntil(ctx, 10*time.Millisecond, c.issueTimeout, func() (bool, error) {
 			at = time.Now()
 			return auth.Index().Len() >= baseline+c.issueKeys, nil
 		})
@@ -166,7 +167,7 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 		return e.client.Create(ctx, benchKey(ns, fmt.Sprintf("bulk-%05d", i)))
 	})
 	res.created = time.Since(start)
-	progress("  created %d ApiKeys in %s", created, res.created.Round(time.Millisecond))
+	harness.Progress("  created %d ApiKeys in %s", created, res.created.Round(time.Millisecond))
 	if createErr != nil {
 		return createErr
 	}
@@ -182,7 +183,7 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 	switch {
 	case errors.Is(ready.err, context.DeadlineExceeded):
 		res.gaveUp, res.waited = true, time.Since(start)
-		progress("  stopped waiting after %s: %d of %d Ready (%d at 60 s)",
+		harness.Progress("  stopped waiting after %s: %d of %d Ready (%d at 60 s)",
 			res.waited.Round(time.Second), res.readyCount, c.issueKeys, res.readyAtTarget)
 		return nil
 	case ready.err != nil:
@@ -192,7 +193,7 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 	if cpu1, err := e.cpuNow(ctx); cpuErr == nil && err == nil {
 		res.keyCPU = cpu1.sub(cpu0).per(c.issueKeys)
 	}
-	progress("  all %d Ready after %s", c.issueKeys, res.ready.Round(time.Millisecond))
+	harness.Progress("  all %d Ready after %s", c.issueKeys, res.ready.Round(time.Millisecond))
 	if at := <-indexedDone; auth.Index().Len() >= baseline+c.issueKeys {
 		res.indexed = at.Sub(start)
 	}

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 )
 
 // config is the command line: every duration, size and trial count.
@@ -144,12 +146,12 @@ func main() {
 // fails is reported as failed and the others still run.
 func run(c config) (failed bool, err error) {
 	started := time.Now()
-	logs, err := openLogs(c.logFile)
+	logs, err := harness.OpenLogs(c.logFile, "apikey-bench-*.log")
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = logs.Close() }()
-	progress("logs go to %s", logs.Name())
+	harness.Progress("logs go to %s", logs.Name())
 	if c.cpuProfile != "" {
 		f, err := os.Create(c.cpuProfile)
 		if err != nil {
@@ -164,11 +166,11 @@ func run(c config) (failed bool, err error) {
 
 	r := &report{machine: describeMachine(), started: started, loadStart: loadAverage()}
 	if c.sections["micro"] {
-		progress("micro-benchmarks (go test -bench, -count %d)", c.microCount)
+		harness.Progress("micro-benchmarks (go test -bench, -count %d)", c.microCount)
 		r.micro = runMicro(c)
 	}
 	if c.sections["http"] {
-		progress("forward-auth vs bare handler over TLS")
+		harness.Progress("forward-auth vs bare handler over TLS")
 		r.http = runHTTP(c, logs)
 	}
 	if c.sections["revoke"] || c.sections["apply"] || c.sections["rotate"] || c.sections["issue"] || c.sections["heap"] {
@@ -180,12 +182,9 @@ func run(c config) (failed bool, err error) {
 	if err := os.WriteFile(c.out, []byte(r.markdown(c)), 0o644); err != nil {
 		return false, err
 	}
-	progress("wrote %s in %s", c.out, r.elapsed.Round(time.Second))
+	harness.Progress("wrote %s in %s", c.out, r.elapsed.Round(time.Second))
 	return r.failed(), nil
 }
 
 // progress tells the person running the benchmark where it is. It never
 // prints tokens: callers pass counts and durations only.
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}

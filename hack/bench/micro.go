@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
 	"path"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 )
 
 // microPackages are the packages whose Go benchmarks the report includes.
@@ -67,7 +68,7 @@ func runMicro(c config) *microResult {
 	res := &microResult{command: "go " + strings.Join(args, " ")}
 
 	cmd := exec.Command("go", args...)
-	cmd.Dir = moduleRoot()
+	cmd.Dir = harness.ModuleRoot()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	res.err = cmd.Run()
@@ -76,7 +77,7 @@ func runMicro(c config) *microResult {
 	if res.err != nil {
 		res.err = fmt.Errorf("%s: %w", res.command, res.err)
 	}
-	progress("  %d benchmarks parsed", len(res.benches))
+	harness.Progress("  %d benchmarks parsed", len(res.benches))
 	return res
 }
 
@@ -186,14 +187,4 @@ func (m *microResult) verifyRatios() []verifyRatio {
 		out = append(out, verifyRatio{name: fmt.Sprintf("BenchmarkVerify/keys=%d", verifyTargetKeys), keys: verifyTargetKeys})
 	}
 	return out
-}
-
-// moduleRoot is the directory of the main module's go.mod.
-func moduleRoot() string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
-		return path.Dir(gomod)
-	}
-	wd, _ := os.Getwd()
-	return wd
 }

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 )
 
@@ -58,14 +59,14 @@ func (s *scaleRevokeResult) underLoad() bool {
 func runScaleRevoke(ctx context.Context, c config, e *env, url string, auth *authserver.Server,
 	keys []keptKey, maxRPS float64) *scaleRevokeResult {
 	res := &scaleRevokeResult{keys: auth.Index().Len(), maxRPS: maxRPS, maxFromHTTP: maxRPS > 0, conns: c.httpConns}
-	progress("  revocation → 401 on this manager (%d keys indexed): %d delete + %d suspend trials under forward-auth load",
+	harness.Progress("  revocation → 401 on this manager (%d keys indexed): %d delete + %d suspend trials under forward-auth load",
 		res.keys, c.revokeScaleTrials, c.revokeScaleTrials)
 	res.err = measureScaleRevoke(ctx, c, e, url, keys, res)
 	if res.err != nil {
-		progress("  failed: %v", res.err)
+		harness.Progress("  failed: %v", res.err)
 		return res
 	}
-	progress("  p50 %s, p99 %s, max %s over %d trials; load %.0f req/s offered (this manager's max %.0f), %.0f answered, p99 %s",
+	harness.Progress("  p50 %s, p99 %s, max %s over %d trials; load %.0f req/s offered (this manager's max %.0f), %.0f answered, p99 %s",
 		res.all.p50, res.all.p99, res.all.mx, res.all.n, res.offered, res.hereRPS, res.achieved, res.load.p99)
 	return res
 }
@@ -75,7 +76,7 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys 
 		return fmt.Errorf("only %d of the kept keys were written", len(keys))
 	}
 	p := e.newProber(url)
-	if err := pollUntil(ctx, 10*time.Millisecond, time.Minute, func() (bool, error) {
+	if err := harness.PollUntil(ctx, 10*time.Millisecond, time.Minute, func() (bool, error) {
 		_, err := p.status(ctx, "")
 		return err == nil, nil
 	}); err != nil {
@@ -179,7 +180,7 @@ func scaleRevokeTrial(ctx context.Context, e *env, p *prober, k keptKey, suspend
 func (e *env) awaitDeleted(ctx context.Context, keys []keptKey, res *scaleRevokeResult) error {
 	start := time.Now()
 	left := 0
-	err := pollUntil(ctx, 50*time.Millisecond, trialTimeout, func() (bool, error) {
+	err := harness.PollUntil(ctx, 50*time.Millisecond, trialTimeout, func() (bool, error) {
 		left = 0
 		for i := 0; i < len(keys) && i < 2*res.deleted.n; i += 2 {
 			err := e.client.Get(ctx, client.ObjectKey{Namespace: keys[i].namespace, Name: keys[i].name},

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
@@ -63,7 +64,7 @@ func runRotate(ctx context.Context, c config, e *env, p *prober) *rotateResult {
 		s, err := rotateTrial(ctx, c, e, p, ns, i)
 		if err != nil {
 			res.err = fmt.Errorf("trial %d: %w", i, err)
-			progress("  failed: %v", res.err)
+			harness.Progress("  failed: %v", res.err)
 			break
 		}
 		delivered, usable = append(delivered, s.delivered), append(usable, s.usable)
@@ -77,7 +78,7 @@ func runRotate(ctx context.Context, c config, e *env, p *prober) *rotateResult {
 	}
 	res.delivered, res.usable, res.afterDelivery = summarize(delivered), summarize(usable), summarize(afterDelivery)
 	res.refused, res.lastAccepted = summarize(refused), summarize(lastAccepted)
-	progress("  new token usable p50 %s, p99 %s; old token refused after grace end: p99 %s, max %s (%d trials)",
+	harness.Progress("  new token usable p50 %s, p99 %s; old token refused after grace end: p99 %s, max %s (%d trials)",
 		res.usable.p50, res.usable.p99, res.refused.p99, res.refused.mx, res.usable.n)
 	return res
 }
@@ -209,7 +210,7 @@ func checkDelivery(secret *corev1.Secret, tok string) error {
 func (e *env) awaitPreviousKey(ctx context.Context, key *apikeysv1alpha1.ApiKey, hint, request string) (time.Time, error) {
 	var validUntil time.Time
 	ref := client.ObjectKeyFromObject(key)
-	err := pollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
+	err := harness.PollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
 		got := &apikeysv1alpha1.ApiKey{}
 		if err := e.client.Get(ctx, ref, got); err != nil {
 			return false, err

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 )
 
@@ -50,7 +51,7 @@ func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
 		lat, err := revokeTrial(ctx, e, p, ns, i, suspend)
 		if err != nil {
 			res.err = fmt.Errorf("trial %d: %w", i, err)
-			progress("  failed: %v", res.err)
+			harness.Progress("  failed: %v", res.err)
 			break
 		}
 		if suspend {
@@ -61,7 +62,7 @@ func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
 	}
 	all := append(append([]time.Duration{}, deleted...), suspended...)
 	res.deleted, res.suspended, res.all = summarize(deleted), summarize(suspended), summarize(all)
-	progress("  p50 %s, p99 %s, max %s over %d trials", res.all.p50, res.all.p99, res.all.mx, res.all.n)
+	harness.Progress("  p50 %s, p99 %s, max %s over %d trials", res.all.p50, res.all.p99, res.all.mx, res.all.n)
 	return res
 }
 
@@ -126,10 +127,10 @@ func runApply(ctx context.Context, c config, e *env, p *prober) *applyResult {
 		usable = append(usable, accepted.Sub(start))
 	}
 	if res.err != nil {
-		progress("  failed: %v", res.err)
+		harness.Progress("  failed: %v", res.err)
 	}
 	res.ready, res.usable = summarize(ready), summarize(usable)
-	progress("  Ready p50 %s, p99 %s over %d trials", res.ready.p50, res.ready.p99, res.ready.n)
+	harness.Progress("  Ready p50 %s, p99 %s over %d trials", res.ready.p50, res.ready.p99, res.ready.n)
 	return res
 }
 
@@ -184,7 +185,7 @@ func isReady(key *apikeysv1alpha1.ApiKey) bool {
 func (e *env) awaitSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey) (time.Time, error) {
 	var seen time.Time
 	ref := client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}
-	err := pollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
+	err := harness.PollUntil(ctx, probeInterval, trialTimeout, func() (bool, error) {
 		err := e.client.Get(ctx, ref, &corev1.Secret{})
 		seen = time.Now()
 		return err == nil, client.IgnoreNotFound(err)

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
@@ -62,7 +61,7 @@ type env struct {
 }
 
 func startEnv(settle time.Duration) (*env, error) {
-	root := moduleRoot()
+	root := harness.ModuleRoot()
 	assets, err := utils.ControlPlaneDir()
 	if err != nil {
 		return nil, err
@@ -112,34 +111,10 @@ func (e *env) connect(cfg *rest.Config) error {
 
 func (e *env) stop() error { return e.testEnv.Stop() }
 
-// runningManager is a manager started in the background.
-type runningManager struct {
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func startManager(ctx context.Context, mgr ctrl.Manager) *runningManager {
-	ctx, cancel := context.WithCancel(ctx)
-	m := &runningManager{cancel: cancel, done: make(chan error, 1)}
-	go func() { m.done <- mgr.Start(ctx) }()
-	return m
-}
-
-// stop cancels the manager and waits until it has returned.
-func (m *runningManager) stop() error {
-	m.cancel()
-	select {
-	case err := <-m.done:
-		return err
-	case <-time.After(2 * time.Minute):
-		return errors.New("manager did not stop within 2 minutes")
-	}
-}
-
 // startOperator runs the combined manager as cmd/main.go builds it by
 // default: the admission webhooks and the controller, Secrets cached as
 // trimmed metadata, managed fields stripped from the cache.
-func (e *env) startOperator(ctx context.Context, c config) (*runningManager, error) {
+func (e *env) startOperator(ctx context.Context, c config) (*harness.Manager, error) {
 	cfg := rest.CopyConfig(e.cfg)
 	cfg.UserAgent = managerUserAgent
 	wh := &e.testEnv.WebhookInstallOptions
@@ -171,7 +146,7 @@ func (e *env) startOperator(ctx context.Context, c config) (*runningManager, err
 	if err := webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, rules); err != nil {
 		return nil, err
 	}
-	return startManager(ctx, mgr), nil
+	return harness.StartManager(ctx, mgr), nil
 }
 
 // pidOf finds the process of the named binary whose command line contains
@@ -264,13 +239,4 @@ func (e *env) apiserverHeap(ctx context.Context) (uint64, error) {
 		}
 	}
 	return 0, errors.New("kube-apiserver's heap profile has no HeapAlloc line")
-}
-
-func moduleRoot() string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
-		return path.Dir(gomod)
-	}
-	wd, _ := os.Getwd()
-	return wd
 }

@@ -27,10 +27,7 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	"k8s.io/klog/v2"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 )
 
 // config is the command line.
@@ -97,13 +94,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	logs, err := openLogs(c.logFile)
+	logs, err := harness.OpenLogs(c.logFile, "apikey-scale-*.log")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	defer func() { _ = logs.Close() }()
-	progress("logs go to %s", logs.Name())
+	harness.Progress("logs go to %s", logs.Name())
 	begin := time.Now()
 	r, err := run(context.Background(), c)
 	if r != nil {
@@ -111,30 +108,7 @@ func main() {
 		r.write(os.Stdout, c)
 	}
 	if err != nil {
-		progress("failed: %v", err)
+		harness.Progress("failed: %v", err)
 		os.Exit(1)
 	}
-}
-
-// openLogs sends controller-runtime's and client-go's logs to a file, so
-// the terminal shows only progress.
-func openLogs(path string) (*os.File, error) {
-	var f *os.File
-	var err error
-	if path == "" {
-		f, err = os.CreateTemp("", "apikey-scale-*.log")
-	} else {
-		f, err = os.Create(path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	logger := zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel))
-	ctrl.SetLogger(logger)
-	klog.SetLogger(logger)
-	return f, nil
-}
-
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -92,34 +93,32 @@ type listPage struct {
 // awaitCount waits until a consistent List of k shows want objects: then
 // kube-apiserver's watch cache holds everything written to etcd.
 func (e *env) awaitCount(ctx context.Context, k kind, want int) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	got := 0
+	err := harness.PollUntil(ctx, 200*time.Millisecond, 2*time.Minute, func() (bool, error) {
 		body, err := e.raw.Get().AbsPath(listPath[k]).Param("limit", "1").DoRaw(ctx)
 		if err != nil {
-			return err
+			return false, err
 		}
 		var page listPage
 		if err := json.Unmarshal(body, &page); err != nil {
-			return err
+			return false, err
 		}
-		got := len(page.Items)
+		got = len(page.Items)
 		if page.Metadata.RemainingItemCount != nil {
 			got += int(*page.Metadata.RemainingItemCount)
 		} else if page.Metadata.Continue != "" {
 			l, err := e.timeList(ctx, k, 0)
 			if err != nil {
-				return err
+				return false, err
 			}
 			got = l.items
 		}
-		if got == want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("kube-apiserver lists %d %ss, want %d", got, k.name, want)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return got == want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("kube-apiserver lists %d %ss, want %d: %w", got, k.name, want, err)
 	}
+	return nil
 }
 
 // listTiming is one full List of a kind, unpaged or page by page.
@@ -209,7 +208,7 @@ func (e *env) timedLists(ctx context.Context, r *listResult, k kind, limit, n in
 		if err != nil {
 			r.failed++
 			r.lastErr = err.Error()
-			progress("  List of %ss (limit %d) failed after %s: %v", k.name, limit, l.took.Round(time.Millisecond), err)
+			harness.Progress("  List of %ss (limit %d) failed after %s: %v", k.name, limit, l.took.Round(time.Millisecond), err)
 			continue
 		}
 		runs = append(runs, l)
@@ -265,7 +264,7 @@ func (e *env) measureReplica(ctx context.Context, keys int) (replicaResult, erro
 	if err := auth.SetupWithManager(mgr); err != nil {
 		return r, err
 	}
-	r.heapBefore = liveHeap()
+	r.heapBefore = harness.LiveHeap()
 	apiBefore, err := cpuTime(e.apiserverPID)
 	if err != nil {
 		return r, err
@@ -275,40 +274,28 @@ func (e *env) measureReplica(ctx context.Context, keys int) (replicaResult, erro
 		return r, err
 	}
 	begin := time.Now()
-	m := startManager(ctx, mgr)
-	err = awaitSynced(m, auth.Index())
+	m := harness.StartManager(ctx, mgr)
+	err = awaitSynced(ctx, m, auth.Index())
 	r.syncTime = time.Since(begin)
 	apiAfter, errAPI := cpuTime(e.apiserverPID)
 	ownAfter, errOwn := cpuTime(os.Getpid())
 	r.apiserverCPU, r.replicaCPU = apiAfter-apiBefore, ownAfter-ownBefore
 	if err == nil {
-		r.heap = liveHeap()
+		r.heap = harness.LiveHeap()
 		r.indexed = auth.Index().Len()
 	}
-	return r, errors.Join(err, errAPI, errOwn, m.stop())
+	return r, errors.Join(err, errAPI, errOwn, m.Stop())
 }
 
-func awaitSynced(m *runningManager, ix *authserver.Index) error {
-	deadline := time.Now().Add(5 * time.Minute)
-	for !ix.Synced() {
-		select {
-		case err := <-m.done:
-			return fmt.Errorf("auth manager stopped: %w", err)
-		default:
+func awaitSynced(ctx context.Context, m *harness.Manager, ix *authserver.Index) error {
+	err := harness.PollUntil(ctx, 5*time.Millisecond, 5*time.Minute, func() (bool, error) {
+		if err := m.Stopped(); err != nil {
+			return false, err
 		}
-		if time.Now().After(deadline) {
-			return errors.New("the auth replica's index did not sync within 5 minutes")
-		}
-		time.Sleep(5 * time.Millisecond)
+		return ix.Synced(), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the auth replica's index did not sync: %w", err)
 	}
 	return nil
-}
-
-// liveHeap is this process's heap after two full collections.
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }

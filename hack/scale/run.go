@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 )
 
 // report is everything one run measured.
@@ -21,7 +23,7 @@ type report struct {
 // to each size and measures there. It returns what it measured so far
 // along with any error.
 func run(ctx context.Context, c config) (r *report, err error) {
-	progress("starting the test control plane (envtest, with the admission webhooks)")
+	harness.Progress("starting the test control plane (envtest, with the admission webhooks)")
 	e, err := startEnv(c.settle)
 	if err != nil {
 		return nil, err
@@ -32,11 +34,11 @@ func run(ctx context.Context, c config) (r *report, err error) {
 		return r, err
 	}
 
-	progress("issuing %d keys through admission and the controller", c.sample)
+	harness.Progress("issuing %d keys through admission and the controller", c.sample)
 	if r.sample, err = runSample(ctx, c, e); err != nil {
 		return r, err
 	}
-	progress("  issued in %s; per key in etcd: ApiKey %.0f B, record %.0f B, Secret %.0f B",
+	harness.Progress("  issued in %s; per key in etcd: ApiKey %.0f B, record %.0f B, Secret %.0f B",
 		r.sample.issueTime.Round(time.Millisecond), r.sample.apikeys.valueBytes,
 		r.sample.usedRecords.valueBytes, r.sample.secrets.valueBytes)
 	sampled, err := e.measurePoint(ctx, samplePoint, c.sample)
@@ -102,7 +104,7 @@ func (r *report) grow(ctx context.Context, e *env, cl *cloner, step string, from
 			}
 		}
 		if !measure {
-			progress("  %d keys, %s (%d written in %s)", to, name, to-from, time.Since(begin).Round(time.Millisecond))
+			harness.Progress("  %d keys, %s (%d written in %s)", to, name, to-from, time.Since(begin).Round(time.Millisecond))
 			continue
 		}
 		p, err := e.measurePoint(ctx, name, to)
@@ -110,7 +112,7 @@ func (r *report) grow(ctx context.Context, e *env, cl *cloner, step string, from
 			return err
 		}
 		r.points = append(r.points, p)
-		progress("  %d keys, %s (%d written in %s): etcd %s, kube-apiserver heap %s (%s at first, stable after %s), RSS %s; etcd RSS %s",
+		harness.Progress("  %d keys, %s (%d written in %s): etcd %s, kube-apiserver heap %s (%s at first, stable after %s), RSS %s; etcd RSS %s",
 			to, name, to-from, time.Since(begin).Round(time.Millisecond), mib(uint64(p.db)), mib(p.heap), mib(p.firstHeap),
 			p.heapWait.Round(time.Second), mib(p.apiRSS), mib(p.etcdRSS))
 	}
@@ -131,7 +133,7 @@ func (r *report) measureAt(ctx context.Context, c config, e *env, keys int) erro
 		return err
 	}
 	r.replicas = append(r.replicas, rep)
-	progress("  auth replica: %d tokens indexed in %s (CPU: kube-apiserver %s, replica %s), heap %s → %s", rep.indexed,
+	harness.Progress("  auth replica: %d tokens indexed in %s (CPU: kube-apiserver %s, replica %s), heap %s → %s", rep.indexed,
 		rep.syncTime.Round(time.Millisecond), rep.apiserverCPU.Round(10*time.Millisecond), rep.replicaCPU.Round(10*time.Millisecond),
 		mib(rep.heapBefore), mib(rep.heap))
 	return nil
@@ -141,7 +143,7 @@ func (r *report) measureLists(ctx context.Context, c config, e *env, keys int) {
 	lists := e.measureLists(ctx, c, keys)
 	r.lists = append(r.lists, lists...)
 	for _, l := range lists {
-		progress("  List %d %ss: unpaged %s (%s), paged by %d %s (%d pages)", keys, l.kind,
+		harness.Progress("  List %d %ss: unpaged %s (%s), paged by %d %s (%d pages)", keys, l.kind,
 			l.unpaged.took.Round(time.Millisecond), mib(uint64(l.unpaged.bytes)), l.pageSize,
 			l.paged.took.Round(time.Millisecond), l.paged.pages)
 	}

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 )
 
@@ -100,7 +101,7 @@ func runSample(ctx context.Context, c config, e *env) (*sampleResult, error) {
 		err = awaitReady(ctx, e, c.sample, c.issueTimeout)
 	}
 	res.issueTime = time.Since(begin)
-	if err := errors.Join(err, op.stop()); err != nil {
+	if err := errors.Join(err, op.Stop()); err != nil {
 		return nil, err
 	}
 	issued, err := e.etcd.rangePrefix(ctx, recordsPrefix)
@@ -189,26 +190,24 @@ func createSampleKeys(ctx context.Context, e *env, n int) error {
 
 // awaitReady polls until n keys report Ready=True.
 func awaitReady(ctx context.Context, e *env, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	ready := 0
+	err := harness.PollUntil(ctx, 500*time.Millisecond, timeout, func() (bool, error) {
 		var keys apikeysv1alpha1.ApiKeyList
 		if err := e.client.List(ctx, &keys, client.InNamespace(namespace)); err != nil {
-			return err
+			return false, err
 		}
-		ready := 0
+		ready = 0
 		for i := range keys.Items {
 			if meta.IsStatusConditionTrue(keys.Items[i].Status.Conditions, controller.ConditionReady) {
 				ready++
 			}
 		}
-		if ready >= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d keys Ready after %s", ready, n, timeout)
-		}
-		time.Sleep(500 * time.Millisecond)
+		return ready >= n, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%d of %d keys Ready: %w", ready, n, err)
 	}
+	return nil
 }
 
 // flushLastUse writes status.lastUsedAt into every record with the patch

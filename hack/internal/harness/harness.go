@@ -1,0 +1,125 @@
+// Package harness is what the programs under hack/ that drive a test
+// control plane share: logs sent to a file, progress on the terminal,
+// managers run in the background, polling, the module root, the live heap.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"runtime"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+// OpenLogs sends controller-runtime's and client-go's logs, at info level,
+// to the file named file, or to a new temporary file named after pattern
+// (os.CreateTemp) if file is empty, so the terminal shows only progress.
+func OpenLogs(file, pattern string) (*os.File, error) {
+	var f *os.File
+	var err error
+	if file == "" {
+		f, err = os.CreateTemp("", pattern)
+	} else {
+		f, err = os.Create(file)
+	}
+	if err != nil {
+		return nil, err
+	}
+	logger := zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
+	return f, nil
+}
+
+// Progress prints a timestamped line to stderr.
+func Progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// Manager is a controller-runtime manager started in the background.
+type Manager struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartManager starts mgr in the background.
+func StartManager(ctx context.Context, mgr ctrl.Manager) *Manager {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &Manager{cancel: cancel, done: make(chan error, 1)}
+	go func() { m.done <- mgr.Start(ctx) }()
+	return m
+}
+
+// Done receives the manager's error if it stops on its own.
+func (m *Manager) Done() <-chan error { return m.done }
+
+// Stopped returns the manager's error if it has stopped on its own, and
+// nil while it runs.
+func (m *Manager) Stopped() error {
+	select {
+	case err := <-m.done:
+		return fmt.Errorf("manager stopped: %w", err)
+	default:
+		return nil
+	}
+}
+
+// Stop cancels the manager and waits until it has returned, so its caches
+// can be collected.
+func (m *Manager) Stop() error {
+	m.cancel()
+	select {
+	case err := <-m.done:
+		return err
+	case <-time.After(2 * time.Minute):
+		return errors.New("manager did not stop within 2 minutes")
+	}
+}
+
+// PollUntil calls cond every interval until it returns true or an error,
+// for at most timeout.
+func PollUntil(ctx context.Context, interval, timeout time.Duration, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("condition not met within %s", timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+// ModuleRoot is the directory of the main module's go.mod.
+func ModuleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
+		return path.Dir(gomod)
+	}
+	wd, _ := os.Getwd()
+	return wd
+}
+
+// LiveHeap is this process's heap in use after two full collections.
+func LiveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
