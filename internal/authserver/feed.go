@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -21,7 +22,8 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// indexFeeder keeps the index in step with ApiKeyRecords and ApiKeys. It
+// indexFeeder keeps the index in step with ApiKeyRecords, ApiKeys and the
+// deletion of namespaces. It
 // lists and watches them itself and hands every object to the index, which
 // keeps only what it answers with: no informer cache holds a second copy,
 // so a replica's memory per key is the index's entry. It does not share the
@@ -37,11 +39,10 @@ var _ manager.LeaderElectionRunnable = (*indexFeeder)(nil)
 // NeedLeaderElection is false: every replica keeps its own index.
 func (f *indexFeeder) NeedLeaderElection() bool { return false }
 
-// Start runs a reflector for records and one for keys, marks the index
-// synced once both have listed, and runs until ctx ends.
+// Start runs a reflector for records, one for keys and one for namespaces,
+// marks the index synced once all have listed, and runs until ctx ends.
 func (f *indexFeeder) Start(ctx context.Context) error {
-	records := &recordFeed{index: f.index, listed: make(chan struct{})}
-	keys := &keyFeed{index: f.index, listed: make(chan struct{})}
+	records, keys, namespaces := recordFeed(f.index), keyFeed(f.index), namespaceFeed(f.index)
 	for _, feed := range []struct {
 		name       string
 		item, list runtime.Object
@@ -49,6 +50,7 @@ func (f *indexFeeder) Start(ctx context.Context) error {
 	}{
 		{"auth index: apikeyrecords", &apikeysv1alpha1.ApiKeyRecord{}, &apikeysv1alpha1.ApiKeyRecordList{}, records},
 		{"auth index: apikeys", &apikeysv1alpha1.ApiKey{}, &apikeysv1alpha1.ApiKeyList{}, keys},
+		{"auth index: namespaces", &corev1.Namespace{}, &corev1.NamespaceList{}, namespaces},
 	} {
 		lw, err := f.listWatch(feed.item, feed.list)
 		if err != nil {
@@ -57,7 +59,7 @@ func (f *indexFeeder) Start(ctx context.Context) error {
 		r := toolscache.NewReflectorWithOptions(lw, feed.item, feed.store, toolscache.ReflectorOptions{Name: feed.name})
 		go r.RunWithContext(ctx)
 	}
-	for _, listed := range []chan struct{}{records.listed, keys.listed} {
+	for _, listed := range []chan struct{}{records.listed, keys.listed, namespaces.listed} {
 		select {
 		case <-listed:
 		case <-ctx.Done():
@@ -105,82 +107,88 @@ func listWatchOf(rc rest.Interface, resource string, list runtime.Object) *tools
 	}
 }
 
-// recordFeed is the index as a reflector's store of ApiKeyRecords.
-type recordFeed struct {
-	index  *Index
-	listed chan struct{} // closed by the first listing
+// feed is the index as a reflector's store of objects of type T: each event
+// goes to one of the index's methods, and nothing else is kept.
+type feed[T runtime.Object] struct {
+	set, update, remove func(T)
+	replace             func([]T)
+	listed              chan struct{} // closed by the first listing
 }
 
-func (f *recordFeed) Add(obj any) error {
-	if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok {
-		f.index.SetRecord(rec)
+func (f *feed[T]) Add(obj any) error {
+	if o, ok := obj.(T); ok {
+		f.set(o)
 	}
 	return nil
 }
 
-func (f *recordFeed) Update(obj any) error {
-	if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok {
-		f.index.UpdateRecord(rec)
+func (f *feed[T]) Update(obj any) error {
+	if o, ok := obj.(T); ok {
+		f.update(o)
 	}
 	return nil
 }
 
-func (f *recordFeed) Delete(obj any) error {
-	if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok {
-		f.index.DeleteRecord(rec.Name)
+func (f *feed[T]) Delete(obj any) error {
+	if o, ok := obj.(T); ok {
+		f.remove(o)
 	}
 	return nil
 }
 
-func (f *recordFeed) Replace(list []any, _ string) error {
-	records := make([]*apikeysv1alpha1.ApiKeyRecord, 0, len(list))
+func (f *feed[T]) Replace(list []any, _ string) error {
+	objs := make([]T, 0, len(list))
 	for _, obj := range list {
-		if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok {
-			records = append(records, rec)
+		if o, ok := obj.(T); ok {
+			objs = append(objs, o)
 		}
 	}
-	f.index.ReplaceRecords(records)
+	f.replace(objs)
 	closeOnce(f.listed)
 	return nil
 }
 
-func (f *recordFeed) Resync() error { return nil }
+func (f *feed[T]) Resync() error { return nil }
 
-// keyFeed is the index as a reflector's store of ApiKeys.
-type keyFeed struct {
-	index  *Index
-	listed chan struct{} // closed by the first listing
-}
-
-func (f *keyFeed) Add(obj any) error {
-	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-		f.index.SetKey(key)
+func recordFeed(ix *Index) *feed[*apikeysv1alpha1.ApiKeyRecord] {
+	return &feed[*apikeysv1alpha1.ApiKeyRecord]{
+		set:     ix.SetRecord,
+		update:  ix.UpdateRecord,
+		remove:  func(rec *apikeysv1alpha1.ApiKeyRecord) { ix.DeleteRecord(rec.Name) },
+		replace: ix.ReplaceRecords,
+		listed:  make(chan struct{}),
 	}
-	return nil
 }
 
-func (f *keyFeed) Update(obj any) error { return f.Add(obj) }
-
-func (f *keyFeed) Delete(obj any) error {
-	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-		f.index.DeleteKey(key.UID)
+func keyFeed(ix *Index) *feed[*apikeysv1alpha1.ApiKey] {
+	return &feed[*apikeysv1alpha1.ApiKey]{
+		set:     ix.SetKey,
+		update:  ix.SetKey,
+		remove:  func(key *apikeysv1alpha1.ApiKey) { ix.DeleteKey(key.UID) },
+		replace: ix.ReplaceKeys,
+		listed:  make(chan struct{}),
 	}
-	return nil
 }
 
-func (f *keyFeed) Replace(list []any, _ string) error {
-	keys := make([]*apikeysv1alpha1.ApiKey, 0, len(list))
-	for _, obj := range list {
-		if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-			keys = append(keys, key)
-		}
+// namespaceFeed tells the index which namespaces are being deleted.
+func namespaceFeed(ix *Index) *feed[*corev1.Namespace] {
+	set := func(ns *corev1.Namespace) { ix.SetNamespace(ns.Name, !ns.DeletionTimestamp.IsZero()) }
+	return &feed[*corev1.Namespace]{
+		set:    set,
+		update: set,
+		remove: func(ns *corev1.Namespace) { ix.SetNamespace(ns.Name, false) },
+		replace: func(list []*corev1.Namespace) {
+			var deleting []string
+			for _, ns := range list {
+				if !ns.DeletionTimestamp.IsZero() {
+					deleting = append(deleting, ns.Name)
+				}
+			}
+			ix.ReplaceNamespaces(deleting)
+		},
+		listed: make(chan struct{}),
 	}
-	f.index.ReplaceKeys(keys)
-	closeOnce(f.listed)
-	return nil
 }
-
-func (f *keyFeed) Resync() error { return nil }
 
 // closeOnce closes ch unless it is closed; only a reflector's goroutine calls
 // it, so there is no race between the check and the close.

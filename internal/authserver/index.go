@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"iter"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -112,6 +113,11 @@ type Index struct {
 	// (by hand) are remembered here, in both directions.
 	otherNames  map[string][32]byte
 	otherHashes map[[32]byte]string
+
+	// terminating is the set of namespaces being deleted, replaced whole on
+	// each change so that the request path reads it without the lock; nil
+	// while no namespace is being deleted.
+	terminating atomic.Pointer[map[string]struct{}]
 
 	synced   atomic.Bool
 	lastSync atomic.Int64 // Unix nanoseconds of the last index change
@@ -287,6 +293,68 @@ func (ix *Index) ReplaceKeys(keys []*apikeysv1alpha1.ApiKey) {
 		}
 	}
 	ix.touchLocked()
+}
+
+// SetNamespace records whether the namespace called name is being deleted.
+// From the moment it is, every token of an ApiKey in it is refused: the
+// namespace controller deletes the ApiKeys themselves only later, one
+// resource type at a time, and not at all while it is down.
+func (ix *Index) SetNamespace(name string, deleting bool) {
+	if ix.namespaceDeleting(name) == deleting {
+		return // most namespace events: a live namespace changed
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.setTerminatingLocked(func(set map[string]struct{}) {
+		if deleting {
+			set[name] = struct{}{}
+		} else {
+			delete(set, name)
+		}
+	})
+}
+
+// ReplaceNamespaces makes the namespaces being deleted exactly those named
+// in deleting, as a new listing says.
+func (ix *Index) ReplaceNamespaces(deleting []string) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.setTerminatingLocked(func(set map[string]struct{}) {
+		clear(set)
+		for _, name := range deleting {
+			set[name] = struct{}{}
+		}
+	})
+}
+
+// setTerminatingLocked applies change to a copy of the terminating set and
+// publishes the copy (nil if it is empty) if it differs.
+func (ix *Index) setTerminatingLocked(change func(map[string]struct{})) {
+	old := ix.terminating.Load()
+	set := map[string]struct{}{}
+	if old != nil {
+		maps.Copy(set, *old)
+	}
+	change(set)
+	switch {
+	case old == nil && len(set) == 0, old != nil && maps.Equal(set, *old):
+		return
+	case len(set) == 0:
+		ix.terminating.Store(nil)
+	default:
+		ix.terminating.Store(&set)
+	}
+	ix.touchLocked()
+}
+
+// namespaceDeleting reports whether ns is being deleted.
+func (ix *Index) namespaceDeleting(ns string) bool {
+	set := ix.terminating.Load()
+	if set == nil {
+		return false
+	}
+	_, ok := (*set)[ns]
+	return ok
 }
 
 // keyLocked returns the state of the key with uid, creating it (not

@@ -400,6 +400,44 @@ func TestIndexForgetsKeys(t *testing.T) {
 	}
 }
 
+// TestIndexNamespaceDeletion checks that every token of a namespace being
+// deleted is refused at once, before its ApiKeys are, and only those.
+func TestIndexNamespaceDeletion(t *testing.T) {
+	ix := NewIndex()
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	other := informerKey("other-team", fixtureName, "other-uid")
+	tok, otherTok := stableToken(token.DefaultPrefix, "ns"), stableToken(token.DefaultPrefix, "other-ns")
+	for _, k := range []*apikeysv1alpha1.ApiKey{key, other} {
+		ix.SetKey(k)
+	}
+	ix.SetRecord(issuedRecord(tok, key))
+	ix.SetRecord(issuedRecord(otherTok, other))
+
+	ix.SetNamespace(fixtureNamespace, false) // a live namespace's update
+	if ix.terminating.Load() != nil {
+		t.Fatalf("a live namespace made a terminating set")
+	}
+	before := ix.LastChange()
+	ix.SetNamespace(fixtureNamespace, true)
+	assertCode(t, ix, tok, CodeNotFound)
+	assertCode(t, ix, otherTok, CodeValid)
+	if !ix.LastChange().After(before) {
+		t.Errorf("a namespace's deletion did not move LastChange")
+	}
+
+	ix.SetNamespace(fixtureNamespace, false) // gone, and made again by the same name
+	assertCode(t, ix, tok, CodeValid)
+	if ix.terminating.Load() != nil {
+		t.Errorf("no namespace is being deleted, yet the set is kept")
+	}
+
+	ix.ReplaceNamespaces([]string{"other-team"}) // a relist
+	assertCode(t, ix, tok, CodeValid)
+	assertCode(t, ix, otherTok, CodeNotFound)
+	ix.ReplaceNamespaces(nil)
+	assertCode(t, ix, otherTok, CodeValid)
+}
+
 // TestIndexReplace checks that a new listing is the whole truth: records
 // and keys it does not hold are gone.
 func TestIndexReplace(t *testing.T) {

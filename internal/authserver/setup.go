@@ -7,8 +7,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 )
 
-// The auth server reads keys and records and writes only records' status,
-// which issuance never reads (last-used times).
+// The auth server reads keys, records and namespaces (whether one is being
+// deleted) and writes only records' status, which issuance never reads
+// (last-used times).
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords/status,verbs=get;patch

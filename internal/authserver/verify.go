@@ -57,9 +57,10 @@ func (ix *Index) Verify(tok string, now time.Time) (*Entry, Code) {
 		}
 		return nil, CodeNotFound
 	}
-	// A token whose ApiKey is gone or being deleted is revoked, whether or
-	// not the controller has removed the record yet.
-	if ks := e.key; !ks.present.Load() || ks.deleting.Load() {
+	// A token whose ApiKey is gone or being deleted, or whose namespace is
+	// being deleted, is revoked, whether or not the controller has removed
+	// the record yet.
+	if ks := e.key; !ks.present.Load() || ks.deleting.Load() || ix.namespaceDeleting(e.Namespace) {
 		return nil, CodeNotFound
 	}
 	if e.Suspended || e.key.suspended.Load() {
