@@ -51,13 +51,18 @@ test: manifests generate fmt vet envtest kustomize helm ## Run all tests against
 demo: build envtest ## Start a local control plane, issue a key and show it at work (DEMO_ONCE=1 exits after).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go run ./hack/demo
 
-# The security suite (test/security) builds the manager binary and runs it as
-# its own processes under the RBAC and admission policies of config/default,
+# The end-to-end plane adds kube-controller-manager (garbage collector and
+# namespace controller) to envtest's kube-apiserver and etcd, and puts nginx,
+# Caddy and Traefik in front of a backend; make builds all but nginx (a Debian
+# package) into bin/ the first time (~20 min on 2 cores, cached after). The
+# security suite (test/security) builds the manager binary and runs it as its
+# own processes under the RBAC and admission policies of config/default,
 # which it renders with kustomize. -p 1: each package runs its own control
 # plane, and two at once starve each other on a small machine.
 .PHONY: test-e2e
-test-e2e: manifests generate envtest kustomize ## Run the end-to-end tests: kube-apiserver's token webhook, kubectl, nginx (needs nginx installed), and the attacks of test/security.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" KUSTOMIZE="$(KUSTOMIZE)" go test -tags e2e -p 1 ./test/e2e/ ./test/security/... -v -count=1 -timeout 20m -args -ginkgo.v
+test-e2e: manifests generate envtest e2e-tools kustomize ## Run the end-to-end tests: kube-apiserver's token webhook, kubectl, nginx (needs nginx installed), Caddy, Traefik, garbage collection, and the attacks of test/security.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" KUSTOMIZE="$(KUSTOMIZE)" CADDY="$(CADDY)" TRAEFIK="$(TRAEFIK)" \
+		go test -tags e2e -p 1 ./test/e2e/ ./test/security/... -v -count=1 -timeout 30m -args -ginkgo.v
 
 .PHONY: bench
 bench: envtest ## Measure against the SPEC's targets (same run, same machine) and write docs/benchmarks.md.
@@ -162,6 +167,10 @@ HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KO ?= $(LOCALBIN)/ko-$(KO_VERSION)
 CRANE ?= $(LOCALBIN)/crane-$(CRANE_VERSION)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION)-$(shell go env GOOS)-$(shell go env GOARCH)
+CADDY_VERSION ?= v2.11.9
+TRAEFIK_VERSION ?= v3.6.12
+CADDY ?= $(LOCALBIN)/caddy-$(CADDY_VERSION)
+TRAEFIK ?= $(LOCALBIN)/traefik-$(TRAEFIK_VERSION)
 KUBECTL ?= $(ENVTEST_ASSETS)/kubectl
 
 .PHONY: controller-gen
@@ -205,6 +214,31 @@ $(ENVTEST_ASSETS)/kubectl: hack/tools/go.mod | $(LOCALBIN)
 	go build -C hack/tools -o $@ k8s.io/kubernetes/cmd/kubectl
 $(ENVTEST_ASSETS)/etcd: hack/tools/go.mod hack/tools/etcd/main.go | $(LOCALBIN)
 	go build -C hack/tools -o $@ ./etcd
+
+.PHONY: e2e-tools
+e2e-tools: $(ENVTEST_ASSETS)/kube-controller-manager $(CADDY) $(TRAEFIK) ## Build what only the end-to-end tests use: kube-controller-manager, Caddy, Traefik.
+
+$(ENVTEST_ASSETS)/kube-controller-manager: hack/tools/go.mod | $(LOCALBIN)
+	go build -C hack/tools -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
+
+# Caddy comes from its own tools module (hack/caddy), so that its
+# dependencies never meet ours; CADDY_VERSION must match hack/caddy/go.mod.
+$(CADDY): hack/caddy/go.mod | $(LOCALBIN)
+	@grep -q 'github.com/caddyserver/caddy/v2 $(CADDY_VERSION)$$' hack/caddy/go.mod || { echo "hack/caddy/go.mod does not require Caddy $(CADDY_VERSION)"; exit 1; }
+	go build -C hack/caddy -o $@ github.com/caddyserver/caddy/v2/cmd/caddy
+
+# Traefik's go.mod has replace directives (one to a local path), so it is
+# built as its own main module: a copy of the module out of the module cache.
+# -trimpath keeps the build cache's keys free of the copy's path, so a second
+# clone reuses the first one's work.
+$(TRAEFIK): | $(LOCALBIN)
+	@set -e; src=$(LOCALBIN)/src/traefik-$(TRAEFIK_VERSION); \
+	dir=$$(go mod download -json github.com/traefik/traefik/v3@$(TRAEFIK_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	[ -n "$$dir" ] || { echo "go mod download found no Traefik $(TRAEFIK_VERSION)"; exit 1; }; \
+	rm -rf $$src; mkdir -p $$(dirname $$src); cp -r $$dir $$src; chmod -R u+w $$src; \
+	echo "go build ./cmd/traefik in a copy of $$dir"; \
+	go build -C $$src -trimpath -o $@ ./cmd/traefik; \
+	rm -rf $$src
 
 # go-install-tool builds package $(2) at version $(3) into $(1), a versioned path,
 # so a version bump rebuilds and an unchanged one is skipped.

@@ -51,6 +51,13 @@ func createReadyKey(key *apikeysv1alpha1.ApiKey) (string, *apikeysv1alpha1.ApiKe
 		key.Name = "key-" + rand.String(6)
 	}
 	Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	return awaitReady(key)
+}
+
+// awaitReady waits until the controller has delivered the token of key,
+// which exists, and returns it (never printed) and the Ready key.
+func awaitReady(key *apikeysv1alpha1.ApiKey) (string, *apikeysv1alpha1.ApiKey) {
+	GinkgoHelper()
 	got := &apikeysv1alpha1.ApiKey{}
 	Eventually(func(g Gomega) {
 		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(key), got)).To(Succeed())

@@ -1,9 +1,11 @@
 //go:build e2e
 
 // Package e2e drives the operator with clients written by others: a real
-// kube-apiserver calling the auth server as its token webhook, kubectl, and
-// nginx's auth_request. It runs the controller and an auth-server-only
-// manager as separate managers, as the two Deployments run in a cluster.
+// kube-apiserver calling the auth server as its token webhook, kubectl,
+// nginx, Caddy and Traefik in front of a backend, and kube-controller-manager
+// collecting garbage and deleting namespaces. It runs the controller and an
+// auth-server-only manager as separate managers, as the two Deployments run
+// in a cluster.
 package e2e
 
 import (
@@ -22,9 +24,11 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -72,6 +76,12 @@ var (
 	authPort    int
 	// kubectlPath is the kubectl built by `make envtest`.
 	kubectlPath string
+	// kcm is kube-controller-manager, for garbage collection and namespace
+	// deletion.
+	kcm *controlPlaneProcess
+	// stopController stops the controller startController runs; nil while
+	// it is stopped.
+	stopController func()
 )
 
 func TestE2E(t *testing.T) {
@@ -110,22 +120,26 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metaName(noControllerNamespace)})).To(Succeed())
 
-	By("running the controller, as the leader-elected Deployment would")
-	ctrlMgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&apikeysv1alpha1.ApiKey{}: {Field: fields.OneTermNotEqualSelector("metadata.namespace", noControllerNamespace)},
-		}},
-	})
+	By("running kube-controller-manager: the garbage collector and the namespace controller")
+	user, err := testEnv.AddUser(envtest.User{Name: "system:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
 	Expect(err).NotTo(HaveOccurred())
-	Expect((&controller.ApiKeyReconciler{
-		Client:    ctrlMgr.GetClient(),
-		APIReader: ctrlMgr.GetAPIReader(),
-		Recorder:  ctrlMgr.GetEventRecorder("apikey-operator"),
-		Policy:    policy.New(policy.Options{MaxTTL: 24 * time.Hour}),
-	}).SetupWithManager(ctrlMgr)).To(Succeed())
-	start(ctrlMgr)
+	kcmKubeconfig, err := user.KubeConfig()
+	Expect(err).NotTo(HaveOccurred())
+	kcmKubeconfigPath := filepath.Join(workDir, "kube-controller-manager.kubeconfig")
+	Expect(os.WriteFile(kcmKubeconfigPath, kcmKubeconfig, 0o600)).To(Succeed())
+	kcmPath := filepath.Join(testEnv.BinaryAssetsDirectory, "kube-controller-manager")
+	_, err = os.Stat(kcmPath)
+	Expect(err).NotTo(HaveOccurred(), "no kube-controller-manager beside kube-apiserver: run `make e2e-tools`")
+	kcm = &controlPlaneProcess{name: "kube-controller-manager", path: kcmPath, args: []string{
+		"--kubeconfig=" + kcmKubeconfigPath,
+		"--controllers=garbage-collector-controller,namespace-controller",
+		"--leader-elect=false",
+		"--secure-port=0",
+	}}
+	kcm.start()
+
+	By("running the controller, as the leader-elected Deployment would")
+	startController()
 
 	By("running the auth server alone, as the auth-only Deployment would")
 	authMgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -154,10 +168,72 @@ var _ = BeforeSuite(func() {
 
 var _ = AfterSuite(func() {
 	cancel()
+	if kcm != nil {
+		kcm.stop()
+	}
 	if testEnv != nil {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
 })
+
+// startController runs the controller in a manager of its own, as the
+// leader-elected Deployment would, until stopController.
+func startController() {
+	GinkgoHelper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&apikeysv1alpha1.ApiKey{}: {Field: fields.OneTermNotEqualSelector("metadata.namespace", noControllerNamespace)},
+		}},
+		// A restarted controller registers its controllers' names again.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect((&controller.ApiKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("apikey-operator"),
+		Policy:    policy.New(policy.Options{MaxTTL: 24 * time.Hour}),
+	}).SetupWithManager(mgr)).To(Succeed())
+	mgrCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(mgrCtx)).To(Succeed())
+	}()
+	stopController = func() {
+		stop()
+		<-done
+		stopController = nil
+	}
+}
+
+// controlPlaneProcess is a control-plane binary the suite runs beside
+// envtest's kube-apiserver and etcd, and a spec may stop and start again.
+type controlPlaneProcess struct {
+	name, path string
+	args       []string
+	running    *utils.Process
+}
+
+// start runs the process; its output goes to <name>.log in the suite's
+// work directory, never to the test's output.
+func (p *controlPlaneProcess) start() {
+	GinkgoHelper()
+	var err error
+	p.running, err = utils.StartProcess(p.name, p.path, p.args, &utils.LogBuffer{}, filepath.Join(workDir, p.name+".log"))
+	Expect(err).NotTo(HaveOccurred())
+}
+
+func (p *controlPlaneProcess) stop() {
+	GinkgoHelper()
+	if p.running != nil {
+		Expect(p.running.Stop(10 * time.Second)).To(Succeed())
+		p.running = nil
+	}
+}
 
 func start(mgr ctrl.Manager) {
 	go func() {
