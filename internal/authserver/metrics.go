@@ -51,7 +51,7 @@ var (
 	authDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "apikey_authentication_duration_seconds",
 		Help:    "Time to answer an auth server request, by endpoint.",
-		Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3},
+		Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5},
 	}, []string{"endpoint"})
 )
 

@@ -281,6 +281,15 @@ var _ = Describe("Rules only the operator can check", func() {
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		got := waitCondition(key, ConditionStalled, metav1.ConditionTrue, ReasonSecretNameTaken)
 		Expect(recordsOf(got)).To(BeEmpty())
+		Eventually(func(g Gomega) {
+			var warnings []string
+			for _, e := range eventsFor(got) {
+				if e.Type == corev1.EventTypeWarning {
+					warnings = append(warnings, e.Reason+": "+e.Note)
+				}
+			}
+			g.Expect(warnings).To(HaveExactElements(HavePrefix(ReasonSecretNameTaken+": ")), "one Warning when the key stalls")
+		}, timeout, interval).Should(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
 		Expect(foreign.Data).To(HaveKeyWithValue("password", []byte("hunter2")))
 	})

@@ -65,8 +65,8 @@ func (c conditions) wasTrue(typ string) bool {
 }
 
 // computeConditions sets Ready, Reconciling, Stalled, Expired, Suspended
-// and ExpiringSoon from the pass. It emits an event when a key expires, is
-// about to, or is suspended/resumed.
+// and ExpiringSoon from the pass. It emits an event when a key stalls,
+// expires, is about to, or is suspended/resumed.
 func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 	c := conditions{key: p.key, base: p.base}
 	if stall, ok := asStalled(err); ok {
@@ -74,8 +74,10 @@ func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 		c.set(ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
 		c.drop(ConditionReconciling)
 		c.drop(ConditionExpiringSoon)
-		if stall.reason == ReasonStatusForged && !c.wasTrue(ConditionStalled) {
-			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, ReasonStatusForged, "DetectForgery", stall.message)
+		// One Warning when a key becomes Stalled, whatever the reason: the
+		// controller will not retry on its own, so someone must act.
+		if !c.wasTrue(ConditionStalled) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, stall.reason, "Stall", stall.message)
 		}
 		return
 	}
