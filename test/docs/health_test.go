@@ -1,8 +1,9 @@
 // Package docs tests what docs/ promises: the example manifests are valid
 // Kubernetes objects, the Argo CD health check answers as its tests say,
-// kstatus (what Flux reads) answers as docs/argocd.md says, and
-// the forward-auth URLs the integration pages configure mean what the pages
-// say they mean.
+// kstatus (what Flux reads) answers as docs/argocd.md says, the
+// forward-auth URLs the integration pages configure mean what the pages
+// say they mean, relative links and anchors resolve, and every block a page
+// says the end-to-end tests run is one they look up.
 package docs
 
 import (
