@@ -1,5 +1,9 @@
 # Image URL to use for building and deploying the manager.
 IMG ?= apikey-operator:latest
+# The released version (the chart's appVersion) and the image dist/install.yaml
+# and the chart's defaults run.
+VERSION ?= $(shell sed -n 's/^appVersion: "\(.*\)"$$/\1/p' dist/chart/Chart.yaml)
+RELEASE_IMG ?= ghcr.io/apikey-operator/apikey-operator:$(VERSION)
 
 # Kubernetes version of the test control plane (kube-apiserver, etcd, kubectl),
 # built from Go modules by hack/tools into bin/k8s/.
@@ -88,7 +92,7 @@ lint-fix: golangci-lint ## Run golangci-lint and fix what it can.
 	$(GOLANGCI_LINT) run --fix
 
 .PHONY: verify
-verify: manifests generate fmt ## Regenerate everything and fail if the tree changed.
+verify: manifests generate fmt build-installer ## Regenerate everything (dist/install.yaml too) and fail if the tree changed.
 	@if [ -n "$$(git status --porcelain)" ]; then \
 		echo "generated files are out of date or unformatted:"; git status --porcelain; git --no-pager diff --stat; exit 1; fi
 
@@ -115,18 +119,16 @@ uninstall: manifests ## Remove the CRDs from the cluster in your kubeconfig.
 
 .PHONY: deploy
 deploy: manifests kustomize ## Deploy the operator (IMG) to the cluster in your kubeconfig.
-	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+	hack/kustomize-with-image.sh $(KUSTOMIZE) config/default $(IMG) | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: kustomize ## Remove the operator and its CRDs from the cluster in your kubeconfig.
 	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: build-installer
-build-installer: manifests generate kustomize ## Write dist/install.yaml: CRDs, RBAC and the manager for IMG.
+build-installer: manifests generate kustomize ## Write dist/install.yaml (committed): config/default for RELEASE_IMG.
 	mkdir -p dist
-	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default > dist/install.yaml
+	hack/kustomize-with-image.sh $(KUSTOMIZE) config/default $(RELEASE_IMG) > dist/install.yaml
 
 ##@ Image
 
@@ -171,7 +173,9 @@ CADDY_VERSION ?= v2.11.9
 TRAEFIK_VERSION ?= v3.6.12
 CADDY ?= $(LOCALBIN)/caddy-$(CADDY_VERSION)
 TRAEFIK ?= $(LOCALBIN)/traefik-$(TRAEFIK_VERSION)
-KUBECTL ?= $(ENVTEST_ASSETS)/kubectl
+# install, deploy and their undo use your kubectl, whatever version matches
+# your cluster; the tests use the one in bin/k8s.
+KUBECTL ?= kubectl
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Build controller-gen into bin/.
@@ -228,17 +232,18 @@ $(CADDY): hack/caddy/go.mod | $(LOCALBIN)
 	go build -C hack/caddy -o $@ github.com/caddyserver/caddy/v2/cmd/caddy
 
 # Traefik's go.mod has replace directives (one to a local path), so it is
-# built as its own main module: a copy of the module out of the module cache.
-# -trimpath keeps the build cache's keys free of the copy's path, so a second
-# clone reuses the first one's work.
+# built as its own main module: a copy of the module out of the module cache,
+# made outside the repository (controller-gen's ./... would read its CRD
+# markers). -trimpath keeps the build cache's keys free of the copy's path,
+# so the next build reuses this one's work.
 $(TRAEFIK): | $(LOCALBIN)
-	@set -e; src=$(LOCALBIN)/src/traefik-$(TRAEFIK_VERSION); \
+	@set -e; src=$$(mktemp -d)/traefik-$(TRAEFIK_VERSION); \
 	dir=$$(go mod download -json github.com/traefik/traefik/v3@$(TRAEFIK_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
 	[ -n "$$dir" ] || { echo "go mod download found no Traefik $(TRAEFIK_VERSION)"; exit 1; }; \
-	rm -rf $$src; mkdir -p $$(dirname $$src); cp -r $$dir $$src; chmod -R u+w $$src; \
+	cp -r $$dir $$src; chmod -R u+w $$src; \
 	echo "go build ./cmd/traefik in a copy of $$dir"; \
 	go build -C $$src -trimpath -o $@ ./cmd/traefik; \
-	rm -rf $$src
+	rm -rf $$(dirname $$src)
 
 # go-install-tool builds package $(2) at version $(3) into $(1), a versioned path,
 # so a version bump rebuilds and an unchanged one is skipped.

@@ -29,6 +29,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 )
 
 const (
@@ -53,6 +54,12 @@ func variants() []variant {
 		{
 			name: "kustomize config/default", namespace: "apikey-operator-system",
 			render:     func(t *testing.T) []byte { return kustomizeBuild(t, "config/default") },
+			authServer: true,
+		},
+		{
+			// The committed one-file install: config/default for the release image.
+			name: "dist/install.yaml", namespace: "apikey-operator-system",
+			render:     func(t *testing.T) []byte { return readFile(t, "dist/install.yaml") },
 			authServer: true,
 		},
 		{
@@ -100,6 +107,25 @@ func TestFlagsExist(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestInstallYAMLIsCurrent: the committed dist/install.yaml is config/default
+// with the image the chart runs by default (its image.repository at its
+// appVersion), so both install methods ship the same release.
+func TestInstallYAMLIsCurrent(t *testing.T) {
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	var values struct {
+		Image struct{ Repository string } `json:"image"`
+	}
+	must(t, yaml.Unmarshal(readFile(t, "dist/chart/Chart.yaml"), &chart))
+	must(t, yaml.Unmarshal(readFile(t, "dist/chart/values.yaml"), &values))
+	image := values.Image.Repository + ":" + chart.AppVersion
+	want := run(t, repoRoot, "hack/kustomize-with-image.sh", tool(t, "KUSTOMIZE", "kustomize-*"), "config/default", image)
+	if !bytes.Equal(readFile(t, "dist/install.yaml"), want) {
+		t.Errorf("dist/install.yaml is not config/default for %s: run `make build-installer`", image)
 	}
 }
 

@@ -12,12 +12,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apikey-operator/apikey-operator/test/utils"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // repoRoot is the directory holding the Makefile, config/ and dist/.
@@ -32,6 +33,14 @@ func helmTemplate(t *testing.T, namespace string, args ...string) []byte {
 	t.Helper()
 	return run(t, repoRoot, tool(t, "HELM", "helm-*"),
 		append([]string{"template", helmRelease, "dist/chart", "--namespace", namespace}, args...)...)
+}
+
+// readFile reads a file of the repository.
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, path))
+	must(t, err)
+	return b
 }
 
 // run runs a tool in dir and returns its standard output.
