@@ -265,10 +265,7 @@ func (r *rendering) checkCertManager(t *testing.T) {
 	if got, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); got != r.certSecret {
 		t.Errorf("the Certificate fills Secret %s, the pods mount %s", got, r.certSecret)
 	}
-	issuer, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
-	if _, ok := byName(r.objs, "Issuer")[issuer]; !ok {
-		t.Errorf("the Certificate's Issuer %s is not rendered", issuer)
-	}
+	r.checkStableCA(t, cert)
 	dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
 	services := []string{r.webhookService}
 	if r.auth != nil {
@@ -388,13 +385,53 @@ func (r *rendering) serviceEndingIn(t *testing.T, suffix string) *corev1.Service
 	return found
 }
 
+// certificate is the serving certificate: the one cert-manager Certificate
+// that is not a CA.
 func (r *rendering) certificate(t *testing.T) *unstructured.Unstructured {
 	t.Helper()
-	certs := byKind(r.objs, "Certificate")
-	if len(certs) != 1 {
-		t.Fatalf("want one cert-manager Certificate, got %d", len(certs))
+	var serving []*unstructured.Unstructured
+	for _, c := range byKind(r.objs, "Certificate") {
+		if isCA, _, _ := unstructured.NestedBool(c.Object, "spec", "isCA"); !isCA {
+			serving = append(serving, c)
+		}
 	}
-	return certs[0]
+	if len(serving) != 1 {
+		t.Fatalf("want one serving Certificate, got %d", len(serving))
+	}
+	return serving[0]
+}
+
+// checkStableCA: the serving certificate comes from a CA Issuer whose CA is
+// a Certificate of its own, issued by a rendered self-signed Issuer and
+// keeping its key when renewed, so that renewals never change the ca.crt
+// that kube-apiserver and the proxies trust.
+func (r *rendering) checkStableCA(t *testing.T, serving *unstructured.Unstructured) {
+	t.Helper()
+	issuers := byName(r.objs, "Issuer")
+	name, _, _ := unstructured.NestedString(serving.Object, "spec", "issuerRef", "name")
+	caSecret, _, _ := unstructured.NestedString(issuers[name].Object, "spec", "ca", "secretName")
+	if issuers[name] == nil || caSecret == "" {
+		t.Fatalf("the serving Certificate's Issuer %s is not a rendered CA Issuer: renewals would change the CA", name)
+	}
+	var ca *unstructured.Unstructured
+	for _, c := range byKind(r.objs, "Certificate") {
+		if secret, _, _ := unstructured.NestedString(c.Object, "spec", "secretName"); secret == caSecret {
+			ca = c
+		}
+	}
+	if ca == nil {
+		t.Fatalf("no Certificate fills the CA Issuer's Secret %s", caSecret)
+	}
+	if isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA"); !isCA {
+		t.Errorf("Certificate %s fills the CA Secret but is not isCA", ca.GetName())
+	}
+	if policy, _, _ := unstructured.NestedString(ca.Object, "spec", "privateKey", "rotationPolicy"); policy != "Never" {
+		t.Errorf("the CA Certificate's key rotationPolicy is %q: a CA renewal would change the trust anchor", policy)
+	}
+	root, _, _ := unstructured.NestedString(ca.Object, "spec", "issuerRef", "name")
+	if _, selfSigned, _ := unstructured.NestedMap(issuers[root].Object, "spec", "selfSigned"); issuers[root] == nil || !selfSigned {
+		t.Errorf("the CA Certificate's Issuer %s is not a rendered self-signed Issuer", root)
+	}
 }
 
 // checkSelects: selector picks the pods labelled want and none labelled notWant.
