@@ -29,6 +29,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/logs"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/version"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
 )
 
@@ -65,6 +66,7 @@ type config struct {
 	maxConcurrentReconciles                          int
 	kubeAPIQPS                                       float64
 	kubeAPIBurst                                     int
+	version                                          bool
 }
 
 // The --cert-mode values: where the webhook server's certificate comes from.
@@ -144,6 +146,7 @@ func parseFlags() (config, zap.Options) {
 		"Requests per second the manager may send to the API server (client-side limit; the API server's "+
 			"priority and fairness still applies).")
 	flag.IntVar(&c.kubeAPIBurst, "kube-api-burst", 200, "Requests the manager may send in a burst above --kube-api-qps.")
+	flag.BoolVar(&c.version, "version", false, "Print the manager's version, commit and build date, and exit.")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return c, opts
@@ -151,6 +154,10 @@ func parseFlags() (config, zap.Options) {
 
 func main() {
 	c, logOpts := parseFlags()
+	if c.version {
+		fmt.Print(version.Get().Text("manager"))
+		return
+	}
 	// Through logs, no --zap-log-level makes client-go dump a Secret it writes or reads.
 	logs.SetLogger(zap.New(zap.UseFlagOptions(&logOpts)))
 	if err := run(c); err != nil {

@@ -553,7 +553,7 @@ var _ = Describe("kubectl apikey", func() {
 				Expect(r.stdout).To(ContainSubstring("kubectl apikey " + cmd.Name()))
 				checked = append(checked, cmd.Name())
 			}
-			Expect(checked).To(ConsistOf("create", "get-token", "list", "suspend", "resume", "revoke", "rotate"))
+			Expect(checked).To(ConsistOf("create", "get-token", "list", "suspend", "resume", "revoke", "rotate", "version"))
 		})
 	})
 })

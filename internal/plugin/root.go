@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/version"
 )
 
 // scheme holds the only kinds the plugin reads and writes: ApiKeys and Secrets.
@@ -30,6 +31,9 @@ func init() {
 	utilruntime.Must(corev1.AddToScheme(scheme))
 	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
 }
+
+// pluginName is the binary's name, which kubectl runs for `kubectl apikey`.
+const pluginName = "kubectl-apikey"
 
 // Run executes the command line args and returns the process exit code. An
 // error is printed to stderr as kubectl prints one, "error: …".
@@ -55,7 +59,7 @@ type root struct {
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	r := &root{flags: genericclioptions.NewConfigFlags(true), streams: streams}
 	cmd := &cobra.Command{
-		Use:   "kubectl-apikey",
+		Use:   pluginName,
 		Short: "Create and manage ApiKeys and read their one-time tokens",
 		Long: `Create and manage ApiKeys (apikeys.dev/v1alpha1) and read their tokens.
 
@@ -76,7 +80,13 @@ revokes and rotates keys. It takes kubectl's connection flags, so --kubeconfig,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl apikey"},
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version prints what `kubectl apikey version` prints.
+		Version: version.Get().Version,
 	}
+	// Declared here so that cobra gives it no -v, which kubectl users know
+	// as the log level.
+	cmd.Flags().Bool("version", false, "Print the plugin's version, commit and build date")
+	cmd.SetVersionTemplate(version.Get().Text(pluginName))
 	cmd.SetIn(streams.In)
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
@@ -90,6 +100,7 @@ revokes and rotates keys. It takes kubectl's connection flags, so --kubeconfig,
 		newSuspendCommand(r, false),
 		newRevokeCommand(r),
 		newRotateCommand(r),
+		newVersionCommand(r),
 	)
 	return cmd
 }
