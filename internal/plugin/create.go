@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
@@ -26,7 +27,18 @@ type createOptions struct {
 	secretName    string
 	wait          bool
 	timeout       time.Duration
+	dryRun        string
+	output        string
 }
+
+// The --dry-run values, kubectl's.
+const (
+	dryRunNone   = "none"
+	dryRunClient = "client"
+	dryRunServer = "server"
+	// dryRunBare is what a bare --dry-run sets, to refuse it as kubectl does.
+	dryRunBare = "unchanged"
+)
 
 func newCreateCommand(r *root) *cobra.Command {
 	o := &createOptions{}
@@ -44,7 +56,13 @@ operator's --max-ttl), create prints the reason and exits non-zero; the
 ApiKey stays, without a token, until you fix or revoke it.
 
 --ttl takes a Go duration (720h is 30 days); --expires-at an RFC 3339 time.
-Without either, the key expires after the operator's --max-ttl.`,
+Without either, the key expires after the operator's --max-ttl.
+
+--dry-run=client -o yaml prints the ApiKey the flags describe, without
+contacting the cluster, as a manifest to commit to Git (like flux create
+--export); --dry-run=server has the API server and its admission check it
+without storing it. With -o and no dry run, create prints the key as the
+cluster has it (once it is Ready, with --wait) instead of the summary.`,
 		Example: `  # A key that is its own user, apikey:<namespace>:ci-deployer, for 30 days
   kubectl apikey create ci-deployer --scopes deployments:write,images:read --ttl 720h
 
@@ -52,9 +70,18 @@ Without either, the key expires after the operator's --max-ttl.`,
   kubectl apikey create my-pat --owner-identity --prefix ro_pat --expires-at 2027-01-01T00:00:00Z
 
   # Create in another namespace and do not wait for the operator
-  kubectl apikey create billing -n team-b --audiences billing-api --wait=false`,
+  kubectl apikey create billing -n team-b --audiences billing-api --wait=false
+
+  # Write the manifest for Git instead of creating the key
+  kubectl apikey create billing -n team-b --scopes invoices:read --ttl 720h --dry-run=client -o yaml > billing.yaml`,
 		Args: oneName,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			if o.dryRun == dryRunClient {
+				return o.printManifest(r, args[0])
+			}
 			s, err := r.connect()
 			if err != nil {
 				return err
@@ -74,8 +101,52 @@ Without either, the key expires after the operator's --max-ttl.`,
 	f.StringVar(&o.secretName, "secret-name", "", "Secret that receives the token; default NAME-token (spec.secret.name)")
 	f.BoolVar(&o.wait, "wait", true, "Wait until the key is Ready (or Stalled)")
 	f.DurationVar(&o.timeout, "timeout", 60*time.Second, "How long to wait for the key to become Ready")
+	f.StringVar(&o.dryRun, "dry-run", dryRunNone,
+		`"client" prints the ApiKey without contacting the cluster; "server" has the API server check it without storing it; "none" creates it`)
+	f.Lookup("dry-run").NoOptDefVal = dryRunBare
+	f.StringVarP(&o.output, "output", "o", "", "Print the ApiKey as json or yaml, or its name (name); empty prints a summary")
 	cmd.MarkFlagsMutuallyExclusive("ttl", "expires-at")
 	return cmd
+}
+
+// validate checks the flags that need no namespace before anything is sent.
+func (o *createOptions) validate() error {
+	switch o.dryRun {
+	case dryRunNone, dryRunClient, dryRunServer:
+	case dryRunBare:
+		return errors.New(`--dry-run needs a value: --dry-run=client or --dry-run=server ("none" creates the key)`)
+	default:
+		return fmt.Errorf("unknown --dry-run value %q: use none, client or server", o.dryRun)
+	}
+	if o.output != "" {
+		return checkOutput(o.output, outputJSON, outputYAML, outputName)
+	}
+	return nil
+}
+
+// printManifest prints the ApiKey the flags describe without contacting
+// the cluster: apiVersion, kind, name, namespace and spec, nothing a server
+// sets, so it can be committed to Git and applied later.
+func (o *createOptions) printManifest(r *root, name string) error {
+	ns, err := r.namespace()
+	if err != nil {
+		return err
+	}
+	key, err := o.apiKey(ns, name)
+	if err != nil {
+		return err
+	}
+	return o.report(r.streams.Out, key, "(dry run)")
+}
+
+// report prints key in the -o format or, without -o, the one line kubectl
+// prints for a dry run, e.g. "apikey/ci created in namespace team-a (dry run)".
+func (o *createOptions) report(out io.Writer, key *apikeysv1alpha1.ApiKey, note string) error {
+	if o.output != "" {
+		return printKey(out, o.output, key)
+	}
+	_, err := fmt.Fprintf(out, "apikey/%s created in namespace %s %s\n", key.Name, key.Namespace, note)
+	return err
 }
 
 // apiKey is the ApiKey the flags describe.
@@ -119,7 +190,11 @@ func (s *session) create(ctx context.Context, name string, o *createOptions) err
 	if err != nil {
 		return err
 	}
-	if err := s.client.Create(ctx, key); err != nil {
+	var opts []client.CreateOption
+	if o.dryRun == dryRunServer {
+		opts = append(opts, client.DryRunAll)
+	}
+	if err := s.client.Create(ctx, key, opts...); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("apikey %q already exists in namespace %q: pick another name, or revoke it first with 'kubectl apikey revoke %s %s'",
 				name, s.namespace, name, s.nsFlag())
@@ -127,6 +202,13 @@ func (s *session) create(ctx context.Context, name string, o *createOptions) err
 		return explain(err)
 	}
 	out := s.streams.Out
+	if o.dryRun == dryRunServer {
+		// key is the server's answer: what it would have stored.
+		return o.report(out, key, "(server dry run)")
+	}
+	if !o.wait && o.output != "" {
+		return printKey(out, o.output, key)
+	}
 	if !o.wait {
 		_, err := fmt.Fprintf(out, "apikey/%s created in namespace %s.\n"+
 			"The operator issues its token shortly; check with 'kubectl get apikey %s %s',\n"+
@@ -135,7 +217,20 @@ func (s *session) create(ctx context.Context, name string, o *createOptions) err
 		return err
 	}
 
-	last, err := s.waitForKey(ctx, name, o.timeout, func(k *apikeysv1alpha1.ApiKey) (bool, error) {
+	last, err := s.waitForIssued(ctx, name, o.timeout)
+	if err != nil {
+		return err
+	}
+	if o.output != "" {
+		return printKey(out, o.output, last)
+	}
+	return printIssued(out, last, s.nsFlag(), time.Now())
+}
+
+// waitForIssued waits until the new key is Ready and returns it; an error
+// says what became of it instead and what to do.
+func (s *session) waitForIssued(ctx context.Context, name string, timeout time.Duration) (*apikeysv1alpha1.ApiKey, error) {
+	last, err := s.waitForKey(ctx, name, timeout, func(k *apikeysv1alpha1.ApiKey) (bool, error) {
 		if err := stalledError(k); err != nil {
 			return false, err
 		}
@@ -143,18 +238,18 @@ func (s *session) create(ctx context.Context, name string, o *createOptions) err
 	})
 	switch {
 	case errors.Is(err, errWaitTimedOut):
-		return fmt.Errorf("apikey %s/%s was created but is not Ready after %s (%s); see 'kubectl describe apikey %s %s'",
-			s.namespace, name, o.timeout, readySummary(last), name, s.nsFlag())
+		return nil, fmt.Errorf("apikey %s/%s was created but is not Ready after %s (%s); see 'kubectl describe apikey %s %s'",
+			s.namespace, name, timeout, readySummary(last), name, s.nsFlag())
 	case errors.Is(err, errKeyDeleted):
-		return fmt.Errorf("apikey %s/%s was deleted before it became Ready", s.namespace, name)
+		return nil, fmt.Errorf("apikey %s/%s was deleted before it became Ready", s.namespace, name)
 	case err != nil && last != nil && stalledError(last) != nil:
-		return fmt.Errorf("%w\nThe ApiKey was created but gets no token: "+
+		return nil, fmt.Errorf("%w\nThe ApiKey was created but gets no token: "+
 			"fix its spec ('kubectl edit apikey %s %s') or remove it ('kubectl apikey revoke %s %s')",
 			err, name, s.nsFlag(), name, s.nsFlag())
 	case err != nil:
-		return err
+		return nil, err
 	}
-	return printIssued(out, last, s.nsFlag(), time.Now())
+	return last, nil
 }
 
 // printIssued reports a Ready key: who it is, how to tell its token apart,

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -61,4 +62,47 @@ func printKeyList(out io.Writer, format string, keys []unstructured.Unstructured
 		list.Items = append(list.Items, key)
 	}
 	return objectPrinter(format).PrintObj(list, out)
+}
+
+// printKey prints one ApiKey in format (json, yaml or name), as
+// `kubectl create -o …` prints the object it created.
+func printKey(out io.Writer, format string, key *apikeysv1alpha1.ApiKey) error {
+	obj, err := unstructuredKey(key)
+	if err != nil {
+		return err
+	}
+	return objectPrinter(format).PrintObj(obj, out)
+}
+
+// unstructuredKey is key as its JSON says it, with apiVersion and kind, and
+// without the empty objects a Go struct marshals (status: {} on a key that
+// has none, spec.secret: {}), so a manifest holds only what was set.
+func unstructuredKey(key *apikeysv1alpha1.ApiKey) (*unstructured.Unstructured, error) {
+	key = key.DeepCopy()
+	key.SetGroupVersionKind(apikeysv1alpha1.GroupVersion.WithKind("ApiKey"))
+	data, err := json.Marshal(key)
+	if err != nil {
+		return nil, err
+	}
+	obj := &unstructured.Unstructured{}
+	if err := obj.UnmarshalJSON(data); err != nil {
+		return nil, err
+	}
+	dropEmptyObjects(obj.Object)
+	return obj, nil
+}
+
+// dropEmptyObjects removes every field of m, at any depth, whose value is
+// an empty JSON object.
+func dropEmptyObjects(m map[string]any) {
+	for k, v := range m {
+		child, ok := v.(map[string]any)
+		if !ok {
+			continue
+		}
+		dropEmptyObjects(child)
+		if len(child) == 0 {
+			delete(m, k)
+		}
+	}
 }

@@ -127,11 +127,19 @@ func (r *root) connect() (*session, error) {
 	if err != nil {
 		return nil, explain(err)
 	}
-	ns, _, err := r.flags.ToRawKubeConfigLoader().Namespace()
+	ns, err := r.namespace()
 	if err != nil {
 		return nil, err
 	}
 	return &session{client: c, namespace: ns, streams: r.streams}, nil
+}
+
+// namespace is the namespace a command acts in: --namespace, else the
+// context's namespace, else "default". It reads the kubeconfig only and
+// never contacts the cluster.
+func (r *root) namespace() (string, error) {
+	ns, _, err := r.flags.ToRawKubeConfigLoader().Namespace()
+	return ns, err
 }
 
 // explain turns errors a user can fix without reading client-go into ones
