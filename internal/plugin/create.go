@@ -104,7 +104,7 @@ cluster has it (once it is Ready, with --wait) instead of the summary.`,
 	f.StringVar(&o.dryRun, "dry-run", dryRunNone,
 		`"client" prints the ApiKey without contacting the cluster; "server" has the API server check it without storing it; "none" creates it`)
 	f.Lookup("dry-run").NoOptDefVal = dryRunBare
-	f.StringVarP(&o.output, "output", "o", "", "Print the ApiKey as json or yaml, or its name (name); empty prints a summary")
+	f.StringVarP(&o.output, "output", "o", "", "Output format: json, yaml or name, printed instead of the summary")
 	cmd.MarkFlagsMutuallyExclusive("ttl", "expires-at")
 	return cmd
 }
