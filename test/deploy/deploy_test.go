@@ -37,7 +37,8 @@ const (
 	// can be compared object by object.
 	helmRelease = "apikey-operator"
 	// fullValues switches on everything the chart can add.
-	fullValues = "authServer.enabled=true,tls.mode=self-signed,metrics.serviceMonitor.enabled=true"
+	fullValues = "authServer.enabled=true,tls.mode=self-signed,metrics.serviceMonitor.enabled=true," +
+		"metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true"
 )
 
 // variant is one way to install the operator.
@@ -46,7 +47,7 @@ type variant struct {
 	namespace string // where its namespaced objects go
 	render    func(t *testing.T) []byte
 	// What the rendering should contain.
-	selfSigned, authServer, serviceMonitor bool
+	selfSigned, authServer, monitoring bool
 }
 
 func variants() []variant {
@@ -74,7 +75,7 @@ func variants() []variant {
 		{
 			name: "helm " + fullValues, namespace: "helm-full",
 			render:     func(t *testing.T) []byte { return helmTemplate(t, "helm-full", "--set", fullValues) },
-			selfSigned: true, authServer: true, serviceMonitor: true,
+			selfSigned: true, authServer: true, monitoring: true,
 		},
 	}
 }
@@ -130,11 +131,14 @@ func TestInstallYAMLIsCurrent(t *testing.T) {
 }
 
 // TestChartCopiesAreCurrent: the chart renders controller-gen's CRDs, webhook
-// configurations and manager role from copies in dist/chart/files.
+// configurations and manager role, and config/'s alerts and dashboard, from
+// copies in dist/chart/files.
 func TestChartCopiesAreCurrent(t *testing.T) {
 	copies := map[string]string{
-		"config/webhook/manifests.yaml": "dist/chart/files/webhook/manifests.yaml",
-		"config/rbac/role.yaml":         "dist/chart/files/rbac/role.yaml",
+		"config/webhook/manifests.yaml":       "dist/chart/files/webhook/manifests.yaml",
+		"config/rbac/role.yaml":               "dist/chart/files/rbac/role.yaml",
+		"config/prometheus/rules.yaml":        "dist/chart/files/monitoring/rules.yaml",
+		"config/grafana/apikey-operator.json": "dist/chart/files/monitoring/apikey-operator.json",
 	}
 	bases, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "bases", "*.yaml"))
 	must(t, err)

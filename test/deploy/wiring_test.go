@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -244,12 +245,43 @@ func (r *rendering) checkServices(t *testing.T) {
 	if metrics != 1 {
 		t.Errorf("want one metrics Service (8443), got %d", metrics)
 	}
-	wantMonitors := 0
-	if r.serviceMonitor {
-		wantMonitors = 1
+	r.checkMonitoring(t)
+}
+
+// checkMonitoring: with monitoring on, one ServiceMonitor that keeps the
+// metrics' own labels (a key's namespace), one PrometheusRule, and one
+// dashboard ConfigMap for Grafana's sidecar holding valid JSON; with it
+// off, none of them.
+func (r *rendering) checkMonitoring(t *testing.T) {
+	want := 0
+	if r.monitoring {
+		want = 1
 	}
-	if got := len(byKind(r.objs, "ServiceMonitor")); got != wantMonitors {
-		t.Errorf("%d ServiceMonitors, want %d", got, wantMonitors)
+	monitors, rules := byKind(r.objs, "ServiceMonitor"), byKind(r.objs, "PrometheusRule")
+	var dashboards []*unstructured.Unstructured
+	for _, u := range byKind(r.objs, "ConfigMap") {
+		if u.GetLabels()["grafana_dashboard"] == "1" {
+			dashboards = append(dashboards, u)
+		}
+	}
+	for kind, got := range map[string]int{"ServiceMonitor": len(monitors), "PrometheusRule": len(rules), "dashboard ConfigMap": len(dashboards)} {
+		if got != want {
+			t.Errorf("%d %ss, want %d", got, kind, want)
+		}
+	}
+	for _, m := range monitors {
+		endpoints, _, _ := unstructured.NestedSlice(m.Object, "spec", "endpoints")
+		for _, e := range endpoints {
+			if honor, _ := e.(map[string]any)["honorLabels"].(bool); !honor {
+				t.Errorf("ServiceMonitor %s: an endpoint without honorLabels moves a key's namespace label to exported_namespace", m.GetName())
+			}
+		}
+	}
+	for _, d := range dashboards {
+		data, _, _ := unstructured.NestedStringMap(d.Object, "data")
+		if !json.Valid([]byte(data["apikey-operator.json"])) {
+			t.Errorf("ConfigMap %s does not hold the dashboard as valid JSON", d.GetName())
+		}
 	}
 }
 

@@ -178,7 +178,6 @@ var _ = BeforeSuite(func() {
 	bin := built.path
 	common := []string{
 		"--zap-log-level=" + zapMaxVerbosity, "--zap-devel",
-		"--metrics-bind-address=0",
 		"--namespace=" + operatorNamespace,
 		"--usage-flush-interval=1s",
 		"--max-ttl=24h",
@@ -413,6 +412,7 @@ type binary struct {
 	path       string
 	baseArgs   []string
 	probeAddr  string
+	metricsURL string
 	serverURL  string
 	serverCA   []byte
 	log        *utils.LogBuffer
@@ -425,14 +425,19 @@ func newBinary(name, path string, as *identity, args []string, serverURL string,
 	GinkgoHelper()
 	port, err := utils.FreePort()
 	Expect(err).NotTo(HaveOccurred())
+	metricsPort, err := utils.FreePort()
+	Expect(err).NotTo(HaveOccurred())
 	b := &binary{
 		name: name, path: path, serverURL: serverURL, serverCA: serverCA,
 		probeAddr:  fmt.Sprintf("127.0.0.1:%d", port),
+		metricsURL: fmt.Sprintf("https://127.0.0.1:%d/metrics", metricsPort),
 		log:        &utils.LogBuffer{},
 		logPath:    filepath.Join(logDir, name+".log"),
 		kubeconfig: as.kubeconfig,
 	}
-	b.baseArgs = append([]string{"--kubeconfig=" + as.kubeconfig, "--health-probe-bind-address=" + b.probeAddr}, args...)
+	// Metrics as shipped: HTTPS, behind a TokenReview and a SubjectAccessReview.
+	b.baseArgs = append([]string{"--kubeconfig=" + as.kubeconfig, "--health-probe-bind-address=" + b.probeAddr,
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort)}, args...)
 	return b
 }
 
