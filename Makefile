@@ -4,6 +4,12 @@ IMG ?= apikey-operator:latest
 # and the chart's defaults run.
 VERSION ?= $(shell sed -n 's/^appVersion: "\(.*\)"$$/\1/p' dist/chart/Chart.yaml)
 RELEASE_IMG ?= ghcr.io/apikey-operator/apikey-operator:$(VERSION)
+# What --version prints, stamped into every binary make builds; the date is
+# the commit's, so the same commit builds the same binary.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
+VERSION_PKG := github.com/apikey-operator/apikey-operator/internal/version
+LDFLAGS ?= -X $(VERSION_PKG).Version=v$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).Date=$(BUILD_DATE)
 
 # Kubernetes version of the test control plane (kube-apiserver, etcd, kubectl),
 # built from Go modules by hack/tools into bin/k8s/.
@@ -101,8 +107,8 @@ verify: manifests generate fmt build-installer ## Regenerate everything (dist/in
 
 .PHONY: build
 build: manifests generate fmt vet ## Build the manager and the kubectl apikey plugin into bin/.
-	go build -o bin/manager cmd/main.go
-	go build -o bin/kubectl-apikey ./cmd/kubectl-apikey
+	go build -ldflags "$(LDFLAGS)" -o bin/manager cmd/main.go
+	go build -ldflags "$(LDFLAGS)" -o bin/kubectl-apikey ./cmd/kubectl-apikey
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the cluster in your kubeconfig.
@@ -147,6 +153,7 @@ IMAGE_PLATFORM ?= linux/$(shell go env GOARCH)
 
 .PHONY: image
 image: ko crane ## Build the manager image into IMAGE_TAR with ko on a scratch base (no Docker daemon).
+	VERSION=v$(VERSION) COMMIT=$(COMMIT) BUILD_DATE=$(BUILD_DATE) \
 	KO=$(KO) CRANE=$(CRANE) IMG=$(IMG) IMAGE_TAR=$(IMAGE_TAR) \
 		IMAGE_REGISTRY_PORT=$(IMAGE_REGISTRY_PORT) IMAGE_PLATFORM=$(IMAGE_PLATFORM) hack/image/build.sh
 
