@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -229,6 +231,34 @@ func forwardAuthCases(p *frontProxy) {
 		}
 	})
 }
+
+var _ = Describe("the auth server, asked directly with unclean paths", func() {
+	It("answers /auth//x and /auth/../x itself, with the challenge, never with a redirect", func() {
+		ca, err := os.ReadFile(authCAFile)
+		Expect(err).NotTo(HaveOccurred())
+		pool := x509.NewCertPool()
+		Expect(pool.AppendCertsFromPEM(ca)).To(BeTrue())
+		host := strings.TrimPrefix(authURL, "https://")
+		ask := func(target string, header http.Header) proxyAnswer {
+			GinkgoHelper()
+			conn, err := tls.Dial("tcp", host, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+			Expect(err).NotTo(HaveOccurred())
+			defer func() { _ = conn.Close() }()
+			return exchange(conn, host, http.MethodGet, target, header)
+		}
+		tok, _ := readKey()
+		for _, target := range []string{"/auth//x", "/auth/../x", "/auth/./x"} {
+			// A 3xx here is a ServeMux cleaning the path: the suite's auth
+			// server must be built with authserver.Server.WebhookServer, as
+			// cmd/main.go builds it.
+			answer := ask(target, http.Header{})
+			Expect(answer.status).To(Equal(http.StatusUnauthorized), "%s (Location %q)", target, answer.location)
+			Expect(answer.challenge).To(Equal(challengeNoToken), target)
+			answer = ask(target, bearer(tok))
+			Expect(answer.status).To(Equal(http.StatusOK), "%s with a token (Location %q)", target, answer.location)
+		}
+	})
+})
 
 // startProxy runs a proxy binary with args until the spec tree is done,
 // its output going to GinkgoWriter, and waits until it answers /healthz
