@@ -139,23 +139,28 @@ build-installer: manifests generate kustomize ## Write dist/install.yaml (commit
 
 ##@ Image
 
-# `make image` builds the manager image with ko, without a Docker daemon, into
-# IMAGE_TAR, tagged IMG: load it with `docker load -i`, `kind load
-# image-archive` or `ctr images import`, or push it with `$(CRANE) push`.
+# `make image` builds the manager image with ko, without a Docker daemon, for
+# IMAGE_PLATFORMS: the multi-platform index as an OCI layout in IMAGE_OCI
+# (`$(CRANE) push --index` it), an SPDX SBOM per platform in IMAGE_SBOM_DIR,
+# and the image of this machine's platform in IMAGE_TAR, tagged IMG (load it
+# with `docker load -i`, `kind load image-archive` or `ctr images import`).
 # hack/image/build.sh serves a registry on 127.0.0.1:IMAGE_REGISTRY_PORT for
 # the build only, pushes an empty scratch base there, has ko build ./cmd onto
 # it as user 65532:65532, adds /manager as the entrypoint (as the Dockerfile
-# does), prints the tarball's config and fails unless it shows both; the
-# registry stops when the script exits.
+# does), and fails unless every platform, user, entrypoint and SBOM is there;
+# the registry stops when the script exits.
 IMAGE_TAR ?= dist/image/apikey-operator.tar
+IMAGE_OCI ?= dist/image/oci
+IMAGE_SBOM_DIR ?= dist/image/sbom
 IMAGE_REGISTRY_PORT ?= 5001
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 IMAGE_PLATFORM ?= linux/$(shell go env GOARCH)
 
 .PHONY: image
-image: ko crane ## Build the manager image into IMAGE_TAR with ko on a scratch base (no Docker daemon).
+image: ko crane ## Build the manager image (linux/amd64 and arm64, with SBOMs) with ko on a scratch base (no Docker daemon).
 	VERSION=v$(VERSION) COMMIT=$(COMMIT) BUILD_DATE=$(BUILD_DATE) \
-	KO=$(KO) CRANE=$(CRANE) IMG=$(IMG) IMAGE_TAR=$(IMAGE_TAR) \
-		IMAGE_REGISTRY_PORT=$(IMAGE_REGISTRY_PORT) IMAGE_PLATFORM=$(IMAGE_PLATFORM) hack/image/build.sh
+	KO=$(KO) CRANE=$(CRANE) IMG=$(IMG) IMAGE_TAR=$(IMAGE_TAR) IMAGE_OCI=$(IMAGE_OCI) IMAGE_SBOM_DIR=$(IMAGE_SBOM_DIR) \
+		IMAGE_REGISTRY_PORT=$(IMAGE_REGISTRY_PORT) IMAGE_PLATFORMS=$(IMAGE_PLATFORMS) IMAGE_PLATFORM=$(IMAGE_PLATFORM) hack/image/build.sh
 
 ##@ Tools
 

@@ -142,18 +142,19 @@ var _ = BeforeSuite(func() {
 	startController()
 
 	By("running the auth server alone, as the auth-only Deployment would")
+	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{UsageFlushInterval: time.Second})
 	authMgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "127.0.0.1:0",
-		WebhookServer: webhook.NewServer(webhook.Options{
+		// As cmd/main.go configures an auth-only replica: the auth server's
+		// endpoints ahead of the webhook server's path-cleaning mux.
+		WebhookServer: auth.WebhookServer(webhook.Options{
 			Host: "127.0.0.1", Port: authPort, CertDir: authCertDir,
 		}),
-		// As cmd/main.go configures an auth-only replica.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: authserver.CacheOptions()},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	auth := authserver.NewServer(authserver.NewIndex(), authserver.Options{UsageFlushInterval: time.Second})
 	Expect(auth.SetupWithManager(authMgr)).To(Succeed())
 	start(authMgr)
 	Eventually(auth.Index().Synced, 30*time.Second, 50*time.Millisecond).Should(BeTrue())

@@ -155,7 +155,9 @@ var (
 	promQLRanges    = regexp.MustCompile(`\[[^\]]*\]|\boffset\s+\w+`)
 	promQLGroupings = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
 	promQLWords     = regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*(?:\s*\()?`)
-	promQLKeywords  = []string{"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan"}
+	promQLKeywords  = []string{
+		"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan",
+	}
 )
 
 // metricNames returns the metric names expr selects: every identifier left
