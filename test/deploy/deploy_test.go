@@ -22,6 +22,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -36,9 +37,24 @@ const (
 	// helmRelease makes the chart's names equal config/default's, so the two
 	// can be compared object by object.
 	helmRelease = "apikey-operator"
-	// fullValues switches on everything the chart can add.
+	// fullValues switches on everything the chart can add, and sets every
+	// option away from its default.
 	fullValues = "authServer.enabled=true,tls.mode=self-signed,metrics.serviceMonitor.enabled=true," +
-		"metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true"
+		"metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true," +
+		"replicas=3,podDisruptionBudget.maxUnavailable=2,networkPolicy.enabled=true," +
+		"hostNetwork=true,webhook.port=10260,webhook.failurePolicy=Ignore,webhook.timeoutSeconds=5," +
+		"priorityClassName=" + testPriorityClass + ",authServer.priorityClassName=" + testPriorityClass + "," +
+		"podLabels.team=platform,podAnnotations.example\\.com/owner=platform," +
+		"authServer.podLabels.team=platform,authServer.podAnnotations.example\\.com/owner=platform," +
+		"serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/apikey," +
+		"authServer.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=apikey@example.iam.gserviceaccount.com"
+	// fullCertManager is fullValues with cert-manager TLS (so a metrics
+	// certificate) and the manager on the pod network, so that its pods can
+	// be held to the "restricted" Pod Security Standard.
+	fullCertManager = "tls.mode=cert-manager,hostNetwork=false"
+	// testPriorityClass is the PriorityClass fullValues names; the test
+	// control plane gets it before the chart is applied.
+	testPriorityClass = "apikey-operator-test"
 )
 
 // variant is one way to install the operator.
@@ -48,6 +64,22 @@ type variant struct {
 	render    func(t *testing.T) []byte
 	// What the rendering should contain.
 	selfSigned, authServer, monitoring bool
+	// ha: two or more manager replicas, spread over nodes and zones, under
+	// a PodDisruptionBudget.
+	ha bool
+	// hostNetwork: the manager runs on the node's network, which no
+	// namespace enforcing the "baseline" or "restricted" Pod Security
+	// Standard admits.
+	hostNetwork bool
+	// networkPolicy: NetworkPolicies guard the pods' ports.
+	networkPolicy bool
+	// metricsCert: cert-manager issues the metrics server's certificate.
+	metricsCert bool
+	// The webhooks as configured; zero means the API server's defaults
+	// (port 9443, Fail, 10 seconds).
+	webhookPort    int32
+	failurePolicy  string
+	timeoutSeconds int32
 }
 
 func variants() []variant {
@@ -71,11 +103,23 @@ func variants() []variant {
 		{
 			name: "helm default values", namespace: "helm-default",
 			render: func(t *testing.T) []byte { return helmTemplate(t, "helm-default") },
+			ha:     true, metricsCert: true,
 		},
 		{
 			name: "helm " + fullValues, namespace: "helm-full",
 			render:     func(t *testing.T) []byte { return helmTemplate(t, "helm-full", "--set", fullValues) },
 			selfSigned: true, authServer: true, monitoring: true,
+			ha: true, hostNetwork: true, networkPolicy: true,
+			webhookPort: 10260, failurePolicy: "Ignore", timeoutSeconds: 5,
+		},
+		{
+			name: "helm everything on, " + fullCertManager, namespace: "helm-full-cert-manager",
+			render: func(t *testing.T) []byte {
+				return helmTemplate(t, "helm-full-cert-manager", "--set", fullValues, "--set", fullCertManager)
+			},
+			authServer: true, monitoring: true,
+			ha: true, networkPolicy: true, metricsCert: true,
+			webhookPort: 10260, failurePolicy: "Ignore", timeoutSeconds: 5,
 		},
 	}
 }
@@ -185,7 +229,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 			}
 			compareField(t, "CustomResourceDefinition", "spec", p.chart, p.kust, true)
 			for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
-				compareField(t, kind, "webhooks", withoutServiceNamespace(t, p.chart), withoutServiceNamespace(t, p.kust), true)
+				compareField(t, kind, "webhooks", withoutInstallChoices(t, p.chart), withoutInstallChoices(t, p.kust), true)
 			}
 			compareArgs(t, p.chart, p.kust, p.complete)
 		})
@@ -243,9 +287,11 @@ func compareArgs(t *testing.T, chart, kust []*unstructured.Unstructured, complet
 	}
 }
 
-// withoutServiceNamespace copies the webhook configurations in objs, minus
-// the Service namespace, which is the install's.
-func withoutServiceNamespace(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+// withoutInstallChoices copies the webhook configurations in objs, minus
+// what each install chooses: the Service namespace, and the chart's
+// webhook.failurePolicy and webhook.timeoutSeconds (TestManifestsHangTogether
+// holds both renderings' defaults to the API server's).
+func withoutInstallChoices(t *testing.T, objs []*unstructured.Unstructured) []*unstructured.Unstructured {
 	t.Helper()
 	var out []*unstructured.Unstructured
 	for _, u := range objs {
@@ -257,6 +303,8 @@ func withoutServiceNamespace(t *testing.T, objs []*unstructured.Unstructured) []
 		must(t, err)
 		for _, w := range webhooks {
 			unstructured.RemoveNestedField(w.(map[string]any), "clientConfig", "service", "namespace")
+			unstructured.RemoveNestedField(w.(map[string]any), "failurePolicy")
+			unstructured.RemoveNestedField(w.(map[string]any), "timeoutSeconds")
 		}
 		must(t, unstructured.SetNestedSlice(u.Object, webhooks, "webhooks"))
 		out = append(out, u)
@@ -291,12 +339,47 @@ func TestHelmLint(t *testing.T) {
 	helm := tool(t, "HELM", "helm-*")
 	run(t, repoRoot, helm, "lint", "--strict", "dist/chart")
 	run(t, repoRoot, helm, "lint", "--strict", "dist/chart", "--set", fullValues)
+	run(t, repoRoot, helm, "lint", "--strict", "dist/chart", "--set", fullValues, "--set", fullCertManager)
 
 	cmd := exec.Command(helm, "template", helmRelease, "dist/chart", "--set", "tls.mode=acme")
 	cmd.Dir = repoRoot
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "mode") || !strings.Contains(string(out), "self-signed") {
 		t.Errorf("helm template with tls.mode=acme: want a failure naming the TLS modes, got err=%v\n%s", err, out)
+	}
+}
+
+// TestSchemaRefusesTypos: values.schema.json closes every object the chart
+// defines, so a misspelled value fails `helm template` (and install and
+// lint) with its name, instead of being ignored; free-form maps stay open.
+func TestSchemaRefusesTypos(t *testing.T) {
+	helm := tool(t, "HELM", "helm-*")
+	for _, typo := range []struct{ set, name string }{
+		{"replica=2", "replica"},
+		{"metrics.serviceMonitr.enabled=true", "serviceMonitr"},
+		{"authServer.podLabel.team=a", "podLabel"},
+		{"webhook.timeout=5", "timeout"},
+		{"podDisruptionBudget.maxUnavailabel=1", "maxUnavailabel"},
+		{"metrics.serviceMonitor.authorization.secret=x", "secret"},
+	} {
+		for _, command := range [][]string{
+			{"template", helmRelease, "dist/chart", "--set", typo.set},
+			{"lint", "--strict", "dist/chart", "--set", typo.set},
+		} {
+			cmd := exec.Command(helm, command...)
+			cmd.Dir = repoRoot
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "'"+typo.name+"' not allowed") {
+				t.Errorf("helm %s --set %s: want a failure naming %q, got err=%v\n%s", command[0], typo.set, typo.name, err, out)
+			}
+		}
+	}
+	for _, open := range []string{
+		"podLabels.anything=a", "nodeSelector.disk=ssd", "resources.limits.cpu=1",
+		"affinity.nodeAffinity.x=y", "podSecurityContext.runAsUser=1000", "authServer.podAnnotations.a=b",
+		"metrics.serviceMonitor.labels.release=prometheus", "tolerations[0].key=a",
+	} {
+		helmTemplate(t, "free-form", "--set", open)
 	}
 }
 
@@ -327,6 +410,9 @@ func TestAppliesToAPIServer(t *testing.T) {
 	must(t, clientgoscheme.AddToScheme(scheme))
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	must(t, err)
+	// fullValues schedules the pods with a PriorityClass of the cluster's.
+	priorityClass := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: testPriorityClass}, Value: 1000000}
+	must(t, c.Create(context.Background(), priorityClass))
 
 	for _, v := range variants() {
 		t.Run(v.name, func(t *testing.T) {
@@ -335,18 +421,24 @@ func TestAppliesToAPIServer(t *testing.T) {
 			objs := renders[v.name]
 			if len(byKind(objs, "Namespace")) == 0 {
 				// Helm installs into a namespace that exists; make it, as
-				// restricted as config/default's.
+				// restricted as config/default's unless the manager runs on
+				// the node's network.
+				level := "restricted"
+				if v.hostNetwork {
+					level = "privileged"
+				}
 				ns := &unstructured.Unstructured{}
 				ns.SetAPIVersion("v1")
 				ns.SetKind("Namespace")
 				ns.SetName(v.namespace)
-				ns.SetLabels(map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+				ns.SetLabels(map[string]string{"pod-security.kubernetes.io/enforce": level})
 				objs = append([]*unstructured.Unstructured{ns}, objs...)
 			}
 			applyAll(ctx, t, c, objs)
 
-			// The namespace enforces the "restricted" Pod Security Standard;
-			// a dry-run Pod from each Deployment's template must pass it.
+			// The namespace enforces its Pod Security Standard, and the
+			// PriorityClass admission plugin checks priorityClassName; a
+			// dry-run Pod from each Deployment's template must pass both.
 			for name, u := range byName(objs, "Deployment") {
 				d := deployment(t, u)
 				pod := &corev1.Pod{

@@ -8,7 +8,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -54,9 +53,12 @@ func newRendering(t *testing.T, v variant) *rendering {
 
 // check runs every check in an order where each finds what it needs.
 func (r *rendering) check(t *testing.T) {
+	// Every replica runs the controller: without an elected leader, two
+	// would issue the same key.
 	if !slices.Contains(container(r.manager, "manager").Args, "--leader-elect") {
-		t.Error("the manager does not elect a leader")
+		t.Errorf("the manager (%d replicas) does not elect a leader", replicas(r.manager))
 	}
+	r.checkHighAvailability(t)
 	r.checkWebhooks(t)
 	for _, d := range r.servers() {
 		r.checkCertificateSource(t, d)
@@ -64,15 +66,17 @@ func (r *rendering) check(t *testing.T) {
 	}
 	if r.auth != nil {
 		r.checkAuthServer(t)
-	} else if len(byKind(r.objs, "PodDisruptionBudget")) != 0 {
-		t.Error("a PodDisruptionBudget without the auth-only Deployment")
 	}
+	r.checkDisruptionBudgets(t)
 	r.checkServices(t)
+	r.checkWebhookPort(t)
+	r.checkNetworkPolicies(t)
 	if r.selfSigned {
 		r.checkSelfSigned(t)
 	} else {
 		r.checkCertManager(t)
 	}
+	r.checkMetricsCert(t)
 }
 
 // servers are the Deployments whose pods serve port 9443.
@@ -104,6 +108,7 @@ func (r *rendering) checkWebhooks(t *testing.T) {
 				t.Errorf("the webhooks call two Services, %s and %s", r.webhookService, svc["name"])
 			}
 			r.webhookService = svc["name"]
+			r.checkWebhookPolicy(t, kind+" "+u.GetName(), w.(map[string]any))
 		}
 		annotation := u.GetAnnotations()["cert-manager.io/inject-ca-from"]
 		switch {
@@ -177,6 +182,14 @@ func (r *rendering) checkPodSpec(t *testing.T, d *appsv1.Deployment) {
 	if _, ok := byName(r.objs, "ServiceAccount")[pod.ServiceAccountName]; !ok {
 		t.Errorf("Deployment %s runs as ServiceAccount %q, which is not rendered", d.Name, pod.ServiceAccountName)
 	}
+	if want := r.hostNetwork && d == r.manager; pod.HostNetwork != want {
+		t.Errorf("Deployment %s: hostNetwork is %t, want %t", d.Name, pod.HostNetwork, want)
+	}
+	// On the node's network, ClusterFirst would resolve through the node's
+	// resolver, which knows no Service names.
+	if pod.HostNetwork && pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("Deployment %s runs on the node's network with dnsPolicy %q, want ClusterFirstWithHostNet", d.Name, pod.DNSPolicy)
+	}
 }
 
 // checkAuthServer: the auth-only Deployment only serves, runs the manager's
@@ -206,17 +219,10 @@ func (r *rendering) checkAuthServer(t *testing.T) {
 	authPods, managerPods := labels.Set(r.auth.Spec.Template.Labels), labels.Set(r.manager.Spec.Template.Labels)
 	if svc := r.serviceEndingIn(t, "-auth-server"); svc != nil {
 		checkSelects(t, "Service "+svc.Name, svc.Spec.Selector, authPods, managerPods)
-		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 443 || svc.Spec.Ports[0].TargetPort.IntValue() != 9443 {
-			t.Errorf("Service %s: want 443 → 9443, got %v", svc.Name, svc.Spec.Ports)
+		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 443 || svc.Spec.Ports[0].TargetPort.IntValue() != int(r.port()) {
+			t.Errorf("Service %s: want 443 → %d, got %v", svc.Name, r.port(), svc.Spec.Ports)
 		}
 	}
-	pdbs := byKind(r.objs, "PodDisruptionBudget")
-	if len(pdbs) != 1 {
-		t.Fatalf("want one PodDisruptionBudget, got %d", len(pdbs))
-	}
-	pdb := &policyv1.PodDisruptionBudget{}
-	convert(t, pdbs[0], pdb)
-	checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector.MatchLabels, authPods, managerPods)
 }
 
 // checkServices: the webhook Service picks the manager's pods only, the one
@@ -264,7 +270,8 @@ func (r *rendering) checkMonitoring(t *testing.T) {
 			dashboards = append(dashboards, u)
 		}
 	}
-	for kind, got := range map[string]int{"ServiceMonitor": len(monitors), "PrometheusRule": len(rules), "dashboard ConfigMap": len(dashboards)} {
+	counts := map[string]int{"ServiceMonitor": len(monitors), "PrometheusRule": len(rules), "dashboard ConfigMap": len(dashboards)}
+	for kind, got := range counts {
 		if got != want {
 			t.Errorf("%d %ss, want %d", got, kind, want)
 		}
@@ -272,9 +279,11 @@ func (r *rendering) checkMonitoring(t *testing.T) {
 	for _, m := range monitors {
 		endpoints, _, _ := unstructured.NestedSlice(m.Object, "spec", "endpoints")
 		for _, e := range endpoints {
-			if honor, _ := e.(map[string]any)["honorLabels"].(bool); !honor {
+			endpoint := e.(map[string]any)
+			if honor, _ := endpoint["honorLabels"].(bool); !honor {
 				t.Errorf("ServiceMonitor %s: an endpoint without honorLabels moves a key's namespace label to exported_namespace", m.GetName())
 			}
+			r.checkScrapeAuth(t, m.GetName(), endpoint)
 		}
 	}
 	for _, d := range dashboards {
@@ -418,12 +427,14 @@ func (r *rendering) serviceEndingIn(t *testing.T, suffix string) *corev1.Service
 }
 
 // certificate is the serving certificate: the one cert-manager Certificate
-// that is not a CA.
+// that is not a CA and names the webhook Service.
 func (r *rendering) certificate(t *testing.T) *unstructured.Unstructured {
 	t.Helper()
 	var serving []*unstructured.Unstructured
 	for _, c := range byKind(r.objs, "Certificate") {
-		if isCA, _, _ := unstructured.NestedBool(c.Object, "spec", "isCA"); !isCA {
+		isCA, _, _ := unstructured.NestedBool(c.Object, "spec", "isCA")
+		dnsNames, _, _ := unstructured.NestedStringSlice(c.Object, "spec", "dnsNames")
+		if !isCA && slices.ContainsFunc(dnsNames, func(dns string) bool { return strings.HasPrefix(dns, r.webhookService+".") }) {
 			serving = append(serving, c)
 		}
 	}

@@ -47,6 +47,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "apikey-operator.mutatingWebhookName" -}}{{ include "apikey-operator.fullname" . }}-mutating-webhook-configuration{{- end }}
 {{- define "apikey-operator.validatingWebhookName" -}}{{ include "apikey-operator.fullname" . }}-validating-webhook-configuration{{- end }}
 {{- define "apikey-operator.certificateName" -}}{{ include "apikey-operator.fullname" . }}-serving-cert{{- end }}
+{{- define "apikey-operator.metricsServiceName" -}}{{ include "apikey-operator.fullname" . }}-metrics-service{{- end }}
+{{- define "apikey-operator.metricsCertificateName" -}}{{ include "apikey-operator.fullname" . }}-metrics-cert{{- end }}
+{{- define "apikey-operator.metricsCertSecretName" -}}{{ include "apikey-operator.fullname" . }}-metrics-server-cert{{- end }}
+
+{{/*
+"true" when the chart's CA Issuer issues the metrics certificate: cert-manager
+mode with metrics on. Self-signed, the manager has no certificate for its
+metrics server that anyone could verify, and serves one of its own.
+*/}}
+{{- define "apikey-operator.metricsCert" -}}
+{{- if and .Values.metrics.enabled (eq (include "apikey-operator.tlsMode" .) "cert-manager") }}true{{ end }}
+{{- end }}
 
 {{/*
 The Secret holding the webhook serving certificate: cert-manager's, named like
@@ -95,6 +107,10 @@ controller, while it leads, issues, rotates and injects it, keeping the CA in
 {{- end }}
 - --health-probe-bind-address=:8081
 - --metrics-bind-address={{ if .Values.metrics.enabled }}:8443{{ else }}0{{ end }}
+{{- if include "apikey-operator.metricsCert" . }}
+- --metrics-cert-path=/tmp/k8s-metrics-server/metrics-certs
+{{- end }}
+- --webhook-port={{ .Values.webhook.port }}
 - --webhook-cert-path=/tmp/k8s-webhook-server/serving-certs
 - --api-key-header={{ .Values.apiKeyHeader }}
 - --usage-flush-interval={{ .Values.usageFlushInterval }}
@@ -115,7 +131,7 @@ env:
 ports:
 # Admission webhooks and the auth server (/tokenreview, /auth, /verify) share
 # the webhook server's HTTPS port.
-- containerPort: 9443
+- containerPort: {{ .Values.webhook.port }}
   name: webhook-server
   protocol: TCP
 {{- if .Values.metrics.enabled }}
@@ -144,6 +160,11 @@ volumeMounts:
   {{- if eq (include "apikey-operator.tlsMode" .) "cert-manager" }}
   readOnly: true
   {{- end }}
+{{- if include "apikey-operator.metricsCert" . }}
+- mountPath: /tmp/k8s-metrics-server/metrics-certs
+  name: metrics-certs
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{/*
@@ -158,4 +179,60 @@ self-signed, a writable directory the manager fills from its Secret.
   {{- else }}
   emptyDir: {}
   {{- end }}
+{{- if include "apikey-operator.metricsCert" . }}
+- name: metrics-certs
+  secret:
+    secretName: {{ include "apikey-operator.metricsCertSecretName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod metadata of one Deployment: the chart's labels over .pod.podLabels, and
+.pod.podAnnotations. Takes (dict "root" $ "pod" <values> "component" <name> "container" <name>).
+*/}}
+{{- define "apikey-operator.podMetadata" -}}
+annotations:
+  {{- toYaml (merge (dict "kubectl.kubernetes.io/default-container" .container) (.pod.podAnnotations | default dict)) | nindent 2 }}
+labels:
+  {{- toYaml (merge (include "apikey-operator.labels" .root | fromYaml) (dict "app.kubernetes.io/component" .component) (.pod.podLabels | default dict)) | nindent 2 }}
+{{- end }}
+
+{{/*
+Where one Deployment's pods may run: the scheduling values of .pod, and its
+topology spread: .pod.topologySpreadConstraints (each without a labelSelector
+selecting this Deployment's pods) or, when empty, over nodes then zones, as
+far as the scheduler can. Takes (dict "root" $ "pod" <values> "component" <name>).
+*/}}
+{{- define "apikey-operator.podScheduling" -}}
+{{- $selector := dict "matchLabels" (merge (include "apikey-operator.selectorLabels" .root | fromYaml) (dict "app.kubernetes.io/component" .component)) }}
+{{- $constraints := list }}
+{{- range .pod.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not $c.labelSelector }}
+{{- $_ := set $c "labelSelector" $selector }}
+{{- end }}
+{{- $constraints = append $constraints $c }}
+{{- end }}
+{{- if not $constraints }}
+{{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+{{- $constraints = append $constraints (dict "maxSkew" 1 "topologyKey" . "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" $selector) }}
+{{- end }}
+{{- end }}
+topologySpreadConstraints:
+{{- toYaml $constraints | nindent 0 }}
+{{- with .pod.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .pod.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
