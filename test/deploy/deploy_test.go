@@ -106,14 +106,14 @@ func variants() []variant {
 			ha:     true, metricsCert: true,
 		},
 		{
-			name: "helm " + fullValues, namespace: "helm-full",
+			name: "helm fullValues (everything on, self-signed, host network)", namespace: "helm-full",
 			render:     func(t *testing.T) []byte { return helmTemplate(t, "helm-full", "--set", fullValues) },
 			selfSigned: true, authServer: true, monitoring: true,
 			ha: true, hostNetwork: true, networkPolicy: true,
 			webhookPort: 10260, failurePolicy: "Ignore", timeoutSeconds: 5,
 		},
 		{
-			name: "helm everything on, " + fullCertManager, namespace: "helm-full-cert-manager",
+			name: "helm fullValues, " + fullCertManager, namespace: "helm-full-cert-manager",
 			render: func(t *testing.T) []byte {
 				return helmTemplate(t, "helm-full-cert-manager", "--set", fullValues, "--set", fullCertManager)
 			},
