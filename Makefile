@@ -162,6 +162,32 @@ image: ko crane ## Build the manager image (linux/amd64 and arm64, with SBOMs) w
 	KO=$(KO) CRANE=$(CRANE) IMG=$(IMG) IMAGE_TAR=$(IMAGE_TAR) IMAGE_OCI=$(IMAGE_OCI) IMAGE_SBOM_DIR=$(IMAGE_SBOM_DIR) \
 		IMAGE_REGISTRY_PORT=$(IMAGE_REGISTRY_PORT) IMAGE_PLATFORMS=$(IMAGE_PLATFORMS) IMAGE_PLATFORM=$(IMAGE_PLATFORM) hack/image/build.sh
 
+# `make plugin-archives` cross-builds the plugin for PLUGIN_PLATFORMS and has
+# hack/release pack each into a reproducible archive, write checksums.txt and
+# a krew manifest (apikey.yaml) into PLUGIN_DIST; krew's own validator checks
+# the manifest, and krew installs the plugin from this platform's archive
+# into a throwaway KREW_ROOT, which must then print this version.
+PLUGIN_DIST ?= dist/plugin
+PLUGIN_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+
+.PHONY: plugin-archives
+plugin-archives: krew ## Build the kubectl apikey plugin's archives for every platform, checksums and a krew manifest.
+	rm -rf $(PLUGIN_DIST)
+	@set -e; for p in $(PLUGIN_PLATFORMS); do \
+		os=$${p%/*} arch=$${p#*/} ext=; [ "$$os" = windows ] && ext=.exe; \
+		echo "go build ./cmd/kubectl-apikey for $$p"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "$(LDFLAGS)" \
+			-o $(PLUGIN_DIST)/bin/$${os}_$${arch}/kubectl-apikey$$ext ./cmd/kubectl-apikey; \
+	done
+	go run ./hack/release -version v$(VERSION) -bin $(PLUGIN_DIST)/bin -out $(PLUGIN_DIST)
+	$(VALIDATE_KREW_MANIFEST) -manifest $(PLUGIN_DIST)/apikey.yaml -skip-install
+	@set -e; root=$$(mktemp -d); trap 'rm -rf $$root' EXIT; \
+	archive=$$(ls $(PLUGIN_DIST)/kubectl-apikey_v$(VERSION)_$$(go env GOOS)_$$(go env GOARCH).*); \
+	KREW_ROOT=$$root $(KREW) install --manifest=$(PLUGIN_DIST)/apikey.yaml --archive=$$archive >/dev/null; \
+	$$root/bin/kubectl-apikey version | tee /dev/stderr | grep -q '^kubectl-apikey v$(VERSION)$$' \
+		|| { echo "krew installed a plugin that is not v$(VERSION)"; exit 1; }; \
+	echo "krew installed $$archive"
+
 ##@ Tools
 
 LOCALBIN ?= $(shell pwd)/bin
@@ -182,6 +208,9 @@ HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KO ?= $(LOCALBIN)/ko-$(KO_VERSION)
 CRANE ?= $(LOCALBIN)/crane-$(CRANE_VERSION)
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s/$(K8S_VERSION)-$(shell go env GOOS)-$(shell go env GOARCH)
+KREW_VERSION ?= v0.4.3
+KREW ?= $(LOCALBIN)/krew-$(KREW_VERSION)
+VALIDATE_KREW_MANIFEST ?= $(LOCALBIN)/validate-krew-manifest-$(KREW_VERSION)
 CADDY_VERSION ?= v2.11.9
 TRAEFIK_VERSION ?= v3.6.12
 CADDY ?= $(LOCALBIN)/caddy-$(CADDY_VERSION)
@@ -231,6 +260,16 @@ $(ENVTEST_ASSETS)/kubectl: hack/tools/go.mod | $(LOCALBIN)
 	go build -C hack/tools -o $@ k8s.io/kubernetes/cmd/kubectl
 $(ENVTEST_ASSETS)/etcd: hack/tools/go.mod hack/tools/etcd/main.go | $(LOCALBIN)
 	go build -C hack/tools -o $@ ./etcd
+
+.PHONY: krew
+krew: $(KREW) $(VALIDATE_KREW_MANIFEST) ## Build krew and its manifest validator into bin/.
+
+# krew comes from its own tools module (hack/krew): it needs a client-go far
+# older than ours. KREW_VERSION must match hack/krew/go.mod.
+$(KREW) $(VALIDATE_KREW_MANIFEST): hack/krew/go.mod | $(LOCALBIN)
+	@grep -q 'sigs.k8s.io/krew $(KREW_VERSION)$$' hack/krew/go.mod || { echo "hack/krew/go.mod does not require krew $(KREW_VERSION)"; exit 1; }
+	go build -C hack/krew -o $(KREW) sigs.k8s.io/krew/cmd/krew
+	go build -C hack/krew -o $(VALIDATE_KREW_MANIFEST) sigs.k8s.io/krew/cmd/validate-krew-manifest
 
 .PHONY: e2e-tools
 e2e-tools: $(ENVTEST_ASSETS)/kube-controller-manager $(CADDY) $(TRAEFIK) ## Build what only the end-to-end tests use: kube-controller-manager, Caddy, Traefik.
