@@ -87,18 +87,18 @@ func variants() []variant {
 		{
 			name: "kustomize config/default", namespace: "apikey-operator-system",
 			render:     func(t *testing.T) []byte { return kustomizeBuild(t, "config/default") },
-			authServer: true,
+			authServer: true, ha: true,
 		},
 		{
 			// The committed one-file install: config/default for the release image.
 			name: "dist/install.yaml", namespace: "apikey-operator-system",
 			render:     func(t *testing.T) []byte { return readFile(t, "dist/install.yaml") },
-			authServer: true,
+			authServer: true, ha: true,
 		},
 		{
 			name: "kustomize config/self-signed", namespace: "apikey-operator-system",
 			render:     func(t *testing.T) []byte { return kustomizeBuild(t, "config/self-signed") },
-			selfSigned: true, authServer: true,
+			selfSigned: true, authServer: true, ha: true,
 		},
 		{
 			name: "helm default values", namespace: "helm-default",
