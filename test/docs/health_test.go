@@ -2,8 +2,10 @@
 // Kubernetes objects, the Argo CD health check answers as its tests say,
 // kstatus (what Flux reads) answers as docs/argocd.md says, the
 // forward-auth URLs the integration pages configure mean what the pages
-// say they mean, relative links and anchors resolve, and every block a page
-// says the end-to-end tests run is one they look up.
+// say they mean, the names docs/integrations/README.md gives for each install
+// method are the ones kustomize and the chart render, relative links and
+// anchors resolve, and every block a page says the end-to-end tests run is
+// one they look up.
 package docs
 
 import (
