@@ -91,6 +91,65 @@ var nameRows = []nameRow{
 // TestNamesByInstallMethod renders every install method and checks each cell
 // of the names table in docs/integrations/README.md against it.
 func TestNamesByInstallMethod(t *testing.T) {
+	columns := installRenderings(t)
+	header, rows := namesTable(t)
+	if len(rows) != len(nameRows) {
+		t.Errorf("the names table has %d rows; the test knows %d", len(rows), len(nameRows))
+	}
+	for _, row := range rows {
+		i := slices.IndexFunc(nameRows, func(r nameRow) bool { return strings.HasPrefix(row[0], r.prefix) })
+		if i < 0 {
+			t.Errorf("the names table's row %q is not one the test knows; add it to nameRows", row[0])
+			continue
+		}
+		for c := 1; c < len(header) && c < len(row); c++ {
+			sources, ok := columns[header[c]]
+			if !ok {
+				t.Fatalf("the names table's column %q is not one the test renders", header[c])
+			}
+			for _, src := range sources {
+				checkCell(t, nameRows[i], src, row[0], header[c], row[c])
+			}
+		}
+	}
+}
+
+// installSource is one rendering a column of the names table speaks for,
+// cert-manager and self-signed, with what the column's placeholders stand
+// for in it.
+type installSource struct {
+	certManager, selfSigned rendering
+	placeholders            map[string]string
+}
+
+// checkCell compares the names a cell gives with those row finds in src.
+func checkCell(t *testing.T, row nameRow, src installSource, rowTitle, column, cell string) {
+	t.Helper()
+	r := src.certManager
+	if row.selfSigned {
+		r = src.selfSigned
+	}
+	spans := codeSpans(cell)
+	want := make([]string, 0, len(spans))
+	for _, v := range spans {
+		for p, s := range src.placeholders {
+			v = strings.ReplaceAll(v, p, s)
+		}
+		want = append(want, v)
+	}
+	got := row.find(t, r)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("%q, %s: the table says %q, %s renders %q", rowTitle, column, want, r.name, got)
+	}
+}
+
+// installRenderings renders kustomize's config/default and config/self-signed,
+// reads dist/install.yaml, and renders the chart for three releases, by the
+// names table's column titles.
+func installRenderings(t *testing.T) map[string][]installSource {
+	t.Helper()
 	kustomize, err := utils.FindTool("KUSTOMIZE", "kustomize-*", 30*time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -111,34 +170,25 @@ func TestNamesByInstallMethod(t *testing.T) {
 		}
 		return rendering{name: name, objs: objs}
 	}
-	fromFile := func(path string) rendering {
-		objs, err := utils.DecodeManifests([]byte(readFile(t, path)))
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		return rendering{name: path, objs: objs}
+	installYAML := filepath.Join(root, "dist", "install.yaml")
+	installObjs, err := utils.DecodeManifests([]byte(readFile(t, installYAML)))
+	if err != nil {
+		t.Fatalf("%s: %v", installYAML, err)
 	}
 	chart := func(release, namespace string, set ...string) rendering {
-		args := []string{helm, "template", release, filepath.Join(root, "dist", "chart"), "-n", namespace,
-			"--set", "authServer.enabled=true"}
+		args := make([]string, 0, 8+2*len(set))
+		args = append(args, helm, "template", release, filepath.Join(root, "dist", "chart"), "-n", namespace,
+			"--set", "authServer.enabled=true")
 		for _, s := range set {
 			args = append(args, "--set", s)
 		}
 		return render("helm "+release+" "+strings.Join(set, " "), args...)
 	}
-
-	// column is one column of the table and the renderings it speaks for,
-	// with what its placeholders stand for in each.
-	type source struct {
-		certManager, selfSigned rendering
-		placeholders            map[string]string
-	}
-	columns := map[string][]source{
+	selfSigned := render("config/self-signed", kustomize, "build", filepath.Join(root, "config", "self-signed"))
+	return map[string][]installSource{
 		"kustomize": {
-			{certManager: render("config/default", kustomize, "build", filepath.Join(root, "config", "default")),
-				selfSigned: render("config/self-signed", kustomize, "build", filepath.Join(root, "config", "self-signed"))},
-			{certManager: fromFile(filepath.Join(root, "dist", "install.yaml")),
-				selfSigned: render("config/self-signed", kustomize, "build", filepath.Join(root, "config", "self-signed"))},
+			{certManager: render("config/default", kustomize, "build", filepath.Join(root, "config", "default")), selfSigned: selfSigned},
+			{certManager: rendering{name: installYAML, objs: installObjs}, selfSigned: selfSigned},
 		},
 		"Helm, release `apikey-operator` in `apikey-operator-system`": {
 			{certManager: chart("apikey-operator", "apikey-operator-system"),
@@ -150,44 +200,6 @@ func TestNamesByInstallMethod(t *testing.T) {
 			{certManager: chart("my-apikey-operator", "team-x"), selfSigned: chart("my-apikey-operator", "team-x", "tls.mode=self-signed"),
 				placeholders: map[string]string{"<fullname>": "my-apikey-operator", "<release>": "my-apikey-operator", "<namespace>": "team-x"}},
 		},
-	}
-
-	header, rows := namesTable(t)
-	if len(rows) != len(nameRows) {
-		t.Errorf("the names table has %d rows; the test knows %d", len(rows), len(nameRows))
-	}
-	for _, row := range rows {
-		i := slices.IndexFunc(nameRows, func(r nameRow) bool { return strings.HasPrefix(row[0], r.prefix) })
-		if i < 0 {
-			t.Errorf("the names table's row %q is not one the test knows; add it to nameRows", row[0])
-			continue
-		}
-		check := nameRows[i]
-		for c := 1; c < len(header) && c < len(row); c++ {
-			sources, ok := columns[header[c]]
-			if !ok {
-				t.Fatalf("the names table's column %q is not one the test renders", header[c])
-			}
-			for _, src := range sources {
-				r := src.certManager
-				if check.selfSigned {
-					r = src.selfSigned
-				}
-				var want []string
-				for _, v := range codeSpans(row[c]) {
-					for p, s := range src.placeholders {
-						v = strings.ReplaceAll(v, p, s)
-					}
-					want = append(want, v)
-				}
-				got := check.find(t, r)
-				slices.Sort(want)
-				slices.Sort(got)
-				if !slices.Equal(got, want) {
-					t.Errorf("%q, %s: the table says %q, %s renders %q", row[0], header[c], want, r.name, got)
-				}
-			}
-		}
 	}
 }
 
@@ -228,8 +240,9 @@ func namesTable(t *testing.T) (header []string, rows [][]string) {
 var codeSpan = regexp.MustCompile("`([^`]+)`")
 
 func codeSpans(cell string) []string {
-	var out []string
-	for _, m := range codeSpan.FindAllStringSubmatch(cell, -1) {
+	matches := codeSpan.FindAllStringSubmatch(cell, -1)
+	out := make([]string, 0, len(matches))
+	for _, m := range matches {
 		out = append(out, m[1])
 	}
 	return out
