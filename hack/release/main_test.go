@@ -36,6 +36,16 @@ func fakeBuilds(t *testing.T) (string, map[string][]byte) {
 	return bin, builds
 }
 
+// krewPlatform is what the test reads of one platform of the krew manifest.
+type krewPlatform struct {
+	Selector struct {
+		MatchLabels map[string]string `json:"matchLabels"`
+	} `json:"selector"`
+	URI    string `json:"uri"`
+	SHA256 string `json:"sha256"`
+	Bin    string `json:"bin"`
+}
+
 func TestRelease(t *testing.T) {
 	bin, builds := fakeBuilds(t)
 	out := t.TempDir()
@@ -45,15 +55,8 @@ func TestRelease(t *testing.T) {
 
 	var manifest struct {
 		Spec struct {
-			Version   string `json:"version"`
-			Platforms []struct {
-				Selector struct {
-					MatchLabels map[string]string `json:"matchLabels"`
-				} `json:"selector"`
-				URI    string `json:"uri"`
-				SHA256 string `json:"sha256"`
-				Bin    string `json:"bin"`
-			} `json:"platforms"`
+			Version   string         `json:"version"`
+			Platforms []krewPlatform `json:"platforms"`
 		} `json:"spec"`
 	}
 	if err := yaml.Unmarshal(read(t, filepath.Join(out, "apikey.yaml")), &manifest); err != nil {
@@ -64,20 +67,7 @@ func TestRelease(t *testing.T) {
 	}
 	sums := string(read(t, filepath.Join(out, "checksums.txt")))
 	for _, p := range manifest.Spec.Platforms {
-		osArch := p.Selector.MatchLabels["os"] + "_" + p.Selector.MatchLabels["arch"]
-		archive := filepath.Base(p.URI)
-		if want := "https://example.com/dl/v1.2.3/" + archive; p.URI != want {
-			t.Errorf("%s: uri %s, want %s", osArch, p.URI, want)
-		}
-		data := read(t, filepath.Join(out, archive))
-		sum := sha256.Sum256(data)
-		if got := hex.EncodeToString(sum[:]); got != p.SHA256 || !strings.Contains(sums, got+"  "+archive+"\n") {
-			t.Errorf("%s: sha256 %s in the manifest, the archive's is %s; checksums.txt:\n%s", osArch, p.SHA256, got, sums)
-		}
-		name, mode, content := onlyFile(t, archive, data)
-		if name != p.Bin || mode&0o111 == 0 || !bytes.Equal(content, builds[osArch+"/"+p.Bin]) {
-			t.Errorf("%s: the archive holds %s (mode %o), want the build as executable %s", osArch, name, mode, p.Bin)
-		}
+		checkPlatform(t, out, sums, p, builds)
 	}
 
 	again := t.TempDir()
@@ -92,6 +82,27 @@ func TestRelease(t *testing.T) {
 		if !bytes.Equal(read(t, filepath.Join(out, f.Name())), read(t, filepath.Join(again, f.Name()))) {
 			t.Errorf("%s differs between two runs over the same builds", f.Name())
 		}
+	}
+}
+
+// checkPlatform: p's archive is where its uri says, has the sha256 the
+// manifest and checksums.txt give, and holds exactly the build for its
+// platform as an executable named as p's bin.
+func checkPlatform(t *testing.T, out, sums string, p krewPlatform, builds map[string][]byte) {
+	t.Helper()
+	osArch := p.Selector.MatchLabels["os"] + "_" + p.Selector.MatchLabels["arch"]
+	archive := filepath.Base(p.URI)
+	if want := "https://example.com/dl/v1.2.3/" + archive; p.URI != want {
+		t.Errorf("%s: uri %s, want %s", osArch, p.URI, want)
+	}
+	data := read(t, filepath.Join(out, archive))
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != p.SHA256 || !strings.Contains(sums, got+"  "+archive+"\n") {
+		t.Errorf("%s: sha256 %s in the manifest, the archive's is %s; checksums.txt:\n%s", osArch, p.SHA256, got, sums)
+	}
+	name, mode, content := onlyFile(t, archive, data)
+	if name != p.Bin || mode&0o111 == 0 || !bytes.Equal(content, builds[osArch+"/"+p.Bin]) {
+		t.Errorf("%s: the archive holds %s (mode %o), want the build as executable %s", osArch, name, mode, p.Bin)
 	}
 }
 

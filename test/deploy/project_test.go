@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/kubebuilder/v4/pkg/config/store/yaml"
 	_ "sigs.k8s.io/kubebuilder/v4/pkg/config/v3" // registers PROJECT version 3
 	"sigs.k8s.io/kubebuilder/v4/pkg/machinery"
+	"sigs.k8s.io/kubebuilder/v4/pkg/model/resource"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
@@ -50,29 +51,37 @@ func TestProjectFile(t *testing.T) {
 			t.Errorf("PROJECT lists %s/%s %s, which api/v1alpha1 does not define", r.QualifiedGroup(), r.Version, r.Kind)
 			continue
 		}
-		if want := cfg.GetRepository() + "/api/v1alpha1"; r.Path != want {
-			t.Errorf("%s: path %s, want %s", r.Kind, r.Path, want)
-		}
-		if r.API == nil || r.API.Namespaced != crdNamespaced(t, r.Kind) {
-			t.Errorf("%s: PROJECT's api.namespaced disagrees with its CRD's scope", r.Kind)
-		}
-		var defaulting, validation bool
-		if r.Webhooks != nil {
-			defaulting, validation = r.Webhooks.Defaulting, r.Webhooks.Validation
-		}
-		if defaulting != webhooks["mutating"][r.Kind] || validation != webhooks["validating"][r.Kind] {
-			t.Errorf("%s: PROJECT says defaulting %t, validation %t; config/webhook has mutating %t, validating %t",
-				r.Kind, defaulting, validation, webhooks["mutating"][r.Kind], webhooks["validating"][r.Kind])
-		}
-		_, err := os.Stat(filepath.Join(repoRoot, "internal", "controller", strings.ToLower(r.Kind)+"_controller.go"))
-		if hasController := err == nil; r.Controller != hasController {
-			t.Errorf("%s: PROJECT says controller %t; internal/controller has its controller: %t", r.Kind, r.Controller, hasController)
-		}
+		checkProjectResource(t, cfg.GetRepository(), r, webhooks)
 	}
 	slices.Sort(kinds)
 	slices.Sort(listed)
 	if !slices.Equal(kinds, listed) {
 		t.Errorf("PROJECT lists kinds %v, api/v1alpha1 defines %v", listed, kinds)
+	}
+}
+
+// checkProjectResource holds one of PROJECT's resources, of a kind the API
+// package defines, to its package path, its CRD's scope, the generated
+// webhooks and the controllers.
+func checkProjectResource(t *testing.T, repo string, r resource.Resource, webhooks map[string]map[string]bool) {
+	t.Helper()
+	if want := repo + "/api/v1alpha1"; r.Path != want {
+		t.Errorf("%s: path %s, want %s", r.Kind, r.Path, want)
+	}
+	if r.API == nil || r.API.Namespaced != crdNamespaced(t, r.Kind) {
+		t.Errorf("%s: PROJECT's api.namespaced disagrees with its CRD's scope", r.Kind)
+	}
+	var defaulting, validation bool
+	if r.Webhooks != nil {
+		defaulting, validation = r.Webhooks.Defaulting, r.Webhooks.Validation
+	}
+	if defaulting != webhooks["mutating"][r.Kind] || validation != webhooks["validating"][r.Kind] {
+		t.Errorf("%s: PROJECT says defaulting %t, validation %t; config/webhook has mutating %t, validating %t",
+			r.Kind, defaulting, validation, webhooks["mutating"][r.Kind], webhooks["validating"][r.Kind])
+	}
+	_, err := os.Stat(filepath.Join(repoRoot, "internal", "controller", strings.ToLower(r.Kind)+"_controller.go"))
+	if hasController := err == nil; r.Controller != hasController {
+		t.Errorf("%s: PROJECT says controller %t; internal/controller has its controller: %t", r.Kind, r.Controller, hasController)
 	}
 }
 
