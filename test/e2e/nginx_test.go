@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -19,13 +20,10 @@ import (
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
-// nginxConf is the setup of docs/integrations/nginx.md, copied by hand
-// with the suite's addresses in place of the cluster's:
-// /healthz unchecked and stripped of identity headers, reads needing
-// orders:read and the rest orders:write (for the audience orders-api),
-// identity copied from the auth answer over any copy the client sent, and
-// the key kept from the backend.
-const nginxConf = `daemon off;
+// nginxMain is the rest of an nginx.conf around the http-context file of
+// docs/integrations/nginx.md: a foreground process whose files all live in
+// the test's directory.
+const nginxMain = `daemon off;
 master_process off;
 worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -38,47 +36,7 @@ http {
   fastcgi_temp_path %[1]s/fastcgi;
   uwsgi_temp_path %[1]s/uwsgi;
   scgi_temp_path %[1]s/scgi;
-  map $request_method $apikey_scope {
-    GET     orders:read;
-    HEAD    orders:read;
-    default orders:write;
-  }
-  server {
-    listen %[2]s;
-    location = /_apikey_auth {
-      internal;
-      proxy_pass %[3]s/auth?audience=orders-api&scope=$apikey_scope;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_ssl_trusted_certificate %[4]s;
-      proxy_ssl_verify on;
-      proxy_ssl_name localhost;
-    }
-    location = /healthz {
-      proxy_set_header X-Auth-Request-User   "";
-      proxy_set_header X-Auth-Request-Groups "";
-      proxy_set_header X-Auth-Request-Scopes "";
-      proxy_set_header X-Apikey-Name         "";
-      proxy_set_header X-Apikey-Namespace    "";
-      proxy_pass %[5]s;
-    }
-    location / {
-      auth_request /_apikey_auth;
-      auth_request_set $apikey_user      $upstream_http_x_auth_request_user;
-      auth_request_set $apikey_groups    $upstream_http_x_auth_request_groups;
-      auth_request_set $apikey_scopes    $upstream_http_x_auth_request_scopes;
-      auth_request_set $apikey_name      $upstream_http_x_apikey_name;
-      auth_request_set $apikey_namespace $upstream_http_x_apikey_namespace;
-      proxy_set_header X-Auth-Request-User   $apikey_user;
-      proxy_set_header X-Auth-Request-Groups $apikey_groups;
-      proxy_set_header X-Auth-Request-Scopes $apikey_scopes;
-      proxy_set_header X-Apikey-Name         $apikey_name;
-      proxy_set_header X-Apikey-Namespace    $apikey_namespace;
-      proxy_set_header Authorization "";
-      proxy_set_header X-API-Key     "";
-      proxy_pass %[5]s;
-    }
-  }
+  include %[1]s/orders.conf;
 }
 `
 
@@ -109,8 +67,17 @@ var _ = Describe("nginx auth_request in front of a backend", Ordered, func() {
 		port, err := utils.FreePort()
 		Expect(err).NotTo(HaveOccurred())
 		p.addr = fmt.Sprintf("127.0.0.1:%d", port)
+		// docs/integrations/nginx.md's conf.d/orders.conf, pointed at this suite.
+		orders := testedDocsBlock("nginx.md", "nginx.orders.conf",
+			"apikey-operator-webhook-service.apikey-operator-system.svc.cluster.local:443", strings.TrimPrefix(authURL, "https://"),
+			"listen 8080;", "listen "+p.addr+";",
+			"/etc/nginx/apikey-operator/ca.crt", authCAFile,
+			"proxy_ssl_name apikey-operator-webhook-service.apikey-operator-system.svc;", "proxy_ssl_name localhost;",
+			"http://orders.team-a.svc.cluster.local", backend.URL,
+		)
+		Expect(os.WriteFile(filepath.Join(dir, "orders.conf"), []byte(orders), 0o600)).To(Succeed())
 		conf := filepath.Join(dir, "nginx.conf")
-		Expect(os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, p.addr, authURL, authCAFile, backend.URL)), 0o600)).To(Succeed())
+		Expect(os.WriteFile(conf, []byte(fmt.Sprintf(nginxMain, dir)), 0o600)).To(Succeed())
 		startProxy(p, nginx, []string{"-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log")}, nil)
 	})
 
