@@ -36,7 +36,7 @@ const (
 // Config configures a Client. Only URL is required.
 type Config struct {
 	// URL is the auth server's base URL, for example
-	// https://apikey-operator-webhook-service.apikey-operator-system.svc:9443.
+	// https://apikey-operator-webhook-service.apikey-operator-system.svc.
 	// Verify posts to its path plus /verify. It must be https: the token
 	// travels in the request.
 	URL string

@@ -11,7 +11,7 @@ import (
 
 func ExampleClient_Middleware() {
 	auth, err := apikeyauth.New(apikeyauth.Config{
-		URL:    "https://apikey-operator-webhook-service.apikey-operator-system.svc:9443",
+		URL:    "https://apikey-operator-webhook-service.apikey-operator-system.svc",
 		CAFile: "/etc/apikey-operator/ca.crt",
 	})
 	if err != nil {
@@ -28,7 +28,7 @@ func ExampleClient_Middleware() {
 
 func ExampleClient_Verify() {
 	auth, err := apikeyauth.New(apikeyauth.Config{
-		URL:    "https://apikey-operator-webhook-service.apikey-operator-system.svc:9443",
+		URL:    "https://apikey-operator-webhook-service.apikey-operator-system.svc",
 		CAFile: "/etc/apikey-operator/ca.crt",
 	})
 	if err != nil {
