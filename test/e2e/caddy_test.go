@@ -3,17 +3,12 @@
 package e2e
 
 import (
-	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-
-	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // caddyVersion is the Caddy `make e2e-tools` builds into bin/.
@@ -29,24 +24,18 @@ var _ = Describe("Caddy forward_auth in front of a backend", Ordered, func() {
 	}
 
 	BeforeAll(func() {
-		caddy, err := utils.FindTool("CADDY", "caddy-"+caddyVersion, 10*time.Second)
-		Expect(err).NotTo(HaveOccurred(), "Caddy %s is missing: `make e2e-tools` builds it into bin/", caddyVersion)
-
-		p.backend = &recordingBackend{}
-		backend := httptest.NewServer(p.backend)
-		DeferCleanup(backend.Close)
-		port, err := utils.FreePort()
-		Expect(err).NotTo(HaveOccurred())
-		p.addr = fmt.Sprintf("127.0.0.1:%d", port)
+		caddy := proxyBinary("CADDY", "caddy", caddyVersion)
+		backendURL := p.listen()
+		_, port, _ := strings.Cut(p.addr, ":")
 
 		// docs/integrations/caddy.md's Caddyfile, pointed at this suite.
 		caddyfile := testedDocsBlock("caddy.md", "caddy.Caddyfile",
 			"bind 0.0.0.0", "bind 127.0.0.1",
-			":8080 {", fmt.Sprintf(":%d {", port),
+			":8080 {", ":"+port+" {",
 			"apikey-operator-webhook-service.apikey-operator-system.svc:443", strings.TrimPrefix(authURL, "https://"),
 			"tls_server_name apikey-operator-webhook-service.apikey-operator-system.svc", "tls_server_name localhost",
 			"/etc/caddy/apikey-operator/ca.crt", authCAFile,
-			"orders.team-a.svc.cluster.local:80", strings.TrimPrefix(backend.URL, "http://"),
+			"orders.team-a.svc.cluster.local:80", strings.TrimPrefix(backendURL, "http://"),
 		)
 		dir := GinkgoT().TempDir()
 		conf := filepath.Join(dir, "Caddyfile")

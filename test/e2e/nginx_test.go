@@ -5,7 +5,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // nginxMain is the rest of an nginx.conf around the http-context file of
@@ -59,21 +57,15 @@ var _ = Describe("nginx auth_request in front of a backend", Ordered, func() {
 		_, err = os.Stat(nginx)
 		Expect(err).NotTo(HaveOccurred(), "nginx is not installed: apt-get install nginx-light (.ci/run does)")
 
-		p.backend = &recordingBackend{}
-		backend := httptest.NewServer(p.backend)
-		DeferCleanup(backend.Close)
-
+		backendURL := p.listen()
 		dir := GinkgoT().TempDir()
-		port, err := utils.FreePort()
-		Expect(err).NotTo(HaveOccurred())
-		p.addr = fmt.Sprintf("127.0.0.1:%d", port)
 		// docs/integrations/nginx.md's conf.d/orders.conf, pointed at this suite.
 		orders := testedDocsBlock("nginx.md", "nginx.orders.conf",
 			"apikey-operator-webhook-service.apikey-operator-system.svc.cluster.local:443", strings.TrimPrefix(authURL, "https://"),
 			"listen 8080;", "listen "+p.addr+";",
 			"/etc/nginx/apikey-operator/ca.crt", authCAFile,
 			"proxy_ssl_name apikey-operator-webhook-service.apikey-operator-system.svc;", "proxy_ssl_name localhost;",
-			"http://orders.team-a.svc.cluster.local", backend.URL,
+			"http://orders.team-a.svc.cluster.local", backendURL,
 		)
 		Expect(os.WriteFile(filepath.Join(dir, "orders.conf"), []byte(orders), 0o600)).To(Succeed())
 		conf := filepath.Join(dir, "nginx.conf")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/token"
+	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // identityHeaders are the five headers a forward-auth answer sets; a
@@ -57,6 +59,28 @@ type frontProxy struct {
 	// forwardedAs is the request target the backend receives for each of
 	// uncleanPaths, with a token: what the proxy does to such a path.
 	forwardedAs map[string]string
+}
+
+// listen starts p's recording backend and picks the address p listens on,
+// returning the backend's URL for the proxy's configuration.
+func (p *frontProxy) listen() (backendURL string) {
+	GinkgoHelper()
+	p.backend = &recordingBackend{}
+	backend := httptest.NewServer(p.backend)
+	DeferCleanup(backend.Close)
+	port, err := utils.FreePort()
+	Expect(err).NotTo(HaveOccurred())
+	p.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	return backend.URL
+}
+
+// proxyBinary is the proxy `make e2e-tools` built into bin/ as
+// <name>-<version>, or the one $env names.
+func proxyBinary(env, name, version string) string {
+	GinkgoHelper()
+	path, err := utils.FindTool(env, name+"-"+version, 10*time.Second)
+	Expect(err).NotTo(HaveOccurred(), "%s %s is missing: `make e2e-tools` builds it into bin/", name, version)
+	return path
 }
 
 // proxyAnswer is what a client got from the proxy.

@@ -4,15 +4,11 @@ package e2e
 
 import (
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-
-	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // traefikVersion is the Traefik `make e2e-tools` builds into bin/.
@@ -28,15 +24,8 @@ var _ = Describe("Traefik ForwardAuth in front of a backend", Ordered, func() {
 	}
 
 	BeforeAll(func() {
-		traefik, err := utils.FindTool("TRAEFIK", "traefik-"+traefikVersion, 10*time.Second)
-		Expect(err).NotTo(HaveOccurred(), "Traefik %s is missing: `make e2e-tools` builds it into bin/", traefikVersion)
-
-		p.backend = &recordingBackend{}
-		backend := httptest.NewServer(p.backend)
-		DeferCleanup(backend.Close)
-		port, err := utils.FreePort()
-		Expect(err).NotTo(HaveOccurred())
-		p.addr = fmt.Sprintf("127.0.0.1:%d", port)
+		traefik := proxyBinary("TRAEFIK", "traefik", traefikVersion)
+		backendURL := p.listen()
 
 		// docs/integrations/traefik.md's two files, pointed at this suite.
 		dir := GinkgoT().TempDir()
@@ -45,7 +34,7 @@ var _ = Describe("Traefik ForwardAuth in front of a backend", Ordered, func() {
 		Expect(os.WriteFile(dynamic, []byte(testedDocsBlock("traefik.md", "traefik.dynamic.yml",
 			"https://apikey-operator-webhook-service.apikey-operator-system.svc/", authURL+"/",
 			"/etc/traefik/apikey-operator/ca.crt", authCAFile,
-			"http://orders.team-a.svc.cluster.local", backend.URL,
+			"http://orders.team-a.svc.cluster.local", backendURL,
 		)), 0o600)).To(Succeed())
 		Expect(os.WriteFile(static, []byte(testedDocsBlock("traefik.md", "traefik.static.yml",
 			`address: ":8080"`, fmt.Sprintf("address: %q", p.addr),
