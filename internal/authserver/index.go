@@ -300,11 +300,11 @@ func (ix *Index) ReplaceKeys(keys []*apikeysv1alpha1.ApiKey) {
 // namespace controller deletes the ApiKeys themselves only later, one
 // resource type at a time, and not at all while it is down.
 func (ix *Index) SetNamespace(name string, deleting bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
 	if ix.namespaceDeleting(name) == deleting {
 		return // most namespace events: a live namespace changed
 	}
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
 	ix.setTerminatingLocked(func(set map[string]struct{}) {
 		if deleting {
 			set[name] = struct{}{}

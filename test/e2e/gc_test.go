@@ -30,7 +30,8 @@ var _ = Describe("garbage collection and namespace deletion by kube-controller-m
 		Expect(secret.OwnerReferences).To(ContainElement(HaveField("UID", key.UID)))
 
 		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
-		Expect(forwardAuth(tok, "")).To(Equal(401))
+		Eventually(func() int { return forwardAuth(tok, "") }, time.Second, 10*time.Millisecond).Should(Equal(401),
+			"the token of a deleting ApiKey is refused within a second")
 		Eventually(func() error {
 			return k8sClient.Get(ctx, client.ObjectKeyFromObject(key), &apikeysv1alpha1.ApiKey{})
 		}, timeout, interval).Should(Satisfy(apierrors.IsNotFound), "the controller lets the ApiKey go")
