@@ -5,8 +5,9 @@ IMG ?= apikey-operator:latest
 VERSION ?= $(shell sed -n 's/^appVersion: "\(.*\)"$$/\1/p' dist/chart/Chart.yaml)
 RELEASE_IMG ?= ghcr.io/apikey-operator/apikey-operator:$(VERSION)
 # What --version prints, stamped into every binary make builds; the date is
-# the commit's, so the same commit builds the same binary.
-COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+# the commit's, so the same commit builds the same binary. A build from a
+# tree with changes says so: its commit ends in -dirty.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell [ -z "$$(git status --porcelain 2>/dev/null)" ] || echo -dirty)
 BUILD_DATE ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
 VERSION_PKG := github.com/apikey-operator/apikey-operator/internal/version
 LDFLAGS ?= -X $(VERSION_PKG).Version=v$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).Date=$(BUILD_DATE)
