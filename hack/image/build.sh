@@ -8,7 +8,9 @@
 #     (crane append needs one) and the platform, nothing else;
 #  3. ko builds ./cmd onto it for every platform (.ko.yaml) as user
 #     65532:65532, writes an SPDX SBOM per platform image and one for the
-#     index into $IMAGE_SBOM_DIR, and pushes the index;
+#     index into $IMAGE_SBOM_DIR, and pushes the index. The SBOMs list what
+#     the images hold (the manager binary and its Go modules); they name
+#     ko's image digests, which step 4 changes by adding a symlink layer;
 #  4. crane adds /manager, a link to ko's /ko-app/cmd, to each platform's
 #     image and makes it the entrypoint, as in the Dockerfile's image, so
 #     manifests running `/manager` work with either, and indexes them again;
