@@ -185,7 +185,8 @@ plugin-archives: krew ## Build the kubectl apikey plugin's archives for every pl
 	@set -e; root=$$(mktemp -d); trap 'rm -rf $$root' EXIT; \
 	archive=$$(ls $(PLUGIN_DIST)/kubectl-apikey_v$(VERSION)_$$(go env GOOS)_$$(go env GOARCH).*); \
 	KREW_ROOT=$$root $(KREW) install --manifest=$(PLUGIN_DIST)/apikey.yaml --archive=$$archive >/dev/null; \
-	$$root/bin/kubectl-apikey version | tee /dev/stderr | grep -q '^kubectl-apikey v$(VERSION)$$' \
+	installed=$$($$root/bin/kubectl-apikey version); echo "$$installed"; \
+	grep -q '^kubectl-apikey v$(VERSION)$$' <<<"$$installed" \
 		|| { echo "krew installed a plugin that is not v$(VERSION)"; exit 1; }; \
 	echo "krew installed $$archive"
 
