@@ -77,7 +77,7 @@ test-e2e: manifests generate envtest e2e-tools kustomize ## Run the end-to-end t
 		go test -tags e2e -p 1 ./test/e2e/ ./test/security/... -v -count=1 -timeout 30m -args -ginkgo.v
 
 .PHONY: bench
-bench: envtest ## Measure against the SPEC's targets (same run, same machine) and write docs/benchmarks.md.
+bench: envtest ## Measure against the targets in docs/benchmarks.md (same run, same machine) and write docs/benchmarks.md.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go run ./hack/bench -out docs/benchmarks.md
 
 .PHONY: fuzz

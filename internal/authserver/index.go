@@ -530,7 +530,7 @@ func (t *entryTable) all() iter.Seq[*Entry] {
 }
 
 // sameHash reports whether a and b are equal, in time that does not depend
-// on where they differ: the comparison SPEC §3 asks to be constant-time.
+// on where they differ: the comparison that must be constant-time (docs/security.md, Tokens).
 // Both are SHA-256 outputs, so an early exit would leak only how much of a
 // stored hash a guess's hash shares, which brings no token nearer. Being
 // constant-time costs nothing here: 4 words XORed and ORed are as cheap as

@@ -555,7 +555,7 @@ func TestIndexRecordNames(t *testing.T) {
 }
 
 // TestIndexMemoryPerKey pins what a key costs the index, the auth server's
-// only copy of its records: SPEC §9 allows a replica < 1 KiB per key.
+// only copy of its records: the target (docs/benchmarks.md) allows a replica < 1 KiB per key.
 func TestIndexMemoryPerKey(t *testing.T) {
 	const n = 20000
 	before := heapInUse()

@@ -22,7 +22,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
-// Crash recovery (SPEC §6.2): the operator may be killed between any two API
+// Crash recovery (docs/apikey.md, "How issuance survives a crash"): the operator may be killed between any two API
 // calls. These specs run a reconciler against the real API server that dies
 // after its Nth write, for every N up to a whole issuance, then start a fresh
 // one and check that the key converges to exactly one token that is both
@@ -48,7 +48,7 @@ var _ = Describe("Recovering from a crash", func() {
 		r.APIReader = reads
 		runUntilDeadOrIdle(r, key)
 		expectOneLiveToken(fetch(key))
-		Expect(c.writes).To(Equal(3), "Secret, record and status: with the user's create, four writes per key (SPEC §9)")
+		Expect(c.writes).To(Equal(3), "Secret, record and status: with the user's create, four writes per key (docs/benchmarks.md)")
 		Expect(reads.n).To(BeZero(), "issuance read the API server directly")
 	})
 
@@ -81,7 +81,7 @@ var _ = Describe("Recovering from a crash", func() {
 	})
 })
 
-// Rotation under crashes (SPEC §6.7): the same sweep across every write of
+// Rotation under crashes (docs/apikey.md, Rotation): the same sweep across every write of
 // a rotation, with and without a grace period.
 var _ = Describe("Recovering from a crash during a rotation", func() {
 	for _, grace := range []time.Duration{0, time.Hour} {
@@ -145,7 +145,7 @@ func expectSecretAuthenticates(key *apikeysv1alpha1.ApiKey) {
 	Fail("the Secret holds a token with no record: a consumer reading it now would be refused")
 }
 
-// convergeRotation restarts the operator and checks the outcome SPEC §6.7
+// convergeRotation restarts the operator and checks the outcome docs/apikey.md's Rotation section
 // allows: the rotation done, its new token the one live record and in the
 // Secret, and the old token kept for its grace period, or gone without one.
 func convergeRotation(key *apikeysv1alpha1.ApiKey, oldTok string, grace time.Duration) {
@@ -195,7 +195,7 @@ func crashAfter(n int) *apikeysv1alpha1.ApiKey {
 }
 
 // restartAndConverge runs a fresh reconciler, as a restarted operator would,
-// until a pass succeeds, then checks the outcome SPEC §6.2 allows: one
+// until a pass succeeds, then checks the outcome a crash may leave (docs/apikey.md): one
 // record, whose token is the one in the key's Secret.
 func restartAndConverge(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
 	GinkgoHelper()

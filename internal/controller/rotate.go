@@ -22,7 +22,7 @@ import (
 // Rotation replaces a key's live token with a new one in the same Secret.
 // It is ordered so that a consumer reading the Secret at any moment gets a
 // token that authenticates, and so that a crash between any two writes
-// resumes to one delivered live token (SPEC §6.7):
+// resumes to one delivered live token (docs/apikey.md, Rotation):
 //
 //  1. make room: a token still in an earlier grace period goes, so a key
 //     never has more than two live tokens;

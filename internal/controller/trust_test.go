@@ -17,7 +17,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
-// Trust boundaries (SPEC §5): what someone with less than the operator's
+// Trust boundaries (docs/security.md): what someone with less than the operator's
 // rights can write never decides which hash is live.
 var _ = Describe("Trust boundaries", func() {
 	var ns string

@@ -10,7 +10,7 @@ import (
 )
 
 // TestAuthServerWritesNothingIssuanceReads holds the auth-only Deployment to
-// SPEC §5's least privilege in every rendering that ships it: whatever any
+// least privilege (docs/security.md) in every rendering that ships it: whatever any
 // binding grants its ServiceAccount, it may write no object the controller
 // decides issuance from (ApiKeys, their status and finalizers, records,
 // Secrets), read no Secret but the webhook serving certificate's, and its

@@ -34,7 +34,7 @@ var identityHeaders = []string{
 	authserver.HeaderUser, authserver.HeaderGroups, authserver.HeaderScopes, authserver.HeaderName, authserver.HeaderNamespace,
 }
 
-// Challenges the auth server answers with (SPEC §7).
+// Challenges the auth server answers with (docs/integrations/README.md).
 const (
 	challengeNoToken      = `Bearer realm="apikeys"`
 	challengeInvalidToken = `Bearer error="invalid_token"`
