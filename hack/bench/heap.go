@@ -504,19 +504,19 @@ func heapObjects(ns string, i int, now time.Time, owner *apikeysv1alpha1.Owner, 
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: secretName, Namespace: ns, UID: uuid.NewUUID(), CreationTimestamp: key.CreationTimestamp,
-			Labels: map[string]string{controller.ManagedByLabel: controller.ManagedByValue},
+			Labels: map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue},
 			Annotations: map[string]string{
-				controller.TokenHashAnnotation: rec.Spec.TokenHash,
-				controller.TokenHintAnnotation: rec.Spec.TokenHint,
-				controller.IssuedAtAnnotation:  rec.Spec.IssuedAt.UTC().Format(time.RFC3339),
+				apikeysv1alpha1.TokenHashAnnotation: rec.Spec.TokenHash,
+				apikeysv1alpha1.TokenHintAnnotation: rec.Spec.TokenHint,
+				apikeysv1alpha1.IssuedAtAnnotation:  rec.Spec.IssuedAt.UTC().Format(time.RFC3339),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: key.APIVersion, Kind: key.Kind, Name: key.Name, UID: key.UID,
 				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
 			}},
 		},
-		Type: controller.SecretType,
-		Data: map[string][]byte{controller.SecretTokenKey: []byte(tok)},
+		Type: apikeysv1alpha1.SecretType,
+		Data: map[string][]byte{apikeysv1alpha1.SecretTokenKey: []byte(tok)},
 	}
 	return []client.Object{key, rec, secret}, tok, nil
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/controller"
 )
 
 // report collects every section's result and renders docs/benchmarks.md.
@@ -727,7 +726,7 @@ func (r *report) writeRotate(w *mdWriter) {
 		"before patching a new value into the `%s` annotation. Then it does what a consumer does: it takes the "+
 		"first Secret event whose token differs (checking that `%s` and `%s` describe that token) and polls "+
 		"`/auth` every 2 ms with it until it answers 200.", rt.grace, apikeysv1alpha1.RotateAnnotation,
-		controller.TokenHashAnnotation, controller.TokenHintAnnotation)
+		apikeysv1alpha1.TokenHashAnnotation, apikeysv1alpha1.TokenHintAnnotation)
 	w.line("")
 	w.line("For the old token it reads `validUntil` from `status.previousKeys` (once `status.lastRotateRequest` " +
 		"shows the new value) and polls `/auth` with it every 2 ms, from the moment the new token was accepted " +

@@ -15,7 +15,6 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
-	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -177,7 +176,7 @@ func (e *env) rotateAndFollow(ctx context.Context, key *apikeysv1alpha1.ApiKey, 
 			if !isSecret || ev.Type == watch.Deleted {
 				continue
 			}
-			tok = string(secret.Data[controller.SecretTokenKey])
+			tok = string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 			if tok == "" || tok == old {
 				continue
 			}
@@ -193,13 +192,13 @@ func (e *env) rotateAndFollow(ctx context.Context, key *apikeysv1alpha1.ApiKey, 
 // holds, as reloaders rely on. The error never carries the token.
 func checkDelivery(secret *corev1.Secret, tok string) error {
 	a := secret.Annotations
-	if a[controller.TokenHashAnnotation] != token.FormatHash(token.Sum(tok)) {
+	if a[apikeysv1alpha1.TokenHashAnnotation] != token.FormatHash(token.Sum(tok)) {
 		return fmt.Errorf("secret %s/%s: %s does not name the hash of the token it holds",
-			secret.Namespace, secret.Name, controller.TokenHashAnnotation)
+			secret.Namespace, secret.Name, apikeysv1alpha1.TokenHashAnnotation)
 	}
-	if a[controller.TokenHintAnnotation] != token.Hint(tok) {
+	if a[apikeysv1alpha1.TokenHintAnnotation] != token.Hint(tok) {
 		return fmt.Errorf("secret %s/%s: %s is not the hint of the token it holds",
-			secret.Namespace, secret.Name, controller.TokenHintAnnotation)
+			secret.Namespace, secret.Name, apikeysv1alpha1.TokenHintAnnotation)
 	}
 	return nil
 }

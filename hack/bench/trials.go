@@ -14,7 +14,6 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
-	"github.com/apikey-operator/apikey-operator/internal/controller"
 )
 
 // probeInterval is how often a trial asks /auth or the API server whether
@@ -177,7 +176,7 @@ func (e *env) createReady(ctx context.Context, key *apikeysv1alpha1.ApiKey) (
 
 // isReady reports whether key is Ready=True and names its Secret.
 func isReady(key *apikeysv1alpha1.ApiKey) bool {
-	return meta.IsStatusConditionTrue(key.Status.Conditions, controller.ConditionReady) && key.Status.SecretName != ""
+	return meta.IsStatusConditionTrue(key.Status.Conditions, apikeysv1alpha1.ConditionReady) && key.Status.SecretName != ""
 }
 
 // awaitSecret returns when key's Secret was first seen on the API server;
@@ -204,7 +203,7 @@ func (e *env) readToken(ctx context.Context, key *apikeysv1alpha1.ApiKey) (strin
 		}
 		return "", err
 	}
-	tok := string(secret.Data[controller.SecretTokenKey])
+	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	if tok == "" {
 		return "", errors.New("the Secret holds no token")
 	}

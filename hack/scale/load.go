@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -93,7 +92,7 @@ func newCloner(ctx context.Context, e *env, s *sampleResult, workers int) (*clon
 	if err := e.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: rec.Spec.SecretName}, secret); err != nil {
 		return nil, err
 	}
-	tok := string(secret.Data[controller.SecretTokenKey])
+	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	base := identityFor(name, string(key.UID), string(rec.UID), string(secret.UID), tok)
 	c := &cloner{etcd: e.etcd, workers: workers, base: base, templates: map[kind]keyValue{}, first: s.keys}
 	want := map[kind]string{

@@ -16,7 +16,6 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
-	"github.com/apikey-operator/apikey-operator/internal/controller"
 )
 
 const (
@@ -198,7 +197,7 @@ func awaitReady(ctx context.Context, e *env, n int, timeout time.Duration) error
 		}
 		ready = 0
 		for i := range keys.Items {
-			if meta.IsStatusConditionTrue(keys.Items[i].Status.Conditions, controller.ConditionReady) {
+			if meta.IsStatusConditionTrue(keys.Items[i].Status.Conditions, apikeysv1alpha1.ConditionReady) {
 				ready++
 			}
 		}

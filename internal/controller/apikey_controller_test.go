@@ -51,13 +51,13 @@ var _ = Describe("Issuing a key", func() {
 		Expect(key.Status.SecretName).To(Equal(key.Name + "-token"))
 		_, secret := readToken(key)
 		Expect(secret.Immutable).To(BeNil(), "a rotation rewrites the Secret, and kubelet refreshes only mutable ones")
-		Expect(secret.Annotations).To(HaveKeyWithValue(TokenHintAnnotation, key.Status.TokenHint))
-		Expect(secret.Annotations).To(HaveKeyWithValue(IssuedAtAnnotation, key.Status.IssuedAt.UTC().Format(time.RFC3339)))
+		Expect(secret.Annotations).To(HaveKeyWithValue(apikeysv1alpha1.TokenHintAnnotation, key.Status.TokenHint))
+		Expect(secret.Annotations).To(HaveKeyWithValue(apikeysv1alpha1.IssuedAtAnnotation, key.Status.IssuedAt.UTC().Format(time.RFC3339)))
 		Expect(rec.Spec.Issuance).To(Equal(int64(1)))
-		Expect(secret.Labels).To(HaveKeyWithValue(ManagedByLabel, ManagedByValue))
+		Expect(secret.Labels).To(HaveKeyWithValue(apikeysv1alpha1.ManagedByLabel, apikeysv1alpha1.ManagedByValue))
 		Expect(key.Finalizers).To(ContainElement(Finalizer))
-		Expect(condition(key, ConditionReconciling)).To(BeNil())
-		Expect(condition(key, ConditionStalled)).To(BeNil())
+		Expect(condition(key, apikeysv1alpha1.ConditionReconciling)).To(BeNil())
+		Expect(condition(key, apikeysv1alpha1.ConditionStalled)).To(BeNil())
 	})
 
 	It("issues many keys created at once, each exactly one token, with several workers", func() {
@@ -189,9 +189,9 @@ var _ = Describe("Rules only the operator can check", func() {
 	expectStalledWithoutToken := func(key *apikeysv1alpha1.ApiKey, reason, message string) {
 		GinkgoHelper()
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		got := waitCondition(key, ConditionStalled, metav1.ConditionTrue, reason)
-		Expect(condition(got, ConditionStalled).Message).To(ContainSubstring(message))
-		Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionFalse))
+		got := waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, reason)
+		Expect(condition(got, apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring(message))
+		Expect(condition(got, apikeysv1alpha1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
 		Expect(recordsOf(got)).To(BeEmpty())
 		Expect(got.Status.RecordName).To(BeEmpty())
 		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-token"}, &corev1.Secret{})
@@ -201,13 +201,13 @@ var _ = Describe("Rules only the operator can check", func() {
 	It("stalls a key that would outlive --max-ttl", func() {
 		key := newKey(ns)
 		key.Spec.TTL = &metav1.Duration{Duration: testMaxTTL + time.Hour}
-		expectStalledWithoutToken(key, ReasonInvalidExpiry, "longer than the operator's --max-ttl")
+		expectStalledWithoutToken(key, apikeysv1alpha1.ReasonInvalidExpiry, "longer than the operator's --max-ttl")
 	})
 
 	It("stalls a key whose expiresAt has passed", func() {
 		key := newKey(ns)
 		key.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(-time.Minute)}
-		expectStalledWithoutToken(key, ReasonInvalidExpiry, "is not in the future")
+		expectStalledWithoutToken(key, apikeysv1alpha1.ReasonInvalidExpiry, "is not in the future")
 	})
 
 	ownerKey := func(owner *apikeysv1alpha1.Owner) *apikeysv1alpha1.ApiKey {
@@ -221,19 +221,19 @@ var _ = Describe("Rules only the operator can check", func() {
 	}
 
 	It("stalls an Owner identity while the owner rule is not installed", func() {
-		expectStalledWithoutToken(ownerKey(alice()), ReasonOwnerPolicyNotInForce, "is missing")
+		expectStalledWithoutToken(ownerKey(alice()), apikeysv1alpha1.ReasonOwnerPolicyNotInForce, "is missing")
 	})
 
 	It("stalls an Owner identity whose owner is a service account, an API key or carries a forbidden group", func() {
 		sa := alice()
 		sa.Username = "system:serviceaccount:argocd:argocd-application-controller"
-		expectStalledWithoutToken(ownerKey(sa), ReasonOwnerNotAllowed, "is a service account")
+		expectStalledWithoutToken(ownerKey(sa), apikeysv1alpha1.ReasonOwnerNotAllowed, "is a service account")
 		byKey := alice()
 		byKey.Username = "apikey:team-a:ci"
-		expectStalledWithoutToken(ownerKey(byKey), ReasonOwnerNotAllowed, "is an API key")
+		expectStalledWithoutToken(ownerKey(byKey), apikeysv1alpha1.ReasonOwnerNotAllowed, "is an API key")
 		forbidden := alice()
 		forbidden.Groups = append(forbidden.Groups, "cluster-admins")
-		expectStalledWithoutToken(ownerKey(forbidden), ReasonForbiddenGroup, `"cluster-admins" is never carried`)
+		expectStalledWithoutToken(ownerKey(forbidden), apikeysv1alpha1.ReasonForbiddenGroup, `"cluster-admins" is never carried`)
 	})
 
 	It("issues an Owner identity admitted under the owner rule as its owner, with the owner's UID (or none) and groups", func() {
@@ -258,18 +258,18 @@ var _ = Describe("Rules only the operator can check", func() {
 	It("stalls an Owner identity created before the owner rule came into force, or under an altered rule", func() {
 		early := ownerKey(alice())
 		Expect(k8sClient.Create(ctx, early)).To(Succeed())
-		waitCondition(early, ConditionStalled, metav1.ConditionTrue, ReasonOwnerPolicyNotInForce)
+		waitCondition(early, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonOwnerPolicyNotInForce)
 		installOwnerRule(nil)
 		touch(early)
 		Eventually(func(g Gomega) {
-			g.Expect(condition(fetch(early), ConditionStalled).Message).To(ContainSubstring("not before this key was created"))
+			g.Expect(condition(fetch(early), apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("not before this key was created"))
 		}, timeout, interval).Should(Succeed())
 		Expect(recordsOf(early)).To(BeEmpty())
 
 		installOwnerRule(func(rule *policy.OwnerRule) {
 			rule.Policy.Spec.Validations = rule.Policy.Spec.Validations[:1] // the impersonation checks are gone
 		})
-		expectStalledWithoutToken(ownerKey(alice()), ReasonOwnerPolicyNotInForce, "differs from the operator's")
+		expectStalledWithoutToken(ownerKey(alice()), apikeysv1alpha1.ReasonOwnerPolicyNotInForce, "differs from the operator's")
 	})
 
 	It("stalls rather than overwrite a Secret it does not own", func() {
@@ -279,7 +279,7 @@ var _ = Describe("Rules only the operator can check", func() {
 		key := newKey(ns)
 		key.Spec.Secret.Name = "taken"
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		got := waitCondition(key, ConditionStalled, metav1.ConditionTrue, ReasonSecretNameTaken)
+		got := waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonSecretNameTaken)
 		Expect(recordsOf(got)).To(BeEmpty())
 		Eventually(func(g Gomega) {
 			var warnings []string
@@ -288,7 +288,7 @@ var _ = Describe("Rules only the operator can check", func() {
 					warnings = append(warnings, e.Reason+": "+e.Note)
 				}
 			}
-			g.Expect(warnings).To(HaveExactElements(HavePrefix(ReasonSecretNameTaken+": ")), "one Warning when the key stalls")
+			g.Expect(warnings).To(HaveExactElements(HavePrefix(apikeysv1alpha1.ReasonSecretNameTaken+": ")), "one Warning when the key stalls")
 		}, timeout, interval).Should(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
 		Expect(foreign.Data).To(HaveKeyWithValue("password", []byte("hunter2")))
@@ -315,7 +315,7 @@ var _ = Describe("One-time delivery", func() {
 		key.Spec.Description = "edited after the Secret was deleted"
 		Expect(k8sClient.Update(ctx, key)).To(Succeed())
 		key = waitReady(key)
-		Expect(condition(key, ConditionReady).Message).To(ContainSubstring("was deleted"))
+		Expect(condition(key, apikeysv1alpha1.ConditionReady).Message).To(ContainSubstring("was deleted"))
 		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, &corev1.Secret{})
 		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret must not be re-created")
 		records := recordsOf(key)
@@ -332,14 +332,14 @@ var _ = Describe("One-time delivery", func() {
 		_, secret := readToken(key)
 
 		By("ignoring edits to its data: the record, not the Secret, says which hash lives")
-		secret.Data[SecretTokenKey] = []byte("forged")
+		secret.Data[apikeysv1alpha1.SecretTokenKey] = []byte("forged")
 		Expect(k8sClient.Update(ctx, secret)).To(Succeed())
 		key.Spec.Description = "edited after the Secret's data was"
 		Expect(k8sClient.Update(ctx, key)).To(Succeed())
 		key = waitReady(key)
 		Expect(recordsOf(key)).To(ConsistOf(HaveField("Spec.TokenHash", rec.Spec.TokenHash)))
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
-		Expect(string(secret.Data[SecretTokenKey])).To(Equal("forged"), "the operator never writes a token twice")
+		Expect(string(secret.Data[apikeysv1alpha1.SecretTokenKey])).To(Equal("forged"), "the operator never writes a token twice")
 
 		By("ignoring a forged Secret put in its place")
 		forgedToken, err := token.Generate("ak")
@@ -347,7 +347,7 @@ var _ = Describe("One-time delivery", func() {
 		seenTokens.add(forgedToken)
 		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
 		forged := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secret.Name},
-			Data: map[string][]byte{SecretTokenKey: []byte(forgedToken)}}
+			Data: map[string][]byte{apikeysv1alpha1.SecretTokenKey: []byte(forgedToken)}}
 		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
 		Eventually(func(g Gomega) {
 			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
@@ -362,7 +362,7 @@ var _ = Describe("One-time delivery", func() {
 		Expect(records[0].Spec.TokenHash).To(Equal(rec.Spec.TokenHash))
 		Expect(records[0].Spec.TokenHash).NotTo(Equal(token.Hash(forgedToken)))
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), forged)).To(Succeed())
-		Expect(token.Hash(string(forged.Data[SecretTokenKey]))).To(Equal(token.Hash(forgedToken)), "the forged Secret was rewritten")
+		Expect(token.Hash(string(forged.Data[apikeysv1alpha1.SecretTokenKey]))).To(Equal(token.Hash(forgedToken)), "the forged Secret was rewritten")
 	})
 
 	It("deletes the Secret after secret.deleteAfter and keeps the key valid", func() {
@@ -380,7 +380,7 @@ var _ = Describe("One-time delivery", func() {
 		key = waitReady(key)
 		Expect(recordsOf(key)).To(ConsistOf(HaveField("Name", rec.Name)))
 		Eventually(func(g Gomega) {
-			g.Expect(eventsFor(key)).To(ContainElement(HaveField("Reason", ReasonSecretDeleted)))
+			g.Expect(eventsFor(key)).To(ContainElement(HaveField("Reason", apikeysv1alpha1.ReasonSecretDeleted)))
 		}, timeout, interval).Should(Succeed())
 	})
 })
@@ -400,8 +400,8 @@ var _ = Describe("Editing a key", func() {
 		key.Spec.Scopes = []string{"links:read", "links:write"}
 		key.Spec.Audiences = []string{"shortener"}
 		Expect(k8sClient.Update(ctx, key)).To(Succeed())
-		key = waitCondition(key, ConditionReady, metav1.ConditionFalse, ReasonSuspended)
-		Expect(condition(key, ConditionSuspended)).To(HaveField("Status", metav1.ConditionTrue))
+		key = waitCondition(key, apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonSuspended)
+		Expect(condition(key, apikeysv1alpha1.ConditionSuspended)).To(HaveField("Status", metav1.ConditionTrue))
 		Eventually(func(g Gomega) {
 			records := recordsOf(key)
 			g.Expect(records).To(HaveLen(1))
@@ -416,12 +416,12 @@ var _ = Describe("Editing a key", func() {
 		key.Spec.Suspended = false
 		Expect(k8sClient.Update(ctx, key)).To(Succeed())
 		key = waitReady(key)
-		Expect(condition(key, ConditionSuspended)).To(BeNil())
+		Expect(condition(key, apikeysv1alpha1.ConditionSuspended)).To(BeNil())
 		Eventually(func(g Gomega) {
 			g.Expect(recordsOf(key)).To(ConsistOf(And(HaveField("Name", rec.Name), HaveField("Spec.Suspended", false))))
 		}, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(eventsFor(key)).To(ContainElements(HaveField("Reason", ReasonSuspended), HaveField("Reason", ReasonResumed)))
+			g.Expect(eventsFor(key)).To(ContainElements(HaveField("Reason", apikeysv1alpha1.ReasonSuspended), HaveField("Reason", apikeysv1alpha1.ReasonResumed)))
 		}, timeout, interval).Should(Succeed())
 	})
 
@@ -434,13 +434,13 @@ var _ = Describe("Editing a key", func() {
 		expiresAt := key.Status.ExpiresAt.Time
 		Expect(rec.Spec.ExpiresAt.Time).To(Equal(expiresAt))
 
-		key = waitCondition(key, ConditionExpired, metav1.ConditionTrue, ReasonExpired)
-		marked := condition(key, ConditionExpired).LastTransitionTime.Time
+		key = waitCondition(key, apikeysv1alpha1.ConditionExpired, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpired)
+		marked := condition(key, apikeysv1alpha1.ConditionExpired).LastTransitionTime.Time
 		// Condition times have second precision; expiry is on a whole second.
 		Expect(marked).To(BeTemporally(">=", expiresAt))
 		Expect(marked).To(BeTemporally("<=", expiresAt.Add(2*time.Second)))
-		Expect(condition(key, ConditionReady)).To(HaveField("Reason", ReasonExpired))
-		Expect(condition(key, ConditionStalled)).To(HaveField("Reason", ReasonExpired))
+		Expect(condition(key, apikeysv1alpha1.ConditionReady)).To(HaveField("Reason", apikeysv1alpha1.ReasonExpired))
+		Expect(condition(key, apikeysv1alpha1.ConditionStalled)).To(HaveField("Reason", apikeysv1alpha1.ReasonExpired))
 		Expect(recordsOf(key)).To(ConsistOf(HaveField("Spec.ExpiresAt.Time", expiresAt)))
 	})
 })
@@ -473,7 +473,7 @@ var _ = Describe("Keeping the token secret", func() {
 
 		key.Spec.Suspended = true
 		Expect(k8sClient.Update(ctx, key)).To(Succeed())
-		key = waitCondition(key, ConditionReady, metav1.ConditionFalse, ReasonSuspended)
+		key = waitCondition(key, apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonSuspended)
 		key.Spec.Suspended = false
 		key.Spec.Scopes = append(key.Spec.Scopes, "links:write")
 		Expect(k8sClient.Update(ctx, key)).To(Succeed())
@@ -481,7 +481,7 @@ var _ = Describe("Keeping the token secret", func() {
 		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Status.SecretName}})).To(Succeed())
 		Eventually(func(g Gomega) { g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil()) }, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(eventsFor(key)).To(ContainElement(HaveField("Reason", ReasonSecretDeleted)))
+			g.Expect(eventsFor(key)).To(ContainElement(HaveField("Reason", apikeysv1alpha1.ReasonSecretDeleted)))
 		}, timeout, interval).Should(Succeed())
 		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
 		Eventually(func() bool {

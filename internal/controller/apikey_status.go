@@ -70,27 +70,27 @@ func (c conditions) wasTrue(typ string) bool {
 func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
 	c := conditions{key: p.key, base: p.base}
 	if stall, ok := asStalled(err); ok {
-		c.set(ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
-		c.set(ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
-		c.drop(ConditionReconciling)
-		c.drop(ConditionExpiringSoon)
+		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
+		c.set(apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
+		c.drop(apikeysv1alpha1.ConditionReconciling)
+		c.drop(apikeysv1alpha1.ConditionExpiringSoon)
 		// One Warning when a key becomes Stalled, whatever the reason: the
 		// controller will not retry on its own, so someone must act.
-		if !c.wasTrue(ConditionStalled) {
+		if !c.wasTrue(apikeysv1alpha1.ConditionStalled) {
 			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, stall.reason, "Stall", stall.message)
 		}
 		return
 	}
-	c.drop(ConditionStalled)
+	c.drop(apikeysv1alpha1.ConditionStalled)
 	if err != nil {
 		msg := fmt.Sprintf("retrying after error: %v", err)
-		c.set(ConditionReconciling, metav1.ConditionTrue, ReasonRetrying, msg)
+		c.set(apikeysv1alpha1.ConditionReconciling, metav1.ConditionTrue, apikeysv1alpha1.ReasonRetrying, msg)
 		if !p.issued() {
-			c.set(ConditionReady, metav1.ConditionFalse, ReasonIssuing, msg)
+			c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonIssuing, msg)
 		}
 		return
 	}
-	c.drop(ConditionReconciling)
+	c.drop(apikeysv1alpha1.ConditionReconciling)
 	r.reportReady(p, c)
 	r.reportSuspension(p, c)
 	r.reportExpiringSoon(p, c)
@@ -103,18 +103,18 @@ func (r *ApiKeyReconciler) reportReady(p *pass, c conditions) {
 	case p.expired():
 		msg := fmt.Sprintf("The key expired at %s; extend spec.expiresAt or spec.ttl, or create a new ApiKey",
 			p.expiresAt.UTC().Format(time.RFC3339))
-		c.set(ConditionReady, metav1.ConditionFalse, ReasonExpired, msg)
-		c.set(ConditionExpired, metav1.ConditionTrue, ReasonExpired, msg)
+		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonExpired, msg)
+		c.set(apikeysv1alpha1.ConditionExpired, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpired, msg)
 		// Expired is final until the spec changes: Stalled lets kstatus
 		// tools report it as failed rather than in progress.
-		c.set(ConditionStalled, metav1.ConditionTrue, ReasonExpired, msg)
-		if !c.wasTrue(ConditionExpired) {
-			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, ReasonExpired, "Expire", msg)
+		c.set(apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpired, msg)
+		if !c.wasTrue(apikeysv1alpha1.ConditionExpired) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonExpired, "Expire", msg)
 		}
 	case p.key.Spec.Suspended:
-		c.set(ConditionReady, metav1.ConditionFalse, ReasonSuspended,
+		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonSuspended,
 			"spec.suspended is true: the key is refused until it is set to false")
-		c.drop(ConditionExpired)
+		c.drop(apikeysv1alpha1.ConditionExpired)
 	default:
 		msg := fmt.Sprintf("Token %s is live; delivered to Secret %s", st.TokenHint, st.SecretName)
 		if st.SecretDeletedAt != nil {
@@ -125,30 +125,30 @@ func (r *ApiKeyReconciler) reportReady(p *pass, c conditions) {
 			msg += fmt.Sprintf("; previous token %s is accepted until %s",
 				prev.TokenHint, prev.ValidUntil.UTC().Format(time.RFC3339))
 		}
-		c.set(ConditionReady, metav1.ConditionTrue, ReasonIssued, msg)
-		c.drop(ConditionExpired)
+		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionTrue, apikeysv1alpha1.ReasonIssued, msg)
+		c.drop(apikeysv1alpha1.ConditionExpired)
 	}
 }
 
 // reportSuspension keeps Suspended in step with spec.suspended.
 func (r *ApiKeyReconciler) reportSuspension(p *pass, c conditions) {
 	if p.key.Spec.Suspended {
-		c.set(ConditionSuspended, metav1.ConditionTrue, ReasonSuspended, "spec.suspended is true")
-		if !c.wasTrue(ConditionSuspended) {
-			r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonSuspended, "Suspend", "The key is suspended")
+		c.set(apikeysv1alpha1.ConditionSuspended, metav1.ConditionTrue, apikeysv1alpha1.ReasonSuspended, "spec.suspended is true")
+		if !c.wasTrue(apikeysv1alpha1.ConditionSuspended) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonSuspended, "Suspend", "The key is suspended")
 		}
 		return
 	}
-	c.drop(ConditionSuspended)
-	if c.wasTrue(ConditionSuspended) {
-		r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonResumed, "Resume", "The key works again")
+	c.drop(apikeysv1alpha1.ConditionSuspended)
+	if c.wasTrue(apikeysv1alpha1.ConditionSuspended) {
+		r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonResumed, "Resume", "The key works again")
 	}
 }
 
 // reportExpiringSoon warns, once, that the live token is close to expiry.
 func (r *ApiKeyReconciler) reportExpiringSoon(p *pass, c conditions) {
 	if !p.expiringSoon || p.expired() {
-		c.drop(ConditionExpiringSoon)
+		c.drop(apikeysv1alpha1.ConditionExpiringSoon)
 		return
 	}
 	advice := "rotate it (a new token gets a fresh spec.ttl) or lengthen spec.ttl"
@@ -156,9 +156,9 @@ func (r *ApiKeyReconciler) reportExpiringSoon(p *pass, c conditions) {
 		advice = "extend spec.expiresAt (a rotation does not), or create a new ApiKey"
 	}
 	msg := fmt.Sprintf("The key expires at %s: %s", p.expiresAt.UTC().Format(time.RFC3339), advice)
-	c.set(ConditionExpiringSoon, metav1.ConditionTrue, ReasonExpiringSoon, msg)
-	if !c.wasTrue(ConditionExpiringSoon) {
-		r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, ReasonExpiringSoon, "WarnExpiry", msg)
+	c.set(apikeysv1alpha1.ConditionExpiringSoon, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpiringSoon, msg)
+	if !c.wasTrue(apikeysv1alpha1.ConditionExpiringSoon) {
+		r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonExpiringSoon, "WarnExpiry", msg)
 	}
 }
 

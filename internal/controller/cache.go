@@ -36,7 +36,7 @@ func CacheOptions() map[client.Object]cache.ByObject {
 		&apikeysv1alpha1.ApiKey{}:       {Transform: trimApiKey},
 		&apikeysv1alpha1.ApiKeyRecord{}: {Transform: trimRecord},
 		secretMeta(): {
-			Label:     labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue}),
+			Label:     labels.SelectorFromSet(labels.Set{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue}),
 			Transform: trimSecretMeta,
 		},
 	}

@@ -44,7 +44,7 @@ func fullKey() *apikeysv1alpha1.ApiKey {
 			},
 		},
 		Status: apikeysv1alpha1.ApiKeyStatus{
-			Conditions: []metav1.Condition{{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonIssued,
+			Conditions: []metav1.Condition{{Type: apikeysv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: apikeysv1alpha1.ReasonIssued,
 				Message: "Token ak_abcd… is live", ObservedGeneration: 3, LastTransitionTime: expires}},
 			ObservedGeneration: 3, TokenHint: "ak_abcd…", RecordName: "sha256-00", SecretName: "billing-token",
 			Username: "alice", LastRotateRequest: "1",
@@ -130,8 +130,8 @@ func TestTrimSecretMeta(t *testing.T) {
 			in := secretMeta()
 			in.ObjectMeta = metav1.ObjectMeta{
 				Namespace: "team-payments", Name: "billing-export-token", UID: "secret-uid", ResourceVersion: "9",
-				Labels:          map[string]string{ManagedByLabel: ManagedByValue},
-				Annotations:     map[string]string{TokenHashAnnotation: "sha256:00", lastApplied: `{"data":{"token":"…"}}`},
+				Labels:          map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue},
+				Annotations:     map[string]string{apikeysv1alpha1.TokenHashAnnotation: "sha256:00", lastApplied: `{"data":{"token":"…"}}`},
 				OwnerReferences: tc.owners,
 			}
 			out, err := trimSecretMeta(in)
@@ -240,7 +240,7 @@ var _ = Describe("The controller's cache", func() {
 		edited.Spec.Scopes = []string{"invoices:read", "invoices:write"}
 		edited.Spec.Suspended = true
 		Expect(k8sClient.Update(ctx, edited)).To(Succeed())
-		waitCondition(key, ConditionReady, metav1.ConditionFalse, ReasonSuspended)
+		waitCondition(key, apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonSuspended)
 		Eventually(func(g Gomega) {
 			rec := &apikeysv1alpha1.ApiKeyRecord{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: key.Status.RecordName}, rec)).To(Succeed())

@@ -59,7 +59,7 @@ var _ = Describe("Recovering from a crash", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-token"}, stale)).To(Succeed())
 
 		_, rec := expectOneLiveToken(restartAndConverge(key))
-		Expect(rec.Spec.TokenHash).NotTo(Equal(stale.Annotations[TokenHashAnnotation]),
+		Expect(rec.Spec.TokenHash).NotTo(Equal(stale.Annotations[apikeysv1alpha1.TokenHashAnnotation]),
 			"a token the operator cannot prove it delivered must never go live")
 	})
 
@@ -133,7 +133,7 @@ func expectSecretAuthenticates(key *apikeysv1alpha1.ApiKey) {
 	GinkgoHelper()
 	secret := &corev1.Secret{}
 	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-token"}, secret)).To(Succeed())
-	tok := string(secret.Data[SecretTokenKey])
+	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	seenTokens.add(tok)
 	for _, rec := range recordsOf(key) {
 		if rec.Spec.TokenHash == token.Hash(tok) {
@@ -221,7 +221,7 @@ func restart(key *apikeysv1alpha1.ApiKey) (*ApiKeyReconciler, *apikeysv1alpha1.A
 	}
 	Expect(err).NotTo(HaveOccurred(), "the restarted reconciler did not converge")
 	got := fetch(key)
-	Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+	Expect(condition(got, apikeysv1alpha1.ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
 	return r, got
 }
 

@@ -47,7 +47,7 @@ var _ = Describe("Recovering from a crash with several workers", func() {
 				fresh := runOperator(workers, -1)
 				Eventually(func(g Gomega) {
 					for _, key := range burst {
-						g.Expect(condition(fetch(key), ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+						g.Expect(condition(fetch(key), apikeysv1alpha1.ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
 					}
 				}, timeout, interval).Should(Succeed())
 				fresh.stop()

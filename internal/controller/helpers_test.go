@@ -54,7 +54,7 @@ func condition(key *apikeysv1alpha1.ApiKey, typ string) *metav1.Condition {
 // waitReady waits until key is Ready for its current generation and returns it.
 func waitReady(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
 	GinkgoHelper()
-	return waitCondition(key, ConditionReady, metav1.ConditionTrue, ReasonIssued)
+	return waitCondition(key, apikeysv1alpha1.ConditionReady, metav1.ConditionTrue, apikeysv1alpha1.ReasonIssued)
 }
 
 // waitCondition waits until key has condition typ with status and reason,
@@ -80,7 +80,7 @@ func readToken(key *apikeysv1alpha1.ApiKey) (string, *corev1.Secret) {
 	GinkgoHelper()
 	secret := &corev1.Secret{}
 	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret)).To(Succeed())
-	tok := string(secret.Data[SecretTokenKey])
+	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	Expect(tok).NotTo(BeEmpty(), "Secret has no token")
 	seenTokens.add(tok)
 	return tok, secret
@@ -101,7 +101,7 @@ func expectOneLiveToken(key *apikeysv1alpha1.ApiKey) (string, apikeysv1alpha1.Ap
 	tok, secret := readToken(key)
 	_, err := token.Parse(tok)
 	Expect(err).NotTo(HaveOccurred(), "the delivered token does not parse")
-	Expect(secret.Type).To(Equal(SecretType))
+	Expect(secret.Type).To(Equal(apikeysv1alpha1.SecretType))
 	Expect(metav1.IsControlledBy(secret, key)).To(BeTrue(), "the Secret is not owned by its ApiKey")
 
 	records := recordsOf(key)
@@ -109,7 +109,7 @@ func expectOneLiveToken(key *apikeysv1alpha1.ApiKey) (string, apikeysv1alpha1.Ap
 	rec := records[0]
 	Expect(rec.Name).To(Equal(key.Status.RecordName))
 	Expect(rec.Spec.TokenHash).To(Equal(token.Hash(tok)), "the record does not hold the hash of the delivered token")
-	Expect(secret.Annotations[TokenHashAnnotation]).To(Equal(rec.Spec.TokenHash))
+	Expect(secret.Annotations[apikeysv1alpha1.TokenHashAnnotation]).To(Equal(rec.Spec.TokenHash))
 	Expect(key.Status.TokenHint).To(Equal(token.Hint(tok)))
 	return tok, rec
 }

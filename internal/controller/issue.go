@@ -16,26 +16,6 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
-const (
-	// SecretType marks a Secret that holds an API key token.
-	SecretType corev1.SecretType = "apikeys.dev/token"
-	// SecretTokenKey is the data key of the token in its Secret.
-	SecretTokenKey = "token"
-	// TokenHashAnnotation on the Secret names the hash of the token it was
-	// written with. It lets a restarted controller recognise a delivery it
-	// made without ever reading the token back.
-	TokenHashAnnotation = "apikeys.dev/token-hash"
-	// ManagedByLabel marks Secrets the operator wrote.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	// ManagedByValue is ManagedByLabel's value.
-	ManagedByValue = "apikey-operator"
-	// TokenHintAnnotation on the Secret is the hint of the token it holds:
-	// it changes with every rotation, so reloaders can roll workloads on it.
-	TokenHintAnnotation = "apikeys.dev/token-hint"
-	// IssuedAtAnnotation on the Secret is when the token it holds was issued.
-	IssuedAtAnnotation = "apikeys.dev/issued-at"
-)
-
 // issue makes sure the key has a delivered token. Issuance is a sequence of
 // writes that a crash can cut anywhere, so it is ordered to be resumable,
 // and so that only what the operator itself wrote decides which hash lives:
@@ -162,7 +142,7 @@ func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, key *apikeysv1al
 	case err != nil:
 		return err
 	case !metav1.IsControlledBy(existing, key):
-		return stalled(ReasonSecretNameTaken,
+		return stalled(apikeysv1alpha1.ReasonSecretNameTaken,
 			"Secret %q already exists and does not belong to this ApiKey: delete it or set spec.secret.name to another name", name)
 	}
 	err = r.Delete(ctx, existing, client.Preconditions{UID: &existing.UID})
@@ -183,13 +163,13 @@ func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alph
 			Labels:      map[string]string{},
 			Annotations: deliveryAnnotations(key, rec),
 		},
-		Type: SecretType,
-		Data: map[string][]byte{SecretTokenKey: []byte(tok)},
+		Type: apikeysv1alpha1.SecretType,
+		Data: map[string][]byte{apikeysv1alpha1.SecretTokenKey: []byte(tok)},
 	}
 	for k, v := range key.Spec.Secret.Labels {
 		secret.Labels[k] = v
 	}
-	secret.Labels[ManagedByLabel] = ManagedByValue
+	secret.Labels[apikeysv1alpha1.ManagedByLabel] = apikeysv1alpha1.ManagedByValue
 	if err := controllerutil.SetControllerReference(key, secret, r.Scheme()); err != nil {
 		return err
 	}
@@ -203,7 +183,7 @@ func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alph
 		if detail := err.Error(); !strings.Contains(detail, tok) {
 			msg = detail
 		}
-		return stalled(ReasonInvalidSpec, "spec.secret: the token's Secret was refused: %s", msg)
+		return stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: the token's Secret was refused: %s", msg)
 	}
 	return fmt.Errorf("delivering the token to Secret %s/%s: %s", key.Namespace, name, msg)
 }
@@ -215,9 +195,9 @@ func deliveryAnnotations(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKe
 	for k, v := range key.Spec.Secret.Annotations {
 		a[k] = v
 	}
-	a[TokenHashAnnotation] = rec.Spec.TokenHash
-	a[TokenHintAnnotation] = rec.Spec.TokenHint
-	a[IssuedAtAnnotation] = rec.Spec.IssuedAt.UTC().Format(time.RFC3339)
+	a[apikeysv1alpha1.TokenHashAnnotation] = rec.Spec.TokenHash
+	a[apikeysv1alpha1.TokenHintAnnotation] = rec.Spec.TokenHint
+	a[apikeysv1alpha1.IssuedAtAnnotation] = rec.Spec.IssuedAt.UTC().Format(time.RFC3339)
 	return a
 }
 

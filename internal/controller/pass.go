@@ -134,7 +134,7 @@ func (r *ApiKeyReconciler) checkSpec(ctx context.Context, p *pass) error {
 	key := p.key
 	spec := &key.Spec
 	if err := token.ValidPrefix(prefixOf(key)); err != nil {
-		return stalled(ReasonInvalidSpec, "spec.prefix: %v", err)
+		return stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.prefix: %v", err)
 	}
 	if err := policy.CheckSyntax(spec); err != nil {
 		return asStalledViolation(err)

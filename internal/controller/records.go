@@ -72,9 +72,9 @@ func (r *ApiKeyReconciler) observeRecords(ctx context.Context, p *pass) error {
 // pass: status is rewritten from the records, and the key is reported
 // Stalled until its spec changes, so that a person looks at it.
 func checkStatus(p *pass) *stalledError {
-	if c := meta.FindStatusCondition(p.base.Status.Conditions, ConditionStalled); c != nil &&
-		c.Reason == ReasonStatusForged && c.ObservedGeneration == p.key.Generation {
-		return &stalledError{reason: ReasonStatusForged, message: c.Message}
+	if c := meta.FindStatusCondition(p.base.Status.Conditions, apikeysv1alpha1.ConditionStalled); c != nil &&
+		c.Reason == apikeysv1alpha1.ReasonStatusForged && c.ObservedGeneration == p.key.Generation {
+		return &stalledError{reason: apikeysv1alpha1.ReasonStatusForged, message: c.Message}
 	}
 	st := &p.base.Status
 	if st.RecordName == "" {
@@ -83,12 +83,12 @@ func checkStatus(p *pass) *stalledError {
 	rec := findRecord(p.records, st.RecordName)
 	switch {
 	case rec == nil:
-		return &stalledError{reason: ReasonStatusForged, message: "status.recordName named a token this operator never issued " +
+		return &stalledError{reason: apikeysv1alpha1.ReasonStatusForged, message: "status.recordName named a token this operator never issued " +
 			"for this key (or whose record was deleted by hand); it was ignored. Someone other than the operator writes " +
 			"apikeys/status: find who, then edit the spec to clear this"}
 	case st.IssuedAt != nil && !st.IssuedAt.Equal(&rec.Spec.IssuedAt),
 		st.TokenHint != "" && st.TokenHint != rec.Spec.TokenHint:
-		return &stalledError{reason: ReasonStatusForged, message: fmt.Sprintf("status.issuedAt or status.tokenHint differed "+
+		return &stalledError{reason: apikeysv1alpha1.ReasonStatusForged, message: fmt.Sprintf("status.issuedAt or status.tokenHint differed "+
 			"from the record of token %s; they were ignored. Someone other than the operator writes apikeys/status: "+
 			"find who, then edit the spec to clear this", rec.Spec.TokenHint)}
 	}

@@ -94,7 +94,7 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	if grace > 0 {
 		until = "accepted until " + graceEnd(rec, grace).UTC().Format(time.RFC3339)
 	}
-	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonRotated, "Rotate",
+	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonRotated, "Rotate",
 		"Rotated %s: token %s delivered to Secret %s; the previous token %s is %s",
 		why, rec.Spec.TokenHint, name, old.Spec.TokenHint, until)
 	return nil
@@ -171,7 +171,7 @@ func (r *ApiKeyReconciler) settleRotation(ctx context.Context, p *pass) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	if err == nil && metav1.IsControlledBy(m, p.key) && m.GetAnnotations()[TokenHashAnnotation] == live.Spec.TokenHash {
+	if err == nil && metav1.IsControlledBy(m, p.key) && m.GetAnnotations()[apikeysv1alpha1.TokenHashAnnotation] == live.Spec.TokenHash {
 		return nil
 	}
 	undelivered := live.DeepCopy()
@@ -207,7 +207,7 @@ func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1a
 	case err != nil:
 		return err
 	case !metav1.IsControlledBy(m, key):
-		return stalled(ReasonSecretNameTaken,
+		return stalled(apikeysv1alpha1.ReasonSecretNameTaken,
 			"cannot rotate: Secret %q now exists and does not belong to this ApiKey (the current token keeps working): "+
 				"delete that Secret so the new token can be delivered", name)
 	}
@@ -235,7 +235,7 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 			"resourceVersion": m.ResourceVersion,
 			"annotations":     deliveryAnnotations(key, rec),
 		},
-		"data": map[string]string{SecretTokenKey: base64.StdEncoding.EncodeToString([]byte(tok))},
+		"data": map[string]string{apikeysv1alpha1.SecretTokenKey: base64.StdEncoding.EncodeToString([]byte(tok))},
 	})
 	if err != nil {
 		return err

@@ -42,9 +42,9 @@ var _ = Describe("Rotating a key", func() {
 
 		_, secret := readToken(key)
 		Expect(secret.UID).To(Equal(oldSecret.UID), "the same Secret object, so kubelet refreshes the pods that mount it")
-		Expect(secret.Annotations).To(HaveKeyWithValue(TokenHintAnnotation, token.Hint(newTok)))
-		Expect(secret.Annotations).To(HaveKeyWithValue(IssuedAtAnnotation, newRec.Spec.IssuedAt.UTC().Format(time.RFC3339)))
-		expectEvent(key, corev1.EventTypeNormal, ReasonRotated, "refused from now on")
+		Expect(secret.Annotations).To(HaveKeyWithValue(apikeysv1alpha1.TokenHintAnnotation, token.Hint(newTok)))
+		Expect(secret.Annotations).To(HaveKeyWithValue(apikeysv1alpha1.IssuedAtAnnotation, newRec.Spec.IssuedAt.UTC().Format(time.RFC3339)))
+		expectEvent(key, corev1.EventTypeNormal, apikeysv1alpha1.ReasonRotated, "refused from now on")
 	})
 
 	It("keeps the old token working for the grace period, and never more than two", func() {
@@ -64,13 +64,14 @@ var _ = Describe("Rotating a key", func() {
 			"never less than the grace period: the rotation time is truncated to the second, so the end is rounded up")
 		Expect(key.Status.PreviousKeys).To(Equal([]apikeysv1alpha1.PreviousKey{
 			{TokenHint: token.Hint(firstTok), ValidUntil: *prev.Spec.ValidUntil}}))
-		Expect(condition(key, ConditionReady).Message).To(ContainSubstring("previous token " + token.Hint(firstTok) + " is accepted until"))
-		Expect(condition(key, ConditionReconciling)).To(BeNil(), "a rotating key is not in progress")
-		Expect(condition(key, ConditionStalled)).To(BeNil(), "a rotating key is not stalled")
+		Expect(condition(key, apikeysv1alpha1.ConditionReady).Message).
+			To(ContainSubstring("previous token " + token.Hint(firstTok) + " is accepted until"))
+		Expect(condition(key, apikeysv1alpha1.ConditionReconciling)).To(BeNil(), "a rotating key is not in progress")
+		Expect(condition(key, apikeysv1alpha1.ConditionStalled)).To(BeNil(), "a rotating key is not stalled")
 
 		By("suspending old and new alike, and resuming both")
 		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Suspended = true })
-		waitCondition(key, ConditionSuspended, metav1.ConditionTrue, ReasonSuspended)
+		waitCondition(key, apikeysv1alpha1.ConditionSuspended, metav1.ConditionTrue, apikeysv1alpha1.ReasonSuspended)
 		Expect(recordsOf(key)).To(HaveEach(HaveField("Spec.Suspended", true)))
 		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Suspended = false })
 		key = waitReady(key)
@@ -101,7 +102,7 @@ var _ = Describe("Rotating a key", func() {
 		Expect(key.Status.SecretDeletedAt).To(BeNil(), "status still says the Secret is gone")
 		_, again := expectOneLiveToken(key)
 		Expect(again.Spec.Issuance).To(Equal(int64(2)))
-		Expect(condition(key, ConditionReady).Message).NotTo(ContainSubstring("was deleted"))
+		Expect(condition(key, apikeysv1alpha1.ConditionReady).Message).NotTo(ContainSubstring("was deleted"))
 	})
 
 	It("does nothing when the annotation keeps its value", func() {
@@ -135,7 +136,7 @@ var _ = Describe("Rotating a key", func() {
 		key := newKey(ns)
 		key.Spec.Suspended = true
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		key = waitCondition(key, ConditionSuspended, metav1.ConditionTrue, ReasonSuspended)
+		key = waitCondition(key, apikeysv1alpha1.ConditionSuspended, metav1.ConditionTrue, apikeysv1alpha1.ReasonSuspended)
 		_, rec := expectOneLiveToken(key)
 
 		edit(key, func(k *apikeysv1alpha1.ApiKey) {
@@ -148,7 +149,7 @@ var _ = Describe("Rotating a key", func() {
 		_, rotated := expectOneLiveToken(key)
 		Expect(rotated.Name).NotTo(Equal(rec.Name))
 		Expect(rotated.Spec.Suspended).To(BeTrue())
-		Expect(condition(key, ConditionReady).Reason).To(Equal(ReasonSuspended))
+		Expect(condition(key, apikeysv1alpha1.ConditionReady).Reason).To(Equal(apikeysv1alpha1.ReasonSuspended))
 	})
 
 	It("leaves no record behind when the key is deleted during a rotation", func() {
@@ -266,18 +267,18 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 
 		res := reconcileOnce(r, key)
 		key = fetch(key)
-		Expect(condition(key, ConditionExpiringSoon)).To(BeNil())
+		Expect(condition(key, apikeysv1alpha1.ConditionExpiringSoon)).To(BeNil())
 		Expect(res.RequeueAfter).To(BeNumerically("~", 9*time.Hour, time.Second), "a timer for the warning")
 
 		*clock = clock.Add(9 * time.Hour)
 		reconcileOnce(r, key)
 		reconcileOnce(r, key)
 		key = fetch(key)
-		c := condition(key, ConditionExpiringSoon)
+		c := condition(key, apikeysv1alpha1.ConditionExpiringSoon)
 		Expect(c).NotTo(BeNil())
 		Expect(c.Status).To(Equal(metav1.ConditionTrue))
 		Expect(c.Message).To(ContainSubstring("rotate it"))
-		Expect(condition(key, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+		Expect(condition(key, apikeysv1alpha1.ConditionReady).Status).To(Equal(metav1.ConditionTrue))
 		Expect(drainEvents(r)).To(HaveExactElements(
 			ContainSubstring("Warning ExpiringSoon")), "one warning, however many passes, and no event for the issuance")
 
@@ -286,7 +287,7 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 		Expect(k8sClient.Update(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
 		key = fetch(key)
-		Expect(condition(key, ConditionExpiringSoon)).To(BeNil())
+		Expect(condition(key, apikeysv1alpha1.ConditionExpiringSoon)).To(BeNil())
 		Expect(key.Status.ExpiresAt.Time).To(BeTemporally("==", clock.Add(10*time.Hour)))
 	})
 
@@ -372,7 +373,7 @@ func requestRotation(key *apikeysv1alpha1.ApiKey, value string) *apikeysv1alpha1
 	Eventually(func(g Gomega) {
 		got := fetch(key)
 		g.Expect(got.Status.LastRotateRequest).To(Equal(value))
-		g.Expect(condition(got, ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
+		g.Expect(condition(got, apikeysv1alpha1.ConditionReady)).To(HaveField("Status", metav1.ConditionTrue))
 		for _, rec := range recordsOf(got) {
 			if rec.Name != got.Status.RecordName {
 				g.Expect(rec.Spec.ValidUntil).NotTo(BeNil())
@@ -401,7 +402,7 @@ func expectLiveToken(key *apikeysv1alpha1.ApiKey) (string, apikeysv1alpha1.ApiKe
 	Expect(live).To(HaveLen(1), "exactly one record without validUntil")
 	Expect(live[0].Name).To(Equal(key.Status.RecordName))
 	Expect(live[0].Spec.TokenHash).To(Equal(token.Hash(tok)), "the Secret holds the live token")
-	Expect(secret.Annotations[TokenHashAnnotation]).To(Equal(live[0].Spec.TokenHash))
+	Expect(secret.Annotations[apikeysv1alpha1.TokenHashAnnotation]).To(Equal(live[0].Spec.TokenHash))
 	return tok, live[0]
 }
 

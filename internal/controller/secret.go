@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,5 +79,5 @@ func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass) (*metav
 // secretGone records that the delivered Secret no longer exists.
 func (r *ApiKeyReconciler) secretGone(p *pass, format string, args ...any) {
 	p.key.Status.SecretDeletedAt = &metav1.Time{Time: p.now.Truncate(time.Second)}
-	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, ReasonSecretDeleted, "DeleteSecret", format, args...)
+	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonSecretDeleted, "DeleteSecret", format, args...)
 }

@@ -91,8 +91,8 @@ var _ = Describe("Trust boundaries", func() {
 		seenTokens.add(tok)
 
 		forged := forgeStatus(key)
-		got := waitCondition(key, ConditionStalled, metav1.ConditionTrue, ReasonStatusForged)
-		Expect(condition(got, ConditionStalled).Message).To(ContainSubstring("never issued for this key"))
+		got := waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonStatusForged)
+		Expect(condition(got, apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("never issued for this key"))
 		expectNoRecord(forged)
 
 		records := recordsOf(key)
@@ -106,8 +106,8 @@ var _ = Describe("Trust boundaries", func() {
 		}, timeout, interval).Should(Succeed())
 
 		By("staying Stalled until the spec changes")
-		Consistently(func() string { return condition(fetch(key), ConditionStalled).Reason }, time.Second, 100*time.Millisecond).
-			Should(Equal(ReasonStatusForged))
+		Consistently(func() string { return condition(fetch(key), apikeysv1alpha1.ConditionStalled).Reason }, time.Second, 100*time.Millisecond).
+			Should(Equal(apikeysv1alpha1.ReasonStatusForged))
 		patch := client.MergeFrom(fetch(key))
 		edited := fetch(key)
 		edited.Spec.Description = "checked after a forged status"
@@ -126,9 +126,9 @@ var _ = Describe("Trust boundaries", func() {
 		forged := forgeStatus(key)
 		Eventually(func(g Gomega) {
 			got := fetch(key)
-			c := condition(got, ConditionStalled)
+			c := condition(got, apikeysv1alpha1.ConditionStalled)
 			g.Expect(c).NotTo(BeNil())
-			g.Expect(c.Reason).To(Equal(ReasonStatusForged))
+			g.Expect(c.Reason).To(Equal(apikeysv1alpha1.ReasonStatusForged))
 		}, timeout, interval).Should(Succeed())
 		expectNoRecord(forged)
 		for _, rec := range recordsOf(key) {
@@ -149,7 +149,7 @@ var _ = Describe("Trust boundaries", func() {
 		cur := fetch(key)
 		planted := cur.DeepCopy()
 		meta.SetStatusCondition(&planted.Status.Conditions, metav1.Condition{
-			Type: ConditionStalled, Status: metav1.ConditionTrue, Reason: ReasonStatusForged,
+			Type: apikeysv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: apikeysv1alpha1.ReasonStatusForged,
 			Message: "planted", ObservedGeneration: cur.Generation + 1,
 		})
 		Expect(k8sClient.Status().Patch(ctx, planted, client.MergeFrom(cur))).To(Succeed())
@@ -161,7 +161,8 @@ var _ = Describe("Trust boundaries", func() {
 		r := newCrashReconciler(newCrashingClient(-1))
 		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(condition(fetch(key), ConditionStalled)).To(HaveField("Reason", ReasonStatusForged), "the report stays")
+		Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled)).
+			To(HaveField("Reason", apikeysv1alpha1.ReasonStatusForged), "the report stays")
 		Expect(recordsOf(key)[0].Spec.Scopes).To(Equal([]string{"orders:read"}), "a status writer kept a scope the owner removed")
 	})
 

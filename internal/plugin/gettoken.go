@@ -16,16 +16,6 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
-// The token Secret's format, as the operator writes it. The plugin does not
-// import internal/controller for these: that would link the manager, its
-// metrics and pprof handlers into a CLI. The tests check they agree.
-const (
-	secretType          corev1.SecretType = "apikeys.dev/token"
-	secretTokenKey      string            = "token"
-	tokenHashAnnotation string            = "apikeys.dev/token-hash"
-	issuedAtAnnotation  string            = "apikeys.dev/issued-at"
-)
-
 func newGetTokenCommand(r *root) *cobra.Command {
 	var deleteSecret bool
 	cmd := &cobra.Command{
@@ -120,19 +110,21 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 // key's status.tokenFingerprint, which only the operator writes.
 func tokenFrom(secret *corev1.Secret, key *apikeysv1alpha1.ApiKey) (string, error) {
 	where := fmt.Sprintf("Secret %s/%s", secret.Namespace, secret.Name)
-	if secret.Type != secretType {
-		return "", fmt.Errorf("%s has type %q, not %q: it is not a token delivered by the apikey-operator", where, secret.Type, secretType)
+	if secret.Type != apikeysv1alpha1.SecretType {
+		return "", fmt.Errorf("%s has type %q, not %q: it is not a token delivered by the apikey-operator",
+			where, secret.Type, apikeysv1alpha1.SecretType)
 	}
 	if ref := metav1.GetControllerOf(secret); ref == nil || ref.UID != key.UID {
 		return "", fmt.Errorf("%s is not owned by apikey %s (uid %s): refusing to print a token the operator did not deliver for it",
 			where, key.Name, key.UID)
 	}
-	tok := string(secret.Data[secretTokenKey])
+	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	if tok == "" {
-		return "", fmt.Errorf("%s has no %q entry", where, secretTokenKey)
+		return "", fmt.Errorf("%s has no %q entry", where, apikeysv1alpha1.SecretTokenKey)
 	}
-	if want := secret.Annotations[tokenHashAnnotation]; want != token.Hash(tok) {
-		return "", fmt.Errorf("%s holds a token that does not match its %s annotation: it was changed after delivery", where, tokenHashAnnotation)
+	if want := secret.Annotations[apikeysv1alpha1.TokenHashAnnotation]; want != token.Hash(tok) {
+		return "", fmt.Errorf("%s holds a token that does not match its %s annotation: it was changed after delivery",
+			where, apikeysv1alpha1.TokenHashAnnotation)
 	}
 	want := key.Status.TokenFingerprint
 	if want == "" {
@@ -166,10 +158,10 @@ func rotationUnderWay(key *apikeysv1alpha1.ApiKey, secret *corev1.Secret) string
 	if want := key.Annotations[apikeysv1alpha1.RotateAnnotation]; want != "" && want != key.Status.LastRotateRequest {
 		return fmt.Sprintf("%s=%s is not yet status.lastRotateRequest", apikeysv1alpha1.RotateAnnotation, want)
 	}
-	issued, err := time.Parse(time.RFC3339, secret.Annotations[issuedAtAnnotation])
+	issued, err := time.Parse(time.RFC3339, secret.Annotations[apikeysv1alpha1.IssuedAtAnnotation])
 	if err == nil && key.Status.IssuedAt != nil && issued.After(key.Status.IssuedAt.Time) {
 		return fmt.Sprintf("the Secret's %s %s is later than status.issuedAt %s",
-			issuedAtAnnotation, issued.UTC().Format(time.RFC3339), key.Status.IssuedAt.UTC().Format(time.RFC3339))
+			apikeysv1alpha1.IssuedAtAnnotation, issued.UTC().Format(time.RFC3339), key.Status.IssuedAt.UTC().Format(time.RFC3339))
 	}
 	return ""
 }

@@ -14,18 +14,6 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// Condition types the operator writes on an ApiKey (checked against
-// internal/controller by the tests).
-const (
-	conditionReady       = "Ready"
-	conditionStalled     = "Stalled"
-	conditionExpired     = "Expired"
-	conditionReconciling = "Reconciling"
-
-	// reasonSuspended is Ready=False's reason on a suspended key.
-	reasonSuspended = "Suspended"
-)
-
 // noValue is what a table cell or hint shows for an empty field, as kubectl
 // shows one.
 const noValue = "<none>"
@@ -61,14 +49,14 @@ func currentCondition(key *apikeysv1alpha1.ApiKey, typ string) *metav1.Condition
 // isReady reports whether the operator found the current spec good and the
 // key's token delivered.
 func isReady(key *apikeysv1alpha1.ApiKey) bool {
-	c := currentCondition(key, conditionReady)
+	c := currentCondition(key, apikeysv1alpha1.ConditionReady)
 	return c != nil && c.Status == metav1.ConditionTrue && key.Status.SecretName != ""
 }
 
 // stalledError is non-nil if the operator gave up on the key's current spec:
 // it will not get a token until the spec changes.
 func stalledError(key *apikeysv1alpha1.ApiKey) error {
-	c := currentCondition(key, conditionStalled)
+	c := currentCondition(key, apikeysv1alpha1.ConditionStalled)
 	if c == nil || c.Status != metav1.ConditionTrue {
 		return nil
 	}
@@ -80,7 +68,7 @@ func stalledError(key *apikeysv1alpha1.ApiKey) error {
 func readySummary(key *apikeysv1alpha1.ApiKey) string {
 	var c *metav1.Condition
 	if key != nil {
-		c = meta.FindStatusCondition(key.Status.Conditions, conditionReady)
+		c = meta.FindStatusCondition(key.Status.Conditions, apikeysv1alpha1.ConditionReady)
 	}
 	if c == nil {
 		return "no status yet: is the apikey-operator running?"
@@ -90,7 +78,7 @@ func readySummary(key *apikeysv1alpha1.ApiKey) string {
 
 // readyColumn is the READY cell: the Ready condition's status.
 func readyColumn(key *apikeysv1alpha1.ApiKey) string {
-	if c := meta.FindStatusCondition(key.Status.Conditions, conditionReady); c != nil {
+	if c := meta.FindStatusCondition(key.Status.Conditions, apikeysv1alpha1.ConditionReady); c != nil {
 		return string(c.Status)
 	}
 	return "Unknown"

@@ -191,7 +191,7 @@ func secretColumn(key *apikeysv1alpha1.ApiKey) string {
 // readyMessage is the MESSAGE cell: the Ready condition's message on one
 // line.
 func readyMessage(key *apikeysv1alpha1.ApiKey) string {
-	c := meta.FindStatusCondition(key.Status.Conditions, conditionReady)
+	c := meta.FindStatusCondition(key.Status.Conditions, apikeysv1alpha1.ConditionReady)
 	if c == nil {
 		return noValue
 	}

@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -44,7 +43,8 @@ func readyStatus(ns, name string) func() metav1.ConditionStatus {
 		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, key); err != nil {
 			return ""
 		}
-		if c := meta.FindStatusCondition(key.Status.Conditions, controller.ConditionReady); c != nil && c.ObservedGeneration == key.Generation {
+		c := meta.FindStatusCondition(key.Status.Conditions, apikeysv1alpha1.ConditionReady)
+		if c != nil && c.ObservedGeneration == key.Generation {
 			return c.Status
 		}
 		return ""
@@ -57,7 +57,7 @@ func tokenOf(key *apikeysv1alpha1.ApiKey) string {
 	GinkgoHelper()
 	secret := &corev1.Secret{}
 	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret)).To(Succeed())
-	tok := string(secret.Data[controller.SecretTokenKey])
+	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	Expect(tok).NotTo(BeEmpty())
 	return tok
 }
@@ -119,10 +119,10 @@ var _ = Describe("kubectl apikey", func() {
 			r := kubectlApikey("create", name, "-n", ns, "--ttl", "48h")
 			Expect(r.code).NotTo(Equal(0))
 
-			stalled := meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, controller.ConditionStalled)
+			stalled := meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, apikeysv1alpha1.ConditionStalled)
 			Expect(stalled).NotTo(BeNil())
-			Expect(stalled.Reason).To(Equal(controller.ReasonInvalidExpiry))
-			Expect(r.stderr).To(ContainSubstring("Stalled (%s): %s", controller.ReasonInvalidExpiry, stalled.Message))
+			Expect(stalled.Reason).To(Equal(apikeysv1alpha1.ReasonInvalidExpiry))
+			Expect(r.stderr).To(ContainSubstring("Stalled (%s): %s", apikeysv1alpha1.ReasonInvalidExpiry, stalled.Message))
 			Expect(r.stderr).To(ContainSubstring("kubectl apikey revoke %s -n %s", name, ns))
 			Expect(r.stdout).NotTo(ContainSubstring("Ready"))
 		})
@@ -235,9 +235,9 @@ var _ = Describe("kubectl apikey", func() {
 					Annotations: maps.Clone(delivered.Annotations), OwnerReferences: delivered.OwnerReferences,
 				},
 				Type: delivered.Type,
-				Data: map[string][]byte{controller.SecretTokenKey: []byte(forged)},
+				Data: map[string][]byte{apikeysv1alpha1.SecretTokenKey: []byte(forged)},
 			}
-			replacement.Annotations[controller.TokenHashAnnotation] = token.Hash(forged)
+			replacement.Annotations[apikeysv1alpha1.TokenHashAnnotation] = token.Hash(forged)
 			Expect(k8sClient.Create(ctx, replacement)).To(Succeed())
 
 			// Once the operator has seen the Secret back, the fingerprint
@@ -317,8 +317,8 @@ var _ = Describe("kubectl apikey", func() {
 			Expect(r.stdout).To(ContainSubstring("apikey/%s suspended", name))
 			Expect(fetchKey(ns, name).Spec.Suspended).To(BeTrue())
 			Eventually(readyStatus(ns, name), timeout, interval).Should(Equal(metav1.ConditionFalse))
-			Expect(meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, controller.ConditionReady).Reason).
-				To(Equal(controller.ReasonSuspended))
+			Expect(meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, apikeysv1alpha1.ConditionReady).Reason).
+				To(Equal(apikeysv1alpha1.ReasonSuspended))
 
 			r = kubectlApikey("suspend", name, "-n", ns)
 			Expect(r.code).To(Equal(0), r.stderr)
@@ -437,7 +437,8 @@ var _ = Describe("kubectl apikey", func() {
 			Expect(r.stdout).To(ContainSubstring("It stays suspended"))
 			rotated := fetchKey(ns, name)
 			Expect(rotated.Status.TokenHint).NotTo(Equal(key.Status.TokenHint))
-			Expect(meta.FindStatusCondition(rotated.Status.Conditions, controller.ConditionReady).Reason).To(Equal(controller.ReasonSuspended))
+			Expect(meta.FindStatusCondition(rotated.Status.Conditions, apikeysv1alpha1.ConditionReady).Reason).
+				To(Equal(apikeysv1alpha1.ReasonSuspended))
 		})
 
 		It("with --wait exits non-zero with the condition when the key becomes Stalled", func() {
@@ -455,10 +456,10 @@ var _ = Describe("kubectl apikey", func() {
 
 			r := kubectlApikey("rotate", name, "-n", ns, "--wait")
 			Expect(r.code).NotTo(Equal(0))
-			stalled := meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, controller.ConditionStalled)
+			stalled := meta.FindStatusCondition(fetchKey(ns, name).Status.Conditions, apikeysv1alpha1.ConditionStalled)
 			Expect(stalled).NotTo(BeNil())
-			Expect(stalled.Reason).To(Equal(controller.ReasonSecretNameTaken))
-			Expect(r.stderr).To(ContainSubstring("Stalled (%s): %s", controller.ReasonSecretNameTaken, stalled.Message))
+			Expect(stalled.Reason).To(Equal(apikeysv1alpha1.ReasonSecretNameTaken))
+			Expect(r.stderr).To(ContainSubstring("Stalled (%s): %s", apikeysv1alpha1.ReasonSecretNameTaken, stalled.Message))
 			Expect(r.stderr).To(ContainSubstring("No new token was issued (the live token is still %s)", key.Status.TokenHint))
 			Expect(r.stdout).NotTo(ContainSubstring("rotated."))
 			Expect(fetchKey(ns, name).Status.TokenHint).To(Equal(key.Status.TokenHint))
@@ -472,7 +473,7 @@ var _ = Describe("kubectl apikey", func() {
 			Expect(k8sClient.Delete(ctx, foreign)).To(Succeed())
 			r = kubectlApikey("rotate", name, "-n", ns, "--wait")
 			Expect(r.code).To(Equal(0), r.stderr)
-			Expect(r.stderr).To(ContainSubstring("Note: apikey/%s is Stalled (%s)", name, controller.ReasonSecretNameTaken))
+			Expect(r.stderr).To(ContainSubstring("Note: apikey/%s is Stalled (%s)", name, apikeysv1alpha1.ReasonSecretNameTaken))
 			Expect(r.stdout).To(ContainSubstring("apikey/%s rotated.", name))
 			rotated := fetchKey(ns, name)
 			Expect(rotated.Status.TokenHint).NotTo(Equal(key.Status.TokenHint))
@@ -589,11 +590,11 @@ var _ = DescribeTable("tokenFrom decides by the key's status.tokenFingerprint",
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: "team-a", Name: "ci-token",
-				Annotations:     map[string]string{tokenHashAnnotation: token.Hash(tok)},
+				Annotations:     map[string]string{apikeysv1alpha1.TokenHashAnnotation: token.Hash(tok)},
 				OwnerReferences: []metav1.OwnerReference{owner},
 			},
-			Type: secretType,
-			Data: map[string][]byte{secretTokenKey: []byte(tok)},
+			Type: apikeysv1alpha1.SecretType,
+			Data: map[string][]byte{apikeysv1alpha1.SecretTokenKey: []byte(tok)},
 		}
 		got, err := tokenFrom(secret, key)
 		if wantErr == "" {
@@ -626,13 +627,13 @@ var _ = DescribeTable("tokenFrom asks to retry while a rotation is under way",
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: "team-a", Name: "ci-token",
 				Annotations: map[string]string{
-					tokenHashAnnotation: token.Hash(tok),
-					issuedAtAnnotation:  tableNow.Format(time.RFC3339),
+					apikeysv1alpha1.TokenHashAnnotation: token.Hash(tok),
+					apikeysv1alpha1.IssuedAtAnnotation:  tableNow.Format(time.RFC3339),
 				},
 				OwnerReferences: []metav1.OwnerReference{{Kind: "ApiKey", Name: "ci", UID: "key-uid", Controller: &isController}},
 			},
-			Type: secretType,
-			Data: map[string][]byte{secretTokenKey: []byte(tok)},
+			Type: apikeysv1alpha1.SecretType,
+			Data: map[string][]byte{apikeysv1alpha1.SecretTokenKey: []byte(tok)},
 		}
 		underWay(key, secret)
 		_, err = tokenFrom(secret, key)
@@ -645,7 +646,7 @@ var _ = DescribeTable("tokenFrom asks to retry while a rotation is under way",
 		}, "status disagree: the Secret's token does not match status.tokenFingerprint"),
 	Entry("a Secret issued after the token status reports",
 		func(_ *apikeysv1alpha1.ApiKey, s *corev1.Secret) {
-			s.Annotations[issuedAtAnnotation] = tableNow.Add(time.Hour).Format(time.RFC3339)
+			s.Annotations[apikeysv1alpha1.IssuedAtAnnotation] = tableNow.Add(time.Hour).Format(time.RFC3339)
 		}, "Retry in a moment"),
 	Entry("neither: the Secret was replaced",
 		func(k *apikeysv1alpha1.ApiKey, _ *corev1.Secret) {
@@ -673,20 +674,6 @@ var _ = DescribeTable("rotate --wait checks that the token changed",
 	Entry("the same token: the request was recorded, nothing rotated", "3f9a0c7e51d2b846", "3f9a0c7e51d2b846",
 		"the live token is still ak_7Qz4…, issued before it: no new token was delivered"),
 )
-
-var _ = Describe("the plugin's copy of the operator's names", func() {
-	It("matches internal/controller", func() {
-		Expect(secretType).To(Equal(controller.SecretType))
-		Expect(secretTokenKey).To(Equal(controller.SecretTokenKey))
-		Expect(tokenHashAnnotation).To(Equal(controller.TokenHashAnnotation))
-		Expect(issuedAtAnnotation).To(Equal(controller.IssuedAtAnnotation))
-		Expect(conditionReady).To(Equal(controller.ConditionReady))
-		Expect(conditionStalled).To(Equal(controller.ConditionStalled))
-		Expect(conditionExpired).To(Equal(controller.ConditionExpired))
-		Expect(conditionReconciling).To(Equal(controller.ConditionReconciling))
-		Expect(reasonSuspended).To(Equal(controller.ReasonSuspended))
-	})
-})
 
 // rowOf returns the fields of the table row whose NAME (or, with -A, second
 // column) is name; empty if there is none.

@@ -246,14 +246,14 @@ func rotated(key *apikeysv1alpha1.ApiKey, value string) bool {
 	if key.Status.LastRotateRequest != value || key.Status.ObservedGeneration != key.Generation {
 		return false
 	}
-	if c := currentCondition(key, conditionReconciling); c != nil && c.Status == metav1.ConditionTrue {
+	if c := currentCondition(key, apikeysv1alpha1.ConditionReconciling); c != nil && c.Status == metav1.ConditionTrue {
 		return false
 	}
 	if isReady(key) {
 		return true
 	}
-	c := currentCondition(key, conditionReady)
-	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == reasonSuspended && key.Status.SecretName != ""
+	c := currentCondition(key, apikeysv1alpha1.ConditionReady)
+	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == apikeysv1alpha1.ReasonSuspended && key.Status.SecretName != ""
 }
 
 // printRotated reports a rotated key: the new token's hint and Secret, and
@@ -317,7 +317,7 @@ func secretOf(key *apikeysv1alpha1.ApiKey) string {
 // stalledCondition is the key's Stalled condition if it is true for the
 // key's current spec; nil otherwise.
 func stalledCondition(key *apikeysv1alpha1.ApiKey) *metav1.Condition {
-	if c := currentCondition(key, conditionStalled); c != nil && c.Status == metav1.ConditionTrue {
+	if c := currentCondition(key, apikeysv1alpha1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue {
 		return c
 	}
 	return nil

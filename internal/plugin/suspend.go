@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -74,7 +76,7 @@ func (s *session) setSuspended(ctx context.Context, name string, suspended bool)
 	if _, err := fmt.Fprintf(out, "apikey/%s resumed: its token authenticates again within a second.\n", name); err != nil {
 		return err
 	}
-	if meta.IsStatusConditionTrue(key.Status.Conditions, conditionExpired) {
+	if meta.IsStatusConditionTrue(key.Status.Conditions, apikeysv1alpha1.ConditionExpired) {
 		_, err := fmt.Fprintf(out, "Note: the key has expired (%s), so its token is still refused; extend spec.ttl or spec.expiresAt.\n",
 			expiresIn(key, time.Now()))
 		return err

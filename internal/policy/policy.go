@@ -29,13 +29,13 @@ const serviceAccountPrefix = "system:serviceaccount:"
 // keyUserPrefix starts the username of every identity: Key key.
 const keyUserPrefix = "apikey:"
 
-// Rules, named in violations so callers can map them to reasons.
+// Rules, named in violations by the Stalled reason each one gives a key.
 const (
-	RuleForbiddenGroup  = "ForbiddenGroup"
-	RuleOwnerNotAllowed = "OwnerNotAllowed"
-	RuleOwnerPolicy     = "OwnerPolicyNotInForce"
-	RuleExpiry          = "InvalidExpiry"
-	RuleSyntax          = "InvalidSpec"
+	RuleForbiddenGroup  = apikeysv1alpha1.ReasonForbiddenGroup
+	RuleOwnerNotAllowed = apikeysv1alpha1.ReasonOwnerNotAllowed
+	RuleOwnerPolicy     = apikeysv1alpha1.ReasonOwnerPolicyNotInForce
+	RuleExpiry          = apikeysv1alpha1.ReasonInvalidExpiry
+	RuleSyntax          = apikeysv1alpha1.ReasonInvalidSpec
 )
 
 // Violation is a broken rule, with a message that says what to change.

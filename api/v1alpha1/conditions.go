@@ -1,6 +1,8 @@
-package controller
+package v1alpha1
 
-import "github.com/apikey-operator/apikey-operator/internal/policy"
+// The conditions and reasons the operator writes on an ApiKey, defined once
+// here for every reader: the controller, the kubectl plugin, tests, and
+// tools outside this repository that watch keys.
 
 // Condition types of an ApiKey, following kstatus: Ready is always present;
 // Reconciling and Stalled are present only while true; Expired and Suspended
@@ -43,14 +45,14 @@ const (
 	ReasonStatusForged = "StatusForged"
 	// ReasonOwnerNotAllowed: identity Owner, but the owner is missing, a
 	// service account not in --owner-requesters, or an API key.
-	ReasonOwnerNotAllowed = policy.RuleOwnerNotAllowed
+	ReasonOwnerNotAllowed = "OwnerNotAllowed"
 	// ReasonOwnerPolicyNotInForce: identity Owner, but the admission policy
 	// that checks who created the key was missing or altered when it was.
-	ReasonOwnerPolicyNotInForce = policy.RuleOwnerPolicy
+	ReasonOwnerPolicyNotInForce = "OwnerPolicyNotInForce"
 	// ReasonForbiddenGroup: the owner carries system:masters or a --forbidden-groups group.
-	ReasonForbiddenGroup = policy.RuleForbiddenGroup
+	ReasonForbiddenGroup = "ForbiddenGroup"
 	// ReasonInvalidExpiry: expiresAt/ttl is in the past or beyond --max-ttl.
-	ReasonInvalidExpiry = policy.RuleExpiry
+	ReasonInvalidExpiry = "InvalidExpiry"
 	// ReasonInvalidSpec: the spec breaks a rule the API server should have enforced.
-	ReasonInvalidSpec = policy.RuleSyntax
+	ReasonInvalidSpec = "InvalidSpec"
 )
