@@ -27,6 +27,11 @@ const RecordsFinalizer = "apikeys.dev/records"
 // DefaultPrefix is the token prefix used when spec.prefix is not set.
 const DefaultPrefix = "ak"
 
+// DefaultSecretName is the Secret a key's token is delivered to when
+// spec.secret.name is not set. The CRD's CEL rule on spec.secret.name spells
+// the same form, <name>-token.
+func DefaultSecretName(keyName string) string { return keyName + "-token" }
+
 // RotateAnnotation rotates a key once each time its value changes. The value
 // acted on is kept in the new token's record and reported in
 // status.lastRotateRequest.

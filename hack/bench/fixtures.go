@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -34,7 +33,7 @@ func recordFor(tok string, key *apikeysv1alpha1.ApiKey, issuedAt time.Time) *api
 	expires := metav1.NewTime(issuedAt.Add(365 * 24 * time.Hour).Truncate(time.Second))
 	return &apikeysv1alpha1.ApiKeyRecord{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:   "sha256-" + hex.EncodeToString(sum[:]),
+			Name:   apikeysv1alpha1.RecordName(sum),
 			Labels: map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)},
 		},
 		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
@@ -55,7 +54,7 @@ func recordFor(tok string, key *apikeysv1alpha1.ApiKey, issuedAt time.Time) *api
 // issuedStatus is the status the controller writes once it has issued rec's
 // token: what the auth server's ApiKey cache holds for a live key.
 func issuedStatus(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord) apikeysv1alpha1.ApiKeyStatus {
-	secret := key.Name + "-token"
+	secret := apikeysv1alpha1.DefaultSecretName(key.Name)
 	issued := rec.Spec.IssuedAt
 	return apikeysv1alpha1.ApiKeyStatus{
 		Conditions: []metav1.Condition{{

@@ -477,7 +477,7 @@ func heapObjects(ns string, i int, now time.Time, owner *apikeysv1alpha1.Owner, 
 	key.Spec.Identity = apikeysv1alpha1.IdentityKey
 	key.Spec.Prefix = apikeysv1alpha1.DefaultPrefix
 	key.Spec.Owner = owner
-	secretName := key.Name + "-token"
+	secretName := apikeysv1alpha1.DefaultSecretName(key.Name)
 	key.Spec.Secret.Name = secretName
 
 	tok, err := token.Generate(apikeysv1alpha1.DefaultPrefix)

@@ -42,7 +42,7 @@ func filledIndex(tb testing.TB, n int) (*Index, string) {
 	tb.Helper()
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	ix := NewIndex()
-	probe, err := token.Generate(token.DefaultPrefix)
+	probe, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func BenchmarkVerify(b *testing.B) {
 // BenchmarkSHA256 is the baseline of BenchmarkVerify: one SHA-256 of a token.
 func BenchmarkSHA256(b *testing.B) {
 	b.Run("token", func(b *testing.B) {
-		tok := []byte(stableToken(token.DefaultPrefix, "bench"))
+		tok := []byte(stableToken(apikeysv1alpha1.DefaultPrefix, "bench"))
 		b.ReportAllocs()
 		for b.Loop() {
 			benchSum = sha256.Sum256(tok)
@@ -119,7 +119,7 @@ func BenchmarkSHA256(b *testing.B) {
 func BenchmarkVerifyRefused(b *testing.B) {
 	ix, tok := filledIndex(b, 1000)
 	for name, bad := range map[string]string{
-		"unknown":       stableToken(token.DefaultPrefix, "unknown"),
+		"unknown":       stableToken(apikeysv1alpha1.DefaultPrefix, "unknown"),
 		"checksum-typo": flipLast(tok),
 		"too-long":      strings.Repeat("a", 8<<10),
 	} {
@@ -186,11 +186,11 @@ func TestVerifyDoesNotAllocate(t *testing.T) {
 	ix, tok := filledIndex(t, 1000)
 	key := informerKey(fixtureNamespace, "refused", "refused-uid")
 	key.Spec.Suspended = true
-	suspended := stableToken(token.DefaultPrefix, "alloc-suspended")
+	suspended := stableToken(apikeysv1alpha1.DefaultPrefix, "alloc-suspended")
 	ix.SetKey(key)
 	ix.SetRecord(issuedRecord(suspended, key))
 	expiredKey := informerKey(fixtureNamespace, "expired", "expired-uid")
-	expired := stableToken(token.DefaultPrefix, "alloc-expired")
+	expired := stableToken(apikeysv1alpha1.DefaultPrefix, "alloc-expired")
 	ix.SetKey(expiredKey)
 	ix.SetRecord(issuedRecord(expired, expiredKey, func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.ExpiresAt = metaTime(fixtureNow) }))
 
@@ -199,7 +199,7 @@ func TestVerifyDoesNotAllocate(t *testing.T) {
 		want Code
 	}{
 		"valid":         {tok, CodeValid},
-		"unknown":       {stableToken(token.DefaultPrefix, "alloc-unknown"), CodeNotFound},
+		"unknown":       {stableToken(apikeysv1alpha1.DefaultPrefix, "alloc-unknown"), CodeNotFound},
 		"checksum typo": {flipLast(tok), CodeMalformed},
 		"garbage":       {"hunter2", CodeMalformed},
 		"empty":         {"", CodeMalformed},
@@ -253,7 +253,7 @@ func realisticObjects(n int) ([]*apikeysv1alpha1.ApiKeyRecord, []*apikeysv1alpha
 		}
 		records[i] = &apikeysv1alpha1.ApiKeyRecord{
 			ObjectMeta: metav1.ObjectMeta{
-				Name:              "sha256-" + hexSum,
+				Name:              apikeysv1alpha1.RecordName(sum),
 				UID:               types.UID(fmt.Sprintf("%08x-1111-4222-8333-%012x", i, i)),
 				ResourceVersion:   fmt.Sprint(1000000 + i),
 				Generation:        1,
@@ -261,7 +261,7 @@ func realisticObjects(n int) ([]*apikeysv1alpha1.ApiKeyRecord, []*apikeysv1alpha
 				Labels:            map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: strings.Clone(uid)},
 			},
 			Spec: apikeysv1alpha1.ApiKeyRecordSpec{
-				TokenHash: "sha256:" + hexSum,
+				TokenHash: token.FormatHash(sum),
 				TokenHint: "ak_" + hexSum[:4] + "…",
 				ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: strings.Clone(namespace), Name: strings.Clone(name), UID: strings.Clone(uid)},
 				IssuedAt:  issued,

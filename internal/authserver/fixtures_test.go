@@ -2,7 +2,6 @@ package authserver
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +67,7 @@ func hashedRecord(sum [32]byte, hint string, key *apikeysv1alpha1.ApiKey) *apike
 
 // refillRecord makes rec the record hashedRecord returns, reusing its memory.
 func refillRecord(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte, hint string, key *apikeysv1alpha1.ApiKey) {
-	rec.Name = "sha256-" + hex.EncodeToString(sum[:])
+	rec.Name = apikeysv1alpha1.RecordName(sum)
 	if rec.Labels == nil {
 		rec.Labels = map[string]string{}
 	}
@@ -116,7 +115,7 @@ func newAuthFixture(tb testing.TB) *authFixture {
 // issue adds a stable token for key (seeded by seed) and the key itself to
 // the index, and returns the token.
 func (f *authFixture) issue(key *apikeysv1alpha1.ApiKey, seed string, edits ...func(*apikeysv1alpha1.ApiKeyRecordSpec)) string {
-	tok := stableToken(token.DefaultPrefix, seed)
+	tok := stableToken(apikeysv1alpha1.DefaultPrefix, seed)
 	f.index.SetKey(key)
 	f.index.SetRecord(issuedRecord(tok, key, edits...))
 	f.secrets = append(f.secrets, tok)
@@ -130,4 +129,4 @@ func (f *authFixture) secret(tok string) string {
 }
 
 // fixtureToken is the token newAuthFixture issues; the fuzz corpus uses it.
-var fixtureToken = stableToken(token.DefaultPrefix, "fixture")
+var fixtureToken = stableToken(apikeysv1alpha1.DefaultPrefix, "fixture")

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/token"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
@@ -90,7 +89,7 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-payments"}}
 	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "billing-export"}}
-	tok := stableToken(token.DefaultPrefix, "flush")
+	tok := stableToken(apikeysv1alpha1.DefaultPrefix, "flush")
 	for _, obj := range []client.Object{ns, key} {
 		if err := admin.Create(ctx, obj); err != nil {
 			t.Fatal(err)

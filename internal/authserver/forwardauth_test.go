@@ -13,7 +13,6 @@ import (
 	"time"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
 // reusedWriter is a ResponseWriter that keeps its header map from one
@@ -43,7 +42,7 @@ func TestForwardAuthDoesNotAllocate(t *testing.T) {
 	f := newAuthFixture(t)
 	handler := f.server.Handler()
 	bearer := []string{"Authorization", "Bearer " + f.token}
-	unknown := []string{"Authorization", "Bearer " + stableToken(token.DefaultPrefix, "alloc-unknown")}
+	unknown := []string{"Authorization", "Bearer " + stableToken(apikeysv1alpha1.DefaultPrefix, "alloc-unknown")}
 	for name, tt := range map[string]struct {
 		target  string
 		headers []string

@@ -6,7 +6,6 @@ package authserver
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"iter"
 	"maps"
 	"slices"
@@ -406,7 +405,7 @@ func (ix *Index) ownedHashLocked(name string) ([32]byte, bool) {
 	if sum, ok := ix.otherNames[name]; ok {
 		return sum, true
 	}
-	sum, ok := hashOfRecordName(name)
+	sum, ok := apikeysv1alpha1.RecordHash(name)
 	if !ok {
 		return sum, false
 	}
@@ -423,7 +422,7 @@ func (ix *Index) claimHashLocked(sum [32]byte, name string) {
 		delete(ix.otherNames, prev)
 		delete(ix.otherHashes, sum)
 	}
-	if own, ok := hashOfRecordName(name); !ok || own != sum {
+	if own, ok := apikeysv1alpha1.RecordHash(name); !ok || own != sum {
 		ix.otherNames[name] = sum
 		ix.otherHashes[sum] = name
 	}
@@ -434,26 +433,7 @@ func (ix *Index) recordNameLocked(sum [32]byte) string {
 	if name, ok := ix.otherHashes[sum]; ok {
 		return name
 	}
-	return recordNameFor(sum)
-}
-
-// recordNamePrefix starts the name the controller gives every record; the
-// rest is the token's hash in hex.
-const recordNamePrefix = "sha256-"
-
-func recordNameFor(sum [32]byte) string {
-	return recordNamePrefix + hex.EncodeToString(sum[:])
-}
-
-// hashOfRecordName reverses recordNameFor.
-func hashOfRecordName(name string) ([32]byte, bool) {
-	var sum [32]byte
-	digits, ok := strings.CutPrefix(name, recordNamePrefix)
-	if !ok || len(digits) != hex.EncodedLen(len(sum)) || strings.ToLower(digits) != digits {
-		return sum, false
-	}
-	_, err := hex.Decode(sum[:], []byte(digits))
-	return sum, err == nil
+	return apikeysv1alpha1.RecordName(sum)
 }
 
 func (ix *Index) touchLocked() { ix.lastSync.Store(time.Now().UnixNano()) }

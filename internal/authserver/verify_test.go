@@ -12,7 +12,7 @@ import (
 
 func TestVerify(t *testing.T) {
 	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
-	valid := stableToken(token.DefaultPrefix, "verify")
+	valid := stableToken(apikeysv1alpha1.DefaultPrefix, "verify")
 	roPat := stableToken("ro_pat", "verify-ro-pat")
 	expiry := fixtureNow.Add(time.Hour)
 	graceEnd := expiry.Add(-10 * time.Minute)
@@ -58,7 +58,7 @@ func TestVerify(t *testing.T) {
 			ix.SetKey(key)
 			ix.SetRecord(issuedRecord(roPat, key))
 		}, token: roPat, want: CodeValid},
-		{name: "unknown well-formed token", setup: live(), token: stableToken(token.DefaultPrefix, "never issued"), want: CodeNotFound},
+		{name: "unknown well-formed token", setup: live(), token: stableToken(apikeysv1alpha1.DefaultPrefix, "never issued"), want: CodeNotFound},
 		{name: "unknown well-formed token of another prefix", setup: live(), token: stableToken("ghp", "foreign"), want: CodeNotFound},
 		{name: "well-formed token, empty index", setup: func(*Index) {}, token: valid, want: CodeNotFound},
 
@@ -141,7 +141,7 @@ func TestVerify(t *testing.T) {
 // of its record and the key it belongs to.
 func TestVerifyIdentity(t *testing.T) {
 	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
-	tok := stableToken(token.DefaultPrefix, "identity")
+	tok := stableToken(apikeysv1alpha1.DefaultPrefix, "identity")
 	expiry := fixtureNow.Add(time.Hour)
 
 	t.Run("identity Key", func(t *testing.T) {

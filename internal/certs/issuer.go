@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -139,7 +141,7 @@ func (r *issuer) replace(ctx context.Context, key client.ObjectKey, current *cor
 	return r.client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: key.Namespace, Name: key.Name,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "apikey-operator"},
+			Labels: map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue},
 		},
 		Type: secretType,
 		Data: data,

@@ -56,7 +56,7 @@ var _ = Describe("Recovering from a crash", func() {
 		key := crashAfter(2) // finalizer, Secret
 		Expect(recordsOf(key)).To(BeEmpty())
 		stale := &corev1.Secret{}
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-token"}, stale)).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, stale)).To(Succeed())
 
 		_, rec := expectOneLiveToken(restartAndConverge(key))
 		Expect(rec.Spec.TokenHash).NotTo(Equal(stale.Annotations[apikeysv1alpha1.TokenHashAnnotation]),
@@ -132,7 +132,7 @@ func rotationWrites(grace time.Duration) int {
 func expectSecretAuthenticates(key *apikeysv1alpha1.ApiKey) {
 	GinkgoHelper()
 	secret := &corev1.Secret{}
-	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-token"}, secret)).To(Succeed())
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, secret)).To(Succeed())
 	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	seenTokens.add(tok)
 	for _, rec := range recordsOf(key) {

@@ -113,7 +113,7 @@ func (r *ApiKeyReconciler) newRecord(p *pass, secretName string, issuance int64)
 	}
 	rec := &apikeysv1alpha1.ApiKeyRecord{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:   recordNameFor(sum),
+			Name:   apikeysv1alpha1.RecordName(sum),
 			Labels: map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)},
 		},
 		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
@@ -207,5 +207,5 @@ func secretNameFor(key *apikeysv1alpha1.ApiKey) string {
 	if key.Spec.Secret.Name != "" {
 		return key.Spec.Secret.Name
 	}
-	return key.Name + "-token"
+	return apikeysv1alpha1.DefaultSecretName(key.Name)
 }

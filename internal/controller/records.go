@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -12,14 +11,6 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
-
-// recordNamePrefix starts every record name; the rest is the token's hash in
-// hex, so one token can only ever have one record.
-const recordNamePrefix = "sha256-"
-
-func recordNameFor(sum [32]byte) string {
-	return recordNamePrefix + hex.EncodeToString(sum[:])
-}
 
 // listRecords lists key's records from the cache or, where a decision must
 // not rest on a cache that may lag, from the API server.

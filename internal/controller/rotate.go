@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
 // Rotation replaces a key's live token with a new one in the same Secret.
@@ -140,8 +140,7 @@ func rotateRequestOf(key *apikeysv1alpha1.ApiKey) string {
 	if len(v) <= maxRotateRequest {
 		return v
 	}
-	sum := sha256.Sum256([]byte(v))
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return token.FormatHash(sha256.Sum256([]byte(v)))
 }
 
 // maxRotateRequest is the longest annotation value a record keeps as is.

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"encoding/hex"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -33,11 +32,11 @@ var _ = Describe("Trust boundaries", func() {
 		Eventually(func() error {
 			cur := fetch(key)
 			forged := cur.DeepCopy()
-			forged.Status.RecordName = "sha256-" + hex.EncodeToString(sum[:])
+			forged.Status.RecordName = apikeysv1alpha1.RecordName(sum)
 			forged.Status.IssuedAt = &metav1.Time{Time: time.Now().AddDate(5, 0, 0).Truncate(time.Second)}
 			return k8sClient.Status().Patch(ctx, forged, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{}))
 		}, timeout, interval).Should(Succeed())
-		return "sha256-" + hex.EncodeToString(sum[:])
+		return apikeysv1alpha1.RecordName(sum)
 	}
 	expectNoRecord := func(name string) {
 		GinkgoHelper()

@@ -224,7 +224,7 @@ var _ = Describe("kubectl apikey", func() {
 
 			// A namespace editor replaces the Secret: same name, type and
 			// controller, the hash annotation rewritten for their own token.
-			forged, err := token.Generate(token.DefaultPrefix)
+			forged, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
 			Expect(err).NotTo(HaveOccurred())
 			delivered := &corev1.Secret{}
 			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, delivered)).To(Succeed())
@@ -579,7 +579,7 @@ func at(d time.Duration) *metav1.Time { return &metav1.Time{Time: tableNow.Add(d
 
 var _ = DescribeTable("tokenFrom decides by the key's status.tokenFingerprint",
 	func(fingerprint func(tok string) string, wantErr string) {
-		tok, err := token.Generate(token.DefaultPrefix)
+		tok, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
 		Expect(err).NotTo(HaveOccurred())
 		key := &apikeysv1alpha1.ApiKey{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ci", UID: "key-uid"},
@@ -613,7 +613,7 @@ var _ = DescribeTable("tokenFrom decides by the key's status.tokenFingerprint",
 
 var _ = DescribeTable("tokenFrom asks to retry while a rotation is under way",
 	func(underWay func(*apikeysv1alpha1.ApiKey, *corev1.Secret), wantErr string) {
-		tok, err := token.Generate(token.DefaultPrefix)
+		tok, err := token.Generate(apikeysv1alpha1.DefaultPrefix)
 		Expect(err).NotTo(HaveOccurred())
 		issuedAt := metav1.NewTime(tableNow)
 		key := &apikeysv1alpha1.ApiKey{

@@ -310,7 +310,7 @@ func secretOf(key *apikeysv1alpha1.ApiKey) string {
 	case key.Spec.Secret.Name != "":
 		return key.Spec.Secret.Name
 	default:
-		return key.Name + "-token"
+		return apikeysv1alpha1.DefaultSecretName(key.Name)
 	}
 }
 

@@ -3,6 +3,8 @@ package token
 import (
 	"crypto/sha256"
 	"testing"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
 var (
@@ -14,7 +16,7 @@ var (
 func BenchmarkGenerate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		tok, err := Generate(DefaultPrefix)
+		tok, err := Generate(apikeysv1alpha1.DefaultPrefix)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -3,13 +3,15 @@ package token
 import (
 	"strings"
 	"testing"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
 // FuzzParse checks that Parse never panics, that whatever it accepts is
 // exactly a canonical token rebuilt from its parts, and that whatever it
 // rejects is rejected with a fixed error that cannot carry input bytes.
 func FuzzParse(f *testing.F) {
-	for _, prefix := range []string{DefaultPrefix, "ro_pat", prefix16, "x9"} {
+	for _, prefix := range []string{apikeysv1alpha1.DefaultPrefix, "ro_pat", prefix16, "x9"} {
 		tok, err := Generate(prefix)
 		if err != nil {
 			f.Fatal(err)

@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"unsafe"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
 // hashScheme prefixes the stored form so that the algorithm can change later.
-const hashScheme = "sha256:"
+const hashScheme = apikeysv1alpha1.TokenHashScheme
 
 // ErrHashFormat means a stored hash is not "sha256:" followed by 64
 // lowercase hex digits.

@@ -8,8 +8,9 @@
 // where:
 //
 //   - prefix is 2–16 characters of [a-z0-9_], starts with a letter and does
-//     not end in '_' (DefaultPrefix is "ak"). Because a prefix may itself
-//     contain '_' (for example "ro_pat"), a token is split at its LAST '_'.
+//     not end in '_' (an ApiKey's default is "ak"). Because a prefix may
+//     itself contain '_' (for example "ro_pat"), a token is split at its
+//     LAST '_'.
 //   - body is BodyLength (43) base62 characters (alphabet 0-9A-Za-z) drawn
 //     from crypto/rand by rejection sampling, so every character is uniform
 //     and the body carries 43·log2(62) ≈ 256.03 bits of entropy.
@@ -37,8 +38,6 @@ import (
 )
 
 const (
-	// DefaultPrefix is the prefix used when none is configured.
-	DefaultPrefix = "ak"
 	// BodyLength is the number of base62 characters in a token body; 62^43 > 2^256.
 	BodyLength = 43
 	// ChecksumLength is the number of base62 characters of the trailing

@@ -9,6 +9,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
 // Known vectors, computed independently (Python zlib.crc32, hashlib.sha256).
@@ -240,8 +242,8 @@ func TestValidPrefix(t *testing.T) {
 			t.Errorf("ValidPrefix(%q) error does not match ErrPrefix", tt.prefix)
 		}
 	}
-	if ValidPrefix(DefaultPrefix) != nil {
-		t.Error("DefaultPrefix is not valid")
+	if ValidPrefix(apikeysv1alpha1.DefaultPrefix) != nil {
+		t.Error("apikeysv1alpha1.DefaultPrefix is not valid")
 	}
 }
 
@@ -249,7 +251,7 @@ func TestGenerate(t *testing.T) {
 	const n = 1000
 	seen := make(map[string]bool, n)
 	for range n {
-		tok, err := Generate(DefaultPrefix)
+		tok, err := Generate(apikeysv1alpha1.DefaultPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,8 +263,8 @@ func TestGenerate(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Parse(Generate()) error: %v", err)
 		}
-		if p.Prefix != DefaultPrefix {
-			t.Fatalf("prefix = %q, want %q", p.Prefix, DefaultPrefix)
+		if p.Prefix != apikeysv1alpha1.DefaultPrefix {
+			t.Fatalf("prefix = %q, want %q", p.Prefix, apikeysv1alpha1.DefaultPrefix)
 		}
 		if len(p.Body) != BodyLength || strings.Trim(p.Body, base62Digits) != "" {
 			t.Fatalf("body is not %d base62 characters", BodyLength)

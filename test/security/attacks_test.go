@@ -4,7 +4,6 @@ package security
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -154,7 +153,7 @@ var _ = Describe("Attack 1: status decides which token hash is live", func() {
 			"recordName": forgedName,
 			"tokenHint":  token.Hint(forged),
 			"issuedAt":   time.Now().AddDate(5, 0, 0).UTC().Format(time.RFC3339),
-			"secretName": key.Name + "-token",
+			"secretName": apikeysv1alpha1.DefaultSecretName(key.Name),
 		}))).To(Succeed())
 
 		expectNoRecord(forged, forgedName, 5*time.Second)
@@ -225,7 +224,7 @@ var _ = Describe("Attack 2: the admission webhook as an oracle", func() {
 		Consistently(func(g Gomega) {
 			g.Expect(recordHashes(recordsOf(getKey(key)))).To(BeEmpty(), "a record was written for the key")
 			g.Expect(recordsAuthenticatingAs(ns, victim)).To(BeEmpty(), "a token authenticates as %s", victim)
-			err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Name + "-token"}, &corev1.Secret{})
+			err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, &corev1.Secret{})
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "a token was delivered (error: %v)", err)
 		}, 5*time.Second, 250*time.Millisecond).Should(Succeed())
 		waitStalled(key, reasonOwnerPolicyNotInForce)
@@ -472,8 +471,7 @@ func forgeToken(target string) (string, string) {
 
 // recordNameOf is the name of the ApiKeyRecord of tok: its SHA-256 in hex.
 func recordNameOf(tok string) string {
-	sum := token.Sum(tok)
-	return "sha256-" + hex.EncodeToString(sum[:])
+	return apikeysv1alpha1.RecordName(token.Sum(tok))
 }
 
 // expectNoRecord checks for a while that no record of the forged token

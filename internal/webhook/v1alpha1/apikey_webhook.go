@@ -87,7 +87,7 @@ func (d *Defaulter) defaultCreate(req admission.Request, key *apikeysv1alpha1.Ap
 		key.Spec.Prefix = apikeysv1alpha1.DefaultPrefix
 	}
 	if key.Spec.Secret.Name == "" && key.Name != "" {
-		key.Spec.Secret.Name = key.Name + "-token"
+		key.Spec.Secret.Name = apikeysv1alpha1.DefaultSecretName(key.Name)
 	}
 	// An owner the request names itself is left for the owner policy in
 	// kube-apiserver, which refuses it unless the requester may impersonate
