@@ -899,12 +899,13 @@ func TestMetrics(t *testing.T) {
 	if got := scraped(t, "apikey_index_tokens"); got != 1 {
 		t.Errorf("apikey_index_tokens = %v, want 1", got)
 	}
-	if got := scraped(t, "apikey_index_last_sync_age_seconds"); got < 0 {
-		t.Errorf("apikey_index_last_sync_age_seconds = %v, want ≥ 0 after sync", got)
+	changed := float64(f.index.LastChange().UnixNano()) / 1e9
+	if got := scraped(t, "apikey_index_last_change_timestamp_seconds"); got != changed || got <= 0 {
+		t.Errorf("apikey_index_last_change_timestamp_seconds = %v, want the index's last change, %v", got, changed)
 	}
 	NewServer(NewIndex(), Options{})
-	if got := scraped(t, "apikey_index_last_sync_age_seconds"); got != -1 {
-		t.Errorf("apikey_index_last_sync_age_seconds before sync = %v, want -1", got)
+	if got := scraped(t, "apikey_index_last_change_timestamp_seconds"); got != 0 {
+		t.Errorf("apikey_index_last_change_timestamp_seconds before sync = %v, want 0", got)
 	}
 	if got := scraped(t, "apikey_index_tokens"); got != 0 {
 		t.Errorf("apikey_index_tokens of a new server's empty index = %v, want 0", got)

@@ -118,8 +118,8 @@ type Index struct {
 	// while no namespace is being deleted.
 	terminating atomic.Pointer[map[string]struct{}]
 
-	synced   atomic.Bool
-	lastSync atomic.Int64 // Unix nanoseconds of the last index change
+	synced     atomic.Bool
+	lastChange atomic.Int64 // Unix nanoseconds of the last index change
 }
 
 // NewIndex returns an empty index that reports not synced until MarkSynced.
@@ -139,7 +139,7 @@ func (ix *Index) Synced() bool { return ix.synced.Load() }
 
 // MarkSynced declares the initial listing complete.
 func (ix *Index) MarkSynced() {
-	ix.lastSync.Store(time.Now().UnixNano())
+	ix.lastChange.Store(time.Now().UnixNano())
 	ix.synced.Store(true)
 }
 
@@ -151,7 +151,7 @@ func (ix *Index) Len() int {
 }
 
 // LastChange is when the index last changed (or synced).
-func (ix *Index) LastChange() time.Time { return time.Unix(0, ix.lastSync.Load()) }
+func (ix *Index) LastChange() time.Time { return time.Unix(0, ix.lastChange.Load()) }
 
 // SetRecord adds or replaces the entry for rec. A record whose hash does not
 // parse is ignored: the API server's schema already refuses it. So is one
@@ -436,7 +436,7 @@ func (ix *Index) recordNameLocked(sum [32]byte) string {
 	return apikeysv1alpha1.RecordName(sum)
 }
 
-func (ix *Index) touchLocked() { ix.lastSync.Store(time.Now().UnixNano()) }
+func (ix *Index) touchLocked() { ix.lastChange.Store(time.Now().UnixNano()) }
 
 // entryTable finds an entry by its token's SHA-256. The map is keyed by the
 // hash's first 8 bytes: SHA-256 is uniform, so among a million hashes two

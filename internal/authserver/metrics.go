@@ -84,13 +84,13 @@ func register() {
 			Help: "Tokens in the auth server's index.",
 		}, func() float64 { return float64(current.Load().Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "apikey_index_last_sync_age_seconds",
-			Help: "Seconds since the index last changed or synced; -1 before the first sync.",
+			Name: "apikey_index_last_change_timestamp_seconds",
+			Help: "Unix time in seconds of the index's last change (its first sync counts as one); 0 until the first sync.",
 		}, func() float64 {
 			if ix := current.Load(); ix.Synced() {
-				return time.Since(ix.LastChange()).Seconds()
+				return float64(ix.LastChange().UnixNano()) / 1e9
 			}
-			return -1
+			return 0
 		}))
 	m := &metrics{}
 	for ep := range numEndpoints {

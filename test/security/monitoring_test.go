@@ -44,7 +44,7 @@ var _ = Describe("Monitoring", func() {
 		queried := queriedMetrics()
 		AddReportEntry("metrics the alerts and dashboard query", strings.Join(queried, " "))
 		Expect(queried).To(ContainElements("apikey_expiration_timestamp_seconds", "apikey_authentications_total",
-			"controller_runtime_reconcile_errors_total"), "the queries were read")
+			"apikey_index_last_change_timestamp_seconds", "controller_runtime_reconcile_errors_total"), "the queries were read")
 		var served []string
 		Eventually(func(g Gomega) {
 			served = append(scrape(g, manager, scraperTok), scrape(g, authOnly, scraperTok)...)
