@@ -100,8 +100,8 @@ func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		r.issue,
 		r.rotate,
 		r.syncRecords,
-		r.watchSecret,
-		r.watchExpiry,
+		r.reconcileSecret,
+		r.scheduleExpiry,
 	} {
 		if err := step(ctx, p); err != nil {
 			return ctrl.Result{}, err

@@ -16,20 +16,30 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// finishPass computes status from what the pass observed, writes it in one
-// patch, and turns the pass's outcome into a result: a stalled key is not
-// retried, a transient error is (with backoff), and a healthy key wakes at
-// its next deadline.
+// finishPass is the only writer of status. It sets each field and each
+// condition from what the pass observed, writes them in one patch, then
+// deletes the records that status has just stopped naming, and turns the
+// pass's outcome into a result: a stalled key is not retried, a transient
+// error is (with backoff), and a healthy key wakes at its next deadline.
 func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (ctrl.Result, error) {
-	reportIssuance(p)
-	reportExpiry(p)
 	if err == nil && p.forgery != nil {
 		err = p.forgery
 	}
-	r.computeConditions(p, err)
-	if _, isStalled := asStalled(err); err == nil || isStalled {
+	o := outcomeOf(err)
+	reportIssuance(p)
+	reportExpiry(p)
+	if p.validated {
+		p.key.Status.Username = usernameFor(p.key)
+	}
+	c := conditions{key: p.key, base: p.base}
+	setReady(p, c, o)
+	r.setStalled(p, c, o)
+	setReconciling(c, o)
+	r.setExpired(p, c, o)
+	r.setSuspended(p, c, o)
+	r.setExpiringSoon(p, c, o)
+	if o.retry == nil {
 		p.key.Status.ObservedGeneration = p.key.Generation
-		err = nil
 	}
 
 	if !equality.Semantic.DeepEqual(p.base.Status, p.key.Status) {
@@ -38,12 +48,47 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 			return ctrl.Result{}, perr
 		}
 	}
-	if err != nil || p.wakeAt.IsZero() {
-		return ctrl.Result{}, err
+	if rerr := r.deleteUnnamed(ctx, p); rerr != nil {
+		return ctrl.Result{}, rerr
+	}
+	if o.retry != nil || p.wakeAt.IsZero() {
+		return ctrl.Result{}, o.retry
 	}
 	// A little slack so the pass runs at, not just before, the deadline.
 	return ctrl.Result{RequeueAfter: p.wakeAt.Sub(p.now) + 10*time.Millisecond}, nil
 }
+
+// deleteUnnamed deletes what the pass revoked or retired, now that status
+// no longer names it. Revocation asks the API server to select the key's
+// records, so a record the cache has not seen yet is not missed.
+func (r *ApiKeyReconciler) deleteUnnamed(ctx context.Context, p *pass) error {
+	if p.revoked {
+		return r.deleteRecords(ctx, p.key)
+	}
+	for i := range p.retiring {
+		if err := r.deleteRecord(ctx, p.key, &p.retiring[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outcome is how a pass ended: stalled (only a change to the key can fix
+// it, not retried), retrying after a transient error, or neither.
+type outcome struct {
+	stall *stalledError
+	retry error
+}
+
+func outcomeOf(err error) outcome {
+	if stall, ok := asStalled(err); ok {
+		return outcome{stall: stall}
+	}
+	return outcome{retry: err}
+}
+
+// healthy reports whether the pass ran every step.
+func (o outcome) healthy() bool { return o.stall == nil && o.retry == nil }
 
 // conditions writes a pass's conditions at the key's generation, and tells
 // which were true before the pass.
@@ -64,57 +109,52 @@ func (c conditions) wasTrue(typ string) bool {
 	return meta.IsStatusConditionTrue(c.base.Status.Conditions, typ)
 }
 
-// computeConditions sets Ready, Reconciling, Stalled, Expired, Suspended
-// and ExpiringSoon from the pass. It emits an event when a key stalls,
-// expires, is about to, or is suspended/resumed.
-func (r *ApiKeyReconciler) computeConditions(p *pass, err error) {
-	c := conditions{key: p.key, base: p.base}
-	if stall, ok := asStalled(err); ok {
-		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, stall.reason, stall.message)
-		c.set(apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, stall.reason, stall.message)
-		c.drop(apikeysv1alpha1.ConditionReconciling)
-		c.drop(apikeysv1alpha1.ConditionExpiringSoon)
-		// One Warning when a key becomes Stalled, whatever the reason: the
-		// controller will not retry on its own, so someone must act.
+// setStalled: true while only a change to the key can help, an expired
+// token included (so kstatus tools report it failed rather than in
+// progress). One Warning when a key becomes Stalled for any reason but
+// expiry (setExpired has its own): the controller will not retry on its
+// own, so someone must act.
+func (r *ApiKeyReconciler) setStalled(p *pass, c conditions, o outcome) {
+	switch {
+	case o.stall != nil:
+		c.set(apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, o.stall.reason, o.stall.message)
 		if !c.wasTrue(apikeysv1alpha1.ConditionStalled) {
-			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, stall.reason, "Stall", stall.message)
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, o.stall.reason, "Stall", o.stall.message)
 		}
-		return
+	case o.healthy() && p.expired():
+		c.set(apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpired, expiredMessage(p))
+	default:
+		c.drop(apikeysv1alpha1.ConditionStalled)
 	}
-	c.drop(apikeysv1alpha1.ConditionStalled)
-	if err != nil {
-		msg := fmt.Sprintf("retrying after error: %v", err)
-		c.set(apikeysv1alpha1.ConditionReconciling, metav1.ConditionTrue, apikeysv1alpha1.ReasonRetrying, msg)
-		if !p.issued() {
-			c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonIssuing, msg)
-		}
+}
+
+// setReconciling: true while the controller retries after an error.
+func setReconciling(c conditions, o outcome) {
+	if o.retry != nil {
+		c.set(apikeysv1alpha1.ConditionReconciling, metav1.ConditionTrue, apikeysv1alpha1.ReasonRetrying, retryMessage(o))
 		return
 	}
 	c.drop(apikeysv1alpha1.ConditionReconciling)
-	r.reportReady(p, c)
-	r.reportSuspension(p, c)
-	r.reportExpiringSoon(p, c)
 }
 
-// reportReady says whether the live token works, and if not, why.
-func (r *ApiKeyReconciler) reportReady(p *pass, c conditions) {
+func retryMessage(o outcome) string { return fmt.Sprintf("retrying after error: %v", o.retry) }
+
+// setReady says whether the live token works, and if not, why. While the
+// controller retries, an issued key stays as it was.
+func setReady(p *pass, c conditions, o outcome) {
 	st := &p.key.Status
 	switch {
-	case p.expired():
-		msg := fmt.Sprintf("The key expired at %s; extend spec.expiresAt or spec.ttl, or create a new ApiKey",
-			p.expiresAt.UTC().Format(time.RFC3339))
-		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonExpired, msg)
-		c.set(apikeysv1alpha1.ConditionExpired, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpired, msg)
-		// Expired is final until the spec changes: Stalled lets kstatus
-		// tools report it as failed rather than in progress.
-		c.set(apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpired, msg)
-		if !c.wasTrue(apikeysv1alpha1.ConditionExpired) {
-			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonExpired, "Expire", msg)
+	case o.stall != nil:
+		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, o.stall.reason, o.stall.message)
+	case o.retry != nil:
+		if !p.issued() {
+			c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonIssuing, retryMessage(o))
 		}
+	case p.expired():
+		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonExpired, expiredMessage(p))
 	case p.key.Spec.Suspended:
 		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionFalse, apikeysv1alpha1.ReasonSuspended,
 			"spec.suspended is true: the key is refused until it is set to false")
-		c.drop(apikeysv1alpha1.ConditionExpired)
 	default:
 		msg := fmt.Sprintf("Token %s is live; delivered to Secret %s", st.TokenHint, st.SecretName)
 		if st.SecretDeletedAt != nil {
@@ -126,39 +166,65 @@ func (r *ApiKeyReconciler) reportReady(p *pass, c conditions) {
 				prev.TokenHint, prev.ValidUntil.UTC().Format(time.RFC3339))
 		}
 		c.set(apikeysv1alpha1.ConditionReady, metav1.ConditionTrue, apikeysv1alpha1.ReasonIssued, msg)
+	}
+}
+
+// setExpired: true once the live token has expired, with a Warning when it
+// does. A pass that did not finish leaves it as it was.
+func (r *ApiKeyReconciler) setExpired(p *pass, c conditions, o outcome) {
+	switch {
+	case !o.healthy():
+	case p.expired():
+		msg := expiredMessage(p)
+		c.set(apikeysv1alpha1.ConditionExpired, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpired, msg)
+		if !c.wasTrue(apikeysv1alpha1.ConditionExpired) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonExpired, "Expire", msg)
+		}
+	default:
 		c.drop(apikeysv1alpha1.ConditionExpired)
 	}
 }
 
-// reportSuspension keeps Suspended in step with spec.suspended.
-func (r *ApiKeyReconciler) reportSuspension(p *pass, c conditions) {
-	if p.key.Spec.Suspended {
+func expiredMessage(p *pass) string {
+	return fmt.Sprintf("The key expired at %s; extend spec.expiresAt or spec.ttl, or create a new ApiKey",
+		p.expiresAt.UTC().Format(time.RFC3339))
+}
+
+// setSuspended keeps Suspended in step with spec.suspended, with an event
+// when it changes. A pass that did not finish leaves it as it was.
+func (r *ApiKeyReconciler) setSuspended(p *pass, c conditions, o outcome) {
+	switch {
+	case !o.healthy():
+	case p.key.Spec.Suspended:
 		c.set(apikeysv1alpha1.ConditionSuspended, metav1.ConditionTrue, apikeysv1alpha1.ReasonSuspended, "spec.suspended is true")
 		if !c.wasTrue(apikeysv1alpha1.ConditionSuspended) {
 			r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonSuspended, "Suspend", "The key is suspended")
 		}
-		return
-	}
-	c.drop(apikeysv1alpha1.ConditionSuspended)
-	if c.wasTrue(apikeysv1alpha1.ConditionSuspended) {
-		r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonResumed, "Resume", "The key works again")
+	default:
+		c.drop(apikeysv1alpha1.ConditionSuspended)
+		if c.wasTrue(apikeysv1alpha1.ConditionSuspended) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonResumed, "Resume", "The key works again")
+		}
 	}
 }
 
-// reportExpiringSoon warns, once, that the live token is close to expiry.
-func (r *ApiKeyReconciler) reportExpiringSoon(p *pass, c conditions) {
-	if !p.expiringSoon || p.expired() {
+// setExpiringSoon warns, once, that the live token is close to expiry. A
+// stalled key drops it (Stalled says more); a retrying pass leaves it.
+func (r *ApiKeyReconciler) setExpiringSoon(p *pass, c conditions, o outcome) {
+	switch {
+	case o.retry != nil:
+	case o.stall != nil || !p.expiringSoon || p.expired():
 		c.drop(apikeysv1alpha1.ConditionExpiringSoon)
-		return
-	}
-	advice := "rotate it (a new token gets a fresh spec.ttl) or lengthen spec.ttl"
-	if p.key.Spec.TTL == nil {
-		advice = "extend spec.expiresAt (a rotation does not), or create a new ApiKey"
-	}
-	msg := fmt.Sprintf("The key expires at %s: %s", p.expiresAt.UTC().Format(time.RFC3339), advice)
-	c.set(apikeysv1alpha1.ConditionExpiringSoon, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpiringSoon, msg)
-	if !c.wasTrue(apikeysv1alpha1.ConditionExpiringSoon) {
-		r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonExpiringSoon, "WarnExpiry", msg)
+	default:
+		advice := "rotate it (a new token gets a fresh spec.ttl) or lengthen spec.ttl"
+		if p.key.Spec.TTL == nil {
+			advice = "extend spec.expiresAt (a rotation does not), or create a new ApiKey"
+		}
+		msg := fmt.Sprintf("The key expires at %s: %s", p.expiresAt.UTC().Format(time.RFC3339), advice)
+		c.set(apikeysv1alpha1.ConditionExpiringSoon, metav1.ConditionTrue, apikeysv1alpha1.ReasonExpiringSoon, msg)
+		if !c.wasTrue(apikeysv1alpha1.ConditionExpiringSoon) {
+			r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonExpiringSoon, "WarnExpiry", msg)
+		}
 	}
 }
 
@@ -167,6 +233,7 @@ func (r *ApiKeyReconciler) reportExpiringSoon(p *pass, c conditions) {
 func reportIssuance(p *pass) {
 	st := &p.key.Status
 	st.PreviousKeys = nil
+	st.SecretDeletedAt = p.secretDeletedAt
 	if p.live == nil {
 		st.RecordName, st.TokenHint, st.TokenFingerprint, st.SecretName, st.LastRotateRequest = "", "", "", "", ""
 		st.IssuedAt, st.ExpiresAt, st.SecretDeletedAt = nil, nil, nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -41,13 +40,25 @@ type pass struct {
 	expiringSoon bool
 	// delivered: this pass wrote the live token into its Secret.
 	delivered bool
+	// secretDeletedAt is when the live token's Secret was found gone (or
+	// deleted by spec.secret.deleteAfter); nil while it exists.
+	secretDeletedAt *metav1.Time
+	// validated: the spec follows every rule; the key may hold a token.
+	validated bool
+	// revoked: the spec breaks a rule, so every record of the key goes
+	// once status stops naming them (finishPass).
+	revoked bool
+	// retiring are records status still names that go once the status
+	// patch stops naming them (finishPass). A pass that retires one does
+	// not rotate, so a key never holds more than two tokens.
+	retiring []apikeysv1alpha1.ApiKeyRecord
 	// wakeAt is the earliest instant a pass must run again without any
 	// event: an expiry or a Secret's deleteAfter deadline.
 	wakeAt time.Time
 }
 
 func (r *ApiKeyReconciler) newPass(key *apikeysv1alpha1.ApiKey) *pass {
-	return &pass{key: key, base: key.DeepCopy(), now: r.now()}
+	return &pass{key: key, base: key.DeepCopy(), now: r.now(), secretDeletedAt: key.Status.SecretDeletedAt}
 }
 
 // wakeUpAt asks for another pass at t (the earliest of all asks wins).
@@ -88,45 +99,47 @@ func newerIssuance(a, b *apikeysv1alpha1.ApiKeyRecordSpec) bool {
 // validate re-checks the rules the API server enforces (in case a rule was
 // bypassed or the operator's flags changed) and those only the operator can
 // know, such as --max-ttl. A key that breaks one gets no token, and a token it
-// already has stops working at once.
+// already has stops working at once: its records are revoked, right after
+// the status patch that stops naming them (finishPass).
 func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
 	err := r.checkSpec(ctx, p)
 	if err == nil {
-		p.key.Status.Username = usernameFor(p.key)
+		p.validated = true
 		return nil
 	}
-	if _, isStalled := asStalled(err); !isStalled || len(p.records) == 0 {
-		return err
-	}
-	if rerr := r.revoke(ctx, p); rerr != nil {
-		return rerr
+	if _, isStalled := asStalled(err); isStalled && len(p.records) > 0 {
+		p.setRecords(nil)
+		p.revoked = true
 	}
 	return err
 }
 
-// revoke deletes every record of the key. Status stops naming them first,
-// so that status never names a record that is gone: a status that does is
-// one the operator did not write.
-func (r *ApiKeyReconciler) revoke(ctx context.Context, p *pass) error {
-	p.setRecords(nil)
-	if err := r.reportRecords(ctx, p); err != nil {
-		return err
+// retire removes rec from the pass's records and deletes it: at once if
+// status does not name it, else right after the status patch that stops
+// naming it (finishPass), so that status never names a record that is gone:
+// a status that does is one the operator did not write.
+func (r *ApiKeyReconciler) retire(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord) error {
+	gone := *rec
+	kept := make([]apikeysv1alpha1.ApiKeyRecord, 0, len(p.records))
+	for i := range p.records {
+		if p.records[i].Name != gone.Name {
+			kept = append(kept, p.records[i])
+		}
 	}
-	return r.deleteRecords(ctx, p.key)
-}
-
-// reportRecords writes what the pass's records say into status now, ahead
-// of the deferred patch, so that status stops naming a record the pass is
-// about to delete.
-func (r *ApiKeyReconciler) reportRecords(ctx context.Context, p *pass) error {
-	reportIssuance(p)
-	if equality.Semantic.DeepEqual(p.base.Status, p.key.Status) {
+	p.setRecords(kept)
+	if p.base.Status.RecordName == gone.Name {
+		p.retiring = append(p.retiring, gone)
 		return nil
 	}
-	if err := r.Status().Patch(ctx, p.key, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
+	return r.deleteRecord(ctx, p.key, &gone)
+}
+
+// deleteRecord deletes rec, if it is still the record it was.
+func (r *ApiKeyReconciler) deleteRecord(ctx context.Context, key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord) error {
+	if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
 		return err
 	}
-	p.base = p.key.DeepCopy()
+	r.created.forget(key.UID, rec.Name)
 	return nil
 }
 
@@ -180,9 +193,9 @@ func asStalledViolation(err error) error {
 	return err
 }
 
-// watchExpiry wakes the controller when the live token's expiry warning
+// scheduleExpiry wakes the controller when the live token's expiry warning
 // is due and at its expiry instant: no polling loop.
-func (r *ApiKeyReconciler) watchExpiry(_ context.Context, p *pass) error {
+func (r *ApiKeyReconciler) scheduleExpiry(_ context.Context, p *pass) error {
 	if !p.issued() || p.expiresAt == nil || !p.now.Before(p.expiresAt.Time) {
 		return nil
 	}

@@ -123,10 +123,9 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 			case p.now.Before(want.ValidUntil.Time):
 				p.wakeUpAt(want.ValidUntil.Time)
 			case p.base.Status.RecordName != rec.Name:
-				if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
+				if err := r.deleteRecord(ctx, p.key, rec); err != nil {
 					return err
 				}
-				r.created.forget(p.key.UID, rec.Name)
 				continue
 			default:
 				// Status still names it: it ends now (validUntil), and goes
@@ -144,21 +143,6 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 		kept = append(kept, *rec)
 	}
 	p.setRecords(kept)
-	return nil
-}
-
-// deleteRecord deletes one of the key's records that is not live, once
-// status no longer names it.
-func (r *ApiKeyReconciler) deleteRecord(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord) error {
-	if p.base.Status.RecordName == rec.Name {
-		if err := r.reportRecords(ctx, p); err != nil {
-			return err
-		}
-	}
-	if err := r.Delete(ctx, rec, client.Preconditions{UID: &rec.UID}); client.IgnoreNotFound(err) != nil {
-		return err
-	}
-	r.created.forget(p.key.UID, rec.Name)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,6 +45,12 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	if !p.issued() {
 		return nil
 	}
+	if len(p.retiring) > 0 {
+		// settleRotation undid a rotation whose record status names: the
+		// rotation runs again once that record is gone.
+		p.wakeUpAt(p.now)
+		return nil
+	}
 	why := r.rotationDue(p)
 	if why == "" {
 		return nil
@@ -58,18 +65,19 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		return err
 	}
 
-	var kept []apikeysv1alpha1.ApiKeyRecord
-	for i := range p.records {
-		rec := &p.records[i]
-		if rec == p.live {
-			kept = append(kept, *rec)
-			continue
-		}
-		if err := r.deleteRecord(ctx, p, rec); err != nil {
-			return err
+	for _, rec := range slices.Clone(p.records) {
+		if rec.Name != p.live.Name {
+			if err := r.retire(ctx, p, &rec); err != nil {
+				return err
+			}
 		}
 	}
-	p.setRecords(kept)
+	if len(p.retiring) > 0 {
+		// Status still names a token that must go first: it goes after
+		// this pass's status patch, and the rotation runs in the next pass.
+		p.wakeUpAt(p.now)
+		return nil
+	}
 	old := p.live
 
 	tok, rec, err := r.newRecord(p, name, old.Spec.Issuance+1)
@@ -84,10 +92,9 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		return err
 	}
 	p.setRecords(append(p.records, *rec))
-	p.delivered = true
 	// The Secret holds a token again, even if it was deleted after the
-	// last delivery; watchSecret confirms with the API server.
-	p.key.Status.SecretDeletedAt = nil
+	// last delivery.
+	p.delivered = true
 
 	grace := gracePeriodOf(p.key)
 	until := "refused from now on"
@@ -173,15 +180,7 @@ func (r *ApiKeyReconciler) settleRotation(ctx context.Context, p *pass) error {
 	if err == nil && metav1.IsControlledBy(m, p.key) && m.GetAnnotations()[apikeysv1alpha1.TokenHashAnnotation] == live.Spec.TokenHash {
 		return nil
 	}
-	undelivered := live.DeepCopy()
-	var kept []apikeysv1alpha1.ApiKeyRecord
-	for i := range p.records {
-		if &p.records[i] != live {
-			kept = append(kept, p.records[i])
-		}
-	}
-	p.setRecords(kept)
-	return r.deleteRecord(ctx, p, undelivered)
+	return r.retire(ctx, p, live)
 }
 
 // rotationInFlight reports whether a record other than the live one lacks

@@ -12,15 +12,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// watchSecret follows the delivered Secret: it deletes it once
-// spec.secret.deleteAfter has passed, and notes in status when it is gone.
+// reconcileSecret follows the delivered Secret: it deletes it once
+// spec.secret.deleteAfter has passed, and notes when it is gone.
 // Either way the key stays valid and no new token is minted: the token was
 // delivered once.
-func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
+func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
 	if !p.issued() {
 		return nil
 	}
-	st := &p.key.Status
 	after := p.key.Spec.Secret.DeleteAfter
 	// Counted from the delivery of the live token, which a rotation renews.
 	var deadline time.Time
@@ -32,14 +31,14 @@ func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
 	}
 	if p.delivered && (after == nil || p.now.Before(deadline)) {
 		// This pass wrote the Secret: no need to look it up.
-		st.SecretDeletedAt = nil
+		p.secretDeletedAt = nil
 		return nil
 	}
 	m, err := r.deliveredSecret(ctx, p)
 	if m == nil || err != nil {
 		return err
 	}
-	st.SecretDeletedAt = nil
+	p.secretDeletedAt = nil
 	if after == nil || p.now.Before(deadline) {
 		return nil
 	}
@@ -51,21 +50,20 @@ func (r *ApiKeyReconciler) watchSecret(ctx context.Context, p *pass) error {
 	return nil
 }
 
-// deliveredSecret reads the live token's Secret (its metadata), or notes in
-// status that it is gone and returns nil.
+// deliveredSecret reads the live token's Secret (its metadata), or notes
+// that it is gone and returns nil.
 func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass) (*metav1.PartialObjectMetadata, error) {
-	st := &p.key.Status
 	name := p.live.Spec.SecretName
 	m := secretMeta()
 	ref := client.ObjectKey{Namespace: p.key.Namespace, Name: name}
 	err := r.Get(ctx, ref, m)
-	if apierrors.IsNotFound(err) && st.SecretDeletedAt == nil {
+	if apierrors.IsNotFound(err) && p.secretDeletedAt == nil {
 		// The cache may not have seen a Secret created moments ago: ask the
 		// API server before concluding it is gone.
 		err = r.APIReader.Get(ctx, ref, m)
 	}
 	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(m, p.key)) {
-		if st.SecretDeletedAt == nil {
+		if p.secretDeletedAt == nil {
 			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted until the key is rotated", name)
 		}
 		return nil, nil
@@ -78,6 +76,6 @@ func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass) (*metav
 
 // secretGone records that the delivered Secret no longer exists.
 func (r *ApiKeyReconciler) secretGone(p *pass, format string, args ...any) {
-	p.key.Status.SecretDeletedAt = &metav1.Time{Time: p.now.Truncate(time.Second)}
+	p.secretDeletedAt = &metav1.Time{Time: p.now.Truncate(time.Second)}
 	r.Recorder.Eventf(p.key, nil, corev1.EventTypeNormal, apikeysv1alpha1.ReasonSecretDeleted, "DeleteSecret", format, args...)
 }
