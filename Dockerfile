@@ -9,12 +9,16 @@ ARG TARGETARCH
 
 WORKDIR /workspace
 # Dependencies first, so that a source change does not download them again.
+# go.mod replaces the client module pkg/apikeyauth with its directory, which
+# must hold its go.mod before anything is downloaded.
 COPY go.mod go.sum ./
+COPY pkg/apikeyauth/go.mod pkg/apikeyauth/go.mod
 RUN go mod download
 
 COPY api/ api/
 COPY cmd/main.go cmd/main.go
 COPY internal/ internal/
+COPY pkg/ pkg/
 
 # No cgo: the runtime image has no libc. GOARCH follows the target platform of
 # `docker buildx build --platform`, and the host's when there is none.

@@ -3,6 +3,7 @@ module github.com/apikey-operator/apikey-operator
 go 1.26.0
 
 require (
+	github.com/apikey-operator/apikey-operator/pkg/apikeyauth v0.0.0-00010101000000-000000000000
 	github.com/evanphx/json-patch/v5 v5.9.11
 	github.com/go-logr/logr v1.4.3
 	github.com/onsi/ginkgo/v2 v2.34.0
@@ -121,3 +122,5 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+replace github.com/apikey-operator/apikey-operator/pkg/apikeyauth => ./pkg/apikeyauth

@@ -75,8 +75,9 @@ type Config struct {
 	// valid only if it lists this one. Empty names no audience.
 	Audience string
 
-	// now is the clock of the cache; tests set it. Default time.Now.
-	now func() time.Time
+	// Now is the clock the cache expires answers by. Default time.Now; a
+	// test can set a fake clock to move past a TTL without waiting.
+	Now func() time.Time
 }
 
 // Client verifies tokens with the auth server. It is safe for concurrent
@@ -150,7 +151,7 @@ func New(cfg Config) (*Client, error) {
 		timeout:     orDefault(cfg.Timeout, DefaultTimeout),
 		positiveTTL: orDefault(cfg.CacheTTL, DefaultCacheTTL),
 		negativeTTL: orDefault(cfg.NegativeCacheTTL, DefaultNegativeCacheTTL),
-		now:         cfg.now,
+		now:         cfg.Now,
 		flights:     map[cacheKey]*flight{},
 	}
 	if c.now == nil {
@@ -176,6 +177,15 @@ func New(cfg Config) (*Client, error) {
 		c.httpClient = func() *http.Client { return hc }
 	}
 	return c, nil
+}
+
+// CacheLen is the number of answers in the cache, expired ones not yet
+// evicted included; 0 when caching is off.
+func (c *Client) CacheLen() int {
+	if c.cache == nil {
+		return 0
+	}
+	return c.cache.len()
 }
 
 func orDefault[T time.Duration | int](v, def T) T {

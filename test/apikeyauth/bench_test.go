@@ -1,8 +1,10 @@
-package apikeyauth
+package apikeyauth_test
 
 import (
 	"net/http"
 	"testing"
+
+	"github.com/apikey-operator/apikey-operator/pkg/apikeyauth"
 )
 
 // BenchmarkMiddlewareCached is a request through Middleware answered from
@@ -11,7 +13,7 @@ import (
 func BenchmarkMiddlewareCached(b *testing.B) {
 	as := startAuthServer(b, true)
 	k := as.issue(b, "orders", nil)
-	c, err := New(Config{URL: as.server.URL, HTTPClient: as.server.Client()})
+	c, err := apikeyauth.New(apikeyauth.Config{URL: as.server.URL, HTTPClient: as.server.Client()})
 	if err != nil {
 		b.Fatal(err)
 	}

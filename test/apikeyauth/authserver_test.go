@@ -1,4 +1,4 @@
-package apikeyauth
+package apikeyauth_test
 
 import (
 	"crypto/ecdsa"
@@ -24,6 +24,7 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/token"
+	"github.com/apikey-operator/apikey-operator/pkg/apikeyauth"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
@@ -135,16 +136,16 @@ func (as *testAuthServer) setKey(k testKey, suspended bool) {
 
 // client returns a Client of the server trusting its CA, on the server's
 // clock; cfg may set anything else.
-func (as *testAuthServer) client(t *testing.T, cfg Config) *Client {
+func (as *testAuthServer) client(t *testing.T, cfg apikeyauth.Config) *apikeyauth.Client {
 	t.Helper()
 	cfg.URL = as.server.URL
 	if cfg.CAFile == "" && cfg.HTTPClient == nil {
 		cfg.CAFile = as.caFile
 	}
-	if cfg.now == nil {
-		cfg.now = as.clock.Now
+	if cfg.Now == nil {
+		cfg.Now = as.clock.Now
 	}
-	c, err := New(cfg)
+	c, err := apikeyauth.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

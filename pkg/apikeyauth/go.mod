@@ -1,0 +1,3 @@
+module github.com/apikey-operator/apikey-operator/pkg/apikeyauth
+
+go 1.26.0
