@@ -3,33 +3,17 @@ package authserver
 import (
 	"net/http"
 	"time"
+
+	"github.com/apikey-operator/apikey-operator/pkg/apikeyauth"
 )
 
-// VerifyRequest is the body of POST /verify.
-type VerifyRequest struct {
-	Token    string   `json:"token"`
-	Scopes   []string `json:"scopes,omitempty"`
-	Audience string   `json:"audience,omitempty"`
-}
-
-// VerifyResponse is the answer of POST /verify. Only a valid token gets an
-// identity.
-type VerifyResponse struct {
-	Valid     bool       `json:"valid"`
-	Code      string     `json:"code"`
-	Username  string     `json:"username,omitempty"`
-	UID       string     `json:"uid,omitempty"`
-	Groups    []string   `json:"groups,omitempty"`
-	Scopes    []string   `json:"scopes,omitempty"`
-	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
-	APIKey    *KeyRef    `json:"apiKey,omitempty"`
-}
-
-// KeyRef names an ApiKey.
-type KeyRef struct {
-	Namespace string `json:"namespace"`
-	Name      string `json:"name"`
-}
+// The JSON of POST /verify is defined once, in the client's module, for both
+// the client and this server.
+type (
+	VerifyRequest  = apikeyauth.VerifyRequest
+	VerifyResponse = apikeyauth.VerifyResponse
+	KeyRef         = apikeyauth.KeyRef
+)
 
 // serveVerify is the JSON API for in-cluster services. A well-formed request
 // gets 200 with a code once the index has synced (503 before, so clients

@@ -282,35 +282,13 @@ func (c *Client) remember(key cacheKey, a *answer) {
 	}
 }
 
-// verifyRequest and verifyResponse are the JSON of the auth server's
-// POST /verify.
-type verifyRequest struct {
-	Token    string   `json:"token"`
-	Scopes   []string `json:"scopes,omitempty"`
-	Audience string   `json:"audience,omitempty"`
-}
-
-type verifyResponse struct {
-	Valid     bool       `json:"valid"`
-	Code      string     `json:"code"`
-	Username  string     `json:"username"`
-	UID       string     `json:"uid"`
-	Groups    []string   `json:"groups"`
-	Scopes    []string   `json:"scopes"`
-	ExpiresAt *time.Time `json:"expiresAt"`
-	APIKey    *struct {
-		Namespace string `json:"namespace"`
-		Name      string `json:"name"`
-	} `json:"apiKey"`
-}
-
 // post sends one verify request. Every error it returns wraps
 // ErrUnavailable; none quotes the request body.
 func (c *Client) post(ctx context.Context, token string, scopes []string) (*answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	body, err := json.Marshal(verifyRequest{Token: token, Scopes: scopes, Audience: c.audience})
+	body, err := json.Marshal(VerifyRequest{Token: token, Scopes: scopes, Audience: c.audience})
 	if err != nil {
 		return nil, unavailable(errors.New("could not encode the verify request"))
 	}
@@ -334,7 +312,7 @@ func (c *Client) post(ctx context.Context, token string, scopes []string) (*answ
 		return nil, unavailable(fmt.Errorf("POST %s answered %s", c.verifyURL, resp.Status))
 	}
 
-	var vr verifyResponse
+	var vr VerifyResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswerBytes)).Decode(&vr); err != nil {
 		return nil, unavailable(fmt.Errorf("POST %s did not answer with the verify JSON", c.verifyURL))
 	}
@@ -348,7 +326,7 @@ func (c *Client) post(ctx context.Context, token string, scopes []string) (*answ
 	}
 }
 
-func identityOf(vr *verifyResponse) *Identity {
+func identityOf(vr *VerifyResponse) *Identity {
 	id := &Identity{Username: vr.Username, UID: vr.UID, Groups: vr.Groups, Scopes: vr.Scopes}
 	if vr.ExpiresAt != nil {
 		id.ExpiresAt = *vr.ExpiresAt

@@ -1,0 +1,34 @@
+package apikeyauth
+
+import "time"
+
+// The /verify wire format: the JSON of the auth server's POST /verify. The
+// operator's auth server decodes VerifyRequest and answers VerifyResponse
+// with these very types, and Client sends and reads them, so the two cannot
+// drift apart.
+
+// VerifyRequest is the body of POST /verify.
+type VerifyRequest struct {
+	Token    string   `json:"token"`
+	Scopes   []string `json:"scopes,omitempty"`
+	Audience string   `json:"audience,omitempty"`
+}
+
+// VerifyResponse is the answer of POST /verify. Only a valid token gets an
+// identity.
+type VerifyResponse struct {
+	Valid     bool       `json:"valid"`
+	Code      string     `json:"code"`
+	Username  string     `json:"username,omitempty"`
+	UID       string     `json:"uid,omitempty"`
+	Groups    []string   `json:"groups,omitempty"`
+	Scopes    []string   `json:"scopes,omitempty"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	APIKey    *KeyRef    `json:"apiKey,omitempty"`
+}
+
+// KeyRef names an ApiKey.
+type KeyRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
