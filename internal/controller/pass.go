@@ -170,14 +170,15 @@ func (r *ApiKeyReconciler) checkSpec(ctx context.Context, p *pass) error {
 	}
 
 	// Expiry is measured from the record's own issuance, never from status.
-	issuedAt := p.now
+	var issuedAt *metav1.Time
+	issued := p.now
 	if p.issued() {
-		issuedAt = p.live.Spec.IssuedAt.Time
+		issuedAt, issued = &p.live.Spec.IssuedAt, p.live.Spec.IssuedAt.Time
 	}
-	if err := r.Policy.CheckExpiry(spec, issuedAt, p.issued(), p.now); err != nil {
+	if err := r.Policy.CheckExpiry(spec, issuedAt, p.now); err != nil {
 		return asStalledViolation(err)
 	}
-	if exp := r.Policy.ExpiryFor(spec, issuedAt); !exp.IsZero() {
+	if exp := r.Policy.ExpiryFor(spec, issued); !exp.IsZero() {
 		p.expiresAt = &metav1.Time{Time: exp}
 	}
 	return nil

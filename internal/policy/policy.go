@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -170,27 +172,32 @@ func (p *Policy) ExpiryFor(spec *apikeysv1alpha1.ApiKeySpec, issuedAt time.Time)
 	return time.Time{}
 }
 
-// CheckExpiry refuses an expiry that is not after now (for a key not issued
-// yet) or that lies beyond issuedAt + MaxTTL.
-func (p *Policy) CheckExpiry(spec *apikeysv1alpha1.ApiKeySpec, issuedAt time.Time, issued bool, now time.Time) error {
+// CheckExpiry refuses an expiry that lies beyond the token's issuance plus
+// MaxTTL, or, for a key that has no token yet (issuedAt nil: it would be
+// issued now), one that is not after now.
+func (p *Policy) CheckExpiry(spec *apikeysv1alpha1.ApiKeySpec, issuedAt *metav1.Time, now time.Time) error {
 	if spec.ExpiresAt != nil && spec.TTL != nil {
 		return violation(RuleSyntax, "set at most one of spec.expiresAt and spec.ttl")
 	}
 	if spec.TTL != nil && spec.TTL.Duration <= 0 {
 		return violation(RuleExpiry, "spec.ttl must be positive")
 	}
-	expiresAt := p.ExpiryFor(spec, issuedAt)
+	issued := now
+	if issuedAt != nil {
+		issued = issuedAt.Time
+	}
+	expiresAt := p.ExpiryFor(spec, issued)
 	if expiresAt.IsZero() {
 		return nil
 	}
-	if !issued && !expiresAt.After(now) {
+	if issuedAt == nil && !expiresAt.After(now) {
 		return violation(RuleExpiry, "spec.expiresAt %s is not in the future: set a later time or use spec.ttl",
 			expiresAt.UTC().Format(time.RFC3339))
 	}
-	if p.MaxTTL > 0 && expiresAt.Sub(issuedAt) > p.MaxTTL {
+	if p.MaxTTL > 0 && expiresAt.Sub(issued) > p.MaxTTL {
 		return violation(RuleExpiry,
 			"the key would live %s, longer than the operator's --max-ttl of %s: shorten spec.ttl or spec.expiresAt",
-			expiresAt.Sub(issuedAt).Round(time.Second), p.MaxTTL)
+			expiresAt.Sub(issued).Round(time.Second), p.MaxTTL)
 	}
 	return nil
 }

@@ -127,7 +127,11 @@ func TestCheckExpiry(t *testing.T) {
 		"both":                             {apikeysv1alpha1.ApiKeySpec{TTL: ttl(time.Hour), ExpiresAt: at(time.Hour)}, false, "at most one"},
 		"negative ttl":                     {apikeysv1alpha1.ApiKeySpec{TTL: ttl(-time.Hour)}, false, "positive"},
 	} {
-		err := p.CheckExpiry(&tc.spec, now, tc.issued, now)
+		var issuedAt *metav1.Time
+		if tc.issued {
+			issuedAt = &metav1.Time{Time: now}
+		}
+		err := p.CheckExpiry(&tc.spec, issuedAt, now)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: CheckExpiry = %v, want %q", name, err, tc.want)
 		}

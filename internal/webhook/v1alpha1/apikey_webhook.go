@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	admissionv1 "k8s.io/api/admission/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -118,8 +120,7 @@ type Validator struct {
 
 // ValidateCreate implements admission.Validator.
 func (v *Validator) ValidateCreate(_ context.Context, key *apikeysv1alpha1.ApiKey) (admission.Warnings, error) {
-	now := v.now()
-	return nil, v.checkSpec(key, now, false, now)
+	return nil, v.checkSpec(key, nil)
 }
 
 // ValidateUpdate implements admission.Validator.
@@ -135,11 +136,6 @@ func (v *Validator) ValidateUpdate(_ context.Context, old, key *apikeysv1alpha1.
 	// status.issuedAt only makes the message early and friendly: the
 	// controller measures expiry from its record and stalls the key if this
 	// was wrong.
-	now := v.now()
-	issuedAt, issued := now, old.Status.IssuedAt != nil
-	if issued {
-		issuedAt = old.Status.IssuedAt.Time
-	}
 	expiryChanged := !apiequality.Semantic.DeepEqual(old.Spec.ExpiresAt, key.Spec.ExpiresAt) ||
 		!apiequality.Semantic.DeepEqual(old.Spec.TTL, key.Spec.TTL)
 	if !expiryChanged {
@@ -147,7 +143,7 @@ func (v *Validator) ValidateUpdate(_ context.Context, old, key *apikeysv1alpha1.
 		// operator's --max-ttl shrank since: the controller stalls it.
 		return nil, policy.CheckSyntax(&key.Spec)
 	}
-	return nil, v.checkSpec(key, issuedAt, issued, now)
+	return nil, v.checkSpec(key, old.Status.IssuedAt)
 }
 
 // ValidateDelete implements admission.Validator; deleting is revoking and always allowed.
@@ -155,11 +151,13 @@ func (v *Validator) ValidateDelete(context.Context, *apikeysv1alpha1.ApiKey) (ad
 	return nil, nil
 }
 
-func (v *Validator) checkSpec(key *apikeysv1alpha1.ApiKey, issuedAt time.Time, issued bool, now time.Time) error {
+// checkSpec checks key's spec for a token issued at issuedAt, or, if nil,
+// for one issued now.
+func (v *Validator) checkSpec(key *apikeysv1alpha1.ApiKey, issuedAt *metav1.Time) error {
 	if err := policy.CheckSyntax(&key.Spec); err != nil {
 		return err
 	}
-	return v.Policy.CheckExpiry(&key.Spec, issuedAt, issued, now)
+	return v.Policy.CheckExpiry(&key.Spec, issuedAt, v.now())
 }
 
 func (v *Validator) now() time.Time {
