@@ -374,7 +374,7 @@ func (r *rendering) serviceAccount(d *appsv1.Deployment) rbacv1.Subject {
 	return rbacv1.Subject{Kind: "ServiceAccount", Name: d.Spec.Template.Spec.ServiceAccountName, Namespace: r.namespace}
 }
 
-// allows reports whether the roleKinds bound to subject grant every verb on
+// allows reports whether the roles of kind roleKind bound to subject grant every verb on
 // resource named name ("" asks for a grant not limited by name).
 func (r *rendering) allows(t *testing.T, subject rbacv1.Subject, roleKind, resource, name string, verbs ...string) bool {
 	t.Helper()
