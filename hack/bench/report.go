@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
+	_ "embed"
 	"flag"
 	"fmt"
 	"slices"
 	"strings"
+	"text/template"
 	"time"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -127,67 +130,459 @@ const admissionPath = "the CRD's schema and CEL rules; the owner ValidatingAdmis
 	"validations); and the operator's two admission webhooks, registered by envtest from config/webhook (with their " +
 	"matchConditions) and served over TLS on 127.0.0.1 by the controller's manager, as in a cluster"
 
-// mdWriter builds the Markdown text.
-type mdWriter struct{ strings.Builder }
+//go:embed report.md.tmpl
+var reportTemplate string
 
-func (w *mdWriter) line(format string, args ...any) {
-	fmt.Fprintf(&w.Builder, format, args...)
-	w.WriteString("\n")
+// reportFuncs format the numbers the template says.
+var reportFuncs = template.FuncMap{
+	"ms": ms, "us": us, "secs": secs, "secsOrDash": secsOrDash, "signedMs": signedMs, "num": num, "mib": mib,
+	"p99IsMax": p99IsMax,
+	"f0":       func(v float64) string { return fmt.Sprintf("%.0f", v) },
+	"inc":      func(i int) int { return i + 1 },
+	// ratio is a ÷ b, each a float64 or a time.Duration.
+	"ratio":         func(a, b any) string { return fmt.Sprintf("%.2f×", toFloat(a)/toFloat(b)) },
+	"admissionPath": func() string { return admissionPath },
 }
 
-func (w *mdWriter) row(cells ...string) {
-	w.WriteString("| " + strings.Join(cells, " | ") + " |\n")
-}
+var reportTmpl = template.Must(template.New("report").Funcs(reportFuncs).Option("missingkey=error").Parse(reportTemplate))
 
-func (w *mdWriter) table(header ...string) {
-	w.row(header...)
-	seps := make([]string, len(header))
-	for i := range seps {
-		seps[i] = "---"
+func toFloat(v any) float64 {
+	if d, ok := v.(time.Duration); ok {
+		return float64(d)
 	}
-	w.row(seps...)
+	return v.(float64)
 }
 
+// markdown renders the report.
 func (r *report) markdown(c config) string {
-	w := &mdWriter{}
-	w.line("# Benchmarks")
-	w.line("")
-	w.line("Measured by `make bench` (the program in `hack/bench`) against the targets of SPEC §9.")
-	w.line("This file is generated: run `make bench` again rather than editing it.")
-	w.line("")
-	w.line("Run on %s; the whole run took %s.", r.machine.date.Format("2006-01-02 15:04 MST"), r.elapsed.Round(time.Second))
-	w.line("")
-	r.writeMachine(w)
-	r.writeSummary(w)
-	r.writeMicro(w)
-	r.writeHTTP(w, c)
-	r.writeRevoke(w)
-	r.writeApply(w)
-	r.writeRotate(w)
-	r.writeIssue(w)
-	r.writeHeap(w)
-	writeReproduce(w)
-	r.writeRaw(w)
-	return w.String()
+	var b strings.Builder
+	if err := reportTmpl.Execute(&b, r.view(c)); err != nil {
+		panic(err) // the template and its data are this program's: a bug
+	}
+	return b.String()
 }
 
-func (r *report) writeMachine(w *mdWriter) {
-	w.line("## Machine")
-	w.line("")
-	w.table("", "")
-	w.row("CPUs (nproc)", fmt.Sprintf("%d (GOMAXPROCS %d)", r.machine.cpus, r.machine.gomaxprocs))
-	w.row("CPU model", r.machine.cpuModel)
-	w.row("Memory", r.machine.memory)
-	w.row("Go", r.machine.goVersion)
-	w.row("Kernel", r.machine.kernel)
-	w.row("Load average (1, 5, 15 min)", fmt.Sprintf("%s at the start; %s at the end", r.loadStart, r.loadEnd))
-	cp := r.controlPlane
-	if cp == "" {
-		cp = notMeasured
+// reportView is what the template says: numbers and verdicts, computed
+// here from the results; the template formats them.
+type reportView struct {
+	Date                           string
+	Elapsed                        time.Duration
+	CPUs, GOMAXPROCS               int
+	CPUModel, Memory, Go, Kernel   string
+	LoadStart, LoadEnd             string
+	ControlPlane, Settings, NotRun string
+	Summary                        []summaryRow
+	Micro                          *microView
+	HTTP                           *httpView
+	ScaleRevoke                    *scaleRevokeView
+	Revoke                         *revokeView
+	Apply                          *applyView
+	Rotate                         *rotateView
+	Issue                          *issueView
+	Heap                           *heapView
+	// Raw is go test's output, for the appendix.
+	Raw string
+}
+
+// summaryRow is one line of the summary table.
+type summaryRow struct{ What, Measured, Target, Result string }
+
+// latView is latencies for the template.
+type latView struct {
+	N                   int
+	P50, P99, P999, Max time.Duration
+}
+
+func lat(l latencies) latView { return latView{l.n, l.p50, l.p99, l.p999, l.mx} }
+
+func (r *report) view(c config) reportView {
+	m := r.machine
+	v := reportView{
+		Date: m.date.Format("2006-01-02 15:04 MST"), Elapsed: r.elapsed.Round(time.Second),
+		CPUs: m.cpus, GOMAXPROCS: m.gomaxprocs, CPUModel: m.cpuModel, Memory: m.memory, Go: m.goVersion, Kernel: m.kernel,
+		LoadStart: r.loadStart, LoadEnd: r.loadEnd, ControlPlane: cmp.Or(r.controlPlane, notMeasured),
+		Settings: settings(), NotRun: r.notRunLine(), Summary: r.summaryRows(),
+		Micro: r.microView(), HTTP: r.httpView(c), Apply: r.applyView(), Rotate: r.rotateView(), Issue: r.issueView(),
+		Heap: r.heapView(),
 	}
-	w.row("Test control plane", "kube-apiserver and etcd "+cp+" (envtest), on the same CPUs")
-	w.row("Settings", "`"+settings()+"`")
-	w.line("")
+	s := r.scaleRevoke()
+	if s != nil {
+		v.ScaleRevoke = newScaleRevokeView(s)
+	}
+	if rv := r.revoke; rv != nil {
+		v.Revoke = &revokeView{Keys: r.revokeKeys, JudgedAtScale: s != nil && s.all.n > 0,
+			revocationsView: newRevocationsView(rv, r.revokeVerdict())}
+		if v.Revoke.JudgedAtScale {
+			v.Revoke.Result = "—"
+		}
+	}
+	if r.micro != nil {
+		v.Raw = strings.TrimRight(r.micro.raw, "\n")
+	}
+	return v
+}
+
+type microView struct {
+	Command string
+	Err     error
+	Benches []microBenchView
+	Ratios  []microRatioView
+}
+
+// microBenchView is a benchmark's medians, formatted: which units it has
+// differs.
+type microBenchView struct{ Pkg, Name, NsOp, BOp, Allocs, Other string }
+
+type microRatioView struct{ Name, Ratio, Allocs, Target, Result string }
+
+func (r *report) microView() *microView {
+	m := r.micro
+	if m == nil {
+		return nil
+	}
+	v := &microView{Command: m.command, Err: m.err}
+	cell := func(b *microBench, unit string) string {
+		if x, ok := b.median(unit); ok {
+			return num(x)
+		}
+		return "—"
+	}
+	for _, b := range m.benches {
+		var other []string
+		for _, u := range b.units {
+			if u != "ns/op" && u != "B/op" && u != "allocs/op" {
+				x, _ := b.median(u)
+				other = append(other, num(x)+" "+u)
+			}
+		}
+		v.Benches = append(v.Benches, microBenchView{b.pkg, strings.TrimPrefix(b.name, "Benchmark"),
+			cell(b, "ns/op"), cell(b, "B/op"), cell(b, "allocs/op"), strings.Join(other, ", ")})
+	}
+	for _, x := range m.verifyRatios() {
+		row := microRatioView{"`" + strings.TrimPrefix(x.name, "Benchmark") + "`", "not run", "—", verifyTarget, notMeasured}
+		switch {
+		case !x.found:
+		case x.reference == "":
+			row.Ratio = "no SHA-256 benchmark"
+		default:
+			row.Name += " ÷ `" + x.reference + "`"
+			row.Ratio, row.Allocs, row.Result = fmt.Sprintf("%.2f×", x.ratio), num(x.allocs), x.verdict()
+		}
+		v.Ratios = append(v.Ratios, row)
+	}
+	return v
+}
+
+type httpView struct {
+	Keys, Conns                   int
+	Err                           error
+	Closed                        []closedRoundView
+	ClosedFor, OpenFor            time.Duration
+	BareRPS, OursRPS, OpenRate    float64
+	ThroughputVerdict, P99Verdict string
+	Open                          []openRoundView
+	BareOpen, OursOpen            latView
+	// Stalls is set when the tail looks like a few stalls per round rather
+	// than a per-request cost.
+	Stalls     bool
+	PerRequest *perRequestView
+}
+
+type closedRoundView struct{ Bare, Ours float64 }
+
+type openRoundView struct {
+	Bare, Ours         latView
+	BareRate, OursRate float64
+}
+
+// perRequestView is the two cores' time per request, in µs, and the
+// in-process cost of the auth server's handler if the micro-benchmarks ran.
+type perRequestView struct {
+	Bare, Ours, Extra float64
+	InProcess         *struct{ NsOp, Allocs, BOp float64 }
+}
+
+func (r *report) httpView(c config) *httpView {
+	h := r.http
+	if h == nil {
+		return nil
+	}
+	v := &httpView{Keys: c.httpKeys, Conns: c.httpConns, Err: h.err,
+		ClosedFor: c.httpClosed, BareRPS: h.bareRPS, OursRPS: h.oursRPS,
+		ThroughputVerdict: verdict(h.oursRPS/h.bareRPS >= minThroughput),
+		OpenFor:           c.httpOpen, OpenRate: h.openRate, BareOpen: lat(h.bareOpen), OursOpen: lat(h.oursOpen),
+		P99Verdict: verdict(float64(h.oursOpen.p99)/float64(h.bareOpen.p99) <= maxP99Ratio),
+		Stalls:     h.bareOpen.p99 > 10*h.bareOpen.p50 && h.bareOpen.p999 < 2*h.bareOpen.p99,
+	}
+	for _, cr := range h.closed {
+		v.Closed = append(v.Closed, closedRoundView{cr.bare, cr.ours})
+	}
+	for _, o := range h.open {
+		v.Open = append(v.Open, openRoundView{lat(o.bare), lat(o.ours), o.bareRate, o.oursRate})
+	}
+	if h.bareRPS != 0 {
+		bare, ours := 2e6/h.bareRPS, 2e6/h.oursRPS
+		v.PerRequest = &perRequestView{Bare: bare, Ours: ours, Extra: ours - bare}
+		if r.micro != nil {
+			if b := r.micro.find("authserver", "BenchmarkForwardAuth"); b != nil {
+				ns, _ := b.median("ns/op")
+				allocs, _ := b.median("allocs/op")
+				bytes, _ := b.median("B/op")
+				v.PerRequest.InProcess = &struct{ NsOp, Allocs, BOp float64 }{ns, allocs, bytes}
+			}
+		}
+	}
+	return v
+}
+
+// revocationsView is a revocation run's table.
+type revocationsView struct {
+	Deleted, Suspended, All latView
+	Target, Result          string
+	Err                     error
+}
+
+func newRevocationsView(rv *revokeResult, result string) revocationsView {
+	return revocationsView{lat(rv.deleted), lat(rv.suspended), lat(rv.all), revokeTarget, result, rv.err}
+}
+
+type revokeView struct {
+	revocationsView
+	Keys          int
+	JudgedAtScale bool
+}
+
+type scaleRevokeView struct {
+	revocationsView
+	Keys, Conns                           int
+	Offered, Achieved, HereRPS, HereShare float64
+	HalfOf                                string
+	LoadFor, Gone                         time.Duration
+	Load                                  latView
+	Saturated                             bool
+	LoadErr                               error
+}
+
+func newScaleRevokeView(s *scaleRevokeResult) *scaleRevokeView {
+	v := &scaleRevokeView{revocationsView: newRevocationsView(&s.revokeResult, scaleRevokeVerdict(s)),
+		Keys: s.keys, Conns: s.conns, Offered: s.offered, Achieved: s.achieved, HereRPS: s.hereRPS,
+		HalfOf: halfOf(s), LoadFor: s.loadFor, Gone: s.gone, Load: lat(s.load),
+		Saturated: s.achieved < 0.95*s.offered, LoadErr: s.loadErr}
+	if s.hereRPS > 0 {
+		v.HereShare = 100 * s.offered / s.hereRPS
+	}
+	return v
+}
+
+type applyView struct {
+	Keys           int
+	Admission      *admissionView
+	Err            error
+	Ready, Usable  latView
+	Target, Result string
+}
+
+func (r *report) applyView() *applyView {
+	a := r.apply
+	if a == nil {
+		return nil
+	}
+	return &applyView{r.applyKeys, newAdmissionView(r.applyAdmission), a.err, lat(a.ready), lat(a.usable),
+		applyTarget, r.applyVerdict()}
+}
+
+// admissionView is what admission cost a section's creates.
+type admissionView struct {
+	Err   error
+	Steps []admissionStepView
+}
+
+type admissionStepView struct {
+	What      string
+	Calls     uint64
+	Mean, P99 time.Duration
+}
+
+func newAdmissionView(a *admissionCost) *admissionView {
+	if a == nil {
+		return nil
+	}
+	v := &admissionView{Err: a.err}
+	for _, st := range a.steps {
+		v.Steps = append(v.Steps, admissionStepView{st.what, st.calls, st.mean, st.p99})
+	}
+	return v
+}
+
+type rotateView struct {
+	Grace, GraceMin, GraceMax                        time.Duration
+	RotateAnnotation, HashAnnotation, HintAnnotation string
+	Err                                              error
+	Delivered, Usable, AfterDelivery                 latView
+	Refused, LastAccepted                            latView
+	UsableVerdict, RefusedVerdict                    string
+	OldPolls                                         int
+}
+
+func (r *report) rotateView() *rotateView {
+	rt := r.rotate
+	if rt == nil {
+		return nil
+	}
+	return &rotateView{Grace: rt.grace, GraceMin: rt.graceMin, GraceMax: rt.graceMax,
+		RotateAnnotation: apikeysv1alpha1.RotateAnnotation, HashAnnotation: apikeysv1alpha1.TokenHashAnnotation,
+		HintAnnotation: apikeysv1alpha1.TokenHintAnnotation, Err: rt.err,
+		Delivered: lat(rt.delivered), Usable: lat(rt.usable), AfterDelivery: lat(rt.afterDelivery),
+		Refused: lat(rt.refused), LastAccepted: lat(rt.lastAccepted),
+		UsableVerdict:  verdict(rt.err == nil && rt.usable.n > 0 && rt.usable.p50 < maxRotateUsable),
+		RefusedVerdict: verdict(rt.err == nil && rt.refused.n > 0 && rt.refused.mx <= maxRotateRefused),
+		OldPolls:       rt.oldPolls}
+}
+
+type issueView struct {
+	Workers, Keys, Reconcilers, Burst, ReadyCount, ReadyAtTarget int
+	QPS, RawRate, Rate, Ratio                                    float64
+	Admission                                                    *admissionView
+	Err                                                          error
+	GaveUp                                                       bool
+	Waited, Projected, ConfigMaps, Created, Ready, Indexed       time.Duration
+	Result                                                       string
+	// WritesCounted is set when the writes were counted; Writes are the
+	// resources written at least once per 100 keys (the others are the API
+	// server's own bookkeeping, e.g. leases).
+	WritesCounted bool
+	Writes        []writeView
+	WritesPerKey  float64
+	// CPU is what a ConfigMap create and an issued key cost, and their
+	// ratio, by process; nil if not measured.
+	CPU []cpuRowView
+	// InTime is set when the run issued the target's 10,000 keys.
+	InTime *struct {
+		Ready  time.Duration
+		Result string
+	}
+}
+
+type writeView struct {
+	Verb, Resource string
+	N              int
+	PerKey         float64
+}
+
+type cpuRowView struct {
+	What  string
+	Cells [4]string
+}
+
+func (r *report) issueView() *issueView {
+	is := r.issue
+	if is == nil {
+		return nil
+	}
+	v := &issueView{Workers: is.workers, Keys: is.keys, Reconcilers: is.reconcilers, Burst: is.burst,
+		ReadyCount: is.readyCount, ReadyAtTarget: is.readyAtTarget, QPS: is.qps, RawRate: is.rawRate(), Rate: is.rate(),
+		Ratio: is.ratio(), Admission: newAdmissionView(r.issueAdmission), Err: is.err, GaveUp: is.gaveUp,
+		Waited: is.waited, Projected: projected(is), ConfigMaps: is.configMaps, Created: is.created, Ready: is.ready,
+		Indexed: is.indexed, Result: r.issueSummary().Result, WritesCounted: len(is.writes) > 0, WritesPerKey: is.writes.perKey(is.keys)}
+	for _, c := range is.writes {
+		if c.n*100 >= is.keys {
+			v.Writes = append(v.Writes, writeView{c.verb, c.resource, c.n, float64(c.n) / float64(is.keys)})
+		}
+	}
+	if cm, key := is.configMapCPU, is.keyCPU; cm.apiServer > 0 && key.apiServer > 0 {
+		all := func(t cpuTimes) time.Duration { return t.apiServer + t.etcd + t.bench }
+		ratio := func(k, c time.Duration) string { return fmt.Sprintf("%.1f×", k.Seconds()/c.Seconds()) }
+		v.CPU = []cpuRowView{
+			{"ConfigMap created", [4]string{us(cm.apiServer), us(cm.etcd), us(cm.bench), us(all(cm))}},
+			{"ApiKey issued", [4]string{us(key.apiServer), us(key.etcd), us(key.bench), us(all(key))}},
+			{"ratio", [4]string{ratio(key.apiServer, cm.apiServer), ratio(key.etcd, cm.etcd), ratio(key.bench, cm.bench),
+				ratio(all(key), all(cm))}},
+		}
+	}
+	if is.keys == issueTargetCount && is.ready > 0 {
+		v.InTime = &struct {
+			Ready  time.Duration
+			Result string
+		}{is.ready, verdict(is.ready < maxIssueTime)}
+	}
+	return v
+}
+
+type heapView struct {
+	Existing, Created, Workers, Target, IndexOnlyKeys int
+	// What is what each created key consists of.
+	What       string
+	CreateTime time.Duration
+	BudgetHit  bool
+	Err        error
+	AuthOnly   heapModeView
+	Combined   *heapModeView
+	// Unissued is set when some ApiKeys have no record.
+	Unissued  bool
+	IndexOnly float64
+	Verdicts  []heapVerdictView
+	// TargetText is the target as stated.
+	TargetText, AuthOnlyMode string
+}
+
+type heapModeView struct {
+	Mode       string
+	IsCombined bool
+	Err        error
+	Samples    []heapSampleView
+}
+
+type heapSampleView struct {
+	Records, ApiKeys, Backlog    int
+	Before, Synced, AfterStopped uint64
+	PerKey                       float64
+	SyncTime, SettleTime         time.Duration
+}
+
+type heapVerdictView struct{ Mode, Result, Measured string }
+
+func (r *report) heapView() *heapView {
+	h := r.heap
+	if h == nil {
+		return nil
+	}
+	what := "an ApiKeyRecord only (no ApiKey)"
+	if h.withKeys {
+		stamped := "the controller's finalizer, spec.owner, the Secret's name"
+		if h.withStatus {
+			stamped += "; and the status the controller writes on issuance"
+		}
+		what = "an ApiKey (with what the mutating webhook stamps: " + stamped + "), its ApiKeyRecord and its Secret"
+	}
+	n := len(h.samples)
+	v := &heapView{Existing: h.existing, Created: h.created, Workers: h.workers, Target: h.target,
+		IndexOnlyKeys: h.indexOnlyKeys, What: what, CreateTime: h.createTime, BudgetHit: h.budgetHit, Err: h.err,
+		AuthOnly: newHeapModeView(h), Unissued: n > 0 && h.samples[n-1].apikeys > h.samples[n-1].records,
+		IndexOnly: h.indexOnly, TargetText: heapTarget, AuthOnlyMode: authOnlyMode}
+	if h.combined != nil {
+		cv := newHeapModeView(h.combined)
+		v.Combined = &cv
+	}
+	for _, m := range []*heapResult{h.combined, h} {
+		if m == nil {
+			continue
+		}
+		row := heapVerdictView{Mode: m.mode, Result: notMeasured}
+		if perKey, ok := m.perKey(); ok {
+			row.Result, row.Measured = heapVerdict(m, perKey), heapMeasured(m, perKey)
+		}
+		v.Verdicts = append(v.Verdicts, row)
+	}
+	return v
+}
+
+func newHeapModeView(h *heapResult) heapModeView {
+	v := heapModeView{Mode: h.mode, IsCombined: h.mode == combinedMode, Err: h.err}
+	for _, s := range h.samples {
+		v.Samples = append(v.Samples, heapSampleView{s.records, s.apikeys, s.backlog, s.before, s.synced,
+			s.afterStopped, s.perKey(), s.syncTime, s.settleTime})
+	}
+	return v
 }
 
 // notSettings are flags that do not change what is measured (and
@@ -205,31 +600,21 @@ func settings() string {
 	return strings.Join(parts, " ")
 }
 
-func (r *report) writeSummary(w *mdWriter) {
-	w.line("## Summary")
-	w.line("")
-	w.table("SPEC §9 target", "measured", "target", "result")
-	for _, row := range r.summaryRows() {
-		w.row(row[:]...)
-	}
-	w.line("")
-}
-
-func (r *report) summaryRows() [][4]string {
-	var rows [][4]string
+func (r *report) summaryRows() []summaryRow {
+	var rows []summaryRow
 	add := func(what, measured, target, result string) {
-		rows = append(rows, [4]string{what, measured, target, result})
+		rows = append(rows, summaryRow{what, measured, target, result})
 	}
 	r.microSummary(add)
 	r.httpSummary(add)
 
 	rows = append(rows, r.revokeSummary())
 
-	apply := [4]string{"`kubectl apply` → Secret delivered and Ready", "—", applyTarget, notMeasured}
+	apply := summaryRow{"`kubectl apply` → Secret delivered and Ready", "—", applyTarget, notMeasured}
 	if a := r.apply; a != nil && a.ready.n > 0 {
-		apply[1] = fmt.Sprintf("p50 %s, p99 %s (%d trials, %d keys present, admission webhooks in the path)",
+		apply.Measured = fmt.Sprintf("p50 %s, p99 %s (%d trials, %d keys present, admission webhooks in the path)",
 			ms(a.ready.p50), ms(a.ready.p99), a.ready.n, r.applyKeys)
-		apply[3] = r.applyVerdict()
+		apply.Result = r.applyVerdict()
 	}
 	rows = append(rows, apply)
 	rows = append(rows, r.rotateSummary()...)
@@ -242,8 +627,8 @@ func (r *report) summaryRows() [][4]string {
 
 // heapSummary is a row per mode: SPEC §9 asks for every mode, so the
 // target is met only if each row is.
-func (r *report) heapSummary() [][4]string {
-	rows := [][4]string{
+func (r *report) heapSummary() []summaryRow {
+	rows := []summaryRow{
 		{"memory per key, " + combinedMode + " manager (controller + auth server)", "—", heapTarget, notMeasured},
 		{"memory per key, " + authOnlyMode + " replica", "—", heapTarget, notMeasured},
 	}
@@ -253,14 +638,14 @@ func (r *report) heapSummary() [][4]string {
 	}
 	for i, m := range []*heapResult{h.combined, h} {
 		if m == nil {
-			rows[i][1] = "not measured (the section ran without ApiKeys)"
+			rows[i].Measured = "not measured (the section ran without ApiKeys)"
 			continue
 		}
 		if perKey, ok := m.perKey(); ok {
-			rows[i][1] = heapMeasured(m, perKey)
-			rows[i][3] = heapVerdict(m, perKey)
+			rows[i].Measured = heapMeasured(m, perKey)
+			rows[i].Result = heapVerdict(m, perKey)
 		} else if m.err != nil {
-			rows[i][3] = "**failed**"
+			rows[i].Result = "**failed**"
 		}
 	}
 	return rows
@@ -268,23 +653,23 @@ func (r *report) heapSummary() [][4]string {
 
 // revokeSummary judges revocation on the run at scale when it ran, else on
 // the light section.
-func (r *report) revokeSummary() [4]string {
-	row := [4]string{"revoke/suspend → 401", "—", revokeTarget, notMeasured}
+func (r *report) revokeSummary() summaryRow {
+	row := summaryRow{"revoke/suspend → 401", "—", revokeTarget, notMeasured}
 	if s := r.scaleRevoke(); s != nil && s.all.n > 0 {
-		row[1] = fmt.Sprintf("p99 %s (p50 %s, max %s; delete p50/p99/max %s; suspend %s; %d trials on the "+
+		row.Measured = fmt.Sprintf("p99 %s (p50 %s, max %s; delete p50/p99/max %s; suspend %s; %d trials on the "+
 			"combined manager with %d keys indexed, forward-auth at %.0f req/s offered, %s; %.0f req/s answered)",
 			ms(s.all.p99), ms(s.all.p50), ms(s.all.mx), pctls(s.deleted), pctls(s.suspended), s.all.n, s.keys,
 			s.offered, halfOf(s), s.achieved)
-		row[3] = scaleRevokeVerdict(s)
+		row.Result = scaleRevokeVerdict(s)
 		return row
 	} else if s != nil && s.err != nil {
-		row[1], row[3] = "at scale: "+s.err.Error(), "**failed**"
+		row.Measured, row.Result = "at scale: "+s.err.Error(), "**failed**"
 		return row
 	}
 	if rv := r.revoke; rv != nil && rv.all.n > 0 {
-		row[1] = fmt.Sprintf("p99 %s (%d trials, %d keys indexed, no forward-auth load; the run at scale did not run)",
+		row.Measured = fmt.Sprintf("p99 %s (%d trials, %d keys indexed, no forward-auth load; the run at scale did not run)",
 			ms(rv.all.p99), rv.all.n, r.revokeKeys)
-		row[3] = r.revokeVerdict()
+		row.Result = r.revokeVerdict()
 	}
 	return row
 }
@@ -351,31 +736,31 @@ func heapVerdict(h *heapResult, perKey float64) string {
 	return verdictAt(h.err == nil && perKey < maxHeapPerKey, lighter)
 }
 
-func (r *report) rotateSummary() [][4]string {
-	usable := [4]string{"rotation: annotation → new token usable", "—", "p50 < 250 ms", notMeasured}
-	refused := [4]string{"rotation: grace end → old token refused", "—", "≤ 1 s after its grace end", notMeasured}
+func (r *report) rotateSummary() []summaryRow {
+	usable := summaryRow{"rotation: annotation → new token usable", "—", "p50 < 250 ms", notMeasured}
+	refused := summaryRow{"rotation: grace end → old token refused", "—", "≤ 1 s after its grace end", notMeasured}
 	if rt := r.rotate; rt != nil && rt.usable.n > 0 {
-		usable[1] = fmt.Sprintf("p50 %s, p99 %s (%d trials)", ms(rt.usable.p50), ms(rt.usable.p99), rt.usable.n)
-		usable[3] = verdict(rt.err == nil && rt.usable.p50 < maxRotateUsable)
-		refused[1] = fmt.Sprintf("max %s, p99 %s (%d trials)", ms(rt.refused.mx), ms(rt.refused.p99), rt.refused.n)
-		refused[3] = verdict(rt.err == nil && rt.refused.mx <= maxRotateRefused)
+		usable.Measured = fmt.Sprintf("p50 %s, p99 %s (%d trials)", ms(rt.usable.p50), ms(rt.usable.p99), rt.usable.n)
+		usable.Result = verdict(rt.err == nil && rt.usable.p50 < maxRotateUsable)
+		refused.Measured = fmt.Sprintf("max %s, p99 %s (%d trials)", ms(rt.refused.mx), ms(rt.refused.p99), rt.refused.n)
+		refused.Result = verdict(rt.err == nil && rt.refused.mx <= maxRotateRefused)
 	}
-	return [][4]string{usable, refused}
+	return []summaryRow{usable, refused}
 }
 
-func (r *report) issueSummary() [4]string {
-	row := [4]string{"bulk issuance", "—", issueTarget, notMeasured}
+func (r *report) issueSummary() summaryRow {
+	row := summaryRow{"bulk issuance", "—", issueTarget, notMeasured}
 	is := r.issue
 	if is == nil || is.rawRate() == 0 || (is.err != nil && is.readyCount == 0) {
 		return row
 	}
-	row[1] = fmt.Sprintf("%.2f× (%.0f keys/s vs %.0f ConfigMaps/s, %d of each)", is.ratio(), is.rate(), is.rawRate(), is.keys)
+	row.Measured = fmt.Sprintf("%.2f× (%.0f keys/s vs %.0f ConfigMaps/s, %d of each)", is.ratio(), is.rate(), is.rawRate(), is.keys)
 	if is.ready > 0 {
-		row[1] += fmt.Sprintf("; all Ready in %s", secs(is.ready))
+		row.Measured += fmt.Sprintf("; all Ready in %s", secs(is.ready))
 	} else {
-		row[1] += fmt.Sprintf("; %d Ready at 60 s", is.readyAtTarget)
+		row.Measured += fmt.Sprintf("; %d Ready at 60 s", is.readyAtTarget)
 	}
-	row[3] = verdict(is.err == nil && is.ratio() >= minIssueRatio)
+	row.Result = verdict(is.err == nil && is.ratio() >= minIssueRatio)
 	return row
 }
 
@@ -436,599 +821,11 @@ func (r *report) httpSummary(add func(what, measured, target, result string)) {
 		fmt.Sprintf("%.2f× (%s vs %s)", p99, ms(h.oursOpen.p99), ms(h.bareOpen.p99)), p99Target, verdict(p99 <= maxP99Ratio))
 }
 
-func (r *report) writeMicro(w *mdWriter) {
-	w.line("## 1. Verify in process (Go micro-benchmarks)")
-	w.line("")
-	m := r.micro
-	if m == nil {
-		w.line("Not run.")
-		w.line("")
-		return
-	}
-	w.line("`%s` (from the repository root); each number is the median of the runs.", m.command)
-	w.line("")
-	if m.err != nil {
-		w.line("**go test failed**: %s. The benchmarks that ran are below; the output is in the appendix.", m.err)
-		w.line("")
-	}
-	w.table("package", "benchmark", "ns/op", "B/op", "allocs/op", "other")
-	for _, b := range m.benches {
-		var other []string
-		for _, u := range b.units {
-			if u != "ns/op" && u != "B/op" && u != "allocs/op" {
-				v, _ := b.median(u)
-				other = append(other, fmt.Sprintf("%s %s", num(v), u))
-			}
-		}
-		w.row(b.pkg, "`"+strings.TrimPrefix(b.name, "Benchmark")+"`", medianCell(b, "ns/op"),
-			medianCell(b, "B/op"), medianCell(b, "allocs/op"), strings.Join(other, ", "))
-	}
-	w.line("")
-	w.table("Verify ÷ SHA-256", "ratio", "allocs/op", "target", "result")
-	for _, v := range m.verifyRatios() {
-		name := "`" + strings.TrimPrefix(v.name, "Benchmark") + "`"
-		switch {
-		case !v.found:
-			w.row(name, "not run", "—", verifyTarget, notMeasured)
-		case v.reference == "":
-			w.row(name, "no SHA-256 benchmark", "—", verifyTarget, notMeasured)
-		default:
-			w.row(name+" ÷ `"+v.reference+"`", fmt.Sprintf("%.2f×", v.ratio), num(v.allocs), verifyTarget, v.verdict())
-		}
-	}
-	w.line("")
-}
-
-func medianCell(b *microBench, unit string) string {
-	v, ok := b.median(unit)
-	if !ok {
-		return "—"
-	}
-	return num(v)
-}
-
-func (r *report) writeHTTP(w *mdWriter, c config) {
-	w.line("## 2. Forward-auth over HTTP vs a bare `net/http` handler")
-	w.line("")
-	h := r.http
-	if h == nil {
-		w.line("Not run.")
-		w.line("")
-		return
-	}
-	w.line("Two servers in the benchmark process on 127.0.0.1 with the same TLS setup (TLS 1.2+, ALPN `http/1.1` only, "+
-		"one ECDSA P-256 certificate from `test/utils.WriteServingCert`) and the same `http.Server` settings "+
-		"(those of controller-runtime's webhook server): a bare handler that returns 200, and the auth server's "+
-		"`Handler()` with %d keys in its index. The load generator, in the same process and on the same cores, "+
-		"keeps %d HTTP/1.1 keep-alive connections; each sends `GET /auth` with `Authorization: Bearer <a valid token>` "+
-		"(one key per connection), and the bare handler gets the identical bytes. Every response must be 200.",
-		c.httpKeys, c.httpConns)
-	w.line("")
-	if h.err != nil {
-		w.line("**Failed**: %s", h.err)
-		w.line("")
-	}
-	if len(h.closed) > 0 {
-		w.line("**Closed loop** (max throughput): %d rounds of %s per server, alternating which goes first.",
-			len(h.closed), c.httpClosed)
-		w.line("")
-		w.table("round", "bare req/s", "auth server req/s", "ratio")
-		for i, cr := range h.closed {
-			w.row(fmt.Sprint(i+1), fmt.Sprintf("%.0f", cr.bare), fmt.Sprintf("%.0f", cr.ours), fmt.Sprintf("%.2f×", cr.ours/cr.bare))
-		}
-		w.row("**median**", fmt.Sprintf("%.0f", h.bareRPS), fmt.Sprintf("%.0f", h.oursRPS),
-			fmt.Sprintf("**%.2f×** (target ≥ 0.95×: %s)", h.oursRPS/h.bareRPS, verdict(h.oursRPS/h.bareRPS >= minThroughput)))
-		w.line("")
-	}
-	if len(h.open) > 0 {
-		w.line("**Open loop** at %.0f req/s (half the bare handler's median max), constant arrival rate, %d rounds of %s "+
-			"per server. Latency runs from each request's scheduled send time, so time spent queued behind a slow "+
-			"response counts (no coordinated omission).", h.openRate, len(h.open), c.httpOpen)
-		w.line("")
-		w.table("round", "bare p50", "bare p99", "bare p99.9", "auth p50", "auth p99", "auth p99.9", "p99 ratio", "achieved req/s (bare / auth)")
-		for i, o := range h.open {
-			w.row(fmt.Sprint(i+1), us(o.bare.p50), us(o.bare.p99), us(o.bare.p999), us(o.ours.p50), us(o.ours.p99), us(o.ours.p999),
-				fmt.Sprintf("%.2f×", float64(o.ours.p99)/float64(o.bare.p99)), fmt.Sprintf("%.0f / %.0f", o.bareRate, o.oursRate))
-		}
-		p99 := float64(h.oursOpen.p99) / float64(h.bareOpen.p99)
-		w.row("**median**", us(h.bareOpen.p50), us(h.bareOpen.p99), us(h.bareOpen.p999), us(h.oursOpen.p50), us(h.oursOpen.p99),
-			us(h.oursOpen.p999), fmt.Sprintf("**%.2f×** (target ≤ 1.2×: %s)", p99, verdict(p99 <= maxP99Ratio)), "")
-		w.line("")
-		if h.bareOpen.p99 > 10*h.bareOpen.p50 && h.bareOpen.p999 < 2*h.bareOpen.p99 {
-			w.line("p50 is well under the p99, and p99.9 is close to it: the tail is not a per-request cost but a few " +
-				"stalls per round, tens of milliseconds long, in which every request waits. Both servers see them " +
-				"(rounds swing both ways), which points at the shared machine (see the load average above) rather " +
-				"than at either handler.")
-			w.line("")
-		}
-	}
-	r.writeHTTPCost(w)
-}
-
-// writeHTTPCost says what the auth server does per request that the bare
-// handler does not, with the in-process cost when the micro-benchmarks ran.
-func (r *report) writeHTTPCost(w *mdWriter) {
-	if r.http == nil || r.http.bareRPS == 0 {
-		return
-	}
-	cost := ""
-	if r.micro != nil {
-		if b := r.micro.find("authserver", "BenchmarkForwardAuth"); b != nil {
-			ns, _ := b.median("ns/op")
-			allocs, _ := b.median("allocs/op")
-			bytes, _ := b.median("B/op")
-			cost = fmt.Sprintf(" In process, `BenchmarkForwardAuth` puts that at %s ns, %s allocations and %s B per request "+
-				"(with httptest's recorder).", num(ns), num(allocs), num(bytes))
-		}
-	}
-	bare, ours := 1/r.http.bareRPS, 1/r.http.oursRPS
-	w.line("Per request, the auth server routes through its ServeMux, bounds the request, reads the token, verifies it, "+
-		"writes five identity headers and records metrics; at the median throughputs that costs %.1f µs of the two "+
-		"cores' time more than the bare handler (%.1f vs %.1f µs per request, load generator included).%s",
-		(ours-bare)*2e6, ours*2e6, bare*2e6, cost)
-	w.line("")
-}
-
-func (r *report) writeRevoke(w *mdWriter) {
-	w.line("## 3. Revocation → 401")
-	w.line("")
-	s, rv := r.scaleRevoke(), r.revoke
-	if s == nil && rv == nil {
-		w.line("%s", r.notRunLine())
-		w.line("")
-		return
-	}
-	w.line("Each trial checks that `/auth` accepts a key's token, then deletes the ApiKey or sets " +
-		"`spec.suspended: true` (a merge patch), and polls `/auth` with the token every 2 ms from the moment the API " +
-		"call returned until it answers 401. Two runs: at scale, as SPEC §9 states the target (the summary judges " +
-		"this one when it ran), and a light one early in the run.")
-	w.line("")
-	writeScaleRevoke(w, s)
-	r.writeLightRevoke(w, s != nil && s.all.n > 0)
-}
-
-// writeScaleRevoke describes the run at scale: on the memory section's
-// combined manager, under forward-auth load.
-func writeScaleRevoke(w *mdWriter, s *scaleRevokeResult) {
-	w.line("### At scale: 100k keys indexed, forward-auth under half load")
-	w.line("")
-	if s == nil {
-		w.line("Not run (it runs in the memory section, §7, on its last combined manager).")
-		w.line("")
-		return
-	}
-	w.line("In the memory section (§7), once the combined manager (controller and auth server in one process, as "+
-		"`cmd/main.go` runs by default) had every key in its index and its controller had worked through its start-up "+
-		"backlog, after its heap was read: %d keys indexed when the trials began. The revoked keys are among those "+
-		"written straight into etcd, with the owner and finalizer that admission stamps, so the updates the trials "+
-		"and the controller make are the ones admission lets through (the webhooks' matchConditions skip them; a "+
-		"delete is not sent to them). A delete is refused as soon as the ApiKey carries its deletionTimestamp; the "+
-		"controller then deletes the record and removes its finalizer.", s.keys)
-	w.line("")
-	if s.offered > 0 {
-		w.line("Throughout the trials the load generator of §2 kept forward-auth under load on the same auth server "+
-			"(its `/auth` on the manager's webhook server, TLS, HTTP/1.1): %d keep-alive connections, one preloaded "+
-			"key each, an open loop at a constant **%.0f req/s offered** (%s), started before the first trial and "+
-			"stopped after the last. It answered %.0f req/s over %s, with latency p50 %s, p99 %s, max %s counted from "+
-			"each request's scheduled time.", s.conns, s.offered, halfOf(s), s.achieved, secs(s.loadFor),
-			us(s.load.p50), us(s.load.p99), us(s.load.mx))
-		if s.hereRPS > 0 {
-			w.line("Just before the trials, the same generator closed-loop on this manager reached %.0f req/s: the "+
-				"offered load was %.0f%% of what this manager could serve then, beside its controller, "+
-				"kube-apiserver and etcd on the same cores.", s.hereRPS, 100*s.offered/s.hereRPS)
-		}
-		if s.achieved < 0.95*s.offered {
-			w.line("The answered rate fell short of the offered one, so requests queued behind each other for the " +
-				"whole run (see the load's latency): the auth server was saturated, and each trial's probes " +
-				"competed with a full queue, which is heavier than half load.")
-		}
-		w.line("")
-	}
-	if s.loadErr != nil {
-		w.line("**The load failed**: %s", s.loadErr)
-		w.line("")
-	}
-	if s.err != nil {
-		w.line("**Failed**: %s", s.err)
-		w.line("")
-	}
-	if s.all.n == 0 {
-		return
-	}
-	w.table("revocation", "trials", "p50", "p99", "max", "target", "result")
-	w.row("delete", fmt.Sprint(s.deleted.n), ms(s.deleted.p50), ms(s.deleted.p99), ms(s.deleted.mx), "", "")
-	w.row("suspend", fmt.Sprint(s.suspended.n), ms(s.suspended.p50), ms(s.suspended.p99), ms(s.suspended.mx), "", "")
-	w.row("**all**", fmt.Sprint(s.all.n), ms(s.all.p50), ms(s.all.p99), ms(s.all.mx), revokeTarget, scaleRevokeVerdict(s))
-	w.line("")
-	if s.gone > 0 {
-		w.line("Every deleted ApiKey was gone (finalizer removed by the controller) %s after the last trial.%s",
-			ms(s.gone), p99IsMax(s.all.n))
-		w.line("")
-	}
-}
-
-// writeLightRevoke describes the light run: few keys, no load, controller
-// and auth server as two managers.
-func (r *report) writeLightRevoke(w *mdWriter, judgedAtScale bool) {
-	w.line("### Light: a few keys, no load, controller and auth-only replica apart")
-	w.line("")
-	rv := r.revoke
-	if rv == nil {
-		w.line("Not run.")
-		w.line("")
-		return
-	}
-	judged := "the summary judges this run, since the one at scale did not run"
-	if judgedAtScale {
-		judged = "not judged: it shows revocation across two processes and through keys issued by the controller"
-	}
-	w.line("Controller (with the admission webhooks) and an auth-only replica run as two managers, as the two "+
-		"Deployments would. Each trial first creates an ApiKey and waits for Ready and for `/auth` to accept its "+
-		"token. The auth server's index held %d keys when the trials began, and nothing else loaded forward-auth "+
-		"during them; %s.", r.revokeKeys, judged)
-	w.line("")
-	if rv.err != nil {
-		w.line("**Failed**: %s", rv.err)
-		w.line("")
-	}
-	verdictCell := r.revokeVerdict()
-	if judgedAtScale {
-		verdictCell = "—"
-	}
-	w.table("revocation", "trials", "p50", "p99", "max", "target", "result")
-	w.row("delete", fmt.Sprint(rv.deleted.n), ms(rv.deleted.p50), ms(rv.deleted.p99), ms(rv.deleted.mx), "", "")
-	w.row("suspend", fmt.Sprint(rv.suspended.n), ms(rv.suspended.p50), ms(rv.suspended.p99), ms(rv.suspended.mx), "", "")
-	w.row("**all**", fmt.Sprint(rv.all.n), ms(rv.all.p50), ms(rv.all.p99), ms(rv.all.mx), revokeTarget, verdictCell)
-	w.line("")
-}
-
-func (r *report) writeApply(w *mdWriter) {
-	w.line("## 4. Create → Secret delivered and Ready")
-	w.line("")
-	a := r.apply
-	if a == nil {
-		w.line("%s", r.notRunLine())
-		w.line("")
-		return
-	}
-	w.line("Each trial opens a watch on one new ApiKey, then creates it (as `kubectl apply` would), and stops the clock " +
-		"at the first event with `Ready=True` and its Secret present on the API server. It then reads the token and " +
-		"polls `/auth` every 2 ms until the auth server accepts it (informational: the token is usable).")
-	w.line("")
-	w.line("The trials run after bulk issuance, so its keys are present: the auth server's index held %d keys when "+
-		"they began. Admission on the creates: %s. SPEC §9 states the target with admission in the path and 10k keys "+
-		"present.", r.applyKeys, admissionPath)
-	w.line("")
-	writeAdmission(w, r.applyAdmission)
-	if a.err != nil {
-		w.line("**Failed**: %s", a.err)
-		w.line("")
-	}
-	w.table("from the Create call to", "trials", "p50", "p99", "max", "target", "result")
-	w.row("Ready=True, Secret present", fmt.Sprint(a.ready.n), ms(a.ready.p50), ms(a.ready.p99), ms(a.ready.mx), applyTarget,
-		r.applyVerdict())
-	w.row("`/auth` answers 200 (includes reading the Secret)", fmt.Sprint(a.usable.n), ms(a.usable.p50), ms(a.usable.p99),
-		ms(a.usable.mx), "—", "")
-	w.line("")
-}
-
-func (r *report) writeRotate(w *mdWriter) {
-	w.line("## 5. Rotation")
-	w.line("")
-	rt := r.rotate
-	if rt == nil {
-		w.line("%s", r.notRunLine())
-		w.line("")
-		return
-	}
-	w.line("Each trial creates an ApiKey with `spec.rotation.gracePeriod: %s`, waits for Ready, reads the token from "+
-		"its Secret and waits for `/auth` to answer 200. It opens a watch on the Secret and starts the clock just "+
-		"before patching a new value into the `%s` annotation. Then it does what a consumer does: it takes the "+
-		"first Secret event whose token differs (checking that `%s` and `%s` describe that token) and polls "+
-		"`/auth` every 2 ms with it until it answers 200.", rt.grace, apikeysv1alpha1.RotateAnnotation,
-		apikeysv1alpha1.TokenHashAnnotation, apikeysv1alpha1.TokenHintAnnotation)
-	w.line("")
-	w.line("For the old token it reads `validUntil` from `status.previousKeys` (once `status.lastRotateRequest` " +
-		"shows the new value) and polls `/auth` with it every 2 ms, from the moment the new token was accepted " +
-		"until the first 401: every answer before `validUntil` must be 200, and a 401 that arrives before it " +
-		"fails the section.")
-	w.line("")
-	if rt.err != nil {
-		w.line("**Failed**: %s", rt.err)
-		w.line("")
-	}
-	w.table("from", "to", "trials", "p50", "p99", "max", "target", "result")
-	w.row("annotation patch sent", "Secret watch event with the new token", fmt.Sprint(rt.delivered.n),
-		ms(rt.delivered.p50), ms(rt.delivered.p99), ms(rt.delivered.mx), "—", "")
-	w.row("annotation patch sent", "`/auth` answers 200 for the new token", fmt.Sprint(rt.usable.n),
-		ms(rt.usable.p50), ms(rt.usable.p99), ms(rt.usable.mx), "p50 < 250 ms",
-		verdict(rt.err == nil && rt.usable.n > 0 && rt.usable.p50 < maxRotateUsable))
-	w.row("old token's `validUntil`", "first 401 for it arrives (upper bound)", fmt.Sprint(rt.refused.n),
-		signedMs(rt.refused.p50), signedMs(rt.refused.p99), signedMs(rt.refused.mx), "≤ 1 s, every trial",
-		verdict(rt.err == nil && rt.refused.n > 0 && rt.refused.mx <= maxRotateRefused))
-	w.row("old token's `validUntil`", "last 200 for it was sent (lower bound)", fmt.Sprint(rt.lastAccepted.n),
-		signedMs(rt.lastAccepted.p50), signedMs(rt.lastAccepted.p99), signedMs(rt.lastAccepted.mx), "—", "")
-	w.line("")
-	if rt.usable.n == 0 {
-		return
-	}
-	w.line("The new token's record is created before the Secret is written, so once the consumer had the new token "+
-		"the auth server accepted it after %s at the median (%s at most): the rotation's latency is the "+
-		"controller's and the Secret's, not the index's.", ms(rt.afterDelivery.p50), ms(rt.afterDelivery.mx))
-	w.line("")
-	w.line("What the clock can and cannot say. Records hold whole seconds, so the controller writes `validUntil` "+
-		"as the time it rotated plus the grace period, rounded up to the next second: never less than the grace "+
-		"period. Measured from the annotation patch, the grace that played out was between %.3f s and %.3f s for "+
-		"a `gracePeriod` of %s: up to 1 s longer because of the rounding (the trials rotate at points spread "+
-		"evenly across the second to show it), and longer when the controller acted late. That moves the grace end; "+
-		"it does not blur the measurement, which is against the `validUntil` actually written. "+
-		"The auth server compares each request's time with `validUntil`, so nothing has to happen in the "+
-		"controller at the grace end, and it runs in this process, on the same clock as the probes. "+
-		"The refusal happened between the last 200's send time and the first 401's arrival, so the last two rows "+
-		"bracket it; the bracket is one probe interval (2 ms, or a round trip when that is longer) plus "+
-		"one round trip wide. %d old-token probes in all.%s",
-		rt.graceMin.Seconds(), rt.graceMax.Seconds(), rt.grace, rt.oldPolls, p99IsMax(rt.usable.n))
-	w.line("")
-}
-
-func (r *report) writeIssue(w *mdWriter) {
-	w.line("## 6. Bulk issuance")
-	w.line("")
-	is := r.issue
-	if is == nil {
-		w.line("%s", r.notRunLine())
-		w.line("")
-		return
-	}
-	w.line("Just before the ApiKeys, the same %d parallel clients (one client, rest config without client-side rate "+
-		"limit) create %d plain ConfigMaps: that is the API server's raw create rate in this run. Then they create %d "+
-		"ApiKeys at once, with the controller and an auth server running; a watch on the namespace counts keys that "+
-		"reach Ready=True, and the auth server's index is checked for the new tokens. Times are from the first Create "+
-		"call. The controller is built as `cmd/main.go` builds it, with `ApiKeyReconciler.MaxConcurrentReconciles: %d` "+
-		"(`--max-concurrent-reconciles`) and its rest config at QPS %g, burst %d (`--kube-api-qps`, `--kube-api-burst`).",
-		is.workers, is.keys, is.keys, is.reconcilers, is.qps, is.burst)
-	w.line("")
-	w.line("Admission on the ApiKey creates: %s.", admissionPath)
-	w.line("")
-	writeAdmission(w, r.issueAdmission)
-	if is.err != nil {
-		w.line("**Failed**: %s", is.err)
-		w.line("")
-	}
-	if is.gaveUp {
-		w.line("The benchmark stopped waiting after %s (`-issue-timeout`); the keys still pending were not waited for.",
-			secs(is.waited))
-		w.line("")
-	}
-	w.table("keys", "ConfigMaps created", "ConfigMaps/s", "all ApiKey Create calls returned", "Ready at 60 s", "all Ready",
-		"auth server holds every token", "keys/s", "ratio", "target", "result")
-	s := r.issueSummary()
-	allReady := secsOrDash(is.ready)
-	if is.gaveUp {
-		allReady = fmt.Sprintf("not within %s (%d Ready); ≈ %.0f s at this rate", secs(is.waited), is.readyCount,
-			projected(is).Seconds())
-	}
-	w.row(fmt.Sprint(is.keys), secsOrDash(is.configMaps), fmt.Sprintf("%.0f", is.rawRate()), secsOrDash(is.created),
-		fmt.Sprint(is.readyAtTarget), allReady, secsOrDash(is.indexed), fmt.Sprintf("%.0f", is.rate()),
-		fmt.Sprintf("**%.2f×**", is.ratio()), "≥ 0.25×", s[3])
-	w.line("")
-	writeWrites(w, is)
-	writeIssueCPU(w, is)
-	if is.keys == issueTargetCount && is.ready > 0 {
-		w.line("SPEC §9 adds that 10,000 keys in < 60 s on 2 cores follows from the ratio: here %s (%s).",
-			secs(is.ready), verdict(is.ready < maxIssueTime))
-		w.line("")
-	}
-}
-
-// writeAdmission tells what admission cost the creates of a section.
-func writeAdmission(w *mdWriter, a *admissionCost) {
-	if a == nil {
-		return
-	}
-	if a.err != nil {
-		w.line("What admission cost was not measured: %s.", a.err)
-		w.line("")
-		return
-	}
-	w.line("What admission cost these creates, from kube-apiserver's own histograms (the call, TLS and decoding " +
-		"included; p99 is the upper bound of the histogram bucket that holds it):")
-	w.line("")
-	w.table("admission step", "calls", "mean", "p99 ≤")
-	for _, st := range a.steps {
-		if st.calls == 0 {
-			w.row(st.what, "none recorded (its matchConditions leave these creates out)", "—", "—")
-			continue
-		}
-		w.row(st.what, fmt.Sprint(st.calls), ms(st.mean), ms(st.p99))
-	}
-	w.line("")
-}
-
-// writeIssueCPU compares what a ConfigMap create and an issued key cost in
-// CPU, which is what bounds the ratio once the writes per key are few.
-func writeIssueCPU(w *mdWriter, is *issueResult) {
-	cm, key := is.configMapCPU, is.keyCPU
-	if cm.apiServer <= 0 || key.apiServer <= 0 {
-		return
-	}
-	w.line("CPU time per object, from kube-apiserver's and etcd's `process_cpu_seconds_total` and this process's " +
-		"rusage (the controller, the auth server, the webhooks and the clients all run here), over the ConfigMap " +
-		"creates and over the issuance (first create to last Ready):")
-	w.line("")
-	w.table("CPU per", "kube-apiserver", "etcd", "this process", "all three")
-	all := func(t cpuTimes) time.Duration { return t.apiServer + t.etcd + t.bench }
-	w.row("ConfigMap created", us(cm.apiServer), us(cm.etcd), us(cm.bench), us(all(cm)))
-	w.row("ApiKey issued", us(key.apiServer), us(key.etcd), us(key.bench), us(all(key)))
-	w.row("ratio", fmt.Sprintf("%.1f×", key.apiServer.Seconds()/cm.apiServer.Seconds()),
-		fmt.Sprintf("%.1f×", key.etcd.Seconds()/cm.etcd.Seconds()), fmt.Sprintf("%.1f×", key.bench.Seconds()/cm.bench.Seconds()),
-		fmt.Sprintf("%.1f×", all(key).Seconds()/all(cm).Seconds()))
-	w.line("")
-	w.line("With the two cores saturated, the ratio of keys/s to ConfigMaps/s can be no better than the inverse of " +
-		"the last column: four writes per key meet SPEC's count, but three of them are to custom resources (JSON, " +
-		"schema and CEL validation, managed fields, unstructured decoding) and each is sent to every informer that " +
-		"watches it, so a key costs the API server far more than four ConfigMap creates.")
-	w.line("")
-}
-
-// writeWrites lists the writes kube-apiserver served during bulk issuance.
-func writeWrites(w *mdWriter, is *issueResult) {
-	if len(is.writes) == 0 {
-		return
-	}
-	w.line("Writes kube-apiserver served during the section (`apiserver_request_total`), the ConfigMaps included: "+
-		"**%.2f writes per key** on ApiKeys, records, Secrets and Events, the user's create included (SPEC §9: ≤ 4).",
-		is.writes.perKey(is.keys))
-	w.line("")
-	w.table("verb", "resource", "requests", "per key")
-	for _, c := range is.writes {
-		if c.n*100 < is.keys {
-			continue // the API server's own bookkeeping, e.g. leases
-		}
-		w.row(c.verb, c.resource, fmt.Sprint(c.n), fmt.Sprintf("%.2f", float64(c.n)/float64(is.keys)))
-	}
-	w.line("")
-}
-
-func (r *report) writeHeap(w *mdWriter) {
-	w.line("## 7. Memory per key, in each mode")
-	w.line("")
-	h := r.heap
-	if h == nil {
-		w.line("%s", r.notRunLine())
-		w.line("")
-		return
-	}
-	what := "an ApiKeyRecord only (no ApiKey)"
-	if h.withKeys {
-		what = "an ApiKey (with what the mutating webhook stamps: the controller's finalizer, spec.owner, the " +
-			"Secret's name), its ApiKeyRecord and its Secret"
-		if h.withStatus {
-			what = "an ApiKey (with what the mutating webhook stamps: the controller's finalizer, spec.owner, the " +
-				"Secret's name; and the status the controller writes on issuance), its ApiKeyRecord and its Secret"
-		}
-	}
-	w.line("The cluster holds %d records issued by the controller in the sections above; this section writes %d more "+
-		"straight into etcd (not through the controller, which is stopped), each %s, with %d parallel transactions, in %s.",
-		h.existing, h.created, what, h.workers, secs(h.createTime))
-	if h.budgetHit {
-		w.line("**The creation budget ran out before %d records**: the measurement below is at the largest size "+
-			"that fitted, with the trend between two sizes.", h.target)
-	}
-	w.line("")
-	w.line("For each size and each mode: a full GC and `runtime.ReadMemStats` (HeapAlloc) in this process; then a " +
-		"manager as `cmd/main.go` builds it for that mode is started and waited for until its index holds every " +
-		"record; GC and HeapAlloc again. B/key is (synced − before) ÷ records, so it includes the manager's fixed " +
-		"baseline; the verdict's number is the slope between the two sizes, which cancels the baseline. The heap " +
-		"after the manager stopped shows the memory was its own.")
-	w.line("")
-	if h.err != nil {
-		w.line("**Failed**: %s", h.err)
-		w.line("")
-	}
-	w.line("**%s** replica (`--enable-controller=false`): informers for ApiKeyRecords and ApiKeys, managed fields "+
-		"stripped and cached objects trimmed to what the index reads, and the token index.", authOnlyMode)
-	w.line("")
-	writeHeapSamples(w, h)
-	if n := len(h.samples); n > 0 && h.samples[n-1].apikeys > h.samples[n-1].records {
-		w.line("Some ApiKeys have no record (keys the bulk issuance section left unissued when it stopped waiting); " +
-			"they sit in the ApiKey cache, so B/key including the baseline overstates. The slope between the two " +
-			"sizes only counts the keys added in between, each with its record.")
-		w.line("")
-	}
-	if h.indexOnly > 0 {
-		w.line("Of that, the token index alone (entries and maps, filled in memory with %d keys): **%.0f B/key**; "+
-			"the rest is the informer caches' copies of ApiKeyRecords and ApiKeys.", h.indexOnlyKeys, h.indexOnly)
-		w.line("")
-	}
-	if cr := h.combined; cr != nil {
-		w.line("**%s** manager (the default): the controller, with its cache options (ApiKeys and records "+
-			"trimmed to what it reads, the metadata of the Secrets it delivered), and the auth server in one "+
-			"process. Its baseline is the heap before the first combined manager: a stopped controller leaves "+
-			"the metric series of the keys it saw in this process, and the next one reuses them, so they count "+
-			"as the manager's. After its index synced, it is waited for until "+
-			"its controllers have been handed every key and record and their queues are empty again (the start-up "+
-			"backlog is not memory of the keys); the time that took and what stayed queued are in the last columns.",
-			combinedMode)
-		w.line("")
-		if cr.err != nil {
-			w.line("**Failed**: %s", cr.err)
-			w.line("")
-		}
-		writeHeapSamples(w, cr)
-	}
-	w.line("Target %s:", heapTarget)
-	w.line("")
-	for _, m := range []*heapResult{h.combined, h} {
-		if m == nil {
-			continue
-		}
-		if perKey, ok := m.perKey(); ok {
-			w.line("- %s: %s (%s).", m.mode, heapVerdict(m, perKey), heapMeasured(m, perKey))
-		} else {
-			w.line("- %s: %s.", m.mode, notMeasured)
-		}
-	}
-	w.line("")
-}
-
-// writeHeapSamples is the table of one mode's samples.
-func writeHeapSamples(w *mdWriter, h *heapResult) {
-	if len(h.samples) == 0 {
-		return
-	}
-	header := []string{"records", "ApiKeys", "heap before", "heap synced", "B/key (incl. baseline)", "list + sync time",
-		"heap after stop"}
-	if h.mode == combinedMode {
-		header = append(header, "controllers settled in", "left queued")
-	}
-	w.table(header...)
-	for _, s := range h.samples {
-		cells := []string{fmt.Sprint(s.records), fmt.Sprint(s.apikeys), mib(s.before), mib(s.synced),
-			fmt.Sprintf("**%.0f**", s.perKey()), secs(s.syncTime), mib(s.afterStopped)}
-		if h.mode == combinedMode {
-			cells = append(cells, secs(s.settleTime), fmt.Sprint(s.backlog))
-		}
-		w.row(cells...)
-	}
-	w.line("")
-}
-
 func (r *report) notRunLine() string {
 	if r.envErr != nil {
 		return fmt.Sprintf("**Not run**: the test control plane failed: %s", r.envErr)
 	}
 	return "Not run."
-}
-
-func writeReproduce(w *mdWriter) {
-	w.line("## How to reproduce")
-	w.line("")
-	w.line("```console")
-	w.line("make bench")
-	w.line("```")
-	w.line("")
-	w.line("This builds the test control plane if needed (`make envtest`) and runs " +
-		"`go run ./hack/bench -out docs/benchmarks.md` with `KUBEBUILDER_ASSETS` pointing at it. " +
-		"`go run ./hack/bench -h` lists the durations, trial counts and sizes; `-sections micro,http` runs a subset. " +
-		"Controller-runtime and client-go logs go to a temporary file named at the start of the run. " +
-		"Numbers move with the machine and its neighbours: compare runs from the same machine.")
-	w.line("")
-}
-
-func (r *report) writeRaw(w *mdWriter) {
-	if r.micro == nil || r.micro.raw == "" {
-		return
-	}
-	w.line("## Appendix: `go test -bench` output")
-	w.line("")
-	w.line("<details><summary>raw output</summary>")
-	w.line("")
-	w.line("```")
-	w.WriteString(strings.TrimRight(r.micro.raw, "\n") + "\n")
-	w.line("```")
-	w.line("")
-	w.line("</details>")
 }
 
 // Number formats.
