@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -69,13 +68,9 @@ type ApiKeyReconciler struct {
 func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	key := &apikeysv1alpha1.ApiKey{}
 	if err := r.Get(ctx, req.NamespacedName, key); err != nil {
-		if apierrors.IsNotFound(err) {
-			forgetExpiry(req.NamespacedName)
-		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !key.DeletionTimestamp.IsZero() {
-		forgetExpiry(req.NamespacedName)
 		return ctrl.Result{}, r.finalize(ctx, key)
 	}
 	// The finalizer goes on before any record exists, so deletion can never
@@ -146,6 +141,7 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader}).SetupWithManager(mgr); err != nil {
 		return err
 	}
+	expiries.readFrom(mgr.GetCache())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&apikeysv1alpha1.ApiKey{}).
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).

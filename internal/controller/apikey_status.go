@@ -27,7 +27,6 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	}
 	o := outcomeOf(err)
 	reportIssuance(p)
-	reportExpiry(p)
 	if p.validated {
 		p.key.Status.Username = usernameFor(p.key)
 	}

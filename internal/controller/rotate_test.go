@@ -316,9 +316,12 @@ var _ = Describe("The expiry metric", func() {
 // scrape would, and reports whether it is there.
 func expiryGauge(key *apikeysv1alpha1.ApiKey) (float64, bool) {
 	GinkgoHelper()
-	ch := make(chan prometheus.Metric, 1024)
-	expirationTimestamp.Collect(ch)
-	close(ch)
+	ch := make(chan prometheus.Metric)
+	go func() {
+		expiries.Collect(ch)
+		close(ch)
+	}()
+	value, found := 0.0, false
 	for m := range ch {
 		var d dto.Metric
 		Expect(m.Write(&d)).To(Succeed())
@@ -327,10 +330,10 @@ func expiryGauge(key *apikeysv1alpha1.ApiKey) (float64, bool) {
 			labels[l.GetName()] = l.GetValue()
 		}
 		if labels["namespace"] == key.Namespace && labels["name"] == key.Name {
-			return d.GetGauge().GetValue(), true
+			value, found = d.GetGauge().GetValue(), true
 		}
 	}
-	return 0, false
+	return value, found
 }
 
 // pinnedReconciler is an operator whose clock moves only when the spec
