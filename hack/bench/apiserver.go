@@ -22,18 +22,18 @@ import (
 // admission webhooks and the owner policy took, per create, as
 // kube-apiserver measured it (the call, TLS and decoding included).
 type admissionCost struct {
-	steps []admissionStep
-	err   error
+	Steps []admissionStep
+	Err   error
 }
 
 // admissionStep is one admission plugin's calls during the section.
 type admissionStep struct {
-	what  string // e.g. "mutating webhook mapikey-v1alpha1.apikeys.dev"
-	calls uint64
-	mean  time.Duration
+	What  string // e.g. "mutating webhook mapikey-v1alpha1.apikeys.dev"
+	Calls uint64
+	Mean  time.Duration
 	// p99 is the upper bound of the histogram bucket that holds the 99th
 	// percentile: kube-apiserver keeps buckets, not samples.
-	p99 time.Duration
+	P99 time.Duration
 }
 
 // admissionSeries picks the histograms that time ApiKey creates: each
@@ -128,13 +128,13 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 func admissionBetween(before, after []*dto.Histogram) []admissionStep {
 	steps := make([]admissionStep, 0, len(admissionSeries))
 	for i, s := range admissionSeries {
-		step := admissionStep{what: s.what}
+		step := admissionStep{What: s.what}
 		if a := after[i]; a != nil {
 			b := before[i]
-			step.calls = a.GetSampleCount() - b.GetSampleCount()
-			if step.calls > 0 {
-				step.mean = seconds((a.GetSampleSum() - b.GetSampleSum()) / float64(step.calls))
-				step.p99 = bucketQuantile(0.99, b, a, step.calls)
+			step.Calls = a.GetSampleCount() - b.GetSampleCount()
+			if step.Calls > 0 {
+				step.Mean = seconds((a.GetSampleSum() - b.GetSampleSum()) / float64(step.Calls))
+				step.P99 = bucketQuantile(0.99, b, a, step.Calls)
 			}
 		}
 		steps = append(steps, step)
@@ -167,19 +167,19 @@ func (e *env) measureAdmission(ctx context.Context, section func()) *admissionCo
 	before, err := e.scrapeAdmission(ctx)
 	if err != nil {
 		section()
-		return &admissionCost{err: err}
+		return &admissionCost{Err: err}
 	}
 	section()
 	after, err := e.scrapeAdmission(ctx)
 	if err != nil {
-		return &admissionCost{err: err}
+		return &admissionCost{Err: err}
 	}
 	for i := range before {
 		if before[i] == nil {
 			before[i] = &dto.Histogram{}
 		}
 	}
-	return &admissionCost{steps: admissionBetween(before, after)}
+	return &admissionCost{Steps: admissionBetween(before, after)}
 }
 
 // apiWrites is how many writes kube-apiserver served during a section, by
@@ -189,7 +189,7 @@ type apiWrites []requestCount
 // requestCount is one verb on one resource.
 type requestCount struct {
 	verb, resource string
-	n              int
+	N              int
 }
 
 // writeVerbs are the verbs of apiserver_request_total that write.
@@ -228,12 +228,12 @@ func writesBetween(before, after map[[2]string]float64) apiWrites {
 	var w apiWrites
 	for k, v := range after {
 		if n := int(v - before[k]); n > 0 && writeVerbs[k[0]] {
-			w = append(w, requestCount{verb: k[0], resource: k[1], n: n})
+			w = append(w, requestCount{verb: k[0], resource: k[1], N: n})
 		}
 	}
 	sort.Slice(w, func(i, j int) bool {
-		if w[i].n != w[j].n {
-			return w[i].n > w[j].n
+		if w[i].N != w[j].N {
+			return w[i].N > w[j].N
 		}
 		return w[i].resource+w[i].verb < w[j].resource+w[j].verb
 	})
@@ -252,7 +252,7 @@ func (w apiWrites) perKey(keys int) float64 {
 	total := 0
 	for _, c := range w {
 		if issuanceResources[c.resource] {
-			total += c.n
+			total += c.N
 		}
 	}
 	return float64(total) / float64(keys)

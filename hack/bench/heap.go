@@ -82,38 +82,39 @@ func (h *heapResult) perKey() (float64, bool) {
 	case 0:
 		return 0, false
 	case 1:
-		return h.samples[0].perKey(), true
+		return h.samples[0].PerKey(), true
 	default:
 		return marginal(h.samples[n-2], h.samples[n-1]), true
 	}
 }
 
 // heapSample is one measurement: the heap before a manager was built, once
-// its index held every record, and after it stopped.
+// its index held every record, and after it stopped. Its fields are
+// exported for the report's template.
 type heapSample struct {
-	records, apikeys             int
-	before, synced, afterStopped uint64
-	syncTime                     time.Duration
-	// backlog is what the controllers' work queues still held when the
+	Records, ApiKeys             int
+	Before, Synced, AfterStopped uint64
+	SyncTime                     time.Duration
+	// Backlog is what the controllers' work queues still held when the
 	// heap was read (combined mode; -1 if not known). It is waited for to
 	// drain, for up to settleTimeout, since it is memory of the start-up,
 	// not of the keys.
-	backlog int
-	// settleTime is how long the wait for the backlog took.
-	settleTime time.Duration
+	Backlog int
+	// SettleTime is how long the wait for the backlog took.
+	SettleTime time.Duration
 }
 
-// perKey is the heap the manager added per record, baseline included.
-func (s heapSample) perKey() float64 {
-	return (float64(s.synced) - float64(s.before)) / float64(s.records)
+// PerKey is the heap the manager added per record, baseline included.
+func (s heapSample) PerKey() float64 {
+	return (float64(s.Synced) - float64(s.Before)) / float64(s.Records)
 }
 
 // marginal is the heap per record between two samples: the slope, with the
 // manager's fixed baseline cancelled out.
 func marginal(a, b heapSample) float64 {
-	da := float64(a.synced) - float64(a.before)
-	db := float64(b.synced) - float64(b.before)
-	return (db - da) / float64(b.records-a.records)
+	da := float64(a.Synced) - float64(a.Before)
+	db := float64(b.Synced) - float64(b.Before)
+	return (db - da) / float64(b.Records-a.Records)
 }
 
 // runHeap measures both modes at half the target and at the target and,
@@ -214,7 +215,7 @@ func (e *env) measureCombined(ctx context.Context, cr *heapResult, profile strin
 	// sample counts from the heap before the first combined manager: what
 	// the manager holds per key, metrics included.
 	if len(cr.samples) > 0 {
-		s.before = cr.samples[0].before
+		s.Before = cr.samples[0].Before
 	}
 	cr.samples = append(cr.samples, s)
 	progressSample(combinedMode, s)
@@ -231,11 +232,11 @@ func combinedProfile(authOnly string) string {
 
 func progressSample(mode string, s heapSample) {
 	settled := ""
-	if s.backlog >= 0 {
-		settled = fmt.Sprintf(", controllers settled in %s (%d items left queued)", s.settleTime.Round(time.Millisecond), s.backlog)
+	if s.Backlog >= 0 {
+		settled = fmt.Sprintf(", controllers settled in %s (%d items left queued)", s.SettleTime.Round(time.Millisecond), s.Backlog)
 	}
 	harness.Progress("  %s, %d records: %.0f B/key (heap %s → %s), synced in %s%s",
-		mode, s.records, s.perKey(), mib(s.before), mib(s.synced), s.syncTime.Round(time.Millisecond), settled)
+		mode, s.Records, s.PerKey(), mib(s.Before), mib(s.Synced), s.SyncTime.Round(time.Millisecond), settled)
 }
 
 // indexOnlyPerKey fills a token index in memory, as the informers would,
@@ -539,17 +540,17 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 	then func(url string, auth *authserver.Server)) (heapSample, error) {
 	var s heapSample
 	var err error
-	if s.records, err = e.countRecords(ctx); err != nil {
+	if s.Records, err = e.countRecords(ctx); err != nil {
 		return s, err
 	}
-	if s.apikeys, err = e.countAPIKeys(ctx); err != nil {
+	if s.ApiKeys, err = e.countAPIKeys(ctx); err != nil {
 		return s, err
 	}
 	// The auth server's metrics follow the latest Server's index; point
 	// them at an empty one so an earlier server's index is not counted in
 	// the baseline and then freed during the measurement.
 	authserver.NewServer(authserver.NewIndex(), authserver.Options{})
-	s.before = harness.LiveHeap()
+	s.Before = harness.LiveHeap()
 
 	queues, err := readQueues()
 	if err != nil {
@@ -561,15 +562,15 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 		return s, err
 	}
 	err = harness.PollUntil(ctx, 10*time.Millisecond, syncTimeout, func() (bool, error) {
-		return auth.Index().Synced() && auth.Index().Len() >= s.records, nil
+		return auth.Index().Synced() && auth.Index().Len() >= s.Records, nil
 	})
-	s.syncTime = time.Since(start)
-	s.backlog = -1
+	s.SyncTime = time.Since(start)
+	s.Backlog = -1
 	if mode == combinedMode && err == nil {
-		s.backlog, err = queues.settle(ctx, s.apikeys+s.records)
-		s.settleTime = time.Since(start) - s.syncTime
+		s.Backlog, err = queues.settle(ctx, s.ApiKeys+s.Records)
+		s.SettleTime = time.Since(start) - s.SyncTime
 	}
-	s.synced = harness.LiveHeap()
+	s.Synced = harness.LiveHeap()
 	if profile != "" {
 		if perr := writeHeapProfile(profile); perr != nil {
 			harness.Progress("  could not write the heap profile: %v", perr)
@@ -586,7 +587,7 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 		err = stopErr
 	}
 	authserver.NewServer(authserver.NewIndex(), authserver.Options{})
-	s.afterStopped = harness.LiveHeap()
+	s.AfterStopped = harness.LiveHeap()
 	return s, err
 }
 
@@ -597,25 +598,25 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 // until it agrees, for a few seconds, before it is an error.
 func (e *env) checkIndexed(ctx context.Context, s *heapSample, mode string, got int) error {
 	switch {
-	case got == s.records:
+	case got == s.Records:
 		return nil
-	case got > s.records && mode == combinedMode:
+	case got > s.Records && mode == combinedMode:
 		// The controller issued tokens for keys another section left
 		// without one: they are in the heap, so they count.
-		s.records = got
+		s.Records = got
 		return nil
 	}
-	counted := s.records
+	counted := s.Records
 	err := harness.PollUntil(ctx, 100*time.Millisecond, 10*time.Second, func() (bool, error) {
 		var err error
 		counted, err = e.countRecords(ctx)
 		return counted == got, err
 	})
 	if err != nil {
-		return fmt.Errorf("index holds %d tokens, the cluster %d records (%d when the manager started)", got, counted, s.records)
+		return fmt.Errorf("index holds %d tokens, the cluster %d records (%d when the manager started)", got, counted, s.Records)
 	}
-	harness.Progress("  the API server counted %d records when the manager started, %d now, as the index holds", s.records, counted)
-	s.records = counted
+	harness.Progress("  the API server counted %d records when the manager started, %d now, as the index holds", s.Records, counted)
+	s.Records = counted
 	return nil
 }
 

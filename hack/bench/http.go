@@ -38,11 +38,11 @@ type httpResult struct {
 	err error
 }
 
-type closedRound struct{ bare, ours float64 }
+type closedRound struct{ Bare, Ours float64 }
 
 type openRound struct {
-	bare, ours         latencies
-	bareRate, oursRate float64
+	Bare, Ours         latencies
+	BareRate, OursRate float64
 }
 
 // alpnHTTP1 is the only protocol the servers offer, as cmd/main.go
@@ -140,18 +140,18 @@ func measureClosed(c config, lg *loadGenerator, bareT, oursT *target, res *httpR
 			}
 			perRequest := time.Duration(float64(processCPU()-cpu) / (rps * c.httpClosed.Seconds()))
 			if t == bareT {
-				r.bare, bareCPU = rps, perRequest
+				r.Bare, bareCPU = rps, perRequest
 			} else {
-				r.ours, oursCPU = rps, perRequest
+				r.Ours, oursCPU = rps, perRequest
 			}
 		}
 		// CPU per request (this process: servers and generator, and a
 		// round's 32 handshakes) is a steadier comparison than throughput
 		// when other tenants share the machine.
 		harness.Progress("  closed loop round %d: bare %.0f req/s, auth server %.0f req/s; CPU per request bare %s, auth server %s",
-			round+1, r.bare, r.ours, bareCPU.Round(10*time.Nanosecond), oursCPU.Round(10*time.Nanosecond))
+			round+1, r.Bare, r.Ours, bareCPU.Round(10*time.Nanosecond), oursCPU.Round(10*time.Nanosecond))
 		res.closed = append(res.closed, r)
-		bares, ourss = append(bares, r.bare), append(ourss, r.ours)
+		bares, ourss = append(bares, r.Bare), append(ourss, r.Ours)
 	}
 	res.bareRPS, res.oursRPS = median(bares), median(ourss)
 	return nil
@@ -171,19 +171,19 @@ func measureOpen(c config, lg *loadGenerator, bareT, oursT *target, res *httpRes
 				return fmt.Errorf("open loop on %s: %w", t.name, err)
 			}
 			if t == bareT {
-				r.bare, r.bareRate = lat, achieved
+				r.Bare, r.BareRate = lat, achieved
 			} else {
-				r.ours, r.oursRate = lat, achieved
+				r.Ours, r.OursRate = lat, achieved
 			}
 		}
 		harness.Progress("  open loop round %d at %.0f req/s: p99 bare %s, auth server %s",
-			round+1, res.openRate, r.bare.p99, r.ours.p99)
+			round+1, res.openRate, r.Bare.P99, r.Ours.P99)
 		res.open = append(res.open, r)
-		bareP50, bareP99, bareP999 = append(bareP50, r.bare.p50), append(bareP99, r.bare.p99), append(bareP999, r.bare.p999)
-		oursP50, oursP99, oursP999 = append(oursP50, r.ours.p50), append(oursP99, r.ours.p99), append(oursP999, r.ours.p999)
+		bareP50, bareP99, bareP999 = append(bareP50, r.Bare.P50), append(bareP99, r.Bare.P99), append(bareP999, r.Bare.P999)
+		oursP50, oursP99, oursP999 = append(oursP50, r.Ours.P50), append(oursP99, r.Ours.P99), append(oursP999, r.Ours.P999)
 	}
-	res.bareOpen = latencies{p50: medianDuration(bareP50), p99: medianDuration(bareP99), p999: medianDuration(bareP999)}
-	res.oursOpen = latencies{p50: medianDuration(oursP50), p99: medianDuration(oursP99), p999: medianDuration(oursP999)}
+	res.bareOpen = latencies{P50: medianDuration(bareP50), P99: medianDuration(bareP99), P999: medianDuration(bareP999)}
+	res.oursOpen = latencies{P50: medianDuration(oursP50), P99: medianDuration(oursP99), P999: medianDuration(oursP999)}
 	return nil
 }
 

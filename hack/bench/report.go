@@ -42,9 +42,9 @@ func (r *report) failed() bool {
 	return r.envErr != nil ||
 		(r.micro != nil && r.micro.err != nil) ||
 		(r.http != nil && r.http.err != nil) ||
-		(r.revoke != nil && r.revoke.err != nil) ||
-		(r.apply != nil && r.apply.err != nil) ||
-		(r.rotate != nil && r.rotate.err != nil) ||
+		(r.revoke != nil && r.revoke.Err != nil) ||
+		(r.apply != nil && r.apply.Err != nil) ||
+		(r.rotate != nil && r.rotate.Err != nil) ||
 		(r.issue != nil && r.issue.err != nil) ||
 		r.heapFailed()
 }
@@ -55,7 +55,7 @@ func (r *report) heapFailed() bool {
 	h := r.heap
 	return h != nil && (h.err != nil ||
 		(h.combined != nil && h.combined.err != nil) ||
-		(h.revoke != nil && h.revoke.err != nil))
+		(h.revoke != nil && h.revoke.Err != nil))
 }
 
 // scaleRevoke is revocation at scale, measured in the memory section, or nil.
@@ -174,26 +174,21 @@ type reportView struct {
 	Summary                        []summaryRow
 	Micro                          *microView
 	HTTP                           *httpView
-	ScaleRevoke                    *scaleRevokeView
+	ScaleRevoke                    *scaleRevokeResult
+	ScaleRevocations               revocationsView
 	Revoke                         *revokeView
 	Apply                          *applyView
-	Rotate                         *rotateView
+	Rotate                         *rotateResult
 	Issue                          *issueView
 	Heap                           *heapView
 	// Raw is go test's output, for the appendix.
 	Raw string
+	// The annotations rotation uses.
+	RotateAnnotation, HashAnnotation, HintAnnotation string
 }
 
 // summaryRow is one line of the summary table.
 type summaryRow struct{ What, Measured, Target, Result string }
-
-// latView is latencies for the template.
-type latView struct {
-	N                   int
-	P50, P99, P999, Max time.Duration
-}
-
-func lat(l latencies) latView { return latView{l.n, l.p50, l.p99, l.p999, l.mx} }
 
 func (r *report) view(c config) reportView {
 	m := r.machine
@@ -202,19 +197,22 @@ func (r *report) view(c config) reportView {
 		CPUs: m.cpus, GOMAXPROCS: m.gomaxprocs, CPUModel: m.cpuModel, Memory: m.memory, Go: m.goVersion, Kernel: m.kernel,
 		LoadStart: r.loadStart, LoadEnd: r.loadEnd, ControlPlane: cmp.Or(r.controlPlane, notMeasured),
 		Settings: settings(), NotRun: r.notRunLine(), Summary: r.summaryRows(),
-		Micro: r.microView(), HTTP: r.httpView(c), Apply: r.applyView(), Rotate: r.rotateView(), Issue: r.issueView(),
-		Heap: r.heapView(),
+		Micro: r.microView(), HTTP: r.httpView(c), Rotate: r.rotate, Issue: r.issueView(),
+		Heap: r.heapView(), RotateAnnotation: apikeysv1alpha1.RotateAnnotation,
+		HashAnnotation: apikeysv1alpha1.TokenHashAnnotation, HintAnnotation: apikeysv1alpha1.TokenHintAnnotation,
 	}
-	s := r.scaleRevoke()
-	if s != nil {
-		v.ScaleRevoke = newScaleRevokeView(s)
+	if s := r.scaleRevoke(); s != nil {
+		v.ScaleRevoke, v.ScaleRevocations = s, revocationsView{&s.revokeResult, revokeTarget, scaleRevokeVerdict(s)}
 	}
 	if rv := r.revoke; rv != nil {
-		v.Revoke = &revokeView{Keys: r.revokeKeys, JudgedAtScale: s != nil && s.all.n > 0,
-			revocationsView: newRevocationsView(rv, r.revokeVerdict())}
-		if v.Revoke.JudgedAtScale {
+		judgedAtScale := v.ScaleRevoke != nil && v.ScaleRevoke.All.N > 0
+		v.Revoke = &revokeView{revocationsView{rv, revokeTarget, r.revokeVerdict()}, r.revokeKeys, judgedAtScale}
+		if judgedAtScale {
 			v.Revoke.Result = "—"
 		}
+	}
+	if a := r.apply; a != nil {
+		v.Apply = &applyView{a, r.applyKeys, r.applyAdmission, applyTarget, r.applyVerdict()}
 	}
 	if r.micro != nil {
 		v.Raw = strings.TrimRight(r.micro.raw, "\n")
@@ -276,23 +274,16 @@ func (r *report) microView() *microView {
 type httpView struct {
 	Keys, Conns                   int
 	Err                           error
-	Closed                        []closedRoundView
+	Closed                        []closedRound
 	ClosedFor, OpenFor            time.Duration
 	BareRPS, OursRPS, OpenRate    float64
 	ThroughputVerdict, P99Verdict string
-	Open                          []openRoundView
-	BareOpen, OursOpen            latView
+	Open                          []openRound
+	BareOpen, OursOpen            latencies
 	// Stalls is set when the tail looks like a few stalls per round rather
 	// than a per-request cost.
 	Stalls     bool
 	PerRequest *perRequestView
-}
-
-type closedRoundView struct{ Bare, Ours float64 }
-
-type openRoundView struct {
-	Bare, Ours         latView
-	BareRate, OursRate float64
 }
 
 // perRequestView is the two cores' time per request, in µs, and the
@@ -308,17 +299,11 @@ func (r *report) httpView(c config) *httpView {
 		return nil
 	}
 	v := &httpView{Keys: c.httpKeys, Conns: c.httpConns, Err: h.err,
-		ClosedFor: c.httpClosed, BareRPS: h.bareRPS, OursRPS: h.oursRPS,
+		Closed: h.closed, Open: h.open, ClosedFor: c.httpClosed, BareRPS: h.bareRPS, OursRPS: h.oursRPS,
 		ThroughputVerdict: verdict(h.oursRPS/h.bareRPS >= minThroughput),
-		OpenFor:           c.httpOpen, OpenRate: h.openRate, BareOpen: lat(h.bareOpen), OursOpen: lat(h.oursOpen),
-		P99Verdict: verdict(float64(h.oursOpen.p99)/float64(h.bareOpen.p99) <= maxP99Ratio),
-		Stalls:     h.bareOpen.p99 > 10*h.bareOpen.p50 && h.bareOpen.p999 < 2*h.bareOpen.p99,
-	}
-	for _, cr := range h.closed {
-		v.Closed = append(v.Closed, closedRoundView{cr.bare, cr.ours})
-	}
-	for _, o := range h.open {
-		v.Open = append(v.Open, openRoundView{lat(o.bare), lat(o.ours), o.bareRate, o.oursRate})
+		OpenFor:           c.httpOpen, OpenRate: h.openRate, BareOpen: h.bareOpen, OursOpen: h.oursOpen,
+		P99Verdict: verdict(float64(h.oursOpen.P99)/float64(h.bareOpen.P99) <= maxP99Ratio),
+		Stalls:     h.bareOpen.P99 > 10*h.bareOpen.P50 && h.bareOpen.P999 < 2*h.bareOpen.P99,
 	}
 	if h.bareRPS != 0 {
 		bare, ours := 2e6/h.bareRPS, 2e6/h.oursRPS
@@ -337,112 +322,55 @@ func (r *report) httpView(c config) *httpView {
 
 // revocationsView is a revocation run's table.
 type revocationsView struct {
-	Deleted, Suspended, All latView
-	Target, Result          string
-	Err                     error
+	*revokeResult
+	Target, Result string
 }
 
-func newRevocationsView(rv *revokeResult, result string) revocationsView {
-	return revocationsView{lat(rv.deleted), lat(rv.suspended), lat(rv.all), revokeTarget, result, rv.err}
-}
-
+// revokeView is the light revocation run.
 type revokeView struct {
 	revocationsView
 	Keys          int
 	JudgedAtScale bool
 }
 
-type scaleRevokeView struct {
-	revocationsView
-	Keys, Conns                           int
-	Offered, Achieved, HereRPS, HereShare float64
-	HalfOf                                string
-	LoadFor, Gone                         time.Duration
-	Load                                  latView
-	Saturated                             bool
-	LoadErr                               error
+// HalfOf says what the offered load was half of.
+func (s *scaleRevokeResult) HalfOf() string {
+	from := "measured on this manager"
+	if s.MaxFromHTTP {
+		from = "§2's median"
+	}
+	return fmt.Sprintf("half the auth server's closed-loop max of %.0f req/s, %s", s.MaxRPS, from)
 }
 
-func newScaleRevokeView(s *scaleRevokeResult) *scaleRevokeView {
-	v := &scaleRevokeView{revocationsView: newRevocationsView(&s.revokeResult, scaleRevokeVerdict(s)),
-		Keys: s.keys, Conns: s.conns, Offered: s.offered, Achieved: s.achieved, HereRPS: s.hereRPS,
-		HalfOf: halfOf(s), LoadFor: s.loadFor, Gone: s.gone, Load: lat(s.load),
-		Saturated: s.achieved < 0.95*s.offered, LoadErr: s.loadErr}
-	if s.hereRPS > 0 {
-		v.HereShare = 100 * s.offered / s.hereRPS
-	}
-	return v
-}
+// HereShare is the offered load in percent of what this manager served
+// closed-loop just before the trials.
+func (s *scaleRevokeResult) HereShare() float64 { return 100 * s.Offered / s.HereRPS }
+
+// Saturated reports whether the auth server answered markedly less than
+// the load offered, so requests queued for the whole run.
+func (s *scaleRevokeResult) Saturated() bool { return s.Achieved < 0.95*s.Offered }
 
 type applyView struct {
+	*applyResult
 	Keys           int
-	Admission      *admissionView
-	Err            error
-	Ready, Usable  latView
+	Admission      *admissionCost
 	Target, Result string
 }
 
-func (r *report) applyView() *applyView {
-	a := r.apply
-	if a == nil {
-		return nil
-	}
-	return &applyView{r.applyKeys, newAdmissionView(r.applyAdmission), a.err, lat(a.ready), lat(a.usable),
-		applyTarget, r.applyVerdict()}
+// UsableVerdict judges annotation → new token usable.
+func (rt *rotateResult) UsableVerdict() string {
+	return verdict(rt.Err == nil && rt.Usable.N > 0 && rt.Usable.P50 < maxRotateUsable)
 }
 
-// admissionView is what admission cost a section's creates.
-type admissionView struct {
-	Err   error
-	Steps []admissionStepView
-}
-
-type admissionStepView struct {
-	What      string
-	Calls     uint64
-	Mean, P99 time.Duration
-}
-
-func newAdmissionView(a *admissionCost) *admissionView {
-	if a == nil {
-		return nil
-	}
-	v := &admissionView{Err: a.err}
-	for _, st := range a.steps {
-		v.Steps = append(v.Steps, admissionStepView{st.what, st.calls, st.mean, st.p99})
-	}
-	return v
-}
-
-type rotateView struct {
-	Grace, GraceMin, GraceMax                        time.Duration
-	RotateAnnotation, HashAnnotation, HintAnnotation string
-	Err                                              error
-	Delivered, Usable, AfterDelivery                 latView
-	Refused, LastAccepted                            latView
-	UsableVerdict, RefusedVerdict                    string
-	OldPolls                                         int
-}
-
-func (r *report) rotateView() *rotateView {
-	rt := r.rotate
-	if rt == nil {
-		return nil
-	}
-	return &rotateView{Grace: rt.grace, GraceMin: rt.graceMin, GraceMax: rt.graceMax,
-		RotateAnnotation: apikeysv1alpha1.RotateAnnotation, HashAnnotation: apikeysv1alpha1.TokenHashAnnotation,
-		HintAnnotation: apikeysv1alpha1.TokenHintAnnotation, Err: rt.err,
-		Delivered: lat(rt.delivered), Usable: lat(rt.usable), AfterDelivery: lat(rt.afterDelivery),
-		Refused: lat(rt.refused), LastAccepted: lat(rt.lastAccepted),
-		UsableVerdict:  verdict(rt.err == nil && rt.usable.n > 0 && rt.usable.p50 < maxRotateUsable),
-		RefusedVerdict: verdict(rt.err == nil && rt.refused.n > 0 && rt.refused.mx <= maxRotateRefused),
-		OldPolls:       rt.oldPolls}
+// RefusedVerdict judges grace end → old token refused.
+func (rt *rotateResult) RefusedVerdict() string {
+	return verdict(rt.Err == nil && rt.Refused.N > 0 && rt.Refused.Max <= maxRotateRefused)
 }
 
 type issueView struct {
 	Workers, Keys, Reconcilers, Burst, ReadyCount, ReadyAtTarget int
 	QPS, RawRate, Rate, Ratio                                    float64
-	Admission                                                    *admissionView
+	Admission                                                    *admissionCost
 	Err                                                          error
 	GaveUp                                                       bool
 	Waited, Projected, ConfigMaps, Created, Ready, Indexed       time.Duration
@@ -481,12 +409,12 @@ func (r *report) issueView() *issueView {
 	}
 	v := &issueView{Workers: is.workers, Keys: is.keys, Reconcilers: is.reconcilers, Burst: is.burst,
 		ReadyCount: is.readyCount, ReadyAtTarget: is.readyAtTarget, QPS: is.qps, RawRate: is.rawRate(), Rate: is.rate(),
-		Ratio: is.ratio(), Admission: newAdmissionView(r.issueAdmission), Err: is.err, GaveUp: is.gaveUp,
+		Ratio: is.ratio(), Admission: r.issueAdmission, Err: is.err, GaveUp: is.gaveUp,
 		Waited: is.waited, Projected: projected(is), ConfigMaps: is.configMaps, Created: is.created, Ready: is.ready,
 		Indexed: is.indexed, Result: r.issueSummary().Result, WritesCounted: len(is.writes) > 0, WritesPerKey: is.writes.perKey(is.keys)}
 	for _, c := range is.writes {
-		if c.n*100 >= is.keys {
-			v.Writes = append(v.Writes, writeView{c.verb, c.resource, c.n, float64(c.n) / float64(is.keys)})
+		if c.N*100 >= is.keys {
+			v.Writes = append(v.Writes, writeView{c.verb, c.resource, c.N, float64(c.N) / float64(is.keys)})
 		}
 	}
 	if cm, key := is.configMapCPU, is.keyCPU; cm.apiServer > 0 && key.apiServer > 0 {
@@ -529,14 +457,7 @@ type heapModeView struct {
 	Mode       string
 	IsCombined bool
 	Err        error
-	Samples    []heapSampleView
-}
-
-type heapSampleView struct {
-	Records, ApiKeys, Backlog    int
-	Before, Synced, AfterStopped uint64
-	PerKey                       float64
-	SyncTime, SettleTime         time.Duration
+	Samples    []heapSample
 }
 
 type heapVerdictView struct{ Mode, Result, Measured string }
@@ -557,7 +478,7 @@ func (r *report) heapView() *heapView {
 	n := len(h.samples)
 	v := &heapView{Existing: h.existing, Created: h.created, Workers: h.workers, Target: h.target,
 		IndexOnlyKeys: h.indexOnlyKeys, What: what, CreateTime: h.createTime, BudgetHit: h.budgetHit, Err: h.err,
-		AuthOnly: newHeapModeView(h), Unissued: n > 0 && h.samples[n-1].apikeys > h.samples[n-1].records,
+		AuthOnly: newHeapModeView(h), Unissued: n > 0 && h.samples[n-1].ApiKeys > h.samples[n-1].Records,
 		IndexOnly: h.indexOnly, TargetText: heapTarget, AuthOnlyMode: authOnlyMode}
 	if h.combined != nil {
 		cv := newHeapModeView(h.combined)
@@ -577,11 +498,7 @@ func (r *report) heapView() *heapView {
 }
 
 func newHeapModeView(h *heapResult) heapModeView {
-	v := heapModeView{Mode: h.mode, IsCombined: h.mode == combinedMode, Err: h.err}
-	for _, s := range h.samples {
-		v.Samples = append(v.Samples, heapSampleView{s.records, s.apikeys, s.backlog, s.before, s.synced,
-			s.afterStopped, s.perKey(), s.syncTime, s.settleTime})
-	}
+	v := heapModeView{Mode: h.mode, IsCombined: h.mode == combinedMode, Err: h.err, Samples: h.samples}
 	return v
 }
 
@@ -611,9 +528,9 @@ func (r *report) summaryRows() []summaryRow {
 	rows = append(rows, r.revokeSummary())
 
 	apply := summaryRow{"`kubectl apply` → Secret delivered and Ready", "—", applyTarget, notMeasured}
-	if a := r.apply; a != nil && a.ready.n > 0 {
+	if a := r.apply; a != nil && a.Ready.N > 0 {
 		apply.Measured = fmt.Sprintf("p50 %s, p99 %s (%d trials, %d keys present, admission webhooks in the path)",
-			ms(a.ready.p50), ms(a.ready.p99), a.ready.n, r.applyKeys)
+			ms(a.Ready.P50), ms(a.Ready.P99), a.Ready.N, r.applyKeys)
 		apply.Result = r.applyVerdict()
 	}
 	rows = append(rows, apply)
@@ -655,20 +572,20 @@ func (r *report) heapSummary() []summaryRow {
 // the light section.
 func (r *report) revokeSummary() summaryRow {
 	row := summaryRow{"revoke/suspend → 401", "—", revokeTarget, notMeasured}
-	if s := r.scaleRevoke(); s != nil && s.all.n > 0 {
+	if s := r.scaleRevoke(); s != nil && s.All.N > 0 {
 		row.Measured = fmt.Sprintf("p99 %s (p50 %s, max %s; delete p50/p99/max %s; suspend %s; %d trials on the "+
 			"combined manager with %d keys indexed, forward-auth at %.0f req/s offered, %s; %.0f req/s answered)",
-			ms(s.all.p99), ms(s.all.p50), ms(s.all.mx), pctls(s.deleted), pctls(s.suspended), s.all.n, s.keys,
-			s.offered, halfOf(s), s.achieved)
+			ms(s.All.P99), ms(s.All.P50), ms(s.All.Max), pctls(s.Deleted), pctls(s.Suspended), s.All.N, s.Keys,
+			s.Offered, s.HalfOf(), s.Achieved)
 		row.Result = scaleRevokeVerdict(s)
 		return row
-	} else if s != nil && s.err != nil {
-		row.Measured, row.Result = "at scale: "+s.err.Error(), "**failed**"
+	} else if s != nil && s.Err != nil {
+		row.Measured, row.Result = "at scale: "+s.Err.Error(), "**failed**"
 		return row
 	}
-	if rv := r.revoke; rv != nil && rv.all.n > 0 {
+	if rv := r.revoke; rv != nil && rv.All.N > 0 {
 		row.Measured = fmt.Sprintf("p99 %s (%d trials, %d keys indexed, no forward-auth load; the run at scale did not run)",
-			ms(rv.all.p99), rv.all.n, r.revokeKeys)
+			ms(rv.All.P99), rv.All.N, r.revokeKeys)
 		row.Result = r.revokeVerdict()
 	}
 	return row
@@ -676,29 +593,20 @@ func (r *report) revokeSummary() summaryRow {
 
 // pctls is p50/p99/max of l.
 func pctls(l latencies) string {
-	return fmt.Sprintf("%s / %s / %s", ms(l.p50), ms(l.p99), ms(l.mx))
-}
-
-// halfOf says what the offered load was half of.
-func halfOf(s *scaleRevokeResult) string {
-	from := "measured on this manager"
-	if s.maxFromHTTP {
-		from = "§2's median"
-	}
-	return fmt.Sprintf("half the auth server's closed-loop max of %.0f req/s, %s", s.maxRPS, from)
+	return fmt.Sprintf("%s / %s / %s", ms(l.P50), ms(l.P99), ms(l.Max))
 }
 
 // scaleRevokeVerdict judges revocation at scale against SPEC's p99 and its
 // conditions: 100k keys indexed, and the load running through every trial.
 func scaleRevokeVerdict(s *scaleRevokeResult) string {
 	var lighter []string
-	if s.keys < revokeTargetKeys {
-		lighter = append(lighter, fmt.Sprintf("%d keys indexed", s.keys))
+	if s.Keys < revokeTargetKeys {
+		lighter = append(lighter, fmt.Sprintf("%d keys indexed", s.Keys))
 	}
 	if !s.underLoad() {
 		lighter = append(lighter, "the forward-auth load not running throughout")
 	}
-	return verdictAt(s.err == nil && s.all.n > 0 && s.all.p99 < maxRevokeP99, lighter)
+	return verdictAt(s.Err == nil && s.All.N > 0 && s.All.P99 < maxRevokeP99, lighter)
 }
 
 // revokeVerdict judges revocation against SPEC's p99 and its conditions.
@@ -709,7 +617,7 @@ func (r *report) revokeVerdict() string {
 		lighter = append(lighter, fmt.Sprintf("%d keys indexed", r.revokeKeys))
 	}
 	lighter = append(lighter, "no forward-auth load")
-	return verdictAt(rv.err == nil && rv.all.n > 0 && rv.all.p99 < maxRevokeP99, lighter)
+	return verdictAt(rv.Err == nil && rv.All.N > 0 && rv.All.P99 < maxRevokeP99, lighter)
 }
 
 // applyVerdict judges create → Ready against SPEC's p50 and p99 and their
@@ -717,21 +625,21 @@ func (r *report) revokeVerdict() string {
 func (r *report) applyVerdict() string {
 	a := r.apply
 	var lighter []string
-	if r.applyAdmission == nil || r.applyAdmission.err != nil || r.applyAdmission.steps[0].calls == 0 {
+	if r.applyAdmission == nil || r.applyAdmission.Err != nil || r.applyAdmission.Steps[0].Calls == 0 {
 		lighter = append(lighter, "the mutating webhook's calls not seen")
 	}
 	if r.applyKeys < applyTargetKeys {
 		lighter = append(lighter, fmt.Sprintf("%d keys present", r.applyKeys))
 	}
-	return verdictAt(a.err == nil && a.ready.n > 0 && a.ready.p50 < maxApplyP50 && a.ready.p99 < maxApplyP99, lighter)
+	return verdictAt(a.Err == nil && a.Ready.N > 0 && a.Ready.P50 < maxApplyP50 && a.Ready.P99 < maxApplyP99, lighter)
 }
 
 // heapVerdict judges memory per key; below 100k records it is not the
 // measurement SPEC asks for.
 func heapVerdict(h *heapResult, perKey float64) string {
 	var lighter []string
-	if last := h.samples[len(h.samples)-1]; last.records < heapTargetRecords {
-		lighter = append(lighter, fmt.Sprintf("%d records", last.records))
+	if last := h.samples[len(h.samples)-1]; last.Records < heapTargetRecords {
+		lighter = append(lighter, fmt.Sprintf("%d records", last.Records))
 	}
 	return verdictAt(h.err == nil && perKey < maxHeapPerKey, lighter)
 }
@@ -739,11 +647,11 @@ func heapVerdict(h *heapResult, perKey float64) string {
 func (r *report) rotateSummary() []summaryRow {
 	usable := summaryRow{"rotation: annotation → new token usable", "—", "p50 < 250 ms", notMeasured}
 	refused := summaryRow{"rotation: grace end → old token refused", "—", "≤ 1 s after its grace end", notMeasured}
-	if rt := r.rotate; rt != nil && rt.usable.n > 0 {
-		usable.Measured = fmt.Sprintf("p50 %s, p99 %s (%d trials)", ms(rt.usable.p50), ms(rt.usable.p99), rt.usable.n)
-		usable.Result = verdict(rt.err == nil && rt.usable.p50 < maxRotateUsable)
-		refused.Measured = fmt.Sprintf("max %s, p99 %s (%d trials)", ms(rt.refused.mx), ms(rt.refused.p99), rt.refused.n)
-		refused.Result = verdict(rt.err == nil && rt.refused.mx <= maxRotateRefused)
+	if rt := r.rotate; rt != nil && rt.Usable.N > 0 {
+		usable.Measured = fmt.Sprintf("p50 %s, p99 %s (%d trials)", ms(rt.Usable.P50), ms(rt.Usable.P99), rt.Usable.N)
+		usable.Result = rt.UsableVerdict()
+		refused.Measured = fmt.Sprintf("max %s, p99 %s (%d trials)", ms(rt.Refused.Max), ms(rt.Refused.P99), rt.Refused.N)
+		refused.Result = rt.RefusedVerdict()
 	}
 	return []summaryRow{usable, refused}
 }
@@ -776,10 +684,10 @@ func projected(is *issueResult) time.Duration {
 func heapMeasured(h *heapResult, perKey float64) string {
 	last := h.samples[len(h.samples)-1]
 	if len(h.samples) == 1 {
-		return fmt.Sprintf("%.0f B/key at %d records, baseline included", perKey, last.records)
+		return fmt.Sprintf("%.0f B/key at %d records, baseline included", perKey, last.Records)
 	}
 	return fmt.Sprintf("%.0f B/key beyond the baseline (slope from %d to %d records); %.0f B/key at %d with the baseline",
-		perKey, h.samples[len(h.samples)-2].records, last.records, last.perKey(), last.records)
+		perKey, h.samples[len(h.samples)-2].Records, last.Records, last.PerKey(), last.Records)
 }
 
 func (r *report) microSummary(add func(what, measured, target, result string)) {
@@ -812,13 +720,13 @@ func (r *report) httpSummary(add func(what, measured, target, result string)) {
 	add("forward-auth throughput vs bare handler",
 		fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", ratio, h.oursRPS, h.bareRPS), throughputTarget,
 		verdictAt(ratio >= minThroughput, fewRounds))
-	if h.oursOpen.p99 == 0 {
+	if h.oursOpen.P99 == 0 {
 		add("forward-auth p99 at half load vs bare handler", "—", p99Target, notMeasured)
 		return
 	}
-	p99 := float64(h.oursOpen.p99) / float64(h.bareOpen.p99)
+	p99 := float64(h.oursOpen.P99) / float64(h.bareOpen.P99)
 	add("forward-auth p99 at half load vs bare handler",
-		fmt.Sprintf("%.2f× (%s vs %s)", p99, ms(h.oursOpen.p99), ms(h.bareOpen.p99)), p99Target, verdict(p99 <= maxP99Ratio))
+		fmt.Sprintf("%.2f× (%s vs %s)", p99, ms(h.oursOpen.P99), ms(h.bareOpen.P99)), p99Target, verdict(p99 <= maxP99Ratio))
 }
 
 func (r *report) notRunLine() string {

@@ -21,35 +21,36 @@ import (
 
 // scaleRevokeResult is revocation as SPEC §9 states it: on the memory
 // section's last combined manager, its index holding every key in the
-// cluster, with forward-auth under half load on the same auth server.
+// cluster, with forward-auth under half load on the same auth server. Its
+// fields, like revokeResult's, are exported for the report's template.
 type scaleRevokeResult struct {
 	revokeResult
-	// keys is the auth server's index size when the trials began.
-	keys int
-	// maxRPS is the auth server's closed-loop throughput the load is half
-	// of, from the http section (maxFromHTTP) or measured on this manager.
-	maxRPS      float64
-	maxFromHTTP bool
-	// hereRPS is this manager's own closed-loop throughput, measured just
+	// Keys is the auth server's index size when the trials began.
+	Keys int
+	// MaxRPS is the auth server's closed-loop throughput the load is half
+	// of, from the http section (MaxFromHTTP) or measured on this manager.
+	MaxRPS      float64
+	MaxFromHTTP bool
+	// HereRPS is this manager's own closed-loop throughput, measured just
 	// before the trials: what the offered load is a share of here.
-	hereRPS float64
-	// offered is the load's arrival rate; achieved what was answered.
-	offered, achieved float64
-	conns             int
-	// load is the latency of the load's own requests during the trials.
-	load latencies
-	// loadFor is how long the load ran, from before the first trial to
+	HereRPS float64
+	// Offered is the load's arrival rate; Achieved what was answered.
+	Offered, Achieved float64
+	Conns             int
+	// Load is the latency of the load's own requests during the trials.
+	Load latencies
+	// LoadFor is how long the load ran, from before the first trial to
 	// after the last.
-	loadFor time.Duration
-	loadErr error
-	// gone is how long, after the last trial, the deleted ApiKeys took to
+	LoadFor time.Duration
+	LoadErr error
+	// Gone is how long, after the last trial, the deleted ApiKeys took to
 	// disappear: the controller finalized them, through admission.
-	gone time.Duration
+	Gone time.Duration
 }
 
 // underLoad reports whether every trial ran with the load flowing.
 func (s *scaleRevokeResult) underLoad() bool {
-	return s.loadErr == nil && s.offered > 0 && s.loadFor > 0
+	return s.LoadErr == nil && s.Offered > 0 && s.LoadFor > 0
 }
 
 // runScaleRevoke runs revocation trials against auth, at url, on keys the
@@ -58,16 +59,16 @@ func (s *scaleRevokeResult) underLoad() bool {
 // suspended.
 func runScaleRevoke(ctx context.Context, c config, e *env, url string, auth *authserver.Server,
 	keys []keptKey, maxRPS float64) *scaleRevokeResult {
-	res := &scaleRevokeResult{keys: auth.Index().Len(), maxRPS: maxRPS, maxFromHTTP: maxRPS > 0, conns: c.httpConns}
+	res := &scaleRevokeResult{Keys: auth.Index().Len(), MaxRPS: maxRPS, MaxFromHTTP: maxRPS > 0, Conns: c.httpConns}
 	harness.Progress("  revocation → 401 on this manager (%d keys indexed): %d delete + %d suspend trials under forward-auth load",
-		res.keys, c.revokeScaleTrials, c.revokeScaleTrials)
-	res.err = measureScaleRevoke(ctx, c, e, url, keys, res)
-	if res.err != nil {
-		harness.Progress("  failed: %v", res.err)
+		res.Keys, c.revokeScaleTrials, c.revokeScaleTrials)
+	res.Err = measureScaleRevoke(ctx, c, e, url, keys, res)
+	if res.Err != nil {
+		harness.Progress("  failed: %v", res.Err)
 		return res
 	}
 	harness.Progress("  p50 %s, p99 %s, max %s over %d trials; load %.0f req/s offered (this manager's max %.0f), %.0f answered, p99 %s",
-		res.all.p50, res.all.p99, res.all.mx, res.all.n, res.offered, res.hereRPS, res.achieved, res.load.p99)
+		res.All.P50, res.All.P99, res.All.Max, res.All.N, res.Offered, res.HereRPS, res.Achieved, res.Load.P99)
 	return res
 }
 
@@ -101,19 +102,19 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys 
 	if err != nil {
 		return fmt.Errorf("measuring the auth server's throughput: %w", err)
 	}
-	res.hereRPS = rps
-	if res.maxRPS == 0 {
-		res.maxRPS = rps
+	res.HereRPS = rps
+	if res.MaxRPS == 0 {
+		res.MaxRPS = rps
 	}
-	res.offered = res.maxRPS / 2
+	res.Offered = res.MaxRPS / 2
 
-	bg := lg.startBackgroundLoad(t, res.offered)
+	bg := lg.startBackgroundLoad(t, res.Offered)
 	if err := bg.awaitStarted(); err != nil {
 		return fmt.Errorf("starting the load: %w", err)
 	}
 	trialErr := runScaleTrials(ctx, e, p, trials, bg, res)
 	bg.finish()
-	res.load, res.achieved, res.loadFor, res.loadErr = bg.lat, bg.achieved, bg.ran, bg.err
+	res.Load, res.Achieved, res.LoadFor, res.LoadErr = bg.lat, bg.achieved, bg.ran, bg.err
 	if trialErr != nil {
 		return trialErr
 	}
@@ -126,7 +127,7 @@ func runScaleTrials(ctx context.Context, e *env, p *prober, keys []keptKey, bg *
 	var deleted, suspended []time.Duration
 	defer func() {
 		all := append(append([]time.Duration{}, deleted...), suspended...)
-		res.deleted, res.suspended, res.all = summarize(deleted), summarize(suspended), summarize(all)
+		res.Deleted, res.Suspended, res.All = summarize(deleted), summarize(suspended), summarize(all)
 	}()
 	for i, k := range keys {
 		suspend := i%2 == 1
@@ -182,7 +183,7 @@ func (e *env) awaitDeleted(ctx context.Context, keys []keptKey, res *scaleRevoke
 	left := 0
 	err := harness.PollUntil(ctx, 50*time.Millisecond, trialTimeout, func() (bool, error) {
 		left = 0
-		for i := 0; i < len(keys) && i < 2*res.deleted.n; i += 2 {
+		for i := 0; i < len(keys) && i < 2*res.Deleted.N; i += 2 {
 			err := e.client.Get(ctx, client.ObjectKey{Namespace: keys[i].namespace, Name: keys[i].name},
 				&metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{
 					APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey"}})
@@ -196,7 +197,7 @@ func (e *env) awaitDeleted(ctx context.Context, keys []keptKey, res *scaleRevoke
 		}
 		return left == 0, nil
 	})
-	res.gone = time.Since(start)
+	res.Gone = time.Since(start)
 	if err != nil {
 		return errors.Join(fmt.Errorf("%d deleted ApiKeys still there (finalizer not removed)", left), err)
 	}

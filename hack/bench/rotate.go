@@ -19,30 +19,31 @@ import (
 )
 
 // rotateResult is the on-demand rotation trials: from the annotation to the
-// new token's first 200, and from the old token's grace end to its first 401.
+// new token's first 200, and from the old token's grace end to its first
+// 401. Its fields are exported for the report's template.
 type rotateResult struct {
-	grace time.Duration // spec.rotation.gracePeriod of every trial key
+	Grace time.Duration // spec.rotation.gracePeriod of every trial key
 
-	// delivered runs from the annotation patch to the Secret watch event
-	// that carries the new token; usable on to /auth's first 200 for it.
-	delivered, usable latencies
-	// afterDelivery is usable − delivered: how long the consumer waited for
+	// Delivered runs from the annotation patch to the Secret watch event
+	// that carries the new token; Usable on to /auth's first 200 for it.
+	Delivered, Usable latencies
+	// AfterDelivery is Usable − Delivered: how long the consumer waited for
 	// the auth server once it had the new token.
-	afterDelivery latencies
-	// graceMin and graceMax bound validUntil − the annotation patch: the
+	AfterDelivery latencies
+	// GraceMin and GraceMax bound validUntil − the annotation patch: the
 	// grace period as it played out. validUntil counts from the rotation's
 	// issuance time, which is whole seconds, so it can be up to 1 s shorter
 	// than grace.
-	graceMin, graceMax time.Duration
-	// refused runs from the old token's validUntil to the arrival of its
-	// first 401: an upper bound on how late the refusal came. lastAccepted
+	GraceMin, GraceMax time.Duration
+	// Refused runs from the old token's validUntil to the arrival of its
+	// first 401: an upper bound on how late the refusal came. LastAccepted
 	// runs from validUntil to the send time of its last 200: a lower bound
 	// (negative when that request left before the grace ended).
-	refused, lastAccepted latencies
-	// oldPolls is how many times /auth was asked about old tokens.
-	oldPolls int
+	Refused, LastAccepted latencies
+	// OldPolls is how many times /auth was asked about old tokens.
+	OldPolls int
 
-	err error
+	Err error
 }
 
 // rotateSample is one trial's measurements.
@@ -53,32 +54,32 @@ type rotateSample struct {
 
 // runRotate rotates one fresh key per trial, one trial at a time.
 func runRotate(ctx context.Context, c config, e *env, p *prober) *rotateResult {
-	res := &rotateResult{grace: c.rotateGrace}
+	res := &rotateResult{Grace: c.rotateGrace}
 	const ns = "bench-rotate"
-	if res.err = e.createNamespace(ctx, ns); res.err != nil {
+	if res.Err = e.createNamespace(ctx, ns); res.Err != nil {
 		return res
 	}
 	var delivered, usable, afterDelivery, refused, lastAccepted []time.Duration
 	for i := range c.rotateTrials {
 		s, err := rotateTrial(ctx, c, e, p, ns, i)
 		if err != nil {
-			res.err = fmt.Errorf("trial %d: %w", i, err)
-			harness.Progress("  failed: %v", res.err)
+			res.Err = fmt.Errorf("trial %d: %w", i, err)
+			harness.Progress("  failed: %v", res.Err)
 			break
 		}
 		delivered, usable = append(delivered, s.delivered), append(usable, s.usable)
 		afterDelivery = append(afterDelivery, s.usable-s.delivered)
 		refused, lastAccepted = append(refused, s.end.refused), append(lastAccepted, s.end.lastAccepted)
-		if i == 0 || s.grace < res.graceMin {
-			res.graceMin = s.grace
+		if i == 0 || s.grace < res.GraceMin {
+			res.GraceMin = s.grace
 		}
-		res.graceMax = max(res.graceMax, s.grace)
-		res.oldPolls += s.end.polls
+		res.GraceMax = max(res.GraceMax, s.grace)
+		res.OldPolls += s.end.polls
 	}
-	res.delivered, res.usable, res.afterDelivery = summarize(delivered), summarize(usable), summarize(afterDelivery)
-	res.refused, res.lastAccepted = summarize(refused), summarize(lastAccepted)
+	res.Delivered, res.Usable, res.AfterDelivery = summarize(delivered), summarize(usable), summarize(afterDelivery)
+	res.Refused, res.LastAccepted = summarize(refused), summarize(lastAccepted)
 	harness.Progress("  new token usable p50 %s, p99 %s; old token refused after grace end: p99 %s, max %s (%d trials)",
-		res.usable.p50, res.usable.p99, res.refused.p99, res.refused.mx, res.usable.n)
+		res.Usable.P50, res.Usable.P99, res.Refused.P99, res.Refused.Max, res.Usable.N)
 	return res
 }
 

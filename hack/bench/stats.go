@@ -6,9 +6,10 @@ import (
 )
 
 // latencies summarises a sample of durations.
+// Its fields are exported for the report's template.
 type latencies struct {
-	n                  int
-	p50, p99, p999, mx time.Duration
+	N                   int
+	P50, P99, P999, Max time.Duration
 }
 
 // summarize sorts d in place and returns its percentiles (nearest rank).
@@ -18,11 +19,11 @@ func summarize(d []time.Duration) latencies {
 	}
 	slices.Sort(d)
 	return latencies{
-		n:    len(d),
-		p50:  rank(d, 0.50),
-		p99:  rank(d, 0.99),
-		p999: rank(d, 0.999),
-		mx:   d[len(d)-1],
+		N:    len(d),
+		P50:  rank(d, 0.50),
+		P99:  rank(d, 0.99),
+		P999: rank(d, 0.999),
+		Max:  d[len(d)-1],
 	}
 }
 

@@ -24,24 +24,25 @@ const probeInterval = 2 * time.Millisecond
 const trialTimeout = 30 * time.Second
 
 // revokeResult is the time from a revoking API call's return to the first
-// 401 from /auth, for deletes and for suspensions.
+// 401 from /auth, for deletes and for suspensions. The fields of the
+// results are exported for the report's template.
 type revokeResult struct {
-	deleted, suspended, all latencies
-	err                     error
+	Deleted, Suspended, All latencies
+	Err                     error
 }
 
 // applyResult is the time from the Create call to Ready=True with the Secret
 // present, and on to the auth server's first 200 for the new token.
 type applyResult struct {
-	ready, usable latencies
-	err           error
+	Ready, Usable latencies
+	Err           error
 }
 
 // runRevoke alternates delete and suspend trials, one key each.
 func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
 	res := &revokeResult{}
 	const ns = "bench-revoke"
-	if res.err = e.createNamespace(ctx, ns); res.err != nil {
+	if res.Err = e.createNamespace(ctx, ns); res.Err != nil {
 		return res
 	}
 	var deleted, suspended []time.Duration
@@ -49,8 +50,8 @@ func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
 		suspend := i%2 == 1
 		lat, err := revokeTrial(ctx, e, p, ns, i, suspend)
 		if err != nil {
-			res.err = fmt.Errorf("trial %d: %w", i, err)
-			harness.Progress("  failed: %v", res.err)
+			res.Err = fmt.Errorf("trial %d: %w", i, err)
+			harness.Progress("  failed: %v", res.Err)
 			break
 		}
 		if suspend {
@@ -60,8 +61,8 @@ func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
 		}
 	}
 	all := append(append([]time.Duration{}, deleted...), suspended...)
-	res.deleted, res.suspended, res.all = summarize(deleted), summarize(suspended), summarize(all)
-	harness.Progress("  p50 %s, p99 %s, max %s over %d trials", res.all.p50, res.all.p99, res.all.mx, res.all.n)
+	res.Deleted, res.Suspended, res.All = summarize(deleted), summarize(suspended), summarize(all)
+	harness.Progress("  p50 %s, p99 %s, max %s over %d trials", res.All.P50, res.All.P99, res.All.Max, res.All.N)
 	return res
 }
 
@@ -102,34 +103,34 @@ func revokeTrial(ctx context.Context, e *env, p *prober, ns string, i int, suspe
 func runApply(ctx context.Context, c config, e *env, p *prober) *applyResult {
 	res := &applyResult{}
 	const ns = "bench-apply"
-	if res.err = e.createNamespace(ctx, ns); res.err != nil {
+	if res.Err = e.createNamespace(ctx, ns); res.Err != nil {
 		return res
 	}
 	var ready, usable []time.Duration
 	for i := range c.applyTrials {
 		key, start, readyAt, err := e.createReady(ctx, benchKey(ns, fmt.Sprintf("apply-%03d", i)))
 		if err != nil {
-			res.err = fmt.Errorf("trial %d: %w", i, err)
+			res.Err = fmt.Errorf("trial %d: %w", i, err)
 			break
 		}
 		tok, err := e.readToken(ctx, key)
 		if err != nil {
-			res.err = fmt.Errorf("trial %d: %w", i, err)
+			res.Err = fmt.Errorf("trial %d: %w", i, err)
 			break
 		}
 		accepted, err := p.awaitStatus(ctx, tok, http.StatusOK)
 		if err != nil {
-			res.err = fmt.Errorf("trial %d: the auth server never accepted the new key: %w", i, err)
+			res.Err = fmt.Errorf("trial %d: the auth server never accepted the new key: %w", i, err)
 			break
 		}
 		ready = append(ready, readyAt.Sub(start))
 		usable = append(usable, accepted.Sub(start))
 	}
-	if res.err != nil {
-		harness.Progress("  failed: %v", res.err)
+	if res.Err != nil {
+		harness.Progress("  failed: %v", res.Err)
 	}
-	res.ready, res.usable = summarize(ready), summarize(usable)
-	harness.Progress("  Ready p50 %s, p99 %s over %d trials", res.ready.p50, res.ready.p99, res.ready.n)
+	res.Ready, res.Usable = summarize(ready), summarize(usable)
+	harness.Progress("  Ready p50 %s, p99 %s over %d trials", res.Ready.P50, res.Ready.P99, res.Ready.N)
 	return res
 }
 
