@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/token"
@@ -42,21 +43,22 @@ var _ = Describe("Recovering from a crash", func() {
 		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace,
 			Name: "budget-" + rand.String(6), Finalizers: []string{Finalizer}}}
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		c := newCrashingClient(-1)
-		reads := &countingReader{Reader: c}
+		c := newCrash(-1)
+		var reads int
 		r := newCrashReconciler(c)
-		r.APIReader = reads
-		runUntilDeadOrIdle(r, key)
+		r.APIReader = countingReads(c.newClient(), &reads)
+		runUntilDeadOrIdle(r, c, key)
 		expectOneLiveToken(fetch(key))
 		Expect(c.writes).To(Equal(3), "Secret, record and status: with the user's create, four writes per key (docs/benchmarks.md)")
-		Expect(reads.n).To(BeZero(), "issuance read the API server directly")
+		Expect(reads).To(BeZero(), "issuance read the API server directly")
 	})
 
 	It("mints afresh when it died after delivering the Secret but before the record", func() {
 		key := crashAfter(2) // finalizer, Secret
 		Expect(recordsOf(key)).To(BeEmpty())
 		stale := &corev1.Secret{}
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, stale)).To(Succeed())
+		secretKey := client.ObjectKey{Namespace: key.Namespace, Name: apikeysv1alpha1.DefaultSecretName(key.Name)}
+		Expect(k8sClient.Get(ctx, secretKey, stale)).To(Succeed())
 
 		_, rec := expectOneLiveToken(restartAndConverge(key))
 		Expect(rec.Spec.TokenHash).NotTo(Equal(stale.Annotations[apikeysv1alpha1.TokenHashAnnotation]),
@@ -91,8 +93,8 @@ var _ = Describe("Recovering from a crash during a rotation", func() {
 			for n := 0; n < writes; n++ {
 				By(fmt.Sprintf("dying after write %d of %d", n, writes))
 				key, oldTok := issuedCrashKey(grace)
-				c := newCrashingClient(n)
-				runUntilDeadOrIdle(newCrashReconciler(c), key)
+				c := newCrash(n)
+				runUntilDeadOrIdle(newCrashReconciler(c), c, key)
 				Expect(c.dead).To(BeTrue(), "the reconciler finished before its write %d", n+1)
 				expectSecretAuthenticates(key)
 				convergeRotation(key, oldTok, grace)
@@ -120,8 +122,8 @@ func issuedCrashKey(grace time.Duration) (*apikeysv1alpha1.ApiKey, string) {
 func rotationWrites(grace time.Duration) int {
 	GinkgoHelper()
 	key, oldTok := issuedCrashKey(grace)
-	c := newCrashingClient(-1)
-	runUntilDeadOrIdle(newCrashReconciler(c), key)
+	c := newCrash(-1)
+	runUntilDeadOrIdle(newCrashReconciler(c), c, key)
 	Expect(c.dead).To(BeFalse())
 	convergeRotation(key, oldTok, grace)
 	return c.writes
@@ -132,7 +134,8 @@ func rotationWrites(grace time.Duration) int {
 func expectSecretAuthenticates(key *apikeysv1alpha1.ApiKey) {
 	GinkgoHelper()
 	secret := &corev1.Secret{}
-	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, secret)).To(Succeed())
+	secretKey := client.ObjectKey{Namespace: key.Namespace, Name: apikeysv1alpha1.DefaultSecretName(key.Name)}
+	Expect(k8sClient.Get(ctx, secretKey, secret)).To(Succeed())
 	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	seenTokens.add(tok)
 	for _, rec := range recordsOf(key) {
@@ -177,8 +180,8 @@ func convergeRotation(key *apikeysv1alpha1.ApiKey, oldTok string, grace time.Dur
 func issuanceWrites() int {
 	GinkgoHelper()
 	key := newCrashKey()
-	c := newCrashingClient(-1)
-	runUntilDeadOrIdle(newCrashReconciler(c), key)
+	c := newCrash(-1)
+	runUntilDeadOrIdle(newCrashReconciler(c), c, key)
 	Expect(c.dead).To(BeFalse())
 	restartAndConverge(key)
 	return c.writes
@@ -188,8 +191,8 @@ func issuanceWrites() int {
 func crashAfter(n int) *apikeysv1alpha1.ApiKey {
 	GinkgoHelper()
 	key := newCrashKey()
-	c := newCrashingClient(n)
-	runUntilDeadOrIdle(newCrashReconciler(c), key)
+	c := newCrash(n)
+	runUntilDeadOrIdle(newCrashReconciler(c), c, key)
 	Expect(c.dead).To(BeTrue(), "the reconciler finished before its write %d", n+1)
 	return key
 }
@@ -210,7 +213,7 @@ func restartAndConverge(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
 // key, which must then be Ready.
 func restart(key *apikeysv1alpha1.ApiKey) (*ApiKeyReconciler, *apikeysv1alpha1.ApiKey) {
 	GinkgoHelper()
-	r := newCrashReconciler(newCrashingClient(-1))
+	r := newCrashReconciler(newCrash(-1))
 	var err error
 	for range 5 {
 		var res ctrl.Result
@@ -225,9 +228,10 @@ func restart(key *apikeysv1alpha1.ApiKey) (*ApiKeyReconciler, *apikeysv1alpha1.A
 	return r, got
 }
 
-func runUntilDeadOrIdle(r *ApiKeyReconciler, key *apikeysv1alpha1.ApiKey) {
+// runUntilDeadOrIdle runs r, whose process is c, until c dies or five
+// passes have run.
+func runUntilDeadOrIdle(r *ApiKeyReconciler, c *crash, key *apikeysv1alpha1.ApiKey) {
 	GinkgoHelper()
-	c := r.Client.(*crashingClient)
 	for range 5 {
 		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
 		if c.dead {
@@ -243,8 +247,12 @@ func newCrashKey() *apikeysv1alpha1.ApiKey {
 	return key
 }
 
-func newCrashReconciler(c *crashingClient) *ApiKeyReconciler {
-	return &ApiKeyReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), Policy: testPolicy}
+// newCrashReconciler is a reconciler of process c, without a cache: it
+// reads and writes the API server directly through one of c's clients.
+func newCrashReconciler(c *crash) *ApiKeyReconciler {
+	GinkgoHelper()
+	direct := c.newClient()
+	return &ApiKeyReconciler{Client: direct, APIReader: direct, Recorder: events.NewFakeRecorder(100), Policy: testPolicy}
 }
 
 // expectNoTokenInEvents checks the events a crash-spec reconciler emitted
@@ -263,42 +271,100 @@ func expectNoTokenInEvents(rec *events.FakeRecorder) {
 	}
 }
 
-// countingReader counts the reads a reconciler makes past its cache.
-type countingReader struct {
-	client.Reader
-	n int
-}
-
-func (c *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	c.n++
-	return c.Reader.Get(ctx, key, obj, opts...)
-}
-
-func (c *countingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	c.n++
-	return c.Reader.List(ctx, list, opts...)
+// countingReads counts the reads a reconciler makes past its cache through
+// reader, which it returns wrapped.
+func countingReads(reader client.WithWatch, n *int) client.Reader {
+	return interceptor.NewClient(reader, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			*n++
+			return c.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			*n++
+			return c.List(ctx, list, opts...)
+		},
+	})
 }
 
 var errCrashed = errors.New("the operator was killed")
 
-// crashingClient is the real API client of a process that is killed just
-// before its (limit+1)th write: from then on nothing it does reaches the API
-// server. A negative limit never kills it.
-type crashingClient struct {
-	client.Client
+// crash is an operator process that is killed just before its (limit+1)th
+// API write: from then on nothing it does reaches the API server. A negative
+// limit never kills it. It counts the writes it let through.
+type crash struct {
 	mu     sync.Mutex
 	limit  int
 	writes int
 	dead   bool
 }
 
-func newCrashingClient(limit int) *crashingClient {
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+func newCrash(limit int) *crash { return &crash{limit: limit} }
+
+// newClient is a direct client of the API server (no cache) that dies with c.
+func (c *crash) newClient() client.WithWatch {
+	GinkgoHelper()
+	direct, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	return &crashingClient{Client: c, limit: limit}
+	return c.client(direct)
 }
 
-func (c *crashingClient) alive() error {
+// client puts every call of inner through controller-runtime's interceptor:
+// reads fail once the process is dead, and each write (create, update,
+// patch, delete, apply, on an object or its status) is counted, or kills it.
+func (c *crash) client(inner client.WithWatch) client.WithWatch {
+	return interceptor.NewClient(inner, interceptor.Funcs{
+		Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			return gated(c.alive, func() error { return cl.Get(ctx, key, obj, opts...) })
+		},
+		List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			return gated(c.alive, func() error { return cl.List(ctx, list, opts...) })
+		},
+		Create: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			return gated(c.write, func() error { return cl.Create(ctx, obj, opts...) })
+		},
+		Update: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			return gated(c.write, func() error { return cl.Update(ctx, obj, opts...) })
+		},
+		Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			return gated(c.write, func() error { return cl.Patch(ctx, obj, patch, opts...) })
+		},
+		Delete: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			return gated(c.write, func() error { return cl.Delete(ctx, obj, opts...) })
+		},
+		DeleteAllOf: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteAllOfOption) error {
+			return gated(c.write, func() error { return cl.DeleteAllOf(ctx, obj, opts...) })
+		},
+		Apply: func(ctx context.Context, cl client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			return gated(c.write, func() error { return cl.Apply(ctx, obj, opts...) })
+		},
+		SubResourceCreate: func(ctx context.Context, cl client.Client, sub string, obj, subObj client.Object,
+			opts ...client.SubResourceCreateOption) error {
+			return gated(c.write, func() error { return cl.SubResource(sub).Create(ctx, obj, subObj, opts...) })
+		},
+		SubResourceUpdate: func(ctx context.Context, cl client.Client, sub string, obj client.Object,
+			opts ...client.SubResourceUpdateOption) error {
+			return gated(c.write, func() error { return cl.SubResource(sub).Update(ctx, obj, opts...) })
+		},
+		SubResourcePatch: func(ctx context.Context, cl client.Client, sub string, obj client.Object, patch client.Patch,
+			opts ...client.SubResourcePatchOption) error {
+			return gated(c.write, func() error { return cl.SubResource(sub).Patch(ctx, obj, patch, opts...) })
+		},
+		SubResourceApply: func(ctx context.Context, cl client.Client, sub string, obj runtime.ApplyConfiguration,
+			opts ...client.SubResourceApplyOption) error {
+			return gated(c.write, func() error { return cl.SubResource(sub).Apply(ctx, obj, opts...) })
+		},
+	})
+}
+
+// gated makes call only if gate lets it through.
+func gated(gate, call func() error) error {
+	if err := gate(); err != nil {
+		return err
+	}
+	return call()
+}
+
+func (c *crash) alive() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
@@ -307,7 +373,7 @@ func (c *crashingClient) alive() error {
 	return nil
 }
 
-func (c *crashingClient) write() error {
+func (c *crash) write() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead || (c.limit >= 0 && c.writes == c.limit) {
@@ -318,95 +384,8 @@ func (c *crashingClient) write() error {
 	return nil
 }
 
-func (c *crashingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if err := c.alive(); err != nil {
-		return err
-	}
-	return c.Client.Get(ctx, key, obj, opts...)
-}
-
-func (c *crashingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	if err := c.alive(); err != nil {
-		return err
-	}
-	return c.Client.List(ctx, list, opts...)
-}
-
-func (c *crashingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Create(ctx, obj, opts...)
-}
-
-func (c *crashingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Update(ctx, obj, opts...)
-}
-
-func (c *crashingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Patch(ctx, obj, patch, opts...)
-}
-
-func (c *crashingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Delete(ctx, obj, opts...)
-}
-
-func (c *crashingClient) DeleteAllOf(ctx context.Context, obj client.Object, opts ...client.DeleteAllOfOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.DeleteAllOf(ctx, obj, opts...)
-}
-
-func (c *crashingClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Apply(ctx, obj, opts...)
-}
-
-func (c *crashingClient) Status() client.SubResourceWriter {
-	return &crashingStatus{c: c, w: c.Client.Status()}
-}
-
-type crashingStatus struct {
-	c *crashingClient
-	w client.SubResourceWriter
-}
-
-func (s *crashingStatus) Create(ctx context.Context, obj, sub client.Object, opts ...client.SubResourceCreateOption) error {
-	if err := s.c.write(); err != nil {
-		return err
-	}
-	return s.w.Create(ctx, obj, sub, opts...)
-}
-
-func (s *crashingStatus) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-	if err := s.c.write(); err != nil {
-		return err
-	}
-	return s.w.Update(ctx, obj, opts...)
-}
-
-func (s *crashingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	if err := s.c.write(); err != nil {
-		return err
-	}
-	return s.w.Patch(ctx, obj, patch, opts...)
-}
-
-func (s *crashingStatus) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
-	if err := s.c.write(); err != nil {
-		return err
-	}
-	return s.w.Apply(ctx, obj, opts...)
+func (c *crash) isDead() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dead
 }

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -40,7 +41,7 @@ var _ = Describe("Recovering from a crash with several workers", func() {
 				}
 
 				dying := runOperator(workers, n)
-				Eventually(func() bool { return dying.client.isDead() }, timeout, interval).Should(BeTrue(),
+				Eventually(func() bool { return dying.crash.isDead() }, timeout, interval).Should(BeTrue(),
 					"the operator finished the burst before its write %d", n+1)
 				dying.stop()
 
@@ -63,35 +64,48 @@ var _ = Describe("Recovering from a crash with several workers", func() {
 
 // operator is a whole operator process for the crash namespace.
 type operator struct {
-	client   *crashingClient
+	crash    *crash
 	recorder *events.FakeRecorder
 	cancel   context.CancelFunc
 	done     chan error
 }
 
 // runOperator starts a manager that sees only the crash namespace, with
-// cmd/main.go's cache options and the given workers, whose every API call
-// goes through a client that dies before its (limit+1)th write.
+// cmd/main.go's cache options and the given workers, whose every API call,
+// through its cached client or its direct reader, goes through a crash that
+// kills it before its (limit+1)th write.
 func runOperator(workers, limit int) *operator {
 	GinkgoHelper()
+	op := &operator{
+		crash:    newCrash(limit),
+		recorder: events.NewFakeRecorder(1000),
+		done:     make(chan error, 1),
+	}
 	byObject := CacheOptions()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{crashNamespace: {}}, ByObject: byObject},
+		// The manager's own client, reading from its cache, as the crash's.
+		NewClient: func(restCfg *rest.Config, opts client.Options) (client.Client, error) {
+			c, err := client.NewWithWatch(restCfg, opts)
+			if err != nil {
+				return nil, err
+			}
+			return op.crash.client(c), nil
+		},
 		// Each spec starts operators with the same controller names.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	op := &operator{
-		client:   &crashingClient{Client: mgr.GetClient(), limit: limit},
-		recorder: events.NewFakeRecorder(1000),
-		done:     make(chan error, 1),
-	}
+	// The manager's API reader, as it builds it, but the crash's.
+	reader, err := client.NewWithWatch(cfg,
+		client.Options{Scheme: scheme, HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper()})
+	Expect(err).NotTo(HaveOccurred())
 	Expect((&ApiKeyReconciler{
-		Client:                  op.client,
-		APIReader:               &crashingReader{c: op.client, r: mgr.GetAPIReader()},
+		Client:                  mgr.GetClient(),
+		APIReader:               op.crash.client(reader),
 		Recorder:                op.recorder,
 		Policy:                  testPolicy,
 		MaxConcurrentReconciles: workers,
@@ -107,30 +121,4 @@ func (op *operator) stop() {
 	GinkgoHelper()
 	op.cancel()
 	Eventually(op.done, timeout).Should(Receive(Not(HaveOccurred())))
-}
-
-func (c *crashingClient) isDead() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.dead
-}
-
-// crashingReader is a direct API reader that dies with its client.
-type crashingReader struct {
-	c *crashingClient
-	r client.Reader
-}
-
-func (r *crashingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if err := r.c.alive(); err != nil {
-		return err
-	}
-	return r.r.Get(ctx, key, obj, opts...)
-}
-
-func (r *crashingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	if err := r.c.alive(); err != nil {
-		return err
-	}
-	return r.r.List(ctx, list, opts...)
 }

@@ -211,7 +211,7 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 	})
 
 	It("takes the request in force on a token issued before rotation existed as answered", func() {
-		r := newCrashReconciler(newCrashingClient(-1))
+		r := newCrashReconciler(newCrash(-1))
 		key := unwatchedKey("legacy-")
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
@@ -340,7 +340,7 @@ func expiryGauge(key *apikeysv1alpha1.ApiKey) (float64, bool) {
 // moves it, through the returned pointer.
 func pinnedReconciler() (*ApiKeyReconciler, *time.Time) {
 	clock := time.Now().Truncate(time.Second)
-	r := newCrashReconciler(newCrashingClient(-1))
+	r := newCrashReconciler(newCrash(-1))
 	r.Now = func() time.Time { return clock }
 	return r, &clock
 }

@@ -157,7 +157,7 @@ var _ = Describe("Trust boundaries", func() {
 		narrowed.Spec.Scopes = []string{"orders:read"}
 		Expect(k8sClient.Patch(ctx, narrowed, patch)).To(Succeed())
 
-		r := newCrashReconciler(newCrashingClient(-1))
+		r := newCrashReconciler(newCrash(-1))
 		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled)).
