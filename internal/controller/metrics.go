@@ -2,12 +2,15 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -32,49 +35,78 @@ func init() {
 }
 
 type expiryCollector struct {
-	mu    sync.Mutex
-	cache cache.Cache
+	mu     sync.Mutex
+	caches []cache.Cache
 }
 
-// readFrom makes the collector read c, the cache of the controller that
-// started last in this process.
-func (e *expiryCollector) readFrom(c cache.Cache) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.cache = c
+// readWhileRunning has the collector read c, a controller's cache, for as
+// long as that controller's manager runs (and leads).
+func (e *expiryCollector) readWhileRunning(c cache.Cache) manager.Runnable {
+	return manager.RunnableFunc(func(ctx context.Context) error {
+		e.mu.Lock()
+		e.caches = append(e.caches, c)
+		e.mu.Unlock()
+		<-ctx.Done()
+		e.mu.Lock()
+		e.caches = slices.DeleteFunc(e.caches, func(o cache.Cache) bool { return o == c })
+		e.mu.Unlock()
+		return nil
+	})
 }
 
 func (e *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
 
 // Collect exports the expiry of every issued ApiKey that is not being
-// deleted. Status is the controller's own report: it writes expiresAt from
+// deleted, from the caches of the controllers running in this process. Status is the controller's own report: it writes expiresAt from
 // the live token's record in every pass, and a pass follows any other
 // write to status at once.
 func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	e.mu.Lock()
-	c := e.cache
+	caches := slices.Clone(e.caches)
 	e.mu.Unlock()
-	if c == nil {
-		return
+	// Two controllers in one process (tests do that) may see the same key:
+	// a series must be sent once.
+	var sent map[types.NamespacedName]bool
+	if len(caches) > 1 {
+		sent = map[types.NamespacedName]bool{}
 	}
+	for _, c := range caches {
+		for _, key := range cachedApiKeys(c) {
+			if key.DeletionTimestamp != nil || key.Status.RecordName == "" || key.Status.ExpiresAt == nil {
+				continue
+			}
+			if sent != nil {
+				id := types.NamespacedName{Namespace: key.Namespace, Name: key.Name}
+				if sent[id] {
+					continue
+				}
+				sent[id] = true
+			}
+			ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
+				float64(key.Status.ExpiresAt.Unix()), key.Namespace, key.Name)
+		}
+	}
+}
+
+// cachedApiKeys are the ApiKeys in c's informer store, not copies: a List
+// would copy every ApiKey into a new slice on each scrape.
+func cachedApiKeys(c cache.Cache) []*apikeysv1alpha1.ApiKey {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	inf, err := c.GetInformer(ctx, &apikeysv1alpha1.ApiKey{}, cache.BlockUntilSynced(false))
 	if err != nil {
-		return
+		return nil
 	}
-	// The informer's own store, not a List: a List copies every ApiKey
-	// into a new slice on each scrape.
 	store, ok := inf.(interface{ GetStore() toolscache.Store })
 	if !ok {
-		return
+		return nil
 	}
-	for _, obj := range store.GetStore().List() {
-		key, ok := obj.(*apikeysv1alpha1.ApiKey)
-		if !ok || key.DeletionTimestamp != nil || key.Status.RecordName == "" || key.Status.ExpiresAt == nil {
-			continue
+	objs := store.GetStore().List()
+	keys := make([]*apikeysv1alpha1.ApiKey, 0, len(objs))
+	for _, obj := range objs {
+		if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+			keys = append(keys, key)
 		}
-		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
-			float64(key.Status.ExpiresAt.Unix()), key.Namespace, key.Name)
 	}
+	return keys
 }
