@@ -1,5 +1,6 @@
-// Command bench measures the operator against the targets of SPEC §9 and
-// writes docs/benchmarks.md. It runs the Go micro-benchmarks, a forward-auth
+// Command bench measures the operator against its performance targets (the
+// constants in report.go; docs/benchmarks.md states them) and writes
+// docs/benchmarks.md. It runs the Go micro-benchmarks, a forward-auth
 // load test against a bare net/http handler, and, on a test control plane
 // (envtest), revocation latency, issuance latency, rotation, bulk issuance
 // and the auth server's memory per key.

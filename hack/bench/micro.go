@@ -142,7 +142,7 @@ type verifyRatio struct {
 // measured reports whether both benchmarks ran, so ratio means something.
 func (r verifyRatio) measured() bool { return r.found && r.reference != "" }
 
-// verdict judges the ratio; SPEC states the target with 1M keys in the
+// verdict judges the ratio; the target is stated with 1M keys in the
 // index, so a smaller index only shows the trend.
 func (r verifyRatio) verdict() string {
 	if !r.measured() {
@@ -156,7 +156,7 @@ func (r verifyRatio) verdict() string {
 }
 
 // verifyRatios computes Verify ÷ SHA-256 for each index size that ran
-// (BenchmarkVerify/keys=N), and a missing row for SPEC's 1M keys if that
+// (BenchmarkVerify/keys=N), and a missing row for the target's 1M keys if that
 // size did not run. The SHA-256 reference is authserver's BenchmarkSHA256,
 // or token's BenchmarkSum (one SHA-256 of a token) if that is missing.
 func (m *microResult) verifyRatios() []verifyRatio {

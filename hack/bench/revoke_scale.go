@@ -19,7 +19,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 )
 
-// scaleRevokeResult is revocation as SPEC §9 states it: on the memory
+// scaleRevokeResult is revocation under its target's conditions: on the memory
 // section's last combined manager, its index holding every key in the
 // cluster, with forward-auth under half load on the same auth server. Its
 // fields, like revokeResult's, are exported for the report's template.
