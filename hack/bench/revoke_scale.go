@@ -5,13 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -124,55 +122,16 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys 
 // runScaleTrials revokes each key in turn, alternately by delete and by
 // suspension, and times the first 401. It stops if the load stops.
 func runScaleTrials(ctx context.Context, e *env, p *prober, keys []keptKey, bg *backgroundLoad, res *scaleRevokeResult) error {
-	var deleted, suspended []time.Duration
-	defer func() {
-		all := append(append([]time.Duration{}, deleted...), suspended...)
-		res.Deleted, res.Suspended, res.All = summarize(deleted), summarize(suspended), summarize(all)
-	}()
-	for i, k := range keys {
-		suspend := i%2 == 1
-		lat, err := scaleRevokeTrial(ctx, e, p, k, suspend)
-		if err != nil {
-			return fmt.Errorf("trial %d: %w", i, err)
+	res.revokeResult = alternateRevocations(len(keys), func(i int, suspend bool) (time.Duration, error) {
+		k := keys[i]
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}}
+		lat, err := e.timeRevocation(ctx, p, key, k.token, suspend)
+		if err == nil && !bg.running() {
+			err = fmt.Errorf("the forward-auth load stopped: %v", bg.err)
 		}
-		if !bg.running() {
-			return fmt.Errorf("the forward-auth load stopped during trial %d: %v", i, bg.err)
-		}
-		if suspend {
-			suspended = append(suspended, lat)
-		} else {
-			deleted = append(deleted, lat)
-		}
-	}
-	return nil
-}
-
-// suspendPatch sets spec.suspended and nothing else: spec.owner stays, so
-// the admission webhooks' matchConditions leave the update alone.
-var suspendPatch = client.RawPatch(types.MergePatchType, []byte(`{"spec":{"suspended":true}}`))
-
-// scaleRevokeTrial checks /auth accepts k's token, deletes or suspends k,
-// and returns how long /auth went on accepting it after the call returned.
-func scaleRevokeTrial(ctx context.Context, e *env, p *prober, k keptKey, suspend bool) (time.Duration, error) {
-	if _, err := p.awaitStatus(ctx, k.token, http.StatusOK); err != nil {
-		return 0, fmt.Errorf("the auth server does not accept ApiKey %s/%s: %w", k.namespace, k.name, err)
-	}
-	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}}
-	var err error
-	if suspend {
-		err = e.client.Patch(ctx, key, suspendPatch)
-	} else {
-		err = e.client.Delete(ctx, key)
-	}
-	if err != nil {
-		return 0, err
-	}
-	returned := time.Now()
-	refused, err := p.awaitStatus(ctx, k.token, http.StatusUnauthorized)
-	if err != nil {
-		return 0, fmt.Errorf("the auth server still accepts revoked ApiKey %s/%s: %w", k.namespace, k.name, err)
-	}
-	return refused.Sub(returned), nil
+		return lat, err
+	})
+	return res.Err
 }
 
 // awaitDeleted waits until the deleted keys (every other one, from the
