@@ -20,84 +20,86 @@ import (
 
 // issueResult is the bulk issuance run: many ApiKeys created at once with
 // the controller and an auth server running, compared with as many plain
-// ConfigMaps created just before by the same clients.
+// ConfigMaps created just before by the same clients. Its fields are
+// exported for the report's template, but for writes, which the control
+// plane's section fills in.
 type issueResult struct {
-	keys, workers, reconcilers int
-	qps                        float64
-	burst                      int
-	timeout                    time.Duration
-	// configMaps is how long the same clients took to create keys plain
+	Keys, Workers, Reconcilers int
+	QPS                        float64
+	Burst                      int
+	Timeout                    time.Duration
+	// ConfigMaps is how long the same clients took to create Keys plain
 	// ConfigMaps, from the first Create until the last returned.
-	configMaps time.Duration
-	// created is when the last Create returned, ready when the last key
-	// became Ready, indexed when the auth server held every new token; all
+	ConfigMaps time.Duration
+	// Created is when the last Create returned, Ready when the last key
+	// became Ready, Indexed when the auth server held every new token; all
 	// from the first Create. Zero if not reached.
-	created, ready, indexed time.Duration
-	// readyAtTarget is how many were Ready when the target's 60 s had
+	Created, Ready, Indexed time.Duration
+	// ReadyAtTarget is how many were Ready when the target's 60 s had
 	// passed (all of them if that was sooner).
-	readyAtTarget int
-	// gaveUp is set when the timeout passed first; readyCount were Ready
-	// after waited.
-	gaveUp     bool
-	readyCount int
-	waited     time.Duration
+	ReadyAtTarget int
+	// GaveUp is set when the timeout passed first; ReadyCount were Ready
+	// after Waited.
+	GaveUp     bool
+	ReadyCount int
+	Waited     time.Duration
 	// writes is what kube-apiserver counted during the section, the
 	// ConfigMaps included.
 	writes apiWrites
-	// configMapCPU and keyCPU are the CPU time each ConfigMap create and
+	// ConfigMapCPU and KeyCPU are the CPU time each ConfigMap create and
 	// each issued key cost (from the first create until the last was
 	// created, or Ready); zero if not measured.
-	configMapCPU, keyCPU cpuTimes
-	err                  error
+	ConfigMapCPU, KeyCPU cpuTimes
+	Err                  error
 }
 
-// rawRate is the API server's create rate for plain ConfigMaps, per second.
-func (is *issueResult) rawRate() float64 {
-	if is.configMaps > 0 {
-		return float64(is.keys) / is.configMaps.Seconds()
+// RawRate is the API server's create rate for plain ConfigMaps, per second.
+func (is *issueResult) RawRate() float64 {
+	if is.ConfigMaps > 0 {
+		return float64(is.Keys) / is.ConfigMaps.Seconds()
 	}
 	return 0
 }
 
-// ratio is keys issued per second as a fraction of rawRate; 0 if either
+// Ratio is keys issued per second as a fraction of RawRate; 0 if either
 // was not measured.
-func (is *issueResult) ratio() float64 {
-	if raw := is.rawRate(); raw > 0 {
-		return is.rate() / raw
+func (is *issueResult) Ratio() float64 {
+	if raw := is.RawRate(); raw > 0 {
+		return is.Rate() / raw
 	}
 	return 0
 }
 
-// rate is keys issued per second over the run.
-func (is *issueResult) rate() float64 {
-	if is.ready > 0 {
-		return float64(is.keys) / is.ready.Seconds()
+// Rate is keys issued per second over the run.
+func (is *issueResult) Rate() float64 {
+	if is.Ready > 0 {
+		return float64(is.Keys) / is.Ready.Seconds()
 	}
-	if is.waited > 0 {
-		return float64(is.readyCount) / is.waited.Seconds()
+	if is.Waited > 0 {
+		return float64(is.ReadyCount) / is.Waited.Seconds()
 	}
 	return 0
 }
 
 func runIssue(ctx context.Context, c config, e *env, auth *authserver.Server) *issueResult {
-	res := &issueResult{keys: c.issueKeys, workers: c.createWorkers, reconcilers: c.reconcilers,
-		qps: c.kubeAPIQPS, burst: c.kubeAPIBurst, timeout: c.issueTimeout}
+	res := &issueResult{Keys: c.issueKeys, Workers: c.createWorkers, Reconcilers: c.reconcilers,
+		QPS: c.kubeAPIQPS, Burst: c.kubeAPIBurst, Timeout: c.issueTimeout}
 	cpu0, cpuErr := e.cpuNow(ctx)
-	res.configMaps, res.err = measureConfigMaps(ctx, c, e)
-	if cpu1, err := e.cpuNow(ctx); cpuErr == nil && err == nil && res.err == nil {
-		res.configMapCPU = cpu1.sub(cpu0).per(c.issueKeys)
+	res.ConfigMaps, res.Err = measureConfigMaps(ctx, c, e)
+	if cpu1, err := e.cpuNow(ctx); cpuErr == nil && err == nil && res.Err == nil {
+		res.ConfigMapCPU = cpu1.sub(cpu0).per(c.issueKeys)
 	}
-	if res.err == nil {
-		harness.Progress("  created %d ConfigMaps in %s (%.0f/s)", c.issueKeys, res.configMaps.Round(time.Millisecond), res.rawRate())
-		res.err = measureIssue(ctx, c, e, auth, res)
+	if res.Err == nil {
+		harness.Progress("  created %d ConfigMaps in %s (%.0f/s)", c.issueKeys, res.ConfigMaps.Round(time.Millisecond), res.RawRate())
+		res.Err = measureIssue(ctx, c, e, auth, res)
 	}
-	if res.keyCPU.apiServer > 0 && res.configMapCPU.apiServer > 0 {
+	if res.KeyCPU.apiServer > 0 && res.ConfigMapCPU.apiServer > 0 {
 		harness.Progress("  CPU per ConfigMap: kube-apiserver %s, etcd %s, this process %s; per key: %s, %s, %s",
-			us(res.configMapCPU.apiServer), us(res.configMapCPU.etcd), us(res.configMapCPU.bench),
-			us(res.keyCPU.apiServer), us(res.keyCPU.etcd), us(res.keyCPU.bench))
+			us(res.ConfigMapCPU.apiServer), us(res.ConfigMapCPU.etcd), us(res.ConfigMapCPU.bench),
+			us(res.KeyCPU.apiServer), us(res.KeyCPU.etcd), us(res.KeyCPU.bench))
 	}
-	if res.err != nil {
-		harness.Progress("  failed: %v", res.err)
+	if res.Err != nil {
+		harness.Progress("  failed: %v", res.Err)
 	}
 	return res
 }
@@ -166,36 +168,36 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 	created, createErr := parallel(ctx, c.createWorkers, c.issueKeys, func(i int) error {
 		return e.client.Create(ctx, benchKey(ns, fmt.Sprintf("bulk-%05d", i)))
 	})
-	res.created = time.Since(start)
-	harness.Progress("  created %d ApiKeys in %s", created, res.created.Round(time.Millisecond))
+	res.Created = time.Since(start)
+	harness.Progress("  created %d ApiKeys in %s", created, res.Created.Round(time.Millisecond))
 	if createErr != nil {
 		return createErr
 	}
 
 	ready := <-readyDone
-	res.readyCount = int(readyNow.Load())
+	res.ReadyCount = int(readyNow.Load())
 	if atTarget.Stop() {
-		res.readyAtTarget = res.readyCount
+		res.ReadyAtTarget = res.ReadyCount
 	} else {
 		<-atTargetTaken
-		res.readyAtTarget = int(atTargetCount.Load())
+		res.ReadyAtTarget = int(atTargetCount.Load())
 	}
 	switch {
 	case errors.Is(ready.err, context.DeadlineExceeded):
-		res.gaveUp, res.waited = true, time.Since(start)
+		res.GaveUp, res.Waited = true, time.Since(start)
 		harness.Progress("  stopped waiting after %s: %d of %d Ready (%d at 60 s)",
-			res.waited.Round(time.Second), res.readyCount, c.issueKeys, res.readyAtTarget)
+			res.Waited.Round(time.Second), res.ReadyCount, c.issueKeys, res.ReadyAtTarget)
 		return nil
 	case ready.err != nil:
 		return ready.err
 	}
-	res.ready = ready.at.Sub(start)
+	res.Ready = ready.at.Sub(start)
 	if cpu1, err := e.cpuNow(ctx); cpuErr == nil && err == nil {
-		res.keyCPU = cpu1.sub(cpu0).per(c.issueKeys)
+		res.KeyCPU = cpu1.sub(cpu0).per(c.issueKeys)
 	}
-	harness.Progress("  all %d Ready after %s", c.issueKeys, res.ready.Round(time.Millisecond))
+	harness.Progress("  all %d Ready after %s", c.issueKeys, res.Ready.Round(time.Millisecond))
 	if at := <-indexedDone; auth.Index().Len() >= baseline+c.issueKeys {
-		res.indexed = at.Sub(start)
+		res.Indexed = at.Sub(start)
 	}
 	return nil
 }

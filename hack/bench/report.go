@@ -45,7 +45,7 @@ func (r *report) failed() bool {
 		(r.revoke != nil && r.revoke.Err != nil) ||
 		(r.apply != nil && r.apply.Err != nil) ||
 		(r.rotate != nil && r.rotate.Err != nil) ||
-		(r.issue != nil && r.issue.err != nil) ||
+		(r.issue != nil && r.issue.Err != nil) ||
 		r.heapFailed()
 }
 
@@ -370,13 +370,9 @@ func (rt *rotateResult) RefusedVerdict() string {
 }
 
 type issueView struct {
-	Workers, Keys, Reconcilers, Burst, ReadyCount, ReadyAtTarget int
-	QPS, RawRate, Rate, Ratio                                    float64
-	Admission                                                    *admissionCost
-	Err                                                          error
-	GaveUp                                                       bool
-	Waited, Projected, ConfigMaps, Created, Ready, Indexed       time.Duration
-	Result                                                       string
+	*issueResult
+	Admission *admissionCost
+	Result    string
 	// WritesCounted is set when the writes were counted; Writes are the
 	// resources written at least once per 100 keys (the others are the API
 	// server's own bookkeeping, e.g. leases).
@@ -409,17 +405,14 @@ func (r *report) issueView() *issueView {
 	if is == nil {
 		return nil
 	}
-	v := &issueView{Workers: is.workers, Keys: is.keys, Reconcilers: is.reconcilers, Burst: is.burst,
-		ReadyCount: is.readyCount, ReadyAtTarget: is.readyAtTarget, QPS: is.qps, RawRate: is.rawRate(), Rate: is.rate(),
-		Ratio: is.ratio(), Admission: r.issueAdmission, Err: is.err, GaveUp: is.gaveUp,
-		Waited: is.waited, Projected: projected(is), ConfigMaps: is.configMaps, Created: is.created, Ready: is.ready,
-		Indexed: is.indexed, Result: r.issueSummary().Result, WritesCounted: len(is.writes) > 0, WritesPerKey: is.writes.perKey(is.keys)}
+	v := &issueView{issueResult: is, Admission: r.issueAdmission, Result: r.issueSummary().Result,
+		WritesCounted: len(is.writes) > 0, WritesPerKey: is.writes.perKey(is.Keys)}
 	for _, c := range is.writes {
-		if c.N*100 >= is.keys {
-			v.Writes = append(v.Writes, writeView{c.verb, c.resource, c.N, float64(c.N) / float64(is.keys)})
+		if c.N*100 >= is.Keys {
+			v.Writes = append(v.Writes, writeView{c.verb, c.resource, c.N, float64(c.N) / float64(is.Keys)})
 		}
 	}
-	if cm, key := is.configMapCPU, is.keyCPU; cm.apiServer > 0 && key.apiServer > 0 {
+	if cm, key := is.ConfigMapCPU, is.KeyCPU; cm.apiServer > 0 && key.apiServer > 0 {
 		all := func(t cpuTimes) time.Duration { return t.apiServer + t.etcd + t.bench }
 		ratio := func(k, c time.Duration) string { return fmt.Sprintf("%.1f×", k.Seconds()/c.Seconds()) }
 		v.CPU = []cpuRowView{
@@ -429,11 +422,11 @@ func (r *report) issueView() *issueView {
 				ratio(all(key), all(cm))}},
 		}
 	}
-	if is.keys == issueTargetCount && is.ready > 0 {
+	if is.Keys == issueTargetCount && is.Ready > 0 {
 		v.InTime = &struct {
 			Ready  time.Duration
 			Result string
-		}{is.ready, verdict(is.ready < maxIssueTime)}
+		}{is.Ready, verdict(is.Ready < maxIssueTime)}
 	}
 	return v
 }
@@ -661,23 +654,23 @@ func (r *report) rotateSummary() []summaryRow {
 func (r *report) issueSummary() summaryRow {
 	row := summaryRow{"bulk issuance", "—", issueTarget, notMeasured}
 	is := r.issue
-	if is == nil || is.rawRate() == 0 || (is.err != nil && is.readyCount == 0) {
+	if is == nil || is.RawRate() == 0 || (is.Err != nil && is.ReadyCount == 0) {
 		return row
 	}
-	row.Measured = fmt.Sprintf("%.2f× (%.0f keys/s vs %.0f ConfigMaps/s, %d of each)", is.ratio(), is.rate(), is.rawRate(), is.keys)
-	if is.ready > 0 {
-		row.Measured += fmt.Sprintf("; all Ready in %s", secs(is.ready))
+	row.Measured = fmt.Sprintf("%.2f× (%.0f keys/s vs %.0f ConfigMaps/s, %d of each)", is.Ratio(), is.Rate(), is.RawRate(), is.Keys)
+	if is.Ready > 0 {
+		row.Measured += fmt.Sprintf("; all Ready in %s", secs(is.Ready))
 	} else {
-		row.Measured += fmt.Sprintf("; %d Ready at 60 s", is.readyAtTarget)
+		row.Measured += fmt.Sprintf("; %d Ready at 60 s", is.ReadyAtTarget)
 	}
-	row.Result = verdict(is.err == nil && is.ratio() >= minIssueRatio)
+	row.Result = verdict(is.Err == nil && is.Ratio() >= minIssueRatio)
 	return row
 }
 
-// projected is how long issuing every key would take at the rate seen.
-func projected(is *issueResult) time.Duration {
-	if rate := is.rate(); rate > 0 {
-		return time.Duration(float64(is.keys) / rate * float64(time.Second))
+// Projected is how long issuing every key would take at the rate seen.
+func (is *issueResult) Projected() time.Duration {
+	if rate := is.Rate(); rate > 0 {
+		return time.Duration(float64(is.Keys) / rate * float64(time.Second))
 	}
 	return 0
 }
