@@ -126,24 +126,16 @@ func verdictAt(ok bool, lighter []string) string {
 	return met
 }
 
-// admissionPath says which admission ran on ApiKey creates in this run.
-const admissionPath = "the CRD's schema and CEL rules; the owner ValidatingAdmissionPolicy and its binding (installed " +
-	"as config/policy ships them; its matchConditions let identity Key creates, which these are, through without its " +
-	"validations); and the operator's two admission webhooks, registered by envtest from config/webhook (with their " +
-	"matchConditions) and served over TLS on 127.0.0.1 by the controller's manager, as in a cluster"
-
 //go:embed report.md.tmpl
 var reportTemplate string
 
 // reportFuncs format the numbers the template says.
 var reportFuncs = template.FuncMap{
 	"ms": ms, "us": us, "secs": secs, "secsOrDash": secsOrDash, "signedMs": signedMs, "num": num, "mib": mib,
-	"p99IsMax": p99IsMax,
-	"f0":       func(v float64) string { return fmt.Sprintf("%.0f", v) },
-	"inc":      func(i int) int { return i + 1 },
+	"f0":  func(v float64) string { return fmt.Sprintf("%.0f", v) },
+	"inc": func(i int) int { return i + 1 },
 	// ratio is a ÷ b, each a float64 or a time.Duration.
-	"ratio":         func(a, b any) string { return fmt.Sprintf("%.2f×", toFloat(a)/toFloat(b)) },
-	"admissionPath": func() string { return admissionPath },
+	"ratio": func(a, b any) string { return fmt.Sprintf("%.2f×", toFloat(a)/toFloat(b)) },
 }
 
 var reportTmpl = template.Must(template.New("report").Funcs(reportFuncs).Option("missingkey=error").Parse(reportTemplate))
@@ -749,14 +741,6 @@ func ms(d time.Duration) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
-}
-
-// p99IsMax says, for n samples, that the nearest-rank p99 is their maximum.
-func p99IsMax(n int) string {
-	if n >= 100 {
-		return ""
-	}
-	return fmt.Sprintf(" With %d trials the nearest-rank p99 is the maximum.", n)
 }
 
 // signedMs is ms for a duration that may be zero or negative.
