@@ -180,8 +180,12 @@ func run(c config) (failed bool, err error) {
 	r.elapsed = time.Since(started)
 	r.loadEnd = loadAverage()
 
-	if err := os.WriteFile(c.out, []byte(r.markdown(c)), 0o644); err != nil {
+	md, renderErr := r.markdown(c)
+	if err := os.WriteFile(c.out, []byte(md), 0o644); err != nil {
 		return false, err
+	}
+	if renderErr != nil {
+		return false, fmt.Errorf("rendering %s: %w", c.out, renderErr)
 	}
 	harness.Progress("wrote %s in %s", c.out, r.elapsed.Round(time.Second))
 	return r.failed(), nil

@@ -147,13 +147,12 @@ func toFloat(v any) float64 {
 	return v.(float64)
 }
 
-// markdown renders the report.
-func (r *report) markdown(c config) string {
+// markdown renders the report. On an error it returns what rendered up to
+// it, so that a long run's numbers are not lost to a mistake in the report.
+func (r *report) markdown(c config) (string, error) {
 	var b strings.Builder
-	if err := reportTmpl.Execute(&b, r.view(c)); err != nil {
-		panic(err) // the template and its data are this program's: a bug
-	}
-	return b.String()
+	err := reportTmpl.Execute(&b, r.view(c))
+	return b.String(), err
 }
 
 // reportView is what the template says: numbers and verdicts, computed
