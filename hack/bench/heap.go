@@ -43,48 +43,49 @@ const (
 )
 
 // heapResult is one manager's live heap, measured in this process, with the
-// cluster holding first half the records, then all of them.
+// cluster holding first half the records, then all of them. Its fields are
+// exported for the report's template.
 type heapResult struct {
-	// mode is the manager measured: authOnlyMode or combinedMode.
-	mode                 string
-	target, workers      int
-	withKeys, withStatus bool
-	// existing records were left by the other sections (real issuance).
-	existing int
-	// created records (with their ApiKeys and Secrets) were written by this
-	// section straight into etcd, by workers parallel transactions.
-	created    int
-	createTime time.Duration
-	// budgetHit is set when the creation budget ran out before target.
-	budgetHit bool
-	samples   []heapSample
-	// indexOnly is the heap per key of the token index alone, filled in
-	// memory with indexOnlyKeys keys: what the informer caches do not hold.
-	indexOnly     float64
-	indexOnlyKeys int
-	err           error
+	// Mode is the manager measured: authOnlyMode or combinedMode.
+	Mode                 string
+	Target, Workers      int
+	WithKeys, WithStatus bool
+	// Existing records were left by the other sections (real issuance).
+	Existing int
+	// Created records (with their ApiKeys and Secrets) were written by this
+	// section straight into etcd, by Workers parallel transactions.
+	Created    int
+	CreateTime time.Duration
+	// BudgetHit is set when the creation budget ran out before Target.
+	BudgetHit bool
+	Samples   []heapSample
+	// IndexOnly is the heap per key of the token index alone, filled in
+	// memory with IndexOnlyKeys keys: what the informer caches do not hold.
+	IndexOnly     float64
+	IndexOnlyKeys int
+	Err           error
 
-	// combined is the same measurement of a combined manager over the same
+	// Combined is the same measurement of a combined manager over the same
 	// objects (nil on a combined result, or when the section ran without
 	// ApiKeys, which a controller would collect the records of).
-	combined *heapResult
-	// revoke is revocation measured on the last combined manager, with
+	Combined *heapResult
+	// Revoke is revocation measured on the last combined manager, with
 	// every record indexed and forward-auth under load (nil when it did
 	// not run).
-	revoke *scaleRevokeResult
+	Revoke *scaleRevokeResult
 }
 
 // perKey is the verdict's number: the marginal cost between the two sizes
 // (per key, beyond the baseline), or with one sample its cost including
 // the baseline, which can only be higher.
 func (h *heapResult) perKey() (float64, bool) {
-	switch n := len(h.samples); n {
+	switch n := len(h.Samples); n {
 	case 0:
 		return 0, false
 	case 1:
-		return h.samples[0].PerKey(), true
+		return h.Samples[0].PerKey(), true
 	default:
-		return marginal(h.samples[n-2], h.samples[n-1]), true
+		return marginal(h.Samples[n-2], h.Samples[n-1]), true
 	}
 }
 
@@ -122,20 +123,20 @@ func marginal(a, b heapSample) float64 {
 // forward-auth load at half of maxRPS (the auth server's closed-loop
 // throughput from the http section; 0 has it measured there).
 func runHeap(ctx context.Context, c config, e *env, maxRPS float64) *heapResult {
-	res := &heapResult{mode: authOnlyMode, target: c.heapKeys, workers: c.createWorkers,
-		withKeys: c.heapWithKeys, withStatus: c.heapWithKeys && c.heapKeyStatus}
-	if res.withKeys {
-		res.combined = &heapResult{mode: combinedMode}
+	res := &heapResult{Mode: authOnlyMode, Target: c.heapKeys, Workers: c.createWorkers,
+		WithKeys: c.heapWithKeys, WithStatus: c.heapWithKeys && c.heapKeyStatus}
+	if res.WithKeys {
+		res.Combined = &heapResult{Mode: combinedMode}
 	}
-	res.err = measureHeapSizes(ctx, c, e, res, maxRPS)
-	if res.err != nil {
-		harness.Progress("  failed: %v", res.err)
+	res.Err = measureHeapSizes(ctx, c, e, res, maxRPS)
+	if res.Err != nil {
+		harness.Progress("  failed: %v", res.Err)
 	}
-	if cr := res.combined; cr != nil {
-		cr.target, cr.workers, cr.withKeys, cr.withStatus = res.target, res.workers, res.withKeys, res.withStatus
-		cr.existing, cr.created, cr.createTime, cr.budgetHit = res.existing, res.created, res.createTime, res.budgetHit
-		if cr.err == nil && res.err != nil && len(cr.samples) == 0 {
-			cr.err = res.err
+	if cr := res.Combined; cr != nil {
+		cr.Target, cr.Workers, cr.WithKeys, cr.WithStatus = res.Target, res.Workers, res.WithKeys, res.WithStatus
+		cr.Existing, cr.Created, cr.CreateTime, cr.BudgetHit = res.Existing, res.Created, res.CreateTime, res.BudgetHit
+		if cr.Err == nil && res.Err != nil && len(cr.Samples) == 0 {
+			cr.Err = res.Err
 		}
 	}
 	return res
@@ -153,49 +154,49 @@ func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult, ma
 	if err != nil {
 		return err
 	}
-	res.existing = existing
-	loader, err := e.newEtcdLoader(ctx, c, res.combined != nil)
+	res.Existing = existing
+	loader, err := e.newEtcdLoader(ctx, c, res.Combined != nil)
 	if err != nil {
 		return err
 	}
 	sizes := []int{c.heapKeys / 2, c.heapKeys}
 	for phase, size := range sizes {
 		// The budget counts writing only, not measuring.
-		deadline := time.Now().Add(c.heapCreateLimit*time.Duration(phase+1)/2 - res.createTime)
-		if need := size - existing - res.created; need > 0 {
+		deadline := time.Now().Add(c.heapCreateLimit*time.Duration(phase+1)/2 - res.CreateTime)
+		if need := size - existing - res.Created; need > 0 {
 			begin := time.Now()
-			n, err := loader.writeKeys(ctx, c, ns, res.created, need, deadline)
-			res.created += n
-			res.createTime += time.Since(begin)
+			n, err := loader.writeKeys(ctx, c, ns, res.Created, need, deadline)
+			res.Created += n
+			res.CreateTime += time.Since(begin)
 			if err == nil {
-				err = e.awaitRecords(ctx, existing+res.created)
+				err = e.awaitRecords(ctx, existing+res.Created)
 			}
 			if err != nil {
 				return err
 			}
-			res.budgetHit = res.budgetHit || n < need
+			res.BudgetHit = res.BudgetHit || n < need
 			harness.Progress("  %d records in the cluster (%d written to etcd in %s)",
-				existing+res.created, res.created, res.createTime.Round(time.Millisecond))
+				existing+res.Created, res.Created, res.CreateTime.Round(time.Millisecond))
 		}
 		s, err := e.measureHeap(ctx, authOnlyMode, c.memProfile, nil)
 		if err != nil {
 			return err
 		}
-		res.samples = append(res.samples, s)
+		res.Samples = append(res.Samples, s)
 		progressSample(authOnlyMode, s)
-		if cr := res.combined; cr != nil && cr.err == nil {
+		if cr := res.Combined; cr != nil && cr.Err == nil {
 			var then func(url string, auth *authserver.Server)
 			if phase == len(sizes)-1 && loader.keep > 0 {
 				// Revocation at scale, on the manager that holds them all.
 				then = func(url string, auth *authserver.Server) {
-					res.revoke = runScaleRevoke(ctx, c, e, url, auth, loader.kept(ns), maxRPS)
+					res.Revoke = runScaleRevoke(ctx, c, e, url, auth, loader.kept(ns), maxRPS)
 				}
 			}
 			e.measureCombined(ctx, cr, combinedProfile(c.memProfile), then)
 		}
 	}
-	res.indexOnlyKeys = c.heapKeys
-	res.indexOnly, err = indexOnlyPerKey(c.heapKeys)
+	res.IndexOnlyKeys = c.heapKeys
+	res.IndexOnly, err = indexOnlyPerKey(c.heapKeys)
 	return err
 }
 
@@ -205,7 +206,7 @@ func (e *env) measureCombined(ctx context.Context, cr *heapResult, profile strin
 	then func(url string, auth *authserver.Server)) {
 	s, err := e.measureHeap(ctx, combinedMode, profile, then)
 	if err != nil {
-		cr.err = err
+		cr.Err = err
 		harness.Progress("  %s manager failed: %v", combinedMode, err)
 		return
 	}
@@ -214,10 +215,10 @@ func (e *env) measureCombined(ctx context.Context, cr *heapResult, profile strin
 	// it is deleted), and the next one reuses them. So every combined
 	// sample counts from the heap before the first combined manager: what
 	// the manager holds per key, metrics included.
-	if len(cr.samples) > 0 {
-		s.Before = cr.samples[0].Before
+	if len(cr.Samples) > 0 {
+		s.Before = cr.Samples[0].Before
 	}
-	cr.samples = append(cr.samples, s)
+	cr.Samples = append(cr.Samples, s)
 	progressSample(combinedMode, s)
 }
 

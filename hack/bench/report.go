@@ -53,9 +53,9 @@ func (r *report) failed() bool {
 // revocation trials it runs failed.
 func (r *report) heapFailed() bool {
 	h := r.heap
-	return h != nil && (h.err != nil ||
-		(h.combined != nil && h.combined.err != nil) ||
-		(h.revoke != nil && h.revoke.Err != nil))
+	return h != nil && (h.Err != nil ||
+		(h.Combined != nil && h.Combined.Err != nil) ||
+		(h.Revoke != nil && h.Revoke.Err != nil))
 }
 
 // scaleRevoke is revocation at scale, measured in the memory section, or nil.
@@ -63,7 +63,7 @@ func (r *report) scaleRevoke() *scaleRevokeResult {
 	if r.heap == nil {
 		return nil
 	}
-	return r.heap.revoke
+	return r.heap.Revoke
 }
 
 // Target limits, and the conditions they are stated at; the report's
@@ -423,68 +423,37 @@ func (r *report) issueView() *issueView {
 }
 
 type heapView struct {
-	Existing, Created, Workers, Target, IndexOnlyKeys int
-	// What is what each created key consists of.
-	What       string
-	CreateTime time.Duration
-	BudgetHit  bool
-	Err        error
-	AuthOnly   heapModeView
-	Combined   *heapModeView
+	*heapResult
 	// Unissued is set when some ApiKeys have no record.
-	Unissued  bool
-	IndexOnly float64
-	Verdicts  []heapVerdictView
+	Unissued bool
+	Verdicts []heapVerdictView
 	// TargetText is the target as stated.
-	TargetText, AuthOnlyMode string
-}
-
-type heapModeView struct {
-	Mode       string
-	IsCombined bool
-	Err        error
-	Samples    []heapSample
+	TargetText string
 }
 
 type heapVerdictView struct{ Mode, Result, Measured string }
+
+// IsCombined reports whether h is a combined manager's measurement.
+func (h *heapResult) IsCombined() bool { return h.Mode == combinedMode }
 
 func (r *report) heapView() *heapView {
 	h := r.heap
 	if h == nil {
 		return nil
 	}
-	what := "an ApiKeyRecord only (no ApiKey)"
-	if h.withKeys {
-		stamped := "the controller's finalizer, spec.owner, the Secret's name"
-		if h.withStatus {
-			stamped += "; and the status the controller writes on issuance"
-		}
-		what = "an ApiKey (with what the mutating webhook stamps: " + stamped + "), its ApiKeyRecord and its Secret"
-	}
-	n := len(h.samples)
-	v := &heapView{Existing: h.existing, Created: h.created, Workers: h.workers, Target: h.target,
-		IndexOnlyKeys: h.indexOnlyKeys, What: what, CreateTime: h.createTime, BudgetHit: h.budgetHit, Err: h.err,
-		AuthOnly: newHeapModeView(h), Unissued: n > 0 && h.samples[n-1].ApiKeys > h.samples[n-1].Records,
-		IndexOnly: h.indexOnly, TargetText: heapTarget, AuthOnlyMode: authOnlyMode}
-	if h.combined != nil {
-		cv := newHeapModeView(h.combined)
-		v.Combined = &cv
-	}
-	for _, m := range []*heapResult{h.combined, h} {
+	n := len(h.Samples)
+	v := &heapView{heapResult: h, Unissued: n > 0 && h.Samples[n-1].ApiKeys > h.Samples[n-1].Records,
+		TargetText: heapTarget}
+	for _, m := range []*heapResult{h.Combined, h} {
 		if m == nil {
 			continue
 		}
-		row := heapVerdictView{Mode: m.mode, Result: notMeasured}
+		row := heapVerdictView{Mode: m.Mode, Result: notMeasured}
 		if perKey, ok := m.perKey(); ok {
 			row.Result, row.Measured = heapVerdict(m, perKey), heapMeasured(m, perKey)
 		}
 		v.Verdicts = append(v.Verdicts, row)
 	}
-	return v
-}
-
-func newHeapModeView(h *heapResult) heapModeView {
-	v := heapModeView{Mode: h.mode, IsCombined: h.mode == combinedMode, Err: h.err, Samples: h.samples}
 	return v
 }
 
@@ -539,7 +508,7 @@ func (r *report) heapSummary() []summaryRow {
 	if h == nil {
 		return rows
 	}
-	for i, m := range []*heapResult{h.combined, h} {
+	for i, m := range []*heapResult{h.Combined, h} {
 		if m == nil {
 			rows[i].Measured = "not measured (the section ran without ApiKeys)"
 			continue
@@ -547,7 +516,7 @@ func (r *report) heapSummary() []summaryRow {
 		if perKey, ok := m.perKey(); ok {
 			rows[i].Measured = heapMeasured(m, perKey)
 			rows[i].Result = heapVerdict(m, perKey)
-		} else if m.err != nil {
+		} else if m.Err != nil {
 			rows[i].Result = "**failed**"
 		}
 	}
@@ -624,10 +593,10 @@ func (r *report) applyVerdict() string {
 // measurement the target asks for.
 func heapVerdict(h *heapResult, perKey float64) string {
 	var lighter []string
-	if last := h.samples[len(h.samples)-1]; last.Records < heapTargetRecords {
+	if last := h.Samples[len(h.Samples)-1]; last.Records < heapTargetRecords {
 		lighter = append(lighter, fmt.Sprintf("%d records", last.Records))
 	}
-	return verdictAt(h.err == nil && perKey < maxHeapPerKey, lighter)
+	return verdictAt(h.Err == nil && perKey < maxHeapPerKey, lighter)
 }
 
 func (r *report) rotateSummary() []summaryRow {
@@ -668,12 +637,12 @@ func (is *issueResult) Projected() time.Duration {
 
 // heapMeasured describes the memory verdict's number and where it came from.
 func heapMeasured(h *heapResult, perKey float64) string {
-	last := h.samples[len(h.samples)-1]
-	if len(h.samples) == 1 {
+	last := h.Samples[len(h.Samples)-1]
+	if len(h.Samples) == 1 {
 		return fmt.Sprintf("%.0f B/key at %d records, baseline included", perKey, last.Records)
 	}
 	return fmt.Sprintf("%.0f B/key beyond the baseline (slope from %d to %d records); %.0f B/key at %d with the baseline",
-		perKey, h.samples[len(h.samples)-2].Records, last.Records, last.PerKey(), last.Records)
+		perKey, h.Samples[len(h.Samples)-2].Records, last.Records, last.PerKey(), last.Records)
 }
 
 func (r *report) microSummary(add func(what, measured, target, result string)) {

@@ -20,8 +20,8 @@ func TestMarkdown(t *testing.T) {
 		apply:  &applyResult{Err: failed},
 		rotate: &rotateResult{Err: failed},
 		issue:  &issueResult{Err: failed, GaveUp: true, writes: apiWrites{{verb: "POST", resource: "apikeys", N: 1}}},
-		heap: &heapResult{err: failed, withKeys: true, budgetHit: true, samples: []heapSample{{Records: 1, ApiKeys: 2}},
-			combined: &heapResult{mode: combinedMode, err: failed}, revoke: &scaleRevokeResult{LoadErr: failed}},
+		heap: &heapResult{Err: failed, WithKeys: true, BudgetHit: true, Samples: []heapSample{{Records: 1, ApiKeys: 2}},
+			Combined: &heapResult{Mode: combinedMode, Err: failed}, Revoke: &scaleRevokeResult{LoadErr: failed}},
 		applyAdmission: &admissionCost{Err: failed},
 		issueAdmission: &admissionCost{Steps: []admissionStep{{What: "webhook"}, {What: "policy", Calls: 1}}},
 	}
