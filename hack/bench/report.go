@@ -473,13 +473,7 @@ func settings() string {
 }
 
 func (r *report) summaryRows() []summaryRow {
-	var rows []summaryRow
-	add := func(what, measured, target, result string) {
-		rows = append(rows, summaryRow{what, measured, target, result})
-	}
-	r.microSummary(add)
-	r.httpSummary(add)
-
+	rows := append(r.microSummary(), r.httpSummary()...)
 	rows = append(rows, r.revokeSummary())
 
 	apply := summaryRow{"`kubectl apply` → Secret delivered and Ready", "—", applyTarget, notMeasured}
@@ -645,43 +639,42 @@ func heapMeasured(h *heapResult, perKey float64) string {
 		perKey, h.Samples[len(h.Samples)-2].Records, last.Records, last.PerKey(), last.Records)
 }
 
-func (r *report) microSummary(add func(what, measured, target, result string)) {
+func (r *report) microSummary() []summaryRow {
 	if r.micro == nil {
-		add("verify in process", "—", verifyTarget, notMeasured)
-		return
+		return []summaryRow{{"verify in process", "—", verifyTarget, notMeasured}}
 	}
+	var rows []summaryRow
 	for _, v := range r.micro.verifyRatios() {
-		what := "verify in process, " + strings.TrimPrefix(v.name, "BenchmarkVerify/")
-		if !v.measured() {
-			add(what, "missing", verifyTarget, notMeasured)
-			continue
+		row := summaryRow{"verify in process, " + strings.TrimPrefix(v.name, "BenchmarkVerify/"), "missing", verifyTarget,
+			notMeasured}
+		if v.measured() {
+			row.Measured, row.Result = fmt.Sprintf("%.2f× SHA-256, %g allocs/op", v.ratio, v.allocs), v.verdict()
 		}
-		add(what, fmt.Sprintf("%.2f× SHA-256, %g allocs/op", v.ratio, v.allocs), verifyTarget, v.verdict())
+		rows = append(rows, row)
 	}
+	return rows
 }
 
-func (r *report) httpSummary(add func(what, measured, target, result string)) {
+func (r *report) httpSummary() []summaryRow {
+	throughput := summaryRow{"forward-auth throughput vs bare handler", "—", throughputTarget, notMeasured}
+	latency := summaryRow{"forward-auth p99 at half load vs bare handler", "—", p99Target, notMeasured}
 	h := r.http
 	if h == nil || h.bareRPS == 0 {
-		add("forward-auth throughput vs bare handler", "—", throughputTarget, notMeasured)
-		add("forward-auth p99 at half load vs bare handler", "—", p99Target, notMeasured)
-		return
+		return []summaryRow{throughput, latency}
 	}
 	ratio := h.oursRPS / h.bareRPS
 	var fewRounds []string
 	if len(h.closed) < 12 {
 		fewRounds = []string{fmt.Sprintf("%d rounds", len(h.closed))}
 	}
-	add("forward-auth throughput vs bare handler",
-		fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", ratio, h.oursRPS, h.bareRPS), throughputTarget,
-		verdictAt(ratio >= minThroughput, fewRounds))
-	if h.oursOpen.P99 == 0 {
-		add("forward-auth p99 at half load vs bare handler", "—", p99Target, notMeasured)
-		return
+	throughput.Measured = fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", ratio, h.oursRPS, h.bareRPS)
+	throughput.Result = verdictAt(ratio >= minThroughput, fewRounds)
+	if h.oursOpen.P99 != 0 {
+		p99 := float64(h.oursOpen.P99) / float64(h.bareOpen.P99)
+		latency.Measured = fmt.Sprintf("%.2f× (%s vs %s)", p99, ms(h.oursOpen.P99), ms(h.bareOpen.P99))
+		latency.Result = verdict(p99 <= maxP99Ratio)
 	}
-	p99 := float64(h.oursOpen.P99) / float64(h.bareOpen.P99)
-	add("forward-auth p99 at half load vs bare handler",
-		fmt.Sprintf("%.2f× (%s vs %s)", p99, ms(h.oursOpen.P99), ms(h.bareOpen.P99)), p99Target, verdict(p99 <= maxP99Ratio))
+	return []summaryRow{throughput, latency}
 }
 
 func (r *report) notRunLine() string {
