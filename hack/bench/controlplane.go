@@ -13,9 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -24,24 +21,19 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
-var scheme = runtime.NewScheme()
+var scheme = testenv.Scheme
 
 // loopback is the address every server of the benchmark listens on.
 const loopback = "127.0.0.1"
-
-func init() {
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
-}
 
 // env is a running test control plane and what the sections share.
 type env struct {
@@ -162,28 +154,14 @@ func runIssueSection(ctx context.Context, c config, e *env, r *report, auth *aut
 }
 
 func startEnv() (*env, error) {
-	root := harness.ModuleRoot()
-	assets, err := utils.ControlPlaneDir()
+	// The admission webhooks, as config/webhook registers them, served by
+	// the controller's manager.
+	testEnv, _, err := testenv.Start(testenv.Options{Webhooks: true, WebhookHost: loopback})
 	if err != nil {
 		return nil, err
 	}
-	e := &env{version: filepath.Base(assets)}
-	e.testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
-		// The admission webhooks, as config/webhook registers them, served
-		// by the controller's manager.
-		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			Paths:            []string{filepath.Join(root, "config", "webhook")},
-			LocalServingHost: loopback,
-		},
-	}
-	cfg, err := e.testEnv.Start()
-	if err != nil {
-		return nil, err
-	}
-	e.cfg = rest.CopyConfig(cfg)
+	e := &env{testEnv: testEnv, version: filepath.Base(testEnv.BinaryAssetsDirectory)}
+	e.cfg = rest.CopyConfig(testEnv.Config)
 	e.cfg.QPS, e.cfg.Burst = -1, 0
 	if e.client, err = client.NewWithWatch(e.cfg, client.Options{Scheme: scheme}); err != nil {
 		return nil, errors.Join(err, e.testEnv.Stop())

@@ -27,6 +27,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
@@ -80,25 +81,16 @@ func run() error {
 	pool.AppendCertsFromPEM(caPEM)
 	d.authClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 
-	webhookConfig := filepath.Join(d.dir, "token-webhook.kubeconfig")
-	if err := os.WriteFile(webhookConfig, []byte(utils.TokenWebhookKubeconfig(d.authURL+"/tokenreview", caPEM)), 0o600); err != nil {
+	tokenWebhook, err := testenv.TokenWebhookFlags(d.dir, d.authURL+"/tokenreview", caPEM, "v1", 2*time.Second)
+	if err != nil {
 		return err
 	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{"config/crd/bases"},
-		ErrorIfCRDPathMissing: true,
-	}
-	env.ControlPlane.GetAPIServer().Configure().
-		Set("authentication-token-webhook-config-file", webhookConfig).
-		Set("authentication-token-webhook-version", "v1").
-		Set("authentication-token-webhook-cache-ttl", "2s")
-	cfg, err := env.Start()
+	env, _, err := testenv.Start(testenv.Options{AssetsDir: assets, APIServerFlags: tokenWebhook})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = env.Stop() }()
-	d.host, d.caData = cfg.Host, cfg.CAData
+	d.host, d.caData = env.Config.Host, env.Config.CAData
 
 	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {

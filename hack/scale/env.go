@@ -13,10 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -25,20 +22,14 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
-var scheme = runtime.NewScheme()
-
-func init() {
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
-}
+var scheme = testenv.Scheme
 
 // managerUserAgent is what bin/manager sends, so the field manager the API
 // server records in managedFields is "manager", as in a real cluster.
@@ -61,23 +52,12 @@ type env struct {
 }
 
 func startEnv(settle time.Duration) (*env, error) {
-	root := harness.ModuleRoot()
-	assets, err := utils.ControlPlaneDir()
+	testEnv, _, err := testenv.Start(testenv.Options{Webhooks: true})
 	if err != nil {
 		return nil, err
 	}
-	e := &env{version: filepath.Base(assets), settle: settle}
-	e.testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook")}},
-		BinaryAssetsDirectory: assets,
-	}
-	cfg, err := e.testEnv.Start()
-	if err != nil {
-		return nil, err
-	}
-	if err := e.connect(cfg); err != nil {
+	e := &env{testEnv: testEnv, version: filepath.Base(testEnv.BinaryAssetsDirectory), settle: settle}
+	if err := e.connect(testEnv.Config); err != nil {
 		return nil, errors.Join(err, e.testEnv.Stop())
 	}
 	return e, nil

@@ -11,9 +11,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -23,7 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/test/utils"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 )
 
 // TestUsageFlusher runs the auth server as the auth-only Deployment does
@@ -34,22 +32,8 @@ import (
 func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of checks, each one case
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apikeysv1alpha1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	assets, err := utils.ControlPlaneDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
-	}
-	cfg, err := env.Start()
+	scheme := testenv.Scheme
+	env, admin, err := testenv.Start(testenv.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,10 +43,6 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 			t.Error(err)
 		}
 	})
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
 	authCfg := authServerUser(ctx, t, env, admin)
 
 	mgr, err := ctrl.NewManager(authCfg, ctrl.Options{

@@ -22,21 +22,18 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
@@ -60,27 +57,18 @@ func TestSelfSignedMode(t *testing.T) {
 	g.SetDefaultEventuallyTimeout(60 * time.Second)
 	g.SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
 	logs := &utils.LogBuffer{}
-	logf.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true)))
+	testenv.Log(logs)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(logs.String())
 		}
 	})
 
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
-	testEnv := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join("..", "..", "config", "webhook")}},
-		BinaryAssetsDirectory: controlPlaneDir(t),
-	}
-	cfg, err := testEnv.Start()
+	scheme := testenv.Scheme
+	testEnv, admin, err := testenv.Start(testenv.Options{Webhooks: true})
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() { g.Expect(testEnv.Stop()).To(Succeed()) })
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
-	g.Expect(err).NotTo(HaveOccurred())
+	cfg := testEnv.Config
 	ctx := t.Context()
 
 	for _, ns := range []string{operatorNamespace, keyNamespace} {
@@ -371,12 +359,4 @@ func mustFreePort(g *WithT) int {
 	port, err := utils.FreePort()
 	g.Expect(err).NotTo(HaveOccurred())
 	return port
-}
-
-func controlPlaneDir(t *testing.T) string {
-	dir, err := utils.ControlPlaneDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }

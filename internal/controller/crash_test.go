@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -303,7 +304,7 @@ func newCrash(limit int) *crash { return &crash{limit: limit} }
 // newClient is a direct client of the API server (no cache) that dies with c.
 func (c *crash) newClient() client.WithWatch {
 	GinkgoHelper()
-	direct, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	direct, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: testenv.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	return c.client(direct)
 }

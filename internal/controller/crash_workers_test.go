@@ -18,6 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 )
 
 // Crash recovery with several workers: a whole operator (manager, cache,
@@ -82,8 +83,8 @@ func runOperator(workers, limit int) *operator {
 		done:     make(chan error, 1),
 	}
 	byObject := CacheOptions()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
+	mgr, err := ctrl.NewManager(testEnv.Config, ctrl.Options{
+		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{crashNamespace: {}}, ByObject: byObject},
@@ -100,8 +101,8 @@ func runOperator(workers, limit int) *operator {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	// The manager's API reader, as it builds it, but the crash's.
-	reader, err := client.NewWithWatch(cfg,
-		client.Options{Scheme: scheme, HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper()})
+	reader, err := client.NewWithWatch(testEnv.Config,
+		client.Options{Scheme: testenv.Scheme, HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper()})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&ApiKeyReconciler{
 		Client:                  mgr.GetClient(),

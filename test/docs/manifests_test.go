@@ -21,9 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/apikey-operator/apikey-operator/test/utils"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 )
 
 // defaultNamespace receives the namespaced examples that name no namespace.
@@ -195,17 +194,7 @@ func dryRunApply(ctx context.Context, t *testing.T, dyn dynamic.Interface, mappe
 // The Service range is kubeadm's default, so the docs' fixed ClusterIPs fit.
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	dir, err := utils.ControlPlaneDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.BinaryAssetsDirectory = dir
-	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/12")
-	cfg, err := env.Start()
+	env, _, err := testenv.Start(testenv.Options{APIServerFlags: map[string]string{"service-cluster-ip-range": "10.96.0.0/12"}})
 	if err != nil {
 		t.Fatalf("starting the test control plane: %v", err)
 	}
@@ -214,7 +203,7 @@ func startControlPlane(t *testing.T) *rest.Config {
 			t.Errorf("stopping the test control plane: %v", err)
 		}
 	})
-	return cfg
+	return env.Config
 }
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

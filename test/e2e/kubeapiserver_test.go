@@ -15,11 +15,11 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 )
 
 var _ = Describe("kube-apiserver with the auth server as its token webhook", func() {
@@ -126,12 +126,10 @@ var _ = Describe("kube-apiserver with the auth server as its token webhook", fun
 
 	It("answers a kube-apiserver that speaks TokenReview v1beta1", func() {
 		tok, key := createReadyKey(&apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns}})
-		beta := &envtest.Environment{BinaryAssetsDirectory: testEnv.BinaryAssetsDirectory}
-		configureTokenWebhook(beta, "v1beta1")
-		betaCfg, err := beta.Start()
+		beta, _, err := testenv.Start(testenv.Options{APIServerFlags: tokenWebhookFlags("v1beta1")})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(beta.Stop)
-		Expect(whoami(userKubeconfig(betaCfg.Host, betaCfg.CAData, tok))).To(Equal("apikey:" + ns + ":" + key.Name))
+		Expect(whoami(userKubeconfig(beta.Config.Host, beta.Config.CAData, tok))).To(Equal("apikey:" + ns + ":" + key.Name))
 	})
 
 	It("records when the key was last used, off the request path", func() {

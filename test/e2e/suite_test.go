@@ -20,9 +20,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,8 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -39,6 +34,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
@@ -64,7 +60,7 @@ var (
 	testEnv   *envtest.Environment
 	cfg       *rest.Config
 	k8sClient client.Client
-	scheme    = runtime.NewScheme()
+	scheme    = testenv.Scheme
 	workDir   string
 
 	// authURL is the auth server (the auth-only manager's webhook server).
@@ -90,10 +86,8 @@ func TestE2E(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	testenv.Log(GinkgoWriter)
 	ctx, cancel = context.WithCancel(context.TODO())
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
 	workDir = GinkgoT().TempDir()
 
 	By("preparing the auth server's serving certificate")
@@ -106,18 +100,10 @@ var _ = BeforeSuite(func() {
 	authURL = fmt.Sprintf("https://127.0.0.1:%d", authPort)
 
 	By("starting kube-apiserver with the auth server as its token webhook (v1)")
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	testEnv.BinaryAssetsDirectory, err = utils.ControlPlaneDir()
+	testEnv, k8sClient, err = testenv.Start(testenv.Options{APIServerFlags: tokenWebhookFlags("v1")})
 	Expect(err).NotTo(HaveOccurred())
-	configureTokenWebhook(testEnv, "v1")
-	cfg, err = testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
+	cfg = testEnv.Config
 	kubectlPath = filepath.Join(testEnv.BinaryAssetsDirectory, "kubectl")
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metaName(noControllerNamespace)})).To(Succeed())
 
 	By("running kube-controller-manager: the garbage collector and the namespace controller")
@@ -243,16 +229,14 @@ func start(mgr ctrl.Manager) {
 	}()
 }
 
-// configureTokenWebhook points env's kube-apiserver at the auth server's
-// /tokenreview with the given TokenReview version and webhookCacheTTL.
-func configureTokenWebhook(env *envtest.Environment, version string) {
+// tokenWebhookFlags are the kube-apiserver flags that point it at the auth
+// server's /tokenreview with the given TokenReview version and
+// webhookCacheTTL.
+func tokenWebhookFlags(version string) map[string]string {
 	GinkgoHelper()
 	ca, err := os.ReadFile(authCAFile)
 	Expect(err).NotTo(HaveOccurred())
-	path := filepath.Join(workDir, "token-webhook-"+version+".kubeconfig")
-	Expect(os.WriteFile(path, []byte(utils.TokenWebhookKubeconfig(authURL+"/tokenreview", ca)), 0o600)).To(Succeed())
-	env.ControlPlane.GetAPIServer().Configure().
-		Set("authentication-token-webhook-config-file", path).
-		Set("authentication-token-webhook-version", version).
-		Set("authentication-token-webhook-cache-ttl", webhookCacheTTL.String())
+	flags, err := testenv.TokenWebhookFlags(workDir, authURL+"/tokenreview", ca, version, webhookCacheTTL)
+	Expect(err).NotTo(HaveOccurred())
+	return flags
 }

@@ -28,22 +28,17 @@ import (
 	. "github.com/onsi/gomega"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
 // repoRoot holds go.mod, config/ and cmd/.
-var repoRoot = filepath.Join("..", "..")
+var repoRoot = testenv.Root()
 
 // Names that config/default gives the operator's objects and identities.
 const (
@@ -76,7 +71,7 @@ var (
 	// admin who sets the stage, never an attacker.
 	admin     client.Client
 	adminREST kubernetes.Interface
-	scheme    = runtime.NewScheme()
+	scheme    = testenv.Scheme
 	workDir   string
 	// logDir keeps both binaries' output after the run, for a person to read
 	// when a spec fails; it is never printed, since it may hold tokens.
@@ -117,10 +112,8 @@ func TestSecurity(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	testenv.Log(GinkgoWriter)
 	ctx, cancel = context.WithCancel(context.Background())
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
 	workDir = GinkgoT().TempDir()
 	var err error
 	logDir, err = os.MkdirTemp("", "apikey-security-logs-")
@@ -147,20 +140,13 @@ var _ = BeforeSuite(func() {
 	authURL = fmt.Sprintf("https://127.0.0.1:%d", authPort)
 
 	By("starting kube-apiserver with the auth-only binary as its token webhook and the manager as its admission webhooks")
-	testEnv = &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			Paths:            []string{filepath.Join(repoRoot, "config", "webhook")},
-			LocalServingHost: "127.0.0.1",
-		},
-	}
-	configureTokenWebhook(testEnv)
-	cfg, err := testEnv.Start()
+	tokenWebhook, err := testenv.TokenWebhookFlags(workDir, authURL+"/tokenreview", authCA, "v1", time.Second)
 	Expect(err).NotTo(HaveOccurred())
-	admin, err = client.New(cfg, client.Options{Scheme: scheme})
+	testEnv, admin, err = testenv.Start(testenv.Options{
+		AssetsDir: assets, Webhooks: true, WebhookHost: "127.0.0.1", APIServerFlags: tokenWebhook,
+	})
 	Expect(err).NotTo(HaveOccurred())
+	cfg := testEnv.Config
 	adminREST, err = kubernetes.NewForConfig(cfg)
 	Expect(err).NotTo(HaveOccurred())
 	webhook := testEnv.WebhookInstallOptions
@@ -250,19 +236,6 @@ func buildManager() builtBinary {
 		return builtBinary{err: fmt.Errorf("%w\n%s", err, output)}
 	}
 	return builtBinary{path: bin}
-}
-
-// configureTokenWebhook points kube-apiserver's token authenticator at the
-// auth-only binary's /tokenreview, with a one-second cache so that a
-// revocation shows within the specs' patience.
-func configureTokenWebhook(env *envtest.Environment) {
-	GinkgoHelper()
-	path := filepath.Join(workDir, "token-webhook.kubeconfig")
-	Expect(os.WriteFile(path, []byte(utils.TokenWebhookKubeconfig(authURL+"/tokenreview", authCA)), 0o600)).To(Succeed())
-	env.ControlPlane.GetAPIServer().Configure().
-		Set("authentication-token-webhook-config-file", path).
-		Set("authentication-token-webhook-version", "v1").
-		Set("authentication-token-webhook-cache-ttl", "1s")
 }
 
 // kustomizeBuild renders dir (relative to the repository) with kustomize.

@@ -18,16 +18,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -35,7 +30,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
-	"github.com/apikey-operator/apikey-operator/test/utils"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 )
 
 // suiteMaxTTL is the operator's --max-ttl in this suite.
@@ -45,7 +40,7 @@ var (
 	ctx     context.Context
 	cancel  context.CancelFunc
 	testEnv *envtest.Environment
-	scheme  = runtime.NewScheme()
+	scheme  = testenv.Scheme
 	// admin is system:masters; the users below get only what RBAC grants.
 	admin             client.Client
 	adminCfg          *rest.Config
@@ -68,29 +63,16 @@ func TestWebhooks(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	testenv.Log(GinkgoWriter)
 	ctx, cancel = context.WithCancel(context.TODO())
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
-
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			Paths: []string{filepath.Join("..", "..", "..", "config", "webhook")},
-		},
-	}
 	var err error
-	testEnv.BinaryAssetsDirectory, err = utils.ControlPlaneDir()
+	testEnv, admin, err = testenv.Start(testenv.Options{Webhooks: true})
 	Expect(err).NotTo(HaveOccurred())
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
+	cfg := testEnv.Config
 	adminCfg = cfg
-	admin, err = client.New(cfg, client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
 
 	By("loading the tenant roles from config/rbac and creating users")
-	applyClusterRoles(filepath.Join("..", "..", "..", "config", "rbac"))
+	applyClusterRoles(filepath.Join(testenv.Root(), "config", "rbac"))
 	Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: objectMeta(teamA)})).To(Succeed())
 	alice = userClient(envtest.User{Name: "alice", Groups: aliceGroups})
 	bob = userClient(envtest.User{Name: "bob", Groups: []string{"team-b"}})
