@@ -110,7 +110,7 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	if c.sections["issue"] && c.issueKeys > 0 {
 		runIssueSection(ctx, c, e, r, auth)
 	}
-	// After bulk issuance, so its keys are present as SPEC §9 asks.
+	// After bulk issuance, so its keys are present as the target asks.
 	if c.sections["apply"] {
 		harness.Progress("create → Ready with Secret (%d trials)", c.applyTrials)
 		r.applyKeys = auth.Index().Len()
@@ -237,13 +237,7 @@ func (e *env) startController(ctx context.Context, c config) (*runningManager, e
 		return nil, err
 	}
 	rules := benchPolicy()
-	if err := (&controller.ApiKeyReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder("apikey-operator"),
-		Policy:                  rules,
-		MaxConcurrentReconciles: c.reconcilers,
-	}).SetupWithManager(mgr); err != nil {
+	if err := harness.SetupController(mgr, rules, c.reconcilers); err != nil {
 		return nil, err
 	}
 	if err := webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, rules); err != nil {

@@ -714,13 +714,7 @@ func (e *env) startHeapManager(ctx context.Context, mode string, reconcilers int
 		return nil, nil, err
 	}
 	if mode == combinedMode {
-		if err := (&controller.ApiKeyReconciler{
-			Client:                  mgr.GetClient(),
-			APIReader:               mgr.GetAPIReader(),
-			Recorder:                mgr.GetEventRecorder("apikey-operator"),
-			Policy:                  benchPolicy(),
-			MaxConcurrentReconciles: reconcilers,
-		}).SetupWithManager(mgr); err != nil {
+		if err := harness.SetupController(mgr, benchPolicy(), reconcilers); err != nil {
 			return nil, nil, err
 		}
 	}

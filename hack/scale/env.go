@@ -114,13 +114,7 @@ func (e *env) startOperator(ctx context.Context, c config) (*harness.Manager, er
 		return nil, err
 	}
 	rules := policy.New(policy.Options{MaxTTL: 365 * 24 * time.Hour})
-	if err := (&controller.ApiKeyReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder("apikey-operator"),
-		Policy:                  rules,
-		MaxConcurrentReconciles: c.reconcilers,
-	}).SetupWithManager(mgr); err != nil {
+	if err := harness.SetupController(mgr, rules, c.reconcilers); err != nil {
 		return nil, err
 	}
 	if err := webhookv1alpha1.SetupApiKeyWebhookWithManager(mgr, rules); err != nil {

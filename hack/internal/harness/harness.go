@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apikey-operator/apikey-operator/internal/controller"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
+
 	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -122,4 +125,18 @@ func LiveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// SetupController adds the ApiKey controller to mgr as cmd/main.go does:
+// its deadlines beyond the cache's replay left to the replay, with the given
+// rules and workers (0: the controller's default).
+func SetupController(mgr ctrl.Manager, rules *policy.Policy, workers int) error {
+	return (&controller.ApiKeyReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("apikey-operator"),
+		Policy:                  rules,
+		MaxConcurrentReconciles: workers,
+		Resync:                  controller.SyncPeriod,
+	}).SetupWithManager(mgr)
 }
