@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -26,29 +27,13 @@ func benchKey(namespace, name string) *apikeysv1alpha1.ApiKey {
 	}
 }
 
-// recordFor is the ApiKeyRecord the controller would write for tok issued
-// to key at issuedAt: the same name, label and spec fields.
+// recordFor is the ApiKeyRecord the controller would write for tok, key's
+// first token, issued at issuedAt under the bench's policy (a year's
+// --max-ttl).
 func recordFor(tok string, key *apikeysv1alpha1.ApiKey, issuedAt time.Time) *apikeysv1alpha1.ApiKeyRecord {
-	sum := token.Sum(tok)
-	expires := metav1.NewTime(issuedAt.Add(365 * 24 * time.Hour).Truncate(time.Second))
-	return &apikeysv1alpha1.ApiKeyRecord{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:   apikeysv1alpha1.RecordName(sum),
-			Labels: map[string]string{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)},
-		},
-		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
-			TokenHash: token.FormatHash(sum),
-			TokenHint: token.Hint(tok),
-			ApiKey: apikeysv1alpha1.ApiKeyReference{
-				Namespace: key.Namespace, Name: key.Name, UID: string(key.UID),
-			},
-			IssuedAt:  metav1.NewTime(issuedAt.Truncate(time.Second)),
-			Username:  fmt.Sprintf("apikey:%s:%s", key.Namespace, key.Name),
-			Groups:    []string{"apikeys", "apikeys:" + key.Namespace},
-			Scopes:    key.Spec.Scopes,
-			ExpiresAt: &expires,
-		},
-	}
+	issuedAt = issuedAt.Truncate(time.Second)
+	expires := metav1.NewTime(benchPolicy().ExpiryFor(&key.Spec, issuedAt))
+	return controller.RecordFor(key, tok, issuedAt, apikeysv1alpha1.DefaultSecretName(key.Name), 1, &expires)
 }
 
 // issuedStatus is the status the controller writes once it has issued rec's
@@ -67,6 +52,7 @@ func issuedStatus(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord
 		}},
 		ObservedGeneration: key.Generation,
 		TokenHint:          rec.Spec.TokenHint,
+		TokenFingerprint:   rec.Spec.TokenFingerprint,
 		IssuedAt:           &issued,
 		ExpiresAt:          rec.Spec.ExpiresAt,
 		SecretName:         secret,

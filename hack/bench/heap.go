@@ -491,16 +491,11 @@ func heapObjects(ns string, i int, now time.Time, owner *apikeysv1alpha1.Owner, 
 	rec.UID = uuid.NewUUID()
 	rec.Generation = 1
 	rec.CreationTimestamp = key.CreationTimestamp
-	rec.Spec.UID = string(key.UID)
-	rec.Spec.Issuance = 1
-	rec.Spec.TokenFingerprint = token.Fingerprint(tok)
-	rec.Spec.SecretName = secretName
 	if !withKeys {
 		return []client.Object{rec}, tok, nil
 	}
 	if withStatus {
 		key.Status = issuedStatus(key, rec)
-		key.Status.TokenFingerprint = rec.Spec.TokenFingerprint
 	}
 	secret := &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},

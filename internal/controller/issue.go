@@ -105,12 +105,22 @@ func (r *ApiKeyReconciler) newRecord(p *pass, secretName string, issuance int64)
 	if err != nil {
 		return "", nil, fmt.Errorf("generating a token: %w", err)
 	}
-	sum := token.Sum(tok)
-	issuedAt := metav1.Time{Time: p.now.Truncate(time.Second)}
+	issuedAt := p.now.Truncate(time.Second)
 	p.expiresAt = nil
-	if exp := r.Policy.ExpiryFor(&key.Spec, issuedAt.Time); !exp.IsZero() {
+	if exp := r.Policy.ExpiryFor(&key.Spec, issuedAt); !exp.IsZero() {
 		p.expiresAt = &metav1.Time{Time: exp}
 	}
+	return tok, RecordFor(key, tok, issuedAt, secretName, issuance, p.expiresAt), nil
+}
+
+// RecordFor is the record the controller writes for tok, the issuance-th
+// token of key, issued at issuedAt (whole seconds) into the Secret
+// secretName and expiring at expiresAt (nil: never). Programs that write
+// keys straight into a cluster (hack/bench) use it, so that the controller
+// finds their records as it would have written them.
+func RecordFor(key *apikeysv1alpha1.ApiKey, tok string, issuedAt time.Time, secretName string, issuance int64,
+	expiresAt *metav1.Time) *apikeysv1alpha1.ApiKeyRecord {
+	sum := token.Sum(tok)
 	rec := &apikeysv1alpha1.ApiKeyRecord{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   apikeysv1alpha1.RecordName(sum),
@@ -120,14 +130,14 @@ func (r *ApiKeyReconciler) newRecord(p *pass, secretName string, issuance int64)
 			TokenHash:        token.FormatHash(sum),
 			TokenHint:        token.Hint(tok),
 			TokenFingerprint: token.Fingerprint(tok),
-			IssuedAt:         issuedAt,
+			IssuedAt:         metav1.NewTime(issuedAt),
 			SecretName:       secretName,
 			Issuance:         issuance,
 			RotateRequest:    rotateRequestOf(key),
 		},
 	}
-	rec.Spec = recordSpecFor(key, rec, p.expiresAt)
-	return tok, rec, nil
+	rec.Spec = recordSpecFor(key, rec, expiresAt)
+	return rec
 }
 
 // clearSecretName makes room for a new delivery: a Secret of ours without a
