@@ -240,7 +240,6 @@ func addParts(mgr ctrl.Manager, c config, auth *authserver.Server) error {
 			Policy:    rules,
 
 			MaxConcurrentReconciles: c.maxConcurrentReconciles,
-			Resync:                  controller.SyncPeriod,
 		}).SetupWithManager(mgr); err != nil {
 			return err
 		}

@@ -51,15 +51,6 @@ type ApiKeyReconciler struct {
 	// (one pass per key at a time, whatever the number). Defaults to 1.
 	MaxConcurrentReconciles int
 
-	// Resync is how often the manager's cache replays every ApiKey to the
-	// controller (cache.Options.SyncPeriod; CacheOptions sets SyncPeriod).
-	// A deadline further off than one replay, its jitter included, gets no
-	// timer: a replay's pass comes first and sets the timer once the
-	// deadline is near. A timer holds a key in the work queue, about 900
-	// bytes each (docs/scale.md), and most keys expire months away. Zero:
-	// every deadline gets a timer.
-	Resync time.Duration
-
 	// created are the records this process created that its cache may not
 	// show yet.
 	created createdRecords

@@ -50,18 +50,11 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	if rerr := r.deleteUnnamed(ctx, p); rerr != nil {
 		return ctrl.Result{}, rerr
 	}
-	if o.retry != nil || p.wakeAt.IsZero() || r.leftToResync(p.wakeAt.Sub(p.now)) {
+	if o.retry != nil || p.wakeAt.IsZero() {
 		return ctrl.Result{}, o.retry
 	}
 	// A little slack so the pass runs at, not just before, the deadline.
 	return ctrl.Result{RequeueAfter: p.wakeAt.Sub(p.now) + 10*time.Millisecond}, nil
-}
-
-// leftToResync reports whether a deadline d away is further off than the
-// cache's next replay of the key can be: every Resync, up to 10% later
-// (controller-runtime jitters it), with as much again to spare.
-func (r *ApiKeyReconciler) leftToResync(d time.Duration) bool {
-	return r.Resync > 0 && d > r.Resync+r.Resync/5
 }
 
 // deleteUnnamed deletes what the pass revoked or retired, now that status

@@ -4,23 +4,15 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
-
-// SyncPeriod is how often CacheOptions has the cache replay every ApiKey to
-// the controller (controller-runtime's default, made explicit): pass it as
-// ApiKeyReconciler.Resync, so that deadlines further off wait for a replay
-// instead of a timer each.
-const SyncPeriod = 10 * time.Hour
 
 // CacheOptions trims what the controller caches to what it reads, since a
 // manager holds every ApiKey, record and delivered Secret in memory:
@@ -41,7 +33,7 @@ const SyncPeriod = 10 * time.Hour
 // index keeps its own, smaller copy.
 func CacheOptions() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
-		&apikeysv1alpha1.ApiKey{}:       {Transform: trimApiKey, SyncPeriod: ptr.To(SyncPeriod)},
+		&apikeysv1alpha1.ApiKey{}:       {Transform: trimApiKey},
 		&apikeysv1alpha1.ApiKeyRecord{}: {Transform: trimRecord},
 		secretMeta(): {
 			Label:     labels.SelectorFromSet(labels.Set{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue}),

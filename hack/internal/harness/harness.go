@@ -127,9 +127,8 @@ func LiveHeap() uint64 {
 	return ms.HeapAlloc
 }
 
-// SetupController adds the ApiKey controller to mgr as cmd/main.go does:
-// its deadlines beyond the cache's replay left to the replay, with the given
-// rules and workers (0: the controller's default).
+// SetupController adds the ApiKey controller to mgr as cmd/main.go does,
+// with the given rules and workers (0: the controller's default).
 func SetupController(mgr ctrl.Manager, rules *policy.Policy, workers int) error {
 	return (&controller.ApiKeyReconciler{
 		Client:                  mgr.GetClient(),
@@ -137,6 +136,5 @@ func SetupController(mgr ctrl.Manager, rules *policy.Policy, workers int) error 
 		Recorder:                mgr.GetEventRecorder("apikey-operator"),
 		Policy:                  rules,
 		MaxConcurrentReconciles: workers,
-		Resync:                  controller.SyncPeriod,
 	}).SetupWithManager(mgr)
 }
