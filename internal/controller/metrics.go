@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -88,8 +89,10 @@ func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// cachedApiKeys are the ApiKeys in c's informer store, not copies: a List
-// would copy every ApiKey into a new slice on each scrape.
+// cachedApiKeys are the ApiKeys in c: its informer's store, not copies (a
+// List would copy every ApiKey into a new slice on each scrape), or, for a
+// cache whose informer keeps no single store (one limited to namespaces),
+// a List that does not deep-copy.
 func cachedApiKeys(c cache.Cache) []*apikeysv1alpha1.ApiKey {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -97,16 +100,23 @@ func cachedApiKeys(c cache.Cache) []*apikeysv1alpha1.ApiKey {
 	if err != nil {
 		return nil
 	}
-	store, ok := inf.(interface{ GetStore() toolscache.Store })
-	if !ok {
+	if store, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
+		objs := store.GetStore().List()
+		keys := make([]*apikeysv1alpha1.ApiKey, 0, len(objs))
+		for _, obj := range objs {
+			if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+				keys = append(keys, key)
+			}
+		}
+		return keys
+	}
+	var list apikeysv1alpha1.ApiKeyList
+	if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
-	objs := store.GetStore().List()
-	keys := make([]*apikeysv1alpha1.ApiKey, 0, len(objs))
-	for _, obj := range objs {
-		if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-			keys = append(keys, key)
-		}
+	keys := make([]*apikeysv1alpha1.ApiKey, len(list.Items))
+	for i := range list.Items {
+		keys[i] = &list.Items[i]
 	}
 	return keys
 }
