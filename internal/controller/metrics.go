@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -89,34 +91,45 @@ func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// cachedApiKeys are the ApiKeys in c: its informer's store, not copies (a
-// List would copy every ApiKey into a new slice on each scrape), or, for a
-// cache whose informer keeps no single store (one limited to namespaces),
-// a List that does not deep-copy.
+// cachedApiKeys are the ApiKeys in c, as cached (see forEachCached).
 func cachedApiKeys(c cache.Cache) []*apikeysv1alpha1.ApiKey {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	inf, err := c.GetInformer(ctx, &apikeysv1alpha1.ApiKey{}, cache.BlockUntilSynced(false))
+	var keys []*apikeysv1alpha1.ApiKey
+	_ = forEachCached(ctx, c, &apikeysv1alpha1.ApiKey{}, &apikeysv1alpha1.ApiKeyList{}, func(obj client.Object) {
+		if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+			keys = append(keys, key)
+		}
+	}, cache.BlockUntilSynced(false))
+	return keys
+}
+
+// forEachCached calls each with every object of obj's kind in c, as cached
+// (never to be changed): from its informer's store, or, for a cache whose
+// informer keeps no single store (one limited to namespaces), from a List
+// into list that does not deep-copy. Neither copies every object, as a
+// plain List would.
+func forEachCached(ctx context.Context, c cache.Cache, obj client.Object, list client.ObjectList,
+	each func(client.Object), opts ...cache.InformerGetOption) error {
+	inf, err := c.GetInformer(ctx, obj, opts...)
 	if err != nil {
-		return nil
+		return err
 	}
 	if store, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
-		objs := store.GetStore().List()
-		keys := make([]*apikeysv1alpha1.ApiKey, 0, len(objs))
-		for _, obj := range objs {
-			if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-				keys = append(keys, key)
+		for _, o := range store.GetStore().List() {
+			if co, ok := o.(client.Object); ok {
+				each(co)
 			}
 		}
-		return keys
-	}
-	var list apikeysv1alpha1.ApiKeyList
-	if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
-	keys := make([]*apikeysv1alpha1.ApiKey, len(list.Items))
-	for i := range list.Items {
-		keys[i] = &list.Items[i]
+	if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		return err
 	}
-	return keys
+	return meta.EachListItem(list, func(o runtime.Object) error {
+		if co, ok := o.(client.Object); ok {
+			each(co)
+		}
+		return nil
+	})
 }

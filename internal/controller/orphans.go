@@ -8,9 +8,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -68,9 +72,13 @@ func (c *RecordCollector) keyExists(ctx context.Context, ref apikeysv1alpha1.Api
 	return err == nil && string(m.UID) == ref.UID, err
 }
 
-// SetupWithManager reconciles every record (so a restart finds the orphans
-// left while the operator was down) and, when an ApiKey is deleted, the
-// records of that key.
+// SetupWithManager reconciles the records of each ApiKey that is deleted,
+// each record created or changed while the operator runs, and, once at
+// start, the records whose key the cache does not hold (orphans left while
+// the operator was down). The records listed at start and the cache's
+// periodic replays of them are not queued: a queue that held every record
+// once keeps the memory of its peak, and only a record whose key is gone
+// needs the collector.
 func (c *RecordCollector) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &apikeysv1alpha1.ApiKeyRecord{}, recordsByKeyUID,
 		func(obj client.Object) []string {
@@ -78,11 +86,49 @@ func (c *RecordCollector) SetupWithManager(mgr ctrl.Manager) error {
 		}); err != nil {
 		return err
 	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		c.collectAtStart(ctx, mgr.GetCache())
+		return nil
+	})); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&apikeysv1alpha1.ApiKeyRecord{}).
+		For(&apikeysv1alpha1.ApiKeyRecord{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return e.ObjectOld.GetResourceVersion() != e.ObjectNew.GetResourceVersion()
+			},
+		})).
 		Watches(&apikeysv1alpha1.ApiKey{}, handler.Funcs{DeleteFunc: c.enqueueRecordsOf}).
 		Named("apikeyrecord-collector").
 		Complete(c)
+}
+
+// collectAtStart reconciles, once the cache has synced, every record whose
+// key the cache does not hold by UID, reading the cache without copying it.
+func (c *RecordCollector) collectAtStart(ctx context.Context, objects cache.Cache) {
+	log := ctrl.LoggerFrom(ctx).WithName("apikeyrecord-collector")
+	keys := map[types.UID]bool{}
+	if err := forEachCached(ctx, objects, &apikeysv1alpha1.ApiKey{}, &apikeysv1alpha1.ApiKeyList{},
+		func(obj client.Object) { keys[obj.GetUID()] = true }); err != nil {
+		log.Error(err, "Could not read the cached ApiKeys; orphans are collected when the operator next starts")
+		return
+	}
+	var orphans []string
+	if err := forEachCached(ctx, objects, &apikeysv1alpha1.ApiKeyRecord{}, &apikeysv1alpha1.ApiKeyRecordList{},
+		func(obj client.Object) {
+			if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok && !keys[types.UID(rec.Spec.ApiKey.UID)] {
+				orphans = append(orphans, rec.Name)
+			}
+		}); err != nil {
+		log.Error(err, "Could not read the cached records; orphans are collected when the operator next starts")
+		return
+	}
+	for _, name := range orphans {
+		if _, err := c.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}); err != nil {
+			log.Error(err, "Could not collect a record at start", "record", name)
+		}
+	}
 }
 
 // enqueueRecordsOf queues the records of a deleted ApiKey.
@@ -90,7 +136,7 @@ func (c *RecordCollector) enqueueRecordsOf(ctx context.Context, e event.DeleteEv
 	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	var records apikeysv1alpha1.ApiKeyRecordList
 	if err := c.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(e.Object.GetUID())}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Could not list the records of a deleted ApiKey; they are collected on the next resync",
+		ctrl.LoggerFrom(ctx).Error(err, "Could not list the records of a deleted ApiKey; they are collected when the operator next starts",
 			"namespace", e.Object.GetNamespace(), "name", e.Object.GetName())
 		return
 	}
