@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"sort"
 	"syscall"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 )
 
 // admissionCost is what admission cost the ApiKey creates of one section,
@@ -323,4 +326,31 @@ func (t cpuTimes) sub(b cpuTimes) cpuTimes {
 func (t cpuTimes) per(n int) cpuTimes {
 	d := time.Duration(n)
 	return cpuTimes{apiServer: t.apiServer / d, etcd: t.etcd / d, bench: t.bench / d}
+}
+
+// profileAPIServer starts a CPU profile of kube-apiserver (its
+// /debug/pprof/profile, on by default) and returns a function that waits
+// for it and writes it to path. The profile covers the minute from now
+// (kube-apiserver answers only at its end, so a shorter run waits for it).
+func (e *env) profileAPIServer(ctx context.Context, path string) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cs, err := kubernetes.NewForConfig(e.cfg)
+		if err != nil {
+			harness.Progress("  kube-apiserver profile: %v", err)
+			return
+		}
+		raw, err := cs.Discovery().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", "60").Timeout(2 * time.Minute).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(path, raw, 0o600)
+		}
+		if err != nil {
+			harness.Progress("  kube-apiserver profile: %v", err)
+			return
+		}
+		harness.Progress("  wrote kube-apiserver's CPU profile to %s", path)
+	}()
+	return func() { <-done }
 }

@@ -136,6 +136,10 @@ func measureIssue(ctx context.Context, c config, e *env, auth *authserver.Server
 		return err
 	}
 	baseline := auth.Index().Len()
+	if c.apiServerProfile != "" {
+		wait := e.profileAPIServer(ctx, c.apiServerProfile)
+		defer wait()
+	}
 	cpu0, cpuErr := e.cpuNow(ctx)
 	start := time.Now()
 

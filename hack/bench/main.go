@@ -26,7 +26,10 @@ type config struct {
 	sections   map[string]bool
 	logFile    string
 	cpuProfile string
-	memProfile string
+	// apiServerProfile receives kube-apiserver's CPU profile of the bulk
+	// issuance run.
+	apiServerProfile string
+	memProfile       string
 
 	microCount     int
 	microBenchtime string
@@ -65,6 +68,8 @@ func parseFlags() config {
 	flag.StringVar(&sections, "sections", strings.Join(allSections, ","),
 		"Comma-separated sections to run: "+strings.Join(allSections, ", ")+".")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "Write a CPU profile of the whole run (this process) to this file.")
+	flag.StringVar(&c.apiServerProfile, "apiserver-cpuprofile", "",
+		"Write kube-apiserver's CPU profile of the bulk issuance run (its /debug/pprof) to this file.")
 	flag.StringVar(&c.memProfile, "heapprofile", "",
 		"Write a heap profile taken while the memory section's auth server holds the most records.")
 	flag.StringVar(&c.logFile, "log", "", "File for controller-runtime, client-go and server logs (default: a temporary file).")

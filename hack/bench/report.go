@@ -459,7 +459,7 @@ func (r *report) heapView() *heapView {
 
 // notSettings are flags that do not change what is measured (and
 // -kubeconfig, which controller-runtime registers in every program).
-var notSettings = []string{"out", "log", "cpuprofile", "heapprofile", "kubeconfig"}
+var notSettings = []string{"out", "log", "cpuprofile", "apiserver-cpuprofile", "heapprofile", "kubeconfig"}
 
 // settings is the command line's flags with their values.
 func settings() string {
