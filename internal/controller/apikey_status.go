@@ -58,14 +58,10 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 }
 
 // deleteUnnamed deletes what the pass revoked or retired, now that status
-// no longer names it. Revocation asks the API server to select the key's
-// records, so a record the cache has not seen yet is not missed.
+// no longer names it.
 func (r *ApiKeyReconciler) deleteUnnamed(ctx context.Context, p *pass) error {
-	if p.revoked {
-		return r.deleteRecords(ctx, p.key)
-	}
-	for i := range p.retiring {
-		if err := r.deleteRecord(ctx, p.key, &p.retiring[i]); err != nil {
+	for _, gone := range [][]apikeysv1alpha1.ApiKeyRecord{p.revoked, p.retiring} {
+		if err := r.deleteAll(ctx, p.key, gone); err != nil {
 			return err
 		}
 	}

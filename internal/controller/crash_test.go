@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
@@ -83,6 +85,62 @@ var _ = Describe("Recovering from a crash", func() {
 		}
 	})
 })
+
+// Revocation at scale: deleting or revoking a key deletes its records one by
+// one, by name, from what the controller knows, and never asks kube-apiserver
+// to select them: a deletecollection by label is matched against every
+// record in the cluster (about 200 ms of kube-apiserver time at 100k records,
+// docs/scale.md).
+var _ = Describe("Deleting the records of a key", func() {
+	It("deletes a deleted key's records by name, reading nothing past the cache", func() {
+		key := newCrashKey()
+		restart(key)
+		Expect(recordsOf(key)).To(HaveLen(1))
+		Expect(k8sClient.Delete(ctx, fetch(key))).To(Succeed())
+
+		reads, collections := passCounting(key, testPolicy)
+		err := k8sClient.Get(ctx, client.ObjectKeyFromObject(key), &apikeysv1alpha1.ApiKey{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the finalizer was not removed")
+		Expect(recordsOf(key)).To(BeEmpty())
+		Expect(collections).To(BeZero(), "the records were selected by kube-apiserver (deletecollection)")
+		Expect(reads).To(BeZero(), "the deletion read the API server directly")
+	})
+
+	It("deletes a revoked key's records by name, reading nothing past the cache", func() {
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "revoke-" + rand.String(6)},
+			Spec: apikeysv1alpha1.ApiKeySpec{TTL: &metav1.Duration{Duration: 2 * time.Hour}}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		restart(key)
+		Expect(recordsOf(key)).To(HaveLen(1))
+
+		// The operator restarts with a --max-ttl the key now breaks.
+		stricter := policy.New(policy.Options{MaxTTL: time.Hour})
+		reads, collections := passCounting(key, stricter)
+		Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled)).To(HaveField("Status", metav1.ConditionTrue))
+		Expect(recordsOf(key)).To(BeEmpty())
+		Expect(collections).To(BeZero(), "the records were selected by kube-apiserver (deletecollection)")
+		Expect(reads).To(BeZero(), "the revocation read the API server directly")
+	})
+})
+
+// passCounting runs one pass on key of a reconciler with policy p, and
+// counts its reads past the cache and the deletecollections it sent.
+func passCounting(key *apikeysv1alpha1.ApiKey, p *policy.Policy) (reads, collections int) {
+	GinkgoHelper()
+	c := newCrash(-1)
+	r := newCrashReconciler(c)
+	r.Policy = p
+	r.APIReader = countingReads(c.newClient(), &reads)
+	r.Client = interceptor.NewClient(c.newClient(), interceptor.Funcs{
+		DeleteAllOf: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteAllOfOption) error {
+			collections++
+			return cl.DeleteAllOf(ctx, obj, opts...)
+		},
+	})
+	_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+	Expect(err).NotTo(HaveOccurred())
+	return reads, collections
+}
 
 // Rotation under crashes (docs/apikey.md, Rotation): the same sweep across every write of
 // a rotation, with and without a grace period.

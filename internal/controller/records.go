@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -38,13 +39,12 @@ func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1
 // stayed out of the cache too long. (Issuance asks again before it could
 // mint a second token, see mint.)
 func (r *ApiKeyReconciler) observeRecords(ctx context.Context, p *pass) error {
-	records, err := r.listRecords(ctx, p.key, false)
+	records, fromAPIServer, err := r.knownRecords(ctx, p.key, p.now)
 	if err != nil {
 		return err
 	}
-	records, stale := r.created.merge(p.key.UID, records, p.now)
 	p.setRecords(records)
-	if named := p.base.Status.RecordName; stale || (named != "" && findRecord(p.records, named) == nil) {
+	if named := p.base.Status.RecordName; !fromAPIServer && named != "" && findRecord(p.records, named) == nil {
 		if records, err = r.listRecords(ctx, p.key, true); err != nil {
 			return err
 		}
@@ -52,6 +52,22 @@ func (r *ApiKeyReconciler) observeRecords(ctx context.Context, p *pass) error {
 	}
 	p.forgery = checkStatus(p)
 	return nil
+}
+
+// knownRecords is key's records as the cache shows them, with those this
+// process created that it does not show yet; from the API server instead
+// (fromAPIServer) if one of those has stayed out of the cache too long.
+func (r *ApiKeyReconciler) knownRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey,
+	now time.Time) (records []apikeysv1alpha1.ApiKeyRecord, fromAPIServer bool, err error) {
+	if records, err = r.listRecords(ctx, key, false); err != nil {
+		return nil, false, err
+	}
+	records, stale := r.created.merge(key.UID, records, now)
+	if !stale {
+		return records, false, nil
+	}
+	records, err = r.listRecords(ctx, key, true)
+	return records, true, err
 }
 
 // checkStatus compares what status says of the live token with the records
