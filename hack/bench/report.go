@@ -284,6 +284,42 @@ type httpView struct {
 type perRequestView struct {
 	Bare, Ours, Extra float64
 	InProcess         *struct{ NsOp, Allocs, BOp float64 }
+	// OverHTTP is BenchmarkOverHTTP's bytes allocated and CPU time per
+	// request: the bare handler, a bare handler that writes the same five
+	// headers, and the auth server.
+	OverHTTP *overHTTPView
+}
+
+// overHTTPView is BenchmarkOverHTTP's three cases, and whether the auth
+// server allocates no more than the bare handler with the same headers
+// (within 64 B per request).
+type overHTTPView struct {
+	Bare, WithHeaders, Ours httpCost
+	HeadersOnly             bool
+}
+
+// httpCost is one BenchmarkOverHTTP case: B/op and cpu-ns/op, medians.
+type httpCost struct{ BOp, CPUNs float64 }
+
+// overHTTPCosts reads BenchmarkOverHTTP's three cases; nil if one is
+// missing.
+func overHTTPCosts(m *microResult) *overHTTPView {
+	var costs [3]httpCost
+	for i, name := range []string{"bare", "bare-with-headers", "forward-auth"} {
+		b := m.find("authserver", "BenchmarkOverHTTP/"+name)
+		if b == nil {
+			return nil
+		}
+		bytes, okB := b.median("B/op")
+		cpu, okC := b.median("cpu-ns/op")
+		if !okB || !okC {
+			return nil
+		}
+		costs[i] = httpCost{BOp: bytes, CPUNs: cpu}
+	}
+	v := &overHTTPView{Bare: costs[0], WithHeaders: costs[1], Ours: costs[2]}
+	v.HeadersOnly = v.Ours.BOp <= v.WithHeaders.BOp+64
+	return v
 }
 
 func (r *report) httpView(c config) *httpView {
@@ -308,6 +344,7 @@ func (r *report) httpView(c config) *httpView {
 				bytes, _ := b.median("B/op")
 				v.PerRequest.InProcess = &struct{ NsOp, Allocs, BOp float64 }{ns, allocs, bytes}
 			}
+			v.PerRequest.OverHTTP = overHTTPCosts(r.micro)
 		}
 	}
 	return v
