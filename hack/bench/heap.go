@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -26,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/etcdgw"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
@@ -273,8 +271,7 @@ func indexOnlyPerKey(n int) (float64, error) {
 // 100k keys within its budget (one transaction per batch of keys, rather
 // than three API requests per key).
 type etcdLoader struct {
-	url    string
-	client *http.Client
+	etcd *etcdgw.Gateway
 	// owner is spec.owner as the mutating webhook stamps it on create.
 	owner *apikeysv1alpha1.Owner
 	// keep is how many keys, from number 0, have their tokens kept in
@@ -297,8 +294,7 @@ func (e *env) newEtcdLoader(ctx context.Context, c config, revocation bool) (*et
 		return nil, err
 	}
 	l := &etcdLoader{
-		url:    e.testEnv.ControlPlane.Etcd.URL.String(),
-		client: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		etcd:   etcdgw.New(e.testEnv.ControlPlane.Etcd.URL.String(), time.Minute),
 		owner:  owner,
 		tokens: map[int]string{},
 	}
@@ -352,7 +348,7 @@ func (l *etcdLoader) writeKeys(ctx context.Context, c config, ns string, first, 
 	// A batch in flight uses ctx: a deadline must not cut a key from its
 	// record half way (a transaction is all or nothing anyway).
 	batches, err := parallel(dctx, c.createWorkers, (n+etcdBatch-1)/etcdBatch, func(b int) error {
-		var puts []etcdPut
+		var puts []etcdgw.KeyValue
 		for i := first + b*etcdBatch; i < first+(b+1)*etcdBatch; i++ {
 			objs, tok, err := heapObjects(ns, i, now, l.owner, c.heapWithKeys, c.heapKeyStatus)
 			if err != nil {
@@ -379,17 +375,10 @@ func (l *etcdLoader) writeKeys(ctx context.Context, c config, ns string, first, 
 	return batches * etcdBatch, err
 }
 
-// etcdPut is one object as the API server keeps it: its storage key and
-// its JSON.
-type etcdPut struct {
-	Key   []byte `json:"key"`
-	Value []byte `json:"value"`
-}
-
 // storedAs is obj's etcd key (under the API server's default /registry
 // prefix) and value. Custom resources are stored as JSON; a Secret is
 // normally protobuf, but the API server reads JSON just as well.
-func storedAs(obj client.Object) (etcdPut, error) {
+func storedAs(obj client.Object) (etcdgw.KeyValue, error) {
 	var key string
 	switch o := obj.(type) {
 	case *apikeysv1alpha1.ApiKey:
@@ -399,63 +388,22 @@ func storedAs(obj client.Object) (etcdPut, error) {
 	case *corev1.Secret:
 		key = "/registry/secrets/" + o.Namespace + "/" + o.Name
 	default:
-		return etcdPut{}, fmt.Errorf("no storage key for %T", obj)
+		return etcdgw.KeyValue{}, fmt.Errorf("no storage key for %T", obj)
 	}
 	value, err := json.Marshal(obj)
-	return etcdPut{Key: []byte(key), Value: value}, err
+	return etcdgw.KeyValue{Key: []byte(key), Value: value}, err
 }
 
-// putRetrying is put, tried again when etcd answers that the request timed
-// out (a busy 2-core machine): the puts are idempotent, so a transaction
-// that did apply after all is harmless to repeat.
-func (l *etcdLoader) putRetrying(ctx context.Context, puts []etcdPut) error {
+// putRetrying writes puts in one transaction, tried again when etcd answers
+// that the request timed out (a busy 2-core machine).
+func (l *etcdLoader) putRetrying(ctx context.Context, puts []etcdgw.KeyValue) error {
 	var err error
 	for range 3 {
-		if err = l.put(ctx, puts); !errors.Is(err, errEtcdUnavailable) {
+		if err = l.etcd.PutAll(ctx, puts); !errors.Is(err, etcdgw.ErrUnavailable) {
 			return err
 		}
 	}
 	return err
-}
-
-// errEtcdUnavailable is etcd's 503, which it answers when a request timed
-// out inside it.
-var errEtcdUnavailable = errors.New("etcd unavailable")
-
-// put writes every object in one transaction.
-func (l *etcdLoader) put(ctx context.Context, puts []etcdPut) error {
-	type op struct {
-		RequestPut etcdPut `json:"requestPut"`
-	}
-	ops := make([]op, len(puts))
-	for i := range puts {
-		ops[i].RequestPut = puts[i]
-	}
-	body, err := json.Marshal(map[string][]op{"success": ops})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url+"/v3/kv/txn", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := l.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		return fmt.Errorf("%w: %s: %s", errEtcdUnavailable, resp.Status, answer)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("etcd refused a transaction: %s: %s", resp.Status, answer)
-	}
-	return nil
 }
 
 // heapKeyName is the name of the loader's key number i.

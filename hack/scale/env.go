@@ -22,6 +22,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/apikey-operator/apikey-operator/hack/internal/etcdgw"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -42,7 +43,7 @@ type env struct {
 	cfg     *rest.Config // admin, no client-side rate limit
 	client  client.Client
 	raw     rest.Interface // for lists timed without decoding, and /debug/pprof
-	etcd    *etcdGateway
+	etcd    *etcdgw.Gateway
 	version string // the control plane directory, e.g. 1.37.2-linux-amd64
 
 	apiserverPID, etcdPID int
@@ -77,7 +78,7 @@ func (e *env) connect(cfg *rest.Config) error {
 	}
 	e.raw = clientset.CoreV1().RESTClient()
 	etcdURL := e.testEnv.ControlPlane.Etcd.URL
-	e.etcd = newEtcdGateway(etcdURL.String())
+	e.etcd = etcdgw.New(etcdURL.String(), 5*time.Minute)
 	if e.etcdPID, err = pidOf("etcd", etcdURL.Host); err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/etcdgw"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -57,10 +58,10 @@ func identityFor(name, keyUID, recUID, secretUID, tok string) identity {
 // name, UIDs and a fresh token, and writes them straight into etcd, where
 // kube-apiserver's watch picks them up as if it had written them.
 type cloner struct {
-	etcd      *etcdGateway
+	etcd      *etcdgw.Gateway
 	workers   int
 	base      identity
-	templates map[kind]keyValue
+	templates map[kind]etcdgw.KeyValue
 	ids       []identity // ids[i] is key i's; the sample's own keys have none
 	first     int        // the first index that is a copy
 }
@@ -94,7 +95,7 @@ func newCloner(ctx context.Context, e *env, s *sampleResult, workers int) (*clon
 	}
 	tok := string(secret.Data[apikeysv1alpha1.SecretTokenKey])
 	base := identityFor(name, string(key.UID), string(rec.UID), string(secret.UID), tok)
-	c := &cloner{etcd: e.etcd, workers: workers, base: base, templates: map[kind]keyValue{}, first: s.keys}
+	c := &cloner{etcd: e.etcd, workers: workers, base: base, templates: map[kind]etcdgw.KeyValue{}, first: s.keys}
 	want := map[kind]string{
 		apikeyKind: apikeysPrefix + name,
 		recordKind: recordsPrefix + rec.Name,
@@ -148,16 +149,16 @@ func (c *cloner) replacer(id identity) (*strings.Replacer, error) {
 
 // copyOf is key i's object of kind k. It checks that nothing of the
 // template's identity is left in it.
-func (c *cloner) copyOf(k kind, i int) (keyValue, error) {
+func (c *cloner) copyOf(k kind, i int) (etcdgw.KeyValue, error) {
 	r, err := c.replacer(c.ids[i])
 	if err != nil {
-		return keyValue{}, err
+		return etcdgw.KeyValue{}, err
 	}
 	t := c.templates[k]
-	kv := keyValue{Key: []byte(r.Replace(string(t.Key))), Value: []byte(r.Replace(string(t.Value)))}
+	kv := etcdgw.KeyValue{Key: []byte(r.Replace(string(t.Key))), Value: []byte(r.Replace(string(t.Value)))}
 	for _, old := range []string{c.base.name, c.base.keyUID, c.base.hashHex} {
 		if bytes.Contains(kv.Value, []byte(old)) || bytes.Contains(kv.Key, []byte(old)) {
-			return keyValue{}, fmt.Errorf("a copy of the %s still holds the template's identity", k.name)
+			return etcdgw.KeyValue{}, fmt.Errorf("a copy of the %s still holds the template's identity", k.name)
 		}
 	}
 	return kv, nil
@@ -169,13 +170,13 @@ var issuanceOrder = []kind{secretKind, recordKind, apikeyKind}
 
 // load writes the objects of the given kinds for keys [from, to) into
 // etcd, key by key (each key's objects together, in the order given), in
-// transactions of up to maxTxnOps puts, c.workers at a time.
+// transactions of up to etcdgw.MaxTxnOps puts, c.workers at a time.
 func (c *cloner) load(ctx context.Context, ks []kind, from, to int) error {
 	if err := c.grow(to); err != nil {
 		return err
 	}
 	from = max(from, c.first)
-	perTxn := maxTxnOps / len(ks)
+	perTxn := etcdgw.MaxTxnOps / len(ks)
 	batches := make(chan [2]int)
 	errs := make([]error, c.workers)
 	var wg sync.WaitGroup
@@ -198,7 +199,7 @@ func (c *cloner) load(ctx context.Context, ks []kind, from, to int) error {
 }
 
 func (c *cloner) put(ctx context.Context, ks []kind, lo, hi int) error {
-	kvs := make([]keyValue, 0, (hi-lo)*len(ks))
+	kvs := make([]etcdgw.KeyValue, 0, (hi-lo)*len(ks))
 	for i := lo; i < hi; i++ {
 		for _, k := range ks {
 			kv, err := c.copyOf(k, i)
@@ -208,7 +209,7 @@ func (c *cloner) put(ctx context.Context, ks []kind, lo, hi int) error {
 			kvs = append(kvs, kv)
 		}
 	}
-	return c.etcd.putAll(ctx, kvs)
+	return c.etcd.PutAll(ctx, kvs)
 }
 
 // dump writes the template ApiKey and ApiKeyRecord, as etcd holds them,

@@ -45,7 +45,7 @@ type point struct {
 func (e *env) measurePoint(ctx context.Context, kind string, keys int) (point, error) {
 	p := point{kind: kind, keys: keys}
 	var err error
-	if p.db, err = e.etcd.compactDefrag(ctx); err != nil {
+	if p.db, err = e.etcd.CompactDefrag(ctx); err != nil {
 		return p, err
 	}
 	begin := time.Now()

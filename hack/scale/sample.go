@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/hack/internal/etcdgw"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 )
 
@@ -45,7 +46,7 @@ type sizeStats struct {
 	minValue, maxValue   int
 }
 
-func statsOf(kvs []keyValue) sizeStats {
+func statsOf(kvs []etcdgw.KeyValue) sizeStats {
 	s := sizeStats{count: len(kvs)}
 	if len(kvs) == 0 {
 		return s
@@ -75,7 +76,7 @@ type sampleResult struct {
 	dbBefore, dbAfter int64
 	// stored is every stored object of the sample after the flush; the
 	// copies are made from these.
-	stored map[string][]keyValue
+	stored map[string][]etcdgw.KeyValue
 }
 
 // runSample issues c.sample keys through admission and the controller,
@@ -87,7 +88,7 @@ func runSample(ctx context.Context, c config, e *env) (*sampleResult, error) {
 		return nil, err
 	}
 	var err error
-	if res.dbBefore, err = e.etcd.compactDefrag(ctx); err != nil {
+	if res.dbBefore, err = e.etcd.CompactDefrag(ctx); err != nil {
 		return nil, err
 	}
 	op, err := e.startOperator(ctx, c)
@@ -103,7 +104,7 @@ func runSample(ctx context.Context, c config, e *env) (*sampleResult, error) {
 	if err := errors.Join(err, op.Stop()); err != nil {
 		return nil, err
 	}
-	issued, err := e.etcd.rangePrefix(ctx, recordsPrefix)
+	issued, err := e.etcd.RangePrefix(ctx, recordsPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -111,12 +112,12 @@ func runSample(ctx context.Context, c config, e *env) (*sampleResult, error) {
 	if err := flushLastUse(ctx, e); err != nil {
 		return nil, err
 	}
-	if res.dbAfter, err = e.etcd.compactDefrag(ctx); err != nil {
+	if res.dbAfter, err = e.etcd.CompactDefrag(ctx); err != nil {
 		return nil, err
 	}
-	res.stored = map[string][]keyValue{}
+	res.stored = map[string][]etcdgw.KeyValue{}
 	for _, prefix := range []string{apikeysPrefix, recordsPrefix, secretsPrefix, eventsPrefix} {
-		if res.stored[prefix], err = e.etcd.rangePrefix(ctx, prefix); err != nil {
+		if res.stored[prefix], err = e.etcd.RangePrefix(ctx, prefix); err != nil {
 			return nil, err
 		}
 	}

@@ -1,4 +1,8 @@
-package main
+// Package etcdgw talks to etcd's gRPC-JSON gateway (on by default on the
+// client URL): the same calls etcdctl makes, without adding etcd's Go
+// client to the modules that measure the control plane. hack/scale reads
+// and grows etcd with it; hack/bench loads keys straight into it.
+package etcdgw
 
 import (
 	"bytes"
@@ -12,20 +16,24 @@ import (
 	"time"
 )
 
-// etcdGateway talks to etcd's gRPC-JSON gateway (on by default on the
-// client URL): the same calls etcdctl makes, without adding etcd's Go client
-// to the module.
-type etcdGateway struct {
+// Gateway is one etcd's gateway.
+type Gateway struct {
 	url    string // e.g. http://127.0.0.1:2379
 	client *http.Client
 }
 
-func newEtcdGateway(url string) *etcdGateway {
-	return &etcdGateway{url: url, client: &http.Client{Timeout: 5 * time.Minute}}
+// New is a gateway for etcd at url, whose calls give up after timeout.
+func New(url string, timeout time.Duration) *Gateway {
+	return &Gateway{url: url, client: &http.Client{Timeout: timeout,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 }
 
+// ErrUnavailable is etcd's 503, which it answers when a request timed out
+// inside it (a busy machine); the call may be repeated.
+var ErrUnavailable = errors.New("etcd unavailable")
+
 // call posts req as JSON to path and decodes the answer into resp.
-func (g *etcdGateway) call(ctx context.Context, path string, req, resp any) error {
+func (g *Gateway) call(ctx context.Context, path string, req, resp any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -44,10 +52,12 @@ func (g *etcdGateway) call(ctx context.Context, path string, req, resp any) erro
 	if err != nil {
 		return err
 	}
-	if res.StatusCode != http.StatusOK {
+	switch {
+	case res.StatusCode == http.StatusServiceUnavailable:
+		return fmt.Errorf("%w: %s: %s", ErrUnavailable, path, bytes.TrimSpace(data))
+	case res.StatusCode != http.StatusOK:
 		return fmt.Errorf("etcd %s: %s: %s", path, res.Status, bytes.TrimSpace(data))
-	}
-	if resp == nil {
+	case resp == nil:
 		return nil
 	}
 	return json.Unmarshal(data, resp)
@@ -59,15 +69,12 @@ type header struct {
 	Revision string `json:"revision"`
 }
 
-// status is etcd's view of its own database: dbSize is the bbolt file,
-// free pages included, which the quota (--quota-backend-bytes) is checked
-// against.
-type status struct {
-	DBSize string `json:"dbSize"`
-}
-
-func (g *etcdGateway) dbSize(ctx context.Context) (int64, error) {
-	var s status
+// DBSize is etcd's database file, free pages included: what the quota
+// (--quota-backend-bytes) is checked against.
+func (g *Gateway) DBSize(ctx context.Context) (int64, error) {
+	var s struct {
+		DBSize string `json:"dbSize"`
+	}
 	if err := g.call(ctx, "/v3/maintenance/status", struct{}{}, &s); err != nil {
 		return 0, err
 	}
@@ -83,11 +90,11 @@ const fieldKey = "key"
 // revisions.
 const compactRevKey = "compact_rev_key"
 
-// compactDefrag compacts etcd to its current revision as a kube-apiserver
+// CompactDefrag compacts etcd to its current revision as a kube-apiserver
 // compactor does (claiming compact_rev_key, so the API server's watch cache
 // learns of it), then rewrites the file without free pages. It returns the
 // database size, which then counts only the latest version of each key.
-func (g *etcdGateway) compactDefrag(ctx context.Context) (int64, error) {
+func (g *Gateway) CompactDefrag(ctx context.Context) (int64, error) {
 	var cur struct {
 		Header header `json:"header"`
 		Kvs    []struct {
@@ -122,23 +129,24 @@ func (g *etcdGateway) compactDefrag(ctx context.Context) (int64, error) {
 	if err := g.call(ctx, "/v3/maintenance/defragment", struct{}{}, nil); err != nil {
 		return 0, err
 	}
-	return g.dbSize(ctx)
+	return g.DBSize(ctx)
 }
 
-// keyValue is one stored key and its value, as the gateway returns them.
-type keyValue struct {
+// KeyValue is one stored key and its value, as the gateway returns them:
+// the bytes kube-apiserver stored, JSON for custom resources, protobuf
+// (with the "k8s\x00" magic) for built-in kinds such as Secrets, though
+// kube-apiserver reads JSON for those too.
+type KeyValue struct {
 	Key   []byte `json:"key"`
 	Value []byte `json:"value"`
 }
 
-// rangePrefix returns every key under prefix with its value: the bytes
-// kube-apiserver stored, JSON for custom resources, protobuf (with the
-// "k8s\x00" magic) for built-in kinds such as Secrets.
-func (g *etcdGateway) rangePrefix(ctx context.Context, prefix string) ([]keyValue, error) {
+// RangePrefix returns every key under prefix with its value.
+func (g *Gateway) RangePrefix(ctx context.Context, prefix string) ([]KeyValue, error) {
 	end := []byte(prefix)
 	end[len(end)-1]++
 	var resp struct {
-		Kvs []keyValue `json:"kvs"`
+		Kvs []KeyValue `json:"kvs"`
 	}
 	req := map[string]any{fieldKey: []byte(prefix), "range_end": end}
 	if err := g.call(ctx, "/v3/kv/range", req, &resp); err != nil {
@@ -147,12 +155,14 @@ func (g *etcdGateway) rangePrefix(ctx context.Context, prefix string) ([]keyValu
 	return resp.Kvs, nil
 }
 
-// maxTxnOps is etcd's default --max-txn-ops: the most puts one transaction
+// MaxTxnOps is etcd's default --max-txn-ops: the most puts one transaction
 // may carry.
-const maxTxnOps = 128
+const MaxTxnOps = 128
 
-// putAll writes kvs in one transaction (at most maxTxnOps of them).
-func (g *etcdGateway) putAll(ctx context.Context, kvs []keyValue) error {
+// PutAll writes kvs in one transaction (at most MaxTxnOps of them). The
+// puts are idempotent, so a transaction repeated after ErrUnavailable is
+// harmless even if it did apply.
+func (g *Gateway) PutAll(ctx context.Context, kvs []KeyValue) error {
 	ops := make([]map[string]any, 0, len(kvs))
 	for _, kv := range kvs {
 		ops = append(ops, map[string]any{"request_put": map[string]any{fieldKey: kv.Key, "value": kv.Value}})
