@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -120,18 +121,42 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys 
 }
 
 // runScaleTrials revokes each key in turn, alternately by delete and by
-// suspension, and times the first 401. It stops if the load stops.
+// suspension, and times the first 401. Each trial starts once the
+// controller has finished with the one before (the key gone, or its status
+// saying Suspended), so that every revocation runs beside the load alone,
+// not beside the previous trials' writes. It stops if the load stops.
 func runScaleTrials(ctx context.Context, e *env, p *prober, keys []keptKey, bg *backgroundLoad, res *scaleRevokeResult) error {
 	res.revokeResult = alternateRevocations(len(keys), func(i int, suspend bool) (time.Duration, error) {
 		k := keys[i]
 		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}}
 		lat, err := e.timeRevocation(ctx, p, key, k.token, suspend)
+		if err == nil {
+			err = e.awaitSettled(ctx, key, suspend)
+		}
 		if err == nil && !bg.running() {
 			err = fmt.Errorf("the forward-auth load stopped: %v", bg.err)
 		}
 		return lat, err
 	})
 	return res.Err
+}
+
+// awaitSettled waits until the controller has finished with a revoked key:
+// a deleted one is gone (records deleted, finalizer removed), a suspended
+// one reports Suspended for its current generation.
+func (e *env) awaitSettled(ctx context.Context, key *apikeysv1alpha1.ApiKey, suspended bool) error {
+	return harness.PollUntil(ctx, 5*time.Millisecond, trialTimeout, func() (bool, error) {
+		got := &apikeysv1alpha1.ApiKey{}
+		err := e.client.Get(ctx, client.ObjectKeyFromObject(key), got)
+		switch {
+		case apierrors.IsNotFound(err):
+			return !suspended, nil
+		case err != nil:
+			return false, err
+		}
+		return suspended && got.Status.ObservedGeneration == got.Generation &&
+			meta.IsStatusConditionTrue(got.Status.Conditions, apikeysv1alpha1.ConditionSuspended), nil
+	})
 }
 
 // awaitDeleted waits until the deleted keys (every other one, from the
