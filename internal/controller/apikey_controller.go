@@ -59,7 +59,10 @@ type ApiKeyReconciler struct {
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/status,verbs=get;patch
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys/finalizers,verbs=update
-// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords,verbs=get;list;watch;create;patch;delete
+// deletecollection on records is no longer used; it stays for one release,
+// so that the previous release's controller, still leader during a rolling
+// update, can finalize keys with it.
+// +kubebuilder:rbac:groups=apikeys.dev,resources=apikeyrecords,verbs=get;list;watch;create;patch;delete;deletecollection
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -124,13 +127,12 @@ func (r *ApiKeyReconciler) finalize(ctx context.Context, key *apikeysv1alpha1.Ap
 	return client.IgnoreNotFound(r.Patch(ctx, key, patch))
 }
 
-// deleteAll deletes records, each by name: a deletecollection by label
-// would have kube-apiserver match the selector against every record in the
-// cluster, about 200 ms at 100k records for each deleted or revoked key. A
-// record the pass did not know (written moments ago, unseen by the cache)
-// is not missed: its watch event brings its key back to the controller,
-// which revokes it again, or, if the key is gone, to the record collector;
-// and the auth server refuses the token of a key that is deleting or gone.
+// deleteAll deletes records, each by name. Finalize passes those it knows:
+// a deletecollection by label would have kube-apiserver match the selector
+// against every record in the cluster, about 200 ms at 100k records for
+// each deleted key. A record the cache has not shown yet is not missed:
+// the auth server refuses the token of a key that is deleting or gone, and
+// once the key is gone the record collector deletes the record.
 func (r *ApiKeyReconciler) deleteAll(ctx context.Context, key *apikeysv1alpha1.ApiKey,
 	records []apikeysv1alpha1.ApiKeyRecord) error {
 	for i := range records {

@@ -58,14 +58,24 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 }
 
 // deleteUnnamed deletes what the pass revoked or retired, now that status
-// no longer names it.
+// no longer names it. A revoked key is neither deleting nor suspended, so
+// the auth server would go on accepting a record of it that the cache has
+// not shown yet (another replica's, written during a leader handover):
+// revocation asks the API server for the key's records. That List is
+// matched against every record in kube-apiserver, which a revocation (a
+// spec that broke a rule: rare) can afford; a deletion, whose tokens the
+// auth server refuses from the deletionTimestamp on, does not pay it.
 func (r *ApiKeyReconciler) deleteUnnamed(ctx context.Context, p *pass) error {
-	for _, gone := range [][]apikeysv1alpha1.ApiKeyRecord{p.revoked, p.retiring} {
-		if err := r.deleteAll(ctx, p.key, gone); err != nil {
+	if p.revoked {
+		records, err := r.listRecords(ctx, p.key, true)
+		if err != nil {
+			return err
+		}
+		if err := r.deleteAll(ctx, p.key, records); err != nil {
 			return err
 		}
 	}
-	return nil
+	return r.deleteAll(ctx, p.key, p.retiring)
 }
 
 // outcome is how a pass ended: stalled (only a change to the key can fix

@@ -45,9 +45,9 @@ type pass struct {
 	secretDeletedAt *metav1.Time
 	// validated: the spec follows every rule; the key may hold a token.
 	validated bool
-	// revoked are the key's records when its spec broke a rule: every one
-	// goes once status stops naming them (finishPass).
-	revoked []apikeysv1alpha1.ApiKeyRecord
+	// revoked: the spec breaks a rule, so every record of the key goes
+	// once status stops naming them (finishPass).
+	revoked bool
 	// retiring are records status still names that go once the status
 	// patch stops naming them (finishPass). A pass that retires one does
 	// not rotate, so a key never holds more than two tokens.
@@ -108,8 +108,8 @@ func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
 		return nil
 	}
 	if _, isStalled := asStalled(err); isStalled && len(p.records) > 0 {
-		p.revoked = p.records
 		p.setRecords(nil)
+		p.revoked = true
 	}
 	return err
 }
