@@ -87,13 +87,13 @@ func variants() []variant {
 		{
 			name: "kustomize config/default", namespace: "apikey-operator-system",
 			render:     func(t *testing.T) []byte { return kustomizeBuild(t, "config/default") },
-			authServer: true, ha: true,
+			authServer: true, ha: true, metricsCert: true,
 		},
 		{
 			// The committed one-file install: config/default for the release image.
 			name: "dist/install.yaml", namespace: "apikey-operator-system",
 			render:     func(t *testing.T) []byte { return readFile(t, "dist/install.yaml") },
-			authServer: true, ha: true,
+			authServer: true, ha: true, metricsCert: true,
 		},
 		{
 			name: "kustomize config/self-signed", namespace: "apikey-operator-system",
@@ -310,6 +310,53 @@ func withoutInstallChoices(t *testing.T, objs []*unstructured.Unstructured) []*u
 		out = append(out, u)
 	}
 	return out
+}
+
+// TestKustomizePrometheus: config/default with its [PROMETHEUS] section on
+// scrapes as the chart does: a token from a Secret, over TLS verified against
+// the metrics certificate every pod serves. Nothing in config/prometheus
+// skips verification.
+func TestKustomizePrometheus(t *testing.T) {
+	kustomize := tool(t, "KUSTOMIZE", "kustomize-*")
+	config := filepath.Join(t.TempDir(), "config")
+	must(t, os.CopyFS(config, os.DirFS(filepath.Join(repoRoot, "config"))))
+	path := filepath.Join(config, "default", "kustomization.yaml")
+	off, err := os.ReadFile(path)
+	must(t, err)
+	on := bytes.Replace(off, []byte("\n#- ../prometheus\n"), []byte("\n- ../prometheus\n"), 1)
+	if bytes.Equal(on, off) {
+		t.Fatal("config/default/kustomization.yaml has no `#- ../prometheus` line to uncomment")
+	}
+	must(t, os.WriteFile(path, on, 0o644))
+	r := newRendering(t, variant{
+		name: "kustomize config/default with ../prometheus", namespace: "apikey-operator-system",
+		render:     func(t *testing.T) []byte { return run(t, config, kustomize, "build", "default") },
+		authServer: true, ha: true, metricsCert: true,
+	})
+	r.checkWebhooks(t) // finds the serving certificate checkMetricsCert compares with
+	r.checkMetricsCert(t)
+	monitors := byKind(r.objs, "ServiceMonitor")
+	if len(monitors) != 1 {
+		t.Fatalf("want one ServiceMonitor, got %d", len(monitors))
+	}
+	endpoints, _, _ := unstructured.NestedSlice(monitors[0].Object, "spec", "endpoints")
+	if len(endpoints) == 0 {
+		t.Errorf("ServiceMonitor %s has no endpoints", monitors[0].GetName())
+	}
+	for _, e := range endpoints {
+		endpoint := e.(map[string]any)
+		if honor, _ := endpoint["honorLabels"].(bool); !honor {
+			t.Errorf("ServiceMonitor %s: an endpoint without honorLabels moves a key's namespace label to exported_namespace", monitors[0].GetName())
+		}
+		r.checkScrapeAuth(t, monitors[0].GetName(), endpoint)
+	}
+	files, err := filepath.Glob(filepath.Join(repoRoot, "config", "prometheus", "*.yaml"))
+	must(t, err)
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err != nil || bytes.Contains(b, []byte("insecureSkipVerify")) {
+			t.Errorf("%s mentions insecureSkipVerify (or is unreadable: %v)", f, err)
+		}
+	}
 }
 
 // TestKustomizeImage: `make deploy` and `make build-installer` set the image

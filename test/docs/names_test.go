@@ -70,6 +70,9 @@ var nameRows = []nameRow{
 		}
 		return names
 	}},
+	{"metrics certificate Secret, cert-manager", false, func(t *testing.T, r rendering) []string {
+		return []string{r.metricsSecret(t)}
+	}},
 	{"labels selecting the manager pods", false, func(t *testing.T, r rendering) []string {
 		return labelStrings(selector(r.deployment(t, false)))
 	}},
@@ -310,6 +313,27 @@ func (r rendering) serviceSelecting(t *testing.T, d *unstructured.Unstructured) 
 // servingSecret is the Secret the manager serves its certificate from:
 // mounted (cert-manager) or named by --webhook-cert-secret (self-signed).
 // The auth-only pods must read the same one.
+// metricsSecret is the Secret both Deployments mount as the metrics
+// server's certificate (volume metrics-certs).
+func (r rendering) metricsSecret(t *testing.T) string {
+	t.Helper()
+	secretOf := func(d *unstructured.Unstructured) string {
+		volumes, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+		for _, v := range volumes {
+			if name, ok, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName"); ok &&
+				v.(map[string]any)["name"] == "metrics-certs" {
+				return name
+			}
+		}
+		return ""
+	}
+	manager, auth := secretOf(r.deployment(t, false)), secretOf(r.deployment(t, true))
+	if manager != auth {
+		t.Errorf("%s: the manager serves /metrics from Secret %q, the auth-only pods from %q", r.name, manager, auth)
+	}
+	return manager
+}
+
 func (r rendering) servingSecret(t *testing.T) string {
 	t.Helper()
 	secretOf := func(d *unstructured.Unstructured) string {
