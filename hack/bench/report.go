@@ -256,7 +256,11 @@ func (r *report) microView() *microView {
 		case x.reference == "":
 			row.Ratio = "no SHA-256 benchmark"
 		default:
-			row.Name += " ÷ `" + x.reference + "`"
+			if x.paired {
+				row.Name += " ÷ " + x.reference
+			} else {
+				row.Name += " ÷ `" + x.reference + "`"
+			}
 			row.Ratio, row.Allocs, row.Result = fmt.Sprintf("%.2f×", x.ratio), num(x.allocs), x.verdict()
 		}
 		v.Ratios = append(v.Ratios, row)
@@ -685,11 +689,19 @@ func (r *report) microSummary() []summaryRow {
 		row := summaryRow{"verify in process, " + strings.TrimPrefix(v.name, "BenchmarkVerify/"), "missing", verifyTarget,
 			notMeasured}
 		if v.measured() {
-			row.Measured, row.Result = fmt.Sprintf("%.2f× SHA-256, %g allocs/op", v.ratio, v.allocs), v.verdict()
+			row.Measured, row.Result = fmt.Sprintf("%.2f× SHA-256%s, %g allocs/op", v.ratio, pairedNote(v.paired), v.allocs),
+				v.verdict()
 		}
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+func pairedNote(paired bool) string {
+	if paired {
+		return " (paired)"
+	}
+	return ""
 }
 
 func (r *report) httpSummary() []summaryRow {
