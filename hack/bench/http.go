@@ -11,9 +11,11 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +32,10 @@ import (
 type httpResult struct {
 	closed           []closedRound
 	bareRPS, oursRPS float64 // medians over rounds
+	// headersRPS is the median of the bare handler that answers with the
+	// auth server's five identity headers: what net/http's header handling
+	// alone costs at this load. Not judged.
+	headersRPS float64
 
 	openRate           float64 // offered load, requests per second
 	open               []openRound
@@ -38,7 +44,7 @@ type httpResult struct {
 	err error
 }
 
-type closedRound struct{ Bare, Ours float64 }
+type closedRound struct{ Bare, Headers, Ours float64 }
 
 type openRound struct {
 	Bare, Ours         latencies
@@ -91,6 +97,10 @@ func measureHTTP(c config, logs *os.File, res *httpResult) error {
 	index.MarkSynced()
 	ours := authserver.NewServer(index, authserver.Options{}).Handler()
 	bare := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	withHeaders, err := bareWithHeaders(ours, tokens[0])
+	if err != nil {
+		return err
+	}
 
 	errLog := log.New(logs, "bench-http ", log.LstdFlags)
 	bareSrv, err := serveLabelled("bare", bare, serverTLS, errLog)
@@ -103,32 +113,66 @@ func measureHTTP(c config, logs *os.File, res *httpResult) error {
 		return err
 	}
 	defer func() { _ = oursSrv.Close() }()
+	headersSrv, err := serveLabelled("headers", withHeaders, serverTLS, errLog)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = headersSrv.Close() }()
 
 	bareT := newTarget("bare", bareSrv.Addr, tokens, c.httpConns)
 	oursT := newTarget("ours", oursSrv.Addr, tokens, c.httpConns)
+	headersT := newTarget("headers", headersSrv.Addr, tokens, c.httpConns)
 	lg := &loadGenerator{tls: clientTLS, maxRequests: c.httpMaxRequests}
 
-	// Warm up both (TLS session, GC, CPU frequency) and check that the auth
-	// server really says 200 to every connection's token.
-	for _, t := range []*target{bareT, oursT} {
+	// Warm up every server (TLS session, GC, CPU frequency) and check that
+	// the auth server really says 200 to every connection's token.
+	for _, t := range []*target{bareT, headersT, oursT} {
 		if _, err := lg.closedLoop(t, c.httpWarmup); err != nil {
 			return fmt.Errorf("warming up %s: %w", t.name, err)
 		}
 	}
-	if err := measureClosed(c, lg, bareT, oursT, res); err != nil {
+	if err := measureClosed(c, lg, bareT, headersT, oursT, res); err != nil {
 		return err
 	}
 	return measureOpen(c, lg, bareT, oursT, res)
 }
 
-// measureClosed runs the rounds of closed-loop (max throughput) load,
-// alternating which server goes first.
-func measureClosed(c config, lg *loadGenerator, bareT, oursT *target, res *httpResult) error {
-	var bares, ourss []float64
+// bareWithHeaders is the bare handler answering with the five identity
+// headers ours gives tok's key: net/http's work for them (a header map per
+// response, its copy when the status is written, the sorted write) and
+// nothing of the auth server's own.
+func bareWithHeaders(ours http.Handler, tok string) (http.Handler, error) {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/auth", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	ours.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		return nil, fmt.Errorf("the auth server answered %d to a valid token", rec.Code)
+	}
+	names := []string{authserver.HeaderUser, authserver.HeaderGroups, authserver.HeaderScopes,
+		authserver.HeaderName, authserver.HeaderNamespace}
+	values := make([][]string, len(names))
+	for i, name := range names {
+		values[i] = slices.Clip(rec.Header().Values(name))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		for i, name := range names {
+			h[name] = values[i]
+		}
+		w.WriteHeader(http.StatusOK)
+	}), nil
+}
+
+// measureClosed runs the rounds of closed-loop (max throughput) load on
+// the bare handler and the auth server, alternating which goes first, with
+// the bare handler that writes the headers between them.
+func measureClosed(c config, lg *loadGenerator, bareT, headersT, oursT *target, res *httpResult) error {
+	var bares, headerss, ourss []float64
 	for round := range c.httpRounds {
 		var r closedRound
 		var bareCPU, oursCPU time.Duration // process CPU per request
-		for _, t := range ordered(round, bareT, oursT) {
+		for _, t := range ordered(round, bareT, headersT, oursT) {
 			cpu := processCPU()
 			var rps float64
 			var err error
@@ -139,21 +183,25 @@ func measureClosed(c config, lg *loadGenerator, bareT, oursT *target, res *httpR
 				return fmt.Errorf("closed loop on %s: %w", t.name, err)
 			}
 			perRequest := time.Duration(float64(processCPU()-cpu) / (rps * c.httpClosed.Seconds()))
-			if t == bareT {
+			switch t {
+			case bareT:
 				r.Bare, bareCPU = rps, perRequest
-			} else {
+			case headersT:
+				r.Headers = rps
+			default:
 				r.Ours, oursCPU = rps, perRequest
 			}
 		}
 		// CPU per request (this process: servers and generator, and a
 		// round's 32 handshakes) is a steadier comparison than throughput
 		// when other tenants share the machine.
-		harness.Progress("  closed loop round %d: bare %.0f req/s, auth server %.0f req/s; CPU per request bare %s, auth server %s",
-			round+1, r.Bare, r.Ours, bareCPU.Round(10*time.Nanosecond), oursCPU.Round(10*time.Nanosecond))
+		harness.Progress("  closed loop round %d: bare %.0f req/s, with headers %.0f, auth server %.0f req/s; "+
+			"CPU per request bare %s, auth server %s", round+1, r.Bare, r.Headers, r.Ours,
+			bareCPU.Round(10*time.Nanosecond), oursCPU.Round(10*time.Nanosecond))
 		res.closed = append(res.closed, r)
-		bares, ourss = append(bares, r.Bare), append(ourss, r.Ours)
+		bares, headerss, ourss = append(bares, r.Bare), append(headerss, r.Headers), append(ourss, r.Ours)
 	}
-	res.bareRPS, res.oursRPS = median(bares), median(ourss)
+	res.bareRPS, res.headersRPS, res.oursRPS = median(bares), median(headerss), median(ourss)
 	return nil
 }
 
@@ -196,13 +244,15 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// ordered puts bare first in even rounds and second in odd ones, so drift
-// over the run (thermal, other tenants) does not favour either.
-func ordered(round int, bare, ours *target) []*target {
-	if round%2 == 0 {
-		return []*target{bare, ours}
+// ordered gives the targets in their order in even rounds and reversed in
+// odd ones, so drift over the run (thermal, other tenants) favours neither
+// the first nor the last.
+func ordered(round int, targets ...*target) []*target {
+	if round%2 == 1 {
+		targets = slices.Clone(targets)
+		slices.Reverse(targets)
 	}
-	return []*target{ours, bare}
+	return targets
 }
 
 // benchTLS writes a CA and serving certificate for 127.0.0.1 and returns the
