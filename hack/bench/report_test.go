@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMarkdown renders the report with no section run, and with every
@@ -59,5 +60,25 @@ func TestHTTPHeadersServer(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("the report lacks %q", want)
 		}
+	}
+}
+
+// TestScaleRevocationSplit: trials that watched the index in process say
+// when it refused the token, apart from the first 401.
+func TestScaleRevocationSplit(t *testing.T) {
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	trials := latencies{N: 100, P50: ms(4), P99: ms(23), Max: ms(24)}
+	r := &report{heap: &heapResult{Combined: &heapResult{Mode: combinedMode}, Revoke: &scaleRevokeResult{
+		revokeResult: revokeResult{Deleted: trials, Suspended: trials, All: trials,
+			Indexed: latencies{N: 100, P50: ms(-0.5), P99: ms(19), Max: ms(20)}},
+		Keys: 100000,
+	}}}
+	md, err := r.markdown(config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "It refused it -0.50 ms (p50), +19.00 ms (p99), +20.00 ms (max) after the API call returned"
+	if !strings.Contains(md, want) {
+		t.Errorf("the report lacks %q", want)
 	}
 }

@@ -61,17 +61,20 @@ func runScaleRevoke(ctx context.Context, c config, e *env, url string, auth *aut
 	res := &scaleRevokeResult{Keys: auth.Index().Len(), MaxRPS: maxRPS, MaxFromHTTP: maxRPS > 0, Conns: c.httpConns}
 	harness.Progress("  revocation → 401 on this manager (%d keys indexed): %d delete + %d suspend trials under forward-auth load",
 		res.Keys, c.revokeScaleTrials, c.revokeScaleTrials)
-	res.Err = measureScaleRevoke(ctx, c, e, url, keys, res)
+	res.Err = measureScaleRevoke(ctx, c, e, url, auth.Index(), keys, res)
 	if res.Err != nil {
 		harness.Progress("  failed: %v", res.Err)
 		return res
 	}
-	harness.Progress("  p50 %s, p99 %s, max %s over %d trials; load %.0f req/s offered (this manager's max %.0f), %.0f answered, p99 %s",
-		res.All.P50, res.All.P99, res.All.Max, res.All.N, res.Offered, res.HereRPS, res.Achieved, res.Load.P99)
+	harness.Progress("  p50 %s, p99 %s, max %s over %d trials (the index refused p50 %s, p99 %s); "+
+		"load %.0f req/s offered (this manager's max %.0f), %.0f answered, p99 %s",
+		res.All.P50, res.All.P99, res.All.Max, res.All.N, res.Indexed.P50, res.Indexed.P99,
+		res.Offered, res.HereRPS, res.Achieved, res.Load.P99)
 	return res
 }
 
-func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys []keptKey, res *scaleRevokeResult) error {
+func measureScaleRevoke(ctx context.Context, c config, e *env, url string, ix *authserver.Index, keys []keptKey,
+	res *scaleRevokeResult) error {
 	if len(keys) < c.httpConns+2 {
 		return fmt.Errorf("only %d of the kept keys were written", len(keys))
 	}
@@ -111,7 +114,7 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys 
 	if err := bg.awaitStarted(); err != nil {
 		return fmt.Errorf("starting the load: %w", err)
 	}
-	trialErr := runScaleTrials(ctx, e, p, trials, bg, res)
+	trialErr := runScaleTrials(ctx, e, p, ix, trials, bg, res)
 	bg.finish()
 	res.Load, res.Achieved, res.LoadFor, res.LoadErr = bg.lat, bg.achieved, bg.ran, bg.err
 	if trialErr != nil {
@@ -125,18 +128,19 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, keys 
 // controller has finished with the one before (the key gone, or its status
 // saying Suspended), so that every revocation runs beside the load alone,
 // not beside the previous trials' writes. It stops if the load stops.
-func runScaleTrials(ctx context.Context, e *env, p *prober, keys []keptKey, bg *backgroundLoad, res *scaleRevokeResult) error {
-	res.revokeResult = alternateRevocations(len(keys), func(i int, suspend bool) (time.Duration, error) {
+func runScaleTrials(ctx context.Context, e *env, p *prober, ix *authserver.Index, keys []keptKey, bg *backgroundLoad,
+	res *scaleRevokeResult) error {
+	res.revokeResult = alternateRevocations(len(keys), func(i int, suspend bool) (revocation, error) {
 		k := keys[i]
 		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}}
-		lat, err := e.timeRevocation(ctx, p, key, k.token, suspend)
+		rev, err := e.timeRevocation(ctx, p, key, k.token, suspend, ix)
 		if err == nil {
 			err = e.awaitSettled(ctx, key, suspend)
 		}
 		if err == nil && !bg.running() {
 			err = fmt.Errorf("the forward-auth load stopped: %v", bg.err)
 		}
-		return lat, err
+		return rev, err
 	})
 	return res.Err
 }

@@ -15,6 +15,7 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
+	"github.com/apikey-operator/apikey-operator/internal/authserver"
 )
 
 // probeInterval is how often a trial asks /auth or the API server whether
@@ -29,8 +30,24 @@ const trialTimeout = 30 * time.Second
 // results are exported for the report's template.
 type revokeResult struct {
 	Deleted, Suspended, All latencies
-	Err                     error
+	// Indexed is the time from the same return to the auth server's index
+	// refusing the token (as noticed by polling, and no later than the
+	// 401), where the index was in this process to ask (N is 0 otherwise).
+	// Negative if it refused before the call returned.
+	Indexed latencies
+	Err     error
 }
+
+// revocation is one trial's times, counted from the revoking call's return.
+type revocation struct {
+	refused time.Duration // to the first 401 from /auth
+	indexed time.Duration // to the index's own refusal, if watched
+	watched bool
+}
+
+// indexPollInterval is how often a trial asks an index in this process
+// whether it still accepts the revoked token.
+const indexPollInterval = 250 * time.Microsecond
 
 // applyResult is the time from the Create call to Ready=True with the Secret
 // present, and on to the auth server's first 200 for the new token.
@@ -46,16 +63,16 @@ func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
 	if res.Err = e.createNamespace(ctx, ns); res.Err != nil {
 		return res
 	}
-	*res = alternateRevocations(2*c.revokeTrials, func(i int, suspend bool) (time.Duration, error) {
+	*res = alternateRevocations(2*c.revokeTrials, func(i int, suspend bool) (revocation, error) {
 		key, _, _, err := e.createReady(ctx, benchKey(ns, fmt.Sprintf("revoke-%03d", i)))
 		if err != nil {
-			return 0, err
+			return revocation{}, err
 		}
 		tok, err := e.readToken(ctx, key)
 		if err != nil {
-			return 0, err
+			return revocation{}, err
 		}
-		return e.timeRevocation(ctx, p, key, tok, suspend)
+		return e.timeRevocation(ctx, p, key, tok, suspend, nil)
 	})
 	if res.Err != nil {
 		harness.Progress("  failed: %v", res.Err)
@@ -67,24 +84,28 @@ func runRevoke(ctx context.Context, c config, e *env, p *prober) *revokeResult {
 // alternateRevocations runs n revocation trials, deleting the key in even
 // ones and suspending it in odd ones, until one fails, and summarises the
 // latencies of those that passed.
-func alternateRevocations(n int, trial func(i int, suspend bool) (time.Duration, error)) revokeResult {
+func alternateRevocations(n int, trial func(i int, suspend bool) (revocation, error)) revokeResult {
 	var res revokeResult
-	var deleted, suspended []time.Duration
+	var deleted, suspended, indexed []time.Duration
 	for i := range n {
 		suspend := i%2 == 1
-		lat, err := trial(i, suspend)
+		rev, err := trial(i, suspend)
 		if err != nil {
 			res.Err = fmt.Errorf("trial %d: %w", i, err)
 			break
 		}
 		if suspend {
-			suspended = append(suspended, lat)
+			suspended = append(suspended, rev.refused)
 		} else {
-			deleted = append(deleted, lat)
+			deleted = append(deleted, rev.refused)
+		}
+		if rev.watched {
+			indexed = append(indexed, rev.indexed)
 		}
 	}
 	all := append(append([]time.Duration{}, deleted...), suspended...)
 	res.Deleted, res.Suspended, res.All = summarize(deleted), summarize(suspended), summarize(all)
+	res.Indexed = summarize(indexed)
 	return res
 }
 
@@ -94,11 +115,19 @@ var suspendPatch = client.RawPatch(types.MergePatchType, []byte(`{"spec":{"suspe
 
 // timeRevocation checks /auth accepts tok, the token of key, then deletes
 // or suspends key and returns how long /auth went on accepting tok after
-// the call returned.
-func (e *env) timeRevocation(ctx context.Context, p *prober, key *apikeysv1alpha1.ApiKey, tok string, suspend bool) (
-	time.Duration, error) {
+// the call returned. Given the auth server's index (in this process), it
+// also times the index's own refusal: the watch event's arrival, apart from
+// the wait of the probe's request on a loaded server.
+func (e *env) timeRevocation(ctx context.Context, p *prober, key *apikeysv1alpha1.ApiKey, tok string, suspend bool,
+	ix *authserver.Index) (revocation, error) {
 	if _, err := p.awaitStatus(ctx, tok, http.StatusOK); err != nil {
-		return 0, fmt.Errorf("the auth server does not accept ApiKey %s/%s: %w", key.Namespace, key.Name, err)
+		return revocation{}, fmt.Errorf("the auth server does not accept ApiKey %s/%s: %w", key.Namespace, key.Name, err)
+	}
+	var indexed <-chan time.Time
+	if ix != nil {
+		watchCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		indexed = watchRefusal(watchCtx, ix, tok)
 	}
 	var err error
 	if suspend {
@@ -107,14 +136,49 @@ func (e *env) timeRevocation(ctx context.Context, p *prober, key *apikeysv1alpha
 		err = e.client.Delete(ctx, key)
 	}
 	if err != nil {
-		return 0, err
+		return revocation{}, err
 	}
 	returned := time.Now()
 	refused, err := p.awaitStatus(ctx, tok, http.StatusUnauthorized)
 	if err != nil {
-		return 0, fmt.Errorf("the auth server still accepts revoked ApiKey %s/%s: %w", key.Namespace, key.Name, err)
+		return revocation{}, fmt.Errorf("the auth server still accepts revoked ApiKey %s/%s: %w", key.Namespace, key.Name, err)
 	}
-	return refused.Sub(returned), nil
+	rev := revocation{refused: refused.Sub(returned)}
+	if indexed != nil {
+		select {
+		case at := <-indexed:
+			// The poller runs on the same starved cores as everything else
+			// and may notice late; /auth answering 401 proves the index had
+			// refused by then.
+			rev.indexed, rev.watched = min(at.Sub(returned), rev.refused), true
+		case <-time.After(time.Second):
+			return revocation{}, fmt.Errorf("/auth refused ApiKey %s/%s's token, but its index went on accepting it", key.Namespace, key.Name)
+		}
+	}
+	return rev, nil
+}
+
+// watchRefusal asks ix every indexPollInterval whether it accepts tok, and
+// sends the time it first does not. Verify takes the index's read lock for
+// a map lookup, so the polling does not hold up the index's writers.
+func watchRefusal(ctx context.Context, ix *authserver.Index, tok string) <-chan time.Time {
+	out := make(chan time.Time, 1)
+	go func() {
+		tick := time.NewTicker(indexPollInterval)
+		defer tick.Stop()
+		for {
+			if _, code := ix.Verify(tok, time.Now()); code != authserver.CodeValid {
+				out <- time.Now()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
 }
 
 // runApply creates keys one at a time and times each to Ready, then to the
