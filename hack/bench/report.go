@@ -382,6 +382,10 @@ func (s *scaleRevokeResult) HalfOf() string {
 // closed-loop just before the trials.
 func (s *scaleRevokeResult) HereShare() float64 { return 100 * s.Offered / s.HereRPS }
 
+// TailAfterIndex reports whether the trials' tail came after the index had
+// refused the token: the index's p99 under half the trials'.
+func (s *scaleRevokeResult) TailAfterIndex() bool { return 2*s.Indexed.P99 < s.All.P99 }
+
 // Saturated reports whether the auth server answered markedly less than
 // the load offered, so requests queued for the whole run.
 func (s *scaleRevokeResult) Saturated() bool { return s.Achieved < 0.95*s.Offered }
