@@ -48,19 +48,10 @@ func TestHTTPHeadersServer(t *testing.T) {
 		closed:  []closedRound{{Bare: 40000, Headers: 36000, Ours: 34200}},
 		bareRPS: 40000, headersRPS: 36000, oursRPS: 34200,
 	}}
-	md, err := r.markdown(config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
+	assertRenders(t, r,
 		"| 1 | 40000 | 36000 | 34200 | 0.85× |",
 		"The bare handler with the headers ran at 0.90× of the bare one, and the auth server at 0.95× of the bare handler with the headers",
-		"0.85× (34200 vs 40000 req/s); a bare handler writing the same five headers: 0.90×, the auth server 0.95× of it",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("the report lacks %q", want)
-		}
-	}
+		"0.85× (34200 vs 40000 req/s); a bare handler writing the same five headers: 0.90×, the auth server 0.95× of it")
 }
 
 // TestScaleRevocationSplit: trials that watched the index in process say
@@ -73,14 +64,19 @@ func TestScaleRevocationSplit(t *testing.T) {
 			Indexed: latencies{N: 100, P50: ms(-0.5), P99: ms(19), Max: ms(20)}},
 		Keys: 100000,
 	}}}
+	assertRenders(t, r,
+		"It refused it -0.50 ms (p50), +19.00 ms (p99), +20.00 ms (max) after the API call returned",
+		"the slow trials were mostly slow before the index knew")
+}
+
+// assertRenders renders r and fails for each of wants the report lacks.
+func assertRenders(t *testing.T, r *report, wants ...string) {
+	t.Helper()
 	md, err := r.markdown(config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{
-		"It refused it -0.50 ms (p50), +19.00 ms (p99), +20.00 ms (max) after the API call returned",
-		"the slow trials were mostly slow before the index knew",
-	} {
+	for _, want := range wants {
 		if !strings.Contains(md, want) {
 			t.Errorf("the report lacks %q", want)
 		}

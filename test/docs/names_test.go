@@ -310,39 +310,23 @@ func (r rendering) serviceSelecting(t *testing.T, d *unstructured.Unstructured) 
 	return found[0]
 }
 
-// servingSecret is the Secret the manager serves its certificate from:
-// mounted (cert-manager) or named by --webhook-cert-secret (self-signed).
-// The auth-only pods must read the same one.
 // metricsSecret is the Secret both Deployments mount as the metrics
 // server's certificate (volume metrics-certs).
 func (r rendering) metricsSecret(t *testing.T) string {
 	t.Helper()
-	secretOf := func(d *unstructured.Unstructured) string {
-		volumes, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
-		for _, v := range volumes {
-			if name, ok, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName"); ok &&
-				v.(map[string]any)["name"] == "metrics-certs" {
-				return name
-			}
-		}
-		return ""
-	}
-	manager, auth := secretOf(r.deployment(t, false)), secretOf(r.deployment(t, true))
-	if manager != auth {
-		t.Errorf("%s: the manager serves /metrics from Secret %q, the auth-only pods from %q", r.name, manager, auth)
-	}
-	return manager
+	return r.sharedSecret(t, "/metrics", func(d *unstructured.Unstructured) string {
+		return volumeSecret(d, "metrics-certs")
+	})
 }
 
+// servingSecret is the Secret the manager serves its certificate from:
+// mounted (cert-manager) or named by --webhook-cert-secret (self-signed).
+// The auth-only pods must read the same one.
 func (r rendering) servingSecret(t *testing.T) string {
 	t.Helper()
-	secretOf := func(d *unstructured.Unstructured) string {
-		volumes, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
-		for _, v := range volumes {
-			if name, ok, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName"); ok &&
-				v.(map[string]any)["name"] == "webhook-certs" {
-				return name
-			}
+	return r.sharedSecret(t, "its endpoints", func(d *unstructured.Unstructured) string {
+		if name := volumeSecret(d, "webhook-certs"); name != "" {
+			return name
 		}
 		for _, a := range containerArgs(d) {
 			if v, ok := strings.CutPrefix(a, "--webhook-cert-secret="); ok {
@@ -350,12 +334,30 @@ func (r rendering) servingSecret(t *testing.T) string {
 			}
 		}
 		return ""
-	}
+	})
+}
+
+// sharedSecret is the Secret secretOf finds in the manager's Deployment,
+// checked to be the one the auth-only pods serve what from too.
+func (r rendering) sharedSecret(t *testing.T, what string, secretOf func(*unstructured.Unstructured) string) string {
+	t.Helper()
 	manager, auth := secretOf(r.deployment(t, false)), secretOf(r.deployment(t, true))
 	if manager != auth {
-		t.Errorf("%s: the manager serves from Secret %q, the auth-only pods from %q", r.name, manager, auth)
+		t.Errorf("%s: the manager serves %s from Secret %q, the auth-only pods from %q", r.name, what, manager, auth)
 	}
 	return manager
+}
+
+// volumeSecret is the Secret d's pods mount as the named volume, or "".
+func volumeSecret(d *unstructured.Unstructured, volume string) string {
+	volumes, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+	for _, v := range volumes {
+		if name, ok, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName"); ok &&
+			v.(map[string]any)["name"] == volume {
+			return name
+		}
+	}
+	return ""
 }
 
 // managerArg is the value of the manager's flag name.
