@@ -28,6 +28,7 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/certs"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/logs"
+	"github.com/apikey-operator/apikey-operator/internal/memlimit"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/version"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
@@ -66,6 +67,7 @@ type config struct {
 	maxConcurrentReconciles                          int
 	kubeAPIQPS                                       float64
 	kubeAPIBurst                                     int
+	memLimitRatio                                    float64
 	version                                          bool
 }
 
@@ -146,6 +148,9 @@ func parseFlags() (config, zap.Options) {
 		"Requests per second the manager may send to the API server (client-side limit; the API server's "+
 			"priority and fairness still applies).")
 	flag.IntVar(&c.kubeAPIBurst, "kube-api-burst", 200, "Requests the manager may send in a burst above --kube-api-qps.")
+	flag.Float64Var(&c.memLimitRatio, "auto-gomemlimit-ratio", 0.9,
+		"Give the Go runtime this share of the container's memory limit (cgroup) as its soft limit, so that it "+
+			"collects garbage harder near the limit rather than be killed; 0 turns it off, and GOMEMLIMIT overrides it.")
 	flag.BoolVar(&c.version, "version", false, "Print the manager's version, commit and build date, and exit.")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -160,10 +165,31 @@ func main() {
 	}
 	// Through logs, no --zap-log-level makes client-go dump a Secret it writes or reads.
 	logs.SetLogger(zap.New(zap.UseFlagOptions(&logOpts)))
+	if err := setMemoryLimit(c.memLimitRatio); err != nil {
+		setupLog.Error(err, "Invalid flags")
+		os.Exit(1)
+	}
 	if err := run(c); err != nil {
 		setupLog.Error(err, "Manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// setMemoryLimit gives the Go runtime ratio of the container's memory limit.
+// A limit it cannot read is logged, not fatal: the manager runs as it would
+// without the flag.
+func setMemoryLimit(ratio float64) error {
+	if ratio < 0 || ratio > 1 {
+		return fmt.Errorf("--auto-gomemlimit-ratio is %g; it must be between 0 (off) and 1", ratio)
+	}
+	set, err := memlimit.Apply(memlimit.CgroupRoot, ratio, os.Getenv)
+	switch {
+	case err != nil:
+		setupLog.Error(err, "Could not read the container's memory limit; the Go runtime has none")
+	case set > 0:
+		setupLog.Info("Gave the Go runtime the container's memory limit", "ratio", ratio, "bytes", set)
+	}
+	return nil
 }
 
 // run builds the manager from c, adds the parts c enables and runs it until
