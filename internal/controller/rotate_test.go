@@ -6,8 +6,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -292,49 +290,6 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 	})
 
 })
-
-var _ = Describe("The expiry metric", func() {
-	It("exports each key's expiry, follows a rotation and goes with the key", func() {
-		key := newKey(newNamespace())
-		key.Spec.TTL = &metav1.Duration{Duration: 10 * time.Hour}
-		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		key = waitReady(key)
-		Eventually(func() float64 { v, _ := expiryGauge(key); return v }, timeout, interval).
-			Should(BeEquivalentTo(key.Status.ExpiresAt.Unix()))
-
-		key = requestRotation(key, "renew")
-		Eventually(func() float64 { v, _ := expiryGauge(key); return v }, timeout, interval).
-			Should(BeEquivalentTo(key.Status.ExpiresAt.Unix()))
-
-		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
-		Eventually(func() bool { _, found := expiryGauge(key); return found }, timeout, interval).
-			Should(BeFalse(), "the metric still names a deleted key")
-	})
-})
-
-// expiryGauge collects apikey_expiration_timestamp_seconds for key, as a
-// scrape would, and reports whether it is there.
-func expiryGauge(key *apikeysv1alpha1.ApiKey) (float64, bool) {
-	GinkgoHelper()
-	ch := make(chan prometheus.Metric)
-	go func() {
-		expiries.Collect(ch)
-		close(ch)
-	}()
-	value, found := 0.0, false
-	for m := range ch {
-		var d dto.Metric
-		Expect(m.Write(&d)).To(Succeed())
-		labels := map[string]string{}
-		for _, l := range d.GetLabel() {
-			labels[l.GetName()] = l.GetValue()
-		}
-		if labels["namespace"] == key.Namespace && labels["name"] == key.Name {
-			value, found = d.GetGauge().GetValue(), true
-		}
-	}
-	return value, found
-}
 
 // pinnedReconciler is an operator whose clock moves only when the spec
 // moves it, through the returned pointer.
