@@ -10,9 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -54,6 +54,10 @@ type ApiKeyReconciler struct {
 	// created are the records this process created that its cache may not
 	// show yet.
 	created createdRecords
+
+	// secrets are the Secrets the controller delivered, as its watch of
+	// them shows them (it keeps no cache of Secrets).
+	secrets *deliveredSecrets
 }
 
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -154,6 +158,11 @@ func (r *ApiKeyReconciler) now() time.Time {
 // Secrets they own, and their records; beside it runs the RecordCollector,
 // which deletes the records of keys that went without their finalizer.
 func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	meta, err := metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
+	if err != nil {
+		return err
+	}
+	r.secrets = newDeliveredSecrets(meta, r.cachedKeys)
 	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -162,11 +171,24 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&apikeysv1alpha1.ApiKey{}).
-		Owns(&corev1.Secret{}, builder.OnlyMetadata).
+		WatchesRawSource(r.secrets).
 		Watches(&apikeysv1alpha1.ApiKeyRecord{}, handler.EnqueueRequestsFromMapFunc(apiKeyOfRecord)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("apikey").
 		Complete(r)
+}
+
+// cachedKeys lists the ApiKeys in the cache.
+func (r *ApiKeyReconciler) cachedKeys(ctx context.Context) ([]keyUID, error) {
+	var keys apikeysv1alpha1.ApiKeyList
+	if err := r.List(ctx, &keys, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := make([]keyUID, len(keys.Items))
+	for i := range keys.Items {
+		out[i] = keyUID{NamespacedName: client.ObjectKeyFromObject(&keys.Items[i]), UID: keys.Items[i].UID}
+	}
+	return out, nil
 }
 
 // apiKeyOfRecord maps a record to the ApiKey it was issued for.

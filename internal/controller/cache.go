@@ -5,9 +5,7 @@ import (
 	"strings"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -15,16 +13,17 @@ import (
 )
 
 // CacheOptions trims what the controller caches to what it reads, since a
-// manager holds every ApiKey, record and delivered Secret in memory:
+// manager holds every ApiKey and record in memory:
 //
 //   - ApiKeys without managed fields, labels, owner references, foreign
 //     annotations (kubectl's last-applied-configuration repeats the whole
 //     spec) or spec.description;
 //   - records without managed fields, labels, annotations, owner
 //     references or finalizers (the controller finds a key's records by the
-//     indexed field spec.apiKey.uid, not by label);
-//   - the metadata of the Secrets the operator delivered (none other): who
-//     owns them, nothing else.
+//     indexed field spec.apiKey.uid, not by label).
+//
+// It caches no Secret: a watch of the delivered Secrets' metadata keeps
+// two digests of each (deliveredSecrets).
 //
 // Every patch the controller computes from a cached object leaves these
 // fields alone: they are missing from both sides of the diff. The strings
@@ -35,10 +34,6 @@ func CacheOptions() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
 		&apikeysv1alpha1.ApiKey{}:       {Transform: trimApiKey},
 		&apikeysv1alpha1.ApiKeyRecord{}: {Transform: trimRecord},
-		secretMeta(): {
-			Label:     labels.SelectorFromSet(labels.Set{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue}),
-			Transform: trimSecretMeta,
-		},
 	}
 }
 
@@ -104,36 +99,6 @@ func trimRecord(obj any) (any, error) {
 		Spec:   spec,
 		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: rec.Status.LastUsedAt},
 	}, nil
-}
-
-// trimSecretMeta keeps what the controller reads of a Secret it delivered:
-// identity and the owner reference to its ApiKey (the controller's own, if
-// any; another owner says the Secret is not the key's anyway). Annotations
-// are dropped first of all: kubectl's last-applied-configuration can hold a
-// Secret's data.
-func trimSecretMeta(obj any) (any, error) {
-	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return obj, nil
-	}
-	trimmed := &metav1.PartialObjectMetadata{
-		TypeMeta: sharedTypeMeta(m.TypeMeta),
-		ObjectMeta: metav1.ObjectMeta{
-			Name: m.Name, Namespace: shared.intern(m.Namespace), UID: m.UID, ResourceVersion: m.ResourceVersion,
-			DeletionTimestamp: m.DeletionTimestamp,
-		},
-	}
-	if ref := metav1.GetControllerOfNoCopy(m); ref != nil && ref.Kind == "ApiKey" &&
-		strings.HasPrefix(ref.APIVersion, apikeysv1alpha1.GroupVersion.Group+"/") {
-		trimmed.OwnerReferences = []metav1.OwnerReference{{
-			APIVersion: shared.intern(ref.APIVersion), Kind: shared.intern(ref.Kind), Name: ref.Name, UID: ref.UID,
-			Controller: ref.Controller, BlockOwnerDeletion: ref.BlockOwnerDeletion,
-		}}
-	}
-	if trimmed.GetObjectKind().GroupVersionKind().Empty() {
-		trimmed.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	}
-	return trimmed, nil
 }
 
 // ours keeps the apikeys.dev/ entries of a metadata map.

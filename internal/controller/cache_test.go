@@ -9,12 +9,9 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -111,47 +108,6 @@ func TestTrimRecord(t *testing.T) {
 	}
 }
 
-func TestTrimSecretMeta(t *testing.T) {
-	keyRef := metav1.OwnerReference{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey", Name: "billing-export",
-		UID: "key-uid", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}
-	for _, tc := range []struct {
-		name   string
-		owners []metav1.OwnerReference
-		want   []metav1.OwnerReference
-	}{
-		{"owned by its key", []metav1.OwnerReference{keyRef}, []metav1.OwnerReference{keyRef}},
-		{"another owner beside the key", []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "c", UID: "c"}, keyRef},
-			[]metav1.OwnerReference{keyRef}},
-		{"the key, not as controller", []metav1.OwnerReference{{APIVersion: keyRef.APIVersion, Kind: "ApiKey", Name: "k", UID: "k"}}, nil},
-		{"controlled by something else", []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "d", UID: "d",
-			Controller: ptr.To(true)}}, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			in := secretMeta()
-			in.ObjectMeta = metav1.ObjectMeta{
-				Namespace: "team-payments", Name: "billing-export-token", UID: "secret-uid", ResourceVersion: "9",
-				Labels:          map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue},
-				Annotations:     map[string]string{apikeysv1alpha1.TokenHashAnnotation: "sha256:00", lastApplied: `{"data":{"token":"…"}}`},
-				OwnerReferences: tc.owners,
-			}
-			out, err := trimSecretMeta(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := out.(*metav1.PartialObjectMetadata)
-			if got.Labels != nil || got.Annotations != nil {
-				t.Errorf("kept labels %v or annotations %v", got.Labels, got.Annotations)
-			}
-			if got.Name != in.Name || got.Namespace != in.Namespace || got.UID != in.UID || got.Kind != "Secret" {
-				t.Errorf("identity = %s/%s %s %s", got.Namespace, got.Name, got.UID, got.Kind)
-			}
-			if !equality.Semantic.DeepEqual(got.OwnerReferences, tc.want) {
-				t.Errorf("owner references = %+v, want %+v", got.OwnerReferences, tc.want)
-			}
-		})
-	}
-}
-
 // TestStringTable checks that equal strings come back as one copy, and
 // that the table stops growing at maxShared.
 func TestStringTable(t *testing.T) {
@@ -220,20 +176,10 @@ var _ = Describe("The controller's cache", func() {
 			g.Expect(cached.Labels).To(BeNil())
 			g.Expect(cached.ManagedFields).To(BeNil())
 		}, timeout, interval).Should(Succeed())
-		Eventually(func(g Gomega) {
-			cached := secretMeta()
-			g.Expect(managerCache.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, cached)).To(Succeed())
-			g.Expect(metav1.IsControlledBy(cached, key)).To(BeTrue())
-			g.Expect(cached.Labels).To(BeNil())
-			g.Expect(cached.Annotations).To(BeNil())
-		}, timeout, interval).Should(Succeed())
-
-		By("not caching Secrets the operator did not deliver")
-		other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}}
-		Expect(k8sClient.Create(ctx, other)).To(Succeed())
-		Consistently(func() bool {
-			return apierrors.IsNotFound(managerCache.Get(ctx, client.ObjectKeyFromObject(other), secretMeta()))
-		}, time.Second, interval).Should(BeTrue())
+		By("knowing the delivered Secret from its watch, with no cache of Secrets")
+		Eventually(func() bool {
+			return reconciler.secrets.controlledBy(ns, key.Status.SecretName, key.UID)
+		}, timeout, interval).Should(BeTrue())
 
 		By("editing the spec: the record follows, status is patched, the rest stays")
 		edited := fetch(key)

@@ -18,9 +18,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -314,6 +316,7 @@ func restart(key *apikeysv1alpha1.ApiKey) (*ApiKeyReconciler, *apikeysv1alpha1.A
 func runUntilDeadOrIdle(r *ApiKeyReconciler, c *crash, key *apikeysv1alpha1.ApiKey) {
 	GinkgoHelper()
 	for range 5 {
+		showSecrets(r)
 		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
 		if c.dead {
 			return
@@ -334,6 +337,28 @@ func newCrashReconciler(c *crash) *ApiKeyReconciler {
 	GinkgoHelper()
 	direct := c.newClient()
 	return &ApiKeyReconciler{Client: direct, APIReader: direct, Recorder: events.NewFakeRecorder(100), Policy: testPolicy}
+}
+
+// showSecrets gives r's watch of delivered Secrets what the API server
+// holds now, as the manager's watch shows it once caught up: the crash
+// specs' reconcilers have no watches, and their client reads the API server
+// as if it were an up-to-date cache.
+func showSecrets(r *ApiKeyReconciler) {
+	GinkgoHelper()
+	if r.secrets == nil {
+		r.secrets = newDeliveredSecrets(nil, func(context.Context) ([]keyUID, error) { return nil, nil })
+		r.secrets.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+		DeferCleanup(r.secrets.queue.ShutDown)
+	}
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	Expect(k8sClient.List(ctx, list, client.InNamespace(crashNamespace),
+		client.MatchingLabels{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue})).To(Succeed())
+	objs := make([]any, len(list.Items))
+	for i := range list.Items {
+		objs[i] = &list.Items[i]
+	}
+	Expect(r.secrets.Replace(objs, list.ResourceVersion)).To(Succeed())
 }
 
 // expectNoTokenInEvents checks the events a crash-spec reconciler emitted

@@ -34,12 +34,13 @@ func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
 		p.secretDeletedAt = nil
 		return nil
 	}
-	m, err := r.deliveredSecret(ctx, p)
+	due := after != nil && !p.now.Before(deadline)
+	m, err := r.deliveredSecret(ctx, p, due)
 	if m == nil || err != nil {
 		return err
 	}
 	p.secretDeletedAt = nil
-	if after == nil || p.now.Before(deadline) {
+	if !due {
 		return nil
 	}
 	if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
@@ -50,21 +51,25 @@ func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
 	return nil
 }
 
-// deliveredSecret reads the live token's Secret (its metadata), or notes
-// that it is gone and returns nil.
-func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass) (*metav1.PartialObjectMetadata, error) {
-	name := p.live.Spec.SecretName
+// deliveredSecret finds the live token's Secret, or notes that it is gone
+// and returns nil. The watch of delivered Secrets answers, unless it shows
+// the Secret and its UID is needed (live: to delete it), or does not show
+// it and it was not already found gone (the watch may not have shown a
+// Secret created moments ago): then its metadata is read from the API
+// server. The Secret returned holds its UID only if read from there.
+func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass, live bool) (*metav1.PartialObjectMetadata, error) {
 	m := secretMeta()
-	ref := client.ObjectKey{Namespace: p.key.Namespace, Name: name}
-	err := r.Get(ctx, ref, m)
-	if apierrors.IsNotFound(err) && p.secretDeletedAt == nil {
-		// The cache may not have seen a Secret created moments ago: ask the
-		// API server before concluding it is gone.
-		err = r.APIReader.Get(ctx, ref, m)
+	m.Namespace, m.Name = p.key.Namespace, p.live.Spec.SecretName
+	switch watched := r.secrets.controlledBy(m.Namespace, m.Name, p.key.UID); {
+	case watched && !live:
+		return m, nil
+	case !watched && p.secretDeletedAt != nil:
+		return nil, nil
 	}
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(m), m)
 	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(m, p.key)) {
 		if p.secretDeletedAt == nil {
-			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted until the key is rotated", name)
+			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted until the key is rotated", m.Name)
 		}
 		return nil, nil
 	}

@@ -44,6 +44,8 @@ var (
 	seenTokens tokenSet
 	// managerCache is what the manager's informers hold.
 	managerCache cache.Cache
+	// reconciler is the suite manager's ApiKey controller.
+	reconciler *ApiKeyReconciler
 )
 
 // withCrashNamespaceHidden hides the crash specs' keys from the manager, so
@@ -96,14 +98,15 @@ var _ = BeforeSuite(func() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	managerCache = mgr.GetCache()
-	Expect((&ApiKeyReconciler{
+	reconciler = &ApiKeyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("apikey-operator"),
 		Policy:    testPolicy,
 
 		MaxConcurrentReconciles: 4,
-	}).SetupWithManager(mgr)).To(Succeed())
+	}
+	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
 
 	go func() {
 		defer GinkgoRecover()

@@ -233,29 +233,3 @@ func touch(key *apikeysv1alpha1.ApiKey) {
 	cur.Annotations["test.apikeys.dev/touched"] = time.Now().Format(time.RFC3339Nano)
 	Expect(k8sClient.Patch(ctx, cur, patch)).To(Succeed())
 }
-
-var _ = Describe("What the manager caches of Secrets", func() {
-	It("keeps no data and no foreign annotations or labels", func() {
-		key := newKey(newNamespace())
-		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		key = waitReady(key)
-		tok, secret := readToken(key)
-		seenTokens.add(tok)
-
-		patch := client.MergeFrom(secret.DeepCopy())
-		secret.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = `{"data":{"token":"a copy of the data"}}`
-		secret.Labels["team"] = "a"
-		Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
-
-		cached := secretMeta()
-		Eventually(func(g Gomega) {
-			g.Expect(managerCache.Get(ctx, client.ObjectKeyFromObject(secret), cached)).To(Succeed())
-			g.Expect(cached.ResourceVersion).To(Equal(secret.ResourceVersion))
-		}, timeout, interval).Should(Succeed())
-		// The controller reads a delivered Secret's annotations only from the
-		// API server; its cache keeps who owns the Secret and nothing more.
-		Expect(cached.Annotations).To(BeNil())
-		Expect(cached.Labels).To(BeNil())
-		Expect(metav1.IsControlledBy(cached, key)).To(BeTrue())
-	})
-})

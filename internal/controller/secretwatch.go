@@ -1,0 +1,228 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// digest stands for a string tuple: the first 16 bytes of a SHA-256 of it.
+type digest [16]byte
+
+func digestOf(parts ...string) digest {
+	h := sha256.New()
+	for _, s := range parts {
+		var n [binary.MaxVarintLen64]byte
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(s)))])
+		h.Write([]byte(s))
+	}
+	var d digest
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+// deliveredSecrets is what the controller knows of the Secrets it
+// delivered, without an informer cache of them: for each Secret with the
+// operator's managed-by label, a digest of its namespace and name and one of
+// the UID of the ApiKey that controls it, 32 bytes a Secret against about
+// 650 for its trimmed metadata in a cache. A metadata-only watch (never the
+// data) feeds it, and each change wakes the ApiKey that controls the
+// Secret, so a deleted Secret is noticed at once.
+//
+// It is a controller-runtime source: it starts with the controller (on the
+// leader) and the controller waits for its first listing.
+type deliveredSecrets struct {
+	client metadata.Interface
+
+	// keyUIDs lists the ApiKeys the controller knows, for a relisting that
+	// finds Secrets gone: the watch missed their deletion, and only the UID
+	// digest of their owners remains.
+	keyUIDs func(context.Context) ([]keyUID, error)
+
+	mu     sync.RWMutex
+	owners map[digest]digest // digest(namespace, name) → digest(owner's UID)
+	queue  workqueue.TypedRateLimitingInterface[reconcile.Request]
+	listed chan struct{} // closed by the first listing
+}
+
+// keyUID names an ApiKey and gives its UID.
+type keyUID struct {
+	types.NamespacedName
+	UID types.UID
+}
+
+var _ source.SyncingSource = (*deliveredSecrets)(nil)
+
+func newDeliveredSecrets(c metadata.Interface, keyUIDs func(context.Context) ([]keyUID, error)) *deliveredSecrets {
+	return &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]digest{}, listed: make(chan struct{})}
+}
+
+// controlledBy reports whether the watch has shown the Secret
+// namespace/name controlled by the ApiKey with UID uid. Without a watch (a
+// reconciler not set up with a manager) it shows nothing.
+func (s *deliveredSecrets) controlledBy(namespace, name string, uid types.UID) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	owner, ok := s.owners[digestOf(namespace, name)]
+	return ok && owner == digestOf(string(uid))
+}
+
+// Start runs the watch until ctx ends, waking keys through queue.
+func (s *deliveredSecrets) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	s.queue = queue
+	resource := s.client.Resource(corev1.SchemeGroupVersion.WithResource("secrets"))
+	selector := apikeysv1alpha1.ManagedByLabel + "=" + apikeysv1alpha1.ManagedByValue
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			opts.LabelSelector = selector
+			return resource.List(ctx, opts)
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.LabelSelector = selector
+			return resource.Watch(ctx, opts)
+		},
+	}
+	r := toolscache.NewReflectorWithOptions(lw, &metav1.PartialObjectMetadata{}, s,
+		toolscache.ReflectorOptions{Name: "apikey: delivered secrets"})
+	go r.RunWithContext(ctx)
+	return nil
+}
+
+// WaitForSync returns once the Secrets have been listed.
+func (s *deliveredSecrets) WaitForSync(ctx context.Context) error {
+	select {
+	case <-s.listed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("delivered Secrets not listed: %w", ctx.Err())
+	}
+}
+
+func (s *deliveredSecrets) String() string { return "delivered Secrets (metadata watch)" }
+
+// The reflector's store: every event updates the digests and wakes the
+// Secret's owner; nothing else is kept.
+
+func (s *deliveredSecrets) Add(obj any) error    { return s.Update(obj) }
+func (s *deliveredSecrets) Resync() error        { return nil }
+func (s *deliveredSecrets) Delete(obj any) error { return s.change(obj, true) }
+func (s *deliveredSecrets) Update(obj any) error { return s.change(obj, false) }
+
+func (s *deliveredSecrets) change(obj any, deleted bool) error {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return nil
+	}
+	at := digestOf(m.Namespace, m.Name)
+	owner := keyOf(m)
+	s.mu.Lock()
+	if owner == nil || deleted {
+		delete(s.owners, at)
+	} else {
+		s.owners[at] = digestOf(string(owner.UID))
+	}
+	s.mu.Unlock()
+	if owner != nil {
+		s.queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
+	}
+	return nil
+}
+
+// Replace takes a listing: the first at start, later ones after the watch
+// broke off. A later one wakes the keys whose Secrets changed in between,
+// the changes the watch may have missed; at start, every key is reconciled
+// anyway.
+func (s *deliveredSecrets) Replace(list []any, _ string) error {
+	first := false
+	select {
+	case <-s.listed:
+	default:
+		first = true
+	}
+	owners := make(map[digest]digest, len(list))
+	var changed []reconcile.Request
+	s.mu.RLock()
+	for _, obj := range list {
+		m, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			continue
+		}
+		owner := keyOf(m)
+		if owner == nil {
+			continue
+		}
+		at, uid := digestOf(m.Namespace, m.Name), digestOf(string(owner.UID))
+		owners[at] = uid
+		if was, ok := s.owners[at]; !first && (!ok || was != uid) {
+			changed = append(changed, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
+		}
+	}
+	s.mu.RUnlock()
+	s.mu.Lock()
+	old := s.owners
+	s.owners = owners
+	s.mu.Unlock()
+	if first {
+		close(s.listed)
+		return nil
+	}
+	for _, req := range changed {
+		s.queue.Add(req)
+	}
+	s.wakeOwnersOfVanished(old, owners)
+	return nil
+}
+
+// wakeOwnersOfVanished wakes the keys that controlled a Secret in old and
+// do not in now: only the digest of their UID is left, so the keys the
+// controller knows are matched against it.
+func (s *deliveredSecrets) wakeOwnersOfVanished(old, now map[digest]digest) {
+	vanished := map[digest]bool{}
+	for at, owner := range old {
+		if now[at] != owner {
+			vanished[owner] = true
+		}
+	}
+	if len(vanished) == 0 {
+		return
+	}
+	keys, err := s.keyUIDs(context.Background())
+	if err != nil {
+		ctrl.Log.WithName("apikey").Error(err, "Secrets vanished while the watch was broken off; their keys are reconciled at their next change")
+		return
+	}
+	for _, k := range keys {
+		if vanished[digestOf(string(k.UID))] {
+			s.queue.Add(reconcile.Request{NamespacedName: k.NamespacedName})
+		}
+	}
+}
+
+// keyOf is the controller reference of a Secret to an ApiKey, or nil.
+func keyOf(m *metav1.PartialObjectMetadata) *metav1.OwnerReference {
+	ref := metav1.GetControllerOfNoCopy(m)
+	if ref == nil || ref.Kind != "ApiKey" || !strings.HasPrefix(ref.APIVersion, apikeysv1alpha1.GroupVersion.Group+"/") {
+		return nil
+	}
+	return ref
+}
