@@ -87,6 +87,9 @@ func trimRecord(obj any) (any, error) {
 	}
 	spec := rec.Spec
 	spec.ApiKey.Namespace = shared.intern(spec.ApiKey.Namespace)
+	if spec.UID == spec.ApiKey.UID {
+		spec.UID = spec.ApiKey.UID // identity Key: one string, not two
+	}
 	spec.Groups = shared.internAll(spec.Groups)
 	spec.Scopes = shared.internAll(spec.Scopes)
 	spec.Audiences = shared.internAll(spec.Audiences)

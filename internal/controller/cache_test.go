@@ -87,8 +87,8 @@ func TestTrimRecord(t *testing.T) {
 		Spec: apikeysv1alpha1.ApiKeyRecordSpec{
 			TokenHash: "sha256:00", TokenHint: "ak_abcd…",
 			ApiKey:   apikeysv1alpha1.ApiKeyReference{Namespace: "team-payments", Name: "billing-export", UID: "key-uid"},
-			Username: "apikey:team-payments:billing-export", Groups: []string{"apikeys", "apikeys:team-payments"},
-			Scopes: []string{"invoices:read"}, Issuance: 2, SecretName: "billing-export-token", ValidUntil: &used,
+			Username: "apikey:team-payments:billing-export", UID: string([]byte("key-uid")),
+			Groups: []string{"apikeys", "apikeys:team-payments"}, Scopes: []string{"invoices:read"}, Issuance: 2, SecretName: "billing-export-token", ValidUntil: &used,
 		},
 		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: &used},
 	}
@@ -105,6 +105,9 @@ func TestTrimRecord(t *testing.T) {
 	want.Labels, want.Annotations, want.Finalizers, want.ManagedFields = nil, nil, nil, nil
 	if !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("trimmed record:\n got %+v\nwant %+v", got, want)
+	}
+	if unsafe.StringData(got.Spec.UID) != unsafe.StringData(got.Spec.ApiKey.UID) {
+		t.Error("spec.uid, the key's UID, is held twice")
 	}
 }
 
