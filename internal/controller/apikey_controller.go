@@ -9,15 +9,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -58,6 +55,9 @@ type ApiKeyReconciler struct {
 	// secrets are the Secrets the controller delivered, as its watch of
 	// them shows them (it keeps no cache of Secrets).
 	secrets *deliveredSecrets
+
+	// records indexes the cached records by key UID.
+	records *keyRecords
 }
 
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -163,7 +163,8 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.secrets = newDeliveredSecrets(meta, r.cachedKeys)
-	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader}).SetupWithManager(mgr); err != nil {
+	r.records = newKeyRecords()
+	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader, records: r.records}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.Add(expiries.readWhileRunning(mgr.GetCache())); err != nil {
@@ -172,7 +173,7 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&apikeysv1alpha1.ApiKey{}).
 		WatchesRawSource(r.secrets).
-		Watches(&apikeysv1alpha1.ApiKeyRecord{}, handler.EnqueueRequestsFromMapFunc(apiKeyOfRecord)).
+		WatchesRawSource(r.records.source(mgr.GetCache())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("apikey").
 		Complete(r)
@@ -189,18 +190,6 @@ func (r *ApiKeyReconciler) cachedKeys(ctx context.Context) ([]keyUID, error) {
 		out[i] = keyUID{NamespacedName: client.ObjectKeyFromObject(&keys.Items[i]), UID: keys.Items[i].UID}
 	}
 	return out, nil
-}
-
-// apiKeyOfRecord maps a record to the ApiKey it was issued for.
-func apiKeyOfRecord(_ context.Context, obj client.Object) []reconcile.Request {
-	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
-	if !ok {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{
-		Namespace: rec.Spec.ApiKey.Namespace,
-		Name:      rec.Spec.ApiKey.Name,
-	}}}
 }
 
 // secretMeta returns an empty metadata-only Secret, the form in which the

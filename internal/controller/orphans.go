@@ -20,7 +20,8 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// recordsByKeyUID indexes records by the UID of their ApiKey.
+// recordsByKeyUID is the selectable field of records that holds the UID of
+// their ApiKey.
 const recordsByKeyUID = "spec.apiKey.uid"
 
 // RecordCollector deletes every ApiKeyRecord whose ApiKey, by UID, is gone,
@@ -36,6 +37,10 @@ type RecordCollector struct {
 	// records are deleted: the cache may not have seen a key created
 	// moments ago.
 	APIReader client.Reader
+
+	// records indexes the cached records by key UID; the ApiKey controller
+	// keeps it.
+	records *keyRecords
 }
 
 // Reconcile deletes the record req names if its ApiKey no longer exists.
@@ -80,12 +85,6 @@ func (c *RecordCollector) keyExists(ctx context.Context, ref apikeysv1alpha1.Api
 // once keeps the memory of its peak, and only a record whose key is gone
 // needs the collector.
 func (c *RecordCollector) SetupWithManager(mgr ctrl.Manager) error {
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &apikeysv1alpha1.ApiKeyRecord{}, recordsByKeyUID,
-		func(obj client.Object) []string {
-			return []string{obj.(*apikeysv1alpha1.ApiKeyRecord).Spec.ApiKey.UID}
-		}); err != nil {
-		return err
-	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		c.collectAtStart(ctx, mgr.GetCache())
 		return nil
@@ -131,11 +130,19 @@ func (c *RecordCollector) collectAtStart(ctx context.Context, objects cache.Cach
 	}
 }
 
-// enqueueRecordsOf queues the records of a deleted ApiKey.
+// enqueueRecordsOf queues the records of a deleted ApiKey: those the index
+// holds or, until it has every record listed at start, those the API server
+// holds.
 func (c *RecordCollector) enqueueRecordsOf(ctx context.Context, e event.DeleteEvent,
 	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if c.records.synced.Load() {
+		for _, name := range c.records.names(e.Object.GetUID()) {
+			q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
+		}
+		return
+	}
 	var records apikeysv1alpha1.ApiKeyRecordList
-	if err := c.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(e.Object.GetUID())}); err != nil {
+	if err := c.APIReader.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(e.Object.GetUID())}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Could not list the records of a deleted ApiKey; they are collected when the operator next starts",
 			"namespace", e.Object.GetNamespace(), "name", e.Object.GetName())
 		return

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,18 +18,38 @@ import (
 // not rest on a cache that may lag, from the API server.
 func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey,
 	fromAPIServer bool) ([]apikeysv1alpha1.ApiKeyRecord, error) {
+	if !fromAPIServer && r.records != nil {
+		return r.cachedRecords(ctx, key)
+	}
 	var records apikeysv1alpha1.ApiKeyRecordList
 	var reader client.Reader = r.Client
 	if fromAPIServer {
 		reader = r.APIReader
 	}
-	// By the indexed field, not the label: the cache answers from its index
-	// instead of matching every record's labels, and the API server selects
-	// on it as well (a selectable field of the CRD).
+	// By the selectable field, not the label. A reconciler not set up with
+	// a manager has no index: its client answers.
 	if err := reader.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(key.UID)}); err != nil {
 		return nil, err
 	}
 	return records.Items, nil
+}
+
+// cachedRecords reads key's records from the cache, by the index.
+func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey) ([]apikeysv1alpha1.ApiKeyRecord, error) {
+	names := r.records.names(key.UID)
+	records := make([]apikeysv1alpha1.ApiKeyRecord, 0, len(names))
+	for _, name := range names {
+		var rec apikeysv1alpha1.ApiKeyRecord
+		if err := r.Get(ctx, client.ObjectKey{Name: name}, &rec); apierrors.IsNotFound(err) {
+			continue // deleted since the index was told
+		} else if err != nil {
+			return nil, err
+		}
+		if rec.Spec.ApiKey.UID == string(key.UID) {
+			records = append(records, rec)
+		}
+	}
+	return records, nil
 }
 
 // observeRecords reads the key's records, the truth about its tokens, then
