@@ -88,7 +88,8 @@ func TestTrimRecord(t *testing.T) {
 			TokenHash: "sha256:00", TokenHint: "ak_abcd…",
 			ApiKey:   apikeysv1alpha1.ApiKeyReference{Namespace: "team-payments", Name: "billing-export", UID: "key-uid"},
 			Username: "apikey:team-payments:billing-export", UID: string([]byte("key-uid")),
-			Groups: []string{"apikeys", "apikeys:team-payments"}, Scopes: []string{"invoices:read"}, Issuance: 2, SecretName: "billing-export-token", ValidUntil: &used,
+			Groups: []string{"apikeys", "apikeys:team-payments"}, Scopes: []string{"invoices:read"}, Issuance: 2,
+			SecretName: "billing-export-token", ValidUntil: &used,
 		},
 		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: &used},
 	}

@@ -135,15 +135,25 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 	}
 	at := digestOf(m.Namespace, m.Name)
 	owner := keyOf(m)
+	var uid digest
+	if owner != nil {
+		uid = digestOf(string(owner.UID))
+	}
 	s.mu.Lock()
+	was, had := s.owners[at]
 	if owner == nil || deleted {
 		delete(s.owners, at)
 	} else {
-		s.owners[at] = digestOf(string(owner.UID))
+		s.owners[at] = uid
 	}
 	s.mu.Unlock()
 	if owner != nil {
 		s.queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
+	}
+	if had && was != uid {
+		// The key that controlled the Secret no longer does (a rare edit of
+		// its owner references): only its UID's digest is left.
+		s.wakeKeysWith(map[digest]bool{was: true})
 	}
 	return nil
 }
@@ -194,8 +204,7 @@ func (s *deliveredSecrets) Replace(list []any, _ string) error {
 }
 
 // wakeOwnersOfVanished wakes the keys that controlled a Secret in old and
-// do not in now: only the digest of their UID is left, so the keys the
-// controller knows are matched against it.
+// do not in now.
 func (s *deliveredSecrets) wakeOwnersOfVanished(old, now map[digest]digest) {
 	vanished := map[digest]bool{}
 	for at, owner := range old {
@@ -203,16 +212,23 @@ func (s *deliveredSecrets) wakeOwnersOfVanished(old, now map[digest]digest) {
 			vanished[owner] = true
 		}
 	}
-	if len(vanished) == 0 {
+	s.wakeKeysWith(vanished)
+}
+
+// wakeKeysWith wakes the keys whose UIDs have the digests in uids: the keys
+// the controller knows are matched against them.
+func (s *deliveredSecrets) wakeKeysWith(uids map[digest]bool) {
+	if len(uids) == 0 {
 		return
 	}
 	keys, err := s.keyUIDs(context.Background())
 	if err != nil {
-		ctrl.Log.WithName("apikey").Error(err, "Secrets vanished while the watch was broken off; their keys are reconciled at their next change")
+		ctrl.Log.WithName("apikey").Error(err,
+			"Could not list the ApiKeys whose Secrets changed unseen; they are reconciled at their next change")
 		return
 	}
 	for _, k := range keys {
-		if vanished[digestOf(string(k.UID))] {
+		if uids[digestOf(string(k.UID))] {
 			s.queue.Add(reconcile.Request{NamespacedName: k.NamespacedName})
 		}
 	}

@@ -76,8 +76,9 @@ func TestDeliveredSecretsOwners(t *testing.T) {
 }
 
 // TestDeliveredSecretsEvents checks that each change wakes the key that
-// controls the Secret, and that a relisting wakes the keys whose Secrets
-// changed or vanished while the watch was broken off, and no other.
+// controlled the Secret and the one that controls it now, and that a
+// relisting wakes the keys whose Secrets changed or vanished while the watch
+// was broken off, and no other.
 func TestDeliveredSecretsEvents(t *testing.T) {
 	keys := []keyUID{
 		{types.NamespacedName{Namespace: "team-payments", Name: "a"}, "uid-a"},
@@ -87,43 +88,49 @@ func TestDeliveredSecretsEvents(t *testing.T) {
 	s := newDeliveredSecrets(nil, func(context.Context) ([]keyUID, error) { return keys, nil })
 	s.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer s.queue.ShutDown()
+	a, b, c := deliveredSecret("a-token", keyRef("a", "uid-a")), deliveredSecret("b-token", keyRef("b", "uid-b")),
+		deliveredSecret("c-token", keyRef("c", "uid-c"))
 
-	first := []any{deliveredSecret("a-token", keyRef("a", "uid-a")), deliveredSecret("b-token", keyRef("b", "uid-b")),
-		deliveredSecret("c-token", keyRef("c", "uid-c"))}
-	if err := s.Replace(first, "1"); err != nil {
-		t.Fatal(err)
+	for _, step := range []struct {
+		what   string
+		do     func() error
+		woken  []string
+		shown  map[string]types.UID // Secret → the key it must count as delivered for
+		hidden map[string]types.UID // Secret → a key it must not
+	}{
+		{"the first listing (every key is reconciled at start anyway)", func() error { return s.Replace([]any{a, b, c}, "1") },
+			nil, map[string]types.UID{"a-token": "uid-a", "b-token": "uid-b", "c-token": "uid-c"}, nil},
+		{"deleting a's Secret", func() error { return s.Delete(a) },
+			[]string{"a"}, nil, map[string]types.UID{"a-token": "uid-a"}},
+		{"restoring it", func() error { return s.Update(a) },
+			[]string{"a"}, map[string]types.UID{"a-token": "uid-a"}, nil},
+		{"taking c's controller reference away (the event names no key)", func() error { return s.Update(deliveredSecret("c-token")) },
+			[]string{"c"}, nil, map[string]types.UID{"c-token": "uid-c"}},
+		{"giving it back", func() error { return s.Update(c) },
+			[]string{"c"}, map[string]types.UID{"c-token": "uid-c"}, nil},
+		{"a relisting after b's Secret was deleted and c's taken over by d, unseen",
+			func() error { return s.Replace([]any{a, deliveredSecret("c-token", keyRef("d", "uid-d"))}, "2") },
+			[]string{"b", "c", "d"}, map[string]types.UID{"a-token": "uid-a", "c-token": "uid-d"},
+			map[string]types.UID{"b-token": "uid-b", "c-token": "uid-c"}},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.what, err)
+		}
+		if got := woken(s.queue); !slices.Equal(got, step.woken) {
+			t.Errorf("%s woke %v, want %v", step.what, got, step.woken)
+		}
+		for name, uid := range step.shown {
+			if !s.controlledBy("team-payments", name, uid) {
+				t.Errorf("after %s, %s does not count as %s's", step.what, name, uid)
+			}
+		}
+		for name, uid := range step.hidden {
+			if s.controlledBy("team-payments", name, uid) {
+				t.Errorf("after %s, %s still counts as %s's", step.what, name, uid)
+			}
+		}
 	}
 	if err := s.WaitForSync(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if got := woken(s.queue); got != nil {
-		t.Errorf("the first listing woke %v; every key is reconciled at start anyway", got)
-	}
-
-	if err := s.Delete(deliveredSecret("a-token", keyRef("a", "uid-a"))); err != nil {
-		t.Fatal(err)
-	}
-	if got := woken(s.queue); !slices.Equal(got, []string{"a"}) || s.controlledBy("team-payments", "a-token", "uid-a") {
-		t.Errorf("deleting a's Secret woke %v, and left it delivered: %v", got, s.controlledBy("team-payments", "a-token", "uid-a"))
-	}
-	if err := s.Update(deliveredSecret("a-token", keyRef("a", "uid-a"))); err != nil {
-		t.Fatal(err)
-	}
-	if got := woken(s.queue); !slices.Equal(got, []string{"a"}) || !s.controlledBy("team-payments", "a-token", "uid-a") {
-		t.Errorf("restoring a's Secret woke %v", got)
-	}
-
-	// While the watch was broken off: b's Secret was deleted, c's was
-	// taken over by another key d, a's is unchanged.
-	relisted := []any{deliveredSecret("a-token", keyRef("a", "uid-a")), deliveredSecret("c-token", keyRef("d", "uid-d"))}
-	if err := s.Replace(relisted, "2"); err != nil {
-		t.Fatal(err)
-	}
-	if got := woken(s.queue); !slices.Equal(got, []string{"b", "c", "d"}) {
-		t.Errorf("the relisting woke %v, want the keys whose Secrets changed: b, c and d", got)
-	}
-	if s.controlledBy("team-payments", "b-token", "uid-b") || s.controlledBy("team-payments", "c-token", "uid-c") ||
-		!s.controlledBy("team-payments", "c-token", "uid-d") {
-		t.Error("the relisting did not replace what the watch showed")
+		t.Error(err)
 	}
 }
