@@ -65,9 +65,9 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request, now ti
 	switch code {
 	case CodeValid:
 		e.markUsed(now)
-		h := w.Header()
+		h, values := w.Header(), e.forwardHeaders()
 		for i, name := range forwardHeaderNames {
-			h[name] = e.forwardHeaders[i]
+			h[name] = values[i]
 		}
 		w.WriteHeader(http.StatusOK)
 	case CodeInsufficientScope:

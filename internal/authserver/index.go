@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"iter"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -26,34 +27,79 @@ import (
 // in the index, so the request path reads them without locks or copies.
 //
 // The index is the auth server's only copy of its records, so an entry is
-// kept small: what many tokens share (namespace, groups, scopes, audiences
-// and their header values) is held once per distinct combination, and the
-// strings the entry holds alone are not copied twice.
+// kept small (TestEntrySize holds it to Go's 192-byte size class): what many
+// tokens share (namespace, groups, scopes, audiences and their header
+// values) is its group's, and the strings the entry holds alone are not
+// copied twice.
 type Entry struct {
 	hash [32]byte
 
 	Username string
 	// UID is the record's spec.uid as the controller wrote it (for identity
 	// Key, the ApiKey's UID); empty when the owner has none.
-	UID       string
-	Groups    []string
-	Scopes    []string
-	Audiences []string
-	// ExpiresAt is when the token stops working (the earlier of its expiry
-	// and, for a superseded token, the end of its grace period); zero: never.
-	ExpiresAt time.Time
-	Suspended bool
-	Namespace string
-	Name      string
-	Hint      string
+	UID  string
+	Name string
+	Hint string
 
-	// forwardHeaders are forward-auth's identity header values, shared by
-	// every answer. Each slice has cap 1, so a later Header.Add copies
-	// rather than writing into the shared array.
-	forwardHeaders [5][]string
+	// userHeader and nameHeader are forward-auth's values of the entry's
+	// own identity headers, shared by every answer. Each has cap 1, so a
+	// later Header.Add copies rather than writing into the entry.
+	userHeader, nameHeader []string
 
+	// expires is when the token stops working, in Unix nanoseconds (the
+	// earlier of its expiry and, for a superseded token, the end of its
+	// grace period); 0: never.
+	expires int64
+
+	group  *group
 	key    *keyState
 	record *recordState
+
+	Suspended bool
+}
+
+// Namespace is the namespace of the token's ApiKey.
+func (e *Entry) Namespace() string { return e.group.namespace }
+
+// Groups are the groups the token authenticates with. The slice is shared:
+// callers must not modify it.
+func (e *Entry) Groups() []string { return e.group.groups }
+
+// Scopes are the scopes the token grants. The slice is shared: callers must
+// not modify it.
+func (e *Entry) Scopes() []string { return e.group.scopes }
+
+// Audiences are the audiences the token is restricted to; none: any. The
+// slice is shared: callers must not modify it.
+func (e *Entry) Audiences() []string { return e.group.audiences }
+
+// ExpiresAt is when the token stops working; the zero time: never.
+func (e *Entry) ExpiresAt() time.Time {
+	if e.expires == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, e.expires)
+}
+
+// forwardHeaders are forward-auth's identity header values, in the order of
+// forwardHeaderNames: the entry's own and its group's.
+func (e *Entry) forwardHeaders() [5][]string {
+	g := e.group
+	return [5][]string{e.userHeader, g.groupsHeader, g.scopesHeader, e.nameHeader, g.namespaceHeader}
+}
+
+// expiryNanos is t in Unix nanoseconds as Entry.expires holds it: never 0,
+// which means no expiry, and clamped to what an int64 holds. An instant
+// before 1970 reads as 1 ns after it, long past either way; one after 2262
+// reads as 2262, long ahead.
+func expiryNanos(t time.Time) int64 {
+	switch {
+	case !t.After(time.Unix(0, 0)):
+		return 1
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 // keyState is what the index knows of an ApiKey itself, shared by every
@@ -94,10 +140,11 @@ type recordState struct {
 type group struct {
 	namespace                 string
 	groups, scopes, audiences []string
-	// headers are the X-Auth-Request-Groups, X-Auth-Request-Scopes and
-	// X-Apikey-Namespace values.
-	headers [3][]string
-	refs    int
+	// The X-Auth-Request-Groups, X-Auth-Request-Scopes and
+	// X-Apikey-Namespace values, each of cap 1 as the entry's own.
+	groupsHeader, scopesHeader, namespaceHeader []string
+
+	refs int
 }
 
 // Index maps token hashes to entries. Writers are the watches of records
@@ -389,13 +436,10 @@ func (ix *Index) releaseLocked(e *Entry) {
 			delete(ix.keys, ks.uid)
 		}
 	}
-	id := groupID(&apikeysv1alpha1.ApiKeyRecordSpec{
-		ApiKey: apikeysv1alpha1.ApiKeyReference{Namespace: e.Namespace}, Groups: e.Groups, Scopes: e.Scopes, Audiences: e.Audiences,
-	})
-	if g := ix.groups[id]; g != nil {
+	if g := e.group; g != nil {
 		g.refs--
 		if g.refs == 0 {
-			delete(ix.groups, id)
+			delete(ix.groups, g.id())
 		}
 	}
 }
@@ -559,13 +603,10 @@ func (ix *Index) entryLocked(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte, id
 		hash:      sum,
 		Username:  s.Username,
 		UID:       s.UID,
-		Groups:    g.groups,
-		Scopes:    g.scopes,
-		Audiences: g.audiences,
-		Suspended: s.Suspended,
-		Namespace: g.namespace,
 		Name:      s.ApiKey.Name,
 		Hint:      s.TokenHint,
+		Suspended: s.Suspended,
+		group:     g,
 		key:       ks,
 	}
 	if e.UID == string(ks.uid) {
@@ -575,16 +616,17 @@ func (ix *Index) entryLocked(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte, id
 	if strings.HasSuffix(e.Username, e.Name) {
 		e.Name = e.Username[len(e.Username)-len(e.Name):]
 	}
-	// The user and name values point into the entry itself; the others are
-	// the group's.
-	e.forwardHeaders = [5][]string{
-		unsafe.Slice(&e.Username, 1), g.headers[0], g.headers[1], unsafe.Slice(&e.Name, 1), g.headers[2],
-	}
+	// The header values point into the entry itself.
+	e.userHeader, e.nameHeader = unsafe.Slice(&e.Username, 1), unsafe.Slice(&e.Name, 1)
+	var expires time.Time
 	if s.ExpiresAt != nil {
-		e.ExpiresAt = s.ExpiresAt.Time
+		expires = s.ExpiresAt.Time
 	}
-	if s.ValidUntil != nil && (e.ExpiresAt.IsZero() || s.ValidUntil.Time.Before(e.ExpiresAt)) {
-		e.ExpiresAt = s.ValidUntil.Time
+	if s.ValidUntil != nil && (expires.IsZero() || s.ValidUntil.Time.Before(expires)) {
+		expires = s.ValidUntil.Time
+	}
+	if !expires.IsZero() {
+		e.expires = expiryNanos(expires)
 	}
 	return e
 }
@@ -600,11 +642,20 @@ func (ix *Index) groupLocked(id string, s *apikeysv1alpha1.ApiKeyRecordSpec) *gr
 			scopes:    slices.Clip(slices.Clone(s.Scopes)),
 			audiences: slices.Clip(slices.Clone(s.Audiences)),
 		}
-		g.headers = [3][]string{{strings.Join(g.groups, ",")}, {strings.Join(g.scopes, " ")}, {g.namespace}}
+		g.groupsHeader = []string{strings.Join(g.groups, ",")}
+		g.scopesHeader = []string{strings.Join(g.scopes, " ")}
+		g.namespaceHeader = []string{g.namespace}
 		ix.groups[id] = g
 	}
 	g.refs++
 	return g
+}
+
+// id is the group's key in the index's groups.
+func (g *group) id() string {
+	return groupID(&apikeysv1alpha1.ApiKeyRecordSpec{
+		ApiKey: apikeysv1alpha1.ApiKeyReference{Namespace: g.namespace}, Groups: g.groups, Scopes: g.scopes, Audiences: g.audiences,
+	})
 }
 
 // groupID names the combination of namespace, groups, scopes and audiences

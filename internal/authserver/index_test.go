@@ -2,11 +2,13 @@ package authserver
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/token"
@@ -141,8 +143,8 @@ func TestIndexRecordEdits(t *testing.T) {
 	if got := after.Authorize(nil, ""); got != CodeAudienceMismatch {
 		t.Errorf("new audience restriction: %v", got)
 	}
-	if !slices.Equal(before.Scopes, []string{"orders:read", "invoices:*"}) || before.Audiences != nil {
-		t.Errorf("an entry returned earlier changed: scopes %q, audiences %q", before.Scopes, before.Audiences)
+	if !slices.Equal(before.Scopes(), []string{"orders:read", "invoices:*"}) || before.Audiences() != nil {
+		t.Errorf("an entry returned earlier changed: scopes %q, audiences %q", before.Scopes(), before.Audiences())
 	}
 
 	ix.SetRecord(issuedRecord(tok, key, func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Suspended = true }))
@@ -333,17 +335,22 @@ func TestIndexSharesGroups(t *testing.T) {
 	ix.SetRecord(recB)
 	ea, _ := ix.Verify(tokA, fixtureNow)
 	eb, _ := ix.Verify(tokB, fixtureNow)
-	if &ea.Groups[0] != &eb.Groups[0] || &ea.Scopes[0] != &eb.Scopes[0] || &ea.forwardHeaders[1][0] != &eb.forwardHeaders[1][0] {
+	if ea.group != eb.group || &ea.Groups()[0] != &eb.Groups()[0] || &ea.Scopes()[0] != &eb.Scopes()[0] {
 		t.Error("two tokens with the same groups and scopes hold copies of them")
 	}
-	if &ea.Groups[0] == &recA.Spec.Groups[0] {
+	if &ea.Groups()[0] == &recA.Spec.Groups[0] {
 		t.Error("the entry holds the record's own slice")
 	}
-	if cap(ea.Groups) != len(ea.Groups) || cap(ea.Scopes) != len(ea.Scopes) {
+	if cap(ea.Groups()) != len(ea.Groups()) || cap(ea.Scopes()) != len(ea.Scopes()) {
 		t.Error("a shared slice has room to append into")
 	}
-	assertHeader(t, "user", ea.forwardHeaders[0], ea.Username)
-	assertHeader(t, "name", ea.forwardHeaders[3], "a")
+	headers := ea.forwardHeaders()
+	for i, want := range []string{ea.Username, "apikeys,apikeys:team-payments", "orders:read invoices:*", "a", fixtureNamespace} {
+		assertHeader(t, forwardHeaderNames[i], headers[i], want)
+	}
+	if &headers[0][0] != &ea.Username || &headers[3][0] != &ea.Name {
+		t.Error("the user and name header values are copies of the entry's strings")
+	}
 	if len(ix.groups) != 1 {
 		t.Errorf("%d groups held, want 1", len(ix.groups))
 	}
@@ -356,6 +363,64 @@ func TestIndexSharesGroups(t *testing.T) {
 	ix.DeleteRecord(recB.Name)
 	if len(ix.groups) != 0 {
 		t.Errorf("%d groups held after every token went", len(ix.groups))
+	}
+}
+
+// TestEntrySize holds an entry to Go's 192-byte size class, the index's
+// largest cost per key: a field that pushes it into the next class (208
+// bytes) should be a choice, not an accident.
+func TestEntrySize(t *testing.T) {
+	if size := unsafe.Sizeof(Entry{}); size > 192 {
+		t.Errorf("Entry is %d bytes, more than the 192-byte size class", size)
+	}
+}
+
+// TestIndexExpiry checks the expiry an entry keeps, as Unix nanoseconds:
+// the earlier of expiresAt and validUntil, and instants an int64 of
+// nanoseconds cannot hold still on the side of now they were.
+func TestIndexExpiry(t *testing.T) {
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	tok := stableToken(apikeysv1alpha1.DefaultPrefix, "expiry")
+	soon, later := fixtureNow.Add(time.Minute), fixtureNow.Add(time.Hour)
+	far := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name                  string
+		expiresAt, validUntil *time.Time
+		want                  Code
+		wantAt                time.Time
+	}{
+		{name: "never", want: CodeValid},
+		{name: "expiresAt", expiresAt: &later, want: CodeValid, wantAt: later},
+		{name: "validUntil", validUntil: &soon, want: CodeValid, wantAt: soon},
+		{name: "validUntil first", expiresAt: &later, validUntil: &soon, want: CodeValid, wantAt: soon},
+		{name: "expiresAt first", expiresAt: &soon, validUntil: &later, want: CodeValid, wantAt: soon},
+		{name: "at now", expiresAt: &fixtureNow, want: CodeExpired, wantAt: fixtureNow},
+		{name: "a nanosecond after now", expiresAt: new(fixtureNow.Add(time.Nanosecond)), want: CodeValid,
+			wantAt: fixtureNow.Add(time.Nanosecond)},
+		{name: "the Unix epoch", expiresAt: new(time.Unix(0, 0)), want: CodeExpired, wantAt: time.Unix(0, 1)},
+		{name: "before 1678", expiresAt: new(time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)), want: CodeExpired,
+			wantAt: time.Unix(0, 1)},
+		{name: "after 2262", expiresAt: &far, want: CodeValid, wantAt: time.Unix(0, math.MaxInt64)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ix := NewIndex()
+			ix.SetKey(key)
+			ix.SetRecord(issuedRecord(tok, key, func(s *apikeysv1alpha1.ApiKeyRecordSpec) {
+				s.ExpiresAt, s.ValidUntil = nil, nil
+				if tt.expiresAt != nil {
+					s.ExpiresAt = metaTime(*tt.expiresAt)
+				}
+				if tt.validUntil != nil {
+					s.ValidUntil = metaTime(*tt.validUntil)
+				}
+			}))
+			assertCode(t, ix, tok, tt.want)
+			e := ix.entries.get(new(token.Sum(tok)))
+			if got := e.ExpiresAt(); !got.Equal(tt.wantAt) || got.IsZero() != tt.wantAt.IsZero() {
+				t.Errorf("ExpiresAt = %v, want %v", got, tt.wantAt)
+			}
+		})
 	}
 }
 

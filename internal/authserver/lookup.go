@@ -60,13 +60,13 @@ func (ix *Index) Verify(tok string, now time.Time) (*Entry, Code) {
 	// A token whose ApiKey is gone or being deleted, or whose namespace is
 	// being deleted, is revoked, whether or not the controller has removed
 	// the record yet.
-	if ks := e.key; !ks.present.Load() || ks.deleting.Load() || ix.namespaceDeleting(e.Namespace) {
+	if ks := e.key; !ks.present.Load() || ks.deleting.Load() || ix.namespaceDeleting(e.group.namespace) {
 		return nil, CodeNotFound
 	}
 	if e.Suspended || e.key.suspended.Load() {
 		return nil, CodeSuspended
 	}
-	if !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) {
+	if e.expires != 0 && now.UnixNano() >= e.expires {
 		return nil, CodeExpired
 	}
 	return e, CodeValid
@@ -77,7 +77,7 @@ func (ix *Index) Verify(tok string, now time.Time) (*Entry, Code) {
 // starting with "x:", and "*" grants all. A key with audiences is valid only
 // for a request that names one of them.
 func (e *Entry) Authorize(scopes []string, audience string) Code {
-	if len(e.Audiences) > 0 && !contains(e.Audiences, audience) {
+	if audiences := e.group.audiences; len(audiences) > 0 && !contains(audiences, audience) {
 		return CodeAudienceMismatch
 	}
 	for _, want := range scopes {
@@ -89,7 +89,7 @@ func (e *Entry) Authorize(scopes []string, audience string) Code {
 }
 
 func (e *Entry) grants(scope string) bool {
-	for _, have := range e.Scopes {
+	for _, have := range e.group.scopes {
 		if have == scope || have == "*" {
 			return true
 		}

@@ -53,8 +53,8 @@ func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenti
 		return result(code)
 	}
 	audiences := spec.Audiences
-	if len(e.Audiences) > 0 {
-		audiences = intersect(spec.Audiences, e.Audiences)
+	if allowed := e.Audiences(); len(allowed) > 0 {
+		audiences = intersect(spec.Audiences, allowed)
 		if len(audiences) == 0 {
 			return result(CodeAudienceMismatch)
 		}
@@ -65,11 +65,11 @@ func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenti
 	status.User = authenticationv1.UserInfo{
 		Username: e.Username,
 		UID:      e.UID,
-		Groups:   e.Groups,
+		Groups:   e.Groups(),
 		Extra: map[string]authenticationv1.ExtraValue{
 			ExtraName:      {e.Name},
-			ExtraNamespace: {e.Namespace},
-			ExtraScopes:    authenticationv1.ExtraValue(e.Scopes),
+			ExtraNamespace: {e.Namespace()},
+			ExtraScopes:    authenticationv1.ExtraValue(e.Scopes()),
 			ExtraTokenHint: {e.Hint},
 		},
 	}

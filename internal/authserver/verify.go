@@ -34,10 +34,10 @@ func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request, now time.Ti
 	resp := VerifyResponse{Valid: code == CodeValid, Code: code.String()}
 	if code == CodeValid {
 		e.markUsed(now)
-		resp.Username, resp.UID, resp.Groups, resp.Scopes = e.Username, e.UID, e.Groups, e.Scopes
-		resp.APIKey = &KeyRef{Namespace: e.Namespace, Name: e.Name}
-		if !e.ExpiresAt.IsZero() {
-			t := e.ExpiresAt.UTC()
+		resp.Username, resp.UID, resp.Groups, resp.Scopes = e.Username, e.UID, e.Groups(), e.Scopes()
+		resp.APIKey = &KeyRef{Namespace: e.Namespace(), Name: e.Name}
+		if t := e.ExpiresAt(); !t.IsZero() {
+			t = t.UTC()
 			resp.ExpiresAt = &t
 		}
 	}
