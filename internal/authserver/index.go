@@ -41,11 +41,6 @@ type Entry struct {
 	Name string
 	Hint string
 
-	// userHeader and nameHeader are forward-auth's values of the entry's
-	// own identity headers, shared by every answer. Each has cap 1, so a
-	// later Header.Add copies rather than writing into the entry.
-	userHeader, nameHeader []string
-
 	// expires is when the token stops working, in Unix nanoseconds (the
 	// earlier of its expiry and, for a superseded token, the end of its
 	// grace period); 0: never.
@@ -85,7 +80,10 @@ func (e *Entry) ExpiresAt() time.Time {
 // forwardHeaderNames: the entry's own and its group's.
 func (e *Entry) forwardHeaders() [5][]string {
 	g := e.group
-	return [5][]string{e.userHeader, g.groupsHeader, g.scopesHeader, e.nameHeader, g.namespaceHeader}
+	// The user and name values point into the entry itself, which is
+	// immutable; with cap 1, a later Header.Add copies rather than writing
+	// into it. Made here, they cost the entry nothing.
+	return [5][]string{unsafe.Slice(&e.Username, 1), g.groupsHeader, g.scopesHeader, unsafe.Slice(&e.Name, 1), g.namespaceHeader}
 }
 
 // expiryNanos is t in Unix nanoseconds as Entry.expires holds it: never 0,
@@ -617,7 +615,6 @@ func (ix *Index) entryLocked(rec *apikeysv1alpha1.ApiKeyRecord, sum [32]byte, id
 		e.Name = e.Username[len(e.Username)-len(e.Name):]
 	}
 	// The header values point into the entry itself.
-	e.userHeader, e.nameHeader = unsafe.Slice(&e.Username, 1), unsafe.Slice(&e.Name, 1)
 	var expires time.Time
 	if s.ExpiresAt != nil {
 		expires = s.ExpiresAt.Time
