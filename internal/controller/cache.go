@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"encoding/binary"
 	"slices"
 	"strings"
 	"sync"
@@ -50,10 +51,10 @@ func trimApiKey(obj any) (any, error) {
 	spec.Description = ""
 	spec.Identity = apikeysv1alpha1.Identity(shared.intern(string(spec.Identity)))
 	spec.Prefix = shared.intern(spec.Prefix)
-	spec.Scopes = shared.internAll(spec.Scopes)
-	spec.Audiences = shared.internAll(spec.Audiences)
+	spec.Scopes = shared.internList(spec.Scopes)
+	spec.Audiences = shared.internList(spec.Audiences)
 	if o := spec.Owner; o != nil {
-		spec.Owner = &apikeysv1alpha1.Owner{Username: shared.intern(o.Username), UID: o.UID, Groups: shared.internAll(o.Groups)}
+		spec.Owner = &apikeysv1alpha1.Owner{Username: shared.intern(o.Username), UID: o.UID, Groups: shared.internList(o.Groups)}
 	}
 	status := key.Status
 	status.Conditions = slices.Clone(status.Conditions)
@@ -67,7 +68,7 @@ func trimApiKey(obj any) (any, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: key.Name, Namespace: shared.intern(key.Namespace), UID: key.UID, ResourceVersion: key.ResourceVersion,
 			Generation: key.Generation, CreationTimestamp: key.CreationTimestamp, DeletionTimestamp: key.DeletionTimestamp,
-			Finalizers:  shared.internAll(key.Finalizers),
+			Finalizers:  shared.internList(key.Finalizers),
 			Annotations: ours(key.Annotations),
 		},
 		Spec:   spec,
@@ -90,9 +91,9 @@ func trimRecord(obj any) (any, error) {
 	if spec.UID == spec.ApiKey.UID {
 		spec.UID = spec.ApiKey.UID // identity Key: one string, not two
 	}
-	spec.Groups = shared.internAll(spec.Groups)
-	spec.Scopes = shared.internAll(spec.Scopes)
-	spec.Audiences = shared.internAll(spec.Audiences)
+	spec.Groups = shared.internList(spec.Groups)
+	spec.Scopes = shared.internList(spec.Scopes)
+	spec.Audiences = shared.internList(spec.Audiences)
 	return &apikeysv1alpha1.ApiKeyRecord{
 		TypeMeta: sharedTypeMeta(rec.TypeMeta),
 		ObjectMeta: metav1.ObjectMeta{
@@ -122,19 +123,29 @@ func sharedTypeMeta(tm metav1.TypeMeta) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: shared.intern(tm.APIVersion), Kind: shared.intern(tm.Kind)}
 }
 
-// shared holds the strings that many cached objects repeat.
-var shared = &stringTable{strings: map[string]string{}}
+// shared holds the strings and string lists that many cached objects
+// repeat.
+var shared = newStringTable()
 
-// maxShared bounds the strings stringTable holds: values that never repeat,
-// or a tenant's stream of new ones, must not grow it without end.
+// maxShared bounds the strings, and the lists, stringTable holds: values
+// that never repeat, or a tenant's stream of new ones, must not grow it
+// without end.
 const maxShared = 4096
 
-// stringTable gives one copy of each string it is asked for, up to
-// maxShared of them (then the string as given). Entries are never dropped;
-// strings are immutable, so sharing them is safe.
+// stringTable gives one copy of each string it is asked for, and of each
+// list, up to maxShared of each (then a copy of what was given). Entries
+// are never dropped. Strings are immutable, so sharing them is safe; a
+// shared list is safe because cached objects are never written to (the
+// cache hands out deep copies, and the readers that skip the copy only
+// read).
 type stringTable struct {
 	mu      sync.RWMutex
 	strings map[string]string
+	lists   map[string][]string // by listID
+}
+
+func newStringTable() *stringTable {
+	return &stringTable{strings: map[string]string{}, lists: map[string][]string{}}
 }
 
 func (t *stringTable) intern(s string) string {
@@ -171,4 +182,41 @@ func (t *stringTable) internAll(list []string) []string {
 		out[i] = t.intern(s)
 	}
 	return out
+}
+
+// internList returns the one copy of list the table shares (its strings
+// interned, its capacity its length, so that an append copies), or, past
+// maxShared lists, a copy of its own. Nil and empty lists come back as
+// they are.
+func (t *stringTable) internList(list []string) []string {
+	if len(list) == 0 {
+		return list
+	}
+	id := listID(list)
+	t.mu.RLock()
+	v, ok := t.lists[id]
+	t.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = slices.Clip(t.internAll(list))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if prev, ok := t.lists[id]; ok {
+		return prev
+	}
+	if len(t.lists) < maxShared {
+		t.lists[id] = v
+	}
+	return v
+}
+
+// listID names list unambiguously: each string preceded by its length.
+func listID(list []string) string {
+	var b []byte
+	for _, s := range list {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return string(b)
 }

@@ -115,7 +115,7 @@ func TestTrimRecord(t *testing.T) {
 // TestStringTable checks that equal strings come back as one copy, and
 // that the table stops growing at maxShared.
 func TestStringTable(t *testing.T) {
-	table := &stringTable{strings: map[string]string{}}
+	table := newStringTable()
 	a := table.intern(string([]byte("team-payments")))
 	b := table.intern(string([]byte("team-payments")))
 	if a != b || unsafe.StringData(a) != unsafe.StringData(b) {
@@ -133,6 +133,32 @@ func TestStringTable(t *testing.T) {
 	list := []string{"x", "y"}
 	if got := table.internAll(list); !slices.Equal(got, list) || &got[0] == &list[0] {
 		t.Errorf("internAll = %q, a copy of %q", got, list)
+	}
+}
+
+// TestStringTableLists checks that equal lists come back as one copy, full
+// so that an append copies, and that the table stops growing at maxShared
+// lists.
+func TestStringTableLists(t *testing.T) {
+	table := newStringTable()
+	one, two := table.internList([]string{"a", "bc"}), table.internList([]string{"a", "bc"})
+	if !slices.Equal(one, []string{"a", "bc"}) || &one[0] != &two[0] || cap(one) != len(one) {
+		t.Errorf("internList = %q and %q, cap %d: not one full shared copy", one, two, cap(one))
+	}
+	if other := table.internList([]string{"ab", "c"}); &other[0] == &one[0] {
+		t.Error("[ab c] shares [a bc]'s copy")
+	}
+	if table.internList(nil) != nil || table.internList([]string{}) == nil {
+		t.Error("internList changed a nil or an empty list")
+	}
+	for i := range 2 * maxShared {
+		l := []string{fmt.Sprint("value-", i)}
+		if got := table.internList(l); !slices.Equal(got, l) || &got[0] == &l[0] {
+			t.Fatalf("internList(%q) = %q, not a copy", l, got)
+		}
+	}
+	if n := len(table.lists); n != maxShared {
+		t.Errorf("the table holds %d lists, want at most %d", n, maxShared)
 	}
 }
 

@@ -41,8 +41,8 @@ func digestOf(parts ...string) digest {
 // deliveredSecrets is what the controller knows of the Secrets it
 // delivered, without an informer cache of them: for each Secret with the
 // operator's managed-by label, a digest of its namespace and name and one of
-// the UID of the ApiKey that controls it, 32 bytes a Secret against about
-// 650 for its trimmed metadata in a cache. A metadata-only watch (never the
+// the UID of the ApiKey that controls it: about 50 bytes a Secret in the
+// map, against about 650 for its trimmed metadata in an informer cache. A metadata-only watch (never the
 // data) feeds it, and each change wakes the ApiKey that controls the
 // Secret, so a deleted Secret is noticed at once.
 //
@@ -51,9 +51,10 @@ func digestOf(parts ...string) digest {
 type deliveredSecrets struct {
 	client metadata.Interface
 
-	// keyUIDs lists the ApiKeys the controller knows, for a relisting that
-	// finds Secrets gone: the watch missed their deletion, and only the UID
-	// digest of their owners remains.
+	// keyUIDs lists the ApiKeys the controller knows, to wake those that
+	// controlled a Secret when the change does not name them (a relisting
+	// after missed events, an edit of the owner references): only the
+	// digests of their UIDs remain.
 	keyUIDs func(context.Context) ([]keyUID, error)
 
 	mu     sync.RWMutex
