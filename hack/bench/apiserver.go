@@ -185,9 +185,10 @@ func (e *env) measureAdmission(ctx context.Context, section func()) *admissionCo
 	return &admissionCost{Steps: admissionBetween(before, after)}
 }
 
-// apiWrites is how many writes kube-apiserver served during a section, by
-// verb and resource (subresource after a slash), largest first.
-type apiWrites []requestCount
+// apiRequests is how many requests of some verbs kube-apiserver served
+// during a section, by verb and resource (subresource after a slash),
+// largest first.
+type apiRequests []requestCount
 
 // requestCount is one verb on one resource.
 type requestCount struct {
@@ -195,8 +196,12 @@ type requestCount struct {
 	N              int
 }
 
-// writeVerbs are the verbs of apiserver_request_total that write.
-var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "DELETE": true, "APPLY": true}
+// writeVerbs are the verbs of apiserver_request_total that write; readVerbs
+// those that read, but for watches.
+var (
+	writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "DELETE": true, "APPLY": true}
+	readVerbs  = map[string]bool{"GET": true, "LIST": true}
+)
 
 // scrapeRequests reads apiserver_request_total, summed over codes, scopes
 // and components, by verb and resource.
@@ -226,11 +231,11 @@ func (e *env) scrapeRequests(ctx context.Context) (map[[2]string]float64, error)
 	return out, nil
 }
 
-// writesBetween is the writes counted between two scrapes.
-func writesBetween(before, after map[[2]string]float64) apiWrites {
-	var w apiWrites
+// requestsBetween is the requests of verbs counted between two scrapes.
+func requestsBetween(before, after map[[2]string]float64, verbs map[string]bool) apiRequests {
+	var w apiRequests
 	for k, v := range after {
-		if n := int(v - before[k]); n > 0 && writeVerbs[k[0]] {
+		if n := int(v - before[k]); n > 0 && verbs[k[0]] {
 			w = append(w, requestCount{verb: k[0], resource: k[1], N: n})
 		}
 	}
@@ -250,8 +255,8 @@ var issuanceResources = map[string]bool{
 	"secrets": true, "events": true,
 }
 
-// perKey is the writes to issuanceResources, per key issued.
-func (w apiWrites) perKey(keys int) float64 {
+// perKey is the requests to issuanceResources, per key issued.
+func (w apiRequests) perKey(keys int) float64 {
 	total := 0
 	for _, c := range w {
 		if issuanceResources[c.resource] {

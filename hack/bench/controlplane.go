@@ -136,8 +136,8 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	}
 }
 
-// runIssueSection runs bulk issuance and counts the writes the API server
-// served meanwhile.
+// runIssueSection runs bulk issuance and counts the writes and reads the API
+// server served meanwhile.
 func runIssueSection(ctx context.Context, c config, e *env, r *report, auth *authserver.Server) {
 	harness.Progress("bulk issuance of %d ApiKeys", c.issueKeys)
 	before, err := e.scrapeRequests(ctx)
@@ -145,7 +145,8 @@ func runIssueSection(ctx context.Context, c config, e *env, r *report, auth *aut
 	if err == nil {
 		var after map[[2]string]float64
 		if after, err = e.scrapeRequests(ctx); err == nil {
-			r.issue.writes = writesBetween(before, after)
+			r.issue.writes = requestsBetween(before, after, writeVerbs)
+			r.issue.reads = requestsBetween(before, after, readVerbs)
 		}
 	}
 	if err != nil {

@@ -21,8 +21,8 @@ import (
 // issueResult is the bulk issuance run: many ApiKeys created at once with
 // the controller and an auth server running, compared with as many plain
 // ConfigMaps created just before by the same clients. Its fields are
-// exported for the report's template, but for writes, which the control
-// plane's section fills in.
+// exported for the report's template, but for writes and reads, which the
+// control plane's section fills in.
 type issueResult struct {
 	Keys, Workers, Reconcilers int
 	QPS                        float64
@@ -43,9 +43,9 @@ type issueResult struct {
 	GaveUp     bool
 	ReadyCount int
 	Waited     time.Duration
-	// writes is what kube-apiserver counted during the section, the
-	// ConfigMaps included.
-	writes apiWrites
+	// writes and reads are what kube-apiserver counted during the section,
+	// the ConfigMaps included.
+	writes, reads apiRequests
 	// ConfigMapCPU and KeyCPU are the CPU time each ConfigMap create and
 	// each issued key cost (from the first create until the last was
 	// created, or Ready); zero if not measured.

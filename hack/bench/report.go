@@ -415,8 +415,13 @@ type issueView struct {
 	// resources written at least once per 100 keys (the others are the API
 	// server's own bookkeeping, e.g. leases).
 	WritesCounted bool
-	Writes        []writeView
+	Writes        []requestView
 	WritesPerKey  float64
+	// Reads are the reads (GET, LIST) of issuanceResources: those the
+	// controller, the webhooks and the auth server made past their caches
+	// and watches, and the listings that start informers and watches.
+	Reads       []requestView
+	ReadsPerKey float64
 	// CPU is what a ConfigMap create and an issued key cost, and their
 	// ratio, by process; nil if not measured.
 	CPU []cpuRowView
@@ -427,7 +432,7 @@ type issueView struct {
 	}
 }
 
-type writeView struct {
+type requestView struct {
 	Verb, Resource string
 	N              int
 	PerKey         float64
@@ -445,9 +450,18 @@ func (r *report) issueView() *issueView {
 	}
 	v := &issueView{issueResult: is, Admission: r.issueAdmission, Result: r.issueSummary().Result,
 		WritesCounted: len(is.writes) > 0, WritesPerKey: is.writes.perKey(is.Keys)}
+	perKey := func(c requestCount) requestView {
+		return requestView{c.verb, c.resource, c.N, float64(c.N) / float64(is.Keys)}
+	}
 	for _, c := range is.writes {
 		if c.N*100 >= is.Keys {
-			v.Writes = append(v.Writes, writeView{c.verb, c.resource, c.N, float64(c.N) / float64(is.Keys)})
+			v.Writes = append(v.Writes, perKey(c))
+		}
+	}
+	v.ReadsPerKey = is.reads.perKey(is.Keys)
+	for _, c := range is.reads {
+		if issuanceResources[c.resource] {
+			v.Reads = append(v.Reads, perKey(c))
 		}
 	}
 	if cm, key := is.ConfigMapCPU, is.KeyCPU; cm.apiServer > 0 && key.apiServer > 0 {

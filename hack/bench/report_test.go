@@ -20,7 +20,7 @@ func TestMarkdown(t *testing.T) {
 		revoke: &revokeResult{Err: failed},
 		apply:  &applyResult{Err: failed},
 		rotate: &rotateResult{Err: failed},
-		issue:  &issueResult{Err: failed, GaveUp: true, writes: apiWrites{{verb: "POST", resource: "apikeys", N: 1}}},
+		issue:  &issueResult{Err: failed, GaveUp: true, writes: apiRequests{{verb: "POST", resource: "apikeys", N: 1}}},
 		heap: &heapResult{Err: failed, WithKeys: true, BudgetHit: true, Samples: []heapSample{{Records: 1, ApiKeys: 2}},
 			Combined: &heapResult{Mode: combinedMode, Err: failed}, Revoke: &scaleRevokeResult{LoadErr: failed}},
 		applyAdmission: &admissionCost{Err: failed},
@@ -67,6 +67,22 @@ func TestScaleRevocationSplit(t *testing.T) {
 	assertRenders(t, r,
 		"It refused it -0.50 ms (p50), +19.00 ms (p99), +20.00 ms (max) after the API call returned",
 		"the slow trials were mostly slow before the index knew")
+}
+
+// TestIssueReads: the issuance section counts the reads of the resources
+// issuance touches, and only those, beside the writes.
+func TestIssueReads(t *testing.T) {
+	r := &report{issue: &issueResult{Keys: 1000, ConfigMaps: time.Second, Ready: 10 * time.Second,
+		writes: apiRequests{{verb: "POST", resource: "apikeys", N: 1000}},
+		reads:  apiRequests{{verb: "GET", resource: "secrets", N: 30}, {verb: "LIST", resource: "leases", N: 500}}}}
+	md, err := r.markdown(config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(md, "leases") {
+		t.Error("the report counts reads of leases, which issuance does not touch")
+	}
+	assertRenders(t, r, "**0.03 per key**", "| GET | secrets | 30 | 0.03 |")
 }
 
 // assertRenders renders r and fails for each of wants the report lacks.
