@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/binary"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -20,8 +21,9 @@ import (
 //     annotations (kubectl's last-applied-configuration repeats the whole
 //     spec) or spec.description;
 //   - records without managed fields, labels, annotations, owner
-//     references or finalizers (the controller finds a key's records by the
-//     indexed field spec.apiKey.uid, not by label).
+//     references or finalizers (the controller finds a key's records by
+//     their spec.apiKey.uid, not by label), nor the token hash
+//     their names already hold.
 //
 // It caches no Secret: a watch of the delivered Secrets' metadata keeps
 // two digests of each (deliveredSecrets).
@@ -53,8 +55,8 @@ func trimApiKey(obj any) (any, error) {
 	spec.Prefix = shared.intern(spec.Prefix)
 	spec.Scopes = shared.internList(spec.Scopes)
 	spec.Audiences = shared.internList(spec.Audiences)
-	if o := spec.Owner; o != nil {
-		spec.Owner = &apikeysv1alpha1.Owner{Username: shared.intern(o.Username), UID: o.UID, Groups: shared.internList(o.Groups)}
+	if spec.Owner != nil {
+		spec.Owner = shared.internOwner(spec.Owner)
 	}
 	status := key.Status
 	status.Conditions = slices.Clone(status.Conditions)
@@ -78,15 +80,21 @@ func trimApiKey(obj any) (any, error) {
 
 // trimRecord keeps what the controller reads of a record: identity, the
 // spec (compared whole with what it should be) and the status's
-// lastUsedAt. Not its labels: a key's records are found by the indexed
-// field spec.apiKey.uid, and a one-entry map would cost a record about
-// 300 bytes.
+// lastUsedAt. Not its labels: a key's records are found by their
+// spec.apiKey.uid (keyRecords), and a one-entry map would cost a record
+// about 300 bytes. Nor spec.tokenHash when the record's name holds it, as every
+// name the controller gives does: the controller reads records through
+// withTokenHash, which restores it.
 func trimRecord(obj any) (any, error) {
 	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
 	if !ok {
 		return obj, nil
 	}
 	spec := rec.Spec
+	if digits, ok := strings.CutPrefix(rec.Name, apikeysv1alpha1.RecordNamePrefix); ok &&
+		spec.TokenHash == apikeysv1alpha1.TokenHashScheme+digits {
+		spec.TokenHash = "" // the name holds it; withTokenHash restores it
+	}
 	spec.ApiKey.Namespace = shared.intern(spec.ApiKey.Namespace)
 	if spec.UID == spec.ApiKey.UID {
 		spec.UID = spec.ApiKey.UID // identity Key: one string, not two
@@ -141,11 +149,13 @@ const maxShared = 4096
 type stringTable struct {
 	mu      sync.RWMutex
 	strings map[string]string
-	lists   map[string][]string // by listID
+	lists   map[string][]string               // by listID
+	owners  map[string]*apikeysv1alpha1.Owner // by listID of username, UID and groups
 }
 
 func newStringTable() *stringTable {
-	return &stringTable{strings: map[string]string{}, lists: map[string][]string{}}
+	return &stringTable{strings: map[string]string{}, lists: map[string][]string{},
+		owners: map[string]*apikeysv1alpha1.Owner{}}
 }
 
 func (t *stringTable) intern(s string) string {
@@ -192,21 +202,35 @@ func (t *stringTable) internList(list []string) []string {
 	if len(list) == 0 {
 		return list
 	}
-	id := listID(list)
+	return share(t, t.lists, listID(list), func() []string { return slices.Clip(t.internAll(list)) })
+}
+
+// internOwner returns the one copy of o the table shares (a person owns
+// many keys), or, past maxShared owners, a copy of its own.
+func (t *stringTable) internOwner(o *apikeysv1alpha1.Owner) *apikeysv1alpha1.Owner {
+	id := listID([]string{o.Username, o.UID, strconv.FormatBool(o.Groups == nil)}) + listID(o.Groups)
+	return share(t, t.owners, id, func() *apikeysv1alpha1.Owner {
+		return &apikeysv1alpha1.Owner{Username: t.intern(o.Username), UID: o.UID, Groups: t.internList(o.Groups)}
+	})
+}
+
+// share returns the value m holds under id, or makes one and, below
+// maxShared values, keeps it there.
+func share[V any](t *stringTable, m map[string]V, id string, makeValue func() V) V {
 	t.mu.RLock()
-	v, ok := t.lists[id]
+	v, ok := m[id]
 	t.mu.RUnlock()
 	if ok {
 		return v
 	}
-	v = slices.Clip(t.internAll(list))
+	v = makeValue()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if prev, ok := t.lists[id]; ok {
+	if prev, ok := m[id]; ok {
 		return prev
 	}
-	if len(t.lists) < maxShared {
-		t.lists[id] = v
+	if len(m) < maxShared {
+		m[id] = v
 	}
 	return v
 }

@@ -73,6 +73,14 @@ func TestTrimApiKey(t *testing.T) {
 	if !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("trimmed key:\n got %+v\nwant %+v", got, want)
 	}
+	// Another key of the same owner shares its Owner.
+	other, err := trimApiKey(fullKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.(*apikeysv1alpha1.ApiKey).Spec.Owner != got.Spec.Owner {
+		t.Error("two keys of one owner hold two copies of it")
+	}
 }
 
 func TestTrimRecord(t *testing.T) {
@@ -104,8 +112,17 @@ func TestTrimRecord(t *testing.T) {
 	}
 	want := before.DeepCopy()
 	want.Labels, want.Annotations, want.Finalizers, want.ManagedFields = nil, nil, nil, nil
+	want.Spec.TokenHash = "" // its name holds it
 	if !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("trimmed record:\n got %+v\nwant %+v", got, want)
+	}
+	if restored := withTokenHash(*got); restored.Spec.TokenHash != before.Spec.TokenHash {
+		t.Errorf("restored tokenHash %q, want %q", restored.Spec.TokenHash, before.Spec.TokenHash)
+	}
+	// A record not named after its hash (by hand) keeps the hash.
+	in.Name = "by-hand"
+	if out, _ := trimRecord(in); out.(*apikeysv1alpha1.ApiKeyRecord).Spec.TokenHash != before.Spec.TokenHash {
+		t.Error("a record named otherwise lost its tokenHash")
 	}
 	if unsafe.StringData(got.Spec.UID) != unsafe.StringData(got.Spec.ApiKey.UID) {
 		t.Error("spec.uid, the key's UID, is held twice")

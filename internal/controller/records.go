@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -46,10 +47,19 @@ func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alph
 			return nil, err
 		}
 		if rec.Spec.ApiKey.UID == string(key.UID) {
-			records = append(records, rec)
+			records = append(records, withTokenHash(rec))
 		}
 	}
 	return records, nil
+}
+
+// withTokenHash restores the spec.tokenHash the cache leaves out of a
+// record named after it (trimRecord).
+func withTokenHash(rec apikeysv1alpha1.ApiKeyRecord) apikeysv1alpha1.ApiKeyRecord {
+	if digits, ok := strings.CutPrefix(rec.Name, apikeysv1alpha1.RecordNamePrefix); ok && rec.Spec.TokenHash == "" {
+		rec.Spec.TokenHash = apikeysv1alpha1.TokenHashScheme + digits
+	}
+	return rec
 }
 
 // observeRecords reads the key's records, the truth about its tokens, then
