@@ -135,13 +135,18 @@ func sharedTypeMeta(tm metav1.TypeMeta) metav1.TypeMeta {
 // repeat.
 var shared = newStringTable()
 
-// maxShared bounds the strings, and the lists, stringTable holds: values
-// that never repeat, or a tenant's stream of new ones, must not grow it
-// without end.
-const maxShared = 4096
+// maxShared bounds the strings, the lists and the owners stringTable
+// holds, and maxSharedBytes their bytes, all kinds together: values that
+// never repeat, or a tenant's stream of new ones (a scope list edited over
+// and over, long group names), must not grow it without end.
+const (
+	maxShared      = 4096
+	maxSharedBytes = 4 << 20
+)
 
 // stringTable gives one copy of each string it is asked for, and of each
-// list, up to maxShared of each (then a copy of what was given). Entries
+// list and owner, up to maxShared of each and maxSharedBytes in all (then a
+// copy of what was given). Entries
 // are never dropped. Strings are immutable, so sharing them is safe; a
 // shared list is safe because cached objects are never written to (the
 // cache hands out deep copies, and the readers that skip the copy only
@@ -151,6 +156,7 @@ type stringTable struct {
 	strings map[string]string
 	lists   map[string][]string               // by listID
 	owners  map[string]*apikeysv1alpha1.Owner // by listID of username, UID and groups
+	bytes   int                               // what the three hold, about
 }
 
 func newStringTable() *stringTable {
@@ -173,11 +179,12 @@ func (t *stringTable) intern(s string) string {
 	if v, ok := t.strings[s]; ok {
 		return v
 	}
-	if len(t.strings) >= maxShared {
+	if len(t.strings) >= maxShared || t.bytes+len(s) > maxSharedBytes {
 		return s
 	}
 	s = strings.Clone(s)
 	t.strings[s] = s
+	t.bytes += len(s)
 	return s
 }
 
@@ -215,7 +222,8 @@ func (t *stringTable) internOwner(o *apikeysv1alpha1.Owner) *apikeysv1alpha1.Own
 }
 
 // share returns the value m holds under id, or makes one and, below
-// maxShared values, keeps it there.
+// maxShared values and maxSharedBytes, keeps it there (counted as twice its
+// id: the id itself, and about as much in the value).
 func share[V any](t *stringTable, m map[string]V, id string, makeValue func() V) V {
 	t.mu.RLock()
 	v, ok := m[id]
@@ -229,8 +237,9 @@ func share[V any](t *stringTable, m map[string]V, id string, makeValue func() V)
 	if prev, ok := m[id]; ok {
 		return prev
 	}
-	if len(m) < maxShared {
+	if cost := 2 * len(id); len(m) < maxShared && t.bytes+cost <= maxSharedBytes {
 		m[id] = v
+		t.bytes += cost
 	}
 	return v
 }

@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -176,6 +177,17 @@ func TestStringTableLists(t *testing.T) {
 	}
 	if n := len(table.lists); n != maxShared {
 		t.Errorf("the table holds %d lists, want at most %d", n, maxShared)
+	}
+	// Long values: the table stops at maxSharedBytes, whatever their count.
+	long := newStringTable()
+	for i := range 64 {
+		l := []string{fmt.Sprint(i), strings.Repeat("x", 128<<10)}
+		if got := long.internList(l); !slices.Equal(got, l) {
+			t.Fatalf("internList of a long list changed it")
+		}
+	}
+	if long.bytes > maxSharedBytes || len(long.lists) == 64 {
+		t.Errorf("the table holds %d long lists, %d bytes; want at most %d bytes", len(long.lists), long.bytes, maxSharedBytes)
 	}
 }
 
