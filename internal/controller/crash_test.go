@@ -18,11 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -346,8 +344,7 @@ func newCrashReconciler(c *crash) *ApiKeyReconciler {
 func showSecrets(r *ApiKeyReconciler) {
 	GinkgoHelper()
 	if r.secrets == nil {
-		r.secrets = newDeliveredSecrets(nil, func(context.Context) ([]keyUID, error) { return nil, nil })
-		r.secrets.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+		r.secrets = queuedSecrets(nil)
 		DeferCleanup(r.secrets.queue.ShutDown)
 	}
 	list := &metav1.PartialObjectMetadataList{}

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"sync"
@@ -23,19 +22,13 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// digest stands for a string tuple: the first 16 bytes of a SHA-256 of it.
+// digest stands for a string tuple: the first 16 bytes of a SHA-256 of its
+// unambiguous encoding (listID).
 type digest [16]byte
 
 func digestOf(parts ...string) digest {
-	h := sha256.New()
-	for _, s := range parts {
-		var n [binary.MaxVarintLen64]byte
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(s)))])
-		h.Write([]byte(s))
-	}
-	var d digest
-	copy(d[:], h.Sum(nil))
-	return d
+	sum := sha256.Sum256([]byte(listID(parts)))
+	return digest(sum[:16])
 }
 
 // deliveredSecrets is what the controller knows of the Secrets it

@@ -28,6 +28,15 @@ func keyRef(name string, uid types.UID) metav1.OwnerReference {
 		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}
 }
 
+// queuedSecrets is a watch of delivered Secrets that is not started, with
+// a queue to wake keys on (the caller shuts it down) and keys as the ApiKeys
+// the controller knows.
+func queuedSecrets(keys []keyUID) *deliveredSecrets {
+	s := newDeliveredSecrets(nil, func(context.Context) ([]keyUID, error) { return keys, nil })
+	s.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	return s
+}
+
 // woken drains q: the keys it was asked to reconcile, sorted by name.
 func woken(q workqueue.TypedRateLimitingInterface[reconcile.Request]) []string {
 	var out []string
@@ -59,8 +68,7 @@ func TestDeliveredSecretsOwners(t *testing.T) {
 		{"no owner", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newDeliveredSecrets(nil, nil)
-			s.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+			s := queuedSecrets(nil)
 			defer s.queue.ShutDown()
 			if err := s.Add(deliveredSecret("billing-token", tc.owners...)); err != nil {
 				t.Fatal(err)
@@ -85,8 +93,7 @@ func TestDeliveredSecretsEvents(t *testing.T) {
 		{types.NamespacedName{Namespace: "team-payments", Name: "b"}, "uid-b"},
 		{types.NamespacedName{Namespace: "team-payments", Name: "c"}, "uid-c"},
 	}
-	s := newDeliveredSecrets(nil, func(context.Context) ([]keyUID, error) { return keys, nil })
-	s.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	s := queuedSecrets(keys)
 	defer s.queue.ShutDown()
 	a, b, c := deliveredSecret("a-token", keyRef("a", "uid-a")), deliveredSecret("b-token", keyRef("b", "uid-b")),
 		deliveredSecret("c-token", keyRef("c", "uid-c"))
