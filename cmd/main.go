@@ -350,16 +350,16 @@ func selfSignedCertDir(c config) string {
 	return filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
 }
 
-// cacheOptions drops managedFields everywhere (nothing here reads them); for
-// an auth-server-only replica, every field the index does not read; beside
-// the controller, every Secret annotation and label that is not the
-// operator's.
+// cacheOptions drops managedFields everywhere (nothing here reads them),
+// and for an auth-server-only replica every field the index does not read.
+// The manager's cache holds nothing on purpose: the controller and the auth
+// server know ApiKeys, records and Secrets from watches that keep a few
+// bytes of each. So a read of a kind no informer was started for fails
+// instead of starting one: a stray read must not bring a whole cache back.
 func cacheOptions(c config) cache.Options {
-	opts := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
+	opts := cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ReaderFailOnMissingInformer: true}
 	if !c.enableController {
 		opts.ByObject = authserver.CacheOptions()
-	} else {
-		opts.ByObject = controller.CacheOptions()
 	}
 	return opts
 }

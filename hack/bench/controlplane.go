@@ -23,7 +23,6 @@ import (
 
 	"github.com/apikey-operator/apikey-operator/hack/internal/harness"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
-	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	webhookv1alpha1 "github.com/apikey-operator/apikey-operator/internal/webhook/v1alpha1"
@@ -197,7 +196,7 @@ func managerOptions() ctrl.Options {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache:                  cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ReaderFailOnMissingInformer: true},
 	}
 }
 
@@ -223,12 +222,11 @@ func (e *env) installOwnerRule(ctx context.Context) error {
 }
 
 // startController runs the controller and the admission webhooks, as the
-// leader-elected Deployment does: its cache trimmed as cmd/main.go trims it
-// beside the controller, its webhooks registered by envtest from
+// leader-elected Deployment does: its cache options as cmd/main.go's beside
+// the controller (it caches nothing), its webhooks registered by envtest from
 // config/webhook. It returns once the webhook server answers.
 func (e *env) startController(ctx context.Context, c config) (*runningManager, error) {
 	opts := managerOptions()
-	opts.Cache.ByObject = controller.CacheOptions()
 	install := &e.testEnv.WebhookInstallOptions
 	opts.WebhookServer = webhook.NewServer(webhook.Options{
 		Host: install.LocalServingHost, Port: install.LocalServingPort, CertDir: install.LocalServingCertDir,

@@ -101,6 +101,10 @@ type heapSample struct {
 	Backlog int
 	// SettleTime is how long the wait for the backlog took.
 	SettleTime time.Duration
+	// Peak is the largest live heap from the manager's start to the heap's
+	// reading, as each GC marked it: the start-up's listings and backlog
+	// included, which is what a memory limit must hold.
+	Peak uint64
 }
 
 // PerKey is the heap the manager added per record, baseline included.
@@ -501,8 +505,10 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 		return s, err
 	}
 	start := time.Now()
+	peak := harness.PeakLiveHeap()
 	m, auth, err := e.startHeapManager(ctx, mode, e.reconcilers)
 	if err != nil {
+		peak()
 		return s, err
 	}
 	err = harness.PollUntil(ctx, 10*time.Millisecond, syncTimeout, func() (bool, error) {
@@ -514,6 +520,7 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 		s.Backlog, err = queues.settle(ctx, s.ApiKeys)
 		s.SettleTime = time.Since(start) - s.SyncTime
 	}
+	s.Peak = peak()
 	s.Synced = harness.LiveHeap()
 	if profile != "" {
 		if perr := writeHeapProfile(profile); perr != nil {
@@ -639,9 +646,9 @@ func (e *env) startHeapManager(ctx context.Context, mode string, reconcilers int
 		return nil, nil, err
 	}
 	opts := managerOptions()
-	opts.Cache.ByObject = authserver.CacheOptions()
-	if mode == combinedMode {
-		opts.Cache.ByObject = controller.CacheOptions()
+	if mode != combinedMode {
+		opts.Cache.ByObject = authserver.CacheOptions()
+	} else {
 		// The controllers' names are taken by the managers of the sections
 		// before, in this same process.
 		opts.Controller.SkipNameValidation = ptr.To(true)

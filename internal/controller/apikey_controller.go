@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -48,6 +50,12 @@ type ApiKeyReconciler struct {
 	// (one pass per key at a time, whatever the number). Defaults to 1.
 	MaxConcurrentReconciles int
 
+	// WatchNamespace and WatchFields narrow the ApiKeys the controller
+	// watches and reconciles (tests run several controllers on one API
+	// server); by default, every ApiKey.
+	WatchNamespace string
+	WatchFields    fields.Selector
+
 	// created are the records this process created that its cache may not
 	// show yet.
 	created createdRecords
@@ -56,8 +64,13 @@ type ApiKeyReconciler struct {
 	// them shows them (it keeps no cache of Secrets).
 	secrets *deliveredSecrets
 
-	// records indexes the cached records by key UID.
+	// records are the records of each key, as the controller's watch of
+	// them shows them (it keeps no cache of records: a pass reads them).
 	records *keyRecords
+
+	// keys are the ApiKeys the controller watches, as its watch shows them
+	// (it keeps no cache of ApiKeys: each pass reads its key).
+	keys *watchedKeys
 }
 
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -73,9 +86,9 @@ type ApiKeyReconciler struct {
 // Reconcile runs the steps of one pass in order and stops at the first that
 // fails; a single deferred status patch then records what the pass observed.
 func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	key := &apikeysv1alpha1.ApiKey{}
-	if err := r.Get(ctx, req.NamespacedName, key); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	key, err := r.getKey(ctx, req.NamespacedName)
+	if key == nil || err != nil {
+		return ctrl.Result{}, err
 	}
 	if !key.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, key)
@@ -110,6 +123,29 @@ func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// getKey reads the ApiKey a pass is for, nil if it is gone: from
+// kube-apiserver, at least as new as the watch last showed it (a read its
+// watch cache serves), or, in a start-up pass, from the watch's first
+// listing; in a reconciler without a watch, through its client. A key the
+// watch has not shown gets no pass: the watch wakes it once it does.
+func (r *ApiKeyReconciler) getKey(ctx context.Context, name types.NamespacedName) (*apikeysv1alpha1.ApiKey, error) {
+	key := &apikeysv1alpha1.ApiKey{}
+	var err error
+	if r.keys == nil {
+		err = r.Get(ctx, name, key)
+	} else if seen, ok := r.keys.get(name); !ok {
+		return nil, nil
+	} else if listed := r.keys.takeListed(name); listed != nil {
+		return listed, nil
+	} else {
+		err = r.APIReader.Get(ctx, name, key, seen.getOptions())
+	}
+	if err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return key, nil
 }
 
 // finalize deletes every record of a deleting ApiKey, then lets it go. The
@@ -154,42 +190,36 @@ func (r *ApiKeyReconciler) now() time.Time {
 	return time.Now()
 }
 
-// SetupWithManager watches ApiKeys, the metadata (never the data) of the
-// Secrets they own, and their records; beside it runs the RecordCollector,
-// which deletes the records of keys that went without their finalizer.
+// SetupWithManager watches ApiKeys, their records (keeping a few fields of
+// each, not the objects) and the metadata (never the data) of the Secrets
+// they own; beside it runs the RecordCollector, which deletes the
+// records of keys that went without their finalizer.
 func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	meta, err := metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
 	if err != nil {
 		return err
 	}
-	r.secrets = newDeliveredSecrets(meta, r.cachedKeys)
-	r.records = newKeyRecords()
-	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader, records: r.records}).SetupWithManager(mgr); err != nil {
+	watcher, err := client.NewWithWatch(mgr.GetConfig(),
+		client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient()})
+	if err != nil {
 		return err
 	}
-	if err := mgr.Add(expiries.readWhileRunning(mgr.GetCache())); err != nil {
+	r.keys = newWatchedKeys(watcher, r.WatchNamespace, r.WatchFields)
+	r.secrets = newDeliveredSecrets(meta, r.keys.uids)
+	r.records = newKeyRecords(watcher, r.keys.uids)
+	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader, records: r.records, keys: r.keys}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.Add(expiries.readWhileRunning(r.keys)); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&apikeysv1alpha1.ApiKey{}).
+		WatchesRawSource(r.keys).
 		WatchesRawSource(r.secrets).
-		WatchesRawSource(r.records.source(mgr.GetCache())).
+		WatchesRawSource(r.records).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("apikey").
 		Complete(r)
-}
-
-// cachedKeys lists the ApiKeys in the cache.
-func (r *ApiKeyReconciler) cachedKeys(ctx context.Context) ([]keyUID, error) {
-	var keys apikeysv1alpha1.ApiKeyList
-	if err := r.List(ctx, &keys, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
-	}
-	out := make([]keyUID, len(keys.Items))
-	for i := range keys.Items {
-		out[i] = keyUID{NamespacedName: client.ObjectKeyFromObject(&keys.Items[i]), UID: keys.Items[i].UID}
-	}
-	return out, nil
 }
 
 // secretMeta returns an empty metadata-only Secret, the form in which the

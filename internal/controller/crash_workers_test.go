@@ -82,12 +82,11 @@ func runOperator(workers, limit int) *operator {
 		recorder: events.NewFakeRecorder(1000),
 		done:     make(chan error, 1),
 	}
-	byObject := CacheOptions()
 	mgr, err := ctrl.NewManager(testEnv.Config, ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{crashNamespace: {}}, ByObject: byObject},
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{crashNamespace: {}}, ReaderFailOnMissingInformer: true},
 		// The manager's own client, reading from its cache, as the crash's.
 		NewClient: func(restCfg *rest.Config, opts client.Options) (client.Client, error) {
 			c, err := client.NewWithWatch(restCfg, opts)
@@ -110,6 +109,7 @@ func runOperator(workers, limit int) *operator {
 		Recorder:                op.recorder,
 		Policy:                  testPolicy,
 		MaxConcurrentReconciles: workers,
+		WatchNamespace:          crashNamespace,
 	}).SetupWithManager(mgr)).To(Succeed())
 	var runCtx context.Context
 	runCtx, op.cancel = context.WithCancel(ctx)

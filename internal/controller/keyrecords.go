@@ -2,112 +2,265 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// keyRecords indexes the cached records by the UID of their ApiKey, in
-// place of a field index of the cache: client-go keeps a set, that is a map,
-// for each indexed value, about 390 B a key at 100k keys, where a short
-// slice of names costs about 80.
+// keyRecords is what the controller keeps of ApiKeyRecords, without an
+// informer cache of them: for each ApiKey, by a digest of its UID, the
+// names of its records and the resourceVersions last seen, about 150
+// bytes a key where a trimmed cached record cost about 1 KB. A watch feeds
+// it, and updates it before it wakes the record's key, so the pass that
+// follows sees the record; a pass reads the records from kube-apiserver at
+// those resourceVersions or later (reads its watch cache serves).
 //
-// The ApiKey controller's watch of records feeds it, and updates it before
-// it wakes the record's key, so the pass that follows sees the record. The
-// controller starts its workers once the watch has handed it every cached
-// record.
+// It is a controller-runtime source: it starts with the ApiKey controller
+// (on the leader), and the controller starts its workers once the watch
+// has listed every record.
 type keyRecords struct {
+	client client.WithWatch
+
 	mu    sync.RWMutex
-	byKey map[string][]string // key UID → record names
+	byKey map[digest][]recordRef // digest(key UID) → its records
+	queue workqueue.TypedRateLimitingInterface[reconcile.Request]
+	// firstListing holds the records of the first listing until their
+	// key's first pass reads them, as watchedKeys holds the keys; the
+	// record collector drops those whose key the controller does not know.
+	firstListing map[string]*apikeysv1alpha1.ApiKeyRecord
+	// keyUIDs lists the ApiKeys the controller knows, to wake those whose
+	// records changed while the watch was broken off.
+	keyUIDs func(context.Context) ([]keyUID, error)
+	// changed is told of each record created or changed after the first
+	// listing whose key the controller does not know (the record
+	// collector's queue).
+	changed func(*apikeysv1alpha1.ApiKeyRecord)
 	// synced is set once every record listed at start is in.
 	synced atomic.Bool
+	listed chan struct{} // closed by the first listing
 }
 
-func newKeyRecords() *keyRecords { return &keyRecords{byKey: map[string][]string{}} }
+// recordRef names a record and the resourceVersion last seen of it.
+type recordRef struct {
+	name            string
+	resourceVersion uint64 // 0 if not a number: read the newest
+}
 
-// names returns the names of the records of the ApiKey with UID uid.
-func (k *keyRecords) names(uid types.UID) []string {
+var _ source.SyncingSource = (*keyRecords)(nil)
+
+func newKeyRecords(c client.WithWatch, keyUIDs func(context.Context) ([]keyUID, error)) *keyRecords {
+	return &keyRecords{client: c, keyUIDs: keyUIDs, byKey: map[digest][]recordRef{}, listed: make(chan struct{})}
+}
+
+// of returns the records of the ApiKey with UID uid.
+func (k *keyRecords) of(uid types.UID) []recordRef {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return slices.Clone(k.byKey[string(uid)])
+	return slices.Clone(k.byKey[digestOf(string(uid))])
 }
 
-// set notes rec. Its key UID and name are the cached object's strings, put
-// in place of those of the object it replaces, which the cache dropped.
-func (k *keyRecords) set(rec *apikeysv1alpha1.ApiKeyRecord) {
-	uid := rec.Spec.ApiKey.UID
+// takeListed returns, once, the record ref names as the first listing
+// showed it, if the watch has shown nothing newer of it since.
+func (k *keyRecords) takeListed(ref recordRef) *apikeysv1alpha1.ApiKeyRecord {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	names := k.byKey[uid]
-	delete(k.byKey, uid)
-	if i := slices.Index(names, rec.Name); i >= 0 {
-		names[i] = rec.Name
-	} else {
-		names = append(names, rec.Name)
+	rec := k.firstListing[ref.name]
+	delete(k.firstListing, ref.name)
+	return rec
+}
+
+// dropListed forgets the records of the first listing whose key UID's
+// digest unknown reports: no pass will take them.
+func (k *keyRecords) dropListed(unknown func(digest) bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for name, rec := range k.firstListing {
+		if unknown(digestOf(rec.Spec.ApiKey.UID)) {
+			delete(k.firstListing, name)
+		}
 	}
-	k.byKey[uid] = names
 }
 
-func (k *keyRecords) remove(rec *apikeysv1alpha1.ApiKeyRecord) {
-	uid := rec.Spec.ApiKey.UID
+// each calls f with the digest of every key UID that has records, and
+// their names, under the read lock: f must not call back into k.
+func (k *keyRecords) each(f func(digest, []recordRef)) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	for uid, refs := range k.byKey {
+		f(uid, refs)
+	}
+}
+
+// getOptions reads a record at least as new as ref.
+func (ref recordRef) getOptions() *client.GetOptions {
+	if ref.resourceVersion == 0 {
+		return &client.GetOptions{}
+	}
+	return &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: strconv.FormatUint(ref.resourceVersion, 10)}}
+}
+
+// Start runs the watch until ctx ends, waking keys through queue.
+func (k *keyRecords) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	k.queue = queue
+	opts := func(raw metav1.ListOptions) *client.ListOptions {
+		return &client.ListOptions{Raw: &raw, Limit: raw.Limit, Continue: raw.Continue}
+	}
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, raw metav1.ListOptions) (runtime.Object, error) {
+			list := &apikeysv1alpha1.ApiKeyRecordList{}
+			return list, k.client.List(ctx, list, opts(raw))
+		},
+		WatchFuncWithContext: func(ctx context.Context, raw metav1.ListOptions) (watch.Interface, error) {
+			return k.client.Watch(ctx, &apikeysv1alpha1.ApiKeyRecordList{}, opts(raw))
+		},
+	}
+	r := toolscache.NewReflectorWithOptions(lw, &apikeysv1alpha1.ApiKeyRecord{}, k,
+		toolscache.ReflectorOptions{Name: "apikey: records"})
+	go r.RunWithContext(ctx)
+	return nil
+}
+
+// WaitForSync returns once the records have been listed.
+func (k *keyRecords) WaitForSync(ctx context.Context) error {
+	select {
+	case <-k.listed:
+		k.synced.Store(true)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ApiKeyRecords not listed: %w", ctx.Err())
+	}
+}
+
+func (k *keyRecords) String() string { return "ApiKeyRecords (watch)" }
+
+// The reflector's store: every event updates the records of the record's
+// key and wakes it; nothing else is kept. A record whose spec.apiKey was
+// edited by hand stays listed under its former key too, until that key's
+// pass reads it and drops it (see drop).
+
+func (k *keyRecords) Add(obj any) error    { return k.Update(obj) }
+func (k *keyRecords) Resync() error        { return nil }
+func (k *keyRecords) Update(obj any) error { return k.change(obj, false) }
+func (k *keyRecords) Delete(obj any) error { return k.change(obj, true) }
+
+func (k *keyRecords) change(obj any, deleted bool) error {
+	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
+	if !ok {
+		return nil
+	}
+	uid := digestOf(rec.Spec.ApiKey.UID)
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	names := slices.DeleteFunc(k.byKey[uid], func(n string) bool { return n == rec.Name })
-	if len(names) == 0 {
+	delete(k.firstListing, rec.Name)
+	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.name == rec.Name })
+	if !deleted {
+		refs = append(refs, refOf(rec))
+	}
+	if len(refs) == 0 {
 		delete(k.byKey, uid)
 	} else {
-		k.byKey[uid] = names
+		k.byKey[uid] = slices.Clip(refs)
 	}
-}
-
-// source is the ApiKey controller's watch of records: it keeps the index
-// and wakes the key of each record that changes.
-func (k *keyRecords) source(c cache.Cache) source.SyncingSource {
-	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	wake := func(q queue, rec *apikeysv1alpha1.ApiKeyRecord) {
-		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: rec.Spec.ApiKey.Namespace, Name: rec.Spec.ApiKey.Name}})
+	k.mu.Unlock()
+	k.queue.Add(reconcile.Request{NamespacedName: keyOfRecord(rec)})
+	if !deleted && k.changed != nil {
+		k.changed(rec)
 	}
-	h := handler.TypedFuncs[*apikeysv1alpha1.ApiKeyRecord, reconcile.Request]{
-		CreateFunc: func(_ context.Context, e event.TypedCreateEvent[*apikeysv1alpha1.ApiKeyRecord], q queue) {
-			k.set(e.Object)
-			wake(q, e.Object)
-		},
-		UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[*apikeysv1alpha1.ApiKeyRecord], q queue) {
-			if e.ObjectOld.Spec.ApiKey != e.ObjectNew.Spec.ApiKey {
-				k.remove(e.ObjectOld)
-				wake(q, e.ObjectOld)
-			}
-			k.set(e.ObjectNew)
-			wake(q, e.ObjectNew)
-		},
-		DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[*apikeysv1alpha1.ApiKeyRecord], q queue) {
-			k.remove(e.Object)
-			wake(q, e.Object)
-		},
-	}
-	return &syncedSource{SyncingSource: source.Kind(c, &apikeysv1alpha1.ApiKeyRecord{}, h), synced: &k.synced}
-}
-
-// syncedSource sets synced once its source has synced.
-type syncedSource struct {
-	source.SyncingSource
-	synced *atomic.Bool
-}
-
-func (s *syncedSource) WaitForSync(ctx context.Context) error {
-	if err := s.SyncingSource.WaitForSync(ctx); err != nil {
-		return err
-	}
-	s.synced.Store(true)
 	return nil
+}
+
+// drop forgets that the key with UID uid has the record name: a pass found
+// it gone, or belonging to another key.
+func (k *keyRecords) drop(uid types.UID, name string) {
+	d := digestOf(string(uid))
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	refs := slices.DeleteFunc(k.byKey[d], func(r recordRef) bool { return r.name == name })
+	if len(refs) == 0 {
+		delete(k.byKey, d)
+	} else {
+		k.byKey[d] = refs
+	}
+}
+
+// Replace takes a listing: the first at start, later ones after the watch
+// broke off. A later one wakes the keys whose records changed, came or went
+// in between, and tells the collector of the records that changed; at
+// start, every key is reconciled and the collector looks at every record
+// anyway.
+func (k *keyRecords) Replace(list []any, _ string) error {
+	first := false
+	select {
+	case <-k.listed:
+	default:
+		first = true
+	}
+	byKey := make(map[digest][]recordRef, len(list))
+	recs := make([]*apikeysv1alpha1.ApiKeyRecord, 0, len(list))
+	var listed map[string]*apikeysv1alpha1.ApiKeyRecord
+	if first {
+		listed = make(map[string]*apikeysv1alpha1.ApiKeyRecord, len(list))
+	}
+	for _, obj := range list {
+		if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok {
+			uid := digestOf(rec.Spec.ApiKey.UID)
+			byKey[uid] = append(byKey[uid], refOf(rec))
+			recs = append(recs, rec)
+			if first {
+				rec.ManagedFields = nil
+				listed[rec.Name] = rec
+			}
+		}
+	}
+	k.mu.Lock()
+	old := k.byKey
+	k.byKey, k.firstListing = byKey, listed
+	k.mu.Unlock()
+	if first {
+		close(k.listed)
+		return nil
+	}
+	for _, rec := range recs {
+		uid := digestOf(rec.Spec.ApiKey.UID)
+		if !slices.Contains(old[uid], refOf(rec)) {
+			k.queue.Add(reconcile.Request{NamespacedName: keyOfRecord(rec)})
+			if k.changed != nil {
+				k.changed(rec)
+			}
+		}
+	}
+	vanished := map[digest]bool{}
+	for uid, refs := range old {
+		for _, ref := range refs {
+			if !slices.Contains(byKey[uid], ref) {
+				vanished[uid] = true
+			}
+		}
+	}
+	wakeKeysWith(k.queue, k.keyUIDs, vanished)
+	return nil
+}
+
+func refOf(rec *apikeysv1alpha1.ApiKeyRecord) recordRef {
+	ref := recordRef{name: rec.Name}
+	ref.resourceVersion, _ = strconv.ParseUint(rec.ResourceVersion, 10, 64)
+	return ref
+}
+
+// keyOfRecord names the ApiKey rec belongs to.
+func keyOfRecord(rec *apikeysv1alpha1.ApiKeyRecord) types.NamespacedName {
+	return types.NamespacedName{Namespace: shared.intern(rec.Spec.ApiKey.Namespace), Name: rec.Spec.ApiKey.Name}
 }

@@ -1,50 +1,93 @@
 package controller
 
 import (
+	"context"
 	"slices"
 	"testing"
-	"unsafe"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-func recordOf(keyUID, name string) *apikeysv1alpha1.ApiKeyRecord {
-	return &apikeysv1alpha1.ApiKeyRecord{ObjectMeta: metav1.ObjectMeta{Name: string([]byte(name))},
+func recordOf(key, keyUID, name, rv string) *apikeysv1alpha1.ApiKeyRecord {
+	return &apikeysv1alpha1.ApiKeyRecord{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: rv},
 		Spec: apikeysv1alpha1.ApiKeyRecordSpec{ApiKey: apikeysv1alpha1.ApiKeyReference{
-			Namespace: "team-payments", Name: "billing", UID: string([]byte(keyUID))}}}
+			Namespace: "team-payments", Name: key, UID: keyUID}}}
 }
 
-// TestKeyRecords checks the index of records by key UID, and that it keeps
-// the strings of the objects the cache holds now, not of those it dropped.
-func TestKeyRecords(t *testing.T) {
-	k := newKeyRecords()
-	k.set(recordOf("uid-a", "sha256-1"))
-	k.set(recordOf("uid-a", "sha256-2"))
-	k.set(recordOf("uid-b", "sha256-3"))
-	if got := k.names("uid-a"); !slices.Equal(got, []string{"sha256-1", "sha256-2"}) {
-		t.Errorf("names(uid-a) = %q", got)
-	}
-
-	updated := recordOf("uid-a", "sha256-1")
-	k.set(updated)
-	if got := k.names("uid-a"); !slices.Equal(got, []string{"sha256-1", "sha256-2"}) {
-		t.Errorf("after an update, names(uid-a) = %q", got)
-	}
-	for uid, names := range k.byKey {
-		if uid == "uid-a" && (unsafe.StringData(uid) != unsafe.StringData(updated.Spec.ApiKey.UID) ||
-			unsafe.StringData(names[0]) != unsafe.StringData(updated.Name)) {
-			t.Error("the index kept the strings of the record the update replaced")
+// TestKeyRecordsEvents checks the records kept by key UID, whom each event
+// wakes, and what the record collector is told, including what changed
+// while the watch was broken off.
+func TestKeyRecordsEvents(t *testing.T) {
+	known := []keyUID{{NamespacedName: types.NamespacedName{Namespace: "team-payments", Name: "a"}, UID: "uid-a"}}
+	k := newKeyRecords(nil, func(ctx context.Context) ([]keyUID, error) { return known, nil })
+	k.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer k.queue.ShutDown()
+	var told []string
+	k.changed = func(rec *apikeysv1alpha1.ApiKeyRecord) { told = append(told, rec.Name) }
+	step := func(name string, do func() error, wantWoken, wantTold []string) {
+		t.Helper()
+		told = nil
+		if err := do(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := woken(k.queue); !slices.Equal(got, wantWoken) {
+			t.Errorf("%s: woke %v, want %v", name, got, wantWoken)
+		}
+		slices.Sort(told)
+		if !slices.Equal(told, wantTold) {
+			t.Errorf("%s: told the collector of %v, want %v", name, told, wantTold)
 		}
 	}
-
-	k.remove(recordOf("uid-a", "sha256-1"))
-	k.remove(recordOf("uid-b", "sha256-3"))
-	if got := k.names("uid-a"); !slices.Equal(got, []string{"sha256-2"}) {
-		t.Errorf("after a delete, names(uid-a) = %q", got)
+	names := func(uid types.UID) []string {
+		refs := k.of(uid)
+		out := make([]string, 0, len(refs))
+		for _, ref := range refs {
+			out = append(out, ref.name)
+		}
+		slices.Sort(out)
+		return out
 	}
-	if _, ok := k.byKey["uid-b"]; ok || k.names("uid-b") != nil {
-		t.Error("a key without records stayed in the index")
+
+	step("first listing", func() error {
+		return k.Replace([]any{recordOf("a", "uid-a", "sha256-1", "10")}, "10")
+	}, nil, nil)
+	if err := k.WaitForSync(t.Context()); err != nil || !k.synced.Load() {
+		t.Fatalf("not synced after the first listing: %v", err)
+	}
+	step("created", func() error { return k.Add(recordOf("a", "uid-a", "sha256-2", "11")) }, []string{"a"}, []string{"sha256-2"})
+	step("updated", func() error { return k.Update(recordOf("a", "uid-a", "sha256-1", "12")) }, []string{"a"}, []string{"sha256-1"})
+	if got := k.of("uid-a"); !slices.Contains(got, recordRef{name: "sha256-1", resourceVersion: 12}) {
+		t.Errorf("kept %+v, want sha256-1 at resourceVersion 12", got)
+	}
+	if opts := (recordRef{name: "sha256-1", resourceVersion: 12}).getOptions(); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
+		t.Errorf("a pass would read %+v, want resourceVersion 12 or later", opts.Raw)
+	}
+	step("deleted", func() error { return k.Delete(recordOf("a", "uid-a", "sha256-2", "13")) }, []string{"a"}, nil)
+	if got := names("uid-a"); !slices.Equal(got, []string{"sha256-1"}) {
+		t.Errorf("records of a = %v after a delete", got)
+	}
+	k.drop("uid-a", "sha256-1")
+	if got := k.of("uid-a"); got != nil {
+		t.Errorf("records of a = %v after the pass dropped its last", got)
+	}
+
+	// The watch broke off: meanwhile sha256-1 came back changed (as far as
+	// the map knows, after the drop) and b got a record; then sha256-1 went.
+	step("relisting", func() error {
+		return k.Replace([]any{recordOf("a", "uid-a", "sha256-1", "20"), recordOf("b", "uid-b", "sha256-3", "21")}, "21")
+	}, []string{"a", "b"}, []string{"sha256-1", "sha256-3"})
+	step("relisting with no change", func() error {
+		return k.Replace([]any{recordOf("a", "uid-a", "sha256-1", "20"), recordOf("b", "uid-b", "sha256-3", "21")}, "21")
+	}, nil, nil)
+	step("relisting after a's record went", func() error {
+		return k.Replace([]any{recordOf("b", "uid-b", "sha256-3", "21")}, "22")
+	}, []string{"a"}, nil)
+	if got := names("uid-b"); !slices.Equal(got, []string{"sha256-3"}) || k.of("uid-a") != nil {
+		t.Errorf("records of b = %v, of a = %v", got, k.of("uid-a"))
 	}
 }

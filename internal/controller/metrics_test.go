@@ -15,8 +15,7 @@ import (
 
 var _ = Describe("The expiry metric of an operator limited to namespaces", func() {
 	It("exports the expiry of the keys it sees", func() {
-		// runOperator's cache sees only the crash namespace: its ApiKey
-		// informer keeps one store per namespace, not one in all.
+		// runOperator's key watch sees only the crash namespace.
 		op := runOperator(1, -1)
 		defer op.stop()
 		key := unwatchedKey("expiry-")

@@ -2,20 +2,18 @@ package controller
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
@@ -30,23 +28,27 @@ const recordsByKeyUID = "spec.apiKey.uid"
 // namespaced ApiKeys, so the garbage collector cannot do this. Until the
 // record goes, the auth server already refuses its token: it answers only
 // for records whose ApiKey it sees.
+//
+// It runs beside the ApiKey controller and learns from its watches: of
+// each key that goes, and of each record created or changed whose key that
+// controller does not know.
 type RecordCollector struct {
 	client.Client
 
-	// APIReader confirms with the API server that a key is gone before its
-	// records are deleted: the cache may not have seen a key created
-	// moments ago.
+	// APIReader reads the record and confirms with the API server that its
+	// key is gone before it is deleted: the key watch may not have shown a
+	// key created moments ago.
 	APIReader client.Reader
 
-	// records indexes the cached records by key UID; the ApiKey controller
-	// keeps it.
+	// records and keys are the ApiKey controller's watches.
 	records *keyRecords
+	keys    *watchedKeys
 }
 
 // Reconcile deletes the record req names if its ApiKey no longer exists.
 func (c *RecordCollector) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	rec := &apikeysv1alpha1.ApiKeyRecord{}
-	if err := c.Get(ctx, req.NamespacedName, rec); err != nil {
+	if err := c.APIReader.Get(ctx, req.NamespacedName, rec); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	exists, err := c.keyExists(ctx, rec.Spec.ApiKey)
@@ -59,14 +61,13 @@ func (c *RecordCollector) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
 
-// keyExists reports whether the ApiKey ref names still exists with ref's UID.
+// keyExists reports whether the ApiKey ref names still exists with ref's
+// UID: as the key watch shows it or, if it does not, as the API server does
+// (the watch may not have shown a key created moments ago).
 func (c *RecordCollector) keyExists(ctx context.Context, ref apikeysv1alpha1.ApiKeyReference) (bool, error) {
 	name := client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}
-	key := &apikeysv1alpha1.ApiKey{}
-	if err := c.Get(ctx, name, key); err == nil && string(key.UID) == ref.UID {
+	if c.keys.has(name, ref.UID) {
 		return true, nil
-	} else if err != nil && !apierrors.IsNotFound(err) {
-		return false, err
 	}
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(apikeysv1alpha1.GroupVersion.WithKind("ApiKey"))
@@ -78,51 +79,53 @@ func (c *RecordCollector) keyExists(ctx context.Context, ref apikeysv1alpha1.Api
 }
 
 // SetupWithManager reconciles the records of each ApiKey that is deleted,
-// each record created or changed while the operator runs, and, once at
-// start, the records whose key the cache does not hold (orphans left while
-// the operator was down). The records listed at start and the cache's
-// periodic replays of them are not queued: a queue that held every record
+// each record created or changed while the operator runs whose key the key
+// watch does not show, and, once at start, the records whose key the key
+// watch does not show (orphans left while the operator was down). The
+// records listed at start are not queued: a queue that held every record
 // once keeps the memory of its peak, and only a record whose key is gone
 // needs the collector.
 func (c *RecordCollector) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		c.collectAtStart(ctx, mgr.GetCache())
+		c.collectAtStart(ctx)
 		return nil
 	})); err != nil {
 		return err
 	}
+	queue := &laterQueue{}
+	c.keys.deleted = func(uid types.UID) { queue.add(c.recordsOf(uid)...) }
+	c.records.changed = func(rec *apikeysv1alpha1.ApiKeyRecord) {
+		if !c.keys.has(keyOfRecord(rec), rec.Spec.ApiKey.UID) {
+			queue.add(reconcile.Request{NamespacedName: types.NamespacedName{Name: rec.Name}})
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&apikeysv1alpha1.ApiKeyRecord{}, builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList },
-			UpdateFunc: func(e event.UpdateEvent) bool {
-				return e.ObjectOld.GetResourceVersion() != e.ObjectNew.GetResourceVersion()
-			},
-		})).
-		Watches(&apikeysv1alpha1.ApiKey{}, handler.Funcs{DeleteFunc: c.enqueueRecordsOf}).
+		WatchesRawSource(queue).
 		Named("apikeyrecord-collector").
 		Complete(c)
 }
 
-// collectAtStart reconciles, once the cache has synced, every record whose
-// key the cache does not hold by UID, reading the cache without copying it.
-func (c *RecordCollector) collectAtStart(ctx context.Context, objects cache.Cache) {
+// collectAtStart reconciles, once the key and record watches have listed,
+// every record whose key the key watch does not show by UID.
+func (c *RecordCollector) collectAtStart(ctx context.Context) {
 	log := ctrl.LoggerFrom(ctx).WithName("apikeyrecord-collector")
-	keys := map[types.UID]bool{}
-	if err := forEachCached(ctx, objects, &apikeysv1alpha1.ApiKey{}, &apikeysv1alpha1.ApiKeyList{},
-		func(obj client.Object) { keys[obj.GetUID()] = true }); err != nil {
-		log.Error(err, "Could not read the cached ApiKeys; orphans are collected when the operator next starts")
-		return
+	for _, watch := range []source.SyncingSource{c.keys, c.records} {
+		if err := watch.WaitForSync(ctx); err != nil {
+			log.Error(err, "Could not list ApiKeys and records; orphans are collected when the operator next starts")
+			return
+		}
 	}
+	keys := map[digest]bool{}
+	c.keys.each(func(_ types.NamespacedName, s keyState) { keys[digestOf(string(s.uid))] = true })
+	c.records.dropListed(func(uid digest) bool { return !keys[uid] })
 	var orphans []string
-	if err := forEachCached(ctx, objects, &apikeysv1alpha1.ApiKeyRecord{}, &apikeysv1alpha1.ApiKeyRecordList{},
-		func(obj client.Object) {
-			if rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok && !keys[types.UID(rec.Spec.ApiKey.UID)] {
-				orphans = append(orphans, rec.Name)
+	c.records.each(func(uid digest, refs []recordRef) {
+		if !keys[uid] {
+			for _, ref := range refs {
+				orphans = append(orphans, ref.name)
 			}
-		}); err != nil {
-		log.Error(err, "Could not read the cached records; orphans are collected when the operator next starts")
-		return
-	}
+		}
+	})
 	for _, name := range orphans {
 		if _, err := c.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}); err != nil {
 			log.Error(err, "Could not collect a record at start", "record", name)
@@ -130,24 +133,70 @@ func (c *RecordCollector) collectAtStart(ctx context.Context, objects cache.Cach
 	}
 }
 
-// enqueueRecordsOf queues the records of a deleted ApiKey: those the index
-// holds or, until it has every record listed at start, those the API server
-// holds.
-func (c *RecordCollector) enqueueRecordsOf(ctx context.Context, e event.DeleteEvent,
-	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+// recordsOf names the records of a deleted ApiKey: those the record watch
+// shows or, until it has listed, those the API server holds.
+func (c *RecordCollector) recordsOf(uid types.UID) []reconcile.Request {
+	var names []string
 	if c.records.synced.Load() {
-		for _, name := range c.records.names(e.Object.GetUID()) {
-			q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
+		for _, ref := range c.records.of(uid) {
+			names = append(names, ref.name)
 		}
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var records apikeysv1alpha1.ApiKeyRecordList
+		if err := c.APIReader.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(uid)}); err != nil {
+			ctrl.Log.WithName("apikeyrecord-collector").Error(err,
+				"Could not list the records of a deleted ApiKey; they are collected when the operator next starts", "uid", uid)
+			return nil
+		}
+		for i := range records.Items {
+			names = append(names, records.Items[i].Name)
+		}
+	}
+	reqs := make([]reconcile.Request, len(names))
+	for i, name := range names {
+		reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}
+	}
+	return reqs
+}
+
+// laterQueue is a source of requests that may come before the controller
+// that takes them starts (the watches that feed it start with the ApiKey
+// controller): it keeps them until then.
+type laterQueue struct {
+	mu      sync.Mutex
+	queue   workqueue.TypedRateLimitingInterface[reconcile.Request]
+	pending []reconcile.Request
+}
+
+var _ source.Source = (*laterQueue)(nil)
+
+func (l *laterQueue) add(reqs ...reconcile.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.queue == nil {
+		l.pending = append(l.pending, reqs...)
 		return
 	}
-	var records apikeysv1alpha1.ApiKeyRecordList
-	if err := c.APIReader.List(ctx, &records, client.MatchingFields{recordsByKeyUID: string(e.Object.GetUID())}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Could not list the records of a deleted ApiKey; they are collected when the operator next starts",
-			"namespace", e.Object.GetNamespace(), "name", e.Object.GetName())
-		return
+	for _, req := range reqs {
+		l.queue.Add(req)
 	}
-	for i := range records.Items {
-		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: records.Items[i].Name}})
+}
+
+// Start hands the controller what came so far, and from now on each
+// request as it comes.
+func (l *laterQueue) Start(_ context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.queue = queue
+	for _, req := range l.pending {
+		queue.Add(req)
 	}
+	l.pending = nil
+	return nil
+}
+
+func (l *laterQueue) String() string {
+	return "records of deleted ApiKeys and of unknown keys (watches)"
 }

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -15,8 +14,9 @@ import (
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// listRecords lists key's records from the cache or, where a decision must
-// not rest on a cache that may lag, from the API server.
+// listRecords reads key's records: those the record watch shows or, where
+// a decision must not rest on a watch that may lag, all the API server
+// holds.
 func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey,
 	fromAPIServer bool) ([]apikeysv1alpha1.ApiKeyRecord, error) {
 	if !fromAPIServer && r.records != nil {
@@ -35,31 +35,31 @@ func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1
 	return records.Items, nil
 }
 
-// cachedRecords reads key's records from the cache, by the index.
+// cachedRecords reads key's records, those the record watch shows: from
+// kube-apiserver, each at least as new as the watch showed it, or, in a
+// start-up pass, from the watch's first listing.
 func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey) ([]apikeysv1alpha1.ApiKeyRecord, error) {
-	names := r.records.names(key.UID)
-	records := make([]apikeysv1alpha1.ApiKeyRecord, 0, len(names))
-	for _, name := range names {
+	refs := r.records.of(key.UID)
+	records := make([]apikeysv1alpha1.ApiKeyRecord, 0, len(refs))
+	for _, ref := range refs {
+		if listed := r.records.takeListed(ref); listed != nil && listed.Spec.ApiKey.UID == string(key.UID) {
+			records = append(records, *listed)
+			continue
+		}
 		var rec apikeysv1alpha1.ApiKeyRecord
-		if err := r.Get(ctx, client.ObjectKey{Name: name}, &rec); apierrors.IsNotFound(err) {
-			continue // deleted since the index was told
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ref.name}, &rec, ref.getOptions()); apierrors.IsNotFound(err) {
+			r.records.drop(key.UID, ref.name) // deleted since the watch showed it
+			continue
 		} else if err != nil {
 			return nil, err
 		}
-		if rec.Spec.ApiKey.UID == string(key.UID) {
-			records = append(records, withTokenHash(rec))
+		if rec.Spec.ApiKey.UID != string(key.UID) {
+			r.records.drop(key.UID, ref.name) // moved to another key by hand
+			continue
 		}
+		records = append(records, rec)
 	}
 	return records, nil
-}
-
-// withTokenHash restores the spec.tokenHash the cache leaves out of a
-// record named after it (trimRecord).
-func withTokenHash(rec apikeysv1alpha1.ApiKeyRecord) apikeysv1alpha1.ApiKeyRecord {
-	if digits, ok := strings.CutPrefix(rec.Name, apikeysv1alpha1.RecordNamePrefix); ok && rec.Spec.TokenHash == "" {
-		rec.Spec.TokenHash = apikeysv1alpha1.TokenHashScheme + digits
-	}
-	return rec
 }
 
 // observeRecords reads the key's records, the truth about its tokens, then

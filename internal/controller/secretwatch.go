@@ -209,21 +209,25 @@ func (s *deliveredSecrets) wakeOwnersOfVanished(old, now map[digest]digest) {
 	s.wakeKeysWith(vanished)
 }
 
-// wakeKeysWith wakes the keys whose UIDs have the digests in uids: the keys
-// the controller knows are matched against them.
-func (s *deliveredSecrets) wakeKeysWith(uids map[digest]bool) {
+func (s *deliveredSecrets) wakeKeysWith(uids map[digest]bool) { wakeKeysWith(s.queue, s.keyUIDs, uids) }
+
+// wakeKeysWith wakes through queue the keys whose UIDs have the digests in
+// uids, matching them against the keys the controller knows (keyUIDs):
+// for changes that name no key, only the digest of its UID.
+func wakeKeysWith(queue workqueue.TypedRateLimitingInterface[reconcile.Request],
+	keyUIDs func(context.Context) ([]keyUID, error), uids map[digest]bool) {
 	if len(uids) == 0 {
 		return
 	}
-	keys, err := s.keyUIDs(context.Background())
+	keys, err := keyUIDs(context.Background())
 	if err != nil {
 		ctrl.Log.WithName("apikey").Error(err,
-			"Could not list the ApiKeys whose Secrets changed unseen; they are reconciled at their next change")
+			"Could not list the ApiKeys whose Secrets or records changed unseen; they are reconciled at their next change")
 		return
 	}
 	for _, k := range keys {
 		if uids[digestOf(string(k.UID))] {
-			s.queue.Add(reconcile.Request{NamespacedName: k.NamespacedName})
+			queue.Add(reconcile.Request{NamespacedName: k.NamespacedName})
 		}
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/test/utils"
@@ -47,23 +46,6 @@ var (
 	// reconciler is the suite manager's ApiKey controller.
 	reconciler *ApiKeyReconciler
 )
-
-// withCrashNamespaceHidden hides the crash specs' keys from the manager, so
-// only the reconcilers those specs run touch them. It adds the selector to
-// the ApiKey entry of opts, keeping its transform: a second entry for the
-// same kind would make the cache pick one of the two at random.
-func withCrashNamespaceHidden(opts map[client.Object]cache.ByObject) map[client.Object]cache.ByObject {
-	hidden := fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace)
-	for obj, byObject := range opts {
-		if _, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-			byObject.Field = hidden
-			opts[obj] = byObject
-			return opts
-		}
-	}
-	opts[&apikeysv1alpha1.ApiKey{}] = cache.ByObject{Field: hidden}
-	return opts
-}
 
 // testMaxTTL is the manager's --max-ttl in this suite.
 const testMaxTTL = 90 * 24 * time.Hour
@@ -94,7 +76,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(testEnv.Config, ctrl.Options{
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{ByObject: withCrashNamespaceHidden(CacheOptions())},
+		Cache:   cache.Options{ReaderFailOnMissingInformer: true},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	managerCache = mgr.GetCache()
@@ -105,6 +87,8 @@ var _ = BeforeSuite(func() {
 		Policy:    testPolicy,
 
 		MaxConcurrentReconciles: 4,
+		// The crash specs' keys are for the reconcilers those specs run.
+		WatchFields: fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace),
 	}
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
 

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"time"
 
@@ -116,6 +117,39 @@ func ModuleRoot() string {
 	}
 	wd, _ := os.Getwd()
 	return wd
+}
+
+// PeakLiveHeap samples, every 50 ms until stop is called, the live heap
+// as the last GC marked it (runtime/metrics' /gc/heap/live:bytes, read
+// without stopping the world); stop returns the largest value seen.
+func PeakLiveHeap() (stop func() uint64) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	read := func() uint64 {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return sample[0].Value.Uint64()
+	}
+	done, peak := make(chan struct{}), make(chan uint64)
+	go func() {
+		most := read()
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				peak <- max(most, read())
+				return
+			case <-t.C:
+				most = max(most, read())
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		return <-peak
+	}
 }
 
 // LiveHeap is this process's heap in use after two full collections.

@@ -1,0 +1,276 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// watchedKeys is what the controller keeps of ApiKeys, without an informer
+// cache of them: for each ApiKey its watch shows, its UID, the
+// resourceVersion last seen and the expiry its status reports, about 100
+// bytes a key where a trimmed cached ApiKey cost about 1.1 KB. Each change
+// wakes the key, and each pass reads the key from kube-apiserver at that
+// resourceVersion or later (a GET its watch cache serves), so a pass never
+// sees an older key than the event that woke it.
+//
+// It is a controller-runtime source: it starts with the controller (on the
+// leader) and the controller waits for its first listing.
+type watchedKeys struct {
+	client client.WithWatch
+	// namespace and fields narrow what is watched; empty and nil: every ApiKey.
+	namespace string
+	fields    fields.Selector
+
+	mu    sync.RWMutex
+	keys  map[types.NamespacedName]keyState
+	queue workqueue.TypedRateLimitingInterface[reconcile.Request]
+	// firstListing holds the ApiKeys of the first listing until their
+	// first pass: that listing is the start-up read, and a start-up pass
+	// takes its key from it rather than reading it again (at 100k keys,
+	// as many reads at the client's QPS would take minutes). An entry goes
+	// at its key's first pass or next event.
+	firstListing map[types.NamespacedName]*apikeysv1alpha1.ApiKey
+	// deleted is told the UID of each ApiKey that goes (the record
+	// collector's queue of its records).
+	deleted func(types.UID)
+	listed  chan struct{} // closed by the first listing
+}
+
+// keyState is what the controller keeps of one ApiKey.
+type keyState struct {
+	uid types.UID
+	// resourceVersion is the last one seen, 0 if it is not a number (a
+	// pass then reads the newest).
+	resourceVersion uint64
+	// expiresAt is status.expiresAt in Unix seconds for an issued key that
+	// is not being deleted, else 0 (apikey_expiration_timestamp_seconds).
+	expiresAt int64
+}
+
+var _ source.SyncingSource = (*watchedKeys)(nil)
+
+func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Selector) *watchedKeys {
+	return &watchedKeys{client: c, namespace: namespace, fields: selector,
+		keys: map[types.NamespacedName]keyState{}, listed: make(chan struct{})}
+}
+
+// get returns what the watch has shown of the ApiKey name, if anything.
+// Without a watch (a reconciler not set up with a manager) it shows
+// nothing.
+func (w *watchedKeys) get(name types.NamespacedName) (keyState, bool) {
+	if w == nil {
+		return keyState{}, false
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	s, ok := w.keys[name]
+	return s, ok
+}
+
+// takeListed returns, once, the ApiKey name as the first listing showed
+// it, if the watch has shown nothing newer of it since.
+func (w *watchedKeys) takeListed(name types.NamespacedName) *apikeysv1alpha1.ApiKey {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	key := w.firstListing[name]
+	delete(w.firstListing, name)
+	return key
+}
+
+// has reports whether the watch shows the ApiKey name with UID uid.
+func (w *watchedKeys) has(name types.NamespacedName, uid string) bool {
+	s, ok := w.get(name)
+	return ok && string(s.uid) == uid
+}
+
+// getOptions reads a key at least as new as s, from kube-apiserver's watch
+// cache.
+func (s keyState) getOptions() *client.GetOptions {
+	if s.resourceVersion == 0 {
+		return &client.GetOptions{}
+	}
+	return &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: strconv.FormatUint(s.resourceVersion, 10)}}
+}
+
+// each calls f with every key the watch shows, under its read lock: f
+// must not call back into w.
+func (w *watchedKeys) each(f func(types.NamespacedName, keyState)) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	for name, s := range w.keys {
+		f(name, s)
+	}
+}
+
+// uids lists the keys the watch shows, with their UIDs.
+func (w *watchedKeys) uids(context.Context) ([]keyUID, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	out := make([]keyUID, 0, len(w.keys))
+	for name, s := range w.keys {
+		out = append(out, keyUID{NamespacedName: name, UID: s.uid})
+	}
+	return out, nil
+}
+
+// Start runs the watch until ctx ends, waking keys through queue.
+func (w *watchedKeys) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	w.queue = queue
+	opts := func(raw metav1.ListOptions) *client.ListOptions {
+		return &client.ListOptions{Raw: &raw, Namespace: w.namespace, FieldSelector: w.fields, Limit: raw.Limit, Continue: raw.Continue}
+	}
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, raw metav1.ListOptions) (runtime.Object, error) {
+			list := &apikeysv1alpha1.ApiKeyList{}
+			return list, w.client.List(ctx, list, opts(raw))
+		},
+		WatchFuncWithContext: func(ctx context.Context, raw metav1.ListOptions) (watch.Interface, error) {
+			return w.client.Watch(ctx, &apikeysv1alpha1.ApiKeyList{}, opts(raw))
+		},
+	}
+	r := toolscache.NewReflectorWithOptions(lw, &apikeysv1alpha1.ApiKey{}, w,
+		toolscache.ReflectorOptions{Name: "apikey: keys"})
+	go r.RunWithContext(ctx)
+	return nil
+}
+
+// WaitForSync returns once the ApiKeys have been listed.
+func (w *watchedKeys) WaitForSync(ctx context.Context) error {
+	select {
+	case <-w.listed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ApiKeys not listed: %w", ctx.Err())
+	}
+}
+
+func (w *watchedKeys) String() string { return "ApiKeys (watch)" }
+
+// The reflector's store: every event updates the key's state and wakes it;
+// nothing else is kept.
+
+func (w *watchedKeys) Add(obj any) error    { return w.Update(obj) }
+func (w *watchedKeys) Resync() error        { return nil }
+func (w *watchedKeys) Update(obj any) error { return w.change(obj, false) }
+func (w *watchedKeys) Delete(obj any) error { return w.change(obj, true) }
+
+func (w *watchedKeys) change(obj any, deleted bool) error {
+	key, ok := obj.(*apikeysv1alpha1.ApiKey)
+	if !ok {
+		return nil
+	}
+	name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
+	w.mu.Lock()
+	delete(w.firstListing, name)
+	if deleted {
+		delete(w.keys, name)
+	} else {
+		w.keys[name] = stateOf(key)
+	}
+	w.mu.Unlock()
+	w.queue.Add(reconcile.Request{NamespacedName: name})
+	if deleted && w.deleted != nil {
+		w.deleted(key.UID)
+	}
+	return nil
+}
+
+// Replace takes a listing: the first at start, whose keys all get a pass
+// behind any key that changes meanwhile (as controller-runtime queues an
+// informer's first listing), and later ones after the watch broke off,
+// which wake the keys that changed, came or went in between.
+func (w *watchedKeys) Replace(list []any, _ string) error {
+	first := false
+	select {
+	case <-w.listed:
+	default:
+		first = true
+	}
+	keys := make(map[types.NamespacedName]keyState, len(list))
+	var listed map[types.NamespacedName]*apikeysv1alpha1.ApiKey
+	if first {
+		listed = make(map[types.NamespacedName]*apikeysv1alpha1.ApiKey, len(list))
+	}
+	for _, obj := range list {
+		if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+			name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
+			keys[name] = stateOf(key)
+			if first {
+				key.ManagedFields = nil
+				listed[name] = key
+			}
+		}
+	}
+	w.mu.Lock()
+	old := w.keys
+	w.keys, w.firstListing = keys, listed
+	w.mu.Unlock()
+	if first {
+		w.queueFirstListing(keys)
+		close(w.listed)
+		return nil
+	}
+	w.wakeChanged(old, keys)
+	return nil
+}
+
+// queueFirstListing queues every key listed at start, each behind any key
+// that changes meanwhile when the queue has priorities.
+func (w *watchedKeys) queueFirstListing(keys map[types.NamespacedName]keyState) {
+	low := priorityqueue.AddOpts{Priority: new(handler.LowPriority)}
+	pq, isPriority := w.queue.(priorityqueue.PriorityQueue[reconcile.Request])
+	for name := range keys {
+		if isPriority {
+			pq.AddWithOpts(low, reconcile.Request{NamespacedName: name})
+		} else {
+			w.queue.Add(reconcile.Request{NamespacedName: name})
+		}
+	}
+}
+
+// wakeChanged wakes the keys that came, changed or went between two
+// listings, and tells the record collector of those that went.
+func (w *watchedKeys) wakeChanged(old, now map[types.NamespacedName]keyState) {
+	for name, s := range now {
+		if was, ok := old[name]; !ok || was != s {
+			w.queue.Add(reconcile.Request{NamespacedName: name})
+		}
+	}
+	for name, was := range old {
+		if s, ok := now[name]; !ok || s.uid != was.uid {
+			w.queue.Add(reconcile.Request{NamespacedName: name})
+			if w.deleted != nil {
+				w.deleted(was.uid)
+			}
+		}
+	}
+}
+
+func stateOf(key *apikeysv1alpha1.ApiKey) keyState {
+	s := keyState{uid: key.UID}
+	s.resourceVersion, _ = strconv.ParseUint(key.ResourceVersion, 10, 64)
+	if key.DeletionTimestamp == nil && key.Status.RecordName != "" && key.Status.ExpiresAt != nil {
+		s.expiresAt = key.Status.ExpiresAt.Unix()
+	}
+	return s
+}

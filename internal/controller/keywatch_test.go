@@ -1,0 +1,114 @@
+package controller
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+)
+
+// watchedKey is an ApiKey in team-payments as the watch decodes it.
+func watchedKey(name string, uid types.UID, rv string) *apikeysv1alpha1.ApiKey {
+	return &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-payments", Name: name, UID: uid, ResourceVersion: rv}}
+}
+
+// TestWatchedKeysEvents checks what each event keeps and whom it wakes:
+// the key itself, and, when a key goes, the record collector (by UID),
+// including keys that went while the watch was broken off.
+func TestWatchedKeysEvents(t *testing.T) {
+	w := newWatchedKeys(nil, "", nil)
+	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer w.queue.ShutDown()
+	var gone []string
+	w.deleted = func(uid types.UID) { gone = append(gone, string(uid)) }
+	expiresAt := metav1.NewTime(time.Date(2031, 3, 14, 0, 0, 0, 0, time.UTC))
+	issued := watchedKey("issued", "uid-i", "12")
+	issued.Status.RecordName, issued.Status.ExpiresAt = "sha256-00", &expiresAt
+	step := func(name string, do func() error, wantWoken, wantGone []string) {
+		t.Helper()
+		gone = nil
+		if err := do(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := woken(w.queue); !slices.Equal(got, wantWoken) {
+			t.Errorf("%s: woke %v, want %v", name, got, wantWoken)
+		}
+		slices.Sort(gone)
+		if !slices.Equal(gone, wantGone) {
+			t.Errorf("%s: told the collector of %v, want %v", name, gone, wantGone)
+		}
+	}
+
+	step("first listing", func() error {
+		return w.Replace([]any{watchedKey("a", "uid-a", "10"), watchedKey("b", "uid-b", "11")}, "11")
+	}, []string{"a", "b"}, nil)
+	if err := w.WaitForSync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	step("added", func() error { return w.Add(issued) }, []string{"issued"}, nil)
+	got, ok := w.get(types.NamespacedName{Namespace: "team-payments", Name: "issued"})
+	if want := (keyState{uid: "uid-i", resourceVersion: 12, expiresAt: expiresAt.Unix()}); !ok || got != want {
+		t.Errorf("kept %+v, %v; want %+v", got, ok, want)
+	}
+	if opts := got.getOptions(); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
+		t.Errorf("a pass would read %+v, want resourceVersion 12 or later", opts.Raw)
+	}
+	deleting := issued.DeepCopy()
+	deleting.ResourceVersion, deleting.DeletionTimestamp = "13", &expiresAt
+	step("being deleted", func() error { return w.Update(deleting) }, []string{"issued"}, nil)
+	if got, _ := w.get(types.NamespacedName{Namespace: "team-payments", Name: "issued"}); got.expiresAt != 0 {
+		t.Errorf("a deleting key still reports its expiry %d", got.expiresAt)
+	}
+	step("deleted", func() error { return w.Delete(deleting) }, []string{"issued"}, []string{"uid-i"})
+	if w.has(types.NamespacedName{Namespace: "team-payments", Name: "issued"}, "uid-i") {
+		t.Error("a deleted key is still shown")
+	}
+
+	// The watch broke off: meanwhile a changed, b was deleted and created
+	// again (a new UID), and c came.
+	step("relisting", func() error {
+		return w.Replace([]any{watchedKey("a", "uid-a", "20"), watchedKey("b", "uid-b2", "21"), watchedKey("c", "uid-c", "22")}, "22")
+	}, []string{"a", "b", "c"}, []string{"uid-b"})
+	step("relisting with no change", func() error {
+		return w.Replace([]any{watchedKey("a", "uid-a", "20"), watchedKey("b", "uid-b2", "21"), watchedKey("c", "uid-c", "22")}, "22")
+	}, nil, nil)
+	step("relisting after c went", func() error {
+		return w.Replace([]any{watchedKey("a", "uid-a", "20"), watchedKey("b", "uid-b2", "21")}, "23")
+	}, []string{"c"}, []string{"uid-c"})
+	if !w.has(types.NamespacedName{Namespace: "team-payments", Name: "b"}, "uid-b2") ||
+		w.has(types.NamespacedName{Namespace: "team-payments", Name: "b"}, "uid-b") {
+		t.Error("the key b is not shown with its new UID only")
+	}
+}
+
+// TestWatchedKeysResourceVersion checks that a resourceVersion the watch
+// cannot read as a number has a pass read the newest key, not one at 0.
+func TestWatchedKeysResourceVersion(t *testing.T) {
+	s := stateOf(watchedKey("a", "uid-a", "not-a-number"))
+	if opts := s.getOptions(); opts.Raw != nil && opts.Raw.ResourceVersion != "" {
+		t.Errorf("a pass would read at resourceVersion %q", opts.Raw.ResourceVersion)
+	}
+}
+
+// TestLaterQueueBeforeStart checks that the record collector misses no
+// request that came before it started: the watches may list and lose keys
+// first.
+func TestLaterQueueBeforeStart(t *testing.T) {
+	l := &laterQueue{}
+	l.add(reconcile.Request{NamespacedName: types.NamespacedName{Name: "early"}})
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	if err := l.Start(t.Context(), q); err != nil {
+		t.Fatal(err)
+	}
+	l.add(reconcile.Request{NamespacedName: types.NamespacedName{Name: "late"}})
+	if got, want := woken(q), []string{"early", "late"}; !slices.Equal(got, want) {
+		t.Errorf("queued %v, want %v", got, want)
+	}
+}
