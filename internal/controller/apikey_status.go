@@ -50,11 +50,25 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	if rerr := r.deleteUnnamed(ctx, p); rerr != nil {
 		return ctrl.Result{}, rerr
 	}
-	if o.retry != nil || p.wakeAt.IsZero() {
+	if o.retry != nil {
 		return ctrl.Result{}, o.retry
 	}
-	// A little slack so the pass runs at, not just before, the deadline.
-	return ctrl.Result{RequeueAfter: p.wakeAt.Sub(p.now) + 10*time.Millisecond}, nil
+	var after time.Duration
+	if !p.wakeAt.IsZero() {
+		// A little slack so the pass runs at, not just before, the deadline.
+		after = max(p.wakeAt.Sub(p.now), 0) + 10*time.Millisecond
+	}
+	if r.keys != nil {
+		// The key watch keeps the instant (deadlines.go); a zero one drops
+		// the instant asked for before.
+		var at time.Time
+		if after > 0 {
+			at = time.Now().Add(after)
+		}
+		r.keys.wakeAt(client.ObjectKeyFromObject(p.key), at)
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 // deleteUnnamed deletes what the pass revoked or retired, now that status

@@ -86,13 +86,13 @@ var _ = Describe("What the controller keeps of ApiKeys and records", func() {
 		Eventually(func(g Gomega) {
 			seen, ok := reconciler.keys.get(client.ObjectKeyFromObject(key))
 			g.Expect(ok).To(BeTrue())
-			g.Expect(seen.uid).To(Equal(key.UID))
+			g.Expect(seen.uid).To(Equal(digestOf(string(key.UID))))
 			g.Expect(strconv.FormatUint(seen.resourceVersion, 10)).To(Equal(fetch(key).ResourceVersion))
 		}, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) {
 			rec := &apikeysv1alpha1.ApiKeyRecord{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: key.Status.RecordName}, rec)).To(Succeed())
-			g.Expect(reconciler.records.of(key.UID)).To(ConsistOf(
+			g.Expect(reconciler.records.of(digestOf(string(key.UID)))).To(ConsistOf(
 				recordRef{name: rec.Name, resourceVersion: must(strconv.ParseUint(rec.ResourceVersion, 10, 64))}))
 		}, timeout, interval).Should(Succeed())
 		By("knowing the delivered Secret from its watch, with no cache of Secrets")

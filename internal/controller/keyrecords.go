@@ -66,11 +66,11 @@ func newKeyRecords(c client.WithWatch, keyUIDs func(context.Context) ([]keyUID, 
 	return &keyRecords{client: c, keyUIDs: keyUIDs, byKey: map[digest][]recordRef{}, listed: make(chan struct{})}
 }
 
-// of returns the records of the ApiKey with UID uid.
-func (k *keyRecords) of(uid types.UID) []recordRef {
+// of returns the records of the ApiKey whose UID has the digest uid.
+func (k *keyRecords) of(uid digest) []recordRef {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return slices.Clone(k.byKey[digestOf(string(uid))])
+	return slices.Clone(k.byKey[uid])
 }
 
 // takeListed returns, once, the record ref names as the first listing
@@ -182,17 +182,16 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 	return nil
 }
 
-// drop forgets that the key with UID uid has the record name: a pass found
-// it gone, or belonging to another key.
-func (k *keyRecords) drop(uid types.UID, name string) {
-	d := digestOf(string(uid))
+// drop forgets that the key whose UID has the digest uid has the record
+// name: a pass found it gone, or belonging to another key.
+func (k *keyRecords) drop(uid digest, name string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	refs := slices.DeleteFunc(k.byKey[d], func(r recordRef) bool { return r.name == name })
+	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.name == name })
 	if len(refs) == 0 {
-		delete(k.byKey, d)
+		delete(k.byKey, uid)
 	} else {
-		k.byKey[d] = refs
+		k.byKey[uid] = refs
 	}
 }
 

@@ -23,7 +23,7 @@ func recordOf(key, keyUID, name, rv string) *apikeysv1alpha1.ApiKeyRecord {
 // wakes, and what the record collector is told, including what changed
 // while the watch was broken off.
 func TestKeyRecordsEvents(t *testing.T) {
-	known := []keyUID{{NamespacedName: types.NamespacedName{Namespace: "team-payments", Name: "a"}, UID: "uid-a"}}
+	known := []keyUID{{NamespacedName: types.NamespacedName{Namespace: "team-payments", Name: "a"}, uid: digestOf("uid-a")}}
 	k := newKeyRecords(nil, func(ctx context.Context) ([]keyUID, error) { return known, nil })
 	k.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer k.queue.ShutDown()
@@ -43,8 +43,8 @@ func TestKeyRecordsEvents(t *testing.T) {
 			t.Errorf("%s: told the collector of %v, want %v", name, told, wantTold)
 		}
 	}
-	names := func(uid types.UID) []string {
-		refs := k.of(uid)
+	names := func(uid string) []string {
+		refs := k.of(digestOf(uid))
 		out := make([]string, 0, len(refs))
 		for _, ref := range refs {
 			out = append(out, ref.name)
@@ -61,7 +61,7 @@ func TestKeyRecordsEvents(t *testing.T) {
 	}
 	step("created", func() error { return k.Add(recordOf("a", "uid-a", "sha256-2", "11")) }, []string{"a"}, []string{"sha256-2"})
 	step("updated", func() error { return k.Update(recordOf("a", "uid-a", "sha256-1", "12")) }, []string{"a"}, []string{"sha256-1"})
-	if got := k.of("uid-a"); !slices.Contains(got, recordRef{name: "sha256-1", resourceVersion: 12}) {
+	if got := k.of(digestOf("uid-a")); !slices.Contains(got, recordRef{name: "sha256-1", resourceVersion: 12}) {
 		t.Errorf("kept %+v, want sha256-1 at resourceVersion 12", got)
 	}
 	if opts := (recordRef{name: "sha256-1", resourceVersion: 12}).getOptions(); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
@@ -71,8 +71,8 @@ func TestKeyRecordsEvents(t *testing.T) {
 	if got := names("uid-a"); !slices.Equal(got, []string{"sha256-1"}) {
 		t.Errorf("records of a = %v after a delete", got)
 	}
-	k.drop("uid-a", "sha256-1")
-	if got := k.of("uid-a"); got != nil {
+	k.drop(digestOf("uid-a"), "sha256-1")
+	if got := k.of(digestOf("uid-a")); got != nil {
 		t.Errorf("records of a = %v after the pass dropped its last", got)
 	}
 
@@ -87,7 +87,7 @@ func TestKeyRecordsEvents(t *testing.T) {
 	step("relisting after a's record went", func() error {
 		return k.Replace([]any{recordOf("b", "uid-b", "sha256-3", "21")}, "22")
 	}, []string{"a"}, nil)
-	if got := names("uid-b"); !slices.Equal(got, []string{"sha256-3"}) || k.of("uid-a") != nil {
-		t.Errorf("records of b = %v, of a = %v", got, k.of("uid-a"))
+	if got := names("uid-b"); !slices.Equal(got, []string{"sha256-3"}) || k.of(digestOf("uid-a")) != nil {
+		t.Errorf("records of b = %v, of a = %v", got, k.of(digestOf("uid-a")))
 	}
 }

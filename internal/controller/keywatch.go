@@ -23,10 +23,11 @@ import (
 )
 
 // watchedKeys is what the controller keeps of ApiKeys, without an informer
-// cache of them: for each ApiKey its watch shows, its UID, the
-// resourceVersion last seen and the expiry its status reports, about 100
-// bytes a key where a trimmed cached ApiKey cost about 1.1 KB. Each change
-// wakes the key, and each pass reads the key from kube-apiserver at that
+// cache of them: for each ApiKey its watch shows, a digest of its UID, the
+// resourceVersion last seen, the expiry its status reports and the instant
+// its last pass asked to run again (deadlines.go), about 150 bytes a key
+// where a trimmed cached ApiKey cost about 1.1 KB. Each change wakes the
+// key, and each pass reads the key from kube-apiserver at that
 // resourceVersion or later (a GET its watch cache serves), so a pass never
 // sees an older key than the event that woke it.
 //
@@ -47,28 +48,36 @@ type watchedKeys struct {
 	// as many reads at the client's QPS would take minutes). An entry goes
 	// at its key's first pass or next event.
 	firstListing map[types.NamespacedName]*apikeysv1alpha1.ApiKey
-	// deleted is told the UID of each ApiKey that goes (the record
-	// collector's queue of its records).
-	deleted func(types.UID)
+	// deleted is told of each ApiKey that goes, by the digest of its UID
+	// and, if the event gave it, the UID (the record collector's queue of
+	// its records).
+	deleted func(digest, types.UID)
 	listed  chan struct{} // closed by the first listing
+
+	// deadlines are the instants keys asked to be woken at.
+	deadlines deadlineHeap
+	sooner    chan struct{} // a deadline earlier than all others came
 }
 
 // keyState is what the controller keeps of one ApiKey.
 type keyState struct {
-	uid types.UID
+	uid digest // digestOf(UID)
 	// resourceVersion is the last one seen, 0 if it is not a number (a
 	// pass then reads the newest).
 	resourceVersion uint64
 	// expiresAt is status.expiresAt in Unix seconds for an issued key that
 	// is not being deleted, else 0 (apikey_expiration_timestamp_seconds).
 	expiresAt int64
+	// wakeAt is when the key's last pass asked to run again, in Unix
+	// nanoseconds, or 0.
+	wakeAt int64
 }
 
 var _ source.SyncingSource = (*watchedKeys)(nil)
 
 func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Selector) *watchedKeys {
 	return &watchedKeys{client: c, namespace: namespace, fields: selector,
-		keys: map[types.NamespacedName]keyState{}, listed: make(chan struct{})}
+		keys: map[types.NamespacedName]keyState{}, listed: make(chan struct{}), sooner: make(chan struct{}, 1)}
 }
 
 // get returns what the watch has shown of the ApiKey name, if anything.
@@ -100,7 +109,7 @@ func (w *watchedKeys) takeListed(name types.NamespacedName) *apikeysv1alpha1.Api
 // has reports whether the watch shows the ApiKey name with UID uid.
 func (w *watchedKeys) has(name types.NamespacedName, uid string) bool {
 	s, ok := w.get(name)
-	return ok && string(s.uid) == uid
+	return ok && s.uid == digestOf(uid)
 }
 
 // getOptions reads a key at least as new as s, from kube-apiserver's watch
@@ -122,13 +131,13 @@ func (w *watchedKeys) each(f func(types.NamespacedName, keyState)) {
 	}
 }
 
-// uids lists the keys the watch shows, with their UIDs.
+// uids lists the keys the watch shows, with the digests of their UIDs.
 func (w *watchedKeys) uids(context.Context) ([]keyUID, error) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	out := make([]keyUID, 0, len(w.keys))
 	for name, s := range w.keys {
-		out = append(out, keyUID{NamespacedName: name, UID: s.uid})
+		out = append(out, keyUID{NamespacedName: name, uid: s.uid})
 	}
 	return out, nil
 }
@@ -151,6 +160,7 @@ func (w *watchedKeys) Start(ctx context.Context, queue workqueue.TypedRateLimiti
 	r := toolscache.NewReflectorWithOptions(lw, &apikeysv1alpha1.ApiKey{}, w,
 		toolscache.ReflectorOptions{Name: "apikey: keys"})
 	go r.RunWithContext(ctx)
+	go w.runDeadlines(ctx)
 	return nil
 }
 
@@ -185,12 +195,12 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 	if deleted {
 		delete(w.keys, name)
 	} else {
-		w.keys[name] = stateOf(key)
+		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
 	w.mu.Unlock()
 	w.queue.Add(reconcile.Request{NamespacedName: name})
 	if deleted && w.deleted != nil {
-		w.deleted(key.UID)
+		w.deleted(digestOf(string(key.UID)), key.UID)
 	}
 	return nil
 }
@@ -223,6 +233,9 @@ func (w *watchedKeys) Replace(list []any, _ string) error {
 	}
 	w.mu.Lock()
 	old := w.keys
+	for name, s := range keys {
+		keys[name] = s.after(old[name])
+	}
 	w.keys, w.firstListing = keys, listed
 	w.mu.Unlock()
 	if first {
@@ -260,14 +273,23 @@ func (w *watchedKeys) wakeChanged(old, now map[types.NamespacedName]keyState) {
 		if s, ok := now[name]; !ok || s.uid != was.uid {
 			w.queue.Add(reconcile.Request{NamespacedName: name})
 			if w.deleted != nil {
-				w.deleted(was.uid)
+				w.deleted(was.uid, "")
 			}
 		}
 	}
 }
 
+// after carries over what was knew of the same key (its pass's deadline),
+// not what it knew of a key of the same name with another UID.
+func (s keyState) after(was keyState) keyState {
+	if was.uid == s.uid {
+		s.wakeAt = was.wakeAt
+	}
+	return s
+}
+
 func stateOf(key *apikeysv1alpha1.ApiKey) keyState {
-	s := keyState{uid: key.UID}
+	s := keyState{uid: digestOf(string(key.UID))}
 	s.resourceVersion, _ = strconv.ParseUint(key.ResourceVersion, 10, 64)
 	if key.DeletionTimestamp == nil && key.Status.RecordName != "" && key.Status.ExpiresAt != nil {
 		s.expiresAt = key.Status.ExpiresAt.Unix()

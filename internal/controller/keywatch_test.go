@@ -26,7 +26,11 @@ func TestWatchedKeysEvents(t *testing.T) {
 	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer w.queue.ShutDown()
 	var gone []string
-	w.deleted = func(uid types.UID) { gone = append(gone, string(uid)) }
+	uids := map[digest]string{}
+	for _, uid := range []string{"uid-a", "uid-b", "uid-b2", "uid-c", "uid-i"} {
+		uids[digestOf(uid)] = uid
+	}
+	w.deleted = func(d digest, _ types.UID) { gone = append(gone, uids[d]) }
 	expiresAt := metav1.NewTime(time.Date(2031, 3, 14, 0, 0, 0, 0, time.UTC))
 	issued := watchedKey("issued", "uid-i", "12")
 	issued.Status.RecordName, issued.Status.ExpiresAt = "sha256-00", &expiresAt
@@ -53,7 +57,7 @@ func TestWatchedKeysEvents(t *testing.T) {
 	}
 	step("added", func() error { return w.Add(issued) }, []string{"issued"}, nil)
 	got, ok := w.get(types.NamespacedName{Namespace: "team-payments", Name: "issued"})
-	if want := (keyState{uid: "uid-i", resourceVersion: 12, expiresAt: expiresAt.Unix()}); !ok || got != want {
+	if want := (keyState{uid: digestOf("uid-i"), resourceVersion: 12, expiresAt: expiresAt.Unix()}); !ok || got != want {
 		t.Errorf("kept %+v, %v; want %+v", got, ok, want)
 	}
 	if opts := got.getOptions(); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {

@@ -93,7 +93,7 @@ func (c *RecordCollector) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	queue := &laterQueue{}
-	c.keys.deleted = func(uid types.UID) { queue.add(c.recordsOf(uid)...) }
+	c.keys.deleted = func(d digest, uid types.UID) { queue.add(c.recordsOf(d, uid)...) }
 	c.records.changed = func(rec *apikeysv1alpha1.ApiKeyRecord) {
 		if !c.keys.has(keyOfRecord(rec), rec.Spec.ApiKey.UID) {
 			queue.add(reconcile.Request{NamespacedName: types.NamespacedName{Name: rec.Name}})
@@ -116,7 +116,7 @@ func (c *RecordCollector) collectAtStart(ctx context.Context) {
 		}
 	}
 	keys := map[digest]bool{}
-	c.keys.each(func(_ types.NamespacedName, s keyState) { keys[digestOf(string(s.uid))] = true })
+	c.keys.each(func(_ types.NamespacedName, s keyState) { keys[s.uid] = true })
 	c.records.dropListed(func(uid digest) bool { return !keys[uid] })
 	var orphans []string
 	c.records.each(func(uid digest, refs []recordRef) {
@@ -133,12 +133,14 @@ func (c *RecordCollector) collectAtStart(ctx context.Context) {
 	}
 }
 
-// recordsOf names the records of a deleted ApiKey: those the record watch
-// shows or, until it has listed, those the API server holds.
-func (c *RecordCollector) recordsOf(uid types.UID) []reconcile.Request {
+// recordsOf names the records of a deleted ApiKey, whose UID has the
+// digest d: those the record watch shows or, until it has listed, those
+// the API server holds (if the deletion gave the UID; if it did not, a
+// relisting, the watch has listed).
+func (c *RecordCollector) recordsOf(d digest, uid types.UID) []reconcile.Request {
 	var names []string
-	if c.records.synced.Load() {
-		for _, ref := range c.records.of(uid) {
+	if c.records.synced.Load() || uid == "" {
+		for _, ref := range c.records.of(d) {
 			names = append(names, ref.name)
 		}
 	} else {

@@ -39,7 +39,8 @@ func (r *ApiKeyReconciler) listRecords(ctx context.Context, key *apikeysv1alpha1
 // kube-apiserver, each at least as new as the watch showed it, or, in a
 // start-up pass, from the watch's first listing.
 func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alpha1.ApiKey) ([]apikeysv1alpha1.ApiKeyRecord, error) {
-	refs := r.records.of(key.UID)
+	uid := digestOf(string(key.UID))
+	refs := r.records.of(uid)
 	records := make([]apikeysv1alpha1.ApiKeyRecord, 0, len(refs))
 	for _, ref := range refs {
 		if listed := r.records.takeListed(ref); listed != nil && listed.Spec.ApiKey.UID == string(key.UID) {
@@ -48,13 +49,13 @@ func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alph
 		}
 		var rec apikeysv1alpha1.ApiKeyRecord
 		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ref.name}, &rec, ref.getOptions()); apierrors.IsNotFound(err) {
-			r.records.drop(key.UID, ref.name) // deleted since the watch showed it
+			r.records.drop(uid, ref.name) // deleted since the watch showed it
 			continue
 		} else if err != nil {
 			return nil, err
 		}
 		if rec.Spec.ApiKey.UID != string(key.UID) {
-			r.records.drop(key.UID, ref.name) // moved to another key by hand
+			r.records.drop(uid, ref.name) // moved to another key by hand
 			continue
 		}
 		records = append(records, rec)

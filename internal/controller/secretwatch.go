@@ -56,10 +56,10 @@ type deliveredSecrets struct {
 	listed chan struct{} // closed by the first listing
 }
 
-// keyUID names an ApiKey and gives its UID.
+// keyUID names an ApiKey and gives the digest of its UID.
 type keyUID struct {
 	types.NamespacedName
-	UID types.UID
+	uid digest
 }
 
 var _ source.SyncingSource = (*deliveredSecrets)(nil)
@@ -226,7 +226,7 @@ func wakeKeysWith(queue workqueue.TypedRateLimitingInterface[reconcile.Request],
 		return
 	}
 	for _, k := range keys {
-		if uids[digestOf(string(k.UID))] {
+		if uids[k.uid] {
 			queue.Add(reconcile.Request{NamespacedName: k.NamespacedName})
 		}
 	}

@@ -89,9 +89,9 @@ func TestDeliveredSecretsOwners(t *testing.T) {
 // was broken off, and no other.
 func TestDeliveredSecretsEvents(t *testing.T) {
 	keys := []keyUID{
-		{types.NamespacedName{Namespace: "team-payments", Name: "a"}, "uid-a"},
-		{types.NamespacedName{Namespace: "team-payments", Name: "b"}, "uid-b"},
-		{types.NamespacedName{Namespace: "team-payments", Name: "c"}, "uid-c"},
+		{types.NamespacedName{Namespace: "team-payments", Name: "a"}, digestOf("uid-a")},
+		{types.NamespacedName{Namespace: "team-payments", Name: "b"}, digestOf("uid-b")},
+		{types.NamespacedName{Namespace: "team-payments", Name: "c"}, digestOf("uid-c")},
 	}
 	s := queuedSecrets(keys)
 	defer s.queue.ShutDown()
