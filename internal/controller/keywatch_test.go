@@ -1,6 +1,9 @@
 package controller
 
 import (
+	"context"
+	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -114,5 +117,42 @@ func TestLaterQueueBeforeStart(t *testing.T) {
 	l.add(reconcile.Request{NamespacedName: types.NamespacedName{Name: "late"}})
 	if got, want := woken(q), []string{"early", "late"}; !slices.Equal(got, want) {
 		t.Errorf("queued %v, want %v", got, want)
+	}
+}
+
+// TestWatchedKeysFirstListingInBatches checks that every key listed at
+// start gets a pass, with no more than a batch queued at a time (a queue
+// holding every key once keeps the memory of that peak).
+func TestWatchedKeysFirstListingInBatches(t *testing.T) {
+	w := newWatchedKeys(nil, "", nil)
+	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer w.queue.ShutDown()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	w.ctx = ctx
+	const keys = 5*startUpBatch + 7
+	list := make([]any, keys)
+	for i := range list {
+		list[i] = watchedKey(fmt.Sprint("key-", i), types.UID(fmt.Sprint("uid-", i)), "1")
+	}
+	if err := w.Replace(list, "1"); err != nil {
+		t.Fatal(err)
+	}
+	seen, most := map[string]bool{}, 0
+	deadline := time.Now().Add(10 * time.Second)
+	for len(seen) < keys && time.Now().Before(deadline) {
+		most = max(most, w.queue.Len())
+		for w.queue.Len() > 0 {
+			req, _ := w.queue.Get()
+			w.queue.Done(req)
+			seen[req.Name] = true
+		}
+		runtime.Gosched()
+	}
+	if len(seen) != keys {
+		t.Errorf("%d of %d listed keys were queued", len(seen), keys)
+	}
+	if most > startUpBatch {
+		t.Errorf("%d keys queued at once, want at most %d", most, startUpBatch)
 	}
 }
