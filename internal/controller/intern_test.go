@@ -93,7 +93,7 @@ var _ = Describe("What the controller keeps of ApiKeys and records", func() {
 			rec := &apikeysv1alpha1.ApiKeyRecord{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: key.Status.RecordName}, rec)).To(Succeed())
 			g.Expect(reconciler.records.of(digestOf(string(key.UID)))).To(ConsistOf(
-				recordRef{name: rec.Name, resourceVersion: must(strconv.ParseUint(rec.ResourceVersion, 10, 64))}))
+				refNamed(rec.Name, must(strconv.ParseUint(rec.ResourceVersion, 10, 64)))))
 		}, timeout, interval).Should(Succeed())
 		By("knowing the delivered Secret from its watch, with no cache of Secrets")
 		Eventually(func() bool {

@@ -2,9 +2,12 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -54,10 +57,34 @@ type keyRecords struct {
 	listed chan struct{} // closed by the first listing
 }
 
-// recordRef names a record and the resourceVersion last seen of it.
+// recordRef names a record and the resourceVersion last seen of it. A
+// record named as the controller names them, after its token's hash, is
+// kept as the hash's 32 bytes: its name's 71 characters would cost 80.
 type recordRef struct {
-	name            string
-	resourceVersion uint64 // 0 if not a number: read the newest
+	hash            [sha256.Size]byte // if the name is RecordNamePrefix + its hex
+	other           string            // else the name
+	resourceVersion uint64            // 0 if not a number: read the newest
+}
+
+// name is the record's name.
+func (ref recordRef) name() string {
+	if ref.other != "" {
+		return ref.other
+	}
+	return apikeysv1alpha1.RecordNamePrefix + hex.EncodeToString(ref.hash[:])
+}
+
+// refNamed is the reference of the record name at resourceVersion rv.
+func refNamed(name string, rv uint64) recordRef {
+	ref := recordRef{resourceVersion: rv}
+	digits, ok := strings.CutPrefix(name, apikeysv1alpha1.RecordNamePrefix)
+	if !ok || len(digits) != hex.EncodedLen(sha256.Size) {
+		return recordRef{other: name, resourceVersion: rv}
+	}
+	if _, err := hex.Decode(ref.hash[:], []byte(digits)); err != nil || hex.EncodeToString(ref.hash[:]) != digits {
+		return recordRef{other: name, resourceVersion: rv}
+	}
+	return ref
 }
 
 var _ source.SyncingSource = (*keyRecords)(nil)
@@ -78,8 +105,9 @@ func (k *keyRecords) of(uid digest) []recordRef {
 func (k *keyRecords) takeListed(ref recordRef) *apikeysv1alpha1.ApiKeyRecord {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	rec := k.firstListing[ref.name]
-	delete(k.firstListing, ref.name)
+	name := ref.name()
+	rec := k.firstListing[name]
+	delete(k.firstListing, name)
 	return rec
 }
 
@@ -165,7 +193,8 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 	uid := digestOf(rec.Spec.ApiKey.UID)
 	k.mu.Lock()
 	delete(k.firstListing, rec.Name)
-	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.name == rec.Name })
+	gone := refNamed(rec.Name, 0)
+	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.hash == gone.hash && r.other == gone.other })
 	if !deleted {
 		refs = append(refs, refOf(rec))
 	}
@@ -183,11 +212,11 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 }
 
 // drop forgets that the key whose UID has the digest uid has the record
-// name: a pass found it gone, or belonging to another key.
-func (k *keyRecords) drop(uid digest, name string) {
+// ref: a pass found it gone, or belonging to another key.
+func (k *keyRecords) drop(uid digest, ref recordRef) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.name == name })
+	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.hash == ref.hash && r.other == ref.other })
 	if len(refs) == 0 {
 		delete(k.byKey, uid)
 	} else {
@@ -254,9 +283,8 @@ func (k *keyRecords) Replace(list []any, _ string) error {
 }
 
 func refOf(rec *apikeysv1alpha1.ApiKeyRecord) recordRef {
-	ref := recordRef{name: rec.Name}
-	ref.resourceVersion, _ = strconv.ParseUint(rec.ResourceVersion, 10, 64)
-	return ref
+	rv, _ := strconv.ParseUint(rec.ResourceVersion, 10, 64)
+	return refNamed(rec.Name, rv)
 }
 
 // keyOfRecord names the ApiKey rec belongs to.

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,7 +48,7 @@ func TestKeyRecordsEvents(t *testing.T) {
 		refs := k.of(digestOf(uid))
 		out := make([]string, 0, len(refs))
 		for _, ref := range refs {
-			out = append(out, ref.name)
+			out = append(out, ref.name())
 		}
 		slices.Sort(out)
 		return out
@@ -61,17 +62,17 @@ func TestKeyRecordsEvents(t *testing.T) {
 	}
 	step("created", func() error { return k.Add(recordOf("a", "uid-a", "sha256-2", "11")) }, []string{"a"}, []string{"sha256-2"})
 	step("updated", func() error { return k.Update(recordOf("a", "uid-a", "sha256-1", "12")) }, []string{"a"}, []string{"sha256-1"})
-	if got := k.of(digestOf("uid-a")); !slices.Contains(got, recordRef{name: "sha256-1", resourceVersion: 12}) {
+	if got := k.of(digestOf("uid-a")); !slices.Contains(got, refNamed("sha256-1", 12)) {
 		t.Errorf("kept %+v, want sha256-1 at resourceVersion 12", got)
 	}
-	if opts := (recordRef{name: "sha256-1", resourceVersion: 12}).getOptions(); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
+	if opts := (refNamed("sha256-1", 12)).getOptions(); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
 		t.Errorf("a pass would read %+v, want resourceVersion 12 or later", opts.Raw)
 	}
 	step("deleted", func() error { return k.Delete(recordOf("a", "uid-a", "sha256-2", "13")) }, []string{"a"}, nil)
 	if got := names("uid-a"); !slices.Equal(got, []string{"sha256-1"}) {
 		t.Errorf("records of a = %v after a delete", got)
 	}
-	k.drop(digestOf("uid-a"), "sha256-1")
+	k.drop(digestOf("uid-a"), refNamed("sha256-1", 0))
 	if got := k.of(digestOf("uid-a")); got != nil {
 		t.Errorf("records of a = %v after the pass dropped its last", got)
 	}
@@ -89,5 +90,30 @@ func TestKeyRecordsEvents(t *testing.T) {
 	}, []string{"a"}, nil)
 	if got := names("uid-b"); !slices.Equal(got, []string{"sha256-3"}) || k.of(digestOf("uid-a")) != nil {
 		t.Errorf("records of b = %v, of a = %v", got, k.of(digestOf("uid-a")))
+	}
+}
+
+// TestRecordRef checks that a record named after its token's hash is kept
+// as the hash's bytes, and any other name as it is, and that both give the
+// name back.
+func TestRecordRef(t *testing.T) {
+	canonical := apikeysv1alpha1.RecordNamePrefix + strings.Repeat("0f", 32)
+	for _, tc := range []struct {
+		name    string
+		asBytes bool
+	}{
+		{canonical, true},
+		{strings.ToUpper(canonical), false},              // not the hex the controller writes
+		{apikeysv1alpha1.RecordNamePrefix + "0f", false}, // too short
+		{canonical + "00", false},                        // too long
+		{"by-hand", false},
+	} {
+		ref := refNamed(tc.name, 7)
+		if got := ref.name(); got != tc.name {
+			t.Errorf("refNamed(%q).name() = %q", tc.name, got)
+		}
+		if asBytes := ref.other == ""; asBytes != tc.asBytes {
+			t.Errorf("refNamed(%q) kept as bytes: %v, want %v", tc.name, asBytes, tc.asBytes)
+		}
 	}
 }

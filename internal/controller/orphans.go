@@ -122,7 +122,7 @@ func (c *RecordCollector) collectAtStart(ctx context.Context) {
 	c.records.each(func(uid digest, refs []recordRef) {
 		if !keys[uid] {
 			for _, ref := range refs {
-				orphans = append(orphans, ref.name)
+				orphans = append(orphans, ref.name())
 			}
 		}
 	})
@@ -141,7 +141,7 @@ func (c *RecordCollector) recordsOf(d digest, uid types.UID) []reconcile.Request
 	var names []string
 	if c.records.synced.Load() || uid == "" {
 		for _, ref := range c.records.of(d) {
-			names = append(names, ref.name)
+			names = append(names, ref.name())
 		}
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -48,14 +48,14 @@ func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alph
 			continue
 		}
 		var rec apikeysv1alpha1.ApiKeyRecord
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ref.name}, &rec, ref.getOptions()); apierrors.IsNotFound(err) {
-			r.records.drop(uid, ref.name) // deleted since the watch showed it
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ref.name()}, &rec, ref.getOptions()); apierrors.IsNotFound(err) {
+			r.records.drop(uid, ref) // deleted since the watch showed it
 			continue
 		} else if err != nil {
 			return nil, err
 		}
 		if rec.Spec.ApiKey.UID != string(key.UID) {
-			r.records.drop(uid, ref.name) // moved to another key by hand
+			r.records.drop(uid, ref) // moved to another key by hand
 			continue
 		}
 		records = append(records, rec)
