@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -113,7 +114,12 @@ type feed[T runtime.Object] struct {
 	set, update, remove func(T)
 	replace             func([]T)
 	listed              chan struct{} // closed by the first listing
+	// trim has the reflector keep only what the index reads of each object
+	// as it arrives: its first listing holds every object at once.
+	trim toolscache.TransformFunc
 }
+
+func (f *feed[T]) Transformer() toolscache.TransformFunc { return f.trim }
 
 func (f *feed[T]) Add(obj any) error {
 	if o, ok := obj.(T); ok {
@@ -157,6 +163,7 @@ func recordFeed(ix *Index) *feed[*apikeysv1alpha1.ApiKeyRecord] {
 		remove:  func(rec *apikeysv1alpha1.ApiKeyRecord) { ix.DeleteRecord(rec.Name) },
 		replace: ix.ReplaceRecords,
 		listed:  make(chan struct{}),
+		trim:    trimRecord,
 	}
 }
 
@@ -167,6 +174,7 @@ func keyFeed(ix *Index) *feed[*apikeysv1alpha1.ApiKey] {
 		remove:  func(key *apikeysv1alpha1.ApiKey) { ix.DeleteKey(key.UID) },
 		replace: ix.ReplaceKeys,
 		listed:  make(chan struct{}),
+		trim:    trimApiKey,
 	}
 }
 
@@ -187,6 +195,7 @@ func namespaceFeed(ix *Index) *feed[*corev1.Namespace] {
 			ix.ReplaceNamespaces(deleting)
 		},
 		listed: make(chan struct{}),
+		trim:   cache.TransformStripManagedFields(),
 	}
 }
 

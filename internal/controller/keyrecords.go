@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -179,6 +180,12 @@ func (k *keyRecords) String() string { return "ApiKeyRecords (watch)" }
 // key and wakes it; nothing else is kept. A record whose spec.apiKey was
 // edited by hand stays listed under its former key too, until that key's
 // pass reads it and drops it (see drop).
+
+// Transformer has the reflector drop managed fields as objects arrive:
+// its first listing holds every record at once.
+func (k *keyRecords) Transformer() toolscache.TransformFunc {
+	return cache.TransformStripManagedFields()
+}
 
 func (k *keyRecords) Add(obj any) error    { return k.Update(obj) }
 func (k *keyRecords) Resync() error        { return nil }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -181,6 +182,12 @@ func (w *watchedKeys) String() string { return "ApiKeys (watch)" }
 
 // The reflector's store: every event updates the key's state and wakes it;
 // nothing else is kept.
+
+// Transformer has the reflector drop managed fields as objects arrive:
+// its first listing holds every ApiKey at once.
+func (w *watchedKeys) Transformer() toolscache.TransformFunc {
+	return cache.TransformStripManagedFields()
+}
 
 func (w *watchedKeys) Add(obj any) error    { return w.Update(obj) }
 func (w *watchedKeys) Resync() error        { return nil }

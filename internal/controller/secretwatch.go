@@ -16,6 +16,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -116,6 +117,12 @@ func (s *deliveredSecrets) String() string { return "delivered Secrets (metadata
 
 // The reflector's store: every event updates the digests and wakes the
 // Secret's owner; nothing else is kept.
+
+// Transformer has the reflector drop managed fields as objects arrive:
+// its first listing holds every delivered Secret's metadata at once.
+func (s *deliveredSecrets) Transformer() toolscache.TransformFunc {
+	return cache.TransformStripManagedFields()
+}
 
 func (s *deliveredSecrets) Add(obj any) error    { return s.Update(obj) }
 func (s *deliveredSecrets) Resync() error        { return nil }
