@@ -30,7 +30,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/authserver"
 	"github.com/apikey-operator/apikey-operator/internal/controller"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -170,9 +169,7 @@ func startController() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&apikeysv1alpha1.ApiKey{}: {Field: fields.OneTermNotEqualSelector("metadata.namespace", noControllerNamespace)},
-		}},
+		Cache:   cache.Options{ReaderFailOnMissingInformer: true},
 		// A restarted controller registers its controllers' names again.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	})
@@ -182,6 +179,8 @@ func startController() {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("apikey-operator"),
 		Policy:    policy.New(policy.Options{MaxTTL: 24 * time.Hour}),
+
+		WatchFields: fields.OneTermNotEqualSelector("metadata.namespace", noControllerNamespace),
 	}).SetupWithManager(mgr)).To(Succeed())
 	mgrCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
