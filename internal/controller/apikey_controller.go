@@ -140,7 +140,7 @@ func (r *ApiKeyReconciler) getKey(ctx context.Context, name types.NamespacedName
 	} else if listed := r.keys.takeListed(name); listed != nil {
 		return listed, nil
 	} else {
-		err = r.APIReader.Get(ctx, name, key, seen.getOptions())
+		err = r.APIReader.Get(ctx, name, key, atLeast(seen.resourceVersion))
 	}
 	if err != nil {
 		return nil, client.IgnoreNotFound(err)

@@ -4,20 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -37,6 +29,7 @@ import (
 // (on the leader), and the controller starts its workers once the watch
 // has listed every record.
 type keyRecords struct {
+	storeless
 	client client.WithWatch
 
 	mu    sync.RWMutex
@@ -53,9 +46,6 @@ type keyRecords struct {
 	// listing whose key the controller does not know (the record
 	// collector's queue).
 	changed func(*apikeysv1alpha1.ApiKeyRecord)
-	// synced is set once every record listed at start is in.
-	synced atomic.Bool
-	listed chan struct{} // closed by the first listing
 }
 
 // recordRef names a record and the resourceVersion last seen of it. A
@@ -91,7 +81,9 @@ func refNamed(name string, rv uint64) recordRef {
 var _ source.SyncingSource = (*keyRecords)(nil)
 
 func newKeyRecords(c client.WithWatch, keyUIDs func(context.Context) ([]keyUID, error)) *keyRecords {
-	return &keyRecords{client: c, keyUIDs: keyUIDs, byKey: map[digest][]recordRef{}, listed: make(chan struct{})}
+	k := &keyRecords{client: c, keyUIDs: keyUIDs, byKey: map[digest][]recordRef{}}
+	k.storeless = newStoreless("ApiKeyRecords", k.change, k.replaceWith)
+	return k
 }
 
 // of returns the records of the ApiKey whose UID has the digest uid.
@@ -134,64 +126,17 @@ func (k *keyRecords) each(f func(digest, []recordRef)) {
 	}
 }
 
-// getOptions reads a record at least as new as ref.
-func (ref recordRef) getOptions() *client.GetOptions {
-	if ref.resourceVersion == 0 {
-		return &client.GetOptions{}
-	}
-	return &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: strconv.FormatUint(ref.resourceVersion, 10)}}
-}
-
 // Start runs the watch until ctx ends, waking keys through queue.
 func (k *keyRecords) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 	k.queue = queue
-	opts := func(raw metav1.ListOptions) *client.ListOptions {
-		return &client.ListOptions{Raw: &raw, Limit: raw.Limit, Continue: raw.Continue}
-	}
-	lw := &toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, raw metav1.ListOptions) (runtime.Object, error) {
-			list := &apikeysv1alpha1.ApiKeyRecordList{}
-			return list, k.client.List(ctx, list, opts(raw))
-		},
-		WatchFuncWithContext: func(ctx context.Context, raw metav1.ListOptions) (watch.Interface, error) {
-			return k.client.Watch(ctx, &apikeysv1alpha1.ApiKeyRecordList{}, opts(raw))
-		},
-	}
-	r := toolscache.NewReflectorWithOptions(lw, &apikeysv1alpha1.ApiKeyRecord{}, k,
-		toolscache.ReflectorOptions{Name: "apikey: records"})
-	go r.RunWithContext(ctx)
+	k.run(ctx, listWatch(k.client, &apikeysv1alpha1.ApiKeyRecordList{}, client.ListOptions{}), &apikeysv1alpha1.ApiKeyRecord{})
 	return nil
 }
 
-// WaitForSync returns once the records have been listed.
-func (k *keyRecords) WaitForSync(ctx context.Context) error {
-	select {
-	case <-k.listed:
-		k.synced.Store(true)
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("ApiKeyRecords not listed: %w", ctx.Err())
-	}
-}
-
-func (k *keyRecords) String() string { return "ApiKeyRecords (watch)" }
-
-// The reflector's store: every event updates the records of the record's
-// key and wakes it; nothing else is kept. A record whose spec.apiKey was
+// change takes a record added, changed or deleted: it updates the
+// records of the record's key and wakes it. A record whose spec.apiKey was
 // edited by hand stays listed under its former key too, until that key's
 // pass reads it and drops it (see drop).
-
-// Transformer has the reflector drop managed fields as objects arrive:
-// its first listing holds every record at once.
-func (k *keyRecords) Transformer() toolscache.TransformFunc {
-	return cache.TransformStripManagedFields()
-}
-
-func (k *keyRecords) Add(obj any) error    { return k.Update(obj) }
-func (k *keyRecords) Resync() error        { return nil }
-func (k *keyRecords) Update(obj any) error { return k.change(obj, false) }
-func (k *keyRecords) Delete(obj any) error { return k.change(obj, true) }
-
 func (k *keyRecords) change(obj any, deleted bool) error {
 	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
 	if !ok {
@@ -231,18 +176,12 @@ func (k *keyRecords) drop(uid digest, ref recordRef) {
 	}
 }
 
-// Replace takes a listing: the first at start, later ones after the watch
-// broke off. A later one wakes the keys whose records changed, came or went
-// in between, and tells the collector of the records that changed; at
-// start, every key is reconciled and the collector looks at every record
-// anyway.
-func (k *keyRecords) Replace(list []any, _ string) error {
-	first := false
-	select {
-	case <-k.listed:
-	default:
-		first = true
-	}
+// replaceWith takes a listing: the first at start, later ones after the
+// watch broke off. A later one wakes the keys whose records changed, came
+// or went in between, and tells the collector of the records that changed;
+// at start, every key is reconciled and the collector looks at every
+// record anyway.
+func (k *keyRecords) replaceWith(list []any, first bool) error {
 	byKey := make(map[digest][]recordRef, len(list))
 	recs := make([]*apikeysv1alpha1.ApiKeyRecord, 0, len(list))
 	var listed map[string]*apikeysv1alpha1.ApiKeyRecord
@@ -265,7 +204,6 @@ func (k *keyRecords) Replace(list []any, _ string) error {
 	k.byKey, k.firstListing = byKey, listed
 	k.mu.Unlock()
 	if first {
-		close(k.listed)
 		return nil
 	}
 	for _, rec := range recs {
@@ -290,8 +228,7 @@ func (k *keyRecords) Replace(list []any, _ string) error {
 }
 
 func refOf(rec *apikeysv1alpha1.ApiKeyRecord) recordRef {
-	rv, _ := strconv.ParseUint(rec.ResourceVersion, 10, 64)
-	return refNamed(rec.Name, rv)
+	return refNamed(rec.Name, versionOf(rec.ResourceVersion))
 }
 
 // keyOfRecord names the ApiKey rec belongs to.

@@ -30,20 +30,7 @@ func TestKeyRecordsEvents(t *testing.T) {
 	defer k.queue.ShutDown()
 	var told []string
 	k.changed = func(rec *apikeysv1alpha1.ApiKeyRecord) { told = append(told, rec.Name) }
-	step := func(name string, do func() error, wantWoken, wantTold []string) {
-		t.Helper()
-		told = nil
-		if err := do(); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if got := woken(k.queue); !slices.Equal(got, wantWoken) {
-			t.Errorf("%s: woke %v, want %v", name, got, wantWoken)
-		}
-		slices.Sort(told)
-		if !slices.Equal(told, wantTold) {
-			t.Errorf("%s: told the collector of %v, want %v", name, told, wantTold)
-		}
-	}
+	step := eventSteps(t, k.queue, &told)
 	names := func(uid string) []string {
 		refs := k.of(digestOf(uid))
 		out := make([]string, 0, len(refs))
@@ -57,7 +44,7 @@ func TestKeyRecordsEvents(t *testing.T) {
 	step("first listing", func() error {
 		return k.Replace([]any{recordOf("a", "uid-a", "sha256-1", "10")}, "10")
 	}, nil, nil)
-	if err := k.WaitForSync(t.Context()); err != nil || !k.synced.Load() {
+	if err := k.WaitForSync(t.Context()); err != nil || !k.hasListed() {
 		t.Fatalf("not synced after the first listing: %v", err)
 	}
 	step("created", func() error { return k.Add(recordOf("a", "uid-a", "sha256-2", "11")) }, []string{"a"}, []string{"sha256-2"})
@@ -65,7 +52,7 @@ func TestKeyRecordsEvents(t *testing.T) {
 	if got := k.of(digestOf("uid-a")); !slices.Contains(got, refNamed("sha256-1", 12)) {
 		t.Errorf("kept %+v, want sha256-1 at resourceVersion 12", got)
 	}
-	if opts := (refNamed("sha256-1", 12)).getOptions(); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
+	if opts := atLeast(refNamed("sha256-1", 12).resourceVersion); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
 		t.Errorf("a pass would read %+v, want resourceVersion 12 or later", opts.Raw)
 	}
 	step("deleted", func() error { return k.Delete(recordOf("a", "uid-a", "sha256-2", "13")) }, []string{"a"}, nil)

@@ -2,19 +2,12 @@ package controller
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -36,6 +29,7 @@ import (
 // It is a controller-runtime source: it starts with the controller (on the
 // leader) and the controller waits for its first listing.
 type watchedKeys struct {
+	storeless
 	client client.WithWatch
 	// namespace and fields narrow what is watched; empty and nil: every ApiKey.
 	namespace string
@@ -54,7 +48,6 @@ type watchedKeys struct {
 	// and, if the event gave it, the UID (the record collector's queue of
 	// its records).
 	deleted func(digest, types.UID)
-	listed  chan struct{} // closed by the first listing
 
 	ctx context.Context // Start's, for the goroutines it starts
 
@@ -80,8 +73,10 @@ type keyState struct {
 var _ source.SyncingSource = (*watchedKeys)(nil)
 
 func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Selector) *watchedKeys {
-	return &watchedKeys{client: c, namespace: namespace, fields: selector,
-		keys: map[types.NamespacedName]keyState{}, listed: make(chan struct{}), sooner: make(chan struct{}, 1)}
+	w := &watchedKeys{client: c, namespace: namespace, fields: selector,
+		keys: map[types.NamespacedName]keyState{}, sooner: make(chan struct{}, 1)}
+	w.storeless = newStoreless("ApiKeys", w.change, w.replaceWith)
+	return w
 }
 
 // get returns what the watch has shown of the ApiKey name, if anything.
@@ -116,15 +111,6 @@ func (w *watchedKeys) has(name types.NamespacedName, uid string) bool {
 	return ok && s.uid == digestOf(uid)
 }
 
-// getOptions reads a key at least as new as s, from kube-apiserver's watch
-// cache.
-func (s keyState) getOptions() *client.GetOptions {
-	if s.resourceVersion == 0 {
-		return &client.GetOptions{}
-	}
-	return &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: strconv.FormatUint(s.resourceVersion, 10)}}
-}
-
 // each calls f with every key the watch shows, under its read lock: f
 // must not call back into w.
 func (w *watchedKeys) each(f func(types.NamespacedName, keyState)) {
@@ -149,51 +135,14 @@ func (w *watchedKeys) uids(context.Context) ([]keyUID, error) {
 // Start runs the watch until ctx ends, waking keys through queue.
 func (w *watchedKeys) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 	w.ctx, w.queue = ctx, queue
-	opts := func(raw metav1.ListOptions) *client.ListOptions {
-		return &client.ListOptions{Raw: &raw, Namespace: w.namespace, FieldSelector: w.fields, Limit: raw.Limit, Continue: raw.Continue}
-	}
-	lw := &toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, raw metav1.ListOptions) (runtime.Object, error) {
-			list := &apikeysv1alpha1.ApiKeyList{}
-			return list, w.client.List(ctx, list, opts(raw))
-		},
-		WatchFuncWithContext: func(ctx context.Context, raw metav1.ListOptions) (watch.Interface, error) {
-			return w.client.Watch(ctx, &apikeysv1alpha1.ApiKeyList{}, opts(raw))
-		},
-	}
-	r := toolscache.NewReflectorWithOptions(lw, &apikeysv1alpha1.ApiKey{}, w,
-		toolscache.ReflectorOptions{Name: "apikey: keys"})
-	go r.RunWithContext(ctx)
+	lw := listWatch(w.client, &apikeysv1alpha1.ApiKeyList{}, client.ListOptions{Namespace: w.namespace, FieldSelector: w.fields})
+	w.run(ctx, lw, &apikeysv1alpha1.ApiKey{})
 	go w.runDeadlines(ctx)
 	return nil
 }
 
-// WaitForSync returns once the ApiKeys have been listed.
-func (w *watchedKeys) WaitForSync(ctx context.Context) error {
-	select {
-	case <-w.listed:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("ApiKeys not listed: %w", ctx.Err())
-	}
-}
-
-func (w *watchedKeys) String() string { return "ApiKeys (watch)" }
-
-// The reflector's store: every event updates the key's state and wakes it;
-// nothing else is kept.
-
-// Transformer has the reflector drop managed fields as objects arrive:
-// its first listing holds every ApiKey at once.
-func (w *watchedKeys) Transformer() toolscache.TransformFunc {
-	return cache.TransformStripManagedFields()
-}
-
-func (w *watchedKeys) Add(obj any) error    { return w.Update(obj) }
-func (w *watchedKeys) Resync() error        { return nil }
-func (w *watchedKeys) Update(obj any) error { return w.change(obj, false) }
-func (w *watchedKeys) Delete(obj any) error { return w.change(obj, true) }
-
+// change takes a key added, changed or deleted: it updates the key's state
+// and wakes it.
 func (w *watchedKeys) change(obj any, deleted bool) error {
 	key, ok := obj.(*apikeysv1alpha1.ApiKey)
 	if !ok {
@@ -215,17 +164,11 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 	return nil
 }
 
-// Replace takes a listing: the first at start, whose keys all get a pass
-// behind any key that changes meanwhile (as controller-runtime queues an
-// informer's first listing), and later ones after the watch broke off,
+// replaceWith takes a listing: the first at start, whose keys all get a
+// pass behind any key that changes meanwhile (as controller-runtime queues
+// an informer's first listing), and later ones after the watch broke off,
 // which wake the keys that changed, came or went in between.
-func (w *watchedKeys) Replace(list []any, _ string) error {
-	first := false
-	select {
-	case <-w.listed:
-	default:
-		first = true
-	}
+func (w *watchedKeys) replaceWith(list []any, first bool) error {
 	keys := make(map[types.NamespacedName]keyState, len(list))
 	var listed map[types.NamespacedName]*apikeysv1alpha1.ApiKey
 	if first {
@@ -250,7 +193,6 @@ func (w *watchedKeys) Replace(list []any, _ string) error {
 	w.mu.Unlock()
 	if first {
 		w.queueFirstListing(keys)
-		close(w.listed)
 		return nil
 	}
 	w.wakeChanged(old, keys)
@@ -265,8 +207,8 @@ const startUpBatch = 256
 
 // queueFirstListing queues every key listed at start, a batch at a time,
 // each behind any key that changes meanwhile when the queue has
-// priorities. The first batch is queued at once, the rest as the queue
-// drains.
+// priorities. The first batch is queued at once; another follows whenever
+// fewer than half a batch wait, so at most one and a half batches do.
 func (w *watchedKeys) queueFirstListing(keys map[types.NamespacedName]keyState) {
 	names := make([]types.NamespacedName, 0, len(keys))
 	for name := range keys {
@@ -341,7 +283,7 @@ func (s keyState) after(was keyState) keyState {
 
 func stateOf(key *apikeysv1alpha1.ApiKey) keyState {
 	s := keyState{uid: digestOf(string(key.UID))}
-	s.resourceVersion, _ = strconv.ParseUint(key.ResourceVersion, 10, 64)
+	s.resourceVersion = versionOf(key.ResourceVersion)
 	if key.DeletionTimestamp == nil && key.Status.RecordName != "" && key.Status.ExpiresAt != nil {
 		s.expiresAt = key.Status.ExpiresAt.Unix()
 	}

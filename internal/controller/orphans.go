@@ -139,7 +139,7 @@ func (c *RecordCollector) collectAtStart(ctx context.Context) {
 // relisting, the watch has listed).
 func (c *RecordCollector) recordsOf(d digest, uid types.UID) []reconcile.Request {
 	var names []string
-	if c.records.synced.Load() || uid == "" {
+	if c.records.hasListed() || uid == "" {
 		for _, ref := range c.records.of(d) {
 			names = append(names, ref.name())
 		}

@@ -48,7 +48,7 @@ func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alph
 			continue
 		}
 		var rec apikeysv1alpha1.ApiKeyRecord
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ref.name()}, &rec, ref.getOptions()); apierrors.IsNotFound(err) {
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ref.name()}, &rec, atLeast(ref.resourceVersion)); apierrors.IsNotFound(err) {
 			r.records.drop(uid, ref) // deleted since the watch showed it
 			continue
 		} else if err != nil {

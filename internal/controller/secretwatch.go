@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"strings"
 	"sync"
 
@@ -16,7 +15,6 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -43,6 +41,7 @@ func digestOf(parts ...string) digest {
 // It is a controller-runtime source: it starts with the controller (on the
 // leader) and the controller waits for its first listing.
 type deliveredSecrets struct {
+	storeless
 	client metadata.Interface
 
 	// keyUIDs lists the ApiKeys the controller knows, to wake those that
@@ -54,7 +53,6 @@ type deliveredSecrets struct {
 	mu     sync.RWMutex
 	owners map[digest]digest // digest(namespace, name) → digest(owner's UID)
 	queue  workqueue.TypedRateLimitingInterface[reconcile.Request]
-	listed chan struct{} // closed by the first listing
 }
 
 // keyUID names an ApiKey and gives the digest of its UID.
@@ -66,7 +64,9 @@ type keyUID struct {
 var _ source.SyncingSource = (*deliveredSecrets)(nil)
 
 func newDeliveredSecrets(c metadata.Interface, keyUIDs func(context.Context) ([]keyUID, error)) *deliveredSecrets {
-	return &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]digest{}, listed: make(chan struct{})}
+	s := &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]digest{}}
+	s.storeless = newStoreless("delivered Secrets", s.change, s.replaceWith)
+	return s
 }
 
 // controlledBy reports whether the watch has shown the Secret
@@ -97,38 +97,12 @@ func (s *deliveredSecrets) Start(ctx context.Context, queue workqueue.TypedRateL
 			return resource.Watch(ctx, opts)
 		},
 	}
-	r := toolscache.NewReflectorWithOptions(lw, &metav1.PartialObjectMetadata{}, s,
-		toolscache.ReflectorOptions{Name: "apikey: delivered secrets"})
-	go r.RunWithContext(ctx)
+	s.run(ctx, lw, &metav1.PartialObjectMetadata{})
 	return nil
 }
 
-// WaitForSync returns once the Secrets have been listed.
-func (s *deliveredSecrets) WaitForSync(ctx context.Context) error {
-	select {
-	case <-s.listed:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("delivered Secrets not listed: %w", ctx.Err())
-	}
-}
-
-func (s *deliveredSecrets) String() string { return "delivered Secrets (metadata watch)" }
-
-// The reflector's store: every event updates the digests and wakes the
-// Secret's owner; nothing else is kept.
-
-// Transformer has the reflector drop managed fields as objects arrive:
-// its first listing holds every delivered Secret's metadata at once.
-func (s *deliveredSecrets) Transformer() toolscache.TransformFunc {
-	return cache.TransformStripManagedFields()
-}
-
-func (s *deliveredSecrets) Add(obj any) error    { return s.Update(obj) }
-func (s *deliveredSecrets) Resync() error        { return nil }
-func (s *deliveredSecrets) Delete(obj any) error { return s.change(obj, true) }
-func (s *deliveredSecrets) Update(obj any) error { return s.change(obj, false) }
-
+// change takes a Secret added, changed or deleted: it updates the digests
+// and wakes the Secret's owner.
 func (s *deliveredSecrets) change(obj any, deleted bool) error {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
@@ -159,17 +133,11 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 	return nil
 }
 
-// Replace takes a listing: the first at start, later ones after the watch
-// broke off. A later one wakes the keys whose Secrets changed in between,
-// the changes the watch may have missed; at start, every key is reconciled
-// anyway.
-func (s *deliveredSecrets) Replace(list []any, _ string) error {
-	first := false
-	select {
-	case <-s.listed:
-	default:
-		first = true
-	}
+// replaceWith takes a listing: the first at start, later ones after the
+// watch broke off. A later one wakes the keys whose Secrets changed in
+// between, the changes the watch may have missed; at start, every key is
+// reconciled anyway.
+func (s *deliveredSecrets) replaceWith(list []any, first bool) error {
 	owners := make(map[digest]digest, len(list))
 	var changed []reconcile.Request
 	s.mu.RLock()
@@ -194,7 +162,6 @@ func (s *deliveredSecrets) Replace(list []any, _ string) error {
 	s.owners = owners
 	s.mu.Unlock()
 	if first {
-		close(s.listed)
 		return nil
 	}
 	for _, req := range changed {
