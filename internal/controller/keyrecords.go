@@ -38,7 +38,7 @@ type keyRecords struct {
 	// firstListing holds the records of the first listing until their
 	// key's first pass reads them, as watchedKeys holds the keys; the
 	// record collector drops those whose key the controller does not know.
-	firstListing map[string]*apikeysv1alpha1.ApiKeyRecord
+	firstListing stash[string, *apikeysv1alpha1.ApiKeyRecord]
 	// keyUIDs lists the ApiKeys the controller knows, to wake those whose
 	// records changed while the watch was broken off.
 	keyUIDs func(context.Context) ([]keyUID, error)
@@ -98,10 +98,7 @@ func (k *keyRecords) of(uid digest) []recordRef {
 func (k *keyRecords) takeListed(ref recordRef) *apikeysv1alpha1.ApiKeyRecord {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	name := ref.name()
-	rec := k.firstListing[name]
-	delete(k.firstListing, name)
-	return rec
+	return k.firstListing.take(ref.name())
 }
 
 // dropListed forgets the records of the first listing whose key UID's
@@ -109,11 +106,9 @@ func (k *keyRecords) takeListed(ref recordRef) *apikeysv1alpha1.ApiKeyRecord {
 func (k *keyRecords) dropListed(unknown func(digest) bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for name, rec := range k.firstListing {
-		if unknown(digestOf(rec.Spec.ApiKey.UID)) {
-			delete(k.firstListing, name)
-		}
-	}
+	k.firstListing.dropWhere(func(_ string, rec *apikeysv1alpha1.ApiKeyRecord) bool {
+		return unknown(digestOf(rec.Spec.ApiKey.UID))
+	})
 }
 
 // each calls f with the digest of every key UID that has records, and
@@ -144,7 +139,7 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 	}
 	uid := digestOf(rec.Spec.ApiKey.UID)
 	k.mu.Lock()
-	delete(k.firstListing, rec.Name)
+	k.firstListing.drop(rec.Name)
 	gone := refNamed(rec.Name, 0)
 	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.hash == gone.hash && r.other == gone.other })
 	if !deleted {
@@ -164,11 +159,13 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 }
 
 // drop forgets that the key whose UID has the digest uid has the record
-// ref: a pass found it gone, or belonging to another key.
+// ref: a pass found it gone, or belonging to another key. Only ref as the
+// pass read it: if the watch has shown the record since, the watch knows
+// better.
 func (k *keyRecords) drop(uid digest, ref recordRef) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r.hash == ref.hash && r.other == ref.other })
+	refs := slices.DeleteFunc(k.byKey[uid], func(r recordRef) bool { return r == ref })
 	if len(refs) == 0 {
 		delete(k.byKey, uid)
 	} else {
@@ -201,7 +198,8 @@ func (k *keyRecords) replaceWith(list []any, first bool) error {
 	}
 	k.mu.Lock()
 	old := k.byKey
-	k.byKey, k.firstListing = byKey, listed
+	k.byKey = byKey
+	k.firstListing.fill(listed)
 	k.mu.Unlock()
 	if first {
 		return nil

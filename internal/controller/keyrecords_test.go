@@ -59,7 +59,11 @@ func TestKeyRecordsEvents(t *testing.T) {
 	if got := names("uid-a"); !slices.Equal(got, []string{"sha256-1"}) {
 		t.Errorf("records of a = %v after a delete", got)
 	}
-	k.drop(digestOf("uid-a"), refNamed("sha256-1", 0))
+	k.drop(digestOf("uid-a"), refNamed("sha256-1", 5))
+	if got := names("uid-a"); !slices.Equal(got, []string{"sha256-1"}) {
+		t.Errorf("a pass that read sha256-1 at 5 dropped it at 12: records of a = %v", got)
+	}
+	k.drop(digestOf("uid-a"), refNamed("sha256-1", 12))
 	if got := k.of(digestOf("uid-a")); got != nil {
 		t.Errorf("records of a = %v after the pass dropped its last", got)
 	}

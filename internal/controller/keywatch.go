@@ -43,7 +43,7 @@ type watchedKeys struct {
 	// takes its key from it rather than reading it again (at 100k keys,
 	// as many reads at the client's QPS would take minutes). An entry goes
 	// at its key's first pass or next event.
-	firstListing map[types.NamespacedName]*apikeysv1alpha1.ApiKey
+	firstListing stash[types.NamespacedName, *apikeysv1alpha1.ApiKey]
 	// deleted is told of each ApiKey that goes, by the digest of its UID
 	// and, if the event gave it, the UID (the record collector's queue of
 	// its records).
@@ -100,9 +100,7 @@ func (w *watchedKeys) takeListed(name types.NamespacedName) *apikeysv1alpha1.Api
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	key := w.firstListing[name]
-	delete(w.firstListing, name)
-	return key
+	return w.firstListing.take(name)
 }
 
 // has reports whether the watch shows the ApiKey name with UID uid.
@@ -150,7 +148,7 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 	}
 	name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
 	w.mu.Lock()
-	delete(w.firstListing, name)
+	w.firstListing.drop(name)
 	if deleted {
 		delete(w.keys, name)
 	} else {
@@ -189,7 +187,8 @@ func (w *watchedKeys) replaceWith(list []any, first bool) error {
 	for name, s := range keys {
 		keys[name] = s.after(old[name])
 	}
-	w.keys, w.firstListing = keys, listed
+	w.keys = keys
+	w.firstListing.fill(listed)
 	w.mu.Unlock()
 	if first {
 		w.queueFirstListing(keys)

@@ -93,7 +93,15 @@ func (c *RecordCollector) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	queue := &laterQueue{}
-	c.keys.deleted = func(d digest, uid types.UID) { queue.add(c.recordsOf(d, uid)...) }
+	c.keys.deleted = func(d digest, uid types.UID) {
+		if c.records.hasListed() {
+			queue.add(c.recordsOf(d, uid)...)
+			return
+		}
+		// Until the records are listed, this asks the API server: not on
+		// the key watch's goroutine, which would wait with it.
+		go func() { queue.add(c.recordsOf(d, uid)...) }()
+	}
 	c.records.changed = func(rec *apikeysv1alpha1.ApiKeyRecord) {
 		if !c.keys.has(keyOfRecord(rec), rec.Spec.ApiKey.UID) {
 			queue.add(reconcile.Request{NamespacedName: types.NamespacedName{Name: rec.Name}})

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strconv"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,4 +121,48 @@ func atLeast(v uint64) *client.GetOptions {
 		return &client.GetOptions{}
 	}
 	return &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: strconv.FormatUint(v, 10)}}
+}
+
+// stash holds the objects of a first listing until each is taken. Go maps
+// keep the size of their peak, so it moves into a smaller map whenever it
+// falls to a quarter of the size it had, and lets its map go once empty:
+// otherwise the emptied map of 100k objects would stay for good. Callers
+// hold the watch's lock.
+type stash[K comparable, V any] struct {
+	m    map[K]V
+	size int // len(m) when m was made
+}
+
+func (s *stash[K, V]) fill(m map[K]V) { s.m, s.size = m, len(m) }
+
+// take returns and forgets the object under k, if any.
+func (s *stash[K, V]) take(k K) V {
+	v := s.m[k]
+	s.drop(k)
+	return v
+}
+
+// drop forgets the object under k.
+func (s *stash[K, V]) drop(k K) {
+	if _, ok := s.m[k]; ok {
+		delete(s.m, k)
+		s.shrink()
+	}
+}
+
+// dropWhere forgets every object gone reports.
+func (s *stash[K, V]) dropWhere(gone func(K, V) bool) {
+	maps.DeleteFunc(s.m, gone)
+	s.shrink()
+}
+
+func (s *stash[K, V]) shrink() {
+	switch n := len(s.m); {
+	case n == 0:
+		s.m, s.size = nil, 0
+	case n <= s.size/4:
+		smaller := make(map[K]V, n)
+		maps.Copy(smaller, s.m)
+		s.fill(smaller)
+	}
 }
