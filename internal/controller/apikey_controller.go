@@ -71,6 +71,10 @@ type ApiKeyReconciler struct {
 	// keys are the ApiKeys the controller watches, as its watch shows them
 	// (it keeps no cache of ApiKeys: each pass reads its key).
 	keys *watchedKeys
+
+	// own are the writes of the controller's passes whose events its
+	// watches have not shown yet.
+	own *ownWrites
 }
 
 // +kubebuilder:rbac:groups=apikeys.dev,resources=apikeys,verbs=get;list;watch;patch
@@ -204,9 +208,12 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
+	r.own = newOwnWrites()
+	r.Client = notingWrites{Client: r.Client, own: r.own}
 	r.keys = newWatchedKeys(watcher, r.WatchNamespace, r.WatchFields)
 	r.secrets = newDeliveredSecrets(meta, r.keys.uids)
 	r.records = newKeyRecords(watcher, r.keys.uids)
+	r.keys.own, r.secrets.own, r.records.own = r.own, r.own, r.own
 	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader, records: r.records, keys: r.keys}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -151,6 +151,9 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 		k.byKey[uid] = slices.Clip(refs)
 	}
 	k.mu.Unlock()
+	if !deleted && k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion) {
+		return nil
+	}
 	k.queue.Add(reconcile.Request{NamespacedName: keyOfRecord(rec)})
 	if !deleted && k.changed != nil {
 		k.changed(rec)

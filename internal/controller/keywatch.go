@@ -155,6 +155,9 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
 	w.mu.Unlock()
+	if !deleted && w.own.caused("ApiKey", key.Namespace, key.Name, key.ResourceVersion) {
+		return nil
+	}
 	w.queue.Add(reconcile.Request{NamespacedName: name})
 	if deleted && w.deleted != nil {
 		w.deleted(digestOf(string(key.UID)), key.UID)

@@ -122,7 +122,7 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 		s.owners[at] = uid
 	}
 	s.mu.Unlock()
-	if owner != nil {
+	if owner != nil && (deleted || !s.own.caused("Secret", m.Namespace, m.Name, m.ResourceVersion)) {
 		s.queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
 	}
 	if had && was != uid {

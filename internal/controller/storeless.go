@@ -29,6 +29,10 @@ type storeless struct {
 	replace func(list []any, first bool) error
 
 	listed chan struct{} // closed by the first listing
+
+	// own are the controller's own writes: the events they cause wake no
+	// pass. Nil: every event wakes one.
+	own *ownWrites
 }
 
 func newStoreless(what string, change func(any, bool) error, replace func([]any, bool) error) storeless {
@@ -79,6 +83,9 @@ func (s *storeless) Resync() error        { return nil }
 
 func (s *storeless) Replace(list []any, _ string) error {
 	first := !s.hasListed()
+	if !first {
+		s.own.forget() // the events of writes noted may be among those missed
+	}
 	if err := s.replace(list, first); err != nil {
 		return err
 	}
