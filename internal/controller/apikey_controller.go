@@ -90,6 +90,7 @@ type ApiKeyReconciler struct {
 // Reconcile runs the steps of one pass in order and stops at the first that
 // fails; a single deferred status patch then records what the pass observed.
 func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	ctx = withPass(ctx, req.NamespacedName) // its writes are its own (ownWrites)
 	key, err := r.getKey(ctx, req.NamespacedName)
 	if key == nil || err != nil {
 		return ctrl.Result{}, err
@@ -208,12 +209,14 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
-	r.own = newOwnWrites()
+	r.own = newOwnWrites(func(key types.NamespacedName) { r.keys.queue.Add(ctrl.Request{NamespacedName: key}) })
 	r.Client = notingWrites{Client: r.Client, own: r.own}
 	r.keys = newWatchedKeys(watcher, r.WatchNamespace, r.WatchFields)
 	r.secrets = newDeliveredSecrets(meta, r.keys.uids)
 	r.records = newKeyRecords(watcher, r.keys.uids)
 	r.keys.own, r.secrets.own, r.records.own = r.own, r.own, r.own
+	// A record the watch shows needs no vouching for by this process.
+	r.records.seen = func(rec *apikeysv1alpha1.ApiKeyRecord) { r.created.forget(types.UID(rec.Spec.ApiKey.UID), rec.Name) }
 	if err := (&RecordCollector{Client: r.Client, APIReader: r.APIReader, records: r.records, keys: r.keys}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -46,6 +46,9 @@ type keyRecords struct {
 	// listing whose key the controller does not know (the record
 	// collector's queue).
 	changed func(*apikeysv1alpha1.ApiKeyRecord)
+	// seen is told of each record the watch shows (the controller's
+	// records created but not shown yet).
+	seen func(*apikeysv1alpha1.ApiKeyRecord)
 }
 
 // recordRef names a record and the resourceVersion last seen of it. A
@@ -151,7 +154,10 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 		k.byKey[uid] = slices.Clip(refs)
 	}
 	k.mu.Unlock()
-	if !deleted && k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion) {
+	if !deleted && k.seen != nil {
+		k.seen(rec)
+	}
+	if own := k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion); own && !deleted {
 		return nil
 	}
 	k.queue.Add(reconcile.Request{NamespacedName: keyOfRecord(rec)})

@@ -155,7 +155,8 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
 	w.mu.Unlock()
-	if !deleted && w.own.caused("ApiKey", key.Namespace, key.Name, key.ResourceVersion) {
+	// A deletion is never the controller's write, but ends the wait for one.
+	if own := w.own.caused("ApiKey", key.Namespace, key.Name, key.ResourceVersion); own && !deleted {
 		return nil
 	}
 	w.queue.Add(reconcile.Request{NamespacedName: name})

@@ -5,41 +5,82 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
-// ownWrites are the resourceVersions the controller's own writes produced
-// and its watches have not shown yet. The event such a write causes wakes
-// no pass: the pass that wrote already acted on everything it saw, and
-// each pass reads its key and records from kube-apiserver, so a pass per
-// own write would cost reads (a bulk issuance's trailing passes queued
-// minutes of them at the client's QPS, ahead of the next user's key). Any
-// other writer's change, a deletion, and a write seen at another
-// resourceVersion wake the key as before.
+// ownWrites are the controller's writes whose watch events have not come
+// yet. The event such a write causes wakes no pass: the pass that wrote
+// already acted on everything it saw, and each pass reads its key and
+// records from kube-apiserver, so a pass per own write would cost reads (a
+// bulk issuance's trailing passes queued minutes of them at the client's
+// QPS, ahead of the next user's key). Any other writer's change, a
+// deletion, and an event at another resourceVersion wake the key as
+// before.
+//
+// A write's event can come before its response: while a write is in
+// flight, its object's events are held, and once the response tells the
+// write's resourceVersion, any held event that was not the write's wakes
+// the key that wrote.
 type ownWrites struct {
-	mu sync.Mutex
-	rv map[digest]uint64 // digestOf(kind, namespace, name) → resourceVersion
+	mu     sync.Mutex
+	writes map[digest]*ownWrite // by digestOf(kind, namespace, name)
+	// wake wakes a key (the ApiKey controller's queue).
+	wake func(types.NamespacedName)
 }
 
-func newOwnWrites() *ownWrites { return &ownWrites{rv: map[digest]uint64{}} }
+type ownWrite struct {
+	key      types.NamespacedName // the key whose pass wrote
+	inFlight bool
+	wrote    uint64 // the resourceVersion the write returned
+	held     uint64 // the resourceVersion of an event that came in flight
+	other    bool   // events other than the write's came in flight
+}
 
-// note records the write that left obj at its resourceVersion.
-func (o *ownWrites) note(obj client.Object) {
+func newOwnWrites(wake func(types.NamespacedName)) *ownWrites {
+	return &ownWrites{writes: map[digest]*ownWrite{}, wake: wake}
+}
+
+// begin notes that the pass of key is about to write obj.
+func (o *ownWrites) begin(key types.NamespacedName, obj client.Object) {
 	kind := kindOf(obj)
-	v := versionOf(obj.GetResourceVersion())
-	if o == nil || kind == "" || v == 0 {
+	if o == nil || kind == "" || key.Name == "" {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.rv[digestOf(kind, obj.GetNamespace(), obj.GetName())] = v
+	o.writes[digestOf(kind, obj.GetNamespace(), obj.GetName())] = &ownWrite{key: key, inFlight: true}
+}
+
+// end notes how the write of obj begun with begin ended.
+func (o *ownWrites) end(obj client.Object, err error) {
+	kind := kindOf(obj)
+	if o == nil || kind == "" {
+		return
+	}
+	at := digestOf(kind, obj.GetNamespace(), obj.GetName())
+	o.mu.Lock()
+	w, ok := o.writes[at]
+	if !ok || !w.inFlight {
+		o.mu.Unlock()
+		return
+	}
+	w.inFlight, w.wrote = false, versionOf(obj.GetResourceVersion())
+	wake := w.other || (w.held != 0 && (err != nil || w.held != w.wrote))
+	if err != nil || w.wrote == 0 || w.held != 0 {
+		delete(o.writes, at) // its event came, or none will
+	}
+	o.mu.Unlock()
+	if wake {
+		o.wake(w.key)
+	}
 }
 
 // caused reports whether the controller's own write made the object at
-// resourceVersion rv (and forgets the write once its event, or a later
-// one, came).
+// resourceVersion rv, or holds the event while a write of the object is
+// in flight (end decides then).
 func (o *ownWrites) caused(kind, namespace, name, rv string) bool {
 	if o == nil {
 		return false
@@ -48,23 +89,38 @@ func (o *ownWrites) caused(kind, namespace, name, rv string) bool {
 	v := versionOf(rv)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	wrote, ok := o.rv[at]
-	if !ok || v < wrote {
+	w, ok := o.writes[at]
+	switch {
+	case !ok:
+		return false
+	case w.inFlight:
+		if w.held != 0 {
+			w.other = true
+		}
+		w.held = v
+		return true
+	case v < w.wrote:
 		return false
 	}
-	delete(o.rv, at)
-	return v == wrote
+	delete(o.writes, at)
+	return v == w.wrote
 }
 
 // forget drops every write noted: after a relisting, whose events may
-// have skipped them.
+// have skipped them. Writes in flight wake their keys when they end.
 func (o *ownWrites) forget() {
 	if o == nil {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	clear(o.rv)
+	for at, w := range o.writes {
+		if w.inFlight {
+			w.other = true
+		} else {
+			delete(o.writes, at)
+		}
+	}
 }
 
 func kindOf(obj client.Object) string {
@@ -79,44 +135,56 @@ func kindOf(obj client.Object) string {
 	return obj.GetObjectKind().GroupVersionKind().Kind // metadata-only objects
 }
 
-// notingWrites is a client whose successful writes are noted in own.
+// passKey is the context key of the ApiKey whose pass runs.
+type passKey struct{}
+
+func withPass(ctx context.Context, key types.NamespacedName) context.Context {
+	return context.WithValue(ctx, passKey{}, key)
+}
+
+func passOf(ctx context.Context) types.NamespacedName {
+	key, _ := ctx.Value(passKey{}).(types.NamespacedName)
+	return key
+}
+
+// notingWrites is a client whose writes in a pass are noted in own.
 type notingWrites struct {
 	client.Client
 	own *ownWrites
 }
 
-func (c notingWrites) noted(obj client.Object, err error) error {
-	if err == nil {
-		c.own.note(obj)
-	}
+func (c notingWrites) write(ctx context.Context, obj client.Object, do func() error) error {
+	c.own.begin(passOf(ctx), obj)
+	err := do()
+	c.own.end(obj, err)
 	return err
 }
 
 func (c notingWrites) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	return c.noted(obj, c.Client.Create(ctx, obj, opts...))
+	return c.write(ctx, obj, func() error { return c.Client.Create(ctx, obj, opts...) })
 }
 
 func (c notingWrites) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	return c.noted(obj, c.Client.Update(ctx, obj, opts...))
+	return c.write(ctx, obj, func() error { return c.Client.Update(ctx, obj, opts...) })
 }
 
 func (c notingWrites) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	return c.noted(obj, c.Client.Patch(ctx, obj, patch, opts...))
+	return c.write(ctx, obj, func() error { return c.Client.Patch(ctx, obj, patch, opts...) })
 }
 
 func (c notingWrites) Status() client.SubResourceWriter {
-	return notingStatus{SubResourceWriter: c.Client.Status(), own: c.own}
+	return notingStatus{SubResourceWriter: c.Client.Status(), writes: c}
 }
 
 type notingStatus struct {
 	client.SubResourceWriter
-	own *ownWrites
+	writes notingWrites
 }
 
 func (s notingStatus) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-	return notingWrites{own: s.own}.noted(obj, s.SubResourceWriter.Update(ctx, obj, opts...))
+	return s.writes.write(ctx, obj, func() error { return s.SubResourceWriter.Update(ctx, obj, opts...) })
 }
 
 func (s notingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	return notingWrites{own: s.own}.noted(obj, s.SubResourceWriter.Patch(ctx, obj, patch, opts...))
+	return s.writes.write(ctx, obj, func() error { return s.SubResourceWriter.Patch(ctx, obj, patch, opts...) })
 }

@@ -122,7 +122,8 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 		s.owners[at] = uid
 	}
 	s.mu.Unlock()
-	if owner != nil && (deleted || !s.own.caused("Secret", m.Namespace, m.Name, m.ResourceVersion)) {
+	own := s.own.caused("Secret", m.Namespace, m.Name, m.ResourceVersion)
+	if owner != nil && (deleted || !own) {
 		s.queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
 	}
 	if had && was != uid {
