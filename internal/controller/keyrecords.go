@@ -41,7 +41,7 @@ type keyRecords struct {
 	firstListing stash[string, *apikeysv1alpha1.ApiKeyRecord]
 	// keyUIDs lists the ApiKeys the controller knows, to wake those whose
 	// records changed while the watch was broken off.
-	keyUIDs func(context.Context) ([]keyUID, error)
+	keyUIDs func() []keyUID
 	// changed is told of each record created or changed after the first
 	// listing whose key the controller does not know (the record
 	// collector's queue).
@@ -83,7 +83,7 @@ func refNamed(name string, rv uint64) recordRef {
 
 var _ source.SyncingSource = (*keyRecords)(nil)
 
-func newKeyRecords(c client.WithWatch, keyUIDs func(context.Context) ([]keyUID, error)) *keyRecords {
+func newKeyRecords(c client.WithWatch, keyUIDs func() []keyUID) *keyRecords {
 	k := &keyRecords{client: c, keyUIDs: keyUIDs, byKey: map[digest][]recordRef{}}
 	k.storeless = newStoreless("ApiKeyRecords", k.change, k.replaceWith)
 	return k

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -25,7 +24,7 @@ func recordOf(key, keyUID, name, rv string) *apikeysv1alpha1.ApiKeyRecord {
 // while the watch was broken off.
 func TestKeyRecordsEvents(t *testing.T) {
 	known := []keyUID{{NamespacedName: types.NamespacedName{Namespace: "team-payments", Name: "a"}, uid: digestOf("uid-a")}}
-	k := newKeyRecords(nil, func(ctx context.Context) ([]keyUID, error) { return known, nil })
+	k := newKeyRecords(nil, func() []keyUID { return known })
 	k.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer k.queue.ShutDown()
 	var told []string

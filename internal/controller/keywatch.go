@@ -120,14 +120,14 @@ func (w *watchedKeys) each(f func(types.NamespacedName, keyState)) {
 }
 
 // uids lists the keys the watch shows, with the digests of their UIDs.
-func (w *watchedKeys) uids(context.Context) ([]keyUID, error) {
+func (w *watchedKeys) uids() []keyUID {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	out := make([]keyUID, 0, len(w.keys))
 	for name, s := range w.keys {
 		out = append(out, keyUID{NamespacedName: name, uid: s.uid})
 	}
-	return out, nil
+	return out
 }
 
 // Start runs the watch until ctx ends, waking keys through queue.

@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/metadata"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -48,7 +47,7 @@ type deliveredSecrets struct {
 	// controlled a Secret when the change does not name them (a relisting
 	// after missed events, an edit of the owner references): only the
 	// digests of their UIDs remain.
-	keyUIDs func(context.Context) ([]keyUID, error)
+	keyUIDs func() []keyUID
 
 	mu     sync.RWMutex
 	owners map[digest]digest // digest(namespace, name) → digest(owner's UID)
@@ -63,7 +62,7 @@ type keyUID struct {
 
 var _ source.SyncingSource = (*deliveredSecrets)(nil)
 
-func newDeliveredSecrets(c metadata.Interface, keyUIDs func(context.Context) ([]keyUID, error)) *deliveredSecrets {
+func newDeliveredSecrets(c metadata.Interface, keyUIDs func() []keyUID) *deliveredSecrets {
 	s := &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]digest{}}
 	s.storeless = newStoreless("delivered Secrets", s.change, s.replaceWith)
 	return s
@@ -190,17 +189,11 @@ func (s *deliveredSecrets) wakeKeysWith(uids map[digest]bool) { wakeKeysWith(s.q
 // uids, matching them against the keys the controller knows (keyUIDs):
 // for changes that name no key, only the digest of its UID.
 func wakeKeysWith(queue workqueue.TypedRateLimitingInterface[reconcile.Request],
-	keyUIDs func(context.Context) ([]keyUID, error), uids map[digest]bool) {
+	keyUIDs func() []keyUID, uids map[digest]bool) {
 	if len(uids) == 0 {
 		return
 	}
-	keys, err := keyUIDs(context.Background())
-	if err != nil {
-		ctrl.Log.WithName("apikey").Error(err,
-			"Could not list the ApiKeys whose Secrets or records changed unseen; they are reconciled at their next change")
-		return
-	}
-	for _, k := range keys {
+	for _, k := range keyUIDs() {
 		if uids[k.uid] {
 			queue.Add(reconcile.Request{NamespacedName: k.NamespacedName})
 		}

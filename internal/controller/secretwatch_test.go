@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"context"
 	"slices"
 	"testing"
 
@@ -32,7 +31,7 @@ func keyRef(name string, uid types.UID) metav1.OwnerReference {
 // a queue to wake keys on (the caller shuts it down) and keys as the ApiKeys
 // the controller knows.
 func queuedSecrets(keys []keyUID) *deliveredSecrets {
-	s := newDeliveredSecrets(nil, func(context.Context) ([]keyUID, error) { return keys, nil })
+	s := newDeliveredSecrets(nil, func() []keyUID { return keys })
 	s.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	return s
 }
