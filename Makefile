@@ -46,6 +46,8 @@ manifests: controller-gen ## Generate CRDs, RBAC and webhook configurations from
 	cp config/rbac/role.yaml dist/chart/files/rbac/role.yaml
 	cp internal/policy/owner_policy.yaml config/policy/owner_policy.yaml
 	cp internal/policy/owner_policy.yaml dist/chart/files/policy/owner_policy.yaml
+	cp internal/policy/defaults_policy.yaml config/policy/defaults_policy.yaml
+	cp internal/policy/defaults_policy.yaml dist/chart/files/policy/defaults_policy.yaml
 	cp config/prometheus/rules.yaml config/grafana/apikey-operator.json dist/chart/files/monitoring/
 
 .PHONY: generate

@@ -112,7 +112,7 @@ func parseFlags() (config, zap.Options) {
 	flag.DurationVar(&c.usageFlushInterval, "usage-flush-interval", time.Minute,
 		"How often last-used times are written to ApiKeyRecord status (shown on the ApiKey), at most once per token.")
 	flag.BoolVar(&c.enableAdmission, "enable-admission", true,
-		"Serve the ApiKey admission webhooks (stamp owners, enforce identity and expiry rules). Needs --enable-controller.")
+		"Serve the ApiKey admission webhooks (restore a dropped owner; check lifetimes and Secret metadata). Needs --enable-controller.")
 	flag.StringVar(&c.forbiddenGroups, "forbidden-groups", "",
 		"Comma-separated groups no key ever carries, besides system:masters.")
 	flag.StringVar(&c.namespace, "namespace", envOr("POD_NAMESPACE", "apikey-operator-system"),

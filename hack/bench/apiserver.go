@@ -22,7 +22,7 @@ import (
 
 // admissionCost is what admission cost the ApiKey creates of one section,
 // from kube-apiserver's own histograms: the time each of the operator's
-// admission webhooks and the owner policy took, per create, as
+// admission webhooks and policies took, per create, as
 // kube-apiserver measured it (the call, TLS and decoding included).
 type admissionCost struct {
 	Steps []admissionStep
@@ -40,11 +40,13 @@ type admissionStep struct {
 }
 
 // admissionSeries picks the histograms that time ApiKey creates: each
-// webhook by its name, the owner policy by its name.
+// webhook by its name, each policy by its name.
 var admissionSeries = []struct {
 	what, metric string
 	labels       map[string]string
 }{
+	{"defaults MutatingAdmissionPolicy", "apiserver_mutating_admission_policy_check_duration_seconds",
+		map[string]string{"policy": "apikey-operator-defaults-policy"}},
 	{"mutating webhook `mapikey-v1alpha1.apikeys.dev`", "apiserver_admission_webhook_admission_duration_seconds",
 		map[string]string{"name": "mapikey-v1alpha1.apikeys.dev", "operation": "CREATE", "type": "admit"}},
 	{"validating webhook `vapikey-v1alpha1.apikeys.dev`", "apiserver_admission_webhook_admission_duration_seconds",

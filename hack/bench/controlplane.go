@@ -72,7 +72,7 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	e.reconcilers = c.reconcilers
 	e.managerCfg = rest.CopyConfig(e.cfg)
 	e.managerCfg.QPS, e.managerCfg.Burst = float32(c.kubeAPIQPS), c.kubeAPIBurst
-	if err := e.installOwnerRule(ctx); err != nil {
+	if err := e.installPolicies(ctx); err != nil {
 		r.envErr = fmt.Errorf("installing the owner rule: %w", err)
 		return
 	}
@@ -210,15 +210,26 @@ func benchPolicy() *policy.Policy {
 	})
 }
 
-// installOwnerRule puts the owner ValidatingAdmissionPolicy and its binding
-// in the API server, as config/policy does in a cluster, so it sits in the
-// admission path of every ApiKey create.
-func (e *env) installOwnerRule(ctx context.Context) error {
-	rule, err := benchPolicy().OwnerRule()
+// installPolicies puts the owner ValidatingAdmissionPolicy, the defaults
+// MutatingAdmissionPolicy and their bindings in the API server, named as
+// config/default names them in a cluster, so they sit in the admission
+// path of every ApiKey create.
+func (e *env) installPolicies(ctx context.Context) error {
+	owner, err := benchPolicy().OwnerRule()
 	if err != nil {
 		return err
 	}
-	return errors.Join(e.client.Create(ctx, rule.Policy), e.client.Create(ctx, rule.Binding))
+	defaults, err := benchPolicy().DefaultsRule()
+	if err != nil {
+		return err
+	}
+	defaults.Policy.Name = "apikey-operator-" + defaults.Policy.Name
+	defaults.Binding.Name = "apikey-operator-" + defaults.Binding.Name
+	defaults.Binding.Spec.PolicyName = defaults.Policy.Name
+	if err := errors.Join(e.client.Create(ctx, owner.Policy), e.client.Create(ctx, owner.Binding)); err != nil {
+		return err
+	}
+	return testenv.InstallDefaults(ctx, e.client, defaults, metav1.NamespaceDefault)
 }
 
 // startController runs the controller and the admission webhooks, as the

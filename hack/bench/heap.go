@@ -276,7 +276,7 @@ func indexOnlyPerKey(n int) (float64, error) {
 // than three API requests per key).
 type etcdLoader struct {
 	etcd *etcdgw.Gateway
-	// owner is spec.owner as the mutating webhook stamps it on create.
+	// owner is spec.owner as the defaults policy stamps it on create.
 	owner *apikeysv1alpha1.Owner
 	// keep is how many keys, from number 0, have their tokens kept in
 	// tokens, for the revocation trials. They stay in memory only.
@@ -327,11 +327,11 @@ func (l *etcdLoader) kept(ns string) []keptKey {
 	return keys
 }
 
-// stampedOwner is the spec.owner the mutating webhook gives the ApiKeys
+// stampedOwner is the spec.owner the defaults policy gives the ApiKeys
 // this process creates: its user, with the groups a key may carry. Keys
 // written straight into etcd get it too, as keys created through
-// admission have it (and the webhook's matchConditions then leave their
-// updates alone).
+// admission have it (and the mutating webhook's matchConditions then leave
+// their updates alone).
 func (e *env) stampedOwner(ctx context.Context) (*apikeysv1alpha1.Owner, error) {
 	review := &authenticationv1.SelfSubjectReview{}
 	if err := e.client.Create(ctx, review); err != nil {
@@ -416,7 +416,7 @@ func heapKeyName(i int) string { return fmt.Sprintf("heap-%06d", i) }
 // heapObjects is key number i as issuance leaves it, each object as
 // admission, the controller or the API server's defaulting writes it, so
 // that a controller started over them finds nothing to do: the ApiKey with
-// what the mutating webhook stamps (finalizer, owner, Secret name) and,
+// what the defaults policy stamps (finalizer, owner, Secret name) and,
 // withStatus, its status; its record; its Secret. Without ApiKeys, a
 // record alone, for a key that does not exist. It also returns the token,
 // which callers keep in memory only.

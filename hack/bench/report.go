@@ -539,7 +539,7 @@ func (r *report) summaryRows() []summaryRow {
 
 	apply := summaryRow{"`kubectl apply` → Secret delivered and Ready", "—", applyTarget, notMeasured}
 	if a := r.apply; a != nil && a.Ready.N > 0 {
-		apply.Measured = fmt.Sprintf("p50 %s, p99 %s (%d trials, %d keys present, admission webhooks in the path)",
+		apply.Measured = fmt.Sprintf("p50 %s, p99 %s (%d trials, %d keys present, admission in the path)",
 			ms(a.Ready.P50), ms(a.Ready.P99), a.Ready.N, r.applyKeys)
 		apply.Result = r.applyVerdict()
 	}
@@ -636,7 +636,7 @@ func (r *report) applyVerdict() string {
 	a := r.apply
 	var lighter []string
 	if r.applyAdmission == nil || r.applyAdmission.Err != nil || r.applyAdmission.Steps[0].Calls == 0 {
-		lighter = append(lighter, "the mutating webhook's calls not seen")
+		lighter = append(lighter, "the defaults policy's checks not seen")
 	}
 	if r.applyKeys < applyTargetKeys {
 		lighter = append(lighter, fmt.Sprintf("%d keys present", r.applyKeys))

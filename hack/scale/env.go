@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -36,7 +37,8 @@ var scheme = testenv.Scheme
 const managerUserAgent = "manager/v0.0.0 (linux/amd64) kubernetes/$Format"
 
 // env is a running test control plane: kube-apiserver and etcd from
-// bin/k8s, with the CRDs and the admission webhooks installed.
+// bin/k8s, with the CRDs, the admission webhooks and the defaults policy
+// installed.
 type env struct {
 	testEnv *envtest.Environment
 	cfg     *rest.Config // admin, no client-side rate limit
@@ -58,6 +60,13 @@ func startEnv(settle time.Duration) (*env, error) {
 	}
 	e := &env{testEnv: testEnv, version: filepath.Base(testEnv.BinaryAssetsDirectory), settle: settle}
 	if err := e.connect(testEnv.Config); err != nil {
+		return nil, errors.Join(err, e.testEnv.Stop())
+	}
+	defaults, err := policy.New(policy.Options{}).DefaultsRule()
+	if err == nil {
+		err = testenv.InstallDefaults(context.Background(), e.client, defaults, metav1.NamespaceDefault)
+	}
+	if err != nil {
 		return nil, errors.Join(err, e.testEnv.Stop())
 	}
 	return e, nil

@@ -134,8 +134,8 @@ func TestSelfSignedMode(t *testing.T) {
 	g.Eventually(leader.readyz).Should(Equal(http.StatusOK))
 	g.Expect(os.ReadFile(filepath.Join(issuerOpts.CertDir, "tls.crt"))).To(Equal(secret.Data[corev1.TLSCertKey]))
 
-	t.Log("creating an ApiKey through kube-apiserver, which calls the mutating webhook over TLS")
-	createKeyStampedWithOwner(g, admin)
+	t.Log("creating an ApiKey through kube-apiserver, which calls the validating webhook over TLS")
+	expectWebhookAnswers(g, admin)
 
 	t.Log("checking the reading replica now serves the same certificate")
 	g.Eventually(reader.readyz).Should(Equal(http.StatusOK))
@@ -176,7 +176,7 @@ func TestSelfSignedMode(t *testing.T) {
 			return servedCertificate(g, secret.Data[caBundleKey], served.LocalServingHost, port)
 		}).Should(Equal(secret.Data[corev1.TLSCertKey]))
 	}
-	createKeyStampedWithOwner(g, admin)
+	expectWebhookAnswers(g, admin)
 
 	t.Log("applying a configuration again without its CA bundle: the bundle comes back")
 	setCABundles(g, admin, validating, nil)
@@ -311,12 +311,17 @@ func startManager(t *testing.T, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	return r
 }
 
-func createKeyStampedWithOwner(g *WithT, c client.Client) {
+// expectWebhookAnswers creates an ApiKey with a ttl beyond the webhooks'
+// --max-ttl of 24h: only the validating webhook's answer names that flag,
+// so the refusal shows kube-apiserver reached it over TLS.
+func expectWebhookAnswers(g *WithT, c client.Client) {
 	g.Eventually(func(g Gomega) {
 		key := &apikeysv1alpha1.ApiKey{}
 		key.Namespace, key.GenerateName = keyNamespace, "probe-"
-		g.Expect(c.Create(context.Background(), key)).To(Succeed())
-		g.Expect(key.Spec.Owner).NotTo(BeNil(), "the mutating webhook stamps the owner")
+		key.Spec.TTL = &metav1.Duration{Duration: 48 * time.Hour}
+		err := c.Create(context.Background(), key)
+		g.Expect(err).To(HaveOccurred())
+		g.Expect(err.Error()).To(ContainSubstring("--max-ttl"), "the validating webhook answers")
 	}).Should(Succeed())
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -70,38 +71,49 @@ func CELList(list []string) string {
 }
 
 func decodeOwnerRule(manifest []byte) (*OwnerRule, error) {
-	rule := &OwnerRule{}
+	rule := &OwnerRule{
+		Policy:  &admissionregistrationv1.ValidatingAdmissionPolicy{},
+		Binding: &admissionregistrationv1.ValidatingAdmissionPolicyBinding{},
+	}
+	if err := decodeManifest(manifest, "the owner policy", rule.Policy, rule.Binding); err != nil {
+		return nil, err
+	}
+	return rule, nil
+}
+
+// decodeManifest decodes the documents of a YAML manifest into objs, each
+// document into the one of its kind (named by its Go type), and fails
+// unless every one of objs was found.
+func decodeManifest(manifest []byte, what string, objs ...any) error {
+	byKind := map[string]any{}
+	for _, obj := range objs {
+		byKind[reflect.TypeOf(obj).Elem().Name()] = obj
+	}
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
 	for {
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err == io.EOF {
 			break
 		} else if err != nil {
-			return nil, fmt.Errorf("decoding the owner policy: %w", err)
+			return fmt.Errorf("decoding %s: %w", what, err)
 		}
 		var tm metav1.TypeMeta
 		if err := json.Unmarshal(raw, &tm); err != nil {
-			return nil, err
+			return err
 		}
-		var into any
-		switch tm.Kind {
-		case "ValidatingAdmissionPolicy":
-			rule.Policy = &admissionregistrationv1.ValidatingAdmissionPolicy{}
-			into = rule.Policy
-		case "ValidatingAdmissionPolicyBinding":
-			rule.Binding = &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
-			into = rule.Binding
-		default:
+		into, ok := byKind[tm.Kind]
+		if !ok {
 			continue
 		}
 		if err := json.Unmarshal(raw, into); err != nil {
-			return nil, err
+			return err
 		}
+		delete(byKind, tm.Kind)
 	}
-	if rule.Policy == nil || rule.Binding == nil {
-		return nil, fmt.Errorf("the owner policy manifest lacks the policy or its binding")
+	if len(byKind) > 0 {
+		return fmt.Errorf("%s: the manifest lacks the policy or its binding", what)
 	}
-	return rule, nil
+	return nil
 }
 
 // OwnerRuleInForceSince reads the owner rule's policy and binding from the

@@ -113,9 +113,11 @@ func (p *Policy) forbiddenGroups() []string {
 	return out
 }
 
-// AllowedGroups is groups without those a key may not carry, for stamping
-// an owner from a request: a key never carries system:masters, even its
-// creator's, nor a group whose name a proxy would split at a comma.
+// AllowedGroups is groups without those a key may not carry: a key never
+// carries system:masters, even its creator's, nor a group whose name a proxy
+// would split at a comma. It is what the defaults policy's ownerGroups
+// stamps from a request, for writers that go around admission (the bench
+// writes keys straight into etcd).
 func (p *Policy) AllowedGroups(groups []string) []string {
 	out := make([]string, 0, len(groups))
 	for _, g := range groups {

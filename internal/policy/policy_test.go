@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -158,5 +159,39 @@ func TestCheckSyntax(t *testing.T) {
 		if err := CheckSyntax(&tc.spec); (err == nil) != tc.ok {
 			t.Errorf("CheckSyntax(%v) = %v, want ok=%v", tc.spec, err, tc.ok)
 		}
+	}
+}
+
+func TestDefaultsRuleRendersTheFlags(t *testing.T) {
+	rule, err := New(Options{ForbiddenGroups: []string{"cluster-admins"}}).DefaultsRule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rule.Binding.Spec.PolicyName != rule.Policy.Name {
+		t.Errorf("the binding names %q, the policy is %q", rule.Binding.Spec.PolicyName, rule.Policy.Name)
+	}
+	var forbidden string
+	for _, v := range rule.Policy.Spec.Variables {
+		if v.Name == forbiddenGroupsVariable {
+			forbidden = v.Expression
+		}
+	}
+	if forbidden != `["cluster-admins","system:masters"]` {
+		t.Errorf("forbiddenGroups = %s", forbidden)
+	}
+
+	defaults, err := New(Options{}).DefaultsRule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped := &DefaultsRule{
+		Policy:  &admissionregistrationv1.MutatingAdmissionPolicy{},
+		Binding: &admissionregistrationv1.MutatingAdmissionPolicyBinding{},
+	}
+	if err := decodeManifest(DefaultsPolicyYAML, "the defaults policy", shipped.Policy, shipped.Binding); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(defaults, shipped) {
+		t.Error("the default flags do not render the shipped policy: the file's list must be the default")
 	}
 }

@@ -5,6 +5,7 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/test/utils"
 )
 
@@ -147,4 +150,23 @@ func TokenWebhookFlags(dir, url string, ca []byte, version string, cacheTTL time
 		"authentication-token-webhook-version":     version,
 		"authentication-token-webhook-cache-ttl":   cacheTTL.String(),
 	}, nil
+}
+
+// InstallDefaults creates the defaults MutatingAdmissionPolicy and its
+// binding as rule renders them, and returns once kube-apiserver applies
+// them: when a dry-run create of an ApiKey in namespace comes back with an
+// owner. kube-apiserver learns of a new policy through an informer, so the
+// creates right after it would otherwise go unstamped.
+func InstallDefaults(ctx context.Context, c client.Client, rule *policy.DefaultsRule, namespace string) error {
+	if err := errors.Join(c.Create(ctx, rule.Policy), c.Create(ctx, rule.Binding)); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		probe := &apikeysv1alpha1.ApiKey{}
+		probe.Namespace, probe.GenerateName = namespace, "probe-"
+		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
+			return false, err
+		}
+		return probe.Spec.Owner != nil, nil
+	})
 }

@@ -460,18 +460,38 @@ func withoutAdmissionWebhooks() (restore func()) {
 }
 
 // webhooksInEffect probes, with server-side dry runs by the cluster admin,
-// whether kube-apiserver calls the mutating webhook (it fills in
-// spec.secret.name) and the validating one (it refuses a ttl beyond the
-// manager's --max-ttl of 24h, which nothing else knows).
+// whether kube-apiserver calls the mutating webhook (it puts back an owner
+// an update dropped; without it the CRD refuses the update) and the
+// validating one (it refuses a ttl beyond the manager's --max-ttl of 24h,
+// which nothing else knows).
 func webhooksInEffect(g Gomega) [2]bool {
-	probe := newKey("default", "probe")
-	g.Expect(admin.Create(ctx, probe, client.DryRunAll)).To(Succeed())
-	mutating := probe.Spec.Secret.Name != ""
+	probe := webhookProbeKey(g)
+	dropped := probe.DeepCopy()
+	dropped.Spec.Owner = nil
+	err := admin.Update(ctx, dropped, client.DryRunAll)
+	if err != nil {
+		// A conflict with the controller's writes says nothing: try again.
+		g.Expect(err.Error()).To(ContainSubstring("cannot be added or removed"))
+	}
+	mutating := err == nil && dropped.Spec.Owner != nil
 
 	long := newKey("default", "probe")
 	long.Spec.TTL = &metav1.Duration{Duration: 48 * time.Hour}
-	err := admin.Create(ctx, long, client.DryRunAll)
+	err = admin.Create(ctx, long, client.DryRunAll)
 	return [2]bool{mutating, err != nil}
+}
+
+// webhookProbeKey is the ApiKey webhooksInEffect updates (in dry runs
+// only), created with its owner on first use.
+func webhookProbeKey(g Gomega) *apikeysv1alpha1.ApiKey {
+	key := &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta("default", "webhook-probe")}
+	err := admin.Get(ctx, client.ObjectKeyFromObject(key), key)
+	if apierrors.IsNotFound(err) {
+		err = admin.Create(ctx, key)
+	}
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(key.Spec.Owner).NotTo(BeNil(), "the defaults policy stamps the owner")
+	return key
 }
 
 // withoutOwnerPolicyBinding deletes the owner policy's binding, as a broken

@@ -260,6 +260,7 @@ func kustomizeBuild(kustomize, dir string) []*unstructured.Unstructured {
 var shippedKinds = []string{
 	"Namespace", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding",
 	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+	"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
 }
 
 // applyShippedManifests server-side applies what config/default ships of

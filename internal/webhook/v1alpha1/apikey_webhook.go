@@ -1,6 +1,9 @@
 // Package v1alpha1 holds the admission webhooks for apikeys.dev/v1alpha1
-// ApiKeys: the mutating one stamps who created a key and fills defaults, the
-// validating one refuses specs with a message the user can act on.
+// ApiKeys: the mutating one puts back an owner an update dropped, the
+// validating one refuses specs with a message the user can act on. What a
+// new key gets from its create (owner, Secret name, finalizer) is stamped
+// inside kube-apiserver by a MutatingAdmissionPolicy
+// (internal/policy/defaults_policy.yaml), with no call to the operator.
 //
 // Neither decides who a key may be. Anyone on the network can call these
 // endpoints with any userInfo, so nothing they answer may help a caller get
@@ -22,7 +25,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -31,34 +33,31 @@ import (
 
 // kube-apiserver calls the webhooks only when they have something to do
 // (matchConditions, evaluated in kube-apiserver):
-//   - the mutating one on every create (owner, defaults, finalizer) and on
-//     an update only to put back an owner the request dropped;
+//   - the mutating one only on an update that drops the owner, to put it
+//     back (creates are the defaults policy's, in kube-apiserver);
 //   - the validating one only when a key sets what the CRD's schema cannot
 //     judge: a lifetime (spec.ttl or spec.expiresAt, against the clock and
 //     --max-ttl) or Secret labels or annotations (their syntax). Everything
 //     else is checked by the schema and its CEL rules, and again by the
 //     controller, which stalls a key that slipped past.
 //
-// +kubebuilder:webhook:path=/mutate-apikeys-dev-v1alpha1-apikey,mutating=true,failurePolicy=fail,sideEffects=None,groups=apikeys.dev,resources=apikeys,verbs=create;update,versions=v1alpha1,name=mapikey-v1alpha1.apikeys.dev,admissionReviewVersions=v1,patch=`{"matchConditions":[{"name":"create-or-owner-dropped","expression":"request.operation == 'CREATE' || !has(object.spec.owner)"}]}`
+// +kubebuilder:webhook:path=/mutate-apikeys-dev-v1alpha1-apikey,mutating=true,failurePolicy=fail,sideEffects=None,groups=apikeys.dev,resources=apikeys,verbs=update,versions=v1alpha1,name=mapikey-v1alpha1.apikeys.dev,admissionReviewVersions=v1,patch=`{"matchConditions":[{"name":"owner-dropped","expression":"!has(object.spec.owner) && has(oldObject.spec.owner)"}]}`
 // +kubebuilder:webhook:path=/validate-apikeys-dev-v1alpha1-apikey,mutating=false,failurePolicy=fail,sideEffects=None,groups=apikeys.dev,resources=apikeys,verbs=create;update,versions=v1alpha1,name=vapikey-v1alpha1.apikeys.dev,admissionReviewVersions=v1,patch=`{"matchConditions":[{"name":"sets-lifetime-or-secret-metadata","expression":"has(object.spec.ttl) || has(object.spec.expiresAt) || (has(object.spec.secret) && (has(object.spec.secret.labels) || has(object.spec.secret.annotations)))"}]}`
 
 // SetupApiKeyWebhookWithManager serves both webhooks on the manager's webhook
 // server.
 func SetupApiKeyWebhookWithManager(mgr ctrl.Manager, p *policy.Policy) error {
 	return ctrl.NewWebhookManagedBy(mgr, &apikeysv1alpha1.ApiKey{}).
-		WithDefaulter(&Defaulter{Policy: p}).
+		WithDefaulter(&Defaulter{}).
 		WithValidator(&Validator{Policy: p}).
 		Complete()
 }
 
-// Defaulter stamps spec.owner from the creating request, fills the defaults
-// and sets the records finalizer. On update it changes nothing, except to put back an owner that
-// the request dropped, as server-side apply from a GitOps tool does, since
+// Defaulter puts back, on update, the owner stamped at creation if the
+// request dropped it, as server-side apply from a GitOps tool does, since
 // Git never holds it. It is a convenience, not a security boundary: the
-// owner it stamps is checked by the owner policy in kube-apiserver.
-type Defaulter struct {
-	Policy *policy.Policy
-}
+// CRD's CEL keeps the owner from changing.
+type Defaulter struct{}
 
 // Default implements admission.Defaulter.
 func (d *Defaulter) Default(ctx context.Context, key *apikeysv1alpha1.ApiKey) error {
@@ -66,41 +65,15 @@ func (d *Defaulter) Default(ctx context.Context, key *apikeysv1alpha1.ApiKey) er
 	if err != nil {
 		return err
 	}
-	switch req.Operation {
-	case admissionv1.Create:
-		d.defaultCreate(req, key)
-	case admissionv1.Update:
-		old := &apikeysv1alpha1.ApiKey{}
-		if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
-			return fmt.Errorf("decoding the ApiKey as it was: %w", err)
-		}
-		keepOwner(old, key)
+	if req.Operation != admissionv1.Update {
+		return nil
 	}
+	old := &apikeysv1alpha1.ApiKey{}
+	if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
+		return fmt.Errorf("decoding the ApiKey as it was: %w", err)
+	}
+	keepOwner(old, key)
 	return nil
-}
-
-func (d *Defaulter) defaultCreate(req admission.Request, key *apikeysv1alpha1.ApiKey) {
-	// The finalizer goes on with the create, sparing issuance a write.
-	controllerutil.AddFinalizer(key, apikeysv1alpha1.RecordsFinalizer)
-	if key.Spec.Identity == "" {
-		key.Spec.Identity = apikeysv1alpha1.IdentityKey
-	}
-	if key.Spec.Prefix == "" {
-		key.Spec.Prefix = apikeysv1alpha1.DefaultPrefix
-	}
-	if key.Spec.Secret.Name == "" && key.Name != "" {
-		key.Spec.Secret.Name = apikeysv1alpha1.DefaultSecretName(key.Name)
-	}
-	// An owner the request names itself is left for the owner policy in
-	// kube-apiserver, which refuses it unless the requester may impersonate
-	// that owner.
-	if key.Spec.Owner == nil {
-		key.Spec.Owner = &apikeysv1alpha1.Owner{
-			Username: req.UserInfo.Username,
-			UID:      req.UserInfo.UID,
-			Groups:   d.Policy.AllowedGroups(req.UserInfo.Groups),
-		}
-	}
 }
 
 // keepOwner restores the owner stamped at creation if an update dropped it.

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -35,6 +36,18 @@ func readyToken(key *apikeysv1alpha1.ApiKey) (string, *apikeysv1alpha1.ApiKey) {
 	return string(secret.Data["token"]), got
 }
 
+// impersonating is a client of the administrator impersonating a user with
+// a UID (envtest's users have none), who may edit ApiKeys in team-a.
+func impersonating(user, uid string, groups ...string) client.Client {
+	GinkgoHelper()
+	bindInTeamA(user, "apikey-editor-role")
+	cfg := rest.CopyConfig(adminCfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, UID: uid, Groups: groups}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	return c
+}
+
 func expectDenied(err error, message string) {
 	GinkgoHelper()
 	Expect(err).To(HaveOccurred())
@@ -49,6 +62,21 @@ var _ = Describe("Who a key may be", func() {
 		Expect(key.Spec.Prefix).To(Equal("ak"))
 		Expect(key.Spec.Secret.Name).To(Equal(key.Name + "-token"))
 		Expect(key.Finalizers).To(ConsistOf(apikeysv1alpha1.RecordsFinalizer), "set with the create, sparing issuance a write")
+
+		By("stamping the UID of a creator who has one, and keeping a finalizer the request set")
+		withUID := newKey(apikeysv1alpha1.IdentityKey)
+		withUID.Finalizers = []string{"example.com/hold"}
+		Expect(impersonating("dave", "dave-uid", "team-a").Create(ctx, withUID)).To(Succeed())
+		Expect(withUID.Spec.Owner).To(Equal(&apikeysv1alpha1.Owner{Username: "dave", UID: "dave-uid", Groups: []string{"team-a", "system:authenticated"}}))
+		Expect(withUID.Finalizers).To(ConsistOf("example.com/hold", apikeysv1alpha1.RecordsFinalizer))
+
+		By("leaving a Secret name and an owner the request gave to the owner rule")
+		named := newKey(apikeysv1alpha1.IdentityKey)
+		named.Spec.Secret.Name = "orders-api-token"
+		named.Spec.Owner = &apikeysv1alpha1.Owner{Username: "alice"}
+		Expect(alice.Create(ctx, named)).To(Succeed())
+		Expect(named.Spec.Secret.Name).To(Equal("orders-api-token"))
+		Expect(named.Spec.Owner).To(Equal(&apikeysv1alpha1.Owner{Username: "alice"}))
 
 		_, key = readyToken(key)
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,15 +123,18 @@ var _ = BeforeSuite(func() {
 	verifyURL = fmt.Sprintf("https://%s:%d/verify", opts.LocalServingHost, opts.LocalServingPort)
 	Eventually(auth.Index().Synced, 30*time.Second, 50*time.Millisecond).Should(BeTrue())
 
+	By("installing the defaults rule in kube-apiserver, as the operator's flags render it")
+	defaults, err := rules.DefaultsRule()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(testenv.InstallDefaults(ctx, admin, defaults, teamA)).To(Succeed())
+
 	By("waiting until the webhooks answer")
 	Eventually(func() error {
 		key := &apikeysv1alpha1.ApiKey{}
 		key.Namespace, key.GenerateName = teamA, "probe-"
-		if err := admin.Create(ctx, key, client.DryRunAll); err != nil {
-			return err
-		}
-		if key.Spec.Owner == nil {
-			return fmt.Errorf("the mutating webhook has not stamped an owner yet")
+		key.Spec.TTL = &metav1.Duration{Duration: 2 * suiteMaxTTL}
+		if err := admin.Create(ctx, key, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "--max-ttl") {
+			return fmt.Errorf("the validating webhook has not refused a ttl beyond --max-ttl yet: %v", err)
 		}
 		return nil
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
