@@ -132,8 +132,9 @@ func (r *ApiKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 
 // getKey reads the ApiKey a pass is for, nil if it is gone: from
 // kube-apiserver, at least as new as the watch last showed it (a read its
-// watch cache serves), or, in a start-up pass, from the watch's first
-// listing; in a reconciler without a watch, through its client. A key the
+// watch cache serves), or, in a start-up pass and for a key awaiting its
+// first token, as the watch showed it; in a reconciler without a watch,
+// through its client. A key the
 // watch has not shown gets no pass: the watch wakes it once it does.
 func (r *ApiKeyReconciler) getKey(ctx context.Context, name types.NamespacedName) (*apikeysv1alpha1.ApiKey, error) {
 	key := &apikeysv1alpha1.ApiKey{}
@@ -142,8 +143,8 @@ func (r *ApiKeyReconciler) getKey(ctx context.Context, name types.NamespacedName
 		err = r.Get(ctx, name, key)
 	} else if seen, ok := r.keys.get(name); !ok {
 		return nil, nil
-	} else if listed := r.keys.takeListed(name); listed != nil {
-		return listed, nil
+	} else if shown := r.keys.takeShown(name); shown != nil {
+		return shown, nil
 	} else {
 		err = r.APIReader.Get(ctx, name, key, atLeast(seen.resourceVersion))
 	}

@@ -38,12 +38,17 @@ type watchedKeys struct {
 	mu    sync.RWMutex
 	keys  map[types.NamespacedName]keyState
 	queue workqueue.TypedRateLimitingInterface[reconcile.Request]
-	// firstListing holds the ApiKeys of the first listing until their
-	// first pass: that listing is the start-up read, and a start-up pass
-	// takes its key from it rather than reading it again (at 100k keys,
-	// as many reads at the client's QPS would take minutes). An entry goes
-	// at its key's first pass or next event.
-	firstListing stash[types.NamespacedName, *apikeysv1alpha1.ApiKey]
+	// unread holds ApiKeys as the watch showed them, for the pass they woke
+	// to take instead of reading the key again:
+	//   - the first listing's, until each key's first pass: that listing is
+	//     the start-up read (at 100k keys, as many reads at the client's QPS
+	//     would take minutes);
+	//   - a key awaiting its first token, from each event that wakes it:
+	//     bulk issuance then reads no key at all, and the stash holds only
+	//     the keys waiting for a pass.
+	// An entry goes at its key's next pass or next event that does not
+	// replace it (a deletion, the controller's own write, a key issued).
+	unread stash[types.NamespacedName, *apikeysv1alpha1.ApiKey]
 	// deleted is told of each ApiKey that goes, by the digest of its UID
 	// and, if the event gave it, the UID (the record collector's queue of
 	// its records).
@@ -92,15 +97,15 @@ func (w *watchedKeys) get(name types.NamespacedName) (keyState, bool) {
 	return s, ok
 }
 
-// takeListed returns, once, the ApiKey name as the first listing showed
-// it, if the watch has shown nothing newer of it since.
-func (w *watchedKeys) takeListed(name types.NamespacedName) *apikeysv1alpha1.ApiKey {
+// takeShown returns, once, the ApiKey name as the watch last showed it, if
+// it kept that object (see unread).
+func (w *watchedKeys) takeShown(name types.NamespacedName) *apikeysv1alpha1.ApiKey {
 	if w == nil {
 		return nil
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.firstListing.take(name)
+	return w.unread.take(name)
 }
 
 // has reports whether the watch shows the ApiKey name with UID uid.
@@ -147,16 +152,22 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 		return nil
 	}
 	name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
+	// A deletion is never the controller's write, but ends the wait for one.
+	own := w.own.caused("ApiKey", key.Namespace, key.Name, key.ResourceVersion) && !deleted
 	w.mu.Lock()
-	w.firstListing.drop(name)
 	if deleted {
 		delete(w.keys, name)
 	} else {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
+	if !deleted && !own && awaitsFirstToken(key) {
+		key.ManagedFields = nil
+		w.unread.put(name, key)
+	} else {
+		w.unread.drop(name)
+	}
 	w.mu.Unlock()
-	// A deletion is never the controller's write, but ends the wait for one.
-	if own := w.own.caused("ApiKey", key.Namespace, key.Name, key.ResourceVersion); own && !deleted {
+	if own {
 		return nil
 	}
 	w.queue.Add(reconcile.Request{NamespacedName: name})
@@ -192,7 +203,7 @@ func (w *watchedKeys) replaceWith(list []any, first bool) error {
 		keys[name] = s.after(old[name])
 	}
 	w.keys = keys
-	w.firstListing.fill(listed)
+	w.unread.fill(listed)
 	w.mu.Unlock()
 	if first {
 		w.queueFirstListing(keys)
@@ -282,6 +293,12 @@ func (s keyState) after(was keyState) keyState {
 		s.wakeAt = was.wakeAt
 	}
 	return s
+}
+
+// awaitsFirstToken reports whether key, as shown, has never been issued a
+// token and is not going: its next pass will most likely write.
+func awaitsFirstToken(key *apikeysv1alpha1.ApiKey) bool {
+	return key.Status.RecordName == "" && key.DeletionTimestamp == nil
 }
 
 func stateOf(key *apikeysv1alpha1.ApiKey) keyState {

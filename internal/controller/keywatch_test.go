@@ -164,3 +164,78 @@ func TestWatchedKeysFirstListingInBatches(t *testing.T) {
 		t.Errorf("%d keys queued at once, want at most %d", most, startUpBatch+startUpBatch/2)
 	}
 }
+
+// TestWatchedKeysKeepWhatAPassWillRead checks which ApiKeys the watch keeps
+// for the pass it wakes, so that the pass reads nothing: a key awaiting its
+// first token as its newest event showed it, once; not an issued key, a
+// deleted one, or one whose newest event is the controller's own write.
+func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
+	w := newWatchedKeys(nil, "", nil)
+	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer w.queue.ShutDown()
+	w.own = newOwnWrites(func(types.NamespacedName) {})
+	if err := w.Replace(nil, "1"); err != nil {
+		t.Fatal(err)
+	}
+	name := types.NamespacedName{Namespace: "team-payments", Name: "new"}
+	shown := func(what, wantRV string) {
+		t.Helper()
+		got := w.takeShown(name)
+		switch {
+		case wantRV == "" && got != nil:
+			t.Errorf("%s: a pass would take the key at %s, want a read", what, got.ResourceVersion)
+		case wantRV != "" && (got == nil || got.ResourceVersion != wantRV):
+			t.Errorf("%s: a pass would take %v, want the key at %s", what, got, wantRV)
+		case wantRV != "" && w.takeShown(name) != nil:
+			t.Errorf("%s: the key was kept for a second pass", what)
+		}
+	}
+
+	created := watchedKey("new", "uid-new", "2")
+	created.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	if err := w.Add(created); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.unread.m[name]; got == nil || got.ManagedFields != nil {
+		t.Errorf("kept %+v, want the key without its managed fields", got)
+	}
+	shown("created", "2")
+
+	if err := w.Add(watchedKey("new", "uid-new", "3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Update(watchedKey("new", "uid-new", "4")); err != nil {
+		t.Fatal(err)
+	}
+	shown("edited before its pass", "4")
+
+	if err := w.Update(watchedKey("new", "uid-new", "5")); err != nil {
+		t.Fatal(err)
+	}
+	patched := watchedKey("new", "uid-new", "")
+	w.own.begin(name, patched)
+	patched.ResourceVersion = "6"
+	w.own.end(patched, nil)
+	if err := w.Update(patched); err != nil {
+		t.Fatal(err)
+	}
+	shown("the controller's own write came after an edit", "")
+
+	issued := watchedKey("new", "uid-new", "7")
+	issued.Status.RecordName = "sha256-00"
+	if err := w.Update(issued); err != nil {
+		t.Fatal(err)
+	}
+	shown("issued", "")
+
+	if err := w.Update(watchedKey("new", "uid-new", "8")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Delete(watchedKey("new", "uid-new", "8")); err != nil {
+		t.Fatal(err)
+	}
+	shown("deleted", "")
+	if w.unread.m != nil {
+		t.Errorf("the stash keeps its map after its last key went: %v", w.unread.m)
+	}
+}

@@ -142,6 +142,15 @@ type stash[K comparable, V any] struct {
 
 func (s *stash[K, V]) fill(m map[K]V) { s.m, s.size = m, len(m) }
 
+// put keeps v under k, in place of what was.
+func (s *stash[K, V]) put(k K, v V) {
+	if s.m == nil {
+		s.m = map[K]V{}
+	}
+	s.m[k] = v
+	s.size = max(s.size, len(s.m))
+}
+
 // take returns and forgets the object under k, if any.
 func (s *stash[K, V]) take(k K) V {
 	v := s.m[k]
