@@ -174,9 +174,13 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer w.queue.ShutDown()
 	w.own = newOwnWrites(func(types.NamespacedName) {})
-	if err := w.Replace(nil, "1"); err != nil {
-		t.Fatal(err)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
+	must(w.Replace(nil, "1"))
 	name := types.NamespacedName{Namespace: "team-payments", Name: "new"}
 	shown := func(what, wantRV string) {
 		t.Helper()
@@ -193,47 +197,31 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 
 	created := watchedKey("new", "uid-new", "2")
 	created.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
-	if err := w.Add(created); err != nil {
-		t.Fatal(err)
-	}
+	must(w.Add(created))
 	if got := w.unread.m[name]; got == nil || got.ManagedFields != nil {
 		t.Errorf("kept %+v, want the key without its managed fields", got)
 	}
 	shown("created", "2")
 
-	if err := w.Add(watchedKey("new", "uid-new", "3")); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Update(watchedKey("new", "uid-new", "4")); err != nil {
-		t.Fatal(err)
-	}
+	must(w.Add(watchedKey("new", "uid-new", "3")))
+	must(w.Update(watchedKey("new", "uid-new", "4")))
 	shown("edited before its pass", "4")
 
-	if err := w.Update(watchedKey("new", "uid-new", "5")); err != nil {
-		t.Fatal(err)
-	}
+	must(w.Update(watchedKey("new", "uid-new", "5")))
 	patched := watchedKey("new", "uid-new", "")
 	w.own.begin(name, patched)
 	patched.ResourceVersion = "6"
 	w.own.end(patched, nil)
-	if err := w.Update(patched); err != nil {
-		t.Fatal(err)
-	}
+	must(w.Update(patched))
 	shown("the controller's own write came after an edit", "")
 
 	issued := watchedKey("new", "uid-new", "7")
 	issued.Status.RecordName = "sha256-00"
-	if err := w.Update(issued); err != nil {
-		t.Fatal(err)
-	}
+	must(w.Update(issued))
 	shown("issued", "")
 
-	if err := w.Update(watchedKey("new", "uid-new", "8")); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Delete(watchedKey("new", "uid-new", "8")); err != nil {
-		t.Fatal(err)
-	}
+	must(w.Update(watchedKey("new", "uid-new", "8")))
+	must(w.Delete(watchedKey("new", "uid-new", "8")))
 	shown("deleted", "")
 	if w.unread.m != nil {
 		t.Errorf("the stash keeps its map after its last key went: %v", w.unread.m)
