@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
-	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -505,7 +503,11 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 		return s, err
 	}
 	start := time.Now()
-	peak := harness.PeakLiveHeap()
+	peakProfile := ""
+	if profile != "" {
+		peakProfile = profile + ".peak"
+	}
+	peak := harness.PeakLiveHeap(peakProfile)
 	m, auth, err := e.startHeapManager(ctx, mode, e.reconcilers)
 	if err != nil {
 		peak()
@@ -523,7 +525,7 @@ func (e *env) measureHeap(ctx context.Context, mode, profile string,
 	s.Peak = peak()
 	s.Synced = harness.LiveHeap()
 	if profile != "" {
-		if perr := writeHeapProfile(profile); perr != nil {
+		if perr := harness.WriteHeapProfile(profile); perr != nil {
 			harness.Progress("  could not write the heap profile: %v", perr)
 		}
 	}
@@ -676,18 +678,6 @@ func (e *env) startHeapManager(ctx context.Context, mode string, reconcilers int
 	m := startManager(ctx, mgr)
 	m.url = fmt.Sprintf("https://%s:%d", loopback, port)
 	return m, auth, nil
-}
-
-func writeHeapProfile(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := pprof.WriteHeapProfile(f); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func (e *env) countRecords(ctx context.Context) (int, error) {

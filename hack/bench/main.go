@@ -71,7 +71,8 @@ func parseFlags() config {
 	flag.StringVar(&c.apiServerProfile, "apiserver-cpuprofile", "",
 		"Write kube-apiserver's CPU profile of the bulk issuance run (its /debug/pprof) to this file.")
 	flag.StringVar(&c.memProfile, "heapprofile", "",
-		"Write a heap profile taken while the memory section's auth server holds the most records.")
+		"Write a heap profile taken while the memory section's auth server holds the most records, and one near "+
+			"its start-up peak (F.peak; the combined manager's: F.combined, F.combined.peak).")
 	flag.StringVar(&c.logFile, "log", "", "File for controller-runtime, client-go and server logs (default: a temporary file).")
 
 	flag.IntVar(&c.microCount, "micro-count", 3, "go test -count for the micro-benchmarks; the report shows medians.")

@@ -12,6 +12,7 @@ import (
 	"path"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -121,8 +122,11 @@ func ModuleRoot() string {
 
 // PeakLiveHeap samples, every 50 ms until stop is called, the live heap
 // as the last GC marked it (runtime/metrics' /gc/heap/live:bytes, read
-// without stopping the world); stop returns the largest value seen.
-func PeakLiveHeap() (stop func() uint64) {
+// without stopping the world); stop returns the largest value seen. With a
+// profile path, it writes a heap profile there whenever the live heap has
+// grown by a tenth over the last one written, so the file ends up showing
+// what was live near the peak (as of the GC that marked it).
+func PeakLiveHeap(profile string) (stop func() uint64) {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	read := func() uint64 {
 		metrics.Read(sample)
@@ -134,6 +138,7 @@ func PeakLiveHeap() (stop func() uint64) {
 	done, peak := make(chan struct{}), make(chan uint64)
 	go func() {
 		most := read()
+		profiled := most
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -143,6 +148,13 @@ func PeakLiveHeap() (stop func() uint64) {
 				return
 			case <-t.C:
 				most = max(most, read())
+				if profile != "" && most > profiled+profiled/10 {
+					profiled = most
+					if err := WriteHeapProfile(profile); err != nil {
+						Progress("  could not write the peak heap profile: %v", err)
+						profile = ""
+					}
+				}
 			}
 		}
 	}()
@@ -150,6 +162,15 @@ func PeakLiveHeap() (stop func() uint64) {
 		close(done)
 		return <-peak
 	}
+}
+
+// WriteHeapProfile writes the heap profile (as of the last GC) to file.
+func WriteHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	return errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
 }
 
 // LiveHeap is this process's heap in use after two full collections.
