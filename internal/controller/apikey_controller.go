@@ -211,8 +211,8 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.own = newOwnWrites(func(key types.NamespacedName) { r.keys.queue.Add(ctrl.Request{NamespacedName: key}) })
-	r.Client = notingWrites{Client: r.Client, own: r.own}
 	r.keys = newWatchedKeys(watcher, r.WatchNamespace, r.WatchFields)
+	r.Client = notingWrites{Client: r.Client, own: r.own, keys: r.keys}
 	r.secrets = newDeliveredSecrets(meta, r.keys.uids)
 	r.records = newKeyRecords(watcher, r.keys.uids)
 	r.keys.own, r.secrets.own, r.records.own = r.own, r.own, r.own

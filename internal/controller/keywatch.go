@@ -24,7 +24,8 @@ import (
 // where a trimmed cached ApiKey cost about 1.1 KB. Each change wakes the
 // key, and each pass reads the key from kube-apiserver at that
 // resourceVersion or later (a GET its watch cache serves), so a pass never
-// sees an older key than the event that woke it.
+// sees an older key than the event that woke it; or it takes the object
+// the watch kept for it (unread), which is that event's.
 //
 // It is a controller-runtime source: it starts with the controller (on the
 // leader) and the controller waits for its first listing.
@@ -46,8 +47,10 @@ type watchedKeys struct {
 	//   - a key awaiting its first token, from each event that wakes it:
 	//     bulk issuance then reads no key at all, and the stash holds only
 	//     the keys waiting for a pass.
-	// An entry goes at its key's next pass or next event that does not
-	// replace it (a deletion, the controller's own write, a key issued).
+	// An entry goes at its key's next pass, at the controller's next write
+	// of the key, or at the next event that does not replace it (a
+	// deletion, the controller's own write, a key issued). At most
+	// maxUnread events are kept.
 	unread stash[types.NamespacedName, *apikeysv1alpha1.ApiKey]
 	// deleted is told of each ApiKey that goes, by the digest of its UID
 	// and, if the event gave it, the UID (the record collector's queue of
@@ -95,6 +98,22 @@ func (w *watchedKeys) get(name types.NamespacedName) (keyState, bool) {
 	defer w.mu.RUnlock()
 	s, ok := w.keys[name]
 	return s, ok
+}
+
+// maxUnread bounds the keys awaiting their first token that the watch
+// keeps for their passes (about 2 KB each): past it, as while the first
+// listing is still being worked through, a pass reads its key.
+const maxUnread = 10_000
+
+// dropShown forgets the object kept for name: the controller is about to
+// write the key, and the object is older than that write.
+func (w *watchedKeys) dropShown(name types.NamespacedName) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.unread.drop(name)
 }
 
 // takeShown returns, once, the ApiKey name as the watch last showed it, if
@@ -152,15 +171,17 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 		return nil
 	}
 	name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
-	// A deletion is never the controller's write, but ends the wait for one.
-	own := w.own.caused("ApiKey", key.Namespace, key.Name, key.ResourceVersion) && !deleted
 	w.mu.Lock()
+	// Asked under the lock: a write ending meanwhile may wake the key, and
+	// its pass must then find this event's state. A deletion is never the
+	// controller's write, but ends the wait for one.
+	own := w.own.caused("ApiKey", key.Namespace, key.Name, key.ResourceVersion) && !deleted
 	if deleted {
 		delete(w.keys, name)
 	} else {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
-	if !deleted && !own && awaitsFirstToken(key) {
+	if !deleted && !own && awaitsFirstToken(key) && len(w.unread.m) < maxUnread {
 		key.ManagedFields = nil
 		w.unread.put(name, key)
 	} else {

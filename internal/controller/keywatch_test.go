@@ -215,15 +215,34 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 	must(w.Update(patched))
 	shown("the controller's own write came after an edit", "")
 
-	issued := watchedKey("new", "uid-new", "7")
+	must(w.Update(watchedKey("new", "uid-new", "7")))
+	writes := notingWrites{own: w.own, keys: w}
+	patching := watchedKey("new", "uid-new", "7")
+	must(writes.write(withPass(t.Context(), name), patching, func() error {
+		// An event that comes while the write is in flight is held, and
+		// kept for no pass: the write's end decides whom it wakes.
+		must(w.Update(watchedKey("new", "uid-new", "8")))
+		patching.ResourceVersion = "9"
+		return nil
+	}))
+	shown("the controller wrote the key after an edit", "")
+
+	issued := watchedKey("new", "uid-new", "10")
 	issued.Status.RecordName = "sha256-00"
 	must(w.Update(issued))
 	shown("issued", "")
 
-	must(w.Update(watchedKey("new", "uid-new", "8")))
-	must(w.Delete(watchedKey("new", "uid-new", "8")))
+	must(w.Update(watchedKey("new", "uid-new", "11")))
+	must(w.Delete(watchedKey("new", "uid-new", "11")))
 	shown("deleted", "")
 	if w.unread.m != nil {
 		t.Errorf("the stash keeps its map after its last key went: %v", w.unread.m)
+	}
+
+	for i := range maxUnread + 1 {
+		must(w.Add(watchedKey(fmt.Sprint("bulk-", i), types.UID(fmt.Sprint("uid-bulk-", i)), "20")))
+	}
+	if n := len(w.unread.m); n != maxUnread {
+		t.Errorf("kept %d keys for their passes, want at most %d", n, maxUnread)
 	}
 }

@@ -147,13 +147,20 @@ func passOf(ctx context.Context) types.NamespacedName {
 	return key
 }
 
-// notingWrites is a client whose writes in a pass are noted in own.
+// notingWrites is a client whose writes in a pass are noted in own. Before
+// it writes an ApiKey, the key watch forgets any object it kept of that key
+// for a pass (keys.unread): a later pass must not take an object older than
+// this write.
 type notingWrites struct {
 	client.Client
-	own *ownWrites
+	own  *ownWrites
+	keys *watchedKeys
 }
 
 func (c notingWrites) write(ctx context.Context, obj client.Object, do func() error) error {
+	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+		c.keys.dropShown(types.NamespacedName{Namespace: key.Namespace, Name: key.Name})
+	}
 	c.own.begin(passOf(ctx), obj)
 	err := do()
 	c.own.end(obj, err)

@@ -130,7 +130,8 @@ func atLeast(v uint64) *client.GetOptions {
 	return &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: strconv.FormatUint(v, 10)}}
 }
 
-// stash holds the objects of a first listing until each is taken. Go maps
+// stash holds objects a watch showed (a first listing's, or an event's)
+// until each is taken. Go maps
 // keep the size of their peak, so it moves into a smaller map whenever it
 // falls to a quarter of the size it had, and lets its map go once empty:
 // otherwise the emptied map of 100k objects would stay for good. Callers
