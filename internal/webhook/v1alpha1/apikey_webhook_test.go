@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -69,6 +70,16 @@ var _ = Describe("Who a key may be", func() {
 		Expect(impersonating("dave", "dave-uid", "team-a").Create(ctx, withUID)).To(Succeed())
 		Expect(withUID.Spec.Owner).To(Equal(&apikeysv1alpha1.Owner{Username: "dave", UID: "dave-uid", Groups: []string{"team-a", "system:authenticated"}}))
 		Expect(withUID.Finalizers).To(ConsistOf("example.com/hold", apikeysv1alpha1.RecordsFinalizer))
+
+		By("naming the Secret of a key that names it \"\"")
+		blank := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": apikeysv1alpha1.GroupVersion.String(), "kind": "ApiKey",
+			"metadata": map[string]any{"namespace": teamA, "name": "blank-" + rand.String(6)},
+			"spec":     map[string]any{"secret": map[string]any{"name": ""}},
+		}}
+		Expect(alice.Create(ctx, blank)).To(Succeed())
+		secretName, _, _ := unstructured.NestedString(blank.Object, "spec", "secret", "name")
+		Expect(secretName).To(Equal(blank.GetName() + "-token"))
 
 		By("leaving a Secret name and an owner the request gave to the owner rule")
 		named := newKey(apikeysv1alpha1.IdentityKey)
