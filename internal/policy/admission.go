@@ -47,17 +47,21 @@ func (p *Policy) OwnerRule() (*OwnerRule, error) {
 	}
 	rule.Policy.Name, rule.Binding.Name = p.policyName, p.bindingName
 	rule.Binding.Spec.PolicyName = p.policyName
-	lists := map[string][]string{
+	setLists(rule.Policy.Spec.Variables, map[string][]string{
 		ownerRequestersVariable: p.ownerRequesters,
 		forbiddenGroupsVariable: p.forbiddenGroups(),
-	}
-	for i := range rule.Policy.Spec.Variables {
-		v := &rule.Policy.Spec.Variables[i]
-		if list, ok := lists[v.Name]; ok {
-			v.Expression = CELList(list)
+	})
+	return rule, nil
+}
+
+// setLists sets each variable named in lists to its list, as a CEL list
+// literal: the policies' variables the operator's flags decide.
+func setLists(vars []admissionregistrationv1.Variable, lists map[string][]string) {
+	for i := range vars {
+		if list, ok := lists[vars[i].Name]; ok {
+			vars[i].Expression = CELList(list)
 		}
 	}
-	return rule, nil
 }
 
 // CELList writes list as a CEL list literal of strings. JSON's string

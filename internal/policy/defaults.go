@@ -9,7 +9,8 @@ import (
 // DefaultsPolicyYAML is the shipped defaults rule: the MutatingAdmissionPolicy
 // that stamps a new ApiKey's finalizer, Secret name and owner inside
 // kube-apiserver, and its binding, with the default forbidden groups.
-// config/policy and the Helm chart carry copies; tests keep them equal.
+// config/policy and the Helm chart carry copies (`make manifests` writes
+// them; `make verify` fails when they differ).
 //
 //go:embed defaults_policy.yaml
 var DefaultsPolicyYAML []byte
@@ -34,10 +35,6 @@ func (p *Policy) DefaultsRule() (*DefaultsRule, error) {
 	if err := decodeManifest(DefaultsPolicyYAML, "the defaults policy", rule.Policy, rule.Binding); err != nil {
 		return nil, err
 	}
-	for i := range rule.Policy.Spec.Variables {
-		if v := &rule.Policy.Spec.Variables[i]; v.Name == forbiddenGroupsVariable {
-			v.Expression = CELList(p.forbiddenGroups())
-		}
-	}
+	setLists(rule.Policy.Spec.Variables, map[string][]string{forbiddenGroupsVariable: p.forbiddenGroups()})
 	return rule, nil
 }
