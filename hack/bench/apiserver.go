@@ -39,13 +39,27 @@ type admissionStep struct {
 	P99 time.Duration
 }
 
+// defaultsPolicyStep names the admission step the apply target needs to
+// see: the policy that stamps every create.
+const defaultsPolicyStep = "defaults MutatingAdmissionPolicy"
+
+// callsOf is how many calls the step named what saw.
+func (a *admissionCost) callsOf(what string) uint64 {
+	for _, s := range a.Steps {
+		if s.What == what {
+			return s.Calls
+		}
+	}
+	return 0
+}
+
 // admissionSeries picks the histograms that time ApiKey creates: each
 // webhook by its name, each policy by its name.
 var admissionSeries = []struct {
 	what, metric string
 	labels       map[string]string
 }{
-	{"defaults MutatingAdmissionPolicy", "apiserver_mutating_admission_policy_check_duration_seconds",
+	{defaultsPolicyStep, "apiserver_mutating_admission_policy_check_duration_seconds",
 		map[string]string{"policy": "apikey-operator-defaults-policy"}},
 	{"mutating webhook `mapikey-v1alpha1.apikeys.dev`", "apiserver_admission_webhook_admission_duration_seconds",
 		map[string]string{"name": "mapikey-v1alpha1.apikeys.dev", "operation": "CREATE", "type": "admit"}},

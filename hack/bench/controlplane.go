@@ -73,7 +73,7 @@ func runControlPlane(c config, r *report, logs *os.File) {
 	e.managerCfg = rest.CopyConfig(e.cfg)
 	e.managerCfg.QPS, e.managerCfg.Burst = float32(c.kubeAPIQPS), c.kubeAPIBurst
 	if err := e.installPolicies(ctx); err != nil {
-		r.envErr = fmt.Errorf("installing the owner rule: %w", err)
+		r.envErr = fmt.Errorf("installing the admission policies: %w", err)
 		return
 	}
 	defer func() {

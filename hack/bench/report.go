@@ -635,7 +635,7 @@ func (r *report) revokeVerdict() string {
 func (r *report) applyVerdict() string {
 	a := r.apply
 	var lighter []string
-	if r.applyAdmission == nil || r.applyAdmission.Err != nil || r.applyAdmission.Steps[0].Calls == 0 {
+	if r.applyAdmission == nil || r.applyAdmission.Err != nil || r.applyAdmission.callsOf(defaultsPolicyStep) == 0 {
 		lighter = append(lighter, "the defaults policy's checks not seen")
 	}
 	if r.applyKeys < applyTargetKeys {

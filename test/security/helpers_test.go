@@ -456,6 +456,8 @@ func withoutAdmissionWebhooks() (restore func()) {
 			Expect(admin.Create(ctx, obj)).To(Succeed())
 		}
 		Eventually(webhooksInEffect, timeout, interval).Should(Equal([2]bool{true, true}))
+		probe := &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta("default", "webhook-probe")}
+		Expect(client.IgnoreNotFound(admin.Delete(ctx, probe))).To(Succeed())
 	}
 }
 
