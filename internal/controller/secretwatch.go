@@ -65,7 +65,20 @@ var _ source.SyncingSource = (*deliveredSecrets)(nil)
 func newDeliveredSecrets(c metadata.Interface, keyUIDs func() []keyUID) *deliveredSecrets {
 	s := &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]digest{}}
 	s.storeless = newStoreless("delivered Secrets", s.change, s.replaceWith)
+	s.trim = ownersOnly
 	return s
+}
+
+// ownersOnly drops a Secret's labels and annotations as it arrives: the
+// watch reads its namespace, name, resourceVersion and owner references,
+// and its first listing holds every delivered Secret at once (the token's
+// hash, hint and fingerprint annotations are about half of what is left
+// of each).
+func ownersOnly(obj any) (any, error) {
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		m.Labels, m.Annotations = nil, nil
+	}
+	return obj, nil
 }
 
 // controlledBy reports whether the watch has shown the Secret

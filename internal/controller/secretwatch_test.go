@@ -140,3 +140,26 @@ func TestDeliveredSecretsEvents(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDeliveredSecretsTrim checks what the watch's reflector keeps of a
+// Secret as it arrives: its owner references and name, not its labels,
+// annotations or managed fields, which the first listing would otherwise
+// hold for every delivered Secret at once.
+func TestDeliveredSecretsTrim(t *testing.T) {
+	s := queuedSecrets(nil)
+	defer s.queue.ShutDown()
+	m := deliveredSecret("billing-token", keyRef("billing", "key-uid"))
+	m.Annotations = map[string]string{apikeysv1alpha1.TokenHashAnnotation: "sha256:00"}
+	m.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "manager"}}
+	got, err := s.Transformer()(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := got.(*metav1.PartialObjectMetadata)
+	if kept.Labels != nil || kept.Annotations != nil || kept.ManagedFields != nil {
+		t.Errorf("kept labels %v, annotations %v, managed fields %v", kept.Labels, kept.Annotations, kept.ManagedFields)
+	}
+	if kept.Name != "billing-token" || keyOf(kept) == nil || keyOf(kept).UID != "key-uid" {
+		t.Errorf("lost what the watch reads: %+v", kept.ObjectMeta)
+	}
+}

@@ -33,6 +33,9 @@ type storeless struct {
 	// own are the controller's own writes: the events they cause wake no
 	// pass. Nil: every event wakes one.
 	own *ownWrites
+	// trim, if set, drops more of each object as it arrives than its
+	// managed fields: what the watch never reads.
+	trim toolscache.TransformFunc
 }
 
 func newStoreless(what string, change func(any, bool) error, replace func([]any, bool) error) storeless {
@@ -68,10 +71,21 @@ func (s *storeless) hasListed() bool {
 
 func (s *storeless) String() string { return s.what + " (watch)" }
 
-// Transformer has the reflector drop managed fields as objects arrive:
-// the first listing holds every object of its kind at once.
+// Transformer has the reflector drop managed fields, and what trim drops,
+// as objects arrive: the first listing holds every object of its kind at
+// once.
 func (s *storeless) Transformer() toolscache.TransformFunc {
-	return cache.TransformStripManagedFields()
+	strip := cache.TransformStripManagedFields()
+	if s.trim == nil {
+		return strip
+	}
+	return func(obj any) (any, error) {
+		obj, err := strip(obj)
+		if err != nil {
+			return obj, err
+		}
+		return s.trim(obj)
+	}
 }
 
 // The reflector's store.
