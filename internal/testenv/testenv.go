@@ -7,6 +7,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -154,19 +155,31 @@ func TokenWebhookFlags(dir, url string, ca []byte, version string, cacheTTL time
 
 // InstallDefaults creates the defaults MutatingAdmissionPolicy and its
 // binding as rule renders them, and returns once kube-apiserver applies
-// them: when a dry-run create of an ApiKey in namespace comes back with an
-// owner. kube-apiserver learns of a new policy through an informer, so the
-// creates right after it would otherwise go unstamped.
+// them (AwaitDefaults).
 func InstallDefaults(ctx context.Context, c client.Client, rule *policy.DefaultsRule, namespace string) error {
 	if err := errors.Join(c.Create(ctx, rule.Policy), c.Create(ctx, rule.Binding)); err != nil {
 		return err
 	}
-	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	return AwaitDefaults(ctx, c, namespace)
+}
+
+// AwaitDefaults returns once a dry-run create of an ApiKey in namespace
+// comes back with an owner: the defaults policy is applied. kube-apiserver
+// learns of a new policy through an informer, and of a new CRD's schema,
+// which the policy needs, by rereading its OpenAPI every 5 s; until then it
+// answers such a create with 503 ("Resource kind … not found").
+func AwaitDefaults(ctx context.Context, c client.Client, namespace string) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		probe := &apikeysv1alpha1.ApiKey{}
 		probe.Namespace, probe.GenerateName = namespace, "probe-"
-		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
-			return false, err
+		if last = c.Create(ctx, probe, client.DryRunAll); last != nil {
+			return false, nil
 		}
 		return probe.Spec.Owner != nil, nil
 	})
+	if err != nil && last != nil {
+		return fmt.Errorf("%w (last: %w)", err, last)
+	}
+	return err
 }

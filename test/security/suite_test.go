@@ -154,6 +154,7 @@ var _ = BeforeSuite(func() {
 
 	By("applying config/default's namespace, ServiceAccounts, RBAC and admission policies")
 	applyShippedManifests()
+	Expect(testenv.AwaitDefaults(ctx, admin, "default")).To(Succeed())
 
 	By("provisioning the identities")
 	provisionIdentities()
