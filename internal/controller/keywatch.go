@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -84,7 +85,20 @@ func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Select
 	w := &watchedKeys{client: c, namespace: namespace, fields: selector,
 		keys: map[types.NamespacedName]keyState{}, sooner: make(chan struct{}, 1)}
 	w.storeless = newStoreless("ApiKeys", w.change, w.replaceWith)
+	w.trim = withoutLastApplied
 	return w
+}
+
+// withoutLastApplied drops, as an ApiKey arrives, the annotation in which
+// client-side `kubectl apply` (and Argo CD's default sync) keeps a copy of
+// the whole manifest: no pass reads it, and the first listing and the
+// events kept for passes hold whole keys. A pass writes a key only by
+// patches (status, finalizer), which leave an annotation it never saw alone.
+func withoutLastApplied(obj any) (any, error) {
+	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+		delete(key.Annotations, corev1.LastAppliedConfigAnnotation)
+	}
+	return obj, nil
 }
 
 // get returns what the watch has shown of the ApiKey name, if anything.

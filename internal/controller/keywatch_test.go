@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -244,5 +245,27 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 	}
 	if n := len(w.unread.m); n != maxUnread {
 		t.Errorf("kept %d keys for their passes, want at most %d", n, maxUnread)
+	}
+}
+
+// TestWatchedKeysTrim checks what the key watch's reflector keeps of an
+// ApiKey as it arrives: not its managed fields, nor the copy of its
+// manifest that client-side kubectl apply keeps in an annotation; every
+// other annotation (the rotation request among them), which a pass reads.
+func TestWatchedKeysTrim(t *testing.T) {
+	w := newWatchedKeys(nil, "", nil)
+	key := watchedKey("applied", "uid-applied", "1")
+	key.Annotations = map[string]string{
+		corev1.LastAppliedConfigAnnotation: `{"apiVersion":"apikeys.dev/v1alpha1","kind":"ApiKey"}`,
+		apikeysv1alpha1.RotateAnnotation:   "now",
+	}
+	key.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl-client-side-apply"}}
+	got, err := w.Transformer()(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := got.(*apikeysv1alpha1.ApiKey)
+	if kept.ManagedFields != nil || len(kept.Annotations) != 1 || kept.Annotations[apikeysv1alpha1.RotateAnnotation] != "now" {
+		t.Errorf("kept annotations %v and managed fields %v", kept.Annotations, kept.ManagedFields)
 	}
 }
