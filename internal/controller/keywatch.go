@@ -89,16 +89,26 @@ func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Select
 	return w
 }
 
-// withoutLastApplied drops, as an ApiKey arrives, the annotation in which
-// client-side `kubectl apply` (and Argo CD's default sync) keeps a copy of
-// the whole manifest: no pass reads it, and the first listing and the
-// events kept for passes hold whole keys. A pass writes a key only by
-// patches (status, finalizer), which leave an annotation it never saw alone.
+// withoutLastApplied is trimKey as the reflector's transform: it runs on
+// the objects of a first listing streamed as a watch (client-go calls a
+// store's transform there only); keys kept from events and from a plain
+// listing are trimmed where they are kept.
 func withoutLastApplied(obj any) (any, error) {
 	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-		delete(key.Annotations, corev1.LastAppliedConfigAnnotation)
+		trimKey(key)
 	}
 	return obj, nil
+}
+
+// trimKey drops, from a key kept whole for a pass, what no pass reads: its
+// managed fields, and the annotation in which client-side `kubectl apply`
+// (and Argo CD's default sync) keeps a copy of the whole manifest. A pass
+// writes a key only by patches (status, finalizer), which leave alone an
+// annotation they never saw.
+func trimKey(key *apikeysv1alpha1.ApiKey) *apikeysv1alpha1.ApiKey {
+	key.ManagedFields = nil
+	delete(key.Annotations, corev1.LastAppliedConfigAnnotation)
+	return key
 }
 
 // get returns what the watch has shown of the ApiKey name, if anything.
@@ -115,7 +125,7 @@ func (w *watchedKeys) get(name types.NamespacedName) (keyState, bool) {
 }
 
 // maxUnread bounds the keys awaiting their first token that the watch
-// keeps for their passes (about 2 KB each): past it, as while the first
+// keeps for their passes (about 2 KB each, trimmed): past it, as while the first
 // listing is still being worked through, a pass reads its key.
 const maxUnread = 10_000
 
@@ -196,8 +206,7 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
 	if !deleted && !own && awaitsFirstToken(key) && len(w.unread.m) < maxUnread {
-		key.ManagedFields = nil
-		w.unread.put(name, key)
+		w.unread.put(name, trimKey(key))
 	} else {
 		w.unread.drop(name)
 	}
@@ -227,8 +236,7 @@ func (w *watchedKeys) replaceWith(list []any, first bool) error {
 			name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
 			keys[name] = stateOf(key)
 			if first {
-				key.ManagedFields = nil
-				listed[name] = key
+				listed[name] = trimKey(key)
 			}
 		}
 	}

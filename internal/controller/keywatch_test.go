@@ -198,9 +198,10 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 
 	created := watchedKey("new", "uid-new", "2")
 	created.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	created.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: "{}", apikeysv1alpha1.RotateAnnotation: "a"}
 	must(w.Add(created))
-	if got := w.unread.m[name]; got == nil || got.ManagedFields != nil {
-		t.Errorf("kept %+v, want the key without its managed fields", got)
+	if got := w.unread.m[name]; got == nil || got.ManagedFields != nil || len(got.Annotations) != 1 {
+		t.Errorf("kept %+v, want the key without its managed fields and kubectl's copy of it", got)
 	}
 	shown("created", "2")
 
@@ -216,8 +217,19 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 	must(w.Update(patched))
 	shown("the controller's own write came after an edit", "")
 
-	must(w.Update(watchedKey("new", "uid-new", "7")))
+	must(w.Update(watchedKey("new", "uid-new", "6")))
 	writes := notingWrites{own: w.own, keys: w}
+	finalizing := watchedKey("new", "uid-new", "6")
+	must(writes.write(withPass(t.Context(), name), finalizing, func() error {
+		finalizing.ResourceVersion = "7" // its event has not come yet
+		return nil
+	}))
+	if w.unread.m[name] != nil {
+		t.Error("the controller wrote the key, and the key it kept from before stayed")
+	}
+	w.own.forget()
+
+	must(w.Update(watchedKey("new", "uid-new", "7")))
 	patching := watchedKey("new", "uid-new", "7")
 	must(writes.write(withPass(t.Context(), name), patching, func() error {
 		// An event that comes while the write is in flight is held, and
@@ -239,9 +251,21 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 	if w.unread.m != nil {
 		t.Errorf("the stash keeps its map after its last key went: %v", w.unread.m)
 	}
+}
 
+// TestWatchedKeysKeepAtMostMaxUnread checks the bound on the keys kept
+// from events: past it, a pass reads its key.
+func TestWatchedKeysKeepAtMostMaxUnread(t *testing.T) {
+	w := newWatchedKeys(nil, "", nil)
+	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer w.queue.ShutDown()
+	if err := w.Replace(nil, "1"); err != nil {
+		t.Fatal(err)
+	}
 	for i := range maxUnread + 1 {
-		must(w.Add(watchedKey(fmt.Sprint("bulk-", i), types.UID(fmt.Sprint("uid-bulk-", i)), "20")))
+		if err := w.Add(watchedKey(fmt.Sprint("bulk-", i), types.UID(fmt.Sprint("uid-bulk-", i)), "2")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if n := len(w.unread.m); n != maxUnread {
 		t.Errorf("kept %d keys for their passes, want at most %d", n, maxUnread)

@@ -158,10 +158,12 @@ type notingWrites struct {
 }
 
 func (c notingWrites) write(ctx context.Context, obj client.Object, do func() error) error {
+	// Noted first, then forgotten: an event from before the note is
+	// dropped here, and one after it is held until the write ends.
+	c.own.begin(passOf(ctx), obj)
 	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
 		c.keys.dropShown(types.NamespacedName{Namespace: key.Namespace, Name: key.Name})
 	}
-	c.own.begin(passOf(ctx), obj)
 	err := do()
 	c.own.end(obj, err)
 	return err

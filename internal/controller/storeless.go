@@ -72,8 +72,9 @@ func (s *storeless) hasListed() bool {
 func (s *storeless) String() string { return s.what + " (watch)" }
 
 // Transformer has the reflector drop managed fields, and what trim drops,
-// as objects arrive: the first listing holds every object of its kind at
-// once.
+// from each object of a first listing streamed as a watch (the only place
+// client-go applies a store's transform), which holds every object of its
+// kind at once. What a watch keeps from events it trims itself.
 func (s *storeless) Transformer() toolscache.TransformFunc {
 	strip := cache.TransformStripManagedFields()
 	if s.trim == nil {
@@ -145,9 +146,9 @@ func atLeast(v uint64) *client.GetOptions {
 }
 
 // stash holds objects a watch showed (a first listing's, or an event's)
-// until each is taken. Go maps
-// keep the size of their peak, so it moves into a smaller map whenever it
-// falls to a quarter of the size it had, and lets its map go once empty:
+// until each is taken. Go maps keep the size of their peak, so it moves
+// into a smaller map whenever it falls to a quarter of the size it had,
+// and lets its map go once empty:
 // otherwise the emptied map of 100k objects would stay for good. Callers
 // hold the watch's lock.
 type stash[K comparable, V any] struct {
