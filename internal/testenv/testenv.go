@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -173,12 +174,15 @@ func AwaitDefaults(ctx context.Context, c client.Client, namespace string) error
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		probe := &apikeysv1alpha1.ApiKey{}
 		probe.Namespace, probe.GenerateName = namespace, "probe-"
-		if last = c.Create(ctx, probe, client.DryRunAll); last != nil {
+		switch last = c.Create(ctx, probe, client.DryRunAll); {
+		case apierrors.IsServiceUnavailable(last):
 			return false, nil
+		case last != nil:
+			return false, last
 		}
 		return probe.Spec.Owner != nil, nil
 	})
-	if err != nil && last != nil {
+	if err != nil && last != nil && !errors.Is(err, last) {
 		return fmt.Errorf("%w (last: %w)", err, last)
 	}
 	return err
