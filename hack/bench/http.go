@@ -37,9 +37,12 @@ type httpResult struct {
 	// alone costs at this load. Not judged.
 	headersRPS float64
 
-	openRate           float64 // offered load, requests per second
-	open               []openRound
-	bareOpen, oursOpen latencies // median over rounds of each percentile
+	openRate float64 // offered load, requests per second
+	open     []openRound
+	// Medians over rounds of each percentile. headersOpen is the bare
+	// handler that writes the five headers, at the same offered load; not
+	// judged.
+	bareOpen, headersOpen, oursOpen latencies
 
 	err error
 }
@@ -47,8 +50,8 @@ type httpResult struct {
 type closedRound struct{ Bare, Headers, Ours float64 }
 
 type openRound struct {
-	Bare, Ours         latencies
-	BareRate, OursRate float64
+	Bare, Headers, Ours             latencies
+	BareRate, HeadersRate, OursRate float64
 }
 
 // alpnHTTP1 is the only protocol the servers offer, as cmd/main.go
@@ -134,7 +137,7 @@ func measureHTTP(c config, logs *os.File, res *httpResult) error {
 	if err := measureClosed(c, lg, bareT, headersT, oursT, res); err != nil {
 		return err
 	}
-	return measureOpen(c, lg, bareT, oursT, res)
+	return measureOpen(c, lg, bareT, headersT, oursT, res)
 }
 
 // bareWithHeaders is the bare handler answering with the five identity
@@ -207,32 +210,44 @@ func measureClosed(c config, lg *loadGenerator, bareT, headersT, oursT *target, 
 
 // measureOpen offers half the bare handler's throughput to each server at a
 // constant arrival rate and measures latency from each request's scheduled
-// send time, so a stalled server cannot hide its queue.
-func measureOpen(c config, lg *loadGenerator, bareT, oursT *target, res *httpResult) error {
+// send time, so a stalled server cannot hide its queue. The bare handler
+// that writes the headers runs between the other two, as in the closed
+// loop.
+func measureOpen(c config, lg *loadGenerator, bareT, headersT, oursT *target, res *httpResult) error {
 	res.openRate = res.bareRPS / 2
-	var bareP50, bareP99, oursP50, oursP99, bareP999, oursP999 []time.Duration
+	var bare, headers, ours []latencies
 	for round := range c.httpOpenRounds {
 		var r openRound
-		for _, t := range ordered(round, bareT, oursT) {
+		for _, t := range ordered(round, bareT, headersT, oursT) {
 			lat, achieved, err := lg.openLoop(t, res.openRate, c.httpOpen)
 			if err != nil {
 				return fmt.Errorf("open loop on %s: %w", t.name, err)
 			}
-			if t == bareT {
+			switch t {
+			case bareT:
 				r.Bare, r.BareRate = lat, achieved
-			} else {
+			case headersT:
+				r.Headers, r.HeadersRate = lat, achieved
+			default:
 				r.Ours, r.OursRate = lat, achieved
 			}
 		}
-		harness.Progress("  open loop round %d at %.0f req/s: p99 bare %s, auth server %s",
-			round+1, res.openRate, r.Bare.P99, r.Ours.P99)
+		harness.Progress("  open loop round %d at %.0f req/s: p99 bare %s, with headers %s, auth server %s",
+			round+1, res.openRate, r.Bare.P99, r.Headers.P99, r.Ours.P99)
 		res.open = append(res.open, r)
-		bareP50, bareP99, bareP999 = append(bareP50, r.Bare.P50), append(bareP99, r.Bare.P99), append(bareP999, r.Bare.P999)
-		oursP50, oursP99, oursP999 = append(oursP50, r.Ours.P50), append(oursP99, r.Ours.P99), append(oursP999, r.Ours.P999)
+		bare, headers, ours = append(bare, r.Bare), append(headers, r.Headers), append(ours, r.Ours)
 	}
-	res.bareOpen = latencies{P50: medianDuration(bareP50), P99: medianDuration(bareP99), P999: medianDuration(bareP999)}
-	res.oursOpen = latencies{P50: medianDuration(oursP50), P99: medianDuration(oursP99), P999: medianDuration(oursP999)}
+	res.bareOpen, res.headersOpen, res.oursOpen = medianLatencies(bare), medianLatencies(headers), medianLatencies(ours)
 	return nil
+}
+
+// medianLatencies is the median over rounds of each percentile.
+func medianLatencies(rounds []latencies) latencies {
+	var p50, p99, p999 []time.Duration
+	for _, l := range rounds {
+		p50, p99, p999 = append(p50, l.P50), append(p99, l.P99), append(p999, l.P999)
+	}
+	return latencies{P50: medianDuration(p50), P99: medianDuration(p99), P999: medianDuration(p999)}
 }
 
 // processCPU is the CPU time (user and system) this process has used.

@@ -81,9 +81,9 @@ func parseFlags() config {
 	flag.IntVar(&c.httpKeys, "http-keys", 10000, "Keys in the index behind the forward-auth load test.")
 	flag.IntVar(&c.httpConns, "http-conns", 32, "Keep-alive connections of the load generator.")
 	flag.IntVar(&c.httpRounds, "http-rounds", 12,
-		"Closed-loop rounds, each measuring the bare handler and the auth server in turn.")
-	flag.IntVar(&c.httpOpenRounds, "http-open-rounds", 8,
-		"Open-loop rounds, each measuring the bare handler and the auth server in turn.")
+		"Closed-loop rounds, each measuring the bare handler, the bare handler with the auth server's headers and the auth server in turn.")
+	flag.IntVar(&c.httpOpenRounds, "http-open-rounds", 12,
+		"Open-loop rounds, each measuring the bare handler, the bare handler with the auth server's headers and the auth server in turn.")
 	flag.IntVar(&c.httpMaxRequests, "http-max-requests", 1000000, "Most requests in one measurement, whatever its length.")
 	flag.DurationVar(&c.httpWarmup, "http-warmup", time.Second, "Unmeasured load on each server before the rounds.")
 	flag.DurationVar(&c.httpClosed, "http-closed", time.Second, "Length of one closed-loop (max throughput) measurement.")
