@@ -107,7 +107,7 @@ func (r *ApiKeyReconciler) newRecord(p *pass, secretName string, issuance int64)
 	}
 	issuedAt := p.now.Truncate(time.Second)
 	p.expiresAt = nil
-	if exp := r.Policy.ExpiryFor(&key.Spec, issuedAt); !exp.IsZero() {
+	if exp := r.Policy.TokenExpiry(&key.Spec, issuedAt); !exp.IsZero() {
 		p.expiresAt = &metav1.Time{Time: exp}
 	}
 	return tok, RecordFor(key, tok, issuedAt, secretName, issuance, p.expiresAt), nil

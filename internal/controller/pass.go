@@ -178,7 +178,7 @@ func (r *ApiKeyReconciler) checkSpec(ctx context.Context, p *pass) error {
 	if err := r.Policy.CheckExpiry(spec, issuedAt, p.now); err != nil {
 		return asStalledViolation(err)
 	}
-	if exp := r.Policy.ExpiryFor(spec, issued); !exp.IsZero() {
+	if exp := r.Policy.TokenExpiry(spec, issued); !exp.IsZero() {
 		p.expiresAt = &metav1.Time{Time: exp}
 	}
 	return nil

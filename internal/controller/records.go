@@ -195,9 +195,9 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 }
 
 // expiryOf is when rec's token expires: spec.expiresAt, or spec.ttl after
-// the token's own issuance.
+// the token's own issuance, and never past --max-ttl after it.
 func (r *ApiKeyReconciler) expiryOf(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord) *metav1.Time {
-	if exp := r.Policy.ExpiryFor(&key.Spec, rec.Spec.IssuedAt.Time); !exp.IsZero() {
+	if exp := r.Policy.TokenExpiry(&key.Spec, rec.Spec.IssuedAt.Time); !exp.IsZero() {
 		return &metav1.Time{Time: exp}
 	}
 	return nil

@@ -261,6 +261,39 @@ var _ = Describe("Rotating on a schedule and warning before expiry", func() {
 		Expect(rec.Spec.ExpiresAt.Time).To(BeTemporally("==", expiresAt))
 	})
 
+	It("never lets a superseded token outlive --max-ttl from its own issuance, whatever expiresAt becomes", func() {
+		r, clock := pinnedReconciler()
+		issued := *clock
+		key := unwatchedKey("stretch-")
+		key.Spec.ExpiresAt = &metav1.Time{Time: issued.Add(testMaxTTL - time.Hour)}
+		key.Spec.Rotation = &apikeysv1alpha1.Rotation{GracePeriod: &metav1.Duration{Duration: 10 * testMaxTTL}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		firstTok, _ := expectOneLiveToken(fetch(key))
+
+		By("rotating just before expiry, with a grace period longer than --max-ttl")
+		*clock = clock.Add(testMaxTTL - 2*time.Hour)
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "late"}
+		})
+		reconcileOnce(r, key)
+
+		By("then moving expiresAt as far as the new token's issuance allows")
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.ExpiresAt = &metav1.Time{Time: clock.Add(testMaxTTL - time.Hour)}
+		})
+		reconcileOnce(r, key)
+		key = fetch(key)
+		Expect(condition(key, apikeysv1alpha1.ConditionStalled)).To(BeNil(), "the new expiry is within --max-ttl of the live token")
+		_, live := expectLiveToken(key)
+		Expect(live.Spec.ExpiresAt.Time).To(BeTemporally("==", clock.Add(testMaxTTL-time.Hour)))
+		prev := otherRecord(recordsOf(key), live.Name)
+		Expect(prev.Spec.TokenHash).To(Equal(token.Hash(firstTok)))
+		Expect(prev.Spec.ExpiresAt).NotTo(BeNil())
+		Expect(prev.Spec.ExpiresAt.Time).To(BeTemporally("<=", issued.Add(testMaxTTL)),
+			"the first token would live %s", prev.Spec.ExpiresAt.Sub(issued))
+	})
+
 	It("warns once, within a tenth of the lifetime", func() {
 		r, clock := pinnedReconciler()
 		key := unwatchedKey("expiring-")

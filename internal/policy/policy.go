@@ -174,6 +174,22 @@ func (p *Policy) ExpiryFor(spec *apikeysv1alpha1.ApiKeySpec, issuedAt time.Time)
 	return time.Time{}
 }
 
+// TokenExpiry is when the token issued at issuedAt stops working:
+// ExpiryFor, but never later than issuedAt+MaxTTL. A token's life is
+// bounded from its own issuance, so a spec.expiresAt moved later after a
+// rotation (CheckExpiry measures it from the live token's issuance) does
+// not stretch a token the rotation superseded. Zero: never.
+func (p *Policy) TokenExpiry(spec *apikeysv1alpha1.ApiKeySpec, issuedAt time.Time) time.Time {
+	exp := p.ExpiryFor(spec, issuedAt)
+	if p.MaxTTL <= 0 {
+		return exp
+	}
+	if limit := issuedAt.Add(p.MaxTTL).Truncate(time.Second); exp.IsZero() || exp.After(limit) {
+		return limit
+	}
+	return exp
+}
+
 // CheckExpiry refuses an expiry that lies beyond the token's issuance plus
 // MaxTTL, or, for a key that has no token yet (issuedAt nil: it would be
 // issued now), one that is not after now.

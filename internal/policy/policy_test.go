@@ -145,6 +145,28 @@ func TestCheckExpiry(t *testing.T) {
 	}
 }
 
+func TestTokenExpiryIsBoundedFromItsOwnIssuance(t *testing.T) {
+	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	later := &metav1.Time{Time: issued.Add(40 * time.Hour)}
+	bounded := New(Options{MaxTTL: 24 * time.Hour})
+	for name, tc := range map[string]struct {
+		p    *Policy
+		spec apikeysv1alpha1.ApiKeySpec
+		want time.Time
+	}{
+		"expiresAt within --max-ttl":        {bounded, apikeysv1alpha1.ApiKeySpec{ExpiresAt: &metav1.Time{Time: issued.Add(time.Hour)}}, issued.Add(time.Hour)},
+		"expiresAt moved past --max-ttl":    {bounded, apikeysv1alpha1.ApiKeySpec{ExpiresAt: later}, issued.Add(24 * time.Hour)},
+		"ttl past --max-ttl":                {bounded, apikeysv1alpha1.ApiKeySpec{TTL: &metav1.Duration{Duration: 48 * time.Hour}}, issued.Add(24 * time.Hour)},
+		"no expiry":                         {bounded, apikeysv1alpha1.ApiKeySpec{}, issued.Add(24 * time.Hour)},
+		"no --max-ttl keeps the spec's":     {New(Options{}), apikeysv1alpha1.ApiKeySpec{ExpiresAt: later}, later.Time},
+		"no --max-ttl and no expiry: never": {New(Options{}), apikeysv1alpha1.ApiKeySpec{}, time.Time{}},
+	} {
+		if got := tc.p.TokenExpiry(&tc.spec, issued); !got.Equal(tc.want) {
+			t.Errorf("%s: TokenExpiry = %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
 func TestCheckSyntax(t *testing.T) {
 	for _, tc := range []struct {
 		spec apikeysv1alpha1.ApiKeySpec
