@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -450,6 +451,70 @@ var _ = Describe("Attack 7: who may hold an Owner key, through kube-apiserver", 
 		Expect(out).NotTo(ContainSubstring("cannot create resource"))
 	})
 })
+
+var _ = Describe("Attack 8: another editor of the namespace re-mints a personal key", func() {
+	It("does not let bob rotate, reschedule or redirect alice's Owner key once she has taken its token", func() {
+		ns := tenantNamespace(alice, bob)
+		afterOwnerPolicySettled()
+		tok, key := issueKey(alice, ownerKey(ns, "pat"))
+		expectTokenWorks(tok, "alice", "alice's personal key")
+
+		By("alice keeps her token and deletes the Secret, as `kubectl apikey get-token --delete` does")
+		Expect(alice.client.Delete(ctx, &corev1.Secret{ObjectMeta: objectMeta(ns, key.Status.SecretName)})).To(Succeed())
+
+		By("bob, who may edit ApiKeys and read Secrets there, asks for what would deliver a new token as alice")
+		for what, patch := range map[string]string{
+			"annotate it for rotation": `{"metadata":{"annotations":{"` + apikeysv1alpha1.RotateAnnotation + `":"bob"}}}`,
+			"schedule its rotation":    `{"spec":{"rotation":{"every":"2h"}}}`,
+			"relabel its Secret":       `{"spec":{"secret":{"labels":{"copy-to":"bobs-namespace"}}}}`,
+		} {
+			err := bob.client.Patch(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(ns, key.Name)},
+				client.RawPatch(types.MergePatchType, []byte(patch)))
+			if err == nil {
+				Fail(fmt.Sprintf("bob was allowed to %s alice's personal key: %s", what, remintedAs(bob, key)))
+			}
+			Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "not an admission denial: %v", err)
+			Expect(err.Error()).To(ContainSubstring("bob may not rotate, or change the Secret of, a key owned by alice"))
+		}
+		Expect(apierrors.IsNotFound(alice.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName},
+			&corev1.Secret{}))).To(BeTrue(), "a Secret came back")
+
+		By("alice may rotate her own key, to a token that is alice")
+		Expect(alice.client.Patch(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(ns, key.Name)},
+			client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+apikeysv1alpha1.RotateAnnotation+`":"alice"}}}`)))).
+			To(Succeed())
+		Expect(remintedAs(alice, key)).To(Equal(`a new token in Secret ` + key.Status.SecretName + ` that kube-apiserver takes for "alice"`))
+	})
+})
+
+// remintedAs waits for key's Secret to hold a token again, reads it as
+// reader and says who kube-apiserver takes it for.
+func remintedAs(reader *identity, key *apikeysv1alpha1.ApiKey) string {
+	GinkgoHelper()
+	secret := &corev1.Secret{}
+	err := wait.PollUntilContextTimeout(ctx, interval, 15*time.Second, true, func(context.Context) (bool, error) {
+		err := reader.client.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret)
+		return err == nil && len(secret.Data["token"]) > 0, nil
+	})
+	if err != nil {
+		return "no token was delivered within 15s"
+	}
+	tok := string(secret.Data["token"])
+	rememberToken("ApiKey "+key.Namespace+"/"+key.Name+" (re-minted)", tok)
+	return fmt.Sprintf("a new token in Secret %s that kube-apiserver takes for %q", secret.Name, eventuallyWhoami(tok))
+}
+
+// eventuallyWhoami is whoami once kube-apiserver's webhook cache and the
+// auth server's index have the token.
+func eventuallyWhoami(tok string) string {
+	GinkgoHelper()
+	var who string
+	_ = wait.PollUntilContextTimeout(ctx, interval, 15*time.Second, true, func(context.Context) (bool, error) {
+		who = whoami(tok)
+		return !strings.HasPrefix(who, "error: "), nil
+	})
+	return who
+}
 
 // statusPatch is a JSON merge patch of status fields.
 func statusPatch(status map[string]any) client.Patch {

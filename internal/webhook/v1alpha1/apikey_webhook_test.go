@@ -6,6 +6,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,14 @@ func readyToken(key *apikeysv1alpha1.ApiKey) (string, *apikeysv1alpha1.ApiKey) {
 	secret := &corev1.Secret{}
 	Expect(admin.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: got.Status.SecretName}, secret)).To(Succeed())
 	return string(secret.Data["token"]), got
+}
+
+// secretToken is the token key's Secret holds now (never printed).
+func secretToken(key *apikeysv1alpha1.ApiKey) string {
+	GinkgoHelper()
+	secret := &corev1.Secret{}
+	Expect(admin.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Name + "-token"}, secret)).To(Succeed())
+	return string(secret.Data["token"])
 }
 
 // impersonating is a client of the administrator impersonating a user with
@@ -133,6 +142,90 @@ var _ = Describe("Who a key may be", func() {
 		withAdmins := newKey(apikeysv1alpha1.IdentityOwner)
 		withAdmins.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b", "payroll"}}
 		expectDenied(carol.Create(ctx, withAdmins), "only groups you may impersonate")
+	})
+
+	It("lets only the owner, or one who may impersonate the owner, mint an Owner key's token again or move it", func() {
+		key := newKey(apikeysv1alpha1.IdentityOwner)
+		Expect(alice.Create(ctx, key)).To(Succeed())
+		first, key := readyToken(key)
+
+		By("refusing bob, an editor of the namespace, each change that would hand him a new token as alice")
+		attempts := map[string]func(*apikeysv1alpha1.ApiKey){
+			"rotate on request": func(k *apikeysv1alpha1.ApiKey) {
+				k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "bob-" + rand.String(4)}
+			},
+			"rotate on a schedule": func(k *apikeysv1alpha1.ApiKey) {
+				k.Spec.Rotation = &apikeysv1alpha1.Rotation{Every: &metav1.Duration{Duration: 2 * time.Hour}}
+			},
+			"relabel the Secret": func(k *apikeysv1alpha1.ApiKey) {
+				k.Spec.Secret.Labels = map[string]string{"sync-to": "bobs-namespace"}
+			},
+		}
+		// Merge patches, as kubectl annotate and kubectl edit send: no
+		// resourceVersion, so only admission can refuse them.
+		for what, change := range attempts {
+			for who, c := range map[string]client.Client{"bob": bob, "carol": carol} {
+				edited := key.DeepCopy()
+				change(edited)
+				err := c.Patch(ctx, edited, client.MergeFrom(key))
+				Expect(err).To(HaveOccurred(), "%s was allowed to %s alice's personal key", who, what)
+				Expect(err.Error()).To(ContainSubstring(who+" may not rotate, or change the Secret of, a key owned by alice"), what)
+			}
+		}
+		// Compared as booleans: a failure must not print a token.
+		Expect(secretToken(key) == first).To(BeTrue(), "a refused change minted a token")
+
+		By("letting bob make an edit that mints nothing")
+		edited := key.DeepCopy()
+		edited.Spec.Description = "seen by bob"
+		Expect(bob.Patch(ctx, edited, client.MergeFrom(key))).To(Succeed())
+
+		By("letting alice rotate it, to a token that is still alice")
+		edited = key.DeepCopy()
+		edited.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "alice-1"}
+		Expect(alice.Patch(ctx, edited, client.MergeFrom(key))).To(Succeed())
+		Eventually(func() bool { return secretToken(key) != first }, 20*time.Second, 50*time.Millisecond).
+			Should(BeTrue(), "alice's rotation delivered no new token")
+		Expect(verifyAs(secretToken(key)).Username).To(Equal("alice"))
+
+		By("letting carol, who may impersonate bob, rotate a key owned by bob")
+		forBob := newKey(apikeysv1alpha1.IdentityOwner)
+		forBob.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b"}}
+		Expect(carol.Create(ctx, forBob)).To(Succeed())
+		_, forBob = readyToken(forBob)
+		edited = forBob.DeepCopy()
+		edited.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "carol-1"}
+		Expect(carol.Patch(ctx, edited, client.MergeFrom(forBob))).To(Succeed())
+	})
+
+	It("checks impersonation of a ServiceAccount owner as kube-apiserver does: on serviceaccounts, not users", func() {
+		const sa = "system:serviceaccount:ci:minter"
+		grantImpersonation := func(user, name string, rule rbacv1.PolicyRule) {
+			GinkgoHelper()
+			Expect(admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: objectMeta(name), Rules: []rbacv1.PolicyRule{rule}})).To(Succeed())
+			Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: objectMeta(name),
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+				Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+			})).To(Succeed())
+		}
+		grantImpersonation("frank", "frank-impersonates-the-name", rbacv1.PolicyRule{
+			APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{sa}})
+		grantImpersonation("erin", "erin-impersonates-minter", rbacv1.PolicyRule{
+			APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"minter"}})
+		frank := impersonating("frank", "")
+		erin := impersonating("erin", "")
+
+		forMinter := func() *apikeysv1alpha1.ApiKey {
+			key := newKey(apikeysv1alpha1.IdentityOwner)
+			key.Spec.Owner = &apikeysv1alpha1.Owner{Username: sa}
+			return key
+		}
+		// kube-apiserver would not let frank act as the ServiceAccount.
+		Eventually(func() error { return frank.Create(ctx, forMinter(), client.DryRunAll) }, 10*time.Second, 50*time.Millisecond).
+			Should(MatchError(ContainSubstring("frank may not create a key owned by " + sa)))
+		Eventually(func() error { return erin.Create(ctx, forMinter(), client.DryRunAll) }, 10*time.Second, 50*time.Millisecond).
+			Should(Succeed(), "erin may impersonate ci/minter, as kube-apiserver checks it")
 	})
 
 	It("never lets a key carry system:masters", func() {
