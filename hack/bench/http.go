@@ -243,7 +243,7 @@ func measureOpen(c config, lg *loadGenerator, bareT, headersT, oursT *target, re
 
 // medianLatencies is the median over rounds of each percentile.
 func medianLatencies(rounds []latencies) latencies {
-	var p50, p99, p999 []time.Duration
+	p50, p99, p999 := make([]time.Duration, 0, len(rounds)), make([]time.Duration, 0, len(rounds)), make([]time.Duration, 0, len(rounds))
 	for _, l := range rounds {
 		p50, p99, p999 = append(p50, l.P50), append(p99, l.P99), append(p999, l.P999)
 	}

@@ -154,9 +154,11 @@ func TestTokenExpiryIsBoundedFromItsOwnIssuance(t *testing.T) {
 		spec apikeysv1alpha1.ApiKeySpec
 		want time.Time
 	}{
-		"expiresAt within --max-ttl":        {bounded, apikeysv1alpha1.ApiKeySpec{ExpiresAt: &metav1.Time{Time: issued.Add(time.Hour)}}, issued.Add(time.Hour)},
-		"expiresAt moved past --max-ttl":    {bounded, apikeysv1alpha1.ApiKeySpec{ExpiresAt: later}, issued.Add(24 * time.Hour)},
-		"ttl past --max-ttl":                {bounded, apikeysv1alpha1.ApiKeySpec{TTL: &metav1.Duration{Duration: 48 * time.Hour}}, issued.Add(24 * time.Hour)},
+		"expiresAt within --max-ttl": {bounded,
+			apikeysv1alpha1.ApiKeySpec{ExpiresAt: &metav1.Time{Time: issued.Add(time.Hour)}}, issued.Add(time.Hour)},
+		"expiresAt moved past --max-ttl": {bounded, apikeysv1alpha1.ApiKeySpec{ExpiresAt: later}, issued.Add(24 * time.Hour)},
+		"ttl past --max-ttl": {bounded,
+			apikeysv1alpha1.ApiKeySpec{TTL: &metav1.Duration{Duration: 48 * time.Hour}}, issued.Add(24 * time.Hour)},
 		"no expiry":                         {bounded, apikeysv1alpha1.ApiKeySpec{}, issued.Add(24 * time.Hour)},
 		"no --max-ttl keeps the spec's":     {New(Options{}), apikeysv1alpha1.ApiKeySpec{ExpiresAt: later}, later.Time},
 		"no --max-ttl and no expiry: never": {New(Options{}), apikeysv1alpha1.ApiKeySpec{}, time.Time{}},
