@@ -453,7 +453,7 @@ var _ = Describe("Attack 7: who may hold an Owner key, through kube-apiserver", 
 })
 
 var _ = Describe("Attack 8: another editor of the namespace re-mints a personal key", func() {
-	It("does not let bob rotate, reschedule or redirect alice's Owner key once she has taken its token", func() {
+	It("does not let bob rotate, reschedule, redirect or re-time alice's Owner key once she has taken its token", func() {
 		ns := tenantNamespace(alice, bob)
 		afterOwnerPolicySettled()
 		tok, key := issueKey(alice, ownerKey(ns, "pat"))
@@ -467,6 +467,7 @@ var _ = Describe("Attack 8: another editor of the namespace re-mints a personal 
 			"annotate it for rotation": `{"metadata":{"annotations":{"` + apikeysv1alpha1.RotateAnnotation + `":"bob"}}}`,
 			"schedule its rotation":    `{"spec":{"rotation":{"every":"2h"}}}`,
 			"relabel its Secret":       `{"spec":{"secret":{"labels":{"copy-to":"bobs-namespace"}}}}`,
+			"give it a lifetime":       `{"spec":{"ttl":"1h"}}`,
 		} {
 			err := bob.client.Patch(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(ns, key.Name)},
 				client.RawPatch(types.MergePatchType, []byte(patch)))
@@ -474,7 +475,7 @@ var _ = Describe("Attack 8: another editor of the namespace re-mints a personal 
 				Fail(fmt.Sprintf("bob was allowed to %s alice's personal key: %s", what, remintedAs(bob, key)))
 			}
 			Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "not an admission denial: %v", err)
-			Expect(err.Error()).To(ContainSubstring("bob may not rotate, or change the Secret of, a key owned by alice"))
+			Expect(err.Error()).To(ContainSubstring("bob may not rotate, or change the spec of, a key owned by alice"))
 		}
 		Expect(apierrors.IsNotFound(alice.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName},
 			&corev1.Secret{}))).To(BeTrue(), "a Secret came back")

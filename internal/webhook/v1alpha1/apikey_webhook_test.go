@@ -145,12 +145,12 @@ var _ = Describe("Who a key may be", func() {
 		expectDenied(carol.Create(ctx, withAdmins), "only groups you may impersonate")
 	})
 
-	It("lets only the owner, or one who may impersonate the owner, mint an Owner key's token again or move it", func() {
+	It("lets only the owner, or one who may impersonate the owner, rotate an Owner key or change its spec", func() {
 		key := newKey(apikeysv1alpha1.IdentityOwner)
 		Expect(alice.Create(ctx, key)).To(Succeed())
 		first, key := readyToken(key)
 
-		By("refusing bob, an editor of the namespace, each change that would hand him a new token as alice")
+		By("refusing bob, an editor of the namespace, changes that would hand him a new token as alice, and any other spec change")
 		attempts := map[string]func(*apikeysv1alpha1.ApiKey){
 			"rotate on request": func(k *apikeysv1alpha1.ApiKey) {
 				k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "bob-" + rand.String(4)}
@@ -161,6 +161,11 @@ var _ = Describe("Who a key may be", func() {
 			"relabel the Secret": func(k *apikeysv1alpha1.ApiKey) {
 				k.Spec.Secret.Labels = map[string]string{"sync-to": "bobs-namespace"}
 			},
+			// A new lifetime ends an Expired stall, and the next pass mints.
+			"give it a lifetime": func(k *apikeysv1alpha1.ApiKey) {
+				k.Spec.TTL = &metav1.Duration{Duration: time.Hour}
+			},
+			"describe it": func(k *apikeysv1alpha1.ApiKey) { k.Spec.Description = "seen by bob" },
 		}
 		// Merge patches, as kubectl annotate and kubectl edit send: no
 		// resourceVersion, so only admission can refuse them.
@@ -170,15 +175,15 @@ var _ = Describe("Who a key may be", func() {
 				change(edited)
 				err := c.Patch(ctx, edited, client.MergeFrom(key))
 				Expect(err).To(HaveOccurred(), "%s was allowed to %s alice's personal key", who, what)
-				Expect(err.Error()).To(ContainSubstring(who+" may not rotate, or change the Secret of, a key owned by alice"), what)
+				Expect(err.Error()).To(ContainSubstring(who+" may not rotate, or change the spec of, a key owned by alice"), what)
 			}
 		}
 		// Compared by hash: a failure must not print a token.
 		Expect(token.Hash(secretToken(key))).To(Equal(token.Hash(first)), "a refused change minted a token")
 
-		By("letting bob make an edit that mints nothing")
+		By("letting bob label it: metadata is not the owner's alone")
 		edited := key.DeepCopy()
-		edited.Spec.Description = "seen by bob"
+		edited.Labels = map[string]string{"team": "a"}
 		Expect(bob.Patch(ctx, edited, client.MergeFrom(key))).To(Succeed())
 
 		By("letting alice rotate it, to a token that is still alice")
