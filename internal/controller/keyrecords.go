@@ -157,13 +157,15 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 	if !deleted && k.seen != nil {
 		k.seen(rec)
 	}
+	// The collector hears of every record, the controller's own included:
+	// a key deleted before its new record showed up must not keep it.
+	if !deleted && k.changed != nil {
+		k.changed(rec)
+	}
 	if own := k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion); own && !deleted {
 		return nil
 	}
 	k.queue.Add(reconcile.Request{NamespacedName: keyOfRecord(rec)})
-	if !deleted && k.changed != nil {
-		k.changed(rec)
-	}
 	return nil
 }
 
