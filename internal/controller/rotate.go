@@ -61,7 +61,7 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		return nil
 	}
 	name := p.live.Spec.SecretName
-	if err := r.checkSecretOwner(ctx, p.key, name); err != nil {
+	if err := r.awaitSecret(ctx, p, name); err != nil {
 		return err
 	}
 
@@ -195,6 +195,20 @@ func (p *pass) rotationInFlight() bool {
 	return false
 }
 
+// awaitSecret refuses to start a rotation into a Secret someone else now
+// holds. The rotation then waits, having written nothing, but edits of
+// scopes, audiences and expiry still reach the records: a Secret put in
+// the key's way must not freeze them.
+func (r *ApiKeyReconciler) awaitSecret(ctx context.Context, p *pass, name string) error {
+	err := r.checkSecretOwner(ctx, p.key, name)
+	if _, isStalled := asStalled(err); isStalled {
+		if serr := r.syncRecords(ctx, p); serr != nil {
+			return serr
+		}
+	}
+	return err
+}
+
 // checkSecretOwner refuses to rotate into a Secret someone else now holds.
 func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string) error {
 	m := secretMeta()
@@ -205,11 +219,15 @@ func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1a
 	case err != nil:
 		return err
 	case !metav1.IsControlledBy(m, key):
-		return stalled(apikeysv1alpha1.ReasonSecretNameTaken,
-			"cannot rotate: Secret %q now exists and does not belong to this ApiKey (the current token keeps working): "+
-				"delete that Secret so the new token can be delivered", name)
+		return secretNameTaken(name)
 	}
 	return nil
+}
+
+func secretNameTaken(name string) error {
+	return stalled(apikeysv1alpha1.ReasonSecretNameTaken,
+		"cannot rotate: Secret %q now exists and does not belong to this ApiKey (the current token keeps working): "+
+			"delete that Secret so the new token can be delivered", name)
 }
 
 // redeliverSecret writes a rotated token into the key's Secret, which keeps
@@ -227,6 +245,11 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 	}
 	if err != nil {
 		return err
+	}
+	// checkSecretOwner looked before this rotation's writes; the Secret may
+	// have changed hands since. The patch below is pinned to what this read.
+	if !metav1.IsControlledBy(m, key) {
+		return secretNameTaken(name)
 	}
 	body, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"strings"
 	"time"
 
@@ -15,8 +16,10 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -101,6 +104,75 @@ var _ = Describe("Rotating a key", func() {
 		_, again := expectOneLiveToken(key)
 		Expect(again.Spec.Issuance).To(Equal(int64(2)))
 		Expect(condition(key, apikeysv1alpha1.ConditionReady).Message).NotTo(ContainSubstring("was deleted"))
+	})
+
+	It("keeps spec edits reaching the records while a Secret it does not own blocks a rotation", func() {
+		key := newKey(ns)
+		key.Spec.Scopes = []string{"links:read", "links:write"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, secret := readToken(key)
+
+		By("someone who may write Secrets puts one of their own in its place, and a rotation is asked for")
+		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secret.Name},
+			StringData: map[string]string{"password": "hunter2"}})).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "blocked"}
+		})
+		waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonSecretNameTaken)
+
+		By("the owner narrows the scopes of the token that may have leaked")
+		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Scopes = []string{"links:read"} })
+		Eventually(func(g Gomega) {
+			records := recordsOf(key)
+			g.Expect(records).To(HaveLen(1), "the blocked rotation minted nothing")
+			g.Expect(records[0].Spec.Scopes).To(Equal([]string{"links:read"}))
+		}, timeout, interval).Should(Succeed())
+	})
+
+	It("never writes a rotated token into a Secret someone else put in its place mid-rotation", func() {
+		direct, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: testenv.Scheme})
+		Expect(err).NotTo(HaveOccurred())
+		var foreign *corev1.Secret
+		// Between the ownership check and the delivery (when the new record
+		// is created), the Secret is swapped for one its owner did not make.
+		swapAtRecord := func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok && foreign != nil && foreign.UID == "" {
+				Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+					Namespace: foreign.Namespace, Name: foreign.Name}})).To(Succeed())
+				Expect(k8sClient.Create(ctx, foreign)).To(Succeed())
+			}
+			return cl.Create(ctx, obj, opts...)
+		}
+		r := &ApiKeyReconciler{Client: interceptor.NewClient(direct, interceptor.Funcs{Create: swapAtRecord}),
+			APIReader: direct, Recorder: events.NewFakeRecorder(100), Policy: testPolicy}
+		key := unwatchedKey("swapped-")
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		_, first := expectOneLiveToken(fetch(key))
+
+		foreign = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName},
+			StringData: map[string]string{"password": "hunter2"}}
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "swapped"}
+		})
+		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		Expect(foreign.UID).NotTo(BeEmpty(), "the swap did not happen")
+
+		got := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), got)).To(Succeed())
+		Expect(got.UID).To(Equal(foreign.UID))
+		// Checked key by key: a failure must not print the Secret's data.
+		_, written := got.Data[apikeysv1alpha1.SecretTokenKey]
+		Expect(written).To(BeFalse(), "a token was written into a Secret the key does not own")
+		Expect(string(got.Data["password"])).To(Equal("hunter2"))
+
+		By("undoing the rotation, so the token that was never delivered never works")
+		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		records := recordsOf(fetch(key))
+		Expect(records).To(HaveLen(1), "the undelivered token's record is still there")
+		Expect(records[0].Name).To(Equal(first.Name))
 	})
 
 	It("does nothing when the annotation keeps its value", func() {
