@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -132,8 +131,6 @@ var _ = Describe("Rotating a key", func() {
 	})
 
 	It("never writes a rotated token into a Secret someone else put in its place mid-rotation", func() {
-		direct, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: testenv.Scheme})
-		Expect(err).NotTo(HaveOccurred())
 		var foreign *corev1.Secret
 		// Between the ownership check and the delivery (when the new record
 		// is created), the Secret is swapped for one its owner did not make.
@@ -145,8 +142,8 @@ var _ = Describe("Rotating a key", func() {
 			}
 			return cl.Create(ctx, obj, opts...)
 		}
-		r := &ApiKeyReconciler{Client: interceptor.NewClient(direct, interceptor.Funcs{Create: swapAtRecord}),
-			APIReader: direct, Recorder: events.NewFakeRecorder(100), Policy: testPolicy}
+		r := newCrashReconciler(newCrash(-1))
+		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{Create: swapAtRecord})
 		key := unwatchedKey("swapped-")
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
