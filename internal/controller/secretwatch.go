@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,6 +53,9 @@ type deliveredSecrets struct {
 	mu     sync.RWMutex
 	owners map[digest]digest // digest(namespace, name) → digest(owner's UID)
 	queue  workqueue.TypedRateLimitingInterface[reconcile.Request]
+
+	// formerOwners wakes the keys that stopped controlling a Secret.
+	formerOwners coalescedWake
 }
 
 // keyUID names an ApiKey and gives the digest of its UID.
@@ -66,6 +70,7 @@ func newDeliveredSecrets(c metadata.Interface, keyUIDs func() []keyUID) *deliver
 	s := &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]digest{}}
 	s.storeless = newStoreless("delivered Secrets", s.change, s.replaceWith)
 	s.trim = ownersOnly
+	s.formerOwners = coalescedWake{every: time.Second, wake: s.wakeKeysWith}
 	return s
 }
 
@@ -141,7 +146,7 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 	if had && was != uid {
 		// The key that controlled the Secret no longer does (a rare edit of
 		// its owner references): only its UID's digest is left.
-		s.wakeKeysWith(map[digest]bool{was: true})
+		s.formerOwners.add(was)
 	}
 	return nil
 }
@@ -211,6 +216,51 @@ func wakeKeysWith(queue workqueue.TypedRateLimitingInterface[reconcile.Request],
 			queue.Add(reconcile.Request{NamespacedName: k.NamespacedName})
 		}
 	}
+}
+
+// coalescedWake wakes keys known only by the digests of their UIDs (the
+// former owner of a Secret) for events that anyone who may edit a Secret's
+// owner references can cause at will. Finding those keys means a look at
+// every key the controller knows (wake). It looks at once when its last
+// look is at least every old; otherwise it gathers the digests and looks
+// once when every has passed. An edit loop then costs a look an interval,
+// not one an edit.
+type coalescedWake struct {
+	every time.Duration
+	wake  func(uids map[digest]bool)
+
+	mu      sync.Mutex
+	last    time.Time       // when it last looked
+	pending map[digest]bool // non-nil while a look is due
+}
+
+// add has the key whose UID has digest uid woken, now or within every.
+func (c *coalescedWake) add(uid digest) {
+	c.mu.Lock()
+	if c.pending != nil {
+		c.pending[uid] = true
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if wait := c.last.Add(c.every).Sub(now); wait > 0 {
+		c.pending = map[digest]bool{uid: true}
+		time.AfterFunc(wait, c.flush)
+		c.mu.Unlock()
+		return
+	}
+	c.last = now
+	c.mu.Unlock()
+	c.wake(map[digest]bool{uid: true})
+}
+
+// flush wakes the keys gathered since the last look.
+func (c *coalescedWake) flush() {
+	c.mu.Lock()
+	uids := c.pending
+	c.pending, c.last = nil, time.Now()
+	c.mu.Unlock()
+	c.wake(uids)
 }
 
 // keyOf is the controller reference of a Secret to an ApiKey, or nil.

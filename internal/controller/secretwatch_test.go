@@ -1,11 +1,15 @@
 package controller
 
 import (
+	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -161,5 +165,60 @@ func TestDeliveredSecretsTrim(t *testing.T) {
 	}
 	if kept.Name != "billing-token" || keyOf(kept) == nil || keyOf(kept).UID != "key-uid" {
 		t.Errorf("lost what the watch reads: %+v", kept.ObjectMeta)
+	}
+}
+
+// TestDeliveredSecretsOwnerEditLoop checks that someone who edits a
+// Secret's controller reference in a loop does not have the controller
+// look through every key it knows at each edit: the former owner, named
+// only by the digest of its UID, is woken at once the first time and then
+// at most once an interval, with every former owner gathered meanwhile.
+func TestDeliveredSecretsOwnerEditLoop(t *testing.T) {
+	keys := []keyUID{
+		{types.NamespacedName{Namespace: "team-payments", Name: "a"}, digestOf("uid-a")},
+		{types.NamespacedName{Namespace: "team-payments", Name: "b"}, digestOf("uid-b")},
+	}
+	var looks atomic.Int32
+	s := queuedSecrets(nil)
+	defer s.queue.ShutDown()
+	s.keyUIDs = func() []keyUID { looks.Add(1); return keys }
+	const every = 500 * time.Millisecond
+	s.formerOwners.every = every
+
+	// Up to 1000 edits, all within the first half of an interval: the
+	// first looks at once, the others are gathered.
+	start := time.Now()
+	edits := 0
+	for i := 0; i < 1000 && time.Since(start) < every/2; i++ {
+		edits++
+		owner := keyRef("a", "uid-a")
+		if i%2 == 1 {
+			owner = keyRef("b", "uid-b")
+		}
+		// The Secret taken from its key, then given to the other one.
+		for _, m := range []*metav1.PartialObjectMetadata{deliveredSecret("shared-token", owner), deliveredSecret("shared-token")} {
+			if err := s.Update(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := looks.Load(); got != 1 {
+		t.Errorf("%d edits in %s looked through the keys %d times, want once", 2*edits, time.Since(start), got)
+	}
+	woken(s.queue) // the keys the edits named
+	// The former owners gathered since the last look are woken when the
+	// interval is up, in one look.
+	before := looks.Load()
+	err := wait.PollUntilContextTimeout(t.Context(), every/10, 10*every, true, func(context.Context) (bool, error) {
+		return looks.Load() > before, nil
+	})
+	if err != nil {
+		t.Fatalf("no look within %s of the last edit: %v", 10*every, err)
+	}
+	if got := woken(s.queue); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("the gathered look woke %v, want [a b]", got)
+	}
+	if got := looks.Load(); got != before+1 {
+		t.Errorf("looked %d more times, want 1", got-before)
 	}
 }
