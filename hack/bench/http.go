@@ -313,20 +313,16 @@ type tlsServer struct {
 
 func (s *tlsServer) Close() error { return s.srv.Close() }
 
-// serveTLS serves h with the settings controller-runtime's webhook server
-// uses (its internal httpserver.New), over tlsCfg, on a free loopback port.
+// serveTLS serves h with the settings the manager serves the auth
+// endpoints with (authserver.HTTPServer), over tlsCfg, on a free loopback
+// port.
 func serveTLS(h http.Handler, tlsCfg *tls.Config, errLog *log.Logger) (*tlsServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{
-		Handler:           h,
-		MaxHeaderBytes:    1 << 20,
-		IdleTimeout:       90 * time.Second,
-		ReadHeaderTimeout: 32 * time.Second,
-		ErrorLog:          errLog,
-	}
+	srv := authserver.HTTPServer(context.Background(), h)
+	srv.ErrorLog = errLog
 	go func() { _ = srv.Serve(tls.NewListener(ln, tlsCfg)) }()
 	return &tlsServer{Addr: ln.Addr().String(), srv: srv}, nil
 }

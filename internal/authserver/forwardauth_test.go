@@ -210,7 +210,7 @@ func serveLoopback(tb testing.TB, h http.Handler) (net.Conn, *bufio.Reader) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := httpServer(context.Background(), h)
+	srv := HTTPServer(context.Background(), h)
 	go func() { _ = srv.Serve(ln) }()
 	tb.Cleanup(func() { _ = srv.Close() })
 	conn, err := net.Dial("tcp", ln.Addr().String())

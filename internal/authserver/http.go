@@ -13,8 +13,12 @@ import (
 )
 
 const (
-	// maxBodyBytes bounds a request body; larger ones get 413.
-	maxBodyBytes = 1 << 20
+	// maxBodyBytes bounds a request body; larger ones get 413. A
+	// TokenReview carries whatever bearer token kube-apiserver was shown
+	// (an OIDC JWT with many groups runs to a few KiB), a /verify body at
+	// most 64 scopes: 64 KiB leaves room for both, and bounds what a slow
+	// client can hold of the server's memory per connection.
+	maxBodyBytes = 64 << 10
 	// maxHeaderBytes bounds a request's headers; larger ones get 431.
 	maxHeaderBytes = 8 << 10
 )
@@ -167,7 +171,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, "request body larger than 1 MiB")
+		writeError(w, http.StatusRequestEntityTooLarge, "request body larger than 64 KiB")
 		return false
 	case err != nil:
 		writeError(w, http.StatusBadRequest, "could not read the request body")

@@ -287,9 +287,9 @@ func TestTokenReviewBadRequests(t *testing.T) {
 		{name: "non-UTF-8 token", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"ak_` + "\xff\xfe" + `"}}`,
 			want: http.StatusBadRequest},
 		{name: "non-UTF-8 outside strings", body: "\xef\xbb\xbf\xff" + valid, want: http.StatusBadRequest},
-		{name: "body over 1 MiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)+1), want: http.StatusRequestEntityTooLarge},
+		{name: "body over 64 KiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)+1), want: http.StatusRequestEntityTooLarge},
 		{name: "body of 8 MiB", body: strings.Repeat("{", 8<<20), want: http.StatusRequestEntityTooLarge},
-		{name: "body of exactly 1 MiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)), want: http.StatusOK},
+		{name: "body of exactly 64 KiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)), want: http.StatusOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -725,8 +725,8 @@ func TestVerifyAPIBadRequests(t *testing.T) {
 		{name: "scopes not a list", body: `{"token":"x","scopes":"orders:read"}`, want: http.StatusBadRequest},
 		{name: "audience not a string", body: `{"token":"x","audience":["a"]}`, want: http.StatusBadRequest},
 		{name: "non-UTF-8", body: `{"token":"` + f.token[:10] + "\xff" + `"}`, want: http.StatusBadRequest},
-		{name: "body over 1 MiB", body: valid + strings.Repeat("\n", maxBodyBytes), want: http.StatusRequestEntityTooLarge},
-		{name: "body of exactly 1 MiB", body: valid + strings.Repeat("\t", maxBodyBytes-len(valid)), want: http.StatusOK},
+		{name: "body over 64 KiB", body: valid + strings.Repeat("\n", maxBodyBytes), want: http.StatusRequestEntityTooLarge},
+		{name: "body of exactly 64 KiB", body: valid + strings.Repeat("\t", maxBodyBytes-len(valid)), want: http.StatusOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -997,7 +997,7 @@ func TestOverHTTP(t *testing.T) {
 	}
 	resp, _ = client.send(t, http.MethodPost, "/tokenreview", strings.Repeat(" ", maxBodyBytes+1024))
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Errorf("body over 1 MiB: status %d, want 413", resp.StatusCode)
+		t.Errorf("body over 64 KiB: status %d, want 413", resp.StatusCode)
 	}
 	resp, body = client.send(t, http.MethodPost, "/verify", verifyBody(f.token, []string{"orders:read"}, ""))
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"code":"VALID"`) {

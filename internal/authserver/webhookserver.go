@@ -34,6 +34,8 @@ type WebhookServer struct {
 	opts    webhook.Options
 	auth    *Server
 	started atomic.Bool
+	// readTimeout, if set, replaces requestReadTimeout (tests).
+	readTimeout time.Duration
 }
 
 var _ webhook.Server = (*WebhookServer)(nil)
@@ -116,7 +118,10 @@ func (s *WebhookServer) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := httpServer(ctx, s)
+	srv := HTTPServer(ctx, s)
+	if s.readTimeout > 0 {
+		srv.ReadHeaderTimeout, srv.ReadTimeout = s.readTimeout, s.readTimeout
+	}
 	drained := make(chan struct{})
 	go func() {
 		<-ctx.Done()
@@ -137,18 +142,34 @@ func (s *WebhookServer) Start(ctx context.Context) error {
 	return nil
 }
 
-// httpServer serves h with the settings of controller-runtime's webhook
-// server (its internal httpserver.New), which hack/bench's bare handler
-// shares.
-func httpServer(ctx context.Context, h http.Handler) *http.Server {
+// HTTPServer serves h as the auth endpoints are served: keep-alive
+// connections idle up to 90 s (http.DefaultTransport's keep-alive timeout),
+// and a request must arrive whole within requestReadTimeout, its headers
+// within maxHeaderBytes+4 KiB (net/http answers 431 past that). A client
+// that sends a body slowly, or stops partway, then holds its buffer for
+// seconds, not for as long as it likes. hack/bench serves its bare
+// handler with it too, so both are measured with the same settings.
+func HTTPServer(ctx context.Context, h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		MaxHeaderBytes:    1 << 20,
-		IdleTimeout:       90 * time.Second, // http.DefaultTransport's keep-alive timeout
-		ReadHeaderTimeout: 32 * time.Second,
+		MaxHeaderBytes:    maxServerHeaderBytes,
+		IdleTimeout:       90 * time.Second,
+		ReadHeaderTimeout: requestReadTimeout,
+		ReadTimeout:       requestReadTimeout,
 	}
 }
+
+const (
+	// requestReadTimeout bounds the time from a request's first byte to
+	// its body's last: kube-apiserver sends an admission review, and a
+	// proxy a forward-auth request, in far less.
+	requestReadTimeout = 10 * time.Second
+	// maxServerHeaderBytes is what net/http reads of a request's headers
+	// before it answers 431 on its own; the endpoints answer 431 past
+	// maxHeaderBytes.
+	maxServerHeaderBytes = 64 << 10
+)
 
 // StartedChecker is healthy once the server listens: its port is bound,
 // so connections queue until they are served.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,41 +24,16 @@ import (
 // path still goes through the webhook server's ServeMux.
 func TestWebhookServer(t *testing.T) {
 	f := newAuthFixture(t)
-	dir := t.TempDir()
-	caPEM, err := utils.WriteServingCert(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := utils.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws := f.server.WebhookServer(webhook.Options{
-		Host: "127.0.0.1", Port: port, CertDir: dir,
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	base, pool := startWebhookServer(t, f, 0, func(ws *WebhookServer) {
+		ws.Register("/validate-apikeys-dev-v1alpha1-apikey", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusTeapot)
+		}))
 	})
-	ws.Register("/validate-apikeys-dev-v1alpha1-apikey", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusTeapot)
-	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- ws.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-stopped; err != nil {
-			t.Errorf("Start: %v", err)
-		}
-	}()
-	waitStarted(t, ws)
-
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	client := &http.Client{
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       10 * time.Second,
 	}
-	base := fmt.Sprintf("https://127.0.0.1:%d", port)
 	send := func(method, path, body string, headers ...string) *http.Response {
 		t.Helper()
 		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -102,6 +79,90 @@ func TestWebhookServer(t *testing.T) {
 		if resp := send(tt.method, tt.path, tt.body); !tt.want(resp.StatusCode) {
 			t.Errorf("%s %s: %d, want %s", tt.method, tt.path, resp.StatusCode, tt.what)
 		}
+	}
+}
+
+// startWebhookServer starts f's server as the manager's webhook server on
+// a loopback port, HTTP/1.1 only, with readTimeout if it is not 0 and after
+// setup, until t ends. It returns the server's URL and its CA.
+func startWebhookServer(t *testing.T, f *authFixture, readTimeout time.Duration, setup func(*WebhookServer)) (string, *x509.CertPool) {
+	t.Helper()
+	dir := t.TempDir()
+	caPEM, err := utils.WriteServingCert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := utils.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := f.server.WebhookServer(webhook.Options{
+		Host: "127.0.0.1", Port: port, CertDir: dir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	})
+	ws.readTimeout = readTimeout
+	if setup != nil {
+		setup(ws)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- ws.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	})
+	waitStarted(t, ws)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return fmt.Sprintf("https://127.0.0.1:%d", port), pool
+}
+
+// TestWebhookServerCutsSlowClients mounts the slow-body attack: a client
+// that sends a request's headers and part of its body, or part of its
+// headers, and then nothing, must not hold its connection (and the
+// buffer the server reads the body into) beyond the read timeout.
+func TestWebhookServerCutsSlowClients(t *testing.T) {
+	f := newAuthFixture(t)
+	const readTimeout = 300 * time.Millisecond
+	base, pool := startWebhookServer(t, f, readTimeout, func(ws *WebhookServer) {
+		// As controller-runtime's admission handler does, read it all.
+		ws.Register("/validate-apikeys-dev-v1alpha1-apikey", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.ReadAll(r.Body); err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+			}
+		}))
+	})
+	addr := strings.TrimPrefix(base, "https://")
+	for _, tt := range []struct{ what, sent string }{
+		{"a body cut short", "POST /verify HTTP/1.1\r\nHost: auth\r\nContent-Type: application/json\r\n" +
+			"Content-Length: 60000\r\n\r\n{\"token\": \"" + strings.Repeat("a", 30000)},
+		{"an admission review cut short", "POST /validate-apikeys-dev-v1alpha1-apikey HTTP/1.1\r\nHost: auth\r\n" +
+			"Content-Length: 7000000\r\n\r\n{\"kind\": \"AdmissionReview\""},
+		{"headers cut short", "GET /auth HTTP/1.1\r\nHost: auth\r\nX-Padding: " + strings.Repeat("p", 1000)},
+	} {
+		t.Run(tt.what, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = conn.Close() }()
+			if _, err := io.WriteString(conn, tt.sent); err != nil {
+				t.Fatal(err)
+			}
+			// The server must close the connection; the client waits far
+			// longer than the timeout before it gives up.
+			start := time.Now()
+			if err := conn.SetReadDeadline(start.Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			_, err = io.Copy(io.Discard, conn)
+			var netErr net.Error
+			if errors.As(err, &netErr) && netErr.Timeout() {
+				t.Fatalf("the server still held the connection after %s (read timeout %s)", time.Since(start).Round(time.Millisecond), readTimeout)
+			}
+		})
 	}
 }
 
