@@ -204,10 +204,11 @@ func (ix *Index) LastChange() time.Time { return time.Unix(0, ix.lastChange.Load
 // X-Auth-Request-Groups would split into two groups: the CRD and the
 // controller refuse such names, and the index does not trust that they did.
 // Either way the token stops working if an earlier version of the record
-// was indexed.
+// was indexed. A record being deleted is revoked: its token stops working
+// when the deletion starts, not when some other finalizer lets it end.
 func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	sum, err := token.ParseHash(rec.Spec.TokenHash)
-	if err != nil {
+	if err != nil || rec.DeletionTimestamp != nil {
 		ix.DeleteRecord(rec.Name)
 		return
 	}
@@ -247,7 +248,7 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 // changed its status (the same generation: a usage flush, this replica's or
 // another's) keeps its entry; anything else replaces it, as SetRecord does.
 func (ix *Index) UpdateRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
-	if sum, err := token.ParseHash(rec.Spec.TokenHash); err == nil && rec.Generation != 0 {
+	if sum, err := token.ParseHash(rec.Spec.TokenHash); err == nil && rec.Generation != 0 && rec.DeletionTimestamp == nil {
 		ix.mu.Lock()
 		e := ix.entries.get(&sum)
 		if e != nil && e.record.generation == rec.Generation && ix.recordNameLocked(sum) == rec.Name {

@@ -88,6 +88,40 @@ func TestIndexDeleteRecord(t *testing.T) {
 	}
 }
 
+// TestIndexRecordBeingDeleted covers a record whose deletion has started
+// but waits on a finalizer (another tool's): its token is revoked at once,
+// whether the deletion arrives as an update of the same generation, as a
+// new one, or in a listing, and through the informer's trim.
+func TestIndexRecordBeingDeleted(t *testing.T) {
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	tok := stableToken(apikeysv1alpha1.DefaultPrefix, "deleting")
+	rec := issuedRecord(tok, key)
+	rec.Generation, rec.ResourceVersion = 1, "10"
+	deleting := rec.DeepCopy()
+	deleting.ResourceVersion = "11"
+	deleting.DeletionTimestamp = metaTime(fixtureNow)
+	deleting.Finalizers = []string{"example.com/backup"}
+	trimmed, err := trimRecord(deleting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, deliver := range map[string]func(ix *Index){
+		"an update":        func(ix *Index) { ix.UpdateRecord(trimmed.(*apikeysv1alpha1.ApiKeyRecord)) },
+		"a new generation": func(ix *Index) { d := deleting.DeepCopy(); d.Generation = 2; ix.UpdateRecord(d) },
+		"a set":            func(ix *Index) { ix.SetRecord(deleting) },
+		"a listing":        func(ix *Index) { ix.ReplaceRecords([]*apikeysv1alpha1.ApiKeyRecord{deleting}) },
+	} {
+		t.Run(what, func(t *testing.T) {
+			ix := NewIndex()
+			ix.SetKey(key)
+			ix.SetRecord(rec)
+			assertCode(t, ix, tok, CodeValid)
+			deliver(ix)
+			assertCode(t, ix, tok, CodeNotFound)
+		})
+	}
+}
+
 // TestIndexRecordNewHash covers a record whose name stays while its hash
 // changes: the old token must stop working, not linger under its hash.
 func TestIndexRecordNewHash(t *testing.T) {

@@ -42,8 +42,9 @@ func trimApiKey(obj any) (any, error) {
 }
 
 // trimRecord keeps the name and the spec; the generation, which tells a
-// spec change from a status one; and the status's lastUsedAt, which the
-// usage flusher moves forward.
+// spec change from a status one; the deletion timestamp, which revokes the
+// token; and the status's lastUsedAt, which the usage flusher moves
+// forward.
 func trimRecord(obj any) (any, error) {
 	rec, ok := obj.(*apikeysv1alpha1.ApiKeyRecord)
 	if !ok {
@@ -53,6 +54,7 @@ func trimRecord(obj any) (any, error) {
 		TypeMeta: rec.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name: rec.Name, UID: rec.UID, ResourceVersion: rec.ResourceVersion, Generation: rec.Generation,
+			DeletionTimestamp: rec.DeletionTimestamp,
 		},
 		Spec:   rec.Spec,
 		Status: apikeysv1alpha1.ApiKeyRecordStatus{LastUsedAt: rec.Status.LastUsedAt},
