@@ -242,7 +242,7 @@ type ApiKeyStatus struct {
 
 	// username is the identity the key authenticates as.
 	// +optional
-	// +kubebuilder:validation:MaxLength=320
+	// +kubebuilder:validation:MaxLength=324
 	Username string `json:"username,omitempty"`
 
 	// recordName is the cluster-scoped ApiKeyRecord holding the live token's

@@ -51,10 +51,12 @@ type ApiKeyRecordSpec struct {
 	// +required
 	IssuedAt metav1.Time `json:"issuedAt"`
 
-	// username the token authenticates as.
+	// username the token authenticates as: at most 324 characters,
+	// apikey:<namespace>:<name> with the longest namespace (63) and name
+	// (253).
 	// +required
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=320
+	// +kubebuilder:validation:MaxLength=324
 	Username string `json:"username"`
 
 	// uid the token authenticates as, if any.

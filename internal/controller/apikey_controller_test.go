@@ -3,6 +3,7 @@ package controller
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/rand"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -76,6 +78,22 @@ var _ = Describe("Issuing a key", func() {
 		for _, key := range keys {
 			expectOneLiveToken(waitReady(key))
 		}
+	})
+
+	It("issues a key whose username is as long as a namespace and a name can make it", func() {
+		// apikey:<63-character namespace>:<253-character name>: 324 characters.
+		long := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "t-" + strings.Repeat("n", 55) + rand.String(6)}}
+		Expect(k8sClient.Create(ctx, long)).To(Succeed())
+		label := strings.Repeat("k", 63)
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: long.Name,
+			Name: label + "." + label + "." + label + "." + strings.Repeat("k", 55) + rand.String(6)}}
+		key.Spec.Secret.Name = "long-token"
+		Expect(key.Name).To(HaveLen(253))
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, rec := expectOneLiveToken(key)
+		Expect(rec.Spec.Username).To(HaveLen(324))
+		Expect(key.Status.Username).To(Equal(rec.Spec.Username))
 	})
 
 	It("accepts Rushomon's ro_pat prefix", func() {
