@@ -93,7 +93,15 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 		return nil
 	}
 
-	if err := s.client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+	// Only the Secret as it was read: a rotation writes the next token into
+	// the same Secret, and deleting that would throw away a token nobody
+	// has seen.
+	err = s.client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID, ResourceVersion: &secret.ResourceVersion})
+	switch {
+	case apierrors.IsConflict(err):
+		return fmt.Errorf("the token was printed, but Secret %s/%s changed after it was read (a rotation may have delivered a new token), "+
+			"so it was not deleted; run 'kubectl apikey get-token %s %s --delete' again", secret.Namespace, secret.Name, key.Name, s.nsFlag())
+	case client.IgnoreNotFound(err) != nil:
 		return fmt.Errorf("the token was printed, but deleting Secret %s/%s failed: %w", secret.Namespace, secret.Name, err)
 	}
 	// The token is already on stdout and the Secret gone; a notice that cannot

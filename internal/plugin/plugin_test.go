@@ -1,6 +1,8 @@
 package plugin
 
 import (
+	"bytes"
+	"context"
 	"maps"
 	"regexp"
 	"strings"
@@ -12,9 +14,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/token"
@@ -193,6 +197,38 @@ var _ = Describe("kubectl apikey", func() {
 			Expect(r.code).To(Equal(0), r.stderr)
 			Expect(r.stdout).NotTo(Equal(tok + "\n"))
 			Expect(r.stdout).To(Equal(tokenOf(fetchKey(ns, name)) + "\n"))
+		})
+
+		It("with --delete keeps the Secret if a new token arrived in it after it was read", func() {
+			name := keyName()
+			key := created(ns, name)
+			tok := tokenOf(key)
+			base, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: scheme})
+			Expect(err).NotTo(HaveOccurred())
+			rotated := false
+			c := interceptor.NewClient(base, interceptor.Funcs{
+				Delete: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+					if _, ok := obj.(*corev1.Secret); ok && !rotated {
+						// A rotation writes the next token into the Secret
+						// between get-token's read and its delete.
+						rotated = true
+						next := []byte(`{"data":{"` + apikeysv1alpha1.SecretTokenKey + `":"bmV4dA=="}}`)
+						if err := cl.Patch(ctx, obj.DeepCopyObject().(client.Object), client.RawPatch(types.MergePatchType, next)); err != nil {
+							return err
+						}
+					}
+					return cl.Delete(ctx, obj, opts...)
+				},
+			})
+			var out, errOut bytes.Buffer
+			s := &session{client: c, namespace: ns, streams: genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}}
+			err = s.getToken(ctx, name, true)
+			Expect(rotated).To(BeTrue(), "get-token never tried to delete the Secret")
+			Expect(err).To(MatchError(ContainSubstring("changed after it was read")))
+			Expect(strings.Contains(err.Error(), tok)).To(BeFalse(), "the error carries the token")
+			Expect(out.String() == tok+"\n").To(BeTrue(), "stdout does not hold exactly the token read")
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, &corev1.Secret{})).
+				To(Succeed(), "the Secret holding a token nobody has read was deleted")
 		})
 
 		It("says the Secret is gone even before the operator has noticed", func() {
