@@ -20,6 +20,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -214,6 +215,11 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	}
 	if slices.ContainsFunc(rec.Spec.Groups, func(g string) bool { return strings.Contains(g, ",") }) {
 		ctrl.Log.WithName("authserver").V(1).Info("Not indexing a record with a group name containing ','", "record", rec.Name)
+		ix.DeleteRecord(rec.Name)
+		return
+	}
+	if !policy.HeaderSafe(rec.Spec.Username) || slices.ContainsFunc(rec.Spec.Groups, func(g string) bool { return !policy.HeaderSafe(g) }) {
+		ctrl.Log.WithName("authserver").V(1).Info("Not indexing a record whose username or a group would change in a header", "record", rec.Name)
 		ix.DeleteRecord(rec.Name)
 		return
 	}

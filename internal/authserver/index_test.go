@@ -354,6 +354,45 @@ func assertCode(t *testing.T, ix *Index, tok string, want Code) {
 	}
 }
 
+// TestIndexRefusesHeaderUnsafeIdentities checks that a token whose
+// username or a group would reach a backend changed, in a forward-auth
+// header, is not indexed: "alice " arrives as "alice" (proxies trim), a
+// newline as a space, and under HTTP/2 a control character drops the
+// header. The names come from the cluster's authenticator (an OIDC claim),
+// which may allow them; TokenReview would carry them exactly, but one index
+// serves every endpoint.
+func TestIndexRefusesHeaderUnsafeIdentities(t *testing.T) {
+	for what, edit := range map[string]func(*apikeysv1alpha1.ApiKeyRecordSpec){
+		"trailing space":     func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Username = "alice " },
+		"leading tab":        func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Username = "\talice" },
+		"newline":            func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Username = "alice\nX-Auth-Request-User: admin" },
+		"NUL":                func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Username = "alice\x00" },
+		"not UTF-8":          func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Username = "alic\xe9" },
+		"group with a space": func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Groups = []string{"developers", " system:masters"} },
+		"group with DEL":     func(s *apikeysv1alpha1.ApiKeyRecordSpec) { s.Groups = []string{"admins\x7f"} },
+	} {
+		t.Run(what, func(t *testing.T) {
+			ix := NewIndex()
+			key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+			tok := stableToken(apikeysv1alpha1.DefaultPrefix, "unsafe")
+			ix.SetKey(key)
+			ix.SetRecord(issuedRecord(tok, key))
+			assertCode(t, ix, tok, CodeValid)
+			ix.SetRecord(issuedRecord(tok, key, edit))
+			assertCode(t, ix, tok, CodeNotFound)
+		})
+	}
+	// Names that only look unusual stay.
+	ix := NewIndex()
+	key := informerKey(fixtureNamespace, fixtureName, fixtureKeyUID)
+	tok := stableToken(apikeysv1alpha1.DefaultPrefix, "unusual")
+	ix.SetKey(key)
+	ix.SetRecord(issuedRecord(tok, key, func(s *apikeysv1alpha1.ApiKeyRecordSpec) {
+		s.Username, s.Groups = "Zoë Müller (ops) <zoe@example.com>", []string{"oidc:team a", "ünïcode"}
+	}))
+	assertCode(t, ix, tok, CodeValid)
+}
+
 // TestIndexSharesGroups checks that tokens carrying the same namespace,
 // groups, scopes and audiences hold one copy of them, and that the copy
 // goes with the last token using it.

@@ -242,7 +242,7 @@ var _ = Describe("Rules only the operator can check", func() {
 		expectStalledWithoutToken(ownerKey(alice()), apikeysv1alpha1.ReasonOwnerPolicyNotInForce, "is missing")
 	})
 
-	It("stalls an Owner identity whose owner is a service account, an API key or carries a forbidden group", func() {
+	It("stalls an Owner identity whose owner is a service account, an API key, carries a forbidden group or a name a header would change", func() {
 		sa := alice()
 		sa.Username = "system:serviceaccount:argocd:argocd-application-controller"
 		expectStalledWithoutToken(ownerKey(sa), apikeysv1alpha1.ReasonOwnerNotAllowed, "is a service account")
@@ -252,6 +252,13 @@ var _ = Describe("Rules only the operator can check", func() {
 		forbidden := alice()
 		forbidden.Groups = append(forbidden.Groups, "cluster-admins")
 		expectStalledWithoutToken(ownerKey(forbidden), apikeysv1alpha1.ReasonForbiddenGroup, `"cluster-admins" is never carried`)
+		// Names a forward-auth header would change on the way to a backend.
+		spaced := alice()
+		spaced.Username = "alice "
+		expectStalledWithoutToken(ownerKey(spaced), apikeysv1alpha1.ReasonOwnerNotAllowed, "would change on its way to a backend")
+		newline := alice()
+		newline.Groups = append(newline.Groups, "admins\nX-Auth-Request-User: root")
+		expectStalledWithoutToken(ownerKey(newline), apikeysv1alpha1.ReasonForbiddenGroup, "would change on its way to a backend")
 	})
 
 	It("issues an Owner identity admitted under the owner rule as its owner, with the owner's UID (or none) and groups", func() {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -113,15 +114,36 @@ func (p *Policy) forbiddenGroups() []string {
 	return out
 }
 
+// HeaderSafe reports whether a username or group name reaches a backend
+// unchanged in a forward-auth header: valid UTF-8, no control character
+// (net/http turns CR and LF into spaces, HTTP/2 drops the whole header), and
+// no space at either end (proxies trim it, so "alice " would arrive as
+// "alice"). The defaults policy's ownerGroups filter says the same in CEL,
+// for non-empty names.
+func HeaderSafe(s string) bool {
+	if s == "" {
+		return true
+	}
+	if !utf8.ValidString(s) || s[0] == ' ' || s[len(s)-1] == ' ' {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // AllowedGroups is groups without those a key may not carry: a key never
 // carries system:masters, even its creator's, nor a group whose name a proxy
-// would split at a comma. It is what the defaults policy's ownerGroups
-// stamps from a request, for writers that go around admission (the bench
-// writes keys straight into etcd).
+// would split at a comma or change (HeaderSafe). It is what the defaults
+// policy's ownerGroups stamps from a request, for writers that go around
+// admission (the bench writes keys straight into etcd).
 func (p *Policy) AllowedGroups(groups []string) []string {
 	out := make([]string, 0, len(groups))
 	for _, g := range groups {
-		if !p.forbidden[g] && !strings.Contains(g, ",") {
+		if !p.forbidden[g] && !strings.Contains(g, ",") && g != "" && HeaderSafe(g) {
 			out = append(out, g)
 		}
 	}
@@ -146,6 +168,10 @@ func (p *Policy) CheckOwner(owner *apikeysv1alpha1.Owner) error {
 	case strings.HasPrefix(owner.Username, keyUserPrefix):
 		return violation(RuleOwnerNotAllowed,
 			"identity Owner keys are for people, and %q is an API key: use identity Key", owner.Username)
+	case !HeaderSafe(owner.Username):
+		return violation(RuleOwnerNotAllowed,
+			"spec.owner.username %q has a control character or a space at either end, which would change on its way "+
+				"to a backend in a forward-auth header: use identity Key", owner.Username)
 	}
 	for _, g := range owner.Groups {
 		if p.forbidden[g] {
@@ -155,6 +181,11 @@ func (p *Policy) CheckOwner(owner *apikeysv1alpha1.Owner) error {
 		if strings.Contains(g, ",") {
 			return violation(RuleForbiddenGroup,
 				"spec.owner.groups: %q contains ',', which proxies would split into two groups: remove it", g)
+		}
+		if !HeaderSafe(g) {
+			return violation(RuleForbiddenGroup,
+				"spec.owner.groups: %q has a control character or a space at either end, which would change on its way "+
+					"to a backend in a forward-auth header: remove it", g)
 		}
 	}
 	return nil

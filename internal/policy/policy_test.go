@@ -53,8 +53,8 @@ func TestCheckOwner(t *testing.T) {
 
 func TestAllowedGroupsDropsWhatNoKeyCarries(t *testing.T) {
 	p := New(Options{ForbiddenGroups: []string{"cluster-admins"}})
-	got := p.AllowedGroups([]string{"devs", MastersGroup, "cluster-admins", "a,b", "ops"})
-	if strings.Join(got, " ") != "devs ops" {
+	got := p.AllowedGroups([]string{"devs", MastersGroup, "cluster-admins", "a,b", " admins", "ops\n", "", "oidc:team a", "ops"})
+	if strings.Join(got, "|") != "devs|oidc:team a|ops" {
 		t.Errorf("AllowedGroups = %q", got)
 	}
 }
