@@ -297,6 +297,40 @@ var _ = Describe("Rules only the operator can check", func() {
 		expectStalledWithoutToken(ownerKey(alice()), apikeysv1alpha1.ReasonOwnerPolicyNotInForce, "differs from the operator's")
 	})
 
+	It("rotates a personal key only while the owner rule is in force, and drops a request made while it was not", func() {
+		installOwnerRule(nil)
+		key := ownerKey(alice())
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		_, before := expectOneLiveToken(waitReady(key))
+
+		By("asking for a rotation while the rule is gone: admission judged nothing, so nothing is minted")
+		rule, err := testPolicy.OwnerRule()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(k8sClient.Delete(ctx, rule.Binding)).To(Succeed())
+		cur := fetch(key)
+		patch := client.MergeFrom(cur.DeepCopy())
+		cur.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "while-the-rule-was-gone"}
+		Expect(k8sClient.Patch(ctx, cur, patch)).To(Succeed())
+		waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonOwnerPolicyNotInForce)
+		Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("cannot rotate"))
+		_, during := expectOneLiveToken(fetch(key))
+		Expect(during.Name).To(Equal(before.Name), "a token was minted while the rule was gone")
+
+		By("putting the rule back: the request made meanwhile is not honoured")
+		installOwnerRule(nil)
+		touch(key)
+		waitReady(key)
+		Consistently(func(g Gomega) {
+			records := recordsOf(key)
+			g.Expect(records).To(HaveLen(1))
+			g.Expect(records[0].Name).To(Equal(before.Name), "the request made while the rule was gone was honoured")
+		}, 2*time.Second, interval).Should(Succeed())
+
+		By("asking again under the rule rotates")
+		rotated := requestRotation(key, "under-the-rule")
+		Expect(rotated.Status.RecordName).NotTo(Equal(before.Name))
+	})
+
 	It("stalls rather than overwrite a Secret it does not own", func() {
 		foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},
 			StringData: map[string]string{"password": "hunter2"}}

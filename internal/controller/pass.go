@@ -40,6 +40,10 @@ type pass struct {
 	expiringSoon bool
 	// delivered: this pass wrote the live token into its Secret.
 	delivered bool
+	// dropRotateRequest: the rotation asked for now is refused (the owner
+	// rule is not in force), and syncRecords records it on the live token
+	// as answered.
+	dropRotateRequest bool
 	// secretDeletedAt is when the live token's Secret was found gone (or
 	// deleted by spec.secret.deleteAfter); nil while it exists.
 	secretDeletedAt *metav1.Time

@@ -163,6 +163,9 @@ func (r *ApiKeyReconciler) syncRecords(ctx context.Context, p *pass) error {
 				// only a new one rotates.
 				want.Issuance, want.RotateRequest = 1, rotateRequestOf(p.key)
 			}
+			if p.dropRotateRequest {
+				want.RotateRequest = rotateRequestOf(p.key)
+			}
 		} else {
 			if want.ValidUntil == nil {
 				want.ValidUntil = &metav1.Time{Time: graceEnd(p.live, grace)}

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/policy"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -59,6 +60,11 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	// it would be refused at once.
 	if exp := r.Policy.ExpiryFor(&p.key.Spec, p.now); !exp.IsZero() && !p.now.Before(exp) {
 		return nil
+	}
+	if p.key.Spec.Identity == apikeysv1alpha1.IdentityOwner {
+		if err := r.ownerRuleAllowsRotation(ctx, p); err != nil {
+			return err
+		}
 	}
 	name := p.live.Spec.SecretName
 	if err := r.awaitSecret(ctx, p, name); err != nil {
@@ -105,6 +111,28 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		"Rotated %s: token %s delivered to Secret %s; the previous token %s is %s",
 		why, rec.Spec.TokenHint, name, old.Spec.TokenHint, until)
 	return nil
+}
+
+// ownerRuleAllowsRotation refuses to rotate a personal key while the owner
+// rule is not in force as shipped. A rotation mints a token as the owner,
+// and only admission can tell who asked for it (the annotation, or a
+// schedule in the spec): with the rule gone, anyone who may edit the key
+// could have. A request on the annotation made meanwhile is recorded on the
+// live token as answered, so the rule's return does not honour it; the
+// owner asks again. The live token keeps working, and the records still
+// follow the spec.
+func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass) error {
+	_, err := r.Policy.OwnerRuleInForceSince(ctx, r.APIReader)
+	var v *policy.Violation
+	if !errors.As(err, &v) {
+		return err // nil, or a read that failed and is retried
+	}
+	p.dropRotateRequest = true
+	if err := r.syncRecords(ctx, p); err != nil {
+		return err
+	}
+	return stalled(v.Rule, "cannot rotate this personal key while nothing checks who asks for it (the current token keeps "+
+		"working, and a rotation asked for meanwhile is dropped: ask again once the rule is back): %s", v.Message)
 }
 
 // rotationDue says why the live token should be replaced now ("" if it
