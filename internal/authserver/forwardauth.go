@@ -84,17 +84,20 @@ func challenge(w http.ResponseWriter, status int, value []string) {
 }
 
 // authorizeQuery checks a valid entry against what the query requires:
-// every scope= (repeatable) and the audience=. A proxy that appends the
-// client's path and query to its own (Envoy's path_prefix) must not let the
-// client pick another audience, so differing audience= values are refused
-// (conflicting), never chosen from.
+// every scope= (repeatable), the audience=, and every namespace= (a
+// comma-separated list the key's namespace must be in). A proxy that
+// appends the client's path and query to its own (Envoy's path_prefix)
+// must not let the client widen what its route requires: scopes and
+// namespace lists add up (a second namespace= can only narrow), and
+// differing audience= values are refused (conflicting), never chosen
+// from.
 //
 // It reads the query as url.ParseQuery does (pairs split at '&'; a pair
 // holding ';' or a bad escape skipped) but builds no map: a key or value is
 // copied only to unescape it.
 func authorizeQuery(e *Entry, query string) (code Code, conflicting bool) {
 	var audience string
-	haveAudience, scopesHeld := false, true
+	haveAudience, scopesHeld, namespaceHeld := false, true, true
 	for query != "" {
 		var pair string
 		pair, query, _ = strings.Cut(query, "&")
@@ -106,7 +109,7 @@ func authorizeQuery(e *Entry, query string) (code Code, conflicting bool) {
 		if err != nil {
 			continue
 		}
-		if key != "scope" && key != "audience" {
+		if key != "scope" && key != "audience" && key != "namespace" {
 			continue
 		}
 		if value, err = url.QueryUnescape(value); err != nil {
@@ -115,11 +118,16 @@ func authorizeQuery(e *Entry, query string) (code Code, conflicting bool) {
 		switch {
 		case key == "scope":
 			scopesHeld = scopesHeld && e.grants(value)
+		case key == "namespace":
+			namespaceHeld = namespaceHeld && inList(value, e.Namespace())
 		case !haveAudience:
 			audience, haveAudience = value, true
 		case value != audience:
 			return CodeAudienceMismatch, true
 		}
+	}
+	if !namespaceHeld {
+		return CodeAudienceMismatch, false
 	}
 	if code := e.Authorize(nil, audience); code != CodeValid {
 		return code, false
@@ -128,6 +136,18 @@ func authorizeQuery(e *Entry, query string) (code Code, conflicting bool) {
 		return CodeInsufficientScope, false
 	}
 	return CodeValid, false
+}
+
+// inList reports whether the comma-separated list holds name.
+func inList(list, name string) bool {
+	for list != "" {
+		var item string
+		item, list, _ = strings.Cut(list, ",")
+		if item == name {
+			return true
+		}
+	}
+	return false
 }
 
 type credentialsProblem uint8

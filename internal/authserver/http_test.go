@@ -508,6 +508,21 @@ func TestForwardAuthScopesAndAudience(t *testing.T) {
 		{name: "key without audiences, audience asked", target: "/auth?audience=anything", status: 200},
 		{name: "unrelated parameters", target: "/auth?rd=https://example.com/&scopes=admin", status: 200},
 		{name: "malformed query", target: "/auth?scope=orders:read&%zz", status: 200},
+		// The fixture key lives in team-payments.
+		{name: "its namespace", target: "/auth?namespace=team-payments&scope=orders:read", status: 200},
+		{name: "its namespace among others", target: "/auth?namespace=team-search,team-payments", status: 200},
+		{name: "escaped list", target: "/auth?namespace=team-search%2Cteam-payments", status: 200},
+		{name: "another namespace, scope held", target: "/auth?namespace=team-orders&scope=orders:read",
+			status: 401, challenge: challengeInvalidToken},
+		{name: "another namespace, scope missing", target: "/auth?namespace=team-orders&scope=orders:write",
+			status: 401, challenge: challengeInvalidToken},
+		{name: "a prefix of its namespace", target: "/auth?namespace=team", status: 401, challenge: challengeInvalidToken},
+		{name: "empty namespace list", target: "/auth?namespace=", status: 401, challenge: challengeInvalidToken},
+		// Envoy's path_prefix appends the client's query to the route's:
+		// a second namespace= narrows, it never widens.
+		{name: "client appends its own namespace", target: "/auth?namespace=team-orders&namespace=team-payments",
+			status: 401, challenge: challengeInvalidToken},
+		{name: "client narrows the list", target: "/auth?namespace=team-orders,team-payments&namespace=team-payments", status: 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -636,6 +651,16 @@ func verifyBody(tok string, scopes []string, audience string) string {
 	return string(b)
 }
 
+// verifyBodyIn asks to verify tok as a service that accepts keys from
+// namespaces only.
+func verifyBodyIn(tok string, namespaces []string) string {
+	b, err := json.Marshal(VerifyRequest{Token: tok, Namespaces: namespaces})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
 func TestVerifyAPI(t *testing.T) {
 	f := newAuthFixture(t)
 	expiry := time.Date(2031, time.March, 14, 17, 0, 0, 0, time.FixedZone("CET", 3600))
@@ -674,6 +699,11 @@ func TestVerifyAPI(t *testing.T) {
 			code: "INSUFFICIENT_SCOPE", fields: refusal},
 		{name: "AUDIENCE_MISMATCH", body: verifyBody(expiring, nil, "billing"), code: "AUDIENCE_MISMATCH", fields: refusal},
 		{name: "AUDIENCE_MISMATCH without audience", body: verifyBody(expiring, nil, ""), code: "AUDIENCE_MISMATCH", fields: refusal},
+		{name: "VALID in a namespace accepted", body: verifyBodyIn(f.token, []string{"team-search", fixtureNamespace}),
+			code: "VALID", fields: identity},
+		{name: "AUDIENCE_MISMATCH from another namespace", body: verifyBodyIn(f.token, []string{"team-search"}),
+			code: "AUDIENCE_MISMATCH", fields: refusal},
+		{name: "EXPIRED before the namespace", body: verifyBodyIn(expired, []string{"team-search"}), code: "EXPIRED", fields: refusal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

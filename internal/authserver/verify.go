@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/apikey-operator/apikey-operator/pkg/apikeyauth"
@@ -28,7 +29,11 @@ func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request, now time.Ti
 		return resultNotSynced
 	}
 	e, code := s.index.Verify(req.Token, now)
-	if code == CodeValid {
+	switch {
+	case code != CodeValid:
+	case len(req.Namespaces) > 0 && !slices.Contains(req.Namespaces, e.Namespace()):
+		code = CodeAudienceMismatch
+	default:
 		code = e.Authorize(req.Scopes, req.Audience)
 	}
 	resp := VerifyResponse{Valid: code == CodeValid, Code: code.String()}

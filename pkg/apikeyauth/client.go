@@ -75,6 +75,14 @@ type Config struct {
 	// valid only if it lists this one. Empty names no audience.
 	Audience string
 
+	// Namespaces, sent with every verify, are the namespaces whose keys
+	// this service accepts; a key from any other is rejected with
+	// AUDIENCE_MISMATCH. Set it: a key's scopes are claimed by whoever may
+	// create ApiKeys in its namespace, so without it any tenant of the
+	// cluster can mint a key with the scopes this service checks. Empty
+	// accepts every namespace.
+	Namespaces []string
+
 	// Now is the clock the cache expires answers by. Default time.Now; a
 	// test can set a fake clock to move past a TTL without waiting.
 	Now func() time.Time
@@ -85,6 +93,7 @@ type Config struct {
 type Client struct {
 	verifyURL   string
 	audience    string
+	namespaces  []string
 	timeout     time.Duration
 	positiveTTL time.Duration
 	negativeTTL time.Duration
@@ -148,6 +157,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		verifyURL:   u.JoinPath("verify").String(),
 		audience:    cfg.Audience,
+		namespaces:  slices.Clone(cfg.Namespaces),
 		timeout:     orDefault(cfg.Timeout, DefaultTimeout),
 		positiveTTL: orDefault(cfg.CacheTTL, DefaultCacheTTL),
 		negativeTTL: orDefault(cfg.NegativeCacheTTL, DefaultNegativeCacheTTL),
@@ -288,7 +298,7 @@ func (c *Client) post(ctx context.Context, token string, scopes []string) (*answ
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	body, err := json.Marshal(VerifyRequest{Token: token, Scopes: scopes, Audience: c.audience})
+	body, err := json.Marshal(VerifyRequest{Token: token, Scopes: scopes, Audience: c.audience, Namespaces: c.namespaces})
 	if err != nil {
 		return nil, unavailable(errors.New("could not encode the verify request"))
 	}

@@ -12,6 +12,11 @@ type VerifyRequest struct {
 	Token    string   `json:"token"`
 	Scopes   []string `json:"scopes,omitempty"`
 	Audience string   `json:"audience,omitempty"`
+	// Namespaces, if set, are the only namespaces whose keys the caller
+	// accepts: a key from any other is AUDIENCE_MISMATCH. Scopes are what
+	// whoever may create ApiKeys in a key's namespace claims for it, so a
+	// service that trusts scopes names the namespaces it trusts.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // VerifyResponse is the answer of POST /verify. Only a valid token gets an

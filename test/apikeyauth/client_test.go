@@ -113,6 +113,26 @@ func TestVerifyRejects(t *testing.T) {
 	}
 }
 
+// TestVerifyNamespaces checks that a client configured with the namespaces
+// it trusts rejects a key from any other, though the key holds the scope
+// asked for: scopes are claimed by whoever may create keys in a namespace.
+func TestVerifyNamespaces(t *testing.T) {
+	as := startAuthServer(t, true)
+	k := as.issue(t, "orders", nil)
+	id, err := as.client(t, apikeyauth.Config{}).Verify(t.Context(), k.token, "orders:read")
+	if err != nil {
+		t.Fatalf("Verify without namespaces: %v", err)
+	}
+	home := id.Namespace
+	if _, err := as.client(t, apikeyauth.Config{Namespaces: []string{"team-search", home}}).Verify(t.Context(), k.token, "orders:read"); err != nil {
+		t.Errorf("Verify trusting %s: %v", home, err)
+	}
+	_, err = as.client(t, apikeyauth.Config{Namespaces: []string{"team-search"}}).Verify(t.Context(), k.token, "orders:read")
+	if !errors.Is(err, apikeyauth.ErrAudienceMismatch) {
+		t.Errorf("Verify trusting only team-search = %v, want %v", err, apikeyauth.ErrAudienceMismatch)
+	}
+}
+
 func TestVerifyAudienceAndWildcardScope(t *testing.T) {
 	as := startAuthServer(t, true)
 	k := as.issue(t, "billing", func(s *apikeysv1alpha1.ApiKeyRecordSpec) {

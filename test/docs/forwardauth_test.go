@@ -20,10 +20,14 @@ import (
 // docsKey is a key the forward-auth checks below present.
 type docsKey struct {
 	name      string
+	namespace string // default docsNamespace
 	scopes    []string
 	audiences []string
 	token     string
 }
+
+// docsNamespace is the namespace the integration pages' routes trust.
+const docsNamespace = "team-orders"
 
 // docsAuthServer is a real auth server holding keys, answering in memory.
 func docsAuthServer(t *testing.T, keys ...*docsKey) http.Handler {
@@ -35,17 +39,20 @@ func docsAuthServer(t *testing.T, keys ...*docsKey) http.Handler {
 			t.Fatal(err)
 		}
 		k.token = tok
+		if k.namespace == "" {
+			k.namespace = docsNamespace
+		}
 		uid := types.UID("00000000-0000-4000-8000-00000000000" + string(rune('0'+i)))
-		ix.SetKey(&apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: k.name, UID: uid}})
+		ix.SetKey(&apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name, UID: uid}})
 		ix.SetRecord(&apikeysv1alpha1.ApiKeyRecord{
 			ObjectMeta: metav1.ObjectMeta{Name: "record-" + k.name},
 			Spec: apikeysv1alpha1.ApiKeyRecordSpec{
 				TokenHash: token.Hash(tok),
 				TokenHint: token.Hint(tok),
-				ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: "team-a", Name: k.name, UID: string(uid)},
+				ApiKey:    apikeysv1alpha1.ApiKeyReference{Namespace: k.namespace, Name: k.name, UID: string(uid)},
 				IssuedAt:  metav1.NewTime(time.Now().Add(-time.Minute)),
-				Username:  "apikey:team-a:" + k.name,
-				Groups:    []string{"apikeys", "apikeys:team-a"},
+				Username:  "apikey:" + k.namespace + ":" + k.name,
+				Groups:    []string{"apikeys", "apikeys:" + k.namespace},
 				Scopes:    k.scopes,
 				Audiences: k.audiences,
 			},
@@ -74,8 +81,23 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 		anyScope = &docsKey{name: "any-scope", scopes: []string{"*"}}
 		noScope  = &docsKey{name: "no-scope"}
 		registry = &docsKey{name: "registry-only", scopes: []string{"*"}, audiences: []string{"registry"}}
+		// A key another tenant minted with every scope: a route that
+		// checks scopes must pin the namespaces it trusts (README.md).
+		outsider = &docsKey{name: "outsider", namespace: "team-elsewhere", scopes: []string{"*"}}
 	)
-	h := docsAuthServer(t, anyScope, noScope, registry)
+	h := docsAuthServer(t, anyScope, noScope, registry, outsider)
+	// pinned reports whether a route's query checks scopes, and if so
+	// fails the test unless it pins the namespace the pages trust.
+	pinned := func(t *testing.T, q url.Values) bool {
+		t.Helper()
+		if len(q["scope"]) == 0 && len(q["namespace"]) == 0 {
+			return false
+		}
+		if got := q["namespace"]; len(got) != 1 || got[0] != docsNamespace {
+			t.Errorf("namespace= %q, want %q: a route that checks scopes pins the namespaces it trusts", got, docsNamespace)
+		}
+		return true
+	}
 
 	// Every auth URL a proxy calls as written: Traefik's address and
 	// ingress-nginx's auth-url.
@@ -95,6 +117,9 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 				wantAnswer(t, h, path, noScope, http.StatusOK)
 			}
 			wantAnswer(t, h, path, registry, http.StatusUnauthorized)
+			if pinned(t, q) {
+				wantAnswer(t, h, path, outsider, http.StatusUnauthorized)
+			}
 		})
 	}
 
@@ -116,6 +141,12 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 			// The client can add a requirement, which only refuses more. (Its
 			// first query parameter ends up inside path=; the rest are parsed.)
 			wantAnswer(t, h, prefix+"/orders/7?x=1&scope=orders:admin", noScope, http.StatusForbidden)
+			if pinned(t, q) {
+				wantAnswer(t, h, prefix+"/orders/7", outsider, http.StatusUnauthorized)
+				// Naming its own namespace too narrows the route to nothing.
+				wantAnswer(t, h, prefix+"/orders/7?x=1&namespace=team-elsewhere", outsider, http.StatusUnauthorized)
+				wantAnswer(t, h, prefix+"/orders/7?x=1&namespace=team-elsewhere", anyScope, http.StatusUnauthorized)
+			}
 		})
 	}
 	if len(fixed) == 0 || len(prefixes) == 0 {
@@ -142,7 +173,7 @@ func wantAnswer(t *testing.T, h http.Handler, path string, k *docsKey, status in
 	if status != http.StatusOK {
 		return
 	}
-	if got := resp.Header.Values("X-Auth-Request-User"); len(got) != 1 || got[0] != "apikey:team-a:"+k.name {
+	if got := resp.Header.Values("X-Auth-Request-User"); len(got) != 1 || got[0] != "apikey:"+k.namespace+":"+k.name {
 		t.Errorf("%s with key %s: X-Auth-Request-User = %q, want only the key's identity", path, k.name, got)
 	}
 	for _, name := range []string{"X-Auth-Request-Groups", "X-Auth-Request-Scopes", "X-Apikey-Name", "X-Apikey-Namespace"} {

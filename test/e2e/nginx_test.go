@@ -86,7 +86,7 @@ var _ = Describe("nginx auth_request in front of a backend", Ordered, func() {
 
 	It("passes a rotated key's new token at once, and its old one until validUntil", func() {
 		oldTok, key := createReadyKey(&apikeysv1alpha1.ApiKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace()},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ordersTeam()},
 			Spec: apikeysv1alpha1.ApiKeySpec{
 				Scopes:   []string{"orders:read"},
 				Rotation: &apikeysv1alpha1.Rotation{GracePeriod: &metav1.Duration{Duration: 3 * time.Second}},

@@ -20,6 +20,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -131,11 +133,25 @@ func forgedIdentity(h http.Header) http.Header {
 	return h
 }
 
-// readKey is a key holding orders:read only.
+// ordersNamespace is the namespace whose keys the integration pages'
+// routes trust (namespace=team-orders in their auth URLs).
+const ordersNamespace = "team-orders"
+
+// ordersTeam creates ordersNamespace if it is not there yet and names it.
+func ordersTeam() string {
+	GinkgoHelper()
+	err := k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ordersNamespace}})
+	if !apierrors.IsAlreadyExists(err) {
+		Expect(err).NotTo(HaveOccurred())
+	}
+	return ordersNamespace
+}
+
+// readKey is a key of the orders team holding orders:read only.
 func readKey() (string, *apikeysv1alpha1.ApiKey) {
 	GinkgoHelper()
 	return createReadyKey(&apikeysv1alpha1.ApiKey{
-		ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace()},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ordersTeam()},
 		Spec:       apikeysv1alpha1.ApiKeySpec{Scopes: []string{"orders:read"}},
 	})
 }
@@ -217,16 +233,30 @@ func forwardAuthCases(p *frontProxy) {
 
 		By("a key that holds the scope passes")
 		writeTok, writer := createReadyKey(&apikeysv1alpha1.ApiKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace()},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ordersTeam()},
 			Spec:       apikeysv1alpha1.ApiKeySpec{Scopes: []string{"orders:write"}},
 		})
 		Expect(p.send(http.MethodPost, "/orders", bearer(writeTok)).status).To(Equal(http.StatusOK))
 		expectIdentity(p.backend.last(), writer)
 	})
 
-	It("does not let the client's query choose the audience", func() {
+	It("refuses a key from a namespace the route does not trust, whatever scopes it claims", func() {
 		tok, _ := createReadyKey(&apikeysv1alpha1.ApiKey{
 			ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace()},
+			Spec:       apikeysv1alpha1.ApiKeySpec{Scopes: []string{"orders:*"}},
+		})
+		before := p.backend.count()
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			answer := p.send(method, "/orders", bearer(tok))
+			Expect(answer.status).To(Equal(http.StatusUnauthorized), "%s with another tenant's key, token %s", method, token.Hint(tok))
+			Expect(answer.challenge).To(Equal(challengeInvalidToken))
+		}
+		Expect(p.backend.count()).To(Equal(before))
+	})
+
+	It("does not let the client's query choose the audience", func() {
+		tok, _ := createReadyKey(&apikeysv1alpha1.ApiKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ordersTeam()},
 			Spec:       apikeysv1alpha1.ApiKeySpec{Scopes: []string{"orders:read"}, Audiences: []string{"registry"}},
 		})
 		before := p.backend.count()

@@ -488,6 +488,37 @@ var _ = Describe("Attack 8: another editor of the namespace re-mints a personal 
 	})
 })
 
+var _ = Describe("Attack 9: a tenant claims another team's scopes", func() {
+	It("does not let a key minted in one namespace pass a route that trusts another's, whatever scopes it claims", func() {
+		ordersTeam, elsewhere := tenantNamespace(alice), tenantNamespace(mallory)
+		route := func(ns, scope string) string { return "/auth?namespace=" + ns + "&scope=" + scope }
+
+		By("alice's team gates its orders API on its own keys' orders:write scope")
+		ordersKey := newKey(ordersTeam, "orders-client")
+		ordersKey.Spec.Scopes = []string{"orders:write"}
+		tok, _ := issueKey(alice, ordersKey)
+		Expect(forwardAuthAt(tok, route(ordersTeam, "orders:write"))).To(Equal(http.StatusOK), "alice's own key")
+
+		By("mallory, who may edit ApiKeys only in her own namespace, mints a key claiming every orders scope")
+		probe := newKey(elsewhere, "probe")
+		probe.Spec.Scopes = []string{"orders:*", "invoices:*", "admin:*"}
+		forged, _ := issueKey(mallory, probe)
+		Expect(forwardAuth(forged)).To(Equal(http.StatusOK), "mallory's key is a valid key")
+
+		for what, target := range map[string]string{
+			"the orders route":                          route(ordersTeam, "orders:write"),
+			"the route with her namespace appended":     route(ordersTeam, "orders:write") + "&namespace=" + elsewhere,
+			"the route listing a namespace like hers":   "/auth?namespace=" + ordersTeam + ",team&scope=orders:write",
+			"a route trusting the team without a scope": "/auth?namespace=" + ordersTeam,
+		} {
+			Expect(forwardAuthAt(forged, target)).To(Equal(http.StatusUnauthorized), "mallory's key at %s", what)
+		}
+		Expect(verifyTokenIn(forged, ordersTeam)).To(Equal(verifyAnswer{Code: "AUDIENCE_MISMATCH"}),
+			"/verify asked by a service that trusts alice's team's keys")
+		Expect(verifyTokenIn(tok, ordersTeam).Valid).To(BeTrue(), "/verify of alice's own key")
+	})
+})
+
 // remintedAs waits for key's Secret to hold a token again, reads it as
 // reader and says who kube-apiserver takes it for.
 func remintedAs(reader *identity, key *apikeysv1alpha1.ApiKey) string {

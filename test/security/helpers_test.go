@@ -278,7 +278,14 @@ type verifyAnswer struct {
 // verifyToken asks the auth-only binary's /verify about tok.
 func verifyToken(tok string) verifyAnswer {
 	GinkgoHelper()
-	body, err := json.Marshal(map[string]string{"token": tok})
+	return verifyTokenIn(tok)
+}
+
+// verifyTokenIn asks the auth-only binary's /verify about tok as a service
+// that accepts keys from namespaces only (any, if none).
+func verifyTokenIn(tok string, namespaces ...string) verifyAnswer {
+	GinkgoHelper()
+	body, err := json.Marshal(map[string]any{"token": tok, "namespaces": namespaces})
 	Expect(err).NotTo(HaveOccurred())
 	resp, err := httpsClient(authCA, 5*time.Second).Post(authURL+"/verify", "application/json", bytes.NewReader(body))
 	Expect(err).NotTo(HaveOccurred())
@@ -292,7 +299,14 @@ func verifyToken(tok string) verifyAnswer {
 // forwardAuth asks the auth-only binary's /auth about tok and returns the status.
 func forwardAuth(tok string) int {
 	GinkgoHelper()
-	req, err := http.NewRequest(http.MethodGet, authURL+"/auth", nil)
+	return forwardAuthAt(tok, "/auth")
+}
+
+// forwardAuthAt asks the auth-only binary about tok at target (a path and
+// query, as a proxy's route sends it) and returns the status.
+func forwardAuthAt(tok, target string) int {
+	GinkgoHelper()
+	req, err := http.NewRequest(http.MethodGet, authURL+target, nil)
 	Expect(err).NotTo(HaveOccurred())
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := httpsClient(authCA, 5*time.Second).Do(req)
