@@ -58,13 +58,19 @@ func (a *answer) result() (*Identity, error) {
 }
 
 // answerCache is a bounded map of answers with expiry. When it is full,
-// storing evicts the least recently used entry (expired or not); an expired
-// entry is also dropped when it is looked up.
+// storing evicts the least recently used rejection, and only when it holds
+// none the least recently used valid answer; a rejection never evicts a
+// valid answer (it is then not stored). Anyone can send tokens that are
+// rejected, one new one per request: they churn the rejections and never
+// push out the answers that spare the auth server a request for each
+// client that holds a key. An expired entry is also dropped when it is
+// looked up.
 type answerCache struct {
 	mu      sync.Mutex
 	size    int
 	entries map[cacheKey]*list.Element
-	order   *list.List // of *cacheEntry, most recently used first
+	// valid and rejected hold *cacheEntry, most recently used first.
+	valid, rejected *list.List
 }
 
 type cacheEntry struct {
@@ -74,7 +80,15 @@ type cacheEntry struct {
 }
 
 func newAnswerCache(size int) *answerCache {
-	return &answerCache{size: size, entries: make(map[cacheKey]*list.Element), order: list.New()}
+	return &answerCache{size: size, entries: make(map[cacheKey]*list.Element), valid: list.New(), rejected: list.New()}
+}
+
+// listOf is the list that holds answers like a.
+func (c *answerCache) listOf(a *answer) *list.List {
+	if a.identity != nil {
+		return c.valid
+	}
+	return c.rejected
 }
 
 // get returns the answer stored for key if it has not expired at now.
@@ -87,36 +101,40 @@ func (c *answerCache) get(key cacheKey, now time.Time) (*answer, bool) {
 	}
 	e := el.Value.(*cacheEntry)
 	if !now.Before(e.expires) {
-		c.order.Remove(el)
+		c.listOf(e.answer).Remove(el)
 		delete(c.entries, key)
 		return nil, false
 	}
-	c.order.MoveToFront(el)
+	c.listOf(e.answer).MoveToFront(el)
 	return e.answer, true
 }
 
-// put stores a for key until expires, evicting the least recently used
-// entry if the cache is full.
+// put stores a for key until expires, making room as answerCache says.
 func (c *answerCache) put(key cacheKey, a *answer, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
-		e := el.Value.(*cacheEntry)
-		e.answer, e.expires = a, expires
-		c.order.MoveToFront(el)
-		return
+		c.listOf(el.Value.(*cacheEntry).answer).Remove(el)
+		delete(c.entries, key)
 	}
-	if c.order.Len() >= c.size {
-		oldest := c.order.Back()
-		c.order.Remove(oldest)
+	if len(c.entries) >= c.size {
+		victims := c.rejected
+		if victims.Len() == 0 {
+			if a.identity == nil {
+				return
+			}
+			victims = c.valid
+		}
+		oldest := victims.Back()
+		victims.Remove(oldest)
 		delete(c.entries, oldest.Value.(*cacheEntry).key)
 	}
-	c.entries[key] = c.order.PushFront(&cacheEntry{key: key, answer: a, expires: expires})
+	c.entries[key] = c.listOf(a).PushFront(&cacheEntry{key: key, answer: a, expires: expires})
 }
 
 // len is the number of entries, expired ones included.
 func (c *answerCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.order.Len()
+	return len(c.entries)
 }

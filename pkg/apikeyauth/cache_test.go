@@ -37,6 +37,56 @@ func TestScopeSet(t *testing.T) {
 	}
 }
 
+// TestAnswerCacheKeepsValidAnswers mounts a flood of made-up tokens, each
+// rejected once, against a full cache of valid answers: none of those is
+// evicted, and rejections make room for one another.
+func TestAnswerCacheKeepsValidAnswers(t *testing.T) {
+	now := time.Now()
+	later := now.Add(time.Minute)
+	key := func(b int) cacheKey { return cacheKey{tokenSum: [32]byte{byte(b), byte(b >> 8)}} }
+	valid := &answer{identity: &Identity{Username: "apikey:team-orders:ci"}}
+	c := newAnswerCache(4)
+	c.put(key(1), valid, later)
+	c.put(key(2), valid, later)
+	c.put(key(3), &answer{code: CodeNotFound}, later)
+	for b := 100; b < 1100; b++ {
+		c.put(key(b), &answer{code: CodeMalformed}, later)
+	}
+	for b, want := range map[int]bool{1: true, 2: true, 3: false, 1098: true, 1099: true, 1097: false} {
+		if _, ok := c.get(key(b), now); ok != want {
+			t.Errorf("entry %d cached = %t, want %t", b, ok, want)
+		}
+	}
+	if c.len() != 4 {
+		t.Errorf("len = %d, want 4", c.len())
+	}
+
+	// Full of valid answers, a rejection is not stored; a valid answer
+	// evicts the least recently used one.
+	c.put(key(4), valid, later) // evicts one of the two rejections left
+	c.put(key(5), valid, later) // and the other
+	c.put(key(6), &answer{code: CodeNotFound}, later)
+	if _, ok := c.get(key(6), now); ok {
+		t.Error("a rejection evicted a valid answer")
+	}
+	c.get(key(2), now)
+	c.put(key(7), valid, later) // evicts 1, the least recently used valid answer
+	for b, want := range map[int]bool{1: false, 2: true, 4: true, 5: true, 7: true} {
+		if _, ok := c.get(key(b), now); ok != want {
+			t.Errorf("after filling with valid answers, entry %d cached = %t, want %t", b, ok, want)
+		}
+	}
+
+	// An answer that changes kind moves lists.
+	c.put(key(2), &answer{code: CodeSuspended}, later)
+	if a, ok := c.get(key(2), now); !ok || a.code != CodeSuspended {
+		t.Errorf("entry 2 = %+v, %t; want the new rejection", a, ok)
+	}
+	if c.len() != 4 {
+		t.Errorf("len = %d, want 4", c.len())
+	}
+}
+
 func TestAnswerCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	now := time.Now()
 	later := now.Add(time.Minute)

@@ -67,7 +67,9 @@ type Config struct {
 	NegativeCacheTTL time.Duration
 
 	// CacheSize bounds the number of cached answers. When the cache is full,
-	// the least recently used answer is evicted. Default 10000; negative
+	// the least recently used rejection is evicted, and a valid answer only
+	// when no rejection is left: a flood of made-up tokens never pushes out
+	// the valid answers. Default 10000; negative
 	// turns the cache off.
 	CacheSize int
 
