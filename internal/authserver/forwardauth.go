@@ -101,18 +101,8 @@ func authorizeQuery(e *Entry, query string) (code Code, conflicting bool) {
 	for query != "" {
 		var pair string
 		pair, query, _ = strings.Cut(query, "&")
-		if strings.Contains(pair, ";") {
-			continue
-		}
-		key, value, _ := strings.Cut(pair, "=")
-		key, err := url.QueryUnescape(key)
-		if err != nil {
-			continue
-		}
-		if key != "scope" && key != "audience" && key != "namespace" {
-			continue
-		}
-		if value, err = url.QueryUnescape(value); err != nil {
+		key, value, ok := authParameter(pair)
+		if !ok {
 			continue
 		}
 		switch {
@@ -136,6 +126,25 @@ func authorizeQuery(e *Entry, query string) (code Code, conflicting bool) {
 		return CodeInsufficientScope, false
 	}
 	return CodeValid, false
+}
+
+// authParameter unescapes one pair of a query if it is one of the
+// parameters forward-auth reads (scope, audience, namespace), skipping it
+// (ok false) otherwise, or where url.ParseQuery would: a pair holding ';'
+// or a bad escape.
+func authParameter(pair string) (key, value string, ok bool) {
+	if strings.Contains(pair, ";") {
+		return "", "", false
+	}
+	key, value, _ = strings.Cut(pair, "=")
+	key, err := url.QueryUnescape(key)
+	if err != nil || key != "scope" && key != "audience" && key != "namespace" {
+		return "", "", false
+	}
+	if value, err = url.QueryUnescape(value); err != nil {
+		return "", "", false
+	}
+	return key, value, true
 }
 
 // inList reports whether the comma-separated list holds name.

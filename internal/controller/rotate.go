@@ -61,13 +61,8 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	if exp := r.Policy.ExpiryFor(&p.key.Spec, p.now); !exp.IsZero() && !p.now.Before(exp) {
 		return nil
 	}
-	if p.key.Spec.Identity == apikeysv1alpha1.IdentityOwner {
-		if err := r.ownerRuleAllowsRotation(ctx, p); err != nil {
-			return err
-		}
-	}
 	name := p.live.Spec.SecretName
-	if err := r.awaitSecret(ctx, p, name); err != nil {
+	if err := r.mayRotate(ctx, p, name); err != nil {
 		return err
 	}
 
@@ -113,6 +108,15 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	return nil
 }
 
+// mayRotate refuses a due rotation that must wait: of a personal key while
+// the owner rule is not in force, or into a Secret the key does not hold.
+func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName string) error {
+	if err := r.ownerRuleAllowsRotation(ctx, p); err != nil {
+		return err
+	}
+	return r.awaitSecret(ctx, p, secretName)
+}
+
 // ownerRuleAllowsRotation refuses to rotate a personal key while the owner
 // rule is not in force as shipped. A rotation mints a token as the owner,
 // and only admission can tell who asked for it (the annotation, or a
@@ -122,6 +126,9 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 // owner asks again. The live token keeps working, and the records still
 // follow the spec.
 func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass) error {
+	if p.key.Spec.Identity != apikeysv1alpha1.IdentityOwner {
+		return nil
+	}
 	_, err := r.Policy.OwnerRuleInForceSince(ctx, r.APIReader)
 	var v *policy.Violation
 	if !errors.As(err, &v) {

@@ -86,18 +86,6 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 		outsider = &docsKey{name: "outsider", namespace: "team-elsewhere", scopes: []string{"*"}}
 	)
 	h := docsAuthServer(t, anyScope, noScope, registry, outsider)
-	// pinned reports whether a route's query checks scopes, and if so
-	// fails the test unless it pins the namespace the pages trust.
-	pinned := func(t *testing.T, q url.Values) bool {
-		t.Helper()
-		if len(q["scope"]) == 0 && len(q["namespace"]) == 0 {
-			return false
-		}
-		if got := q["namespace"]; len(got) != 1 || got[0] != docsNamespace {
-			t.Errorf("namespace= %q, want %q: a route that checks scopes pins the namespaces it trusts", got, docsNamespace)
-		}
-		return true
-	}
 
 	// Every auth URL a proxy calls as written: Traefik's address and
 	// ingress-nginx's auth-url.
@@ -159,6 +147,20 @@ func TestForwardAuthURLsInTheDocs(t *testing.T) {
 	t.Run("bare /auth prefix", func(t *testing.T) {
 		wantAnswer(t, h, "/auth"+"/orders/7?audience=registry", registry, http.StatusOK)
 	})
+}
+
+// pinned reports whether a route's query checks scopes or names
+// namespaces, and if so fails the test unless it pins the one namespace the
+// pages trust.
+func pinned(t *testing.T, q url.Values) bool {
+	t.Helper()
+	if len(q["scope"]) == 0 && len(q["namespace"]) == 0 {
+		return false
+	}
+	if got := q["namespace"]; len(got) != 1 || got[0] != docsNamespace {
+		t.Errorf("namespace= %q, want %q: a route that checks scopes pins the namespaces it trusts", got, docsNamespace)
+	}
+	return true
 }
 
 // wantAnswer sends a forward-auth check for path with k's token to h and
