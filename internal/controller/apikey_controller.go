@@ -50,6 +50,11 @@ type ApiKeyReconciler struct {
 	// (one pass per key at a time, whatever the number). Defaults to 1.
 	MaxConcurrentReconciles int
 
+	// OwnerRuleRecheck is how soon a personal key whose rotation waits for
+	// the owner rule looks at the rule again (nothing watches it). Defaults
+	// to a minute.
+	OwnerRuleRecheck time.Duration
+
 	// WatchNamespace and WatchFields narrow the ApiKeys the controller
 	// watches and reconciles (tests run several controllers on one API
 	// server); by default, every ApiKey.

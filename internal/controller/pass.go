@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -255,9 +256,17 @@ func uidFor(key *apikeysv1alpha1.ApiKey) string {
 
 // groupsFor are the groups a key authenticates with: its owner's groups at
 // creation for identity Owner, otherwise apikeys and apikeys:<namespace>.
+func headerUnsafe(name string) bool { return !policy.HeaderSafe(name) }
+
 func groupsFor(key *apikeysv1alpha1.ApiKey) []string {
 	if key.Spec.Identity == apikeysv1alpha1.IdentityOwner && key.Spec.Owner != nil {
-		return key.Spec.Owner.Groups
+		groups := key.Spec.Owner.Groups
+		if slices.ContainsFunc(groups, headerUnsafe) {
+			// Left out, as the defaults policy leaves them out of the
+			// owner it stamps (a key stamped before it did keeps working).
+			groups = slices.DeleteFunc(slices.Clone(groups), headerUnsafe)
+		}
+		return groups
 	}
 	return []string{"apikeys", "apikeys:" + key.Namespace}
 }

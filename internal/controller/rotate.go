@@ -110,11 +110,18 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 
 // mayRotate refuses a due rotation that must wait: of a personal key while
 // the owner rule is not in force, or into a Secret the key does not hold.
+// The live token keeps working meanwhile, so its expiry stays scheduled.
 func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName string) error {
-	if err := r.ownerRuleAllowsRotation(ctx, p); err != nil {
-		return err
+	err := r.ownerRuleAllowsRotation(ctx, p)
+	if err == nil {
+		err = r.awaitSecret(ctx, p, secretName)
 	}
-	return r.awaitSecret(ctx, p, secretName)
+	if _, isStalled := asStalled(err); isStalled {
+		if serr := r.scheduleExpiry(ctx, p); serr != nil {
+			return serr
+		}
+	}
+	return err
 }
 
 // ownerRuleAllowsRotation refuses to rotate a personal key while the owner
@@ -123,8 +130,8 @@ func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName st
 // schedule in the spec): with the rule gone, anyone who may edit the key
 // could have. A request on the annotation made meanwhile is recorded on the
 // live token as answered, so the rule's return does not honour it; the
-// owner asks again. The live token keeps working, and the records still
-// follow the spec.
+// owner asks again. The live token keeps working, the records still follow
+// the spec, and the key looks at the rule again after OwnerRuleRecheck.
 func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass) error {
 	if p.key.Spec.Identity != apikeysv1alpha1.IdentityOwner {
 		return nil
@@ -138,6 +145,11 @@ func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass)
 	if err := r.syncRecords(ctx, p); err != nil {
 		return err
 	}
+	recheck := r.OwnerRuleRecheck
+	if recheck <= 0 {
+		recheck = time.Minute
+	}
+	p.wakeUpAt(p.now.Add(recheck))
 	return stalled(v.Rule, "cannot rotate this personal key while nothing checks who asks for it (the current token keeps "+
 		"working, and a rotation asked for meanwhile is dropped: ask again once the rule is back): %s", v.Message)
 }

@@ -87,6 +87,7 @@ var _ = BeforeSuite(func() {
 		Policy:    testPolicy,
 
 		MaxConcurrentReconciles: 4,
+		OwnerRuleRecheck:        time.Second,
 		// The crash specs' keys are for the reconcilers those specs run.
 		WatchFields: fields.OneTermNotEqualSelector("metadata.namespace", crashNamespace),
 	}

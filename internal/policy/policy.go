@@ -118,13 +118,11 @@ func (p *Policy) forbiddenGroups() []string {
 // unchanged in a forward-auth header: valid UTF-8, no control character
 // (net/http turns CR and LF into spaces, HTTP/2 drops the whole header), and
 // no space at either end (proxies trim it, so "alice " would arrive as
-// "alice"). The defaults policy's ownerGroups filter says the same in CEL,
-// for non-empty names.
+// "alice"), and not empty (a groups header would read "a,,b"). The defaults
+// policy's ownerGroups filter says the same in CEL; the controller leaves
+// such groups out of a key's records.
 func HeaderSafe(s string) bool {
-	if s == "" {
-		return true
-	}
-	if !utf8.ValidString(s) || s[0] == ' ' || s[len(s)-1] == ' ' {
+	if s == "" || !utf8.ValidString(s) || s[0] == ' ' || s[len(s)-1] == ' ' {
 		return false
 	}
 	for _, r := range s {
@@ -143,7 +141,7 @@ func HeaderSafe(s string) bool {
 func (p *Policy) AllowedGroups(groups []string) []string {
 	out := make([]string, 0, len(groups))
 	for _, g := range groups {
-		if !p.forbidden[g] && !strings.Contains(g, ",") && g != "" && HeaderSafe(g) {
+		if !p.forbidden[g] && !strings.Contains(g, ",") && HeaderSafe(g) {
 			out = append(out, g)
 		}
 	}
@@ -182,11 +180,7 @@ func (p *Policy) CheckOwner(owner *apikeysv1alpha1.Owner) error {
 			return violation(RuleForbiddenGroup,
 				"spec.owner.groups: %q contains ',', which proxies would split into two groups: remove it", g)
 		}
-		if !HeaderSafe(g) {
-			return violation(RuleForbiddenGroup,
-				"spec.owner.groups: %q has a control character or a space at either end, which would change on its way "+
-					"to a backend in a forward-auth header: remove it", g)
-		}
+
 	}
 	return nil
 }
