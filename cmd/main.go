@@ -294,7 +294,7 @@ func newWebhookServer(c config, tlsOpts []func(*tls.Config), auth *authserver.Se
 		if auth != nil {
 			return auth.WebhookServer(o)
 		}
-		return webhook.NewServer(o)
+		return authserver.AdmissionServer(o)
 	}
 	switch c.certMode {
 	case certModeSelfSigned:

@@ -252,7 +252,8 @@ func (ix *Index) SetRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 
 // UpdateRecord takes a newer version of an indexed record. One that only
 // changed its status (the same generation: a usage flush, this replica's or
-// another's) keeps its entry; anything else replaces it, as SetRecord does.
+// another's) keeps its entry; anything else replaces it, as SetRecord does,
+// and one whose deletion has started goes.
 func (ix *Index) UpdateRecord(rec *apikeysv1alpha1.ApiKeyRecord) {
 	if sum, err := token.ParseHash(rec.Spec.TokenHash); err == nil && rec.Generation != 0 && rec.DeletionTimestamp == nil {
 		ix.mu.Lock()

@@ -51,6 +51,15 @@ func (s *Server) WebhookServer(o webhook.Options) *WebhookServer {
 	return ws
 }
 
+// AdmissionServer returns a webhook server for o that serves the
+// admission webhooks only, with the settings the auth endpoints get
+// (HTTPServer): a manager run without the auth server is still cut off
+// from clients that send a request slowly.
+func AdmissionServer(o webhook.Options) *WebhookServer {
+	o = webhookDefaults(o)
+	return &WebhookServer{Server: webhook.NewServer(o), opts: o}
+}
+
 // webhookDefaults fills in what controller-runtime's webhook server
 // defaults, so both read the same certificate from the same place.
 func webhookDefaults(o webhook.Options) webhook.Options {
@@ -78,7 +87,7 @@ func (s *WebhookServer) WebhookMux() *http.ServeMux { return s.opts.WebhookMux }
 // ServeHTTP routes a request to an auth endpoint by its path as sent, or
 // to the ServeMux.
 func (s *WebhookServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if ep, ok := endpointFor(r.URL.Path); ok {
+	if ep, ok := endpointFor(r.URL.Path); ok && s.auth != nil {
 		s.auth.serve(ep, s.auth.handlers[ep], w, r)
 		return
 	}
@@ -87,7 +96,7 @@ func (s *WebhookServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Start serves until ctx ends as controller-runtime's webhook server does:
 // the certificate from TLSOpts' GetCertificate, or from CertDir and
-// reloaded when it changes; its http.Server settings; a minute to drain.
+// reloaded when it changes; HTTPServer's settings; a minute to drain.
 func (s *WebhookServer) Start(ctx context.Context) error {
 	log := ctrl.Log.WithName("webhook-server")
 	o := s.opts
@@ -145,7 +154,7 @@ func (s *WebhookServer) Start(ctx context.Context) error {
 // HTTPServer serves h as the auth endpoints are served: keep-alive
 // connections idle up to 90 s (http.DefaultTransport's keep-alive timeout),
 // and a request must arrive whole within requestReadTimeout, its headers
-// within maxHeaderBytes+4 KiB (net/http answers 431 past that). A client
+// within maxServerHeaderBytes+4 KiB (net/http answers 431 past that). A client
 // that sends a body slowly, or stops partway, then holds its buffer for
 // seconds, not for as long as it likes. hack/bench serves its bare
 // handler with it too, so both are measured with the same settings.

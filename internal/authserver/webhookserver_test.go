@@ -87,6 +87,13 @@ func TestWebhookServer(t *testing.T) {
 // setup, until t ends. It returns the server's URL and its CA.
 func startWebhookServer(t *testing.T, f *authFixture, readTimeout time.Duration, setup func(*WebhookServer)) (string, *x509.CertPool) {
 	t.Helper()
+	return startServer(t, f.server.WebhookServer, readTimeout, setup)
+}
+
+// startServer is startWebhookServer for the server build makes.
+func startServer(t *testing.T, build func(webhook.Options) *WebhookServer, readTimeout time.Duration,
+	setup func(*WebhookServer)) (string, *x509.CertPool) {
+	t.Helper()
 	dir := t.TempDir()
 	caPEM, err := utils.WriteServingCert(dir)
 	if err != nil {
@@ -96,7 +103,7 @@ func startWebhookServer(t *testing.T, f *authFixture, readTimeout time.Duration,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws := f.server.WebhookServer(webhook.Options{
+	ws := build(webhook.Options{
 		Host: "127.0.0.1", Port: port, CertDir: dir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
 	})
@@ -125,8 +132,17 @@ func startWebhookServer(t *testing.T, f *authFixture, readTimeout time.Duration,
 // buffer the server reads the body into) beyond the read timeout.
 func TestWebhookServerCutsSlowClients(t *testing.T) {
 	f := newAuthFixture(t)
+	for what, build := range map[string]func(webhook.Options) *WebhookServer{
+		"with the auth endpoints": f.server.WebhookServer,
+		"admission only":          AdmissionServer,
+	} {
+		t.Run(what, func(t *testing.T) { cutsSlowClients(t, build) })
+	}
+}
+
+func cutsSlowClients(t *testing.T, build func(webhook.Options) *WebhookServer) {
 	const readTimeout = 300 * time.Millisecond
-	base, pool := startWebhookServer(t, f, readTimeout, func(ws *WebhookServer) {
+	base, pool := startServer(t, build, readTimeout, func(ws *WebhookServer) {
 		// As controller-runtime's admission handler does, read it all.
 		ws.Register("/validate-apikeys-dev-v1alpha1-apikey", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if _, err := io.ReadAll(r.Body); err != nil {
