@@ -60,7 +60,7 @@ func (a *answer) result() (*Identity, error) {
 // answerCache is a bounded map of answers with expiry. When it is full,
 // storing evicts the least recently used rejection, and only when it holds
 // none the least recently used valid answer; a rejection never evicts a
-// valid answer (it is then not stored). Anyone can send tokens that are
+// valid answer that has not expired (it is then not stored). Anyone can send tokens that are
 // rejected, one new one per request: they churn the rejections and never
 // push out the answers that spare the auth server a request for each
 // client that holds a key. An expired entry is also dropped when it is
@@ -109,8 +109,9 @@ func (c *answerCache) get(key cacheKey, now time.Time) (*answer, bool) {
 	return e.answer, true
 }
 
-// put stores a for key until expires, making room as answerCache says.
-func (c *answerCache) put(key cacheKey, a *answer, expires time.Time) {
+// put stores a for key until expires, making room as answerCache says
+// (a valid answer expired at now counts as a rejection would).
+func (c *answerCache) put(key cacheKey, a *answer, expires, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
@@ -120,10 +121,10 @@ func (c *answerCache) put(key cacheKey, a *answer, expires time.Time) {
 	if len(c.entries) >= c.size {
 		victims := c.rejected
 		if victims.Len() == 0 {
-			if a.identity == nil {
+			victims = c.valid
+			if a.identity == nil && now.Before(victims.Back().Value.(*cacheEntry).expires) {
 				return
 			}
-			victims = c.valid
 		}
 		oldest := victims.Back()
 		victims.Remove(oldest)

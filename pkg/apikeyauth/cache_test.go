@@ -46,11 +46,11 @@ func TestAnswerCacheKeepsValidAnswers(t *testing.T) {
 	key := func(b int) cacheKey { return cacheKey{tokenSum: [32]byte{byte(b), byte(b >> 8)}} }
 	valid := &answer{identity: &Identity{Username: "apikey:team-orders:ci"}}
 	c := newAnswerCache(4)
-	c.put(key(1), valid, later)
-	c.put(key(2), valid, later)
-	c.put(key(3), &answer{code: CodeNotFound}, later)
+	c.put(key(1), valid, later, now)
+	c.put(key(2), valid, later, now)
+	c.put(key(3), &answer{code: CodeNotFound}, later, now)
 	for b := 100; b < 1100; b++ {
-		c.put(key(b), &answer{code: CodeMalformed}, later)
+		c.put(key(b), &answer{code: CodeMalformed}, later, now)
 	}
 	for b, want := range map[int]bool{1: true, 2: true, 3: false, 1098: true, 1099: true, 1097: false} {
 		if _, ok := c.get(key(b), now); ok != want {
@@ -63,22 +63,28 @@ func TestAnswerCacheKeepsValidAnswers(t *testing.T) {
 
 	// Full of valid answers, a rejection is not stored; a valid answer
 	// evicts the least recently used one.
-	c.put(key(4), valid, later) // evicts one of the two rejections left
-	c.put(key(5), valid, later) // and the other
-	c.put(key(6), &answer{code: CodeNotFound}, later)
+	c.put(key(4), valid, later, now) // evicts one of the two rejections left
+	c.put(key(5), valid, later, now) // and the other
+	c.put(key(6), &answer{code: CodeNotFound}, later, now)
 	if _, ok := c.get(key(6), now); ok {
 		t.Error("a rejection evicted a valid answer")
 	}
 	c.get(key(2), now)
-	c.put(key(7), valid, later) // evicts 1, the least recently used valid answer
+	c.put(key(7), valid, later, now) // evicts 1, the least recently used valid answer
 	for b, want := range map[int]bool{1: false, 2: true, 4: true, 5: true, 7: true} {
 		if _, ok := c.get(key(b), now); ok != want {
 			t.Errorf("after filling with valid answers, entry %d cached = %t, want %t", b, ok, want)
 		}
 	}
 
+	// Valid answers that have expired make room for a rejection.
+	c.put(key(8), &answer{code: CodeNotFound}, later.Add(time.Minute), later)
+	if _, ok := c.get(key(8), later); !ok {
+		t.Error("a rejection was not stored though every valid answer had expired")
+	}
+
 	// An answer that changes kind moves lists.
-	c.put(key(2), &answer{code: CodeSuspended}, later)
+	c.put(key(2), &answer{code: CodeSuspended}, later, now)
 	if a, ok := c.get(key(2), now); !ok || a.code != CodeSuspended {
 		t.Errorf("entry 2 = %+v, %t; want the new rejection", a, ok)
 	}
@@ -93,12 +99,12 @@ func TestAnswerCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	key := func(b byte) cacheKey { return cacheKey{tokenSum: [32]byte{b}} }
 	c := newAnswerCache(2)
 
-	c.put(key(1), &answer{code: CodeNotFound}, later)
-	c.put(key(2), &answer{code: CodeNotFound}, later)
+	c.put(key(1), &answer{code: CodeNotFound}, later, now)
+	c.put(key(2), &answer{code: CodeNotFound}, later, now)
 	if _, ok := c.get(key(1), now); !ok { // 1 is now the most recently used
 		t.Fatal("entry 1 missing")
 	}
-	c.put(key(3), &answer{code: CodeNotFound}, later)
+	c.put(key(3), &answer{code: CodeNotFound}, later, now)
 
 	for b, want := range map[byte]bool{1: true, 2: false, 3: true} {
 		if _, ok := c.get(key(b), now); ok != want {

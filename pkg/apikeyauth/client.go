@@ -290,7 +290,7 @@ func (c *Client) remember(key cacheKey, a *answer) {
 		expires = a.identity.ExpiresAt
 	}
 	if expires.After(now) {
-		c.cache.put(key, a, expires)
+		c.cache.put(key, a, expires, now)
 	}
 }
 
@@ -329,6 +329,9 @@ func (c *Client) post(ctx context.Context, token string, scopes []string) (*answ
 		return nil, unavailable(fmt.Errorf("POST %s did not answer with the verify JSON", c.verifyURL))
 	}
 	switch {
+	case vr.Valid && vr.Code == CodeValid && !c.inNamespaces(vr.APIKey):
+		// An auth server older than namespaces ignores them: decide here too.
+		return &answer{code: CodeAudienceMismatch}, nil
 	case vr.Valid && vr.Code == CodeValid:
 		return &answer{identity: identityOf(&vr)}, nil
 	case !vr.Valid && vr.Code != "" && vr.Code != CodeValid:
@@ -336,6 +339,12 @@ func (c *Client) post(ctx context.Context, token string, scopes []string) (*answ
 	default:
 		return nil, unavailable(fmt.Errorf("POST %s answered valid=%t with code %q", c.verifyURL, vr.Valid, vr.Code))
 	}
+}
+
+// inNamespaces reports whether key is in one of the namespaces the client
+// accepts (any, when Config.Namespaces is empty).
+func (c *Client) inNamespaces(key *KeyRef) bool {
+	return len(c.namespaces) == 0 || key != nil && slices.Contains(c.namespaces, key.Namespace)
 }
 
 func identityOf(vr *VerifyResponse) *Identity {

@@ -1,8 +1,12 @@
 package apikeyauth
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,4 +45,26 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestNamespacesHoldAgainstAnOlderServer answers as an auth server from
+// before namespaces did: it ignores them and says valid for a key from
+// another namespace. The client must still reject it.
+func TestNamespacesHoldAgainstAnOlderServer(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(VerifyResponse{Valid: true, Code: CodeValid, Username: "apikey:team-elsewhere:probe",
+			Scopes: []string{"orders:*"}, APIKey: &KeyRef{Namespace: "team-elsewhere", Name: "probe"}})
+	}))
+	defer srv.Close()
+	const tok = "ak_made-up-for-a-fake-server"
+	for namespaces, want := range map[string]error{"team-orders": ErrAudienceMismatch, "team-orders,team-elsewhere": nil, "": nil} {
+		c, err := New(Config{URL: srv.URL, HTTPClient: srv.Client(), Namespaces: strings.FieldsFunc(namespaces, func(r rune) bool { return r == ',' })})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Verify(t.Context(), tok, "orders:write"); !errors.Is(err, want) {
+			t.Errorf("Namespaces %q: Verify = %v, want %v", namespaces, err, want)
+		}
+	}
 }
