@@ -184,10 +184,7 @@ func (s *session) waitForRotation(ctx context.Context, previous *apikeysv1alpha1
 	}
 
 	last, err := s.waitForKey(ctx, previous.Name, timeout, func(k *apikeysv1alpha1.ApiKey) (bool, error) {
-		if c := stalledCondition(k); c != nil && (stalledBefore == nil || !sameCondition(c, stalledBefore)) {
-			return false, stalledError(k)
-		}
-		return rotated(k, value), nil
+		return rotationOutcome(k, value, stalledBefore)
 	})
 	if err != nil {
 		return s.rotationWaitError(err, previous, last, value, timeout)
@@ -196,6 +193,21 @@ func (s *session) waitForRotation(ctx context.Context, previous *apikeysv1alpha1
 		return err
 	}
 	return printRotated(s.streams.Out, last, previous.Status.TokenHint, s.nsFlag())
+}
+
+// rotationOutcome says whether k shows the rotation asked for with value
+// done, or an error if it will not happen: a new stall, or a request the
+// operator dropped (a personal key's rotation asked for while the owner
+// rule was not in force is recorded as answered without a new token, so
+// it never happens; the owner asks again). stalledBefore is the stall the
+// key had before the request, which alone is no news.
+func rotationOutcome(k *apikeysv1alpha1.ApiKey, value string, stalledBefore *metav1.Condition) (bool, error) {
+	c := stalledCondition(k)
+	dropped := c != nil && c.Reason == apikeysv1alpha1.ReasonOwnerPolicyNotInForce && k.Status.LastRotateRequest == value
+	if c != nil && (dropped || stalledBefore == nil || !sameCondition(c, stalledBefore)) {
+		return false, stalledError(k)
+	}
+	return rotated(k, value), nil
 }
 
 // rotationWaitError says why waiting for a rotation ended without one, and
