@@ -254,10 +254,11 @@ func uidFor(key *apikeysv1alpha1.ApiKey) string {
 	return string(key.UID)
 }
 
-// groupsFor are the groups a key authenticates with: its owner's groups at
-// creation for identity Owner, otherwise apikeys and apikeys:<namespace>.
 func headerUnsafe(name string) bool { return !policy.HeaderSafe(name) }
 
+// groupsFor are the groups a key authenticates with: its owner's groups at
+// creation for identity Owner (less any a header would change), otherwise
+// apikeys and apikeys:<namespace>.
 func groupsFor(key *apikeysv1alpha1.ApiKey) []string {
 	if key.Spec.Identity == apikeysv1alpha1.IdentityOwner && key.Spec.Owner != nil {
 		groups := key.Spec.Owner.Groups

@@ -109,14 +109,20 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 }
 
 // mayRotate refuses a due rotation that must wait: of a personal key while
-// the owner rule is not in force, or into a Secret the key does not hold.
-// The live token keeps working meanwhile, so its expiry stays scheduled.
+// the owner rule is not in force, or into a Secret someone else now holds.
+// The rotation then waits, having written nothing, and the live token keeps
+// working: edits of scopes, audiences and expiry still reach the records
+// (a Secret put in the key's way must not freeze them), and the token's
+// expiry stays scheduled.
 func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName string) error {
 	err := r.ownerRuleAllowsRotation(ctx, p)
 	if err == nil {
-		err = r.awaitSecret(ctx, p, secretName)
+		err = r.checkSecretOwner(ctx, p.key, secretName)
 	}
 	if _, isStalled := asStalled(err); isStalled {
+		if serr := r.syncRecords(ctx, p); serr != nil {
+			return serr
+		}
 		if serr := r.scheduleExpiry(ctx, p); serr != nil {
 			return serr
 		}
@@ -129,9 +135,9 @@ func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName st
 // and only admission can tell who asked for it (the annotation, or a
 // schedule in the spec): with the rule gone, anyone who may edit the key
 // could have. A request on the annotation made meanwhile is recorded on the
-// live token as answered, so the rule's return does not honour it; the
-// owner asks again. The live token keeps working, the records still follow
-// the spec, and the key looks at the rule again after OwnerRuleRecheck.
+// live token as answered (by mayRotate's syncRecords), so the rule's return
+// does not honour it; the owner asks again. The key looks at the rule again
+// after OwnerRuleRecheck.
 func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass) error {
 	if p.key.Spec.Identity != apikeysv1alpha1.IdentityOwner {
 		return nil
@@ -142,9 +148,6 @@ func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass)
 		return err // nil, or a read that failed and is retried
 	}
 	p.dropRotateRequest = true
-	if err := r.syncRecords(ctx, p); err != nil {
-		return err
-	}
 	recheck := r.OwnerRuleRecheck
 	if recheck <= 0 {
 		recheck = time.Minute
@@ -242,19 +245,6 @@ func (p *pass) rotationInFlight() bool {
 	return false
 }
 
-// awaitSecret refuses to start a rotation into a Secret someone else now
-// holds. The rotation then waits, having written nothing, but edits of
-// scopes, audiences and expiry still reach the records: a Secret put in
-// the key's way must not freeze them.
-func (r *ApiKeyReconciler) awaitSecret(ctx context.Context, p *pass, name string) error {
-	err := r.checkSecretOwner(ctx, p.key, name)
-	if _, isStalled := asStalled(err); isStalled {
-		if serr := r.syncRecords(ctx, p); serr != nil {
-			return serr
-		}
-	}
-	return err
-}
 
 // checkSecretOwner refuses to rotate into a Secret someone else now holds.
 func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string) error {
