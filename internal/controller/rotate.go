@@ -245,7 +245,6 @@ func (p *pass) rotationInFlight() bool {
 	return false
 }
 
-
 // checkSecretOwner refuses to rotate into a Secret someone else now holds.
 func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string) error {
 	m := secretMeta()
