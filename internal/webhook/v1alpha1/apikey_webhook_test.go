@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"fmt"
+	"slices"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -143,6 +145,40 @@ var _ = Describe("Who a key may be", func() {
 		withAdmins := newKey(apikeysv1alpha1.IdentityOwner)
 		withAdmins.Spec.Owner = &apikeysv1alpha1.Owner{Username: "bob", Groups: []string{"team-b", "payroll"}}
 		expectDenied(carol.Create(ctx, withAdmins), "only groups you may impersonate")
+	})
+
+	It("lets one who may impersonate each group by name make a key with 24 of them, and says why not 25", func() {
+		// Each group costs kube-apiserver an authorization check, and it
+		// caps what one expression and one policy may spend on them.
+		groups := make([]string, 25)
+		for i := range groups {
+			groups[i] = fmt.Sprintf("squad-%02d", i)
+		}
+		Expect(admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: objectMeta("grace-impersonates-dave"), Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"users"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"dave"}},
+			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"uids"}, Verbs: []string{"impersonate"}, ResourceNames: []string{"dave-uid"}},
+			{APIGroups: []string{""}, Resources: []string{"groups"}, Verbs: []string{"impersonate"}, ResourceNames: groups},
+		}})).To(Succeed())
+		Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: objectMeta("grace-impersonates-dave"),
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "grace-impersonates-dave"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "grace"}},
+		})).To(Succeed())
+		grace := impersonating("grace", "")
+		forDave := func(groups ...string) *apikeysv1alpha1.ApiKey {
+			key := newKey(apikeysv1alpha1.IdentityOwner)
+			key.Spec.Owner = &apikeysv1alpha1.Owner{Username: "dave", UID: "dave-uid", Groups: groups}
+			return key
+		}
+
+		Eventually(func() error { return grace.Create(ctx, forDave(groups[:24]...), client.DryRunAll) }, 10*time.Second, 50*time.Millisecond).
+			Should(Succeed(), "26 checks (user, UID, 24 groups) fit in what kube-apiserver allows one policy")
+		expectDenied(grace.Create(ctx, forDave(groups...), client.DryRunAll), "at most 24 groups its creator is not in")
+
+		By("still checking every one of the 24")
+		notAllowed := slices.Clone(groups[:24])
+		notAllowed[23] = "payroll"
+		expectDenied(grace.Create(ctx, forDave(notAllowed...), client.DryRunAll), "only groups you may impersonate")
 	})
 
 	It("lets only the owner, or one who may impersonate the owner, rotate an Owner key or change its spec", func() {
