@@ -119,6 +119,14 @@ type ApiKeyRecordSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="secretName cannot change"
 	SecretName string `json:"secretName,omitempty"`
 
+	// secretUID is the UID of the Secret the operator delivered the token
+	// to. A Secret of that name with another UID was put there by someone
+	// else, whatever owner references it carries: no token goes into it.
+	// Empty for tokens issued before the operator kept it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	SecretUID string `json:"secretUID,omitempty"`
+
 	// tokenFingerprint identifies the token without revealing its hash
 	// (see ApiKeyStatus.tokenFingerprint). It cannot change.
 	// +optional

@@ -110,6 +110,7 @@ func expectOneLiveToken(key *apikeysv1alpha1.ApiKey) (string, apikeysv1alpha1.Ap
 	Expect(rec.Name).To(Equal(key.Status.RecordName))
 	Expect(rec.Spec.TokenHash).To(Equal(token.Hash(tok)), "the record does not hold the hash of the delivered token")
 	Expect(secret.Annotations[apikeysv1alpha1.TokenHashAnnotation]).To(Equal(rec.Spec.TokenHash))
+	Expect(rec.Spec.SecretUID).To(Equal(string(secret.UID)), "the record does not name the Secret it was delivered to")
 	Expect(key.Status.TokenHint).To(Equal(token.Hint(tok)))
 	return tok, rec
 }

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -56,7 +57,7 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 	if err != nil {
 		return err
 	}
-	err = r.deliverSecret(ctx, key, name, tok, rec)
+	secretUID, err := r.deliverSecret(ctx, key, name, tok, rec)
 	if apierrors.IsAlreadyExists(err) {
 		if recorded, err := r.recordedAfterAll(ctx, p); err != nil || recorded {
 			return err
@@ -64,11 +65,12 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 		if err := r.clearSecretName(ctx, key, name); err != nil {
 			return err
 		}
-		err = r.deliverSecret(ctx, key, name, tok, rec)
+		secretUID, err = r.deliverSecret(ctx, key, name, tok, rec)
 	}
 	if err != nil {
 		return err
 	}
+	rec.Spec.SecretUID = string(secretUID)
 	if err := r.Create(ctx, rec); err != nil {
 		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
 	}
@@ -159,13 +161,15 @@ func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, key *apikeysv1al
 	return client.IgnoreNotFound(err)
 }
 
-// deliverSecret writes the token into a new Secret owned by key. The Secret
-// is not immutable: a rotation writes the next token into it, and kubelet
+// deliverSecret writes the token into a new Secret owned by key, and
+// returns the Secret's UID, which the record keeps: owner references can be
+// forged by anyone who may create Secrets, a UID cannot. The Secret is not
+// immutable: a rotation writes the next token into it, and kubelet
 // refreshes only mutable Secrets. Its data is never read back; what decides
 // is the record. Errors carry only the API server's reason, checked never
 // to hold the token.
 func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
-	rec *apikeysv1alpha1.ApiKeyRecord) error {
+	rec *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        name,
@@ -181,21 +185,21 @@ func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alph
 	}
 	secret.Labels[apikeysv1alpha1.ManagedByLabel] = apikeysv1alpha1.ManagedByValue
 	if err := controllerutil.SetControllerReference(key, secret, r.Scheme()); err != nil {
-		return err
+		return "", err
 	}
 
 	err := r.Create(ctx, secret)
 	if err == nil || apierrors.IsAlreadyExists(err) {
-		return err
+		return secret.UID, err
 	}
 	msg := string(apierrors.ReasonForError(err))
 	if apierrors.IsInvalid(err) {
 		if detail := err.Error(); !strings.Contains(detail, tok) {
 			msg = detail
 		}
-		return stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: the token's Secret was refused: %s", msg)
+		return "", stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: the token's Secret was refused: %s", msg)
 	}
-	return fmt.Errorf("delivering the token to Secret %s/%s: %s", key.Namespace, name, msg)
+	return "", fmt.Errorf("delivering the token to Secret %s/%s: %s", key.Namespace, name, msg)
 }
 
 // deliveryAnnotations are the Secret's annotations for rec's token: the

@@ -217,6 +217,7 @@ func recordSpecFor(key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecor
 		TokenFingerprint: rec.Spec.TokenFingerprint,
 		IssuedAt:         rec.Spec.IssuedAt,
 		SecretName:       rec.Spec.SecretName,
+		SecretUID:        rec.Spec.SecretUID,
 		ValidUntil:       rec.Spec.ValidUntil,
 		Issuance:         rec.Spec.Issuance,
 		RotateRequest:    rec.Spec.RotateRequest,

@@ -62,7 +62,8 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		return nil
 	}
 	name := p.live.Spec.SecretName
-	if err := r.mayRotate(ctx, p, name); err != nil {
+	secretUID, err := r.mayRotate(ctx, p, name)
+	if err != nil {
 		return err
 	}
 
@@ -85,11 +86,15 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	if err != nil {
 		return err
 	}
+	rec.Spec.SecretUID = string(secretUID)
 	if err := r.Create(ctx, rec); err != nil {
 		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
 	}
 	r.created.add(p.key.UID, rec, p.now)
-	if err := r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
+	if secretUID, err = r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
+		return err
+	}
+	if err := r.pinSecret(ctx, rec, secretUID); err != nil {
 		return err
 	}
 	p.setRecords(append(p.records, *rec))
@@ -113,21 +118,23 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 // The rotation then waits, having written nothing, and the live token keeps
 // working: edits of scopes, audiences and expiry still reach the records
 // (a Secret put in the key's way must not freeze them), and the token's
-// expiry stays scheduled.
-func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName string) error {
+// expiry stays scheduled. Otherwise it returns the UID of the Secret the
+// next token goes into ("" if the Secret is gone and will be created).
+func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName string) (types.UID, error) {
+	var secretUID types.UID
 	err := r.ownerRuleAllowsRotation(ctx, p)
 	if err == nil {
-		err = r.checkSecretOwner(ctx, p.key, secretName)
+		secretUID, err = r.checkSecretOwner(ctx, p.key, secretName, p.live.Spec.SecretUID)
 	}
 	if _, isStalled := asStalled(err); isStalled {
 		if serr := r.syncRecords(ctx, p); serr != nil {
-			return serr
+			return "", serr
 		}
 		if serr := r.scheduleExpiry(ctx, p); serr != nil {
-			return serr
+			return "", serr
 		}
 	}
-	return err
+	return secretUID, err
 }
 
 // ownerRuleAllowsRotation refuses to rotate a personal key while the owner
@@ -228,9 +235,23 @@ func (r *ApiKeyReconciler) settleRotation(ctx context.Context, p *pass) error {
 		return err
 	}
 	if err == nil && metav1.IsControlledBy(m, p.key) && m.GetAnnotations()[apikeysv1alpha1.TokenHashAnnotation] == live.Spec.TokenHash {
-		return nil
+		// Delivered (the hash is in no status yet, so nobody else could
+		// have written it): the crash may have come before the record
+		// learnt which Secret holds it.
+		return r.pinSecret(ctx, live, m.UID)
 	}
 	return r.retire(ctx, p, live)
+}
+
+// pinSecret records on rec the UID of the Secret its token was delivered
+// to, when the delivery created that Secret (it was gone, or immutable).
+func (r *ApiKeyReconciler) pinSecret(ctx context.Context, rec *apikeysv1alpha1.ApiKeyRecord, uid types.UID) error {
+	if rec.Spec.SecretUID == string(uid) {
+		return nil
+	}
+	patch := client.MergeFrom(rec.DeepCopy())
+	rec.Spec.SecretUID = string(uid)
+	return r.Patch(ctx, rec, patch)
 }
 
 // rotationInFlight reports whether a record other than the live one lacks
@@ -245,47 +266,60 @@ func (p *pass) rotationInFlight() bool {
 	return false
 }
 
-// checkSecretOwner refuses to rotate into a Secret someone else now holds.
-func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string) error {
+// checkSecretOwner refuses to rotate into a Secret someone else now holds,
+// and returns the UID of the one it may rotate into ("" if there is none).
+// pinned is the UID of the Secret the live token went into: a Secret of
+// that name with another UID was created since, by someone else, whatever
+// owner references it carries (anyone who may create Secrets can write the
+// key's UID into one).
+func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, pinned string) (types.UID, error) {
 	m := secretMeta()
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil
+		return "", nil
 	case err != nil:
-		return err
-	case !metav1.IsControlledBy(m, key):
-		return secretNameTaken(name)
+		return "", err
+	case !ownSecret(m, key, pinned):
+		return "", secretNameTaken(name)
 	}
-	return nil
+	return m.UID, nil
+}
+
+// ownSecret reports whether m is a Secret the operator delivered key's
+// token to: controlled by key, and the Secret of UID pinned if that is set.
+func ownSecret(m *metav1.PartialObjectMetadata, key *apikeysv1alpha1.ApiKey, pinned string) bool {
+	return metav1.IsControlledBy(m, key) && (pinned == "" || string(m.UID) == pinned)
 }
 
 func secretNameTaken(name string) error {
 	return stalled(apikeysv1alpha1.ReasonSecretNameTaken,
-		"cannot rotate: Secret %q now exists and does not belong to this ApiKey (the current token keeps working): "+
-			"delete that Secret so the new token can be delivered", name)
+		"cannot rotate: Secret %q is not the one this ApiKey's token was delivered to (it was created since, or belongs "+
+			"to something else; the current token keeps working): delete that Secret so the new token can be delivered", name)
 }
 
 // redeliverSecret writes a rotated token into the key's Secret, which keeps
 // its name (and, when it exists, its identity) so that kubelet refreshes the
-// files of pods that mount it. The patch carries the resourceVersion read
-// just before, so it never overwrites a change it did not see. A Secret
-// made immutable by an earlier operator version cannot be patched: it is
-// replaced. A missing Secret (deleted after delivery) is created again.
+// files of pods that mount it, and returns the Secret's UID. The patch
+// carries the resourceVersion read just before, so it never overwrites a
+// change it did not see. A Secret made immutable by an earlier operator
+// version cannot be patched: it is replaced. A missing Secret (deleted
+// after delivery) is created again.
 func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
-	rec *apikeysv1alpha1.ApiKeyRecord) error {
+	rec *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
 	m := secretMeta()
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m)
 	if apierrors.IsNotFound(err) {
 		return r.deliverSecret(ctx, key, name, tok, rec)
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
-	// checkSecretOwner looked before this rotation's writes; the Secret may
-	// have changed hands since. The patch below is pinned to what this read.
-	if !metav1.IsControlledBy(m, key) {
-		return secretNameTaken(name)
+	// checkSecretOwner looked before this rotation's writes, and rec holds
+	// the UID it saw; the Secret may have changed hands since. The patch
+	// below is pinned to what this read.
+	if !ownSecret(m, key, rec.Spec.SecretUID) {
+		return "", secretNameTaken(name)
 	}
 	body, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{
@@ -295,21 +329,21 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 		"data": map[string]string{apikeysv1alpha1.SecretTokenKey: base64.StdEncoding.EncodeToString([]byte(tok))},
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	err = r.Patch(ctx, m, client.RawPatch(types.MergePatchType, body))
 	switch {
 	case err == nil:
-		return nil
+		return m.UID, nil
 	case refusedAsImmutable(err):
 		// An immutable Secret: replace it. A crash in between leaves no
 		// Secret, and settleRotation undoes the rotation.
 		if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
-			return err
+			return "", err
 		}
 		return r.deliverSecret(ctx, key, name, tok, rec)
 	default:
-		return fmt.Errorf("delivering the rotated token to Secret %s/%s: %s", key.Namespace, name, apierrors.ReasonForError(err))
+		return "", fmt.Errorf("delivering the rotated token to Secret %s/%s: %s", key.Namespace, name, apierrors.ReasonForError(err))
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -128,6 +129,53 @@ var _ = Describe("Rotating a key", func() {
 			g.Expect(records).To(HaveLen(1), "the blocked rotation minted nothing")
 			g.Expect(records[0].Spec.Scopes).To(Equal([]string{"links:read"}))
 		}, timeout, interval).Should(Succeed())
+	})
+
+	It("never writes a rotated token into a Secret recreated by someone else, whatever owner references it forges", func() {
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, live := expectOneLiveToken(key)
+		_, secret := readToken(key)
+
+		By("the owner deletes the Secret; someone who may create Secrets makes one naming the key as its controller")
+		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+		forged := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secret.Name,
+				Labels: map[string]string{"mirror.example.com/to": "mallory"},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
+					Name: key.Name, UID: key.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
+			StringData: map[string]string{"password": "hunter2"},
+		}
+		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+
+		By("a rotation is asked for, and waits")
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "into-the-forgery"}
+		})
+		stalled := waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonSecretNameTaken)
+		Expect(condition(stalled, apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("not the one this ApiKey's token was delivered to"))
+		got := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), got)).To(Succeed())
+		// Checked key by key: a failure must not print the Secret's data.
+		_, written := got.Data[apikeysv1alpha1.SecretTokenKey]
+		Expect(written).To(BeFalse(), "a token was written into a Secret the operator did not create")
+		records := recordsOf(key)
+		Expect(records).To(HaveLen(1), "the refused rotation minted a token")
+		Expect(records[0].Name).To(Equal(live.Name))
+
+		By("once the forgery is gone and the key edited (docs/apikey.md), the rotation delivers into a Secret of its own")
+		Expect(k8sClient.Delete(ctx, got)).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Description = "retry" })
+		Eventually(func(g Gomega) {
+			got := fetch(key)
+			g.Expect(got.Status.LastRotateRequest).To(Equal("into-the-forgery"))
+			records := recordsOf(got)
+			g.Expect(records).To(HaveLen(1))
+			g.Expect(records[0].Name).NotTo(Equal(live.Name))
+		}, timeout, interval).Should(Succeed())
+		_, rotated := expectOneLiveToken(waitReady(key))
+		Expect(rotated.Spec.SecretUID).NotTo(Equal(string(forged.UID)))
 	})
 
 	It("never writes a rotated token into a Secret someone else put in its place mid-rotation", func() {
