@@ -240,10 +240,14 @@ func addCAWatch(mgr manager.Manager, o Options) (cache.Cache, error) {
 	return c, mgr.Add(ownCache{c})
 }
 
-// withoutData drops a Secret's data and managed fields.
+// withoutData drops a Secret's data, managed fields, labels and
+// annotations: the watch only says that the Secret changed, and a CA Secret
+// once written by kubectl apply holds its key in an annotation
+// (kubectl.kubernetes.io/last-applied-configuration).
 func withoutData(obj any) (any, error) {
 	if s, ok := obj.(*corev1.Secret); ok {
 		s.Data, s.StringData, s.ManagedFields = nil, nil, nil
+		s.Labels, s.Annotations = nil, nil
 	}
 	return obj, nil
 }

@@ -51,7 +51,8 @@ const (
 // a replica which only reads, and may read nothing but the serving Secret,
 // stays unready and closed until that Secret exists, then serves the same
 // certificate; that a lost Secret or a lost CA bundle is put back; and that
-// an issuer finding the old one-Secret layout moves the CA out of it.
+// an issuer finding the old one-Secret layout, where the CA's key sat beside
+// the serving key, replaces that CA and stops trusting it.
 func TestSelfSignedMode(t *testing.T) {
 	g := NewWithT(t)
 	g.SetDefaultEventuallyTimeout(60 * time.Second)
@@ -182,7 +183,7 @@ func TestSelfSignedMode(t *testing.T) {
 	setCABundles(g, admin, validating, nil)
 	g.Eventually(caBundlesOf(admin, validating)).Should(HaveEach(Equal(secret.Data[caBundleKey])))
 
-	t.Log("starting an issuer upgraded from the one-Secret layout: it moves the CA, unchanged, out of the serving Secret")
+	t.Log("starting an issuer upgraded from the one-Secret layout: it replaces the CA whose key every serving pod could read")
 	upgraded := opts
 	upgraded.SecretName, upgraded.CASecretName = "old-layout-webhook-server-cert", "old-layout-webhook-ca"
 	upgraded.MutatingWebhookConfiguration, upgraded.ValidatingWebhookConfiguration = "", ""
@@ -198,16 +199,16 @@ func TestSelfSignedMode(t *testing.T) {
 		Data:       oldLayout,
 	})).To(Succeed())
 	upgradedReplica := startManager(t, cfg, scheme, upgraded, served.LocalServingHost, mustFreePort(g), nil)
-	movedCA, moved := &corev1.Secret{}, &corev1.Secret{}
+	newCA, rewritten := &corev1.Secret{}, &corev1.Secret{}
 	g.Eventually(func(g Gomega) {
-		g.Expect(admin.Get(ctx, upgraded.caSecretKey(), movedCA)).To(Succeed())
-		g.Expect(admin.Get(ctx, upgraded.secretKey(), moved)).To(Succeed())
-		g.Expect(moved.Data).NotTo(HaveKey(caKeyKey))
+		g.Expect(admin.Get(ctx, upgraded.caSecretKey(), newCA)).To(Succeed())
+		g.Expect(admin.Get(ctx, upgraded.secretKey(), rewritten)).To(Succeed())
+		g.Expect(rewritten.Data).NotTo(HaveKey(caKeyKey))
 	}).Should(Succeed())
-	checkLayout(g, movedCA, moved)
-	g.Expect(movedCA.Data).To(Equal(map[string][]byte{caBundleKey: oldLayout[caBundleKey], caKeyKey: oldLayout[caKeyKey]}),
-		"the CA was replaced instead of moved")
-	g.Expect(moved.Data[corev1.TLSCertKey]).To(Equal(oldLayout[corev1.TLSCertKey]), "a valid certificate was replaced")
+	checkLayout(g, newCA, rewritten)
+	g.Expect(newCA.Data[caKeyKey]).NotTo(Equal(oldLayout[caKeyKey]), "the CA whose key was in the serving Secret still signs")
+	g.Expect(bytes.Contains(rewritten.Data[caBundleKey], oldLayout[caBundleKey])).To(BeFalse(), "the exposed CA is still trusted")
+	g.Expect(rewritten.Data[corev1.TLSCertKey]).NotTo(Equal(oldLayout[corev1.TLSCertKey]), "a certificate of the exposed CA is still served")
 	g.Eventually(upgradedReplica.readyz).Should(Equal(http.StatusOK))
 
 	t.Log("checking no private key reached the logs")

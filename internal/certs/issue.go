@@ -27,7 +27,7 @@ const (
 	caBundleKey = "ca.crt"
 	// caKeyKey holds the private key of the first CA in caBundleKey, in the
 	// CA Secret only. A serving Secret written before the CA had a Secret of
-	// its own holds it too, until renew moves it out.
+	// its own holds it too, until renew replaces that CA.
 	caKeyKey = "ca.key"
 )
 
@@ -55,9 +55,8 @@ type renewal struct {
 	ca, serving map[string][]byte
 	caBundle    []byte
 	renewAt     time.Time
-	// rotatedCA says a new CA was issued; movedCA that the CA was taken out
-	// of a serving Secret of the old layout, unchanged.
-	rotatedCA, movedCA bool
+	// rotatedCA says a new CA was issued.
+	rotatedCA bool
 }
 
 // renew checks the CA Secret's and the serving Secret's data against hosts
@@ -66,15 +65,15 @@ type renewal struct {
 // or not signed by the current CA. A new CA takes a new serving certificate,
 // and the old CA stays in the bundle until it expires, so replicas that still
 // serve the old certificate keep being trusted. The serving data never holds
-// the CA's key: one of the old layout (no CA Secret, ca.key beside tls.key)
-// has its CA moved to the CA Secret as it is, and is rewritten without it.
+// the CA's key. In the old layout (no CA Secret, ca.key beside tls.key) it
+// did, and every pod that serves, the auth-only ones too, could read it and
+// sign for any name: that CA is replaced, and not kept in the bundle.
 //
 //nolint:gocyclo // one decision table: each branch is a state the two Secrets can be in
 func renew(caData, servingData map[string][]byte, hosts []string, l lifetimes, now time.Time) (renewal, error) {
 	var next renewal
-	if len(caData[caKeyKey]) == 0 && len(servingData[caKeyKey]) != 0 {
-		caData = map[string][]byte{caBundleKey: servingData[caBundleKey], caKeyKey: servingData[caKeyKey]}
-		next.movedCA = true
+	if exposed := servingData[caKeyKey]; len(exposed) != 0 && (len(caData[caKeyKey]) == 0 || bytes.Equal(exposed, caData[caKeyKey])) {
+		caData = nil // the old layout, or its CA moved out by an earlier version that then stopped
 	}
 	ca, err := parseCA(caData[caBundleKey], caData[caKeyKey])
 	bundle := caData[caBundleKey]
@@ -87,9 +86,9 @@ func renew(caData, servingData map[string][]byte, hosts []string, l lifetimes, n
 		if previous.cert != nil {
 			bundle = append(bytes.Clone(bundle), previous.certPEM...)
 		}
-		next.rotatedCA, next.movedCA = true, false
+		next.rotatedCA = true
 	}
-	if next.rotatedCA || next.movedCA {
+	if next.rotatedCA {
 		next.ca = map[string][]byte{caBundleKey: validCerts(bundle, now), caKeyKey: ca.keyPEM}
 	}
 

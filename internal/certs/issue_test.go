@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 var (
@@ -69,13 +70,16 @@ func TestRenew(t *testing.T) {
 		{name: "CA key of another CA", data: secrets{with(first.ca, caKeyKey, other.ca[caKeyKey]), first.serving}, at: t0, want: "new CA"},
 		{name: "CA Secret lost", data: secrets{serving: first.serving}, at: t0, want: "new CA"},
 		{name: "garbage", data: secrets{ca: map[string][]byte{caBundleKey: []byte("not PEM"), caKeyKey: []byte("x")}}, at: t0, want: "new CA"},
-		{name: "old layout", data: first.oldLayout(), at: t0.Add(day), want: "move", renewAt: t0.Add(8 * day)},
-		{name: "old layout, serving certificate due", data: first.oldLayout(), at: t0.Add(8 * day), want: "move, serving"},
-		{name: "old layout, CA due", data: first.oldLayout(), at: t0.Add(98 * day), want: "new CA"},
-		// A crash between the two writes: the CA Secret holds the CA, the
-		// serving Secret still holds it too.
+		// The CA's key sat beside tls.key, where every pod that serves could
+		// read it: it is replaced, and dropped from the bundle.
+		{name: "old layout", data: first.oldLayout(), at: t0.Add(day), want: "exposed CA", renewAt: t0.Add(9 * day)},
+		{name: "old layout, CA due", data: first.oldLayout(), at: t0.Add(98 * day), want: "exposed CA"},
+		// An earlier version moved it to the CA Secret and stopped before
+		// rewriting the serving Secret.
 		{name: "moved, serving Secret not yet rewritten", data: secrets{first.ca, first.oldLayout().serving}, at: t0.Add(day),
-			want: "drop CA key"},
+			want: "exposed CA"},
+		{name: "a CA key in the serving Secret that is not the CA's", data: secrets{first.ca, with(first.serving, caKeyKey, other.ca[caKeyKey])},
+			at: t0.Add(day), want: "drop CA key"},
 		{name: "serving bundle lacks the CA", data: secrets{first.ca, with(first.serving, caBundleKey, other.ca[caBundleKey])}, at: t0,
 			want: "bundle"},
 	}
@@ -107,9 +111,9 @@ func TestRenew(t *testing.T) {
 
 // checkRenewal checks that got did what want says to data: "keep" both
 // Secrets; issue a new "serving" certificate under the same CA; a "new CA"
-// and a certificate from it; "move" the CA of the old layout as it is, with
-// a new "serving" certificate or not; "drop CA key" or rewrite the "bundle"
-// of a serving Secret, keeping its certificate.
+// and a certificate from it; replace an "exposed CA" (its key was in the
+// serving Secret) with a new one, leaving it out of the bundle; "drop CA
+// key" or rewrite the "bundle" of a serving Secret, keeping its certificate.
 func checkRenewal(t *testing.T, want string, data secrets, got renewal) { //nolint:gocyclo // a flat sequence of checks, each one case
 	t.Helper()
 	if want == "keep" {
@@ -121,35 +125,34 @@ func checkRenewal(t *testing.T, want string, data secrets, got renewal) { //noli
 	if got.serving == nil {
 		t.Fatalf("the serving Secret was not rewritten")
 	}
-	if want == "new CA" {
+	if want == "new CA" || want == "exposed CA" {
 		previous := data.ca[caKeyKey]
 		if previous == nil {
 			previous = data.serving[caKeyKey]
 		}
-		if !got.rotatedCA || got.movedCA || got.ca == nil || bytes.Equal(got.ca[caKeyKey], previous) {
+		if !got.rotatedCA || got.ca == nil || bytes.Equal(got.ca[caKeyKey], previous) {
 			t.Fatalf("the CA was not replaced")
 		}
 		if bytes.Equal(got.serving[corev1.TLSCertKey], data.serving[corev1.TLSCertKey]) {
 			t.Fatalf("the serving certificate was not replaced")
+		}
+		if _, hasKey := got.serving[caKeyKey]; hasKey {
+			t.Fatalf("the serving Secret still holds a CA key")
+		}
+		exposed, _ := pem.Decode(data.serving[caBundleKey])
+		if want == "exposed CA" && bytes.Contains(got.caBundle, pem.EncodeToMemory(exposed)) {
+			t.Fatalf("the CA whose key was in the serving Secret is still trusted")
 		}
 		return
 	}
 	if got.rotatedCA {
 		t.Fatalf("the CA was replaced")
 	}
-	switch want {
-	case "move", "move, serving":
-		if !got.movedCA || got.ca == nil || !bytes.Equal(got.ca[caKeyKey], data.serving[caKeyKey]) ||
-			!bytes.Equal(got.ca[caBundleKey], data.serving[caBundleKey]) {
-			t.Fatalf("the CA was not moved as it is")
-		}
-	default:
-		if got.movedCA || got.ca != nil {
-			t.Fatalf("the CA Secret was rewritten")
-		}
+	if got.ca != nil {
+		t.Fatalf("the CA Secret was rewritten")
 	}
 	reissued := !bytes.Equal(got.serving[corev1.TLSCertKey], data.serving[corev1.TLSCertKey])
-	if wantReissued := want == "serving" || want == "move, serving"; reissued != wantReissued {
+	if wantReissued := want == "serving"; reissued != wantReissued {
 		t.Fatalf("serving certificate replaced: %t, want %t", reissued, wantReissued)
 	}
 }
@@ -160,7 +163,7 @@ func checkRenewal(t *testing.T, want string, data secrets, got renewal) { //noli
 func TestRenewKeepsThePreviousCA(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	first := secrets{}.after(mustRenew(t, secrets{}, testHosts, t0))
-	for layout, start := range map[string]secrets{"two Secrets": first, "old layout": first.oldLayout()} {
+	for layout, start := range map[string]secrets{"two Secrets": first} {
 		second := start.after(mustRenew(t, start, testHosts, t0.Add(98*day)))
 		for name, data := range map[string]map[string][]byte{"CA": second.ca, "serving": second.serving} {
 			if n := len(certsIn(t, data[caBundleKey])); n != 2 {
@@ -281,4 +284,24 @@ func certsIn(t *testing.T, bundle []byte) []*x509.Certificate {
 		certs = append(certs, cert)
 	}
 	return certs
+}
+
+// TestCAWatchKeepsNoKeyMaterial checks that the CA Secret's watch keeps
+// nothing a key could be read from: not its data, nor an annotation that
+// kubectl apply fills with the whole object.
+func TestCAWatchKeepsNoKeyMaterial(t *testing.T) {
+	applied := `{"apiVersion":"v1","kind":"Secret","data":{"ca.key":"LS0tLS1CRUdJTi..."}}`
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "ca", Labels: map[string]string{"team": "x"},
+			Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": applied}},
+		Data: map[string][]byte{caKeyKey: []byte("key")}, StringData: map[string]string{caKeyKey: "key"},
+	}
+	got, err := withoutData(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := got.(*corev1.Secret)
+	if kept.Data != nil || kept.StringData != nil || kept.Annotations != nil || kept.Labels != nil {
+		t.Fatalf("the CA watch keeps data, labels or annotations")
+	}
 }

@@ -102,7 +102,7 @@ func (r *issuer) ensureSecrets(ctx context.Context) ([]byte, time.Time, error) {
 	if next.ca != nil || next.serving != nil {
 		logf.FromContext(ctx).Info("Wrote the webhook certificate Secrets",
 			"secret", r.opts.secretKey(), "caSecret", r.opts.caSecretKey(),
-			"newCA", next.rotatedCA, "movedCA", next.movedCA, "newCertificate", next.serving != nil,
+			"newCA", next.rotatedCA, "newCertificate", next.serving != nil,
 			"renewAt", next.renewAt.UTC().Format(time.RFC3339))
 	}
 	return next.caBundle, next.renewAt, nil
