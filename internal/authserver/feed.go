@@ -215,7 +215,10 @@ func closeOnce(ch chan struct{}) {
 // status.lastUsedAt forward. The controller shows the newest on the ApiKey.
 // Records' status is the one thing the auth server writes, and issuance
 // never reads it. Replicas flush their own usage; the optimistic lock and
-// the forward-only rule merge them.
+// the forward-only rule merge them, and a replica leaves alone a record
+// written less than an interval ago (by another replica, most likely), so
+// that a key used on every replica is written about once an interval, not
+// once per replica (SPEC §7).
 type usageFlusher struct {
 	index  *Index
 	client client.Client
@@ -232,38 +235,44 @@ func (u *usageFlusher) Start(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// The last chance for this replica's uses: each goes in now.
 			flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			u.flush(flushCtx)
+			u.flush(flushCtx, time.Now(), 0)
 			cancel()
 			return nil
-		case <-t.C:
-			u.flush(ctx)
+		case now := <-t.C:
+			u.flush(ctx, now, u.every)
 		}
 	}
 }
 
-func (u *usageFlusher) flush(ctx context.Context) {
+// flush writes the uses not yet flushed, at now. A record that says a use
+// later than quiet before now waits for a later tick (quiet 0: none waits).
+func (u *usageFlusher) flush(ctx context.Context, now time.Time, quiet time.Duration) {
 	log := ctrl.Log.WithName("authserver").WithName("usage")
 	for _, use := range u.index.unflushedUses() {
 		last := use.state.lastUsed.Load()
-		if err := u.flushOne(ctx, use, last); err != nil {
-			log.V(1).Info("Could not record last use; will retry", "record", use.name, "error", err.Error())
-			continue
+		switch {
+		case use.usedAt >= last:
+			// The record says as much already: another replica wrote it.
+		case quiet > 0 && use.usedAt > now.Add(-quiet).Unix():
+			continue // written within the interval: the use waits
+		default:
+			if err := u.flushOne(ctx, use, last); err != nil {
+				log.V(1).Info("Could not record last use; will retry", "record", use.name, "error", err.Error())
+				continue
+			}
 		}
 		use.state.flushed.Store(last)
 	}
 }
 
-// flushOne moves the record's status.lastUsedAt forward to last, unless the
-// record as last seen already says last or later (another replica wrote
-// it). It reads nothing: the patch carries the resourceVersion last seen,
-// so a record written since (by another replica, say) is a conflict,
-// retried next tick once the watch has shown that write. A record that is
-// gone needs no flush.
+// flushOne moves the record's status.lastUsedAt forward to last. It reads
+// nothing: the patch carries the resourceVersion last seen, so a record
+// written since (by another replica, say) is a conflict, retried next tick
+// once the watch has shown that write. A record that is gone needs no
+// flush.
 func (u *usageFlusher) flushOne(ctx context.Context, use recordUse, last int64) error {
-	if use.usedAt >= last {
-		return nil
-	}
 	patch := map[string]any{"status": map[string]any{"lastUsedAt": metav1.Unix(last, 0)}}
 	if use.resourceVersion != "" {
 		patch["metadata"] = map[string]any{"resourceVersion": use.resourceVersion}

@@ -87,7 +87,7 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 
 	t.Run("the record's status gets the last use", func(t *testing.T) {
 		entry.markUsed(used)
-		flusher.flush(ctx)
+		flusher.flush(ctx, time.Now(), flusher.every)
 		assertLastUsed(ctx, t, admin, rec, used)
 		if pending := index.unflushedUses(); len(pending) != 0 {
 			t.Errorf("%d uses still to flush after a flush", len(pending))
@@ -97,7 +97,7 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 	t.Run("nothing new, nothing written", func(t *testing.T) {
 		before := get(ctx, t, admin, rec).GetResourceVersion()
 		entry.markUsed(used) // the same second again
-		flusher.flush(ctx)
+		flusher.flush(ctx, time.Now(), flusher.every)
 		if after := get(ctx, t, admin, rec).GetResourceVersion(); after != before {
 			t.Errorf("the flusher wrote the record again (resourceVersion %s → %s) without a newer use", before, after)
 		}
@@ -108,7 +108,7 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 		writeLastUsed(ctx, t, admin, rec, later)
 		until(ctx, t, "the index sees the other replica's write", func() bool { return indexedLastUse(index, entry).Equal(later) })
 		entry.markUsed(used.Add(time.Second))
-		flusher.flush(ctx)
+		flusher.flush(ctx, time.Now(), flusher.every)
 		assertLastUsed(ctx, t, admin, rec, later)
 		if pending := index.unflushedUses(); len(pending) != 0 {
 			t.Errorf("a use older than the record's is retried: %d pending", len(pending))
@@ -128,18 +128,45 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 		behindEntry, _ := behind.Verify(tok, time.Now())
 		behindEntry.markUsed(mine)
 		lagging := &usageFlusher{index: behind, client: mgr.GetClient(), every: time.Minute}
-		lagging.flush(ctx)
+		lagging.flush(ctx, time.Now(), lagging.every)
 		assertLastUsed(ctx, t, admin, rec, other)
 		if pending := behind.unflushedUses(); len(pending) != 1 {
 			t.Fatalf("after a conflict %d uses are pending, want the one that was refused", len(pending))
 		}
 		behind.UpdateRecord(get(ctx, t, admin, rec).(*apikeysv1alpha1.ApiKeyRecord))
-		lagging.flush(ctx)
+		lagging.flush(ctx, time.Now(), lagging.every)
 		assertLastUsed(ctx, t, admin, rec, mine)
 		until(ctx, t, "the index sees the write", func() bool { return indexedLastUse(index, entry).Equal(mine) })
 		if e, _ := index.Verify(tok, time.Now()); e != entry {
 			t.Error("a write to the record's status replaced its entry in the index")
 		}
+	})
+
+	// Every replica sees each key's uses: were each to write them, a key
+	// used everywhere would cost a write per replica per interval.
+	t.Run("a record written within the interval waits, so replicas together write about once", func(t *testing.T) {
+		now := time.Now().Truncate(time.Second)
+		writeLastUsed(ctx, t, admin, rec, now.Add(-10*time.Second)) // another replica, this tick
+		until(ctx, t, "the index sees the other replica's write", func() bool {
+			return indexedLastUse(index, entry).Equal(now.Add(-10 * time.Second))
+		})
+		before := get(ctx, t, admin, rec).GetResourceVersion()
+		entry.markUsed(now.Add(-5 * time.Second))
+		flusher.flush(ctx, now, flusher.every)
+		if after := get(ctx, t, admin, rec).GetResourceVersion(); after != before {
+			t.Fatalf("the record, written 10 s ago, was written again within the interval")
+		}
+		if pending := index.unflushedUses(); len(pending) != 1 {
+			t.Fatalf("%d uses pending after waiting, want the one that waits", len(pending))
+		}
+		flusher.flush(ctx, now.Add(flusher.every), flusher.every)
+		assertLastUsed(ctx, t, admin, rec, now.Add(-5*time.Second))
+
+		t.Log("a replica that stops writes what it has at once")
+		entry.markUsed(now)
+		until(ctx, t, "the index sees the write", func() bool { return indexedLastUse(index, entry).Equal(now.Add(-5 * time.Second)) })
+		flusher.flush(ctx, now, 0)
+		assertLastUsed(ctx, t, admin, rec, now)
 	})
 
 	t.Run("the ApiKey is never written", func(t *testing.T) {
