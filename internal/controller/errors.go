@@ -1,8 +1,15 @@
 package controller
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
 
 // stalledError is a problem only a change to the ApiKey (or the operator's
@@ -26,4 +33,42 @@ func asStalled(err error) (*stalledError, bool) {
 	var s *stalledError
 	ok := errors.As(err, &s)
 	return s, ok
+}
+
+// refusedError is a write of a token's Secret that kube-apiserver refused,
+// so it did not happen. It says only the refusal's reason: the message may
+// quote what was sent.
+type refusedError struct {
+	what   string
+	reason metav1.StatusReason
+}
+
+func (e *refusedError) Error() string { return e.what + ": " + string(e.reason) }
+
+// secretWriteError is what a failed write of tok into a Secret returns: a
+// stall for a refusal only a change can lift (an invalid Secret, or one an
+// admission policy forbids), with kube-apiserver's message unless it
+// quotes the token; a refusedError for one that may pass next time (a
+// conflict, a name taken meanwhile); else an error that says only the
+// reason, which may hide a write that happened (a timeout).
+func secretWriteError(err error, tok, what string) error {
+	reason := apierrors.ReasonForError(err)
+	switch {
+	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err):
+		detail := err.Error()
+		if strings.Contains(detail, tok) || strings.Contains(detail, base64.StdEncoding.EncodeToString([]byte(tok))) {
+			detail = string(reason)
+		}
+		return stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: %s was refused: %s", what, detail)
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsBadRequest(err) || apierrors.IsNotFound(err):
+		return &refusedError{what: "writing " + what, reason: reason}
+	}
+	return fmt.Errorf("writing %s: %s", what, reason)
+}
+
+// refused reports whether err says the write did not happen.
+func refused(err error) bool {
+	var r *refusedError
+	_, isStalled := asStalled(err)
+	return isStalled || errors.As(err, &r)
 }

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -166,8 +165,7 @@ func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, key *apikeysv1al
 // forged by anyone who may create Secrets, a UID cannot. The Secret is not
 // immutable: a rotation writes the next token into it, and kubelet
 // refreshes only mutable Secrets. Its data is never read back; what decides
-// is the record. Errors carry only the API server's reason, checked never
-// to hold the token.
+// is the record. Errors never hold the token (secretWriteError).
 func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
 	rec *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
 	secret := &corev1.Secret{
@@ -192,14 +190,7 @@ func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alph
 	if err == nil || apierrors.IsAlreadyExists(err) {
 		return secret.UID, err
 	}
-	msg := string(apierrors.ReasonForError(err))
-	if apierrors.IsInvalid(err) {
-		if detail := err.Error(); !strings.Contains(detail, tok) {
-			msg = detail
-		}
-		return "", stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: the token's Secret was refused: %s", msg)
-	}
-	return "", fmt.Errorf("delivering the token to Secret %s/%s: %s", key.Namespace, name, msg)
+	return "", secretWriteError(err, tok, "the token's Secret")
 }
 
 // deliveryAnnotations are the Secret's annotations for rec's token: the

@@ -162,7 +162,11 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 	if !deleted && k.changed != nil {
 		k.changed(rec)
 	}
-	if own := k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion); own && !deleted {
+	own := k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion)
+	if deleted {
+		own = k.own.deleted(rec.Name)
+	}
+	if own {
 		return nil
 	}
 	k.queue.Add(reconcile.Request{NamespacedName: keyOfRecord(rec)})

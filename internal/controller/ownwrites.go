@@ -20,6 +20,12 @@ import (
 // deletion, and an event at another resourceVersion wake the key as
 // before.
 //
+// A record the pass deleted wakes no pass either: otherwise a pass that
+// mints a token, fails to deliver it and deletes its record would wake the
+// next to do the same, again and again, past the rate limiter. Records are
+// named by their token's hash and never come back, so the name alone tells
+// the deletion's event.
+//
 // A write's event can come before its response: while a write is in
 // flight, its object's events are held, and once the response tells the
 // write's resourceVersion, any held event that was not the write's wakes
@@ -27,6 +33,9 @@ import (
 type ownWrites struct {
 	mu     sync.Mutex
 	writes map[digest]*ownWrite // by digestOf(kind, namespace, name)
+	// deletes are the records deleted, or being deleted, whose events have
+	// not come yet, by digestOf(kind, namespace, name).
+	deletes map[digest]struct{}
 	// wake wakes a key (the ApiKey controller's queue).
 	wake func(types.NamespacedName)
 }
@@ -40,7 +49,43 @@ type ownWrite struct {
 }
 
 func newOwnWrites(wake func(types.NamespacedName)) *ownWrites {
-	return &ownWrites{writes: map[digest]*ownWrite{}, wake: wake}
+	return &ownWrites{writes: map[digest]*ownWrite{}, deletes: map[digest]struct{}{}, wake: wake}
+}
+
+// beginDelete notes that the pass of key is about to delete the record
+// obj: its event may come before the response.
+func (o *ownWrites) beginDelete(key types.NamespacedName, obj client.Object) {
+	if o == nil || key.Name == "" || kindOf(obj) != "ApiKeyRecord" {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.deletes[digestOf("ApiKeyRecord", obj.GetNamespace(), obj.GetName())] = struct{}{}
+}
+
+// endDelete forgets a deletion that failed (or found the record gone): no
+// event of its own will come.
+func (o *ownWrites) endDelete(obj client.Object, err error) {
+	if o == nil || err == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.deletes, digestOf(kindOf(obj), obj.GetNamespace(), obj.GetName()))
+}
+
+// deleted reports whether the controller deleted the record named name,
+// whose deletion's event has come.
+func (o *ownWrites) deleted(name string) bool {
+	if o == nil {
+		return false
+	}
+	at := digestOf("ApiKeyRecord", "", name)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.deletes[at]
+	delete(o.deletes, at)
+	return ok
 }
 
 // begin notes that the pass of key is about to write obj.
@@ -114,6 +159,7 @@ func (o *ownWrites) forget() {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	clear(o.deletes)
 	for at, w := range o.writes {
 		if w.inFlight {
 			w.other = true
@@ -179,6 +225,13 @@ func (c notingWrites) Update(ctx context.Context, obj client.Object, opts ...cli
 
 func (c notingWrites) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
 	return c.write(ctx, obj, func() error { return c.Client.Patch(ctx, obj, patch, opts...) })
+}
+
+func (c notingWrites) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+	c.own.beginDelete(passOf(ctx), obj)
+	err := c.Client.Delete(ctx, obj, opts...)
+	c.own.endDelete(obj, err)
+	return err
 }
 
 func (c notingWrites) Status() client.SubResourceWriter {

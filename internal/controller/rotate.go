@@ -92,7 +92,7 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 	}
 	r.created.add(p.key.UID, rec, p.now)
 	if secretUID, err = r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
-		return err
+		return r.undelivered(ctx, p, rec, err)
 	}
 	if err := r.pinSecret(ctx, rec, secretUID); err != nil {
 		return err
@@ -127,14 +127,41 @@ func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName st
 		secretUID, err = r.checkSecretOwner(ctx, p.key, secretName, p.live.Spec.SecretUID)
 	}
 	if _, isStalled := asStalled(err); isStalled {
-		if serr := r.syncRecords(ctx, p); serr != nil {
-			return "", serr
-		}
-		if serr := r.scheduleExpiry(ctx, p); serr != nil {
+		if serr := r.holdRotation(ctx, p); serr != nil {
 			return "", serr
 		}
 	}
 	return secretUID, err
+}
+
+// holdRotation does what a pass whose rotation stalls still must: the
+// records follow the spec, and the live token's expiry stays scheduled.
+func (r *ApiKeyReconciler) holdRotation(ctx context.Context, p *pass) error {
+	if err := r.syncRecords(ctx, p); err != nil {
+		return err
+	}
+	return r.scheduleExpiry(ctx, p)
+}
+
+// undelivered answers a rotation whose new token did not reach the Secret.
+// If kube-apiserver refused the write (refused), the token reached nobody:
+// its record goes in this pass, and a refusal only a change can lift stalls
+// the key as mayRotate's do, so that no pass mints again until then. Any
+// other error (a timeout) may hide a write that happened: settleRotation
+// reads the Secret in the next pass and decides.
+func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord, err error) error {
+	if !refused(err) {
+		return err
+	}
+	if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
+		return derr
+	}
+	if _, isStalled := asStalled(err); isStalled {
+		if serr := r.holdRotation(ctx, p); serr != nil {
+			return serr
+		}
+	}
+	return err
 }
 
 // ownerRuleAllowsRotation refuses to rotate a personal key while the owner
@@ -343,7 +370,7 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 		}
 		return r.deliverSecret(ctx, key, name, tok, rec)
 	default:
-		return "", fmt.Errorf("delivering the rotated token to Secret %s/%s: %s", key.Namespace, name, apierrors.ReasonForError(err))
+		return "", secretWriteError(err, tok, "the rotated token's Secret")
 	}
 }
 

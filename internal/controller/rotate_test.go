@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -129,6 +131,47 @@ var _ = Describe("Rotating a key", func() {
 			g.Expect(records).To(HaveLen(1), "the blocked rotation minted nothing")
 			g.Expect(records[0].Spec.Scopes).To(Equal([]string{"links:read"}))
 		}, timeout, interval).Should(Succeed())
+	})
+
+	It("tries once when kube-apiserver refuses the rotated token's Secret, instead of minting again and again", func() {
+		watcher, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: testenv.Scheme})
+		Expect(err).NotTo(HaveOccurred())
+		pad := strings.Repeat("x", 150_000)
+		key := newKey(ns)
+		key.Spec.Secret.Annotations = map[string]string{"example.com/pad1": pad}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, live := expectOneLiveToken(key)
+
+		By("the spec's Secret annotations change, so the Secret's and the new ones no longer fit in one object")
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Spec.Secret.Annotations = map[string]string{"example.com/pad2": pad}
+		})
+		records, err := watcher.Watch(ctx, &apikeysv1alpha1.ApiKeyRecordList{},
+			client.MatchingLabels{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)})
+		Expect(err).NotTo(HaveOccurred())
+		defer records.Stop()
+
+		By("a rotation is asked for: it stalls, saying why, and mints no more")
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "too-big"}
+		})
+		got := waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonInvalidSpec)
+		Expect(condition(got, apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("the rotated token's Secret was refused"))
+		minted := 0
+		Consistently(func() int {
+			for {
+				select {
+				case ev := <-records.ResultChan():
+					if rec, ok := ev.Object.(*apikeysv1alpha1.ApiKeyRecord); ok && ev.Type == watch.Added && rec.Name != live.Name {
+						minted++
+					}
+				default:
+					return minted
+				}
+			}
+		}, 3*time.Second, 100*time.Millisecond).Should(BeNumerically("<=", 1), "a token is minted for each retry")
+		Expect(recordsOf(got)).To(HaveExactElements(HaveField("Name", live.Name)), "the undelivered token's record is still there")
 	})
 
 	It("never writes a rotated token into a Secret recreated by someone else, whatever owner references it forges", func() {
