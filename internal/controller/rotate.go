@@ -81,26 +81,10 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		return nil
 	}
 	old := p.live
-
-	tok, rec, err := r.newRecord(p, name, old.Spec.Issuance+1)
+	rec, err := r.replaceToken(ctx, p, name, secretUID)
 	if err != nil {
 		return err
 	}
-	rec.Spec.SecretUID = string(secretUID)
-	if err := r.Create(ctx, rec); err != nil {
-		return fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
-	}
-	r.created.add(p.key.UID, rec, p.now)
-	if secretUID, err = r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
-		return r.undelivered(ctx, p, rec, err)
-	}
-	if err := r.pinSecret(ctx, rec, secretUID); err != nil {
-		return err
-	}
-	p.setRecords(append(p.records, *rec))
-	// The Secret holds a token again, even if it was deleted after the
-	// last delivery.
-	p.delivered = true
 
 	grace := gracePeriodOf(p.key)
 	until := "refused from now on"
@@ -111,6 +95,32 @@ func (r *ApiKeyReconciler) rotate(ctx context.Context, p *pass) error {
 		"Rotated %s: token %s delivered to Secret %s; the previous token %s is %s",
 		why, rec.Spec.TokenHint, name, old.Spec.TokenHint, until)
 	return nil
+}
+
+// replaceToken records a new token for the key and delivers it into the
+// Secret name, of UID secretUID ("" if it is gone): steps 2 and 3.
+func (r *ApiKeyReconciler) replaceToken(ctx context.Context, p *pass, name string,
+	secretUID types.UID) (*apikeysv1alpha1.ApiKeyRecord, error) {
+	tok, rec, err := r.newRecord(p, name, p.live.Spec.Issuance+1)
+	if err != nil {
+		return nil, err
+	}
+	rec.Spec.SecretUID = string(secretUID)
+	if err := r.Create(ctx, rec); err != nil {
+		return nil, fmt.Errorf("recording token %s: %w", rec.Spec.TokenHint, err)
+	}
+	r.created.add(p.key.UID, rec, p.now)
+	if secretUID, err = r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
+		return nil, r.undelivered(ctx, p, rec, err)
+	}
+	if err := r.pinSecret(ctx, rec, secretUID); err != nil {
+		return nil, err
+	}
+	p.setRecords(append(p.records, *rec))
+	// The Secret holds a token again, even if it was deleted after the
+	// last delivery.
+	p.delivered = true
+	return rec, nil
 }
 
 // mayRotate refuses a due rotation that must wait: of a personal key while

@@ -197,7 +197,8 @@ var _ = Describe("Rotating a key", func() {
 			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "into-the-forgery"}
 		})
 		stalled := waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonSecretNameTaken)
-		Expect(condition(stalled, apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("not the one this ApiKey's token was delivered to"))
+		Expect(condition(stalled, apikeysv1alpha1.ConditionStalled).Message).
+			To(ContainSubstring("not the one this ApiKey's token was delivered to"))
 		got := &corev1.Secret{}
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), got)).To(Succeed())
 		// Checked key by key: a failure must not print the Secret's data.
