@@ -15,12 +15,15 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -516,6 +519,90 @@ var _ = Describe("Attack 9: a tenant claims another team's scopes", func() {
 		Expect(verifyTokenIn(forged, ordersTeam)).To(Equal(verifyAnswer{Code: "AUDIENCE_MISMATCH"}),
 			"/verify asked by a service that trusts alice's team's keys")
 		Expect(verifyTokenIn(tok, ordersTeam).Valid).To(BeTrue(), "/verify of alice's own key")
+	})
+})
+
+var _ = Describe("Attack 10: a Secret that forges its owner reference", func() {
+	It("does not deliver a rotated token into a Secret another tenant made in the key's place, naming the key as its owner", func() {
+		ns := tenantNamespace(alice)
+		By("mallory may see ApiKeys and create Secrets there, not read them (a CI job that writes Secrets, say)")
+		Expect(admin.Create(ctx, &rbacv1.Role{
+			ObjectMeta: objectMeta(ns, "secret-writer"),
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}}},
+		})).To(Succeed())
+		grant(ns, mallory.name, "Role", "secret-writer")
+		grant(ns, mallory.name, "ClusterRole", viewerRole)
+
+		tok, key := issueKey(alice, newKey(ns, "deployer"))
+		expectTokenWorks(tok, "apikey:"+ns+":"+key.Name, "alice's team key")
+		By("alice takes the token and deletes the Secret, as `kubectl apikey get-token --delete` does")
+		Expect(alice.client.Delete(ctx, &corev1.Secret{ObjectMeta: objectMeta(ns, key.Status.SecretName)})).To(Succeed())
+
+		By("mallory makes a Secret of that name whose controller is alice's key, labelled for a tool that copies it to her")
+		seen := &apikeysv1alpha1.ApiKey{}
+		Expect(mallory.client.Get(ctx, client.ObjectKeyFromObject(key), seen)).To(Succeed())
+		forged := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: key.Status.SecretName, Labels: map[string]string{"mirror.example.com/to": "team-m"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
+				Name: seen.Name, UID: seen.UID, Controller: ptr.To(true)}},
+		}}
+		Expect(mallory.client.Create(ctx, forged)).To(Succeed())
+		Expect(apierrors.IsForbidden(mallory.client.Get(ctx, client.ObjectKeyFromObject(forged), &corev1.Secret{}))).
+			To(BeTrue(), "mallory can read Secrets there: this attack would gain her nothing")
+
+		By("alice rotates the key: the rotation waits rather than fill mallory's Secret")
+		Expect(alice.client.Patch(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(ns, key.Name)},
+			client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+apikeysv1alpha1.RotateAnnotation+`":"after-delete"}}}`)))).
+			To(Succeed())
+		waitStalled(key, apikeysv1alpha1.ReasonSecretNameTaken)
+		got := &corev1.Secret{}
+		Expect(admin.Get(ctx, client.ObjectKeyFromObject(forged), got)).To(Succeed())
+		_, filled := got.Data["token"] // checked key by key: a failure must not print the data
+		Expect(filled).To(BeFalse(), "a rotated token went into mallory's Secret")
+		Expect(recordHashes(recordsOf(key))).To(Equal([]string{token.Hash(tok)}), "a token was minted for mallory's Secret")
+		expectTokenWorks(tok, "apikey:"+ns+":"+key.Name, "alice's token, while the rotation waits")
+	})
+})
+
+var _ = Describe("Attack 11: a rotation that cannot be delivered, retried forever", func() {
+	It("mints one token, not one per retry, when kube-apiserver refuses the rotated token's Secret", func() {
+		ns := tenantNamespace(mallory)
+		pad := strings.Repeat("x", 150_000)
+		key := newKey(ns, "spinner")
+		key.Spec.Secret.Annotations = map[string]string{"example.com/pad1": pad}
+		tok, key := issueKey(mallory, key)
+
+		By("mallory swaps the Secret's annotation for another as large: the Secret cannot hold both")
+		Expect(mallory.client.Patch(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(ns, key.Name)},
+			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"secret":{"annotations":{"example.com/pad1":null,"example.com/pad2":"`+pad+`"}}}}`)))).
+			To(Succeed())
+		watcher, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		records, err := watcher.Watch(ctx, &apikeysv1alpha1.ApiKeyRecordList{},
+			client.MatchingLabels{apikeysv1alpha1.ApiKeyUIDLabel: string(key.UID)})
+		Expect(err).NotTo(HaveOccurred())
+		defer records.Stop()
+
+		By("and asks for a rotation")
+		Expect(mallory.client.Patch(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(ns, key.Name)},
+			client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+apikeysv1alpha1.RotateAnnotation+`":"spin"}}}`)))).
+			To(Succeed())
+		waitStalled(key, apikeysv1alpha1.ReasonInvalidSpec)
+		minted := map[string]bool{}
+		Consistently(func() int {
+			for {
+				select {
+				case ev := <-records.ResultChan():
+					if rec, ok := ev.Object.(*apikeysv1alpha1.ApiKeyRecord); ok && ev.Type == watch.Added && rec.Spec.TokenHash != token.Hash(tok) {
+						minted[rec.Name] = true
+					}
+				default:
+					return len(minted)
+				}
+			}
+		}, 3*time.Second, interval).Should(BeNumerically("<=", 1), "the operator mints a token for every retry")
+		Expect(recordHashes(recordsOf(key))).To(Equal([]string{token.Hash(tok)}), "a token that reached nobody is still recorded")
+		expectTokenWorks(tok, "apikey:"+ns+":"+key.Name, "mallory's token, while the rotation is stalled")
 	})
 })
 
