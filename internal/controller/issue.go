@@ -32,8 +32,9 @@ import (
 // user's create, and no read of the API server: the records come from the
 // cache plus those this process created and the cache does not show yet.
 // Only when the Secret's name is taken does issuance ask the API server:
-// for a record the cache may not show (then there is nothing to issue), and
-// for whose Secret it is. A Secret of its own without a record was left by
+// whose Secret it is (someone else's stalls the key), then for a record the
+// cache may not show (then there is nothing to issue). A Secret of its own
+// without a record was left by
 // a pass cut between 1 and 2: nobody can prove what it holds, so it is
 // deleted and its token never goes live. Status is never read to decide.
 func (r *ApiKeyReconciler) issue(ctx context.Context, p *pass) error {
@@ -58,11 +59,11 @@ func (r *ApiKeyReconciler) mint(ctx context.Context, p *pass) error {
 	}
 	secretUID, err := r.deliverSecret(ctx, key, name, tok, rec)
 	if apierrors.IsAlreadyExists(err) {
-		if recorded, err := r.recordedAfterAll(ctx, p); err != nil || recorded {
+		if err := r.clearSecretName(ctx, p, name); err != nil {
 			return err
 		}
-		if err := r.clearSecretName(ctx, key, name); err != nil {
-			return err
+		if p.issued() {
+			return nil
 		}
 		secretUID, err = r.deliverSecret(ctx, key, name, tok, rec)
 	}
@@ -141,20 +142,26 @@ func RecordFor(key *apikeysv1alpha1.ApiKey, tok string, issuedAt time.Time, secr
 	return rec
 }
 
-// clearSecretName makes room for a new delivery: a Secret of ours without a
-// record holds a token that never went live and is deleted; anyone else's
-// Secret stalls the key.
-func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string) error {
+// clearSecretName makes room for a new delivery, once the Secret's name was
+// found taken: anyone else's Secret stalls the key (without listing the
+// records, which a tenant could otherwise have the operator do at each
+// touch of such a key); if the key has a live record after all
+// (recordedAfterAll), there is nothing to issue; else a Secret of ours
+// holds a token that never went live, and is deleted.
+func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, p *pass, name string) error {
 	existing := secretMeta()
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, existing)
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.key.Namespace, Name: name}, existing)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil
+		existing = nil
 	case err != nil:
 		return err
-	case !metav1.IsControlledBy(existing, key):
+	case !metav1.IsControlledBy(existing, p.key):
 		return stalled(apikeysv1alpha1.ReasonSecretNameTaken,
 			"Secret %q already exists and does not belong to this ApiKey: delete it or set spec.secret.name to another name", name)
+	}
+	if recorded, err := r.recordedAfterAll(ctx, p); err != nil || recorded || existing == nil {
+		return err
 	}
 	err = r.Delete(ctx, existing, client.Preconditions{UID: &existing.UID})
 	return client.IgnoreNotFound(err)

@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
@@ -66,21 +67,31 @@ func (r *ApiKeyReconciler) cachedRecords(ctx context.Context, key *apikeysv1alph
 // observeRecords reads the key's records, the truth about its tokens, then
 // checks that status reports them as the operator wrote it. The cache may not
 // yet show a record created moments ago: those this process created are
-// added from memory. It asks the API server only when status names a token
-// the key does not seem to have, or when a record this process created has
-// stayed out of the cache too long. (Issuance asks again before it could
-// mint a second token, see mint.)
+// added from memory. It asks the API server for all the key's records when
+// status names a token of the key's that the cache does not show yet (a
+// read of that record first: whoever may write status must not make each
+// write cost a list of every record), or when a record this process
+// created has stayed out of the cache too long. (Issuance asks again
+// before it could mint a second token, see mint.)
 func (r *ApiKeyReconciler) observeRecords(ctx context.Context, p *pass) error {
 	records, fromAPIServer, err := r.knownRecords(ctx, p.key, p.now)
 	if err != nil {
 		return err
 	}
 	p.setRecords(records)
-	if named := p.base.Status.RecordName; !fromAPIServer && named != "" && findRecord(p.records, named) == nil {
-		if records, err = r.listRecords(ctx, p.key, true); err != nil {
+	if named := p.base.Status.RecordName; !fromAPIServer && named != "" && findRecord(p.records, named) == nil &&
+		len(validation.IsDNS1123Subdomain(named)) == 0 {
+		rec := &apikeysv1alpha1.ApiKeyRecord{}
+		err := r.APIReader.Get(ctx, client.ObjectKey{Name: named}, rec)
+		if client.IgnoreNotFound(err) != nil {
 			return err
 		}
-		p.setRecords(records)
+		if err == nil && rec.Spec.ApiKey.UID == string(p.key.UID) {
+			if records, err = r.listRecords(ctx, p.key, true); err != nil {
+				return err
+			}
+			p.setRecords(records)
+		}
 	}
 	p.forgery = checkStatus(p)
 	return nil

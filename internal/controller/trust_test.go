@@ -1,15 +1,20 @@
 package controller
 
 import (
+	"context"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
@@ -113,6 +118,40 @@ var _ = Describe("Trust boundaries", func() {
 		Expect(k8sClient.Patch(ctx, edited, patch)).To(Succeed())
 		waitReady(key)
 		Expect(recordsOf(key)[0].Name).To(Equal(before.Name), "clearing the report minted nothing")
+	})
+
+	It("lists no records for a touch of a key whose Secret name is taken, nor for a status naming a record that is not there", func() {
+		// Such a list reads every record in the cluster (200 ms at 100k):
+		// one per write a tenant makes would be the tenant's to spend.
+		var lists atomic.Int32
+		r := newCrashReconciler(newCrash(-1))
+		direct := r.Client.(client.WithWatch)
+		r.APIReader = interceptor.NewClient(direct, interceptor.Funcs{
+			List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				lists.Add(1)
+				return cl.List(ctx, list, opts...)
+			},
+		})
+
+		By("a key whose Secret name someone else's Secret holds, touched")
+		taken := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "taken-" + rand.String(6)}}
+		Expect(k8sClient.Create(ctx, taken)).To(Succeed())
+		blocked := unwatchedKey("blocked-")
+		blocked.Spec.Secret.Name = taken.Name
+		Expect(k8sClient.Create(ctx, blocked)).To(Succeed())
+		reconcileOnce(r, blocked)
+		Expect(condition(fetch(blocked), apikeysv1alpha1.ConditionStalled)).To(HaveField("Reason", apikeysv1alpha1.ReasonSecretNameTaken))
+		Expect(lists.Load()).To(BeZero(), "records listed for a Secret that is not the key's")
+
+		By("an issued key whose status names a record that does not exist")
+		key := unwatchedKey("forged-")
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		forgeStatus(key)
+		lists.Store(0)
+		reconcileOnce(r, key)
+		Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled)).To(HaveField("Reason", apikeysv1alpha1.ReasonStatusForged))
+		Expect(lists.Load()).To(BeZero(), "records listed for a record name status made up")
 	})
 
 	It("never obeys a forged status.recordName on a key not yet issued", func() {

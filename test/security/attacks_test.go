@@ -573,9 +573,9 @@ var _ = Describe("Attack 11: a rotation that cannot be delivered, retried foreve
 		tok, key := issueKey(mallory, key)
 
 		By("mallory swaps the Secret's annotation for another as large: the Secret cannot hold both")
+		swap := `{"spec":{"secret":{"annotations":{"example.com/pad1":null,"example.com/pad2":"` + pad + `"}}}}`
 		Expect(mallory.client.Patch(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(ns, key.Name)},
-			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"secret":{"annotations":{"example.com/pad1":null,"example.com/pad2":"`+pad+`"}}}}`)))).
-			To(Succeed())
+			client.RawPatch(types.MergePatchType, []byte(swap)))).To(Succeed())
 		watcher, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
 		records, err := watcher.Watch(ctx, &apikeysv1alpha1.ApiKeyRecordList{},
