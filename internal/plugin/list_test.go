@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -8,10 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -258,3 +262,29 @@ func unreachableKubeconfig() string {
 	Expect(clientcmd.WriteToFile(*kc, path)).To(Succeed())
 	return path
 }
+
+var _ = Describe("What the plugin prints", func() {
+	It("escapes characters that drive a terminal, wherever they come from", func() {
+		const title = "\x1b]0;owned\x07\x1b[2J\r"
+
+		By("an error, as Run prints it")
+		var errOut bytes.Buffer
+		code := Run(ctx, []string{"list", "--kubeconfig", "/nonexistent/" + title},
+			genericiooptions.IOStreams{In: strings.NewReader(""), Out: &errOut, ErrOut: &errOut})
+		Expect(code).To(Equal(1))
+		Expect(errOut.String()).To(ContainSubstring("^[]0;owned"))
+		Expect(errOut.String()).NotTo(ContainSubstring("\x1b"))
+		Expect(errOut.String()).NotTo(ContainSubstring("\r"))
+
+		By("a key's status, which anyone holding apikeys/status may write")
+		forged := apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ci"}}
+		forged.Status.Username = "alice" + title
+		forged.Status.Conditions = []metav1.Condition{{Type: apikeysv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+			Reason: "Issued", Message: "Token ak_7Qz4… is live" + title}}
+		var out bytes.Buffer
+		streams := terminalSafeStreams(genericiooptions.IOStreams{Out: &out, ErrOut: &out})
+		Expect(printTable(streams.Out, []apikeysv1alpha1.ApiKey{forged}, &listOptions{output: outputWide}, time.Now())).To(Succeed())
+		Expect(out.String()).To(ContainSubstring("alice^[]0;owned"))
+		Expect(out.String()).NotTo(ContainSubstring("\x1b"))
+	})
+})

@@ -8,6 +8,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -38,6 +40,7 @@ const pluginName = "kubectl-apikey"
 // Run executes the command line args and returns the process exit code. An
 // error is printed to stderr as kubectl prints one, "error: …".
 func Run(ctx context.Context, args []string, streams genericiooptions.IOStreams) int {
+	streams = terminalSafeStreams(streams)
 	cmd := NewRootCommand(streams)
 	cmd.SetArgs(args)
 	if err := cmd.ExecuteContext(ctx); err != nil {
@@ -57,6 +60,7 @@ type root struct {
 
 // NewRootCommand returns `kubectl apikey` with all its subcommands.
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	streams = terminalSafeStreams(streams)
 	r := &root{flags: genericclioptions.NewConfigFlags(true), streams: streams}
 	cmd := &cobra.Command{
 		Use:   pluginName,
@@ -163,4 +167,29 @@ func oneName(cmd *cobra.Command, args []string) error {
 	}
 	return fmt.Errorf("%s needs exactly one ApiKey NAME, got %d arguments; see 'kubectl apikey %s --help'",
 		cmd.Name(), len(args), cmd.Name())
+}
+
+// terminalSafe writes through to w with the characters that drive a
+// terminal escaped, as kubectl escapes the cells it prints: much of what the
+// plugin prints comes from objects others may write (status, whose writers
+// include anyone holding apikeys/status, and condition messages), and an
+// escape sequence in them must not reach the terminal of whoever lists the
+// keys. A token has none of them.
+type terminalSafe struct{ w io.Writer }
+
+func (t terminalSafe) Write(p []byte) (int, error) {
+	if err := printers.WriteEscaped(t.w, string(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// terminalSafeStreams wraps the output streams in terminalSafe, once.
+func terminalSafeStreams(streams genericiooptions.IOStreams) genericiooptions.IOStreams {
+	for _, w := range []*io.Writer{&streams.Out, &streams.ErrOut} {
+		if _, wrapped := (*w).(terminalSafe); !wrapped && *w != nil {
+			*w = terminalSafe{*w}
+		}
+	}
+	return streams
 }

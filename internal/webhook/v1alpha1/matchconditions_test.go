@@ -88,6 +88,14 @@ var _ = Describe("When kube-apiserver calls the webhooks (matchConditions)", Ser
 		expectDenied(alice.Create(ctx, key), "spec.secret.labels")
 	})
 
+	It("refuses an audience with a control character, in the CRD itself (no webhook)", func() {
+		before := callsFor("CREATE")
+		key := newKey(apikeysv1alpha1.IdentityKey)
+		key.Spec.Audiences = []string{"orders-api", "vault\x1b]0;owned\x07"}
+		expectDenied(alice.Create(ctx, key), "spec.audiences: an audience may not contain control characters")
+		Expect(callsFor("CREATE").validating).To(Equal(before.validating))
+	})
+
 	It("puts back an owner an update dropped: the mutating webhook is called for it", func() {
 		key := newKey(apikeysv1alpha1.IdentityKey)
 		Expect(alice.Create(ctx, key)).To(Succeed())
