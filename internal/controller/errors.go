@@ -46,24 +46,46 @@ type refusedError struct {
 func (e *refusedError) Error() string { return e.what + ": " + string(e.reason) }
 
 // secretWriteError is what a failed write of tok into a Secret returns: a
-// stall for a refusal only a change can lift (an invalid Secret, or one an
-// admission policy forbids), with kube-apiserver's message unless it
-// quotes the token; a refusedError for one that may pass next time (a
-// conflict, a name taken meanwhile); else an error that says only the
-// reason, which may hide a write that happened (a timeout).
+// stall for a Secret kube-apiserver found invalid, which only a change of
+// the spec (or of the Secret) lifts, with its message unless that quotes
+// any part of the token; a refusedError, retried with backoff, for a
+// refusal that may pass next time (a quota, a policy being changed, a
+// conflict), which says only the reason (an admission webhook's message may
+// echo the object); else an error that says only the reason, for a failure
+// that may hide a write that happened (a timeout).
 func secretWriteError(err error, tok, what string) error {
 	reason := apierrors.ReasonForError(err)
 	switch {
-	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err):
+	case apierrors.IsInvalid(err):
 		detail := err.Error()
-		if strings.Contains(detail, tok) || strings.Contains(detail, base64.StdEncoding.EncodeToString([]byte(tok))) {
+		if quotesToken(detail, tok) {
 			detail = string(reason)
 		}
 		return stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: %s was refused: %s", what, detail)
-	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsBadRequest(err) || apierrors.IsNotFound(err):
+	case apierrors.IsForbidden(err) || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) ||
+		apierrors.IsBadRequest(err) || apierrors.IsNotFound(err):
 		return &refusedError{what: "writing " + what, reason: reason}
 	}
 	return fmt.Errorf("writing %s: %s", what, reason)
+}
+
+// quoteRun is the longest run of a token's characters a message may share
+// with it: 8 base62 characters are 47 bits, and the checksum would confirm
+// guesses at the rest of a token partly quoted.
+const quoteRun = 8
+
+// quotesToken reports whether msg holds a run of quoteRun characters of
+// tok, as it is or in any base64 (a Secret's data travels in it).
+func quotesToken(msg, tok string) bool {
+	for _, enc := range []string{tok, base64.StdEncoding.EncodeToString([]byte(tok)),
+		base64.URLEncoding.EncodeToString([]byte(tok))} {
+		for i := 0; i+quoteRun <= len(enc); i++ {
+			if strings.Contains(msg, enc[i:i+quoteRun]) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // refused reports whether err says the write did not happen.

@@ -13,10 +13,11 @@ import (
 )
 
 // TestSecretWriteErrorNeverQuotesTheToken checks what a refused Secret write
-// turns into: a stall that says why, unless the refusal quotes the token,
-// raw or as the base64 a Secret's data travels in (an admission webhook may
-// echo the object it refused); a retry for a refusal that may pass next
-// time; and, for anything else, only the reason.
+// turns into: a stall that says why for an invalid Secret, unless the
+// refusal quotes any part of the token, raw or as the base64 a Secret's
+// data travels in (an admission webhook may echo the object it refused); a
+// retry, saying only the reason, for a refusal that may pass next time; and,
+// for anything else, only the reason.
 func TestSecretWriteErrorNeverQuotesTheToken(t *testing.T) {
 	tok, err := token.Generate("ak")
 	if err != nil {
@@ -36,8 +37,9 @@ func TestSecretWriteErrorNeverQuotesTheToken(t *testing.T) {
 	}{
 		{"invalid", invalid("260000 bytes"), true, true, "too long"},
 		{"invalid, quoting the token", invalid(tok), true, true, "Invalid"},
-		{"forbidden by a webhook quoting the base64", apierrors.NewForbidden(secrets, "key-token",
-			plainError("denied: data.token="+base64.StdEncoding.EncodeToString([]byte(tok)))), true, true, "Forbidden"},
+		{"invalid, quoting a part of the base64", invalid(base64.StdEncoding.EncodeToString([]byte(tok))[10:30]), true, true, "Invalid"},
+		{"forbidden by a webhook quoting the base64 (a quota, a policy: it may pass later)", apierrors.NewForbidden(secrets, "key-token",
+			plainError("denied: data.token="+base64.StdEncoding.EncodeToString([]byte(tok)))), false, true, "Forbidden"},
 		{"conflict", apierrors.NewConflict(secrets, "key-token", plainError(tok)), false, true, "Conflict"},
 		{"timeout", apierrors.NewTimeoutError(tok, 1), false, false, "Timeout"},
 	} {
