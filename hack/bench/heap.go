@@ -444,13 +444,15 @@ func heapObjects(ns string, i int, now time.Time, owner *apikeysv1alpha1.Owner, 
 	if !withKeys {
 		return []client.Object{rec}, tok, nil
 	}
+	secretUID := uuid.NewUUID()
+	rec.Spec.SecretUID = string(secretUID) // the Secret below, as the controller pins it
 	if withStatus {
 		key.Status = issuedStatus(key, rec)
 	}
 	secret := &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name: secretName, Namespace: ns, UID: uuid.NewUUID(), CreationTimestamp: key.CreationTimestamp,
+			Name: secretName, Namespace: ns, UID: secretUID, CreationTimestamp: key.CreationTimestamp,
 			Labels: map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue},
 			Annotations: map[string]string{
 				apikeysv1alpha1.TokenHashAnnotation: rec.Spec.TokenHash,

@@ -38,6 +38,18 @@ func (c *createdRecords) add(uid types.UID, rec *apikeysv1alpha1.ApiKeyRecord, n
 	c.byKey[uid] = append(c.byKey[uid], created{record: *rec.DeepCopy(), at: now})
 }
 
+// update replaces the noted copy of a record created for the key with UID
+// uid by rec, after this process wrote it again.
+func (c *createdRecords) update(uid types.UID, rec *apikeysv1alpha1.ApiKeyRecord) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.byKey[uid] {
+		if c.byKey[uid][i].record.Name == rec.Name {
+			c.byKey[uid][i].record = *rec.DeepCopy()
+		}
+	}
+}
+
 // forget drops a record this process deleted, or every record of a key
 // (name "") that is going.
 func (c *createdRecords) forget(uid types.UID, name string) {

@@ -119,7 +119,8 @@ func (r *ApiKeyReconciler) newRecord(p *pass, secretName string, issuance int64)
 // token of key, issued at issuedAt (whole seconds) into the Secret
 // secretName and expiring at expiresAt (nil: never). Programs that write
 // keys straight into a cluster (hack/bench) use it, so that the controller
-// finds their records as it would have written them.
+// finds their records as it would have written them; they set
+// spec.secretUID to the UID of the Secret they write.
 func RecordFor(key *apikeysv1alpha1.ApiKey, tok string, issuedAt time.Time, secretName string, issuance int64,
 	expiresAt *metav1.Time) *apikeysv1alpha1.ApiKeyRecord {
 	sum := token.Sum(tok)

@@ -113,7 +113,7 @@ func (r *ApiKeyReconciler) replaceToken(ctx context.Context, p *pass, name strin
 	if secretUID, err = r.redeliverSecret(ctx, p.key, name, tok, rec); err != nil {
 		return nil, r.undelivered(ctx, p, rec, err)
 	}
-	if err := r.pinSecret(ctx, rec, secretUID); err != nil {
+	if err := r.pinSecret(ctx, p.key, rec, secretUID); err != nil {
 		return nil, err
 	}
 	p.setRecords(append(p.records, *rec))
@@ -134,7 +134,7 @@ func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName st
 	var secretUID types.UID
 	err := r.ownerRuleAllowsRotation(ctx, p)
 	if err == nil {
-		secretUID, err = r.checkSecretOwner(ctx, p.key, secretName, p.live.Spec.SecretUID)
+		secretUID, err = r.checkSecretOwner(ctx, p.key, secretName, p.live)
 	}
 	if _, isStalled := asStalled(err); isStalled {
 		if serr := r.holdRotation(ctx, p); serr != nil {
@@ -145,9 +145,13 @@ func (r *ApiKeyReconciler) mayRotate(ctx context.Context, p *pass, secretName st
 }
 
 // holdRotation does what a pass whose rotation stalls still must: the
-// records follow the spec, and the live token's expiry stays scheduled.
+// records follow the spec, the Secret goes at spec.secret.deleteAfter, and
+// the live token's expiry stays scheduled.
 func (r *ApiKeyReconciler) holdRotation(ctx context.Context, p *pass) error {
 	if err := r.syncRecords(ctx, p); err != nil {
+		return err
+	}
+	if err := r.reconcileSecret(ctx, p); err != nil {
 		return err
 	}
 	return r.scheduleExpiry(ctx, p)
@@ -275,20 +279,26 @@ func (r *ApiKeyReconciler) settleRotation(ctx context.Context, p *pass) error {
 		// Delivered (the hash is in no status yet, so nobody else could
 		// have written it): the crash may have come before the record
 		// learnt which Secret holds it.
-		return r.pinSecret(ctx, live, m.UID)
+		return r.pinSecret(ctx, p.key, live, m.UID)
 	}
 	return r.retire(ctx, p, live)
 }
 
-// pinSecret records on rec the UID of the Secret its token was delivered
-// to, when the delivery created that Secret (it was gone, or immutable).
-func (r *ApiKeyReconciler) pinSecret(ctx context.Context, rec *apikeysv1alpha1.ApiKeyRecord, uid types.UID) error {
+// pinSecret records on key's record rec the UID of the Secret its token
+// was delivered to, when the delivery created that Secret (it was gone, or
+// immutable), or when the token was delivered before records kept it.
+func (r *ApiKeyReconciler) pinSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, rec *apikeysv1alpha1.ApiKeyRecord,
+	uid types.UID) error {
 	if rec.Spec.SecretUID == string(uid) {
 		return nil
 	}
 	patch := client.MergeFrom(rec.DeepCopy())
 	rec.Spec.SecretUID = string(uid)
-	return r.Patch(ctx, rec, patch)
+	if err := r.Patch(ctx, rec, patch); err != nil {
+		return err
+	}
+	r.created.update(key.UID, rec)
+	return nil
 }
 
 // rotationInFlight reports whether a record other than the live one lacks
@@ -304,12 +314,10 @@ func (p *pass) rotationInFlight() bool {
 }
 
 // checkSecretOwner refuses to rotate into a Secret someone else now holds,
-// and returns the UID of the one it may rotate into ("" if there is none).
-// pinned is the UID of the Secret the live token went into: a Secret of
-// that name with another UID was created since, by someone else, whatever
-// owner references it carries (anyone who may create Secrets can write the
-// key's UID into one).
-func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, pinned string) (types.UID, error) {
+// and returns the UID of the one it may rotate into ("" if there is none):
+// the one live's token went into (ownSecret).
+func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1alpha1.ApiKey, name string,
+	live *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
 	m := secretMeta()
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m)
 	switch {
@@ -317,16 +325,32 @@ func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1a
 		return "", nil
 	case err != nil:
 		return "", err
-	case !ownSecret(m, key, pinned):
+	case !ownSecret(m, key, live):
 		return "", secretNameTaken(name)
 	}
 	return m.UID, nil
 }
 
-// ownSecret reports whether m is a Secret the operator delivered key's
-// token to: controlled by key, and the Secret of UID pinned if that is set.
-func ownSecret(m *metav1.PartialObjectMetadata, key *apikeysv1alpha1.ApiKey, pinned string) bool {
-	return metav1.IsControlledBy(m, key) && (pinned == "" || string(m.UID) == pinned)
+// unpinnedSlack is how long after its token's issuance a Secret may have
+// been created and still be the one the token went into, for a token
+// delivered before records kept the Secret's UID: a rotation that
+// recreates the Secret records the token first, and a pass may be slow.
+const unpinnedSlack = 30 * time.Second
+
+// ownSecret reports whether m is the Secret the operator delivered live's
+// token to. Owner references prove nothing (anyone who may create Secrets
+// can write the key's UID into one): the record names the Secret by UID.
+// A token delivered before records did went into a Secret created no later
+// than the token, so one created since is someone else's; the first pass
+// that finds the right one pins it (deliveredSecret).
+func ownSecret(m *metav1.PartialObjectMetadata, key *apikeysv1alpha1.ApiKey, live *apikeysv1alpha1.ApiKeyRecord) bool {
+	switch {
+	case !metav1.IsControlledBy(m, key):
+		return false
+	case live.Spec.SecretUID != "":
+		return string(m.UID) == live.Spec.SecretUID
+	}
+	return !m.CreationTimestamp.After(live.Spec.IssuedAt.Add(unpinnedSlack))
 }
 
 func secretNameTaken(name string) error {
@@ -344,10 +368,15 @@ func secretNameTaken(name string) error {
 // after delivery) is created again.
 func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
 	rec *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
+	if rec.Spec.SecretUID == "" {
+		// The Secret was gone when checkSecretOwner looked: only one this
+		// delivery creates may take the token.
+		return r.createSecret(ctx, key, name, tok, rec)
+	}
 	m := secretMeta()
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m)
 	if apierrors.IsNotFound(err) {
-		return r.deliverSecret(ctx, key, name, tok, rec)
+		return r.createSecret(ctx, key, name, tok, rec)
 	}
 	if err != nil {
 		return "", err
@@ -355,7 +384,7 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 	// checkSecretOwner looked before this rotation's writes, and rec holds
 	// the UID it saw; the Secret may have changed hands since. The patch
 	// below is pinned to what this read.
-	if !ownSecret(m, key, rec.Spec.SecretUID) {
+	if string(m.UID) != rec.Spec.SecretUID || !metav1.IsControlledBy(m, key) {
 		return "", secretNameTaken(name)
 	}
 	body, err := json.Marshal(map[string]any{
@@ -378,10 +407,22 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 		if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
 			return "", err
 		}
-		return r.deliverSecret(ctx, key, name, tok, rec)
+		return r.createSecret(ctx, key, name, tok, rec)
 	default:
 		return "", secretWriteError(err, tok, "the rotated token's Secret")
 	}
+}
+
+// createSecret delivers a rotated token into a Secret it creates. A Secret
+// of that name that appeared meanwhile is someone's: the write is refused,
+// the rotation undone (undelivered), and the next pass judges that Secret.
+func (r *ApiKeyReconciler) createSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
+	rec *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
+	uid, err := r.deliverSecret(ctx, key, name, tok, rec)
+	if apierrors.IsAlreadyExists(err) {
+		return "", &refusedError{what: "creating the rotated token's Secret", reason: metav1.StatusReasonAlreadyExists}
+	}
+	return uid, err
 }
 
 // refusedAsImmutable reports whether the API server refused a change to a

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -220,6 +221,94 @@ var _ = Describe("Rotating a key", func() {
 		}, timeout, interval).Should(Succeed())
 		_, rotated := expectOneLiveToken(waitReady(key))
 		Expect(rotated.Spec.SecretUID).NotTo(Equal(string(forged.UID)))
+	})
+
+	It("never writes a rotated token into a Secret that appears while the rotation records it, the key's own being gone", func() {
+		var forged *corev1.Secret
+		// The key's Secret is gone when the rotation looks; between the new
+		// record and the delivery, someone makes one naming the key as its
+		// controller.
+		appearAtRecord := func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok && forged != nil && forged.UID == "" {
+				Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+			}
+			return cl.Create(ctx, obj, opts...)
+		}
+		r := newCrashReconciler(newCrash(-1))
+		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{Create: appearAtRecord})
+		key := unwatchedKey("appears-")
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		_, first := expectOneLiveToken(fetch(key))
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName}})).
+			To(Succeed())
+
+		owner := fetch(key)
+		forged = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName,
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
+					Name: owner.Name, UID: owner.UID, Controller: ptr.To(true)}}},
+			StringData: map[string]string{"password": "hunter2"},
+		}
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "appears"}
+		})
+		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		Expect(forged.UID).NotTo(BeEmpty(), "the Secret did not appear")
+
+		got := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), got)).To(Succeed())
+		Expect(got.UID).To(Equal(forged.UID))
+		_, written := got.Data[apikeysv1alpha1.SecretTokenKey] // key by key: a failure must not print the data
+		Expect(written).To(BeFalse(), "a token was written into a Secret that appeared mid-rotation")
+		records := recordsOf(fetch(key))
+		Expect(records).To(HaveLen(1), "the undelivered token's record outlived the pass")
+		Expect(records[0].Name).To(Equal(first.Name))
+	})
+
+	It("pins the Secret of a token delivered before records kept it, and refuses one made since in its place", func() {
+		r := newCrashReconciler(newCrash(-1))
+		unpin := func(key *apikeysv1alpha1.ApiKey, issuedAt time.Time) {
+			GinkgoHelper()
+			rec := recordsOf(fetch(key))[0]
+			patch := fmt.Sprintf(`{"spec":{"secretUID":null,"issuedAt":%q}}`, issuedAt.UTC().Format(time.RFC3339))
+			Expect(k8sClient.Patch(ctx, &rec, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
+		}
+
+		By("a token of an older release, whose Secret is still there: the next pass pins it")
+		kept := unwatchedKey("legacy-")
+		Expect(k8sClient.Create(ctx, kept)).To(Succeed())
+		reconcileOnce(r, kept)
+		unpin(kept, time.Now())
+		reconcileOnce(r, kept)
+		expectOneLiveToken(fetch(kept))
+
+		By("a token of an older release, issued an hour ago, whose Secret was deleted and then made again by someone else")
+		key := unwatchedKey("legacy-")
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		_, first := expectOneLiveToken(fetch(key))
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName}})).
+			To(Succeed())
+		unpin(key, time.Now().Add(-time.Hour))
+		owner := fetch(key)
+		forged := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName,
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
+					Name: owner.Name, UID: owner.UID, Controller: ptr.To(true)}}},
+			StringData: map[string]string{"password": "hunter2"},
+		}
+		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "legacy"}
+		})
+		reconcileOnce(r, key)
+		Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled)).To(HaveField("Reason", apikeysv1alpha1.ReasonSecretNameTaken))
+		got := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), got)).To(Succeed())
+		_, written := got.Data[apikeysv1alpha1.SecretTokenKey] // key by key: a failure must not print the data
+		Expect(written).To(BeFalse(), "a token was written into a Secret made after the live token")
+		Expect(recordsOf(fetch(key))).To(HaveExactElements(HaveField("Name", first.Name)))
 	})
 
 	It("never writes a rotated token into a Secret someone else put in its place mid-rotation", func() {

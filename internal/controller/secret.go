@@ -60,14 +60,15 @@ func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
 func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass, live bool) (*metav1.PartialObjectMetadata, error) {
 	m := secretMeta()
 	m.Namespace, m.Name = p.key.Namespace, p.live.Spec.SecretName
+	unpinned := p.live.Spec.SecretUID == ""
 	switch watched := r.secrets.controlledBy(m.Namespace, m.Name, p.key.UID); {
-	case watched && !live:
+	case watched && !live && !unpinned:
 		return m, nil
 	case !watched && p.secretDeletedAt != nil:
 		return nil, nil
 	}
 	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(m), m)
-	if apierrors.IsNotFound(err) || (err == nil && !ownSecret(m, p.key, p.live.Spec.SecretUID)) {
+	if apierrors.IsNotFound(err) || (err == nil && !ownSecret(m, p.key, p.live)) {
 		if p.secretDeletedAt == nil {
 			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted until the key is rotated", m.Name)
 		}
@@ -75,6 +76,14 @@ func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass, live bo
 	}
 	if err != nil {
 		return nil, err
+	}
+	if unpinned {
+		// A token delivered before records kept the Secret's UID: pinned
+		// now, so that a Secret made in its place later is known for what
+		// it is.
+		if err := r.pinSecret(ctx, p.key, p.live, m.UID); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }
