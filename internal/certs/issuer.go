@@ -83,9 +83,9 @@ func (r *issuer) ensureSecrets(ctx context.Context) ([]byte, time.Time, error) {
 	}
 
 	// The CA Secret is written first. A crash before the serving Secret is
-	// rewritten leaves a serving Secret that still holds ca.key (the CA was
-	// being moved) or a certificate of the previous CA (it was being
-	// replaced); either way the next pass finds the CA in its own Secret and
+	// rewritten leaves a serving Secret with a certificate of the previous
+	// CA (it was being replaced, perhaps because the serving Secret held
+	// that CA's key); the next pass finds the new CA in its own Secret and
 	// finishes. The other order could lose the CA key (a serving Secret
 	// rewritten without it, then a crash before the CA Secret exists) and
 	// force a new CA that the replicas' certificates do not chain to.

@@ -164,7 +164,7 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 	}
 	own := k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion)
 	if deleted {
-		own = k.own.deleted(rec.Name)
+		own = k.own.ownDeleteSeen(rec.Name)
 	}
 	if own {
 		return nil

@@ -16,9 +16,9 @@ import (
 // already acted on everything it saw, and each pass reads its key and
 // records from kube-apiserver, so a pass per own write would cost reads (a
 // bulk issuance's trailing passes queued minutes of them at the client's
-// QPS, ahead of the next user's key). Any other writer's change, a
-// deletion, and an event at another resourceVersion wake the key as
-// before.
+// QPS, ahead of the next user's key). Any other writer's change, another
+// writer's deletion, and an event at another resourceVersion wake the key
+// as before.
 //
 // A record the pass deleted wakes no pass either: otherwise a pass that
 // mints a token, fails to deliver it and deletes its record would wake the
@@ -74,9 +74,9 @@ func (o *ownWrites) endDelete(obj client.Object, err error) {
 	delete(o.deletes, digestOf(kindOf(obj), obj.GetNamespace(), obj.GetName()))
 }
 
-// deleted reports whether the controller deleted the record named name,
+// ownDeleteSeen reports whether the controller deleted the record named name,
 // whose deletion's event has come.
-func (o *ownWrites) deleted(name string) bool {
+func (o *ownWrites) ownDeleteSeen(name string) bool {
 	if o == nil {
 		return false
 	}
