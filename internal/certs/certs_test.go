@@ -166,8 +166,9 @@ func TestSelfSignedMode(t *testing.T) {
 		g.Expect(admin.Get(ctx, caSecretKey, caSecret)).To(Succeed())
 		g.Expect(caSecret.UID).NotTo(Equal(firstCA.UID))
 		g.Expect(admin.Get(ctx, secretKey, secret)).To(Succeed())
-		g.Expect(secret.UID).NotTo(Equal(renewed.UID))
+		g.Expect(secret.Data[corev1.TLSCertKey]).NotTo(Equal(renewed.Data[corev1.TLSCertKey]))
 	}).Should(Succeed())
+	g.Expect(secret.UID).To(Equal(renewed.UID), "the serving Secret was deleted and made again, not rewritten in place")
 	checkLayout(g, caSecret, secret)
 	g.Expect(secret.Data[caBundleKey]).NotTo(Equal(first.Data[caBundleKey]))
 	g.Eventually(caBundlesOf(admin, mutating)).Should(HaveEach(Equal(secret.Data[caBundleKey])))
@@ -193,11 +194,12 @@ func TestSelfSignedMode(t *testing.T) {
 	issued, err := renew(nil, nil, upgraded.hosts(), upgraded.lifetimes(), time.Now())
 	g.Expect(err).NotTo(HaveOccurred())
 	oldLayout := secrets{}.after(issued).oldLayout().serving
-	g.Expect(admin.Create(ctx, &corev1.Secret{
+	oldSecret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: upgraded.SecretName},
 		Type:       corev1.SecretTypeTLS,
 		Data:       oldLayout,
-	})).To(Succeed())
+	}
+	g.Expect(admin.Create(ctx, oldSecret)).To(Succeed())
 	upgradedReplica := startManager(t, cfg, scheme, upgraded, served.LocalServingHost, mustFreePort(g), nil)
 	newCA, rewritten := &corev1.Secret{}, &corev1.Secret{}
 	g.Eventually(func(g Gomega) {
@@ -209,6 +211,7 @@ func TestSelfSignedMode(t *testing.T) {
 	g.Expect(newCA.Data[caKeyKey]).NotTo(Equal(oldLayout[caKeyKey]), "the CA whose key was in the serving Secret still signs")
 	g.Expect(bytes.Contains(rewritten.Data[caBundleKey], oldLayout[caBundleKey])).To(BeFalse(), "the exposed CA is still trusted")
 	g.Expect(rewritten.Data[corev1.TLSCertKey]).NotTo(Equal(oldLayout[corev1.TLSCertKey]), "a certificate of the exposed CA is still served")
+	g.Expect(rewritten.UID).To(Equal(oldSecret.UID), "the serving Secret was deleted and made again, not rewritten in place")
 	g.Eventually(upgradedReplica.readyz).Should(Equal(http.StatusOK))
 
 	t.Log("checking no private key reached the logs")

@@ -126,26 +126,38 @@ func dataOf(secret *corev1.Secret) map[string][]byte {
 	return secret.Data
 }
 
-// replace puts a Secret holding data at key in place of current (nil when
-// there is none).
+// replace puts a Secret holding data, and nothing else of anyone's, at key
+// in place of current (nil when there is none).
 func (r *issuer) replace(ctx context.Context, key client.ObjectKey, current *corev1.Secret,
 	secretType corev1.SecretType, data map[string][]byte) error {
-	if current != nil {
-		// The preconditions make a replica that read an older Secret fail
-		// here instead of deleting what another replica just issued.
-		uid, version := current.UID, current.ResourceVersion
-		if err := r.client.Delete(ctx, current, client.Preconditions{UID: &uid, ResourceVersion: &version}); err != nil {
-			return err
-		}
-	}
-	return r.client.Create(ctx, &corev1.Secret{
+	want := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: key.Namespace, Name: key.Name,
 			Labels: map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue},
 		},
 		Type: secretType,
 		Data: data,
-	})
+	}
+	if current == nil {
+		return r.client.Create(ctx, want)
+	}
+	// The UID and resourceVersion read make a replica that read an older
+	// Secret fail here instead of overwriting what another replica just
+	// issued.
+	uid, version := current.UID, current.ResourceVersion
+	if current.Type == secretType {
+		// Rewritten whole and in place: no moment passes without the
+		// Secret, so a crash cannot lose the CA that the replicas'
+		// certificates chain to, and its labels and annotations (a
+		// last-applied-configuration holds old data) are dropped.
+		want.UID, want.ResourceVersion = uid, version
+		return r.client.Update(ctx, want)
+	}
+	// A Secret's type cannot change.
+	if err := r.client.Delete(ctx, current, client.Preconditions{UID: &uid, ResourceVersion: &version}); err != nil {
+		return err
+	}
+	return r.client.Create(ctx, want)
 }
 
 // webhookConfigurations are the configurations to inject into, empty and

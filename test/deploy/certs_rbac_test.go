@@ -43,7 +43,7 @@ func TestCAKeyStaysWithTheManager(t *testing.T) {
 
 			manager := r.grants(t, r.serviceAccount(r.manager))
 			for _, secret := range []string{serving, ca} {
-				for _, verb := range []string{"get", "list", "watch", "delete"} {
+				for _, verb := range []string{"get", "list", "watch", "update", "delete"} {
 					if !slices.ContainsFunc(manager, allowing(verb, secret)) {
 						t.Errorf("the manager may not %s Secret %s", verb, secret)
 					}
