@@ -95,7 +95,9 @@ func renew(caData, servingData map[string][]byte, hosts []string, l lifetimes, n
 	serving, err := parseServing(servingData[corev1.TLSCertKey], servingData[corev1.TLSPrivateKeyKey], ca.cert, hosts, now)
 	reissue := next.rotatedCA || err != nil || !now.Before(dueAt(serving.cert, l))
 	_, holdsCAKey := servingData[caKeyKey]
-	if !reissue && !holdsCAKey && bytes.Contains(servingData[caBundleKey], ca.certPEM) {
+	// The bundle callers trust is the CA Secret's, as it is: a certificate
+	// someone added to the serving Secret's copy is not trusted.
+	if !reissue && !holdsCAKey && bytes.Equal(servingData[caBundleKey], validCerts(bundle, now)) {
 		next.caBundle = servingData[caBundleKey]
 		next.renewAt = earliest(dueAt(ca.cert, l), dueAt(serving.cert, l))
 		return next, nil

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -82,6 +83,9 @@ func TestRenew(t *testing.T) {
 			at: t0.Add(day), want: "drop CA key"},
 		{name: "serving bundle lacks the CA", data: secrets{first.ca, with(first.serving, caBundleKey, other.ca[caBundleKey])}, at: t0,
 			want: "bundle"},
+		{name: "serving bundle holds a CA someone added",
+			data: secrets{first.ca, with(first.serving, caBundleKey, append(slices.Clone(first.ca[caBundleKey]), other.ca[caBundleKey]...))},
+			at:   t0, want: "bundle"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
