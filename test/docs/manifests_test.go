@@ -56,6 +56,7 @@ var thirdPartyKinds = []thirdPartyKind{
 	{"networking.istio.io", "DestinationRule", "destinationrules", []string{"v1", "v1beta1"}, true},
 	{"networking.istio.io", "VirtualService", "virtualservices", []string{"v1", "v1beta1"}, true},
 	{"security.istio.io", "AuthorizationPolicy", "authorizationpolicies", []string{"v1", "v1beta1"}, true},
+	{"security.istio.io", "PeerAuthentication", "peerauthentications", []string{"v1", "v1beta1"}, true},
 	{"gateway.networking.k8s.io", "HTTPRoute", "httproutes", []string{"v1"}, true},
 	{"gateway.networking.k8s.io", "ReferenceGrant", "referencegrants", []string{"v1beta1"}, true},
 	{"gateway.networking.k8s.io", "BackendTLSPolicy", "backendtlspolicies", []string{"v1"}, true},

@@ -194,12 +194,27 @@ func forwardAuthCases(p *frontProxy) {
 		expectIdentity(p.backend.last(), key)
 	})
 
-	It("strips client-sent identity headers on the unchecked route", func() {
+	It("strips client-sent identity headers on the unchecked route, and sends it only its own path", func() {
 		Expect(p.send(http.MethodGet, "/healthz", forgedIdentity(http.Header{})).status).To(Equal(http.StatusOK))
 		seen := p.backend.last()
 		Expect(seen.target).To(Equal("/healthz"))
 		for _, name := range identityHeaders {
 			Expect(seen.header.Values(name)).To(BeEmpty(), name)
+		}
+
+		By("a path the proxy cleans to /healthz must not carry another route's path past the check")
+		for _, target := range []string{"/admin/../healthz", "/admin/..%2Fhealthz", "/admin/%2E%2E/healthz"} {
+			before := p.backend.count()
+			answer := p.send(http.MethodGet, target, forgedIdentity(http.Header{}))
+			if answer.status != http.StatusOK {
+				Expect(p.backend.count()).To(Equal(before), "%s was refused (%d) but reached the backend", target, answer.status)
+				continue
+			}
+			seen := p.backend.last()
+			Expect(seen.target).To(Equal("/healthz"), "%s skipped the check and reached the backend as", target)
+			for _, name := range identityHeaders {
+				Expect(seen.header.Values(name)).To(BeEmpty(), "%s: %s", target, name)
+			}
 		}
 	})
 
