@@ -192,6 +192,12 @@ func forwardAuthCases(p *frontProxy) {
 		By("the X-API-Key header works too, and does not reach the backend either")
 		Expect(p.send(http.MethodGet, "/orders/7", http.Header{"X-Api-Key": {tok}}).status).To(Equal(http.StatusOK))
 		expectIdentity(p.backend.last(), key)
+
+		By("a client that names the identity headers in Connection, as hop-by-hop, does not take them away")
+		hop := bearer(tok)
+		hop.Set("Connection", strings.Join(identityHeaders, ", "))
+		Expect(p.send(http.MethodGet, "/orders/7", hop).status).To(Equal(http.StatusOK))
+		expectIdentity(p.backend.last(), key)
 	})
 
 	It("strips client-sent identity headers on the unchecked route, and sends it only its own path", func() {
