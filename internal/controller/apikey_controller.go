@@ -54,6 +54,8 @@ type ApiKeyReconciler struct {
 	// the owner rule looks at the rule again (nothing watches it). Defaults
 	// to a minute.
 	OwnerRuleRecheck time.Duration
+	// unpinnedSlack replaces defaultUnpinnedSlack when set (tests).
+	unpinnedSlack time.Duration
 
 	// WatchNamespace and WatchFields narrow the ApiKeys the controller
 	// watches and reconciles (tests run several controllers on one API

@@ -170,10 +170,10 @@ func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikey
 	if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
 		return derr
 	}
-	if _, isStalled := asStalled(err); isStalled {
-		if serr := r.holdRotation(ctx, p); serr != nil {
-			return serr
-		}
+	// Stalled or retried, the live token keeps working: what the spec says
+	// of it must still reach its record.
+	if serr := r.holdRotation(ctx, p); serr != nil {
+		return serr
 	}
 	return err
 }
@@ -325,32 +325,39 @@ func (r *ApiKeyReconciler) checkSecretOwner(ctx context.Context, key *apikeysv1a
 		return "", nil
 	case err != nil:
 		return "", err
-	case !ownSecret(m, key, live):
+	case !r.ownSecret(m, key, live):
 		return "", secretNameTaken(name)
 	}
 	return m.UID, nil
 }
 
-// unpinnedSlack is how long after its token's issuance a Secret may have
-// been created and still be the one the token went into, for a token
-// delivered before records kept the Secret's UID: a rotation that
-// recreates the Secret records the token first, and a pass may be slow.
-const unpinnedSlack = 30 * time.Second
+// defaultUnpinnedSlack is how long after its token's record a Secret may have been
+// created and still be the one the token went into, for a token delivered
+// before records kept the Secret's UID: a rotation that recreates the
+// Secret creates the record first, and a pass may be slow. Both times are
+// kube-apiserver's.
+const defaultUnpinnedSlack = 30 * time.Second
 
 // ownSecret reports whether m is the Secret the operator delivered live's
 // token to. Owner references prove nothing (anyone who may create Secrets
 // can write the key's UID into one): the record names the Secret by UID.
 // A token delivered before records did went into a Secret created no later
-// than the token, so one created since is someone else's; the first pass
-// that finds the right one pins it (deliveredSecret).
-func ownSecret(m *metav1.PartialObjectMetadata, key *apikeysv1alpha1.ApiKey, live *apikeysv1alpha1.ApiKeyRecord) bool {
+// than its record (or just after, by a rotation), so one created since is
+// someone else's; the first pass that finds the right one pins it
+// (deliveredSecret).
+func (r *ApiKeyReconciler) ownSecret(m *metav1.PartialObjectMetadata, key *apikeysv1alpha1.ApiKey,
+	live *apikeysv1alpha1.ApiKeyRecord) bool {
 	switch {
 	case !metav1.IsControlledBy(m, key):
 		return false
 	case live.Spec.SecretUID != "":
 		return string(m.UID) == live.Spec.SecretUID
 	}
-	return !m.CreationTimestamp.After(live.Spec.IssuedAt.Add(unpinnedSlack))
+	slack := r.unpinnedSlack
+	if slack <= 0 {
+		slack = defaultUnpinnedSlack
+	}
+	return !m.CreationTimestamp.After(live.CreationTimestamp.Add(slack))
 }
 
 func secretNameTaken(name string) error {
@@ -414,15 +421,25 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 }
 
 // createSecret delivers a rotated token into a Secret it creates. A Secret
-// of that name that appeared meanwhile is someone's: the write is refused,
-// the rotation undone (undelivered), and the next pass judges that Secret.
+// of that name that appeared meanwhile is someone's, unless it holds this
+// very token (client-go retries a create that kube-apiserver answered with
+// a 5xx and Retry-After, though it may have been stored): then it is the
+// delivery. Someone else's refuses the write, the rotation is undone
+// (undelivered), and the next pass judges that Secret.
 func (r *ApiKeyReconciler) createSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
 	rec *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
 	uid, err := r.deliverSecret(ctx, key, name, tok, rec)
-	if apierrors.IsAlreadyExists(err) {
-		return "", &refusedError{what: "creating the rotated token's Secret", reason: metav1.StatusReasonAlreadyExists}
+	if !apierrors.IsAlreadyExists(err) {
+		return uid, err
 	}
-	return uid, err
+	m := secretMeta()
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m); err != nil {
+		return "", err
+	}
+	if metav1.IsControlledBy(m, key) && m.GetAnnotations()[apikeysv1alpha1.TokenHashAnnotation] == rec.Spec.TokenHash {
+		return m.UID, nil
+	}
+	return "", &refusedError{what: "creating the rotated token's Secret", reason: metav1.StatusReasonAlreadyExists}
 }
 
 // refusedAsImmutable reports whether the API server refused a change to a

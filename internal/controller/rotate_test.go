@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -179,6 +179,39 @@ var _ = Describe("Rotating a key", func() {
 		Expect(recordsOf(got)).To(HaveExactElements(HaveField("Name", live.Name)), "the undelivered token's record is still there")
 	})
 
+	It("keeps spec edits reaching the records while kube-apiserver refuses the rotated token's Secret for a while", func() {
+		key := newKey(ns)
+		key.Spec.Scopes = []string{"links:read", "links:write"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, live := expectOneLiveToken(key)
+		_, secret := readToken(key)
+
+		By("the Secret is gone, and the namespace's Secret quota is used up (set as the quota controller, absent here, would)")
+		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+		full := corev1.ResourceList{corev1.ResourceSecrets: resource.MustParse("1")}
+		quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "secrets"},
+			Spec: corev1.ResourceQuotaSpec{Hard: full}}
+		Expect(k8sClient.Create(ctx, quota)).To(Succeed())
+		quota.Status = corev1.ResourceQuotaStatus{Hard: full, Used: full}
+		Expect(k8sClient.Status().Update(ctx, quota)).To(Succeed())
+		Eventually(func() error {
+			return k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"}}, client.DryRunAll)
+		}, timeout, interval).Should(Satisfy(apierrors.IsForbidden), "the quota does not refuse Secrets")
+
+		By("a rotation is asked for and refused, retried with backoff; meanwhile the owner narrows the scopes")
+		edit(key, func(k *apikeysv1alpha1.ApiKey) {
+			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "over-quota"}
+		})
+		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Scopes = []string{"links:read"} })
+		Eventually(func(g Gomega) {
+			records := recordsOf(key)
+			g.Expect(records).To(HaveLen(1))
+			g.Expect(records[0].Name).To(Equal(live.Name), "a token was delivered past the quota")
+			g.Expect(records[0].Spec.Scopes).To(Equal([]string{"links:read"}))
+		}, timeout, interval).Should(Succeed())
+	})
+
 	It("never writes a rotated token into a Secret recreated by someone else, whatever owner references it forges", func() {
 		key := newKey(ns)
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
@@ -272,10 +305,11 @@ var _ = Describe("Rotating a key", func() {
 
 	It("pins the Secret of a token delivered before records kept it, and refuses one made since in its place", func() {
 		r := newCrashReconciler(newCrash(-1))
-		unpin := func(key *apikeysv1alpha1.ApiKey, issuedAt time.Time) {
+		r.unpinnedSlack = time.Second
+		unpin := func(key *apikeysv1alpha1.ApiKey) {
 			GinkgoHelper()
 			rec := recordsOf(fetch(key))[0]
-			patch := fmt.Sprintf(`{"spec":{"secretUID":null,"issuedAt":%q}}`, issuedAt.UTC().Format(time.RFC3339))
+			patch := `{"spec":{"secretUID":null}}`
 			Expect(k8sClient.Patch(ctx, &rec, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
 		}
 
@@ -283,18 +317,20 @@ var _ = Describe("Rotating a key", func() {
 		kept := unwatchedKey("legacy-")
 		Expect(k8sClient.Create(ctx, kept)).To(Succeed())
 		reconcileOnce(r, kept)
-		unpin(kept, time.Now())
+		unpin(kept)
 		reconcileOnce(r, kept)
 		expectOneLiveToken(fetch(kept))
 
-		By("a token of an older release, issued an hour ago, whose Secret was deleted and then made again by someone else")
+		By("a token of an older release whose Secret was deleted, then made again by someone else, later than the slack allows")
 		key := unwatchedKey("legacy-")
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
 		_, first := expectOneLiveToken(fetch(key))
 		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName}})).
 			To(Succeed())
-		unpin(key, time.Now().Add(-time.Hour))
+		unpin(key)
+		Eventually(func() time.Duration { return time.Since(first.CreationTimestamp.Time) }, timeout, interval).
+			Should(BeNumerically(">", 2*time.Second), "creation times have whole seconds")
 		owner := fetch(key)
 		forged := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName,

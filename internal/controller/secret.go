@@ -68,7 +68,7 @@ func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass, live bo
 		return nil, nil
 	}
 	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(m), m)
-	if apierrors.IsNotFound(err) || (err == nil && !ownSecret(m, p.key, p.live)) {
+	if apierrors.IsNotFound(err) || (err == nil && !r.ownSecret(m, p.key, p.live)) {
 		if p.secretDeletedAt == nil {
 			r.secretGone(p, "Secret %s is gone; the key stays valid and no new token is minted until the key is rotated", m.Name)
 		}
