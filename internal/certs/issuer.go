@@ -23,9 +23,9 @@ import (
 
 // issuer keeps the CA Secret and the serving Secret holding a valid CA and
 // serving certificate, and the webhook configurations trusting that CA. It
-// runs on the leader only; each Secret is created, or deleted and created
-// again, never updated, so two issuers racing each other end with Secrets
-// that both accept.
+// runs on the leader only; each Secret is created, or rewritten whole with
+// the UID and resourceVersion it read as preconditions, so two issuers
+// racing each other end with Secrets that both accept.
 type issuer struct {
 	// reader reads without a cache, so a Secret just replaced is not seen
 	// stale and replaced again, and the CA key is never cached.
@@ -145,7 +145,7 @@ func (r *issuer) replace(ctx context.Context, key client.ObjectKey, current *cor
 	// Secret fail here instead of overwriting what another replica just
 	// issued.
 	uid, version := current.UID, current.ResourceVersion
-	if current.Type == secretType {
+	if current.Type == secretType && (current.Immutable == nil || !*current.Immutable) {
 		// Rewritten whole and in place: no moment passes without the
 		// Secret, so a crash cannot lose the CA that the replicas'
 		// certificates chain to, and its labels and annotations (a
@@ -153,7 +153,8 @@ func (r *issuer) replace(ctx context.Context, key client.ObjectKey, current *cor
 		want.UID, want.ResourceVersion = uid, version
 		return r.client.Update(ctx, want)
 	}
-	// A Secret's type cannot change.
+	// A Secret's type cannot change, nor an immutable one's data (a policy
+	// engine may make every Secret immutable).
 	if err := r.client.Delete(ctx, current, client.Preconditions{UID: &uid, ResourceVersion: &version}); err != nil {
 		return err
 	}
