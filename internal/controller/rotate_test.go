@@ -160,7 +160,7 @@ var _ = Describe("Rotating a key", func() {
 		got := waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonInvalidSpec)
 		Expect(condition(got, apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("the rotated token's Secret was refused"))
 		// Each pass of the key may try once (one a conflict retried, say);
-		// none may bring on the next, which would mint hundreds a second.
+		// none may bring on the next, which would mint as fast as the client may write.
 		minted := 0
 		count := func() int {
 			for {

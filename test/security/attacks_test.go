@@ -589,7 +589,7 @@ var _ = Describe("Attack 11: a rotation that cannot be delivered, retried foreve
 			To(Succeed())
 		waitStalled(key, apikeysv1alpha1.ReasonInvalidSpec)
 		// Each pass may try once (one a conflict retried, say); none may
-		// bring on the next, which would mint hundreds a second.
+		// bring on the next, which would mint as fast as the client may write.
 		minted := map[string]bool{}
 		count := func() int {
 			for {
