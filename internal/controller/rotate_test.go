@@ -221,13 +221,8 @@ var _ = Describe("Rotating a key", func() {
 
 		By("the owner deletes the Secret; someone who may create Secrets makes one naming the key as its controller")
 		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
-		forged := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secret.Name,
-				Labels: map[string]string{"mirror.example.com/to": "mallory"},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
-					Name: key.Name, UID: key.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
-			StringData: map[string]string{"password": "hunter2"},
-		}
+		forged := secretClaiming(key, secret.Name)
+		forged.Labels = map[string]string{"mirror.example.com/to": "mallory"}
 		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
 
 		By("a rotation is asked for, and waits")
@@ -265,14 +260,11 @@ var _ = Describe("Rotating a key", func() {
 		// The key's Secret is gone when the rotation looks; between the new
 		// record and the delivery, someone makes one naming the key as its
 		// controller.
-		appearAtRecord := func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			if _, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok && forged != nil && forged.UID == "" {
+		r := meddlingAtRecord(func() {
+			if forged != nil && forged.UID == "" {
 				Expect(k8sClient.Create(ctx, forged)).To(Succeed())
 			}
-			return cl.Create(ctx, obj, opts...)
-		}
-		r := newCrashReconciler(newCrash(-1))
-		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{Create: appearAtRecord})
+		})
 		key := unwatchedKey("appears-")
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
@@ -280,24 +272,10 @@ var _ = Describe("Rotating a key", func() {
 		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName}})).
 			To(Succeed())
 
-		owner := fetch(key)
-		forged = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName,
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
-					Name: owner.Name, UID: owner.UID, Controller: ptr.To(true)}}},
-			StringData: map[string]string{"password": "hunter2"},
-		}
-		edit(key, func(k *apikeysv1alpha1.ApiKey) {
-			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "appears"}
-		})
-		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		forged = secretClaiming(fetch(key), first.Spec.SecretName)
+		rotateOnce(r, key, "appears")
 		Expect(forged.UID).NotTo(BeEmpty(), "the Secret did not appear")
-
-		got := &corev1.Secret{}
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), got)).To(Succeed())
-		Expect(got.UID).To(Equal(forged.UID))
-		_, written := got.Data[apikeysv1alpha1.SecretTokenKey] // key by key: a failure must not print the data
-		Expect(written).To(BeFalse(), "a token was written into a Secret that appeared mid-rotation")
+		expectNoTokenIn(forged)
 		records := recordsOf(fetch(key))
 		Expect(records).To(HaveLen(1), "the undelivered token's record outlived the pass")
 		Expect(records[0].Name).To(Equal(first.Name))
@@ -331,13 +309,7 @@ var _ = Describe("Rotating a key", func() {
 		unpin(key)
 		Eventually(func() time.Duration { return time.Since(first.CreationTimestamp.Time) }, timeout, interval).
 			Should(BeNumerically(">", 2*time.Second), "creation times have whole seconds")
-		owner := fetch(key)
-		forged := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName,
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
-					Name: owner.Name, UID: owner.UID, Controller: ptr.To(true)}}},
-			StringData: map[string]string{"password": "hunter2"},
-		}
+		forged := secretClaiming(fetch(key), first.Spec.SecretName)
 		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
 		edit(key, func(k *apikeysv1alpha1.ApiKey) {
 			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "legacy"}
@@ -355,16 +327,13 @@ var _ = Describe("Rotating a key", func() {
 		var foreign *corev1.Secret
 		// Between the ownership check and the delivery (when the new record
 		// is created), the Secret is swapped for one its owner did not make.
-		swapAtRecord := func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			if _, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok && foreign != nil && foreign.UID == "" {
+		r := meddlingAtRecord(func() {
+			if foreign != nil && foreign.UID == "" {
 				Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 					Namespace: foreign.Namespace, Name: foreign.Name}})).To(Succeed())
 				Expect(k8sClient.Create(ctx, foreign)).To(Succeed())
 			}
-			return cl.Create(ctx, obj, opts...)
-		}
-		r := newCrashReconciler(newCrash(-1))
-		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{Create: swapAtRecord})
+		})
 		key := unwatchedKey("swapped-")
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		reconcileOnce(r, key)
@@ -372,19 +341,9 @@ var _ = Describe("Rotating a key", func() {
 
 		foreign = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: first.Spec.SecretName},
 			StringData: map[string]string{"password": "hunter2"}}
-		edit(key, func(k *apikeysv1alpha1.ApiKey) {
-			k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "swapped"}
-		})
-		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		rotateOnce(r, key, "swapped")
 		Expect(foreign.UID).NotTo(BeEmpty(), "the swap did not happen")
-
-		got := &corev1.Secret{}
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(foreign), got)).To(Succeed())
-		Expect(got.UID).To(Equal(foreign.UID))
-		// Checked key by key: a failure must not print the Secret's data.
-		_, written := got.Data[apikeysv1alpha1.SecretTokenKey]
-		Expect(written).To(BeFalse(), "a token was written into a Secret the key does not own")
-		Expect(string(got.Data["password"])).To(Equal("hunter2"))
+		expectNoTokenIn(foreign)
 
 		By("undoing the rotation, so the token that was never delivered never works")
 		_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
@@ -741,4 +700,55 @@ func drainEvents(r *ApiKeyReconciler) []string {
 		notes = append(notes, <-rec.Events)
 	}
 	return notes
+}
+
+// meddlingAtRecord is a crash-spec reconciler that calls meddle before each
+// record it creates: someone else acting between a rotation's look at the
+// Secret and its delivery.
+func meddlingAtRecord(meddle func()) *ApiKeyReconciler {
+	r := newCrashReconciler(newCrash(-1))
+	r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{
+		Create: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*apikeysv1alpha1.ApiKeyRecord); ok {
+				meddle()
+			}
+			return cl.Create(ctx, obj, opts...)
+		},
+	})
+	return r
+}
+
+// secretClaiming is a Secret named name, not the operator's, whose owner
+// reference names key as its controller, as anyone who may create Secrets
+// can write.
+func secretClaiming(key *apikeysv1alpha1.ApiKey, name string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: name,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: apikeysv1alpha1.GroupVersion.String(), Kind: "ApiKey",
+				Name: key.Name, UID: key.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
+		StringData: map[string]string{"password": "hunter2"},
+	}
+}
+
+// rotateOnce asks for a rotation of key and runs one pass of r, whatever
+// that pass returns.
+func rotateOnce(r *ApiKeyReconciler, key *apikeysv1alpha1.ApiKey, value string) {
+	GinkgoHelper()
+	edit(key, func(k *apikeysv1alpha1.ApiKey) {
+		k.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: value}
+	})
+	_, _ = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+}
+
+// expectNoTokenIn checks that a Secret someone else made is still theirs,
+// data and all, and holds no token; key by key, so that a failure never
+// prints the Secret's data.
+func expectNoTokenIn(theirs *corev1.Secret) {
+	GinkgoHelper()
+	got := &corev1.Secret{}
+	Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(theirs), got)).To(Succeed())
+	Expect(got.UID).To(Equal(theirs.UID))
+	_, written := got.Data[apikeysv1alpha1.SecretTokenKey]
+	Expect(written).To(BeFalse(), "a token was written into a Secret the operator did not make")
+	Expect(string(got.Data["password"])).To(Equal("hunter2"))
 }
