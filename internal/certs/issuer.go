@@ -24,8 +24,9 @@ import (
 // issuer keeps the CA Secret and the serving Secret holding a valid CA and
 // serving certificate, and the webhook configurations trusting that CA. It
 // runs on the leader only; each Secret is created, or rewritten whole with
-// the UID and resourceVersion it read as preconditions, so two issuers
-// racing each other end with Secrets that both accept.
+// the UID and resourceVersion it read as preconditions (deleted and created
+// again if it is immutable or of another type), so two issuers racing each
+// other end with Secrets that both accept.
 type issuer struct {
 	// reader reads without a cache, so a Secret just replaced is not seen
 	// stale and replaced again, and the CA key is never cached.

@@ -171,7 +171,9 @@ func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikey
 		return derr
 	}
 	// Stalled or retried, the live token keeps working: what the spec says
-	// of it must still reach its record.
+	// of it must still reach its record, and its expiry (not the refused
+	// token's, which newRecord set) is the key's.
+	p.expiresAt = r.expiryOf(p.key, p.live)
 	if serr := r.holdRotation(ctx, p); serr != nil {
 		return serr
 	}

@@ -182,10 +182,14 @@ var _ = Describe("Rotating a key", func() {
 	It("keeps spec edits reaching the records while kube-apiserver refuses the rotated token's Secret for a while", func() {
 		key := newKey(ns)
 		key.Spec.Scopes = []string{"links:read", "links:write"}
+		key.Spec.TTL = &metav1.Duration{Duration: time.Hour}
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
 		key = waitReady(key)
 		_, live := expectOneLiveToken(key)
 		_, secret := readToken(key)
+		// A refused token issued a second later would expire a second later.
+		Eventually(func() time.Duration { return time.Since(live.Spec.IssuedAt.Time) }, timeout, interval).
+			Should(BeNumerically(">", 2*time.Second))
 
 		By("the Secret is gone, and the namespace's Secret quota is used up (set as the quota controller, absent here, would)")
 		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
@@ -210,6 +214,8 @@ var _ = Describe("Rotating a key", func() {
 			g.Expect(records[0].Name).To(Equal(live.Name), "a token was delivered past the quota")
 			g.Expect(records[0].Spec.Scopes).To(Equal([]string{"links:read"}))
 		}, timeout, interval).Should(Succeed())
+		Consistently(func() *metav1.Time { return fetch(key).Status.ExpiresAt }, 2*time.Second, 50*time.Millisecond).
+			Should(Equal(live.Spec.ExpiresAt), "status reports a refused token's expiry")
 	})
 
 	It("never writes a rotated token into a Secret recreated by someone else, whatever owner references it forges", func() {
