@@ -162,7 +162,7 @@ func (k *keyRecords) change(obj any, deleted bool) error {
 	if !deleted && k.changed != nil {
 		k.changed(rec)
 	}
-	own := k.own.caused("ApiKeyRecord", "", rec.Name, rec.ResourceVersion)
+	own := k.own.caused(recordKind, "", rec.Name, rec.ResourceVersion)
 	if deleted {
 		own = k.own.ownDeleteSeen(rec.Name)
 	}

@@ -55,23 +55,23 @@ func newOwnWrites(wake func(types.NamespacedName)) *ownWrites {
 // beginDelete notes that the pass of key is about to delete the record
 // obj: its event may come before the response.
 func (o *ownWrites) beginDelete(key types.NamespacedName, obj client.Object) {
-	if o == nil || key.Name == "" || kindOf(obj) != "ApiKeyRecord" {
+	if o == nil || key.Name == "" || kindOf(obj) != recordKind {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.deletes[digestOf("ApiKeyRecord", obj.GetNamespace(), obj.GetName())] = struct{}{}
+	o.deletes[digestOf(recordKind, obj.GetNamespace(), obj.GetName())] = struct{}{}
 }
 
 // endDelete forgets a deletion that failed (or found the record gone): no
 // event of its own will come.
 func (o *ownWrites) endDelete(obj client.Object, err error) {
-	if o == nil || err == nil {
+	if o == nil || err == nil || kindOf(obj) != recordKind {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	delete(o.deletes, digestOf(kindOf(obj), obj.GetNamespace(), obj.GetName()))
+	delete(o.deletes, digestOf(recordKind, obj.GetNamespace(), obj.GetName()))
 }
 
 // ownDeleteSeen reports whether the controller deleted the record named name,
@@ -80,7 +80,7 @@ func (o *ownWrites) ownDeleteSeen(name string) bool {
 	if o == nil {
 		return false
 	}
-	at := digestOf("ApiKeyRecord", "", name)
+	at := digestOf(recordKind, "", name)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	_, ok := o.deletes[at]
@@ -169,12 +169,15 @@ func (o *ownWrites) forget() {
 	}
 }
 
+// recordKind is the kind of ApiKeyRecords, as kindOf names it.
+const recordKind = "ApiKeyRecord"
+
 func kindOf(obj client.Object) string {
 	switch obj.(type) {
 	case *apikeysv1alpha1.ApiKey:
 		return "ApiKey"
 	case *apikeysv1alpha1.ApiKeyRecord:
-		return "ApiKeyRecord"
+		return recordKind
 	case *corev1.Secret:
 		return "Secret"
 	}

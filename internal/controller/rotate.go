@@ -159,10 +159,11 @@ func (r *ApiKeyReconciler) holdRotation(ctx context.Context, p *pass) error {
 
 // undelivered answers a rotation whose new token did not reach the Secret.
 // If kube-apiserver refused the write (refused), the token reached nobody:
-// its record goes in this pass, and a refusal only a change can lift stalls
-// the key as mayRotate's do, so that no pass mints again until then. Any
-// other error (a timeout) may hide a write that happened: settleRotation
-// reads the Secret in the next pass and decides.
+// its record goes in this pass, and the pass ends as a stalled rotation's
+// does (holdRotation); a refusal only a change can lift stalls the key,
+// any other is retried with backoff. Any other error (a timeout) may hide a
+// write that happened: settleRotation reads the Secret in the next pass and
+// decides.
 func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord, err error) error {
 	if !refused(err) {
 		return err
@@ -393,7 +394,7 @@ func (r *ApiKeyReconciler) redeliverSecret(ctx context.Context, key *apikeysv1al
 	// checkSecretOwner looked before this rotation's writes, and rec holds
 	// the UID it saw; the Secret may have changed hands since. The patch
 	// below is pinned to what this read.
-	if string(m.UID) != rec.Spec.SecretUID || !metav1.IsControlledBy(m, key) {
+	if !r.ownSecret(m, key, rec) {
 		return "", secretNameTaken(name)
 	}
 	body, err := json.Marshal(map[string]any{
