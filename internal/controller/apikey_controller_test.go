@@ -420,6 +420,32 @@ var _ = Describe("One-time delivery", func() {
 		Expect(token.Hash(string(forged.Data[apikeysv1alpha1.SecretTokenKey]))).To(Equal(token.Hash(forgedToken)), "the forged Secret was rewritten")
 	})
 
+	It("does not take a Secret forged with its label and owner reference for the delivered one", func() {
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		_, secret := readToken(key)
+		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
+		}, timeout, interval).Should(Succeed())
+
+		By("someone who may create Secrets making one that looks delivered, in its place")
+		forged := secretClaiming(key, secret.Name)
+		forged.Labels = map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue}
+		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
+		Eventually(func() bool {
+			return reconciler.secrets.controlledBy(ns, forged.Name, key.UID, "")
+		}, timeout, interval).Should(BeTrue(), "the watch of delivered Secrets sees the forgery")
+
+		key = fetch(key)
+		key.Spec.Description = "edited after the forgery"
+		Expect(k8sClient.Update(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		Expect(key.Status.SecretDeletedAt).NotTo(BeNil(), "status must keep saying the delivered Secret is gone")
+		Expect(condition(key, apikeysv1alpha1.ConditionReady).Message).To(ContainSubstring("was deleted"))
+	})
+
 	It("deletes the Secret after secret.deleteAfter and keeps the key valid", func() {
 		key := newKey(ns)
 		key.Spec.Secret.DeleteAfter = &metav1.Duration{Duration: 2 * time.Second}

@@ -97,7 +97,7 @@ var _ = Describe("What the controller keeps of ApiKeys and records", func() {
 		}, timeout, interval).Should(Succeed())
 		By("knowing the delivered Secret from its watch, with no cache of Secrets")
 		Eventually(func() bool {
-			return reconciler.secrets.controlledBy(ns, key.Status.SecretName, key.UID)
+			return reconciler.secrets.controlledBy(ns, key.Status.SecretName, key.UID, "")
 		}, timeout, interval).Should(BeTrue())
 
 		By("editing the spec: the record follows, status is patched, the rest stays")

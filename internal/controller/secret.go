@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -53,15 +54,15 @@ func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
 
 // deliveredSecret finds the live token's Secret, or notes that it is gone
 // and returns nil. The watch of delivered Secrets answers, unless it shows
-// the Secret and its UID is needed (live: to delete it), or does not show
-// it and it was not already found gone (the watch may not have shown a
-// Secret created moments ago): then its metadata is read from the API
-// server. The Secret returned holds its UID only if read from there.
+// the Secret and its metadata is needed (live: to delete it), or does not
+// show it (with the UID the record pinned) and it was not already found
+// gone (the watch may not have shown a Secret created moments ago): then
+// its metadata is read from the API server. The Secret returned holds its UID only if read from there.
 func (r *ApiKeyReconciler) deliveredSecret(ctx context.Context, p *pass, live bool) (*metav1.PartialObjectMetadata, error) {
 	m := secretMeta()
 	m.Namespace, m.Name = p.key.Namespace, p.live.Spec.SecretName
 	unpinned := p.live.Spec.SecretUID == ""
-	switch watched := r.secrets.controlledBy(m.Namespace, m.Name, p.key.UID); {
+	switch watched := r.secrets.controlledBy(m.Namespace, m.Name, p.key.UID, types.UID(p.live.Spec.SecretUID)); {
 	case watched && !live && !unpinned:
 		return m, nil
 	case !watched && p.secretDeletedAt != nil:

@@ -32,9 +32,10 @@ func digestOf(parts ...string) digest {
 
 // deliveredSecrets is what the controller knows of the Secrets it
 // delivered, without an informer cache of them: for each Secret with the
-// operator's managed-by label, a digest of its namespace and name and one of
-// the UID of the ApiKey that controls it: about 50 bytes a Secret in the
-// map, against about 650 for its trimmed metadata in an informer cache. A metadata-only watch (never the
+// operator's managed-by label, a digest of its namespace and name, one of
+// its own UID and one of the UID of the ApiKey that controls it: about 70
+// bytes a Secret in the map, against about 650 for its trimmed metadata in
+// an informer cache. A metadata-only watch (never the
 // data) feeds it, and each change wakes the ApiKey that controls the
 // Secret, so a deleted Secret is noticed at once.
 //
@@ -51,12 +52,16 @@ type deliveredSecrets struct {
 	keyUIDs func() []keyUID
 
 	mu     sync.RWMutex
-	owners map[digest]digest // digest(namespace, name) → digest(owner's UID)
+	owners map[digest]heldSecret // digest(namespace, name) → its UID and its owner's
 	queue  workqueue.TypedRateLimitingInterface[reconcile.Request]
 
 	// formerOwners wakes the keys that stopped controlling a Secret.
 	formerOwners coalescedWake
 }
+
+// heldSecret is a delivered Secret as the watch last showed it: the digests
+// of its UID and of the UID of the ApiKey that controls it.
+type heldSecret struct{ secret, owner digest }
 
 // keyUID names an ApiKey and gives the digest of its UID.
 type keyUID struct {
@@ -67,7 +72,7 @@ type keyUID struct {
 var _ source.SyncingSource = (*deliveredSecrets)(nil)
 
 func newDeliveredSecrets(c metadata.Interface, keyUIDs func() []keyUID) *deliveredSecrets {
-	s := &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]digest{}}
+	s := &deliveredSecrets{client: c, keyUIDs: keyUIDs, owners: map[digest]heldSecret{}}
 	s.storeless = newStoreless("delivered Secrets", s.change, s.replaceWith)
 	s.trim = ownersOnly
 	s.formerOwners = coalescedWake{every: time.Second, wake: s.wakeKeysWith}
@@ -87,16 +92,19 @@ func ownersOnly(obj any) (any, error) {
 }
 
 // controlledBy reports whether the watch has shown the Secret
-// namespace/name controlled by the ApiKey with UID uid. Without a watch (a
-// reconciler not set up with a manager) it shows nothing.
-func (s *deliveredSecrets) controlledBy(namespace, name string, uid types.UID) bool {
+// namespace/name controlled by the ApiKey with UID owner and, unless
+// secretUID is empty, with that UID: a Secret made in place of the
+// delivered one, with the operator's label and the key's owner reference,
+// is not the delivered one. Without a watch (a reconciler not set up with
+// a manager) it shows nothing.
+func (s *deliveredSecrets) controlledBy(namespace, name string, owner, secretUID types.UID) bool {
 	if s == nil {
 		return false
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	owner, ok := s.owners[digestOf(namespace, name)]
-	return ok && owner == digestOf(string(uid))
+	held, ok := s.owners[digestOf(namespace, name)]
+	return ok && held.owner == digestOf(string(owner)) && (secretUID == "" || held.secret == digestOf(string(secretUID)))
 }
 
 // Start runs the watch until ctx ends, waking keys through queue.
@@ -136,17 +144,17 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 	if owner == nil || deleted {
 		delete(s.owners, at)
 	} else {
-		s.owners[at] = uid
+		s.owners[at] = heldSecret{secret: digestOf(string(m.UID)), owner: uid}
 	}
 	s.mu.Unlock()
 	own := s.own.caused("Secret", m.Namespace, m.Name, m.ResourceVersion)
 	if owner != nil && (deleted || !own) {
 		s.queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
 	}
-	if had && was != uid {
+	if had && was.owner != uid {
 		// The key that controlled the Secret no longer does (a rare edit of
 		// its owner references): only its UID's digest is left.
-		s.formerOwners.add(was)
+		s.formerOwners.add(was.owner)
 	}
 	return nil
 }
@@ -156,7 +164,7 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 // between, the changes the watch may have missed; at start, every key is
 // reconciled anyway.
 func (s *deliveredSecrets) replaceWith(list []any, first bool) error {
-	owners := make(map[digest]digest, len(list))
+	owners := make(map[digest]heldSecret, len(list))
 	var changed []reconcile.Request
 	s.mu.RLock()
 	for _, obj := range list {
@@ -168,9 +176,10 @@ func (s *deliveredSecrets) replaceWith(list []any, first bool) error {
 		if owner == nil {
 			continue
 		}
-		at, uid := digestOf(m.Namespace, m.Name), digestOf(string(owner.UID))
-		owners[at] = uid
-		if was, ok := s.owners[at]; !first && (!ok || was != uid) {
+		at := digestOf(m.Namespace, m.Name)
+		held := heldSecret{secret: digestOf(string(m.UID)), owner: digestOf(string(owner.UID))}
+		owners[at] = held
+		if was, ok := s.owners[at]; !first && (!ok || was != held) {
 			changed = append(changed, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
 		}
 	}
@@ -191,11 +200,11 @@ func (s *deliveredSecrets) replaceWith(list []any, first bool) error {
 
 // wakeOwnersOfVanished wakes the keys that controlled a Secret in old and
 // do not in now.
-func (s *deliveredSecrets) wakeOwnersOfVanished(old, now map[digest]digest) {
+func (s *deliveredSecrets) wakeOwnersOfVanished(old, now map[digest]heldSecret) {
 	vanished := map[digest]bool{}
-	for at, owner := range old {
-		if now[at] != owner {
-			vanished[owner] = true
+	for at, held := range old {
+		if now[at].owner != held.owner {
+			vanished[held.owner] = true
 		}
 	}
 	s.wakeKeysWith(vanished)

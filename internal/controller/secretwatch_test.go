@@ -18,10 +18,10 @@ import (
 )
 
 // deliveredSecret is the metadata of a Secret named name in team-payments
-// with owners.
+// with owners, and UID "uid-of-<name>".
 func deliveredSecret(name string, owners ...metav1.OwnerReference) *metav1.PartialObjectMetadata {
 	m := secretMeta()
-	m.ObjectMeta = metav1.ObjectMeta{Namespace: "team-payments", Name: name, OwnerReferences: owners,
+	m.ObjectMeta = metav1.ObjectMeta{Namespace: "team-payments", Name: name, UID: types.UID("uid-of-" + name), OwnerReferences: owners,
 		Labels: map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue}}
 	return m
 }
@@ -76,10 +76,16 @@ func TestDeliveredSecretsOwners(t *testing.T) {
 			if err := s.Add(deliveredSecret("billing-token", tc.owners...)); err != nil {
 				t.Fatal(err)
 			}
-			if got := s.controlledBy("team-payments", "billing-token", "key-uid"); got != tc.want {
+			if got := s.controlledBy("team-payments", "billing-token", "key-uid", ""); got != tc.want {
 				t.Errorf("controlledBy = %v, want %v", got, tc.want)
 			}
-			if s.controlledBy("team-payments", "other-token", "key-uid") || s.controlledBy("team-other", "billing-token", "key-uid") {
+			if got := s.controlledBy("team-payments", "billing-token", "key-uid", "uid-of-billing-token"); got != tc.want {
+				t.Errorf("controlledBy with the Secret's UID = %v, want %v", got, tc.want)
+			}
+			if s.controlledBy("team-payments", "billing-token", "key-uid", "uid-of-the-delivered-one") {
+				t.Error("a Secret with another UID counted as the delivered one")
+			}
+			if s.controlledBy("team-payments", "other-token", "key-uid", "") || s.controlledBy("team-other", "billing-token", "key-uid", "") {
 				t.Error("another Secret counted as delivered")
 			}
 		})
@@ -122,6 +128,13 @@ func TestDeliveredSecretsEvents(t *testing.T) {
 			func() error { return s.Replace([]any{a, deliveredSecret("c-token", keyRef("d", "uid-d"))}, "2") },
 			[]string{"b", "c", "d"}, map[string]types.UID{"a-token": "uid-a", "c-token": "uid-d"},
 			map[string]types.UID{"b-token": "uid-b", "c-token": "uid-c"}},
+		{"a relisting after a's Secret was replaced by another of its name and owner, unseen",
+			func() error {
+				replaced := deliveredSecret("a-token", keyRef("a", "uid-a"))
+				replaced.UID = "uid-of-a-new-a-token"
+				return s.Replace([]any{replaced, deliveredSecret("c-token", keyRef("d", "uid-d"))}, "3")
+			},
+			[]string{"a"}, map[string]types.UID{"a-token": "uid-a"}, nil},
 	} {
 		if err := step.do(); err != nil {
 			t.Fatalf("%s: %v", step.what, err)
@@ -130,12 +143,12 @@ func TestDeliveredSecretsEvents(t *testing.T) {
 			t.Errorf("%s woke %v, want %v", step.what, got, step.woken)
 		}
 		for name, uid := range step.shown {
-			if !s.controlledBy("team-payments", name, uid) {
+			if !s.controlledBy("team-payments", name, uid, "") {
 				t.Errorf("after %s, %s does not count as %s's", step.what, name, uid)
 			}
 		}
 		for name, uid := range step.hidden {
-			if s.controlledBy("team-payments", name, uid) {
+			if s.controlledBy("team-payments", name, uid, "") {
 				t.Errorf("after %s, %s still counts as %s's", step.what, name, uid)
 			}
 		}
