@@ -148,7 +148,7 @@ type ApiKeySpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.all(a, !a.matches('[[:cntrl:]]'))",message="spec.audiences: an audience may not contain control characters (they would reach TokenReview answers and terminals as they are)"
+	// +kubebuilder:validation:XValidation:rule=`self.all(a, !a.matches('\\p{Cc}'))`,message="spec.audiences: an audience may not contain control characters (they would reach TokenReview answers and terminals as they are)"
 	Audiences []string `json:"audiences,omitempty"`
 
 	// expiresAt is the instant the key stops working. Set at most one of

@@ -265,7 +265,9 @@ func unreachableKubeconfig() string {
 
 var _ = Describe("What the plugin prints", func() {
 	It("escapes characters that drive a terminal, wherever they come from", func() {
-		const title = "\x1b]0;owned\x07\x1b[2J\r"
+		// ESC and CR, as kubectl escapes them, and C1's one-character CSI
+		// and OSC, which some terminals act on as they do on ESC [ and ESC ].
+		const title = "\x1b]0;owned\x07\x1b[2J\r\u009b2J\u009d0;owned\u009c"
 
 		By("an error, as Run prints it")
 		var errOut bytes.Buffer
@@ -275,6 +277,7 @@ var _ = Describe("What the plugin prints", func() {
 		Expect(errOut.String()).To(ContainSubstring("^[]0;owned"))
 		Expect(errOut.String()).NotTo(ContainSubstring("\x1b"))
 		Expect(errOut.String()).NotTo(ContainSubstring("\r"))
+		Expect(errOut.String()).NotTo(ContainSubstring("\u009b"))
 
 		By("a key's status, which anyone holding apikeys/status may write")
 		forged := apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ci"}}
@@ -286,5 +289,8 @@ var _ = Describe("What the plugin prints", func() {
 		Expect(printTable(streams.Out, []apikeysv1alpha1.ApiKey{forged}, &listOptions{output: outputWide}, time.Now())).To(Succeed())
 		Expect(out.String()).To(ContainSubstring("alice^[]0;owned"))
 		Expect(out.String()).NotTo(ContainSubstring("\x1b"))
+		Expect(out.String()).To(ContainSubstring(`\u009b2J`))
+		Expect(out.String()).NotTo(ContainSubstring("\u009b"))
+		Expect(out.String()).NotTo(ContainSubstring("\u009d"))
 	})
 })

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -170,15 +171,26 @@ func oneName(cmd *cobra.Command, args []string) error {
 }
 
 // terminalSafe writes through to w with the characters that drive a
-// terminal escaped, as kubectl escapes the cells it prints: much of what the
-// plugin prints comes from objects others may write (status, whose writers
-// include anyone holding apikeys/status, and condition messages), and an
-// escape sequence in them must not reach the terminal of whoever lists the
-// keys. A token has none of them.
+// terminal escaped: ESC and CR as kubectl escapes the cells it prints, and
+// the C1 controls (U+0080 to U+009F, among them a one-character CSI and OSC
+// that some terminals obey), which kubectl leaves, as \u009b. Much of what
+// the plugin prints comes from objects others may write (status, whose
+// writers include anyone holding apikeys/status, and condition messages),
+// and an escape sequence in them must not reach the terminal of whoever
+// lists the keys. A token has none of them.
 type terminalSafe struct{ w io.Writer }
 
+// c1Escaper spells each C1 control as \uXXXX.
+var c1Escaper = func() *strings.Replacer {
+	var pairs []string
+	for r := rune(0x80); r <= 0x9f; r++ {
+		pairs = append(pairs, string(r), fmt.Sprintf(`\u%04x`, r))
+	}
+	return strings.NewReplacer(pairs...)
+}()
+
 func (t terminalSafe) Write(p []byte) (int, error) {
-	if err := printers.WriteEscaped(t.w, string(p)); err != nil {
+	if err := printers.WriteEscaped(t.w, c1Escaper.Replace(string(p))); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -93,6 +93,10 @@ var _ = Describe("When kube-apiserver calls the webhooks (matchConditions)", Ser
 		key := newKey(apikeysv1alpha1.IdentityKey)
 		key.Spec.Audiences = []string{"orders-api", "vault\x1b]0;owned\x07"}
 		expectDenied(alice.Create(ctx, key), "spec.audiences: an audience may not contain control characters")
+		key.Spec.Audiences = []string{"orders-api", "vault\u009b2J"} // C1: a one-character CSI
+		expectDenied(alice.Create(ctx, key), "spec.audiences: an audience may not contain control characters")
+		key.Spec.Audiences = []string{"orders-api", "vault\x7f"}
+		expectDenied(alice.Create(ctx, key), "spec.audiences: an audience may not contain control characters")
 		Expect(callsFor("CREATE").validating).To(Equal(before.validating))
 	})
 
