@@ -112,10 +112,10 @@ controller, while it leads, issues, rotates and injects it, keeping the CA in
 {{- end }}
 - --webhook-port={{ .Values.webhook.port }}
 - --webhook-cert-path=/tmp/k8s-webhook-server/serving-certs
-- --api-key-header={{ .Values.apiKeyHeader }}
-- --usage-flush-interval={{ .Values.usageFlushInterval }}
+- {{ printf "--api-key-header=%s" .Values.apiKeyHeader | quote }}
+- {{ printf "--usage-flush-interval=%s" .Values.usageFlushInterval | quote }}
 {{- range .Values.extraArgs }}
-- {{ . }}
+- {{ . | quote }}
 {{- end }}
 {{- end }}
 
