@@ -43,15 +43,16 @@ const (
 		"metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true," +
 		"replicas=3,podDisruptionBudget.maxUnavailable=2,networkPolicy.enabled=true," +
 		"hostNetwork=true,webhook.port=10260,webhook.failurePolicy=Ignore,webhook.timeoutSeconds=5," +
+		"managerServesAuth=false,authServer.hostNetwork=true,networkPolicy.managerFrom[0].ipBlock.cidr=192.0.2.0/24," +
 		"priorityClassName=" + testPriorityClass + ",authServer.priorityClassName=" + testPriorityClass + "," +
 		"podLabels.team=platform,podAnnotations.example\\.com/owner=platform," +
 		"authServer.podLabels.team=platform,authServer.podAnnotations.example\\.com/owner=platform," +
 		"serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/apikey," +
 		"authServer.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=apikey@example.iam.gserviceaccount.com"
 	// fullCertManager is fullValues with cert-manager TLS (so a metrics
-	// certificate) and the manager on the pod network, so that its pods can
-	// be held to the "restricted" Pod Security Standard.
-	fullCertManager = "tls.mode=cert-manager,hostNetwork=false"
+	// certificate) and every pod on the pod network, so that they can be held
+	// to the "restricted" Pod Security Standard.
+	fullCertManager = "tls.mode=cert-manager,hostNetwork=false,authServer.hostNetwork=false"
 	// testPriorityClass is the PriorityClass fullValues names; the test
 	// control plane gets it before the chart is applied.
 	testPriorityClass = "apikey-operator-test"
@@ -71,8 +72,14 @@ type variant struct {
 	// namespace enforcing the "baseline" or "restricted" Pod Security
 	// Standard admits.
 	hostNetwork bool
-	// networkPolicy: NetworkPolicies guard the pods' ports.
-	networkPolicy bool
+	// authHostNetwork: the same for the auth-only pods.
+	authHostNetwork bool
+	// networkPolicy: NetworkPolicies guard the pods' ports; managerFrom:
+	// they open the manager's webhook server port to some callers only.
+	networkPolicy, managerFrom bool
+	// managerAuthOff: the manager serves admission alone, the auth-only
+	// pods the auth endpoints (managerServesAuth=false).
+	managerAuthOff bool
 	// metricsCert: cert-manager issues the metrics server's certificate.
 	metricsCert bool
 	// The webhooks as configured; zero means the API server's defaults
@@ -109,7 +116,7 @@ func variants() []variant {
 			name: "helm fullValues (everything on, self-signed, host network)", namespace: "helm-full",
 			render:     func(t *testing.T) []byte { return helmTemplate(t, "helm-full", "--set", fullValues) },
 			selfSigned: true, authServer: true, monitoring: true,
-			ha: true, hostNetwork: true, networkPolicy: true,
+			ha: true, hostNetwork: true, authHostNetwork: true, networkPolicy: true, managerFrom: true, managerAuthOff: true,
 			webhookPort: 10260, failurePolicy: "Ignore", timeoutSeconds: 5,
 		},
 		{
@@ -118,7 +125,7 @@ func variants() []variant {
 				return helmTemplate(t, "helm-full-cert-manager", "--set", fullValues, "--set", fullCertManager)
 			},
 			authServer: true, monitoring: true,
-			ha: true, networkPolicy: true, metricsCert: true,
+			ha: true, networkPolicy: true, managerFrom: true, managerAuthOff: true, metricsCert: true,
 			webhookPort: 10260, failurePolicy: "Ignore", timeoutSeconds: 5,
 		},
 	}
@@ -471,7 +478,7 @@ func TestAppliesToAPIServer(t *testing.T) {
 				// restricted as config/default's unless the manager runs on
 				// the node's network.
 				level := "restricted"
-				if v.hostNetwork {
+				if v.hostNetwork || v.authHostNetwork {
 					level = "privileged"
 				}
 				ns := &unstructured.Unstructured{}

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -201,8 +202,9 @@ func (r *rendering) checkWebhookPort(t *testing.T) {
 
 // checkNetworkPolicies: with networkPolicy, every pod that serves is
 // selected, the webhook server port is open to any caller (kube-apiserver
-// calls from outside the pod network) and /metrics to some; nothing limits
-// egress, which would cut the pods off the API server. Without, none.
+// calls from outside the pod network), or on the manager's pods with
+// managerFrom to the callers named only, and /metrics to some; nothing
+// limits egress, which would cut the pods off the API server. Without, none.
 func (r *rendering) checkNetworkPolicies(t *testing.T) {
 	policies := make([]*networkingv1.NetworkPolicy, 0, len(byKind(r.objs, "NetworkPolicy")))
 	for _, u := range byKind(r.objs, "NetworkPolicy") {
@@ -220,8 +222,13 @@ func (r *rendering) checkNetworkPolicies(t *testing.T) {
 		return
 	}
 	for _, d := range r.servers() {
-		fromAnyone, metricsFrom := r.opens(policies, labels.Set(d.Spec.Template.Labels))
-		if !fromAnyone {
+		fromAnyone, fromSome, metricsFrom := r.opens(policies, labels.Set(d.Spec.Template.Labels))
+		switch narrowed := d == r.manager && r.managerFrom; {
+		case narrowed && fromAnyone:
+			t.Errorf("a NetworkPolicy opens Deployment %s's webhook server port %d to every caller, not networkPolicy.managerFrom's", d.Name, r.port())
+		case narrowed && !fromSome:
+			t.Errorf("no NetworkPolicy opens Deployment %s's webhook server port %d to networkPolicy.managerFrom's callers", d.Name, r.port())
+		case !narrowed && !fromAnyone:
 			t.Errorf("no NetworkPolicy opens Deployment %s's webhook server port %d to every caller", d.Name, r.port())
 		}
 		if !metricsFrom {
@@ -231,8 +238,8 @@ func (r *rendering) checkNetworkPolicies(t *testing.T) {
 }
 
 // opens reports whether the policies that select pods let anyone reach the
-// webhook server port, and someone /metrics.
-func (r *rendering) opens(policies []*networkingv1.NetworkPolicy, pods labels.Set) (webhookFromAnyone, metricsFromSome bool) {
+// webhook server port, or some callers, and someone /metrics.
+func (r *rendering) opens(policies []*networkingv1.NetworkPolicy, pods labels.Set) (webhookFromAnyone, webhookFromSome, metricsFromSome bool) {
 	for _, np := range policies {
 		s, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 		if err != nil || !s.Matches(pods) {
@@ -244,13 +251,15 @@ func (r *rendering) opens(policies []*networkingv1.NetworkPolicy, pods labels.Se
 				case p.Port == nil:
 				case p.Port.IntValue() == int(r.port()) && len(rule.From) == 0:
 					webhookFromAnyone = true
+				case p.Port.IntValue() == int(r.port()):
+					webhookFromSome = true
 				case p.Port.IntValue() == metricsPort && len(rule.From) != 0:
 					metricsFromSome = true
 				}
 			}
 		}
 	}
-	return webhookFromAnyone, metricsFromSome
+	return webhookFromAnyone, webhookFromSome, metricsFromSome
 }
 
 // metricsService is the one Service in front of every pod's /metrics.
@@ -459,5 +468,16 @@ func TestPodOptions(t *testing.T) {
 		if sa == nil || !strings.Contains(sa.GetAnnotations()[want], "apikey") {
 			t.Errorf("ServiceAccount %s lacks the annotation %s", pod.Spec.ServiceAccountName, want)
 		}
+	}
+}
+
+// TestManagerServesAuthNeedsAuthServer: the chart refuses to leave nothing
+// serving the auth endpoints.
+func TestManagerServesAuthNeedsAuthServer(t *testing.T) {
+	cmd := exec.Command(tool(t, "HELM", "helm-*"), "template", helmRelease, "dist/chart", "--set", "managerServesAuth=false")
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "managerServesAuth=false needs authServer.enabled=true") {
+		t.Errorf("helm template --set managerServesAuth=false: want a failure saying it needs authServer.enabled, got err=%v\n%s", err, out)
 	}
 }

@@ -182,7 +182,7 @@ func (r *rendering) checkPodSpec(t *testing.T, d *appsv1.Deployment) {
 	if _, ok := byName(r.objs, "ServiceAccount")[pod.ServiceAccountName]; !ok {
 		t.Errorf("Deployment %s runs as ServiceAccount %q, which is not rendered", d.Name, pod.ServiceAccountName)
 	}
-	if want := r.hostNetwork && d == r.manager; pod.HostNetwork != want {
+	if want := d == r.manager && r.hostNetwork || d == r.auth && r.authHostNetwork; pod.HostNetwork != want {
 		t.Errorf("Deployment %s: hostNetwork is %t, want %t", d.Name, pod.HostNetwork, want)
 	}
 	// On the node's network, ClusterFirst would resolve through the node's
@@ -204,6 +204,12 @@ func (r *rendering) checkAuthServer(t *testing.T) {
 	}
 	if slices.ContainsFunc(args, func(arg string) bool { return strings.HasPrefix(arg, "--leader-elect") }) {
 		t.Error("the auth-only Deployment elects a leader; it only serves")
+	}
+	if slices.ContainsFunc(args, func(arg string) bool { return strings.HasPrefix(arg, "--enable-auth-server") }) {
+		t.Error("the auth-only Deployment is told whether to serve the auth endpoints; it is there to")
+	}
+	if got := slices.Contains(container(r.manager, "manager").Args, "--enable-auth-server=false"); got != r.managerAuthOff {
+		t.Errorf("the manager passes --enable-auth-server=false: %t, want %t", got, r.managerAuthOff)
 	}
 	authC, managerC := r.auth.Spec.Template.Spec.Containers[0], r.manager.Spec.Template.Spec.Containers[0]
 	if authC.Image != managerC.Image {
