@@ -41,7 +41,10 @@ var (
 // serveForwardAuth answers a proxy's subrequest: 200 with identity headers,
 // 401 for a missing or bad token, 403 for a valid token without a required
 // scope. Proxies only understand 2xx/401/403 here, so every bad input is a
-// 401. Identity headers on the request are never read or echoed. A valid
+// 401. Before the index has synced it answers 503, as /verify does: only a
+// proxy that reaches the pod past its readiness (host network, a node-local
+// address) sees it, and a key's namespace may be being deleted unbeknown.
+// Identity headers on the request are never read or echoed. A valid
 // token's answer allocates nothing but the response's header map.
 func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request, now time.Time) result {
 	tok, problem := s.credentials(r.Header)
@@ -52,6 +55,12 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request, now ti
 	case credentialsMalformed:
 		challenge(w, http.StatusUnauthorized, wwwAuthBadRequest)
 		return result(CodeMalformed)
+	}
+
+	if !s.index.Synced() {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return resultNotSynced
 	}
 
 	e, code := s.index.Verify(tok, now)

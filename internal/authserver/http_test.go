@@ -788,6 +788,29 @@ func TestVerifyAPIBeforeSync(t *testing.T) {
 	}
 }
 
+// TestForwardAuthBeforeSync: until every feed has listed (the namespaces
+// among them, which say whether a key's namespace is being deleted),
+// forward-auth lets nobody in, though the key and its record are there; a
+// proxy that reaches the pod past its readiness (host network, a node-local
+// address) gets 503, which it passes on or turns into an error, never an
+// identity.
+func TestForwardAuthBeforeSync(t *testing.T) {
+	f := newAuthFixture(t)
+	f.index = NewIndex()
+	f.index.SetKey(f.key)
+	f.index.SetRecord(issuedRecord(f.token, f.key))
+	f.server = NewServer(f.index, Options{Now: func() time.Time { return fixtureNow }})
+	rec := f.serve(t, authRequest(http.MethodGet, "/auth", "Authorization", "Bearer "+f.token))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", rec.Code)
+	}
+	for _, name := range forwardHeaderNames {
+		if got := rec.Header().Get(name); got != "" {
+			t.Errorf("%s: %q before the index synced", name, got)
+		}
+	}
+}
+
 func TestUnknownPaths(t *testing.T) {
 	f := newAuthFixture(t)
 	for _, target := range []string{"/", "/authx", "/verify/x", "/tokenreview/", "/metrics"} {
