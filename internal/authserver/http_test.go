@@ -167,8 +167,10 @@ func TestTokenReviewAudiences(t *testing.T) {
 		want         []string // nil: not authenticated
 	}{
 		{name: "key without audiences, none asked", asked: nil, want: []string{}},
-		{name: "key without audiences echoes the request's", asked: []string{"https://kubernetes.default.svc", "api"},
-			want: []string{"https://kubernetes.default.svc", "api"}},
+		// None: kube-apiserver then holds the key to its own audiences, so
+		// a service asking about another one is refused (Attack 12).
+		{name: "key without audiences answers none, whatever is asked", asked: []string{"https://kubernetes.default.svc", "vault"},
+			want: []string{}},
 		{name: "key with audiences intersects", keyAudiences: []string{"billing", "api"}, asked: []string{"api", "other"}, want: []string{"api"}},
 		{name: "intersection keeps the request's order", keyAudiences: []string{"billing", "api"}, asked: []string{"api", "x", "billing"},
 			want: []string{"api", "billing"}},

@@ -52,7 +52,11 @@ func (s *Server) review(spec *authenticationv1.TokenReviewSpec, status *authenti
 	if code != CodeValid {
 		return result(code)
 	}
-	audiences := spec.Audiences
+	// A key without audiences answers with none, which TokenReview reads as
+	// "kube-apiserver's own audiences" (as for a legacy ServiceAccount
+	// token): echoing the request's would make the key good for any service
+	// that asks TokenReview about its own audience.
+	var audiences []string
 	if allowed := e.Audiences(); len(allowed) > 0 {
 		audiences = intersect(spec.Audiences, allowed)
 		if len(audiences) == 0 {

@@ -13,6 +13,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -728,3 +729,35 @@ func keyOf(u *unstructured.Unstructured) *apikeysv1alpha1.ApiKey {
 func deleteKey(key *apikeysv1alpha1.ApiKey) {
 	Expect(client.IgnoreNotFound(admin.Delete(ctx, &apikeysv1alpha1.ApiKey{ObjectMeta: objectMeta(key.Namespace, key.Name)}))).To(Succeed())
 }
+
+var _ = Describe("Attack 12: a key with no audience, presented to another service", func() {
+	It("does not pass a service's audience-bound TokenReview, and still works at kube-apiserver", func() {
+		ns := tenantNamespace(alice)
+		review := func(tok string, audiences ...string) *authenticationv1.TokenReviewStatus {
+			GinkgoHelper()
+			// The answer echoes the token in its spec: only its status is
+			// kept, so that a failure never prints the token.
+			got, err := adminREST.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
+				Spec: authenticationv1.TokenReviewSpec{Token: tok, Audiences: audiences}}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			return &got.Status
+		}
+
+		By("alice mints a key for kubectl, with no audience")
+		tok, key := issueKey(alice, newKey(ns, "kubectl"))
+		expectTokenWorks(tok, "apikey:"+ns+":"+key.Name, "the key without audiences")
+
+		By("a service (say Vault) asks kube-apiserver whether the key is meant for it, as TokenReview lets it")
+		Expect(review(tok, "vault").Authenticated).To(BeFalse(),
+			"a key with no audience is a credential for kube-apiserver, as a legacy ServiceAccount token is, not for every audience")
+		Expect(review(tok).Authenticated).To(BeTrue(), "the same key, for kube-apiserver's own audiences")
+
+		By("a key that names the service's audience passes it")
+		forVault := newKey(ns, "vault")
+		forVault.Spec.Audiences = []string{"vault"}
+		vaultTok, _ := issueKey(alice, forVault)
+		status := review(vaultTok, "vault", "other")
+		Expect(status.Authenticated).To(BeTrue())
+		Expect(status.Audiences).To(ConsistOf("vault"))
+	})
+})
