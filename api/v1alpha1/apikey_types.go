@@ -86,6 +86,7 @@ type SecretTemplate struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('876000h')",message="spec.secret.deleteAfter must be a duration of at most 876000h (100 years)"
 	DeleteAfter *metav1.Duration `json:"deleteAfter,omitempty"`
 }
 
@@ -100,6 +101,7 @@ type Rotation struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="spec.rotation.every must be at least 1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('876000h')",message="spec.rotation.every must be a duration of at most 876000h (100 years)"
 	Every *metav1.Duration `json:"every,omitempty"`
 
 	// gracePeriod is how long the previous token keeps working after a
@@ -107,6 +109,7 @@ type Rotation struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('876000h')",message="spec.rotation.gracePeriod must be a duration of at most 876000h (100 years)"
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 }
 
@@ -160,6 +163,7 @@ type ApiKeySpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('876000h')",message="spec.ttl must be a duration of at most 876000h (100 years)"
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 
 	// suspended stops the key working at once when true; false brings it back.

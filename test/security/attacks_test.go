@@ -761,3 +761,35 @@ var _ = Describe("Attack 12: a key with no audience, presented to another servic
 		Expect(status.Audiences).To(ConsistOf("vault"))
 	})
 })
+
+var _ = Describe("Attack 13: a duration the operator cannot read", func() {
+	It("refuses, in kube-apiserver, a duration Go cannot parse or that ends past 2262, and keeps issuing everyone's keys", func() {
+		ns := tenantNamespace(mallory)
+		for _, field := range [][]string{
+			{"spec", "rotation", "gracePeriod"},
+			{"spec", "secret", "deleteAfter"},
+			{"spec", "ttl"},
+			{"spec", "rotation", "every"},
+		} {
+			// 3000000h matches the schema's pattern but overflows Go's
+			// time.Duration, so an ApiKey holding it could not be decoded and
+			// every list of ApiKeys would fail, in the controller and in each
+			// auth server; 2000000h parses, but ends past 2262.
+			for _, value := range []string{"3000000h", "2000000h"} {
+				u := &unstructured.Unstructured{}
+				u.SetGroupVersionKind(apikeysv1alpha1.GroupVersion.WithKind("ApiKey"))
+				u.SetNamespace(ns)
+				u.SetName("unreadable-" + randSuffix())
+				Expect(unstructured.SetNestedField(u.Object, value, field...)).To(Succeed())
+				err := mallory.client.Create(ctx, u)
+				Expect(err).To(HaveOccurred(), "%s: %s was accepted", strings.Join(field, "."), value)
+				Expect(err.Error()).To(ContainSubstring(strings.Join(field, ".")+" must be a duration of at most 876000h"),
+					"%s: %s", strings.Join(field, "."), value)
+			}
+		}
+
+		By("the operator still issues keys, hers and everyone else's")
+		tok, key := issueKey(alice, newKey(tenantNamespace(alice), "after"))
+		expectTokenWorks(tok, "apikey:"+key.Namespace+":"+key.Name, "a key made after the attempts")
+	})
+})
