@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -57,6 +58,9 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	if !p.wakeAt.IsZero() {
 		// A little slack so the pass runs at, not just before, the deadline.
 		after = max(p.wakeAt.Sub(p.now), 0) + 10*time.Millisecond
+		if after < 0 {
+			after = math.MaxInt64 // Sub saturates about 292 years ahead: the sum wrapped
+		}
 	}
 	if r.keys != nil {
 		// The key watch keeps the instant (deadlines.go); a zero one drops

@@ -3,6 +3,7 @@ package controller
 import (
 	"container/heap"
 	"context"
+	"math"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -38,10 +39,16 @@ func (h *deadlineHeap) Pop() any {
 
 // wakeAt has the key name woken at at, in place of any instant it asked
 // for before; a zero at asks for none. A key the watch does not show is
-// not woken.
+// not woken. An instant past 2262, which UnixNano would wrap into the past
+// (a pass asking for it would be woken at once, and ask again, forever),
+// is held as the last instant an int64 holds.
 func (w *watchedKeys) wakeAt(name types.NamespacedName, at time.Time) {
 	var ns int64
-	if !at.IsZero() {
+	switch {
+	case at.IsZero():
+	case at.After(time.Unix(0, math.MaxInt64)):
+		ns = math.MaxInt64
+	default:
 		ns = at.UnixNano()
 	}
 	w.mu.Lock()

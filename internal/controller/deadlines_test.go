@@ -79,3 +79,28 @@ func TestDeadlines(t *testing.T) {
 		t.Errorf("woke %v, want b once, at its last instant", got)
 	}
 }
+
+// TestDeadlinesPast2262 checks that a key asking to be woken after 2262
+// (a deleteAfter or a schedule that far ahead, once its token expired)
+// neither is woken now nor holds up the keys due before it: UnixNano wraps
+// such an instant, so it could sort first and look due, or never due.
+func TestDeadlinesPast2262(t *testing.T) {
+	w := newWatchedKeys(nil, "", nil)
+	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer w.queue.ShutDown()
+	if err := w.Replace([]any{watchedKey("far", "uid-far", "1"), watchedKey("soon", "uid-soon", "2")}, "2"); err != nil {
+		t.Fatal(err)
+	}
+	far, soon := types.NamespacedName{Namespace: "team-payments", Name: "far"}, types.NamespacedName{Namespace: "team-payments", Name: "soon"}
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, at := range []time.Time{time.Date(2277, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)} {
+		w.wakeAt(far, at)
+		w.wakeAt(soon, now.Add(time.Minute))
+		if wake, next := w.due(now); len(wake) != 0 || next != time.Minute {
+			t.Errorf("far asked for %v: woke %v now, next deadline in %v, want none and 1m", at, wake, next)
+		}
+		if wake, _ := w.due(now.Add(2 * time.Minute)); !slices.Equal(wake, []types.NamespacedName{soon}) {
+			t.Errorf("far asked for %v: woke %v two minutes on, want soon alone", at, wake)
+		}
+	}
+}
