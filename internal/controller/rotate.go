@@ -165,6 +165,10 @@ func (r *ApiKeyReconciler) holdRotation(ctx context.Context, p *pass) error {
 // write that happened: settleRotation reads the Secret in the next pass and
 // decides.
 func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord, err error) error {
+	// Until a pass settles otherwise, the live token is still the one status
+	// reports: its expiry is the key's, not the new token's, which newRecord
+	// set.
+	p.expiresAt = r.expiryOf(p.key, p.live)
 	if !refused(err) {
 		return err
 	}
@@ -172,9 +176,7 @@ func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikey
 		return derr
 	}
 	// Stalled or retried, the live token keeps working: what the spec says
-	// of it must still reach its record, and its expiry (not the refused
-	// token's, which newRecord set) is the key's.
-	p.expiresAt = r.expiryOf(p.key, p.live)
+	// of it must still reach its record.
 	if serr := r.holdRotation(ctx, p); serr != nil {
 		return serr
 	}

@@ -287,6 +287,34 @@ var _ = Describe("Rotating a key", func() {
 		Expect(records[0].Name).To(Equal(first.Name))
 	})
 
+	It("reports the live token's expiry while a rotation whose delivery timed out waits to be settled", func() {
+		r := newCrashReconciler(newCrash(-1))
+		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{
+			Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				if m, ok := obj.(*metav1.PartialObjectMetadata); ok && m.Kind == "Secret" {
+					return apierrors.NewTimeoutError("the Secret's patch timed out", 1)
+				}
+				return cl.Patch(ctx, obj, patch, opts...)
+			},
+		})
+		key := unwatchedKey("timeout-")
+		key.Spec.TTL = &metav1.Duration{Duration: time.Hour}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		_, live := expectOneLiveToken(fetch(key))
+		// A token issued a second later would expire a second later.
+		Eventually(func() time.Duration { return time.Since(live.Spec.IssuedAt.Time) }, timeout, interval).
+			Should(BeNumerically(">", 2*time.Second))
+
+		rotateOnce(r, key, "times-out")
+		got := fetch(key)
+		Expect(recordsOf(got)).To(HaveLen(2), "the new token's record waits for the next pass to settle it")
+		Expect(got.Status.TokenHint).To(Equal(live.Spec.TokenHint))
+		Expect(got.Status.ExpiresAt).NotTo(BeNil())
+		Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", live.Spec.ExpiresAt.Time),
+			"status pairs the live token's hint with another token's expiry")
+	})
+
 	It("pins the Secret of a token delivered before records kept it, and refuses one made since in its place", func() {
 		r := newCrashReconciler(newCrash(-1))
 		r.unpinnedSlack = time.Second
