@@ -144,8 +144,10 @@ type ApiKeySpec struct {
 	// +kubebuilder:validation:items:Pattern=`^[a-z0-9][a-z0-9:._/*-]{0,63}$`
 	Scopes []string `json:"scopes,omitempty"`
 
-	// audiences, if set, limit the key to these audiences. Editable without
-	// reissuing the token.
+	// audiences, if set, limit the key to these audiences. Without them a key
+	// passes any audience a route or /verify asks for, but TokenReview answers
+	// it with none, which kube-apiserver reads as its own audiences (as for a
+	// legacy ServiceAccount token). Editable without reissuing the token.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=16

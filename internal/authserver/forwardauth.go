@@ -36,6 +36,7 @@ var (
 	wwwAuthInvalidToken = []string{challengeInvalidToken}
 	wwwAuthBadRequest   = []string{challengeBadRequest}
 	wwwAuthScope        = []string{challengeScope}
+	retryInASecond      = []string{"1"} // Retry-After before the index has synced
 )
 
 // serveForwardAuth answers a proxy's subrequest: 200 with identity headers,
@@ -58,7 +59,7 @@ func (s *Server) serveForwardAuth(w http.ResponseWriter, r *http.Request, now ti
 	}
 
 	if !s.index.Synced() {
-		w.Header().Set("Retry-After", "1")
+		w.Header()["Retry-After"] = retryInASecond
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return resultNotSynced
 	}

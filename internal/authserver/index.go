@@ -65,8 +65,10 @@ func (e *Entry) Groups() []string { return e.group.groups }
 // not modify it.
 func (e *Entry) Scopes() []string { return e.group.scopes }
 
-// Audiences are the audiences the token is restricted to; none: any. The
-// slice is shared: callers must not modify it.
+// Audiences are the audiences the token is restricted to; none: any, on
+// forward-auth and /verify (TokenReview answers such a key with no audience,
+// which kube-apiserver reads as its own). The slice is shared: callers must
+// not modify it.
 func (e *Entry) Audiences() []string { return e.group.audiences }
 
 // ExpiresAt is when the token stops working; the zero time: never.

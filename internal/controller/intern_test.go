@@ -95,9 +95,12 @@ var _ = Describe("What the controller keeps of ApiKeys and records", func() {
 			g.Expect(reconciler.records.of(digestOf(string(key.UID)))).To(ConsistOf(
 				refNamed(rec.Name, must(strconv.ParseUint(rec.ResourceVersion, 10, 64)))))
 		}, timeout, interval).Should(Succeed())
-		By("knowing the delivered Secret from its watch, with no cache of Secrets")
+		By("knowing the delivered Secret from its watch, with no cache of Secrets, by the UID its record pinned")
+		pinned := &apikeysv1alpha1.ApiKeyRecord{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: key.Status.RecordName}, pinned)).To(Succeed())
+		Expect(pinned.Spec.SecretUID).NotTo(BeEmpty())
 		Eventually(func() bool {
-			return reconciler.secrets.controlledBy(ns, key.Status.SecretName, key.UID, "")
+			return reconciler.secrets.controlledBy(ns, key.Status.SecretName, key.UID, types.UID(pinned.Spec.SecretUID))
 		}, timeout, interval).Should(BeTrue())
 
 		By("editing the spec: the record follows, status is patched, the rest stays")

@@ -33,7 +33,7 @@ func digestOf(parts ...string) digest {
 // deliveredSecrets is what the controller knows of the Secrets it
 // delivered, without an informer cache of them: for each Secret with the
 // operator's managed-by label, a digest of its namespace and name, one of
-// its own UID and one of the UID of the ApiKey that controls it: about 70
+// its own UID and one of the UID of the ApiKey that controls it: about 65
 // bytes a Secret in the map, against about 650 for its trimmed metadata in
 // an informer cache. A metadata-only watch (never the
 // data) feeds it, and each change wakes the ApiKey that controls the
@@ -80,7 +80,7 @@ func newDeliveredSecrets(c metadata.Interface, keyUIDs func() []keyUID) *deliver
 }
 
 // ownersOnly drops a Secret's labels and annotations as it arrives: the
-// watch reads its namespace, name, resourceVersion and owner references,
+// watch reads its namespace, name, UID, resourceVersion and owner references,
 // and its first listing holds every delivered Secret at once (the token's
 // hash, hint and fingerprint annotations are about half of what is left
 // of each).

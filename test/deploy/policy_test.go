@@ -22,7 +22,8 @@ func TestOwnerPolicyIsWhatTheManagerExpects(t *testing.T) {
 		{"chart, defaults", func(t *testing.T) []byte { return helmTemplate(t, "apikey-operator-system") }},
 		{"chart, lists set", func(t *testing.T) []byte {
 			return helmTemplate(t, "apikey-operator-system", "--set",
-				`ownerRequesters[0]=system:serviceaccount:ci:minter,forbiddenGroups[0]=cluster-admins,forbiddenGroups[1]=o'brien`)
+				`ownerRequesters[0]=system:serviceaccount:ci:minter,forbiddenGroups[0]=cluster-admins,forbiddenGroups[1]=o'brien,`+
+					`forbiddenGroups[2]=ops #1`) // unquoted, " #" would start a YAML comment in the flag
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
