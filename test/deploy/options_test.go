@@ -225,7 +225,8 @@ func (r *rendering) checkNetworkPolicies(t *testing.T) {
 		fromAnyone, fromSome, metricsFrom := r.opens(policies, labels.Set(d.Spec.Template.Labels))
 		switch narrowed := d == r.manager && r.managerFrom; {
 		case narrowed && fromAnyone:
-			t.Errorf("a NetworkPolicy opens Deployment %s's webhook server port %d to every caller, not networkPolicy.managerFrom's", d.Name, r.port())
+			t.Errorf("a NetworkPolicy opens Deployment %s's webhook server port %d to every caller, not networkPolicy.managerFrom's",
+				d.Name, r.port())
 		case narrowed && !fromSome:
 			t.Errorf("no NetworkPolicy opens Deployment %s's webhook server port %d to networkPolicy.managerFrom's callers", d.Name, r.port())
 		case !narrowed && !fromAnyone:
@@ -239,7 +240,8 @@ func (r *rendering) checkNetworkPolicies(t *testing.T) {
 
 // opens reports whether the policies that select pods let anyone reach the
 // webhook server port, or some callers, and someone /metrics.
-func (r *rendering) opens(policies []*networkingv1.NetworkPolicy, pods labels.Set) (webhookFromAnyone, webhookFromSome, metricsFromSome bool) {
+func (r *rendering) opens(policies []*networkingv1.NetworkPolicy,
+	pods labels.Set) (webhookFromAnyone, webhookFromSome, metricsFromSome bool) {
 	for _, np := range policies {
 		s, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 		if err != nil || !s.Matches(pods) {
