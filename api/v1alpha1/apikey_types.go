@@ -159,6 +159,7 @@ type ApiKeySpec struct {
 	// expiresAt is the instant the key stops working. Set at most one of
 	// expiresAt and ttl; both are bounded by the operator's --max-ttl.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="spec.expiresAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// ttl is how long the key works after its token is issued, e.g. 720h.
@@ -202,6 +203,7 @@ type PreviousKey struct {
 
 	// validUntil is when the previous token stops working.
 	// +required
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="status.previousKeys[].validUntil must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	ValidUntil metav1.Time `json:"validUntil"`
 }
 
@@ -213,6 +215,7 @@ type ApiKeyStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="self.all(c, c.lastTransitionTime >= timestamp('0001-01-01T00:00:00Z'))",message="status.conditions[].lastTransitionTime must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// observedGeneration is the spec generation the last successful pass acted on.
@@ -227,14 +230,17 @@ type ApiKeyStatus struct {
 
 	// issuedAt is when the live token was minted.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="status.issuedAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
 
 	// expiresAt is when the live token stops working; empty if it does not expire.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="status.expiresAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// lastUsedAt is when the key last authenticated, flushed periodically.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="status.lastUsedAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
 	// secretName is the Secret the token was delivered to.
@@ -245,6 +251,7 @@ type ApiKeyStatus struct {
 	// secretDeletedAt is set once the delivered Secret is gone, deleted by
 	// secret.deleteAfter or by someone else. The key stays valid.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="status.secretDeletedAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	SecretDeletedAt *metav1.Time `json:"secretDeletedAt,omitempty"`
 
 	// username is the identity the key authenticates as.

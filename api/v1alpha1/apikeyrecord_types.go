@@ -49,6 +49,7 @@ type ApiKeyRecordSpec struct {
 
 	// issuedAt is when the token was minted.
 	// +required
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="spec.issuedAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	IssuedAt metav1.Time `json:"issuedAt"`
 
 	// username the token authenticates as: at most 324 characters,
@@ -88,6 +89,7 @@ type ApiKeyRecordSpec struct {
 
 	// expiresAt is when the token stops working; empty if it does not expire.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="spec.expiresAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// suspended tokens are refused.
@@ -96,6 +98,7 @@ type ApiKeyRecordSpec struct {
 
 	// validUntil ends a superseded token's rotation grace period.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="spec.validUntil must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	ValidUntil *metav1.Time `json:"validUntil,omitempty"`
 
 	// issuance counts the key's tokens: 1 for the first, one more with each
@@ -141,6 +144,7 @@ type ApiKeyRecordStatus struct {
 	// lastUsedAt is when the token last authenticated, flushed periodically
 	// by the auth server and shown on the ApiKey.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= timestamp('0001-01-01T00:00:00Z')",message="status.lastUsedAt must be an RFC 3339 time, such as 2030-01-01T00:00:00Z (upper-case T and Z): one the operator could not read would stop every list of these objects"
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 

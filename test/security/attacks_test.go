@@ -792,4 +792,38 @@ var _ = Describe("Attack 13: a duration the operator cannot read", func() {
 		tok, key := issueKey(alice, newKey(tenantNamespace(alice), "after"))
 		expectTokenWorks(tok, "apikey:"+key.Namespace+":"+key.Name, "a key made after the attempts")
 	})
+
+	It("refuses, in kube-apiserver, a time Go cannot parse, in the spec or from a holder of apikeys/status", func() {
+		ns := tenantNamespace(mallory)
+		grantWildcard(ns, mallory.name)
+		_, key := issueKey(mallory, newKey(ns, "unreadable-time"))
+		// kube-apiserver's date-time format takes a lower-case z or t, an
+		// offset of +99:00 or any character before the zone; Go's RFC 3339
+		// parser, and so metav1.Time, takes none of them. A write that
+		// kube-apiserver takes fails too, as the client cannot decode the
+		// answer: the message says which refused it.
+		for _, value := range []string{"2030-01-01T00:00:00z", "2030-01-01t00:00:00Z", "2030-01-01T00:00:00+99:00", "2030-01-01T00:00:00:5Z"} {
+			for _, field := range []string{"issuedAt", "expiresAt", "lastUsedAt", "secretDeletedAt"} {
+				err := mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{field: value}))
+				Expect(err).To(HaveOccurred(), "status.%s: %s was accepted", field, value)
+				Expect(err.Error()).To(ContainSubstring("status."+field+" must be an RFC 3339 time"), "status.%s: %s", field, value)
+			}
+			err := mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{
+				"conditions": []any{map[string]any{"type": "Ready", "status": "True", "reason": "Issued", "message": "",
+					"lastTransitionTime": value}}}))
+			Expect(err).To(HaveOccurred(), "a condition's lastTransitionTime %s was accepted", value)
+			Expect(err.Error()).To(ContainSubstring("lastTransitionTime must be an RFC 3339 time"))
+
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(apikeysv1alpha1.GroupVersion.WithKind("ApiKey"))
+			u.SetNamespace(ns)
+			u.SetName("unreadable-" + randSuffix())
+			Expect(unstructured.SetNestedField(u.Object, value, "spec", "expiresAt")).To(Succeed())
+			Expect(mallory.client.Create(ctx, u)).NotTo(Succeed(), "spec.expiresAt: %s was accepted", value)
+		}
+
+		By("the operator still issues keys, hers and everyone else's")
+		tok, other := issueKey(alice, newKey(tenantNamespace(alice), "after"))
+		expectTokenWorks(tok, "apikey:"+other.Namespace+":"+other.Name, "a key made after the attempts")
+	})
 })
