@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -120,6 +121,18 @@ func TestDeliveredSecretsEvents(t *testing.T) {
 			[]string{"a"}, nil, map[string]types.UID{"a-token": "uid-a"}},
 		{"restoring it", func() error { return s.Update(a) },
 			[]string{"a"}, map[string]types.UID{"a-token": "uid-a"}, nil},
+		{"editing its labels and annotations, which no pass reads", func() error {
+			edited := deliveredSecret("a-token", keyRef("a", "uid-a"))
+			edited.Annotations = map[string]string{"example.com/touched": "again"}
+			return s.Update(edited)
+		}, nil, map[string]types.UID{"a-token": "uid-a"}, nil},
+		{"replacing it by another of its name and owner", func() error {
+			replaced := deliveredSecret("a-token", keyRef("a", "uid-a"))
+			replaced.UID = "uid-of-a-second-a-token"
+			return s.Update(replaced)
+		}, []string{"a"}, map[string]types.UID{"a-token": "uid-a"}, nil},
+		{"putting the first back", func() error { return s.Update(a) },
+			[]string{"a"}, map[string]types.UID{"a-token": "uid-a"}, nil},
 		{"taking c's controller reference away (the event names no key)", func() error { return s.Update(deliveredSecret("c-token")) },
 			[]string{"c"}, nil, map[string]types.UID{"c-token": "uid-c"}},
 		{"giving it back", func() error { return s.Update(c) },
@@ -233,5 +246,30 @@ func TestDeliveredSecretsOwnerEditLoop(t *testing.T) {
 	}
 	if got := looks.Load(); got != before+1 {
 		t.Errorf("looked %d more times, want 1", got-before)
+	}
+}
+
+// TestDeliveredSecretsKeepWhatTheyRead checks that a Secret of the first
+// listing keeps only what the watch reads: its owner's to fill, finalizers
+// and other owner references could otherwise be most of a megabyte each.
+func TestDeliveredSecretsKeepWhatTheyRead(t *testing.T) {
+	s := newDeliveredSecrets(nil, nil)
+	m := deliveredSecret("a-token", metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "c", UID: "c"},
+		keyRef("a", "uid-a"))
+	m.Finalizers = []string{strings.Repeat("example.com/", 1000)}
+	m.Annotations = map[string]string{"example.com/pad": strings.Repeat("x", 1000)}
+	obj, err := s.Transformer()(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := obj.(*metav1.PartialObjectMetadata)
+	if len(got.Finalizers)+len(got.Labels)+len(got.Annotations) != 0 {
+		t.Errorf("kept finalizers %d, labels %d, annotations %d", len(got.Finalizers), len(got.Labels), len(got.Annotations))
+	}
+	if len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != "uid-a" {
+		t.Errorf("kept owner references %v, want the key's alone", got.OwnerReferences)
+	}
+	if got.UID != "uid-of-a-token" || got.Name != "a-token" || got.Namespace != "team-payments" {
+		t.Errorf("lost what the watch reads: %s/%s %s", got.Namespace, got.Name, got.UID)
 	}
 }
