@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -53,6 +54,9 @@ type watchedKeys struct {
 	// deletion, the controller's own write, a key issued). At most
 	// maxUnread events are kept.
 	unread stash[types.NamespacedName, *apikeysv1alpha1.ApiKey]
+	// heavy names the keys of the listing under way whose transform kept
+	// only their state (see heavy): no pass may take what is left of them.
+	heavy map[types.NamespacedName]struct{}
 	// deleted is told of each ApiKey that goes, by the digest of its UID
 	// and, if the event gave it, the UID (the record collector's queue of
 	// its records).
@@ -85,19 +89,71 @@ func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Select
 	w := &watchedKeys{client: c, namespace: namespace, fields: selector,
 		keys: map[types.NamespacedName]keyState{}, sooner: make(chan struct{}, 1)}
 	w.storeless = newStoreless("ApiKeys", w.change, w.replaceWith)
-	w.trim = withoutLastApplied
+	w.trim = w.trimListed
 	return w
 }
 
-// withoutLastApplied is trimKey as the reflector's transform: it runs on
-// the objects of a first listing streamed as a watch (client-go calls a
-// store's transform there only); keys kept from events and from a plain
-// listing are trimmed where they are kept.
-func withoutLastApplied(obj any) (any, error) {
-	if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
-		trimKey(key)
+// trimListed is trimKey as the reflector's transform: it runs on the
+// objects of a listing streamed as a watch (client-go calls a store's
+// transform there only), which holds them all until it ends; keys kept
+// from events and from a plain listing are trimmed where they are kept. Of
+// a heavy key it keeps only what its state is made of, and notes it, so
+// that its pass reads it.
+func (w *watchedKeys) trimListed(obj any) (any, error) {
+	key, ok := obj.(*apikeysv1alpha1.ApiKey)
+	if !ok {
+		return obj, nil
 	}
-	return obj, nil
+	trimKey(key)
+	if !heavy(key) {
+		return key, nil
+	}
+	w.mu.Lock()
+	if w.heavy == nil {
+		w.heavy = map[types.NamespacedName]struct{}{}
+	}
+	w.heavy[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] = struct{}{}
+	w.mu.Unlock()
+	state := &apikeysv1alpha1.ApiKey{TypeMeta: key.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
+		UID: key.UID, ResourceVersion: key.ResourceVersion, DeletionTimestamp: key.DeletionTimestamp}}
+	state.Status.RecordName, state.Status.ExpiresAt = key.Status.RecordName, key.Status.ExpiresAt
+	return state, nil
+}
+
+// heavyKeyBytes bounds the free-form parts of a key the watch keeps whole
+// for its pass (unread). Its writers fill them: annotations (256 KiB),
+// finalizers and owner references (no limit but the object's 1.5 MiB), the
+// Secret's labels and annotations, condition messages (status writers),
+// so a few hundred keys could otherwise hold the manager past its memory
+// limit at start, for every tenant. A key past it is read by its pass.
+const heavyKeyBytes = 32 << 10
+
+// heavy reports whether key's free-form parts come to more than
+// heavyKeyBytes.
+func heavy(key *apikeysv1alpha1.ApiKey) bool {
+	n := len(key.Spec.Description)
+	for _, m := range []map[string]string{key.Annotations, key.Labels, key.Spec.Secret.Annotations, key.Spec.Secret.Labels} {
+		for k, v := range m {
+			n += len(k) + len(v)
+		}
+	}
+	for _, list := range [][]string{key.Finalizers, key.Spec.Scopes, key.Spec.Audiences} {
+		for _, v := range list {
+			n += len(v)
+		}
+	}
+	if o := key.Spec.Owner; o != nil {
+		for _, g := range o.Groups {
+			n += len(g)
+		}
+	}
+	for _, r := range key.OwnerReferences {
+		n += len(r.APIVersion) + len(r.Kind) + len(r.Name) + len(r.UID)
+	}
+	for _, c := range key.Status.Conditions {
+		n += len(c.Message)
+	}
+	return n > heavyKeyBytes
 }
 
 // trimKey drops, from a key kept whole for a pass, what no pass reads: its
@@ -205,7 +261,7 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 	} else {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
-	if !deleted && !own && awaitsFirstToken(key) && len(w.unread.m) < maxUnread {
+	if !deleted && !own && awaitsFirstToken(key) && !heavy(key) && len(w.unread.m) < maxUnread {
 		w.unread.put(name, trimKey(key))
 	} else {
 		w.unread.drop(name)
@@ -231,11 +287,15 @@ func (w *watchedKeys) replaceWith(list []any, first bool) error {
 	if first {
 		listed = make(map[types.NamespacedName]*apikeysv1alpha1.ApiKey, len(list))
 	}
+	w.mu.Lock()
+	stripped := w.heavy
+	w.heavy = nil
+	w.mu.Unlock()
 	for _, obj := range list {
 		if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
 			name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
 			keys[name] = stateOf(key)
-			if first {
+			if _, gone := stripped[name]; first && !gone && !heavy(key) {
 				listed[name] = trimKey(key)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,5 +292,59 @@ func TestWatchedKeysTrim(t *testing.T) {
 	kept := got.(*apikeysv1alpha1.ApiKey)
 	if kept.ManagedFields != nil || len(kept.Annotations) != 1 || kept.Annotations[apikeysv1alpha1.RotateAnnotation] != "now" {
 		t.Errorf("kept annotations %v and managed fields %v", kept.Annotations, kept.ManagedFields)
+	}
+}
+
+// TestWatchedKeysKeepNoHeavyKey checks that a key whose free-form parts
+// (annotations, finalizers, condition messages…) are heavy is kept as its
+// state alone, from a listing streamed through the transform and from an
+// event, and is left for its pass to read; a light one is kept whole.
+func TestWatchedKeysKeepNoHeavyKey(t *testing.T) {
+	w := newWatchedKeys(nil, "", nil)
+	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer w.queue.ShutDown()
+	heavyKey := func(name string, uid types.UID) *apikeysv1alpha1.ApiKey {
+		k := watchedKey(name, uid, "1")
+		k.Annotations = map[string]string{"example.com/pad": strings.Repeat("x", 40<<10)}
+		return k
+	}
+	name := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "team-payments", Name: n} }
+
+	transform := w.Transformer()
+	listed := make([]any, 0, 2)
+	for _, k := range []*apikeysv1alpha1.ApiKey{heavyKey("heavy", "uid-heavy"), watchedKey("light", "uid-light", "2")} {
+		obj, err := transform(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, obj)
+	}
+	if got := listed[0].(*apikeysv1alpha1.ApiKey); len(got.Annotations) != 0 || got.UID != "uid-heavy" {
+		t.Errorf("the listing holds the heavy key with %d annotations, UID %q", len(got.Annotations), got.UID)
+	}
+	if err := w.Replace(listed, "2"); err != nil {
+		t.Fatal(err)
+	}
+	if !w.has(name("heavy"), "uid-heavy") || !w.has(name("light"), "uid-light") {
+		t.Error("a listed key is not shown")
+	}
+	if got := w.takeShown(name("heavy")); got != nil {
+		t.Error("the heavy key, stripped, was kept for its pass")
+	}
+	if got := w.takeShown(name("light")); got == nil {
+		t.Error("the light key was not kept for its pass")
+	}
+
+	if err := w.Add(heavyKey("heavy-event", "uid-heavy-event")); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.takeShown(name("heavy-event")); got != nil {
+		t.Error("a heavy key awaiting its first token was kept from its event")
+	}
+	if err := w.Add(watchedKey("light-event", "uid-light-event", "3")); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.takeShown(name("light-event")); got == nil {
+		t.Error("a light key awaiting its first token was not kept from its event")
 	}
 }
