@@ -81,7 +81,8 @@ func TestDeadlines(t *testing.T) {
 }
 
 // TestDeadlinesPast2262 checks that a key asking to be woken after 2262
-// (a deleteAfter or a schedule that far ahead, once its token expired)
+// (an expiresAt that far ahead under --max-ttl=0; the CRD holds durations
+// to 100 years)
 // neither is woken now nor holds up the keys due before it: UnixNano wraps
 // such an instant, so it could sort first and look due, or never due.
 func TestDeadlinesPast2262(t *testing.T) {

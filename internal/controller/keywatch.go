@@ -181,8 +181,9 @@ func (w *watchedKeys) get(name types.NamespacedName) (keyState, bool) {
 }
 
 // maxUnread bounds the keys awaiting their first token that the watch
-// keeps for their passes (about 2 KB each, trimmed): past it, as while the first
-// listing is still being worked through, a pass reads its key.
+// keeps for their passes (about 2 KB each, trimmed, and never more than
+// heavyKeyBytes of free-form parts): past it, as while the first listing
+// is still being worked through, a pass reads its key.
 const maxUnread = 10_000
 
 // dropShown forgets the object kept for name: the controller is about to
@@ -261,8 +262,8 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 	} else {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
-	if !deleted && !own && awaitsFirstToken(key) && !heavy(key) && len(w.unread.m) < maxUnread {
-		w.unread.put(name, trimKey(key))
+	if !deleted && !own && awaitsFirstToken(key) && !heavy(trimKey(key)) && len(w.unread.m) < maxUnread {
+		w.unread.put(name, key)
 	} else {
 		w.unread.drop(name)
 	}

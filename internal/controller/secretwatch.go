@@ -157,12 +157,10 @@ func (s *deliveredSecrets) change(obj any, deleted bool) error {
 	}
 	s.mu.Unlock()
 	own := s.own.caused("Secret", m.Namespace, m.Name, m.ResourceVersion)
-	// A pass reads nothing of the Secret but whether it is there, its UID and
-	// its controller: an edit of anything else (labels, annotations, data)
-	// wakes no key, so a tenant editing their Secrets in a loop costs the
-	// shared client nothing.
-	changed := deleted || !had || was != held
-	if owner != nil && changed && (deleted || !own) {
+	// Any edit but the controller's own wakes the key, whatever it changed:
+	// trimming a Secret that kube-apiserver refused to rotate into (its old
+	// and new annotations too big together) lifts that stall.
+	if owner != nil && (deleted || !own) {
 		s.queue.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: owner.Name}})
 	}
 	if had && was.owner != uid {

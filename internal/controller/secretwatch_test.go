@@ -121,11 +121,11 @@ func TestDeliveredSecretsEvents(t *testing.T) {
 			[]string{"a"}, nil, map[string]types.UID{"a-token": "uid-a"}},
 		{"restoring it", func() error { return s.Update(a) },
 			[]string{"a"}, map[string]types.UID{"a-token": "uid-a"}, nil},
-		{"editing its labels and annotations, which no pass reads", func() error {
+		{"editing its annotations (which may lift a stalled rotation)", func() error {
 			edited := deliveredSecret("a-token", keyRef("a", "uid-a"))
 			edited.Annotations = map[string]string{"example.com/touched": "again"}
 			return s.Update(edited)
-		}, nil, map[string]types.UID{"a-token": "uid-a"}, nil},
+		}, []string{"a"}, map[string]types.UID{"a-token": "uid-a"}, nil},
 		{"replacing it by another of its name and owner", func() error {
 			replaced := deliveredSecret("a-token", keyRef("a", "uid-a"))
 			replaced.UID = "uid-of-a-second-a-token"

@@ -819,7 +819,9 @@ var _ = Describe("Attack 13: a duration the operator cannot read", func() {
 			u.SetNamespace(ns)
 			u.SetName("unreadable-" + randSuffix())
 			Expect(unstructured.SetNestedField(u.Object, value, "spec", "expiresAt")).To(Succeed())
-			Expect(mallory.client.Create(ctx, u)).NotTo(Succeed(), "spec.expiresAt: %s was accepted", value)
+			err = mallory.client.Create(ctx, u)
+			Expect(err).To(HaveOccurred(), "spec.expiresAt: %s was accepted", value)
+			Expect(err.Error()).To(ContainSubstring("spec.expiresAt must be an RFC 3339 time"), "spec.expiresAt: %s", value)
 		}
 
 		By("the operator still issues keys, hers and everyone else's")
