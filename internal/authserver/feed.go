@@ -50,7 +50,7 @@ func (f *indexFeeder) Start(ctx context.Context) error {
 		store      toolscache.ReflectorStore
 	}{
 		{"auth index: apikeyrecords", &apikeysv1alpha1.ApiKeyRecord{}, &apikeysv1alpha1.ApiKeyRecordList{}, records},
-		{"auth index: apikeys", &apikeysv1alpha1.ApiKey{}, &apikeysv1alpha1.ApiKeyList{}, keys},
+		{"auth index: apikeys", &keyHeader{}, &keyHeaderList{}, keys},
 		{"auth index: namespaces", &corev1.Namespace{}, &corev1.NamespaceList{}, namespaces},
 	} {
 		lw, err := f.listWatch(feed.item, feed.list)
@@ -74,9 +74,12 @@ func (f *indexFeeder) Start(ctx context.Context) error {
 }
 
 // listWatch lists and watches, cluster-wide, objects like item, decoded
-// into lists like list.
+// into lists like list. ApiKeys are decoded as keyHeaders.
 func (f *indexFeeder) listWatch(item, list runtime.Object) (*toolscache.ListWatch, error) {
 	scheme := f.mgr.GetScheme()
+	if _, ok := item.(*keyHeader); ok {
+		scheme = keyHeaderScheme
+	}
 	gvk, err := apiutil.GVKForObject(item, scheme)
 	if err != nil {
 		return nil, err
@@ -167,15 +170,91 @@ func recordFeed(ix *Index) *feed[*apikeysv1alpha1.ApiKeyRecord] {
 	}
 }
 
-func keyFeed(ix *Index) *feed[*apikeysv1alpha1.ApiKey] {
-	return &feed[*apikeysv1alpha1.ApiKey]{
-		set:     ix.SetKey,
-		update:  ix.SetKey,
-		remove:  func(key *apikeysv1alpha1.ApiKey) { ix.DeleteKey(key.UID) },
-		replace: ix.ReplaceKeys,
-		listed:  make(chan struct{}),
-		trim:    trimApiKey,
+func keyFeed(ix *Index) *feed[*keyHeader] {
+	set := func(h *keyHeader) { ix.SetKey(h.apiKey()) }
+	return &feed[*keyHeader]{
+		set:    set,
+		update: set,
+		remove: func(h *keyHeader) { ix.DeleteKey(h.UID) },
+		replace: func(list []*keyHeader) {
+			keys := make([]*apikeysv1alpha1.ApiKey, len(list))
+			for i, h := range list {
+				keys[i] = h.apiKey()
+			}
+			ix.ReplaceKeys(keys)
+		},
+		listed: make(chan struct{}),
+		trim:   trimKeyHeader,
 	}
+}
+
+// keyHeader is an ApiKey as the index reads it: its metadata, which
+// kube-apiserver writes or validates itself, and whether it is suspended.
+// The key feed decodes ApiKeys as such, so that nothing else a key's
+// writers put in it (a duration or a time that Go cannot read, stored
+// before the CRD refused them, or by a future version) can fail the
+// decoding of a listing, and stop revocations and suspensions reaching the
+// index for every key.
+type keyHeader struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              struct {
+		Suspended bool `json:"suspended,omitempty"`
+	} `json:"spec,omitempty"`
+}
+
+// keyHeaderList is a list of ApiKeys decoded as keyHeaders.
+type keyHeaderList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []keyHeader `json:"items"`
+}
+
+func (h *keyHeader) DeepCopyObject() runtime.Object {
+	c := *h
+	h.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	return &c
+}
+
+func (l *keyHeaderList) DeepCopyObject() runtime.Object {
+	c := *l
+	l.ListMeta.DeepCopyInto(&c.ListMeta)
+	c.Items = make([]keyHeader, len(l.Items))
+	for i := range l.Items {
+		c.Items[i] = *l.Items[i].DeepCopyObject().(*keyHeader)
+	}
+	return &c
+}
+
+// keyHeaderScheme decodes ApiKeys and their lists as keyHeaders.
+var keyHeaderScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	s.AddKnownTypeWithName(apikeysv1alpha1.GroupVersion.WithKind("ApiKey"), &keyHeader{})
+	s.AddKnownTypeWithName(apikeysv1alpha1.GroupVersion.WithKind("ApiKeyList"), &keyHeaderList{})
+	metav1.AddToGroupVersion(s, apikeysv1alpha1.GroupVersion)
+	return s
+}()
+
+// apiKey is the ApiKey the index reads: identity, deletion and suspension.
+func (h *keyHeader) apiKey() *apikeysv1alpha1.ApiKey {
+	return &apikeysv1alpha1.ApiKey{
+		ObjectMeta: metav1.ObjectMeta{Name: h.Name, Namespace: h.Namespace, UID: h.UID,
+			ResourceVersion: h.ResourceVersion, DeletionTimestamp: h.DeletionTimestamp},
+		Spec: apikeysv1alpha1.ApiKeySpec{Suspended: h.Spec.Suspended},
+	}
+}
+
+// trimKeyHeader keeps of a listed key only what apiKey reads: the listing
+// holds every key at once.
+func trimKeyHeader(obj any) (any, error) {
+	h, ok := obj.(*keyHeader)
+	if !ok {
+		return obj, nil
+	}
+	t := &keyHeader{TypeMeta: h.TypeMeta, ObjectMeta: metav1.ObjectMeta{Name: h.Name, Namespace: h.Namespace, UID: h.UID,
+		ResourceVersion: h.ResourceVersion, DeletionTimestamp: h.DeletionTimestamp}}
+	t.Spec.Suspended = h.Spec.Suspended
+	return t, nil
 }
 
 // namespaceFeed tells the index which namespaces are being deleted.
