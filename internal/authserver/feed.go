@@ -198,9 +198,12 @@ func keyFeed(ix *Index) *feed[*keyHeader] {
 type keyHeader struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
-	Spec              struct {
-		Suspended bool `json:"suspended,omitempty"`
-	} `json:"spec,omitempty"`
+	Spec              keyHeaderSpec `json:"spec,omitempty"`
+}
+
+// keyHeaderSpec is what the index reads of an ApiKey's spec.
+type keyHeaderSpec struct {
+	Suspended bool `json:"suspended,omitempty"`
 }
 
 // keyHeaderList is a list of ApiKeys decoded as keyHeaders.
@@ -212,13 +215,13 @@ type keyHeaderList struct {
 
 func (h *keyHeader) DeepCopyObject() runtime.Object {
 	c := *h
-	h.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	h.DeepCopyInto(&c.ObjectMeta)
 	return &c
 }
 
 func (l *keyHeaderList) DeepCopyObject() runtime.Object {
 	c := *l
-	l.ListMeta.DeepCopyInto(&c.ListMeta)
+	l.DeepCopyInto(&c.ListMeta)
 	c.Items = make([]keyHeader, len(l.Items))
 	for i := range l.Items {
 		c.Items[i] = *l.Items[i].DeepCopyObject().(*keyHeader)

@@ -100,9 +100,8 @@ func storeUnreadableKey(ctx context.Context, t *testing.T, admin client.Client, 
 	}
 	original := crd.DeepCopy()
 	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
-	ttl := []string{"schema", "openAPIV3Schema", "properties", "spec", "properties", "ttl"}
 	v := versions[0].(map[string]any)
-	unstructured.RemoveNestedField(v, append(ttl, "x-kubernetes-validations")...)
+	unstructured.RemoveNestedField(v, "schema", "openAPIV3Schema", "properties", "spec", "properties", "ttl", "x-kubernetes-validations")
 	if err := unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions"); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,10 @@
 // for kube-apiserver (TokenReview), proxies (forward-auth) and services (the
 // JSON verify API), from an in-memory index of ApiKeyRecords kept current by
 // watches. Nothing on the request path calls the API server.
+//
+// It defines no API: the types it decodes ApiKeys into (keyHeader) are
+// not CRDs.
+// +kubebuilder:skip
 package authserver
 
 import (
