@@ -217,8 +217,14 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
+	// The key watch decodes ApiKeys as decodedKeys (keywatch.go).
+	keyWatcher, err := client.NewWithWatch(mgr.GetConfig(),
+		client.Options{Scheme: decodedKeyScheme, Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient()})
+	if err != nil {
+		return err
+	}
 	r.own = newOwnWrites(func(key types.NamespacedName) { r.keys.queue.Add(ctrl.Request{NamespacedName: key}) })
-	r.keys = newWatchedKeys(watcher, r.WatchNamespace, r.WatchFields)
+	r.keys = newWatchedKeys(keyWatcher, r.WatchNamespace, r.WatchFields)
 	r.Client = notingWrites{Client: r.Client, own: r.own, keys: r.keys}
 	r.secrets = newDeliveredSecrets(meta, r.keys.uids)
 	r.records = newKeyRecords(watcher, r.keys.uids)

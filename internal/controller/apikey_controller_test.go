@@ -586,3 +586,62 @@ func eventsFor(key *apikeysv1alpha1.ApiKey) []eventsv1.Event {
 	}
 	return out
 }
+
+var _ = Describe("An ApiKey the controller cannot read", func() {
+	It("keeps issuing every other key, and lets the unreadable one go", func() {
+		ns := newNamespace()
+		By("an ApiKey with a ttl no Go program can decode, stored as an earlier release's CRD let any tenant")
+		unreadable := storeUnreadableKey(ns)
+
+		By("another key in the namespace is issued all the same")
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		waitReady(key)
+
+		By("the unreadable key can be deleted: the controller stamped nothing on it it cannot take off")
+		Expect(k8sClient.Delete(ctx, unreadable)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(unreadable), unreadable.DeepCopy()))
+		}, timeout, interval).Should(BeTrue())
+	})
+})
+
+// storeUnreadableKey stores, in namespace, an ApiKey with ttl 3000000h,
+// which overflows Go's time.Duration: it takes the CRD's bound off spec.ttl
+// for the write, as an earlier release's CRD had none, and puts it back
+// once the spec is done with the key (which must be gone by then: the
+// bound's error is not ratcheted, so no write of it would pass).
+func storeUnreadableKey(namespace string) *unstructured.Unstructured {
+	GinkgoHelper()
+	crd := &unstructured.Unstructured{}
+	crd.SetAPIVersion("apiextensions.k8s.io/v1")
+	crd.SetKind("CustomResourceDefinition")
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "apikeys." + apikeysv1alpha1.GroupVersion.Group}, crd)).To(Succeed())
+	original := crd.DeepCopy()
+	versions, _, err := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	Expect(err).NotTo(HaveOccurred())
+	unstructured.RemoveNestedField(versions[0].(map[string]any),
+		"schema", "openAPIV3Schema", "properties", "spec", "properties", "ttl", "x-kubernetes-validations")
+	Expect(unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")).To(Succeed())
+	Expect(k8sClient.Update(ctx, crd)).To(Succeed())
+	DeferCleanup(func() {
+		Eventually(func() error {
+			cur := crd.DeepCopy()
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(crd), cur); err != nil {
+				return err
+			}
+			restored := original.DeepCopy()
+			restored.SetResourceVersion(cur.GetResourceVersion())
+			return k8sClient.Update(ctx, restored)
+		}, timeout, interval).Should(Succeed())
+	})
+
+	bad := &unstructured.Unstructured{}
+	bad.SetGroupVersionKind(apikeysv1alpha1.GroupVersion.WithKind("ApiKey"))
+	bad.SetNamespace(namespace)
+	bad.SetName("unreadable")
+	Expect(unstructured.SetNestedField(bad.Object, "3000000h", "spec", "ttl")).To(Succeed())
+	Eventually(func() error { return k8sClient.Create(ctx, bad.DeepCopy()) }, timeout, interval).Should(Succeed(),
+		"kube-apiserver stores the key once the CRD without the bound is in force")
+	return bad
+}

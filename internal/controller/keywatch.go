@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+	kjson "sigs.k8s.io/json"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 )
@@ -54,9 +56,6 @@ type watchedKeys struct {
 	// deletion, the controller's own write, a key issued). At most
 	// maxUnread events are kept.
 	unread stash[types.NamespacedName, *apikeysv1alpha1.ApiKey]
-	// heavy names the keys of the listing under way whose transform kept
-	// only their state (see heavy): no pass may take what is left of them.
-	heavy map[types.NamespacedName]struct{}
 	// deleted is told of each ApiKey that goes, by the digest of its UID
 	// and, if the event gave it, the UID (the record collector's queue of
 	// its records).
@@ -89,7 +88,7 @@ func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Select
 	w := &watchedKeys{client: c, namespace: namespace, fields: selector,
 		keys: map[types.NamespacedName]keyState{}, sooner: make(chan struct{}, 1)}
 	w.storeless = newStoreless("ApiKeys", w.change, w.replaceWith)
-	w.trim = w.trimListed
+	w.trim = trimListed
 	return w
 }
 
@@ -97,28 +96,90 @@ func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Select
 // objects of a listing streamed as a watch (client-go calls a store's
 // transform there only), which holds them all until it ends; keys kept
 // from events and from a plain listing are trimmed where they are kept. Of
-// a heavy key it keeps only what its state is made of, and notes it, so
-// that its pass reads it.
-func (w *watchedKeys) trimListed(obj any) (any, error) {
-	key, ok := obj.(*apikeysv1alpha1.ApiKey)
-	if !ok {
+// a heavy key it keeps only what its state is made of, so that its pass
+// reads it.
+func trimListed(obj any) (any, error) {
+	k, ok := obj.(*decodedKey)
+	if !ok || k.stateOnly {
 		return obj, nil
 	}
-	trimKey(key)
-	if !heavy(key) {
-		return key, nil
+	trimKey(&k.ApiKey)
+	if !heavy(&k.ApiKey) {
+		return k, nil
 	}
-	w.mu.Lock()
-	if w.heavy == nil {
-		w.heavy = map[types.NamespacedName]struct{}{}
-	}
-	w.heavy[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] = struct{}{}
-	w.mu.Unlock()
-	state := &apikeysv1alpha1.ApiKey{TypeMeta: key.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
-		UID: key.UID, ResourceVersion: key.ResourceVersion, DeletionTimestamp: key.DeletionTimestamp}}
-	state.Status.RecordName, state.Status.ExpiresAt = key.Status.RecordName, key.Status.ExpiresAt
-	return state, nil
+	return k.state(), nil
 }
+
+// decodedKey is an ApiKey as the key watch decodes it: whole, or, when
+// it holds something Go cannot read (a duration or a time stored before
+// the CRD refused them, or a field of a later version), its metadata
+// alone. Decoded whole, one such key would fail every listing of ApiKeys:
+// the controller would issue, rotate and finalize nothing, for any tenant,
+// and its manager would give up starting. Kept as its state, it only
+// fails its own passes, which read it again.
+type decodedKey struct {
+	apikeysv1alpha1.ApiKey
+	// stateOnly: only what the key's state is made of is left (a key that
+	// could not be read whole, or was heavy): no pass may take it.
+	stateOnly bool
+}
+
+// decodedKeyList is a list of ApiKeys decoded as decodedKeys.
+type decodedKeyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []decodedKey `json:"items"`
+}
+
+// UnmarshalJSON decodes the whole key, or else its metadata alone.
+func (k *decodedKey) UnmarshalJSON(data []byte) error {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &k.ApiKey); err == nil {
+		return nil
+	}
+	var meta struct {
+		metav1.TypeMeta   `json:",inline"`
+		metav1.ObjectMeta `json:"metadata"`
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &meta); err != nil {
+		return err
+	}
+	*k = decodedKey{ApiKey: apikeysv1alpha1.ApiKey{TypeMeta: meta.TypeMeta, ObjectMeta: meta.ObjectMeta}, stateOnly: true}
+	return nil
+}
+
+// state is what the key's state is made of, marked stateOnly.
+func (k *decodedKey) state() *decodedKey {
+	s := &decodedKey{stateOnly: true, ApiKey: apikeysv1alpha1.ApiKey{TypeMeta: k.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name, UID: k.UID,
+			ResourceVersion: k.ResourceVersion, DeletionTimestamp: k.DeletionTimestamp}}}
+	s.Status.RecordName, s.Status.ExpiresAt = k.Status.RecordName, k.Status.ExpiresAt
+	return s
+}
+
+func (k *decodedKey) DeepCopyObject() runtime.Object {
+	c := &decodedKey{stateOnly: k.stateOnly}
+	k.DeepCopyInto(&c.ApiKey)
+	return c
+}
+
+func (l *decodedKeyList) DeepCopyObject() runtime.Object {
+	c := &decodedKeyList{TypeMeta: l.TypeMeta, Items: make([]decodedKey, len(l.Items))}
+	l.DeepCopyInto(&c.ListMeta)
+	for i := range l.Items {
+		c.Items[i] = *l.Items[i].DeepCopyObject().(*decodedKey)
+	}
+	return c
+}
+
+// decodedKeyScheme decodes ApiKeys and their lists as decodedKeys: the
+// key watch's client uses it.
+var decodedKeyScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	s.AddKnownTypeWithName(apikeysv1alpha1.GroupVersion.WithKind("ApiKey"), &decodedKey{})
+	s.AddKnownTypeWithName(apikeysv1alpha1.GroupVersion.WithKind("ApiKeyList"), &decodedKeyList{})
+	metav1.AddToGroupVersion(s, apikeysv1alpha1.GroupVersion)
+	return s
+}()
 
 // heavyKeyBytes bounds the free-form parts of a key the watch keeps whole
 // for its pass (unread). Its writers fill them: annotations (256 KiB),
@@ -238,8 +299,8 @@ func (w *watchedKeys) uids() []keyUID {
 // Start runs the watch until ctx ends, waking keys through queue.
 func (w *watchedKeys) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 	w.ctx, w.queue = ctx, queue
-	lw := listWatch(w.client, &apikeysv1alpha1.ApiKeyList{}, client.ListOptions{Namespace: w.namespace, FieldSelector: w.fields})
-	w.run(ctx, lw, &apikeysv1alpha1.ApiKey{})
+	lw := listWatch(w.client, &decodedKeyList{}, client.ListOptions{Namespace: w.namespace, FieldSelector: w.fields})
+	w.run(ctx, lw, &decodedKey{})
 	go w.runDeadlines(ctx)
 	return nil
 }
@@ -247,10 +308,11 @@ func (w *watchedKeys) Start(ctx context.Context, queue workqueue.TypedRateLimiti
 // change takes a key added, changed or deleted: it updates the key's state
 // and wakes it.
 func (w *watchedKeys) change(obj any, deleted bool) error {
-	key, ok := obj.(*apikeysv1alpha1.ApiKey)
+	k, ok := obj.(*decodedKey)
 	if !ok {
 		return nil
 	}
+	key := &k.ApiKey
 	name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
 	w.mu.Lock()
 	// Asked under the lock: a write ending meanwhile may wake the key, and
@@ -262,7 +324,7 @@ func (w *watchedKeys) change(obj any, deleted bool) error {
 	} else {
 		w.keys[name] = stateOf(key).after(w.keys[name])
 	}
-	if !deleted && !own && awaitsFirstToken(key) && !heavy(trimKey(key)) && len(w.unread.m) < maxUnread {
+	if !deleted && !own && !k.stateOnly && awaitsFirstToken(key) && !heavy(trimKey(key)) && len(w.unread.m) < maxUnread {
 		w.unread.put(name, key)
 	} else {
 		w.unread.drop(name)
@@ -288,16 +350,13 @@ func (w *watchedKeys) replaceWith(list []any, first bool) error {
 	if first {
 		listed = make(map[types.NamespacedName]*apikeysv1alpha1.ApiKey, len(list))
 	}
-	w.mu.Lock()
-	stripped := w.heavy
-	w.heavy = nil
-	w.mu.Unlock()
 	for _, obj := range list {
-		if key, ok := obj.(*apikeysv1alpha1.ApiKey); ok {
+		if k, ok := obj.(*decodedKey); ok {
+			key := &k.ApiKey
 			name := types.NamespacedName{Namespace: shared.intern(key.Namespace), Name: key.Name}
 			keys[name] = stateOf(key)
-			if _, gone := stripped[name]; first && !gone && !heavy(key) {
-				listed[name] = trimKey(key)
+			if first && !k.stateOnly && !heavy(trimKey(key)) {
+				listed[name] = key
 			}
 		}
 	}

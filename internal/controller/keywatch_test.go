@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -19,8 +20,9 @@ import (
 )
 
 // watchedKey is an ApiKey in team-payments as the watch decodes it.
-func watchedKey(name string, uid types.UID, rv string) *apikeysv1alpha1.ApiKey {
-	return &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-payments", Name: name, UID: uid, ResourceVersion: rv}}
+func watchedKey(name string, uid types.UID, rv string) *decodedKey {
+	return &decodedKey{ApiKey: apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-payments", Name: name, UID: uid,
+		ResourceVersion: rv}}}
 }
 
 // TestWatchedKeysEvents checks what each event keeps and whom it wakes:
@@ -55,7 +57,7 @@ func TestWatchedKeysEvents(t *testing.T) {
 	if opts := atLeast(got.resourceVersion); opts.Raw == nil || opts.Raw.ResourceVersion != "12" {
 		t.Errorf("a pass would read %+v, want resourceVersion 12 or later", opts.Raw)
 	}
-	deleting := issued.DeepCopy()
+	deleting := issued.DeepCopyObject().(*decodedKey)
 	deleting.ResourceVersion, deleting.DeletionTimestamp = "13", &expiresAt
 	step("being deleted", func() error { return w.Update(deleting) }, []string{"issued"}, nil)
 	if got, _ := w.get(types.NamespacedName{Namespace: "team-payments", Name: "issued"}); got.expiresAt != 0 {
@@ -107,7 +109,7 @@ func eventSteps(t *testing.T, q workqueue.TypedRateLimitingInterface[reconcile.R
 // TestWatchedKeysResourceVersion checks that a resourceVersion the watch
 // cannot read as a number has a pass read the newest key, not one at 0.
 func TestWatchedKeysResourceVersion(t *testing.T) {
-	s := stateOf(watchedKey("a", "uid-a", "not-a-number"))
+	s := stateOf(&watchedKey("a", "uid-a", "not-a-number").ApiKey)
 	if opts := atLeast(s.resourceVersion); opts.Raw != nil && opts.Raw.ResourceVersion != "" {
 		t.Errorf("a pass would read at resourceVersion %q", opts.Raw.ResourceVersion)
 	}
@@ -212,15 +214,15 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 
 	must(w.Update(watchedKey("new", "uid-new", "5")))
 	patched := watchedKey("new", "uid-new", "")
-	w.own.begin(name, patched)
+	w.own.begin(name, &patched.ApiKey)
 	patched.ResourceVersion = "6"
-	w.own.end(patched, nil)
+	w.own.end(&patched.ApiKey, nil)
 	must(w.Update(patched))
 	shown("the controller's own write came after an edit", "")
 
 	must(w.Update(watchedKey("new", "uid-new", "6")))
 	writes := notingWrites{own: w.own, keys: w}
-	finalizing := watchedKey("new", "uid-new", "6")
+	finalizing := &watchedKey("new", "uid-new", "6").ApiKey
 	must(writes.write(withPass(t.Context(), name), finalizing, func() error {
 		finalizing.ResourceVersion = "7" // its event has not come yet
 		return nil
@@ -231,7 +233,7 @@ func TestWatchedKeysKeepWhatAPassWillRead(t *testing.T) {
 	w.own.forget()
 
 	must(w.Update(watchedKey("new", "uid-new", "7")))
-	patching := watchedKey("new", "uid-new", "7")
+	patching := &watchedKey("new", "uid-new", "7").ApiKey
 	must(writes.write(withPass(t.Context(), name), patching, func() error {
 		// An event that comes while the write is in flight is held, and
 		// kept for no pass: the write's end decides whom it wakes.
@@ -289,7 +291,7 @@ func TestWatchedKeysTrim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept := got.(*apikeysv1alpha1.ApiKey)
+	kept := got.(*decodedKey)
 	if kept.ManagedFields != nil || len(kept.Annotations) != 1 || kept.Annotations[apikeysv1alpha1.RotateAnnotation] != "now" {
 		t.Errorf("kept annotations %v and managed fields %v", kept.Annotations, kept.ManagedFields)
 	}
@@ -303,7 +305,7 @@ func TestWatchedKeysKeepNoHeavyKey(t *testing.T) {
 	w := newWatchedKeys(nil, "", nil)
 	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer w.queue.ShutDown()
-	heavyKey := func(name string, uid types.UID) *apikeysv1alpha1.ApiKey {
+	heavyKey := func(name string, uid types.UID) *decodedKey {
 		k := watchedKey(name, uid, "1")
 		k.Annotations = map[string]string{"example.com/pad": strings.Repeat("x", 40<<10)}
 		return k
@@ -312,14 +314,14 @@ func TestWatchedKeysKeepNoHeavyKey(t *testing.T) {
 
 	transform := w.Transformer()
 	listed := make([]any, 0, 2)
-	for _, k := range []*apikeysv1alpha1.ApiKey{heavyKey("heavy", "uid-heavy"), watchedKey("light", "uid-light", "2")} {
+	for _, k := range []*decodedKey{heavyKey("heavy", "uid-heavy"), watchedKey("light", "uid-light", "2")} {
 		obj, err := transform(k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		listed = append(listed, obj)
 	}
-	if got := listed[0].(*apikeysv1alpha1.ApiKey); len(got.Annotations) != 0 || got.UID != "uid-heavy" {
+	if got := listed[0].(*decodedKey); len(got.Annotations) != 0 || got.UID != "uid-heavy" || !got.stateOnly {
 		t.Errorf("the listing holds the heavy key with %d annotations, UID %q", len(got.Annotations), got.UID)
 	}
 	if err := w.Replace(listed, "2"); err != nil {
@@ -346,5 +348,65 @@ func TestWatchedKeysKeepNoHeavyKey(t *testing.T) {
 	}
 	if got := w.takeShown(name("light-event")); got == nil {
 		t.Error("a light key awaiting its first token was not kept from its event")
+	}
+}
+
+// decodedListing is a listing of two ApiKeys, the second holding a
+// duration and a time Go cannot read.
+const decodedListing = `{"apiVersion":"apikeys.dev/v1alpha1","kind":"ApiKeyList","metadata":{"resourceVersion":"9"},"items":[
+	{"apiVersion":"apikeys.dev/v1alpha1","kind":"ApiKey",
+	 "metadata":{"namespace":"team-payments","name":"readable","uid":"uid-r","resourceVersion":"7"},
+	 "spec":{"ttl":"720h","scopes":["links:read"]},"status":{"recordName":"ak-1","expiresAt":"2030-01-01T00:00:00Z"}},
+	{"apiVersion":"apikeys.dev/v1alpha1","kind":"ApiKey",
+	 "metadata":{"namespace":"team-payments","name":"unreadable","uid":"uid-u","resourceVersion":"8"},
+	 "spec":{"ttl":"3000000h"},"status":{"issuedAt":"2030-01-01T00:00:00z"}}]}`
+
+// decodeListing decodes decodedListing as the key watch's client does.
+func decodeListing(t *testing.T) (readable, unreadable *decodedKey) {
+	t.Helper()
+	obj, _, err := serializer.NewCodecFactory(decodedKeyScheme).UniversalDeserializer().Decode([]byte(decodedListing), nil, nil)
+	if err != nil {
+		t.Fatalf("the listing failed to decode: %v", err)
+	}
+	keys, ok := obj.(*decodedKeyList)
+	if !ok || len(keys.Items) != 2 {
+		t.Fatalf("decoded %T, want a decodedKeyList of 2", obj)
+	}
+	return &keys.Items[0], &keys.Items[1]
+}
+
+// TestDecodedKeys checks how the key watch decodes ApiKeys: whole when Go
+// can read them, else their metadata alone, marked so that no pass takes
+// it, instead of failing the listing that holds them.
+func TestDecodedKeys(t *testing.T) {
+	readable, unreadable := decodeListing(t)
+	if readable.stateOnly || readable.Spec.TTL == nil || readable.Spec.TTL.Duration != 720*time.Hour || readable.Status.ExpiresAt == nil {
+		t.Errorf("the readable key was not decoded whole: stateOnly %t, spec %+v", readable.stateOnly, readable.Spec)
+	}
+	if !unreadable.stateOnly || unreadable.Name != "unreadable" || unreadable.UID != "uid-u" || unreadable.ResourceVersion != "8" {
+		t.Errorf("the unreadable key: stateOnly %t, metadata %s/%s %s %s", unreadable.stateOnly,
+			unreadable.Namespace, unreadable.Name, unreadable.UID, unreadable.ResourceVersion)
+	}
+}
+
+// TestWatchedKeysShowUnreadableKeys checks that the key watch shows a key
+// it could not decode whole, and keeps what is left of it for no pass.
+func TestWatchedKeysShowUnreadableKeys(t *testing.T) {
+	readable, unreadable := decodeListing(t)
+	w := newWatchedKeys(nil, "", nil)
+	w.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer w.queue.ShutDown()
+	if err := w.Replace([]any{readable, unreadable}, "9"); err != nil {
+		t.Fatal(err)
+	}
+	name := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "team-payments", Name: n} }
+	if !w.has(name("unreadable"), "uid-u") {
+		t.Error("the unreadable key is not shown")
+	}
+	if w.takeShown(name("unreadable")) != nil {
+		t.Error("what is left of the unreadable key was kept for its pass")
+	}
+	if w.takeShown(name("readable")) == nil {
+		t.Error("the readable key was not kept for its pass")
 	}
 }
