@@ -623,7 +623,14 @@ func storeUnreadableKey(namespace string) *unstructured.Unstructured {
 	unstructured.RemoveNestedField(versions[0].(map[string]any),
 		"schema", "openAPIV3Schema", "properties", "spec", "properties", "ttl", "x-kubernetes-validations")
 	Expect(unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")).To(Succeed())
-	Expect(k8sClient.Update(ctx, crd)).To(Succeed())
+	Eventually(func() error {
+		cur := original.DeepCopy()
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(crd), cur); err != nil {
+			return err
+		}
+		crd.SetResourceVersion(cur.GetResourceVersion())
+		return k8sClient.Update(ctx, crd)
+	}, timeout, interval).Should(Succeed())
 	DeferCleanup(func() {
 		Eventually(func() error {
 			cur := crd.DeepCopy()
@@ -643,5 +650,13 @@ func storeUnreadableKey(namespace string) *unstructured.Unstructured {
 	Expect(unstructured.SetNestedField(bad.Object, "3000000h", "spec", "ttl")).To(Succeed())
 	Eventually(func() error { return k8sClient.Create(ctx, bad.DeepCopy()) }, timeout, interval).Should(Succeed(),
 		"kube-apiserver stores the key once the CRD without the bound is in force")
+	// Before the CRD is restored (cleanups run last first): while the key
+	// stays, nothing can list ApiKeys typed, the suite's own checks included.
+	DeferCleanup(func() {
+		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, bad.DeepCopy()))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(bad), bad.DeepCopy()))
+		}, timeout, interval).Should(BeTrue())
+	})
 	return bad
 }

@@ -100,8 +100,11 @@ func newWatchedKeys(c client.WithWatch, namespace string, selector fields.Select
 // reads it.
 func trimListed(obj any) (any, error) {
 	k, ok := obj.(*decodedKey)
-	if !ok || k.stateOnly {
+	if !ok {
 		return obj, nil
+	}
+	if k.stateOnly {
+		return k.state(), nil // an unreadable key's metadata, bounded as a heavy key's
 	}
 	trimKey(&k.ApiKey)
 	if !heavy(&k.ApiKey) {
@@ -112,8 +115,8 @@ func trimListed(obj any) (any, error) {
 
 // decodedKey is an ApiKey as the key watch decodes it: whole, or, when
 // it holds something Go cannot read (a duration or a time stored before
-// the CRD refused them, or a field of a later version), its metadata
-// alone. Decoded whole, one such key would fail every listing of ApiKeys:
+// the CRD refused them, or a field whose type a later version changed),
+// its metadata alone. Decoded whole, one such key would fail every listing of ApiKeys:
 // the controller would issue, rotate and finalize nothing, for any tenant,
 // and its manager would give up starting. Kept as its state, it only
 // fails its own passes, which read it again.
@@ -133,6 +136,7 @@ type decodedKeyList struct {
 
 // UnmarshalJSON decodes the whole key, or else its metadata alone.
 func (k *decodedKey) UnmarshalJSON(data []byte) error {
+	*k = decodedKey{}
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &k.ApiKey); err == nil {
 		return nil
 	}
