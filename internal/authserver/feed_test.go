@@ -8,13 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
-	"github.com/apikey-operator/apikey-operator/internal/testenv"
 )
 
 // TestKeyFeedReadsPastAnUnreadableKey stores an ApiKey whose ttl no Go
@@ -24,18 +20,7 @@ import (
 // decodes of an ApiKey only what it reads, so no other field can stop its
 // listings, and revocation with them.
 func TestKeyFeedReadsPastAnUnreadableKey(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	env, admin, err := testenv.Start(testenv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := env.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	ctx, cancel, env, admin := startControlPlane(t)
 
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-payments"}}
 	if err := admin.Create(ctx, ns); err != nil {
@@ -43,26 +28,7 @@ func TestKeyFeedReadsPastAnUnreadableKey(t *testing.T) {
 	}
 	storeUnreadableKey(ctx, t, admin, ns.Name)
 
-	mgr, err := ctrl.NewManager(authServerUser(ctx, t, env, admin), ctrl.Options{
-		Scheme:  testenv.Scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: CacheOptions()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	index := NewIndex()
-	if err := mgr.Add(&indexFeeder{index: index, mgr: mgr}); err != nil {
-		t.Fatal(err)
-	}
-	stopped := make(chan error, 1)
-	go func() { stopped <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-stopped; err != nil {
-			t.Error(err)
-		}
-	})
+	_, index := startAuthOnly(ctx, cancel, t, env, admin)
 	until(ctx, t, "the index has synced, the unreadable key listed with the rest", func() bool { return index.Synced() })
 
 	key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "billing-export"}}

@@ -30,41 +30,9 @@ import (
 // ApiKeyRecord status, only moves forward, survives a conflict with another
 // replica, and never touches the ApiKey, which the auth server may not write.
 func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of checks, each one case
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx, cancel, env, admin := startControlPlane(t)
 	scheme := testenv.Scheme
-	env, admin, err := testenv.Start(testenv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := env.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	authCfg := authServerUser(ctx, t, env, admin)
-
-	mgr, err := ctrl.NewManager(authCfg, ctrl.Options{
-		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: CacheOptions()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	index := NewIndex()
-	if err := mgr.Add(&indexFeeder{index: index, mgr: mgr}); err != nil {
-		t.Fatal(err)
-	}
-	stopped := make(chan error, 1)
-	go func() { stopped <- mgr.Start(ctx) }()
-	t.Cleanup(func() { // before the control plane stops
-		cancel()
-		if err := <-stopped; err != nil {
-			t.Error(err)
-		}
-	})
+	mgr, index := startAuthOnly(ctx, cancel, t, env, admin)
 	until(ctx, t, "the index has synced", func() bool { return index.Synced() })
 
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-payments"}}
@@ -173,7 +141,7 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 		if got := get(ctx, t, admin, key).GetResourceVersion(); got != keyVersion {
 			t.Errorf("the ApiKey changed (resourceVersion %s → %s) while the auth server flushed", keyVersion, got)
 		}
-		authClient, err := client.New(authCfg, client.Options{Scheme: scheme})
+		authClient, err := client.New(mgr.GetConfig(), client.Options{Scheme: scheme})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,6 +152,55 @@ func TestUsageFlusher(t *testing.T) { //nolint:gocyclo // a flat sequence of che
 			t.Errorf("the auth server's role lets it patch ApiKey status: %v", err)
 		}
 	})
+}
+
+// startControlPlane starts kube-apiserver and etcd for t, stopped when t
+// ends, and returns a context cancelled before they stop, and an admin
+// client.
+func startControlPlane(t *testing.T) (context.Context, context.CancelFunc, *envtest.Environment, client.Client) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	env, admin, err := testenv.Start(testenv.Options{})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ctx, cancel, env, admin
+}
+
+// startAuthOnly starts a manager with the index's feeds, as the auth-only
+// Deployment's ServiceAccount, and has it stopped (cancel) before the
+// control plane is; it returns the manager and its index.
+func startAuthOnly(ctx context.Context, cancel context.CancelFunc, t *testing.T, env *envtest.Environment,
+	admin client.Client) (ctrl.Manager, *Index) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(authServerUser(ctx, t, env, admin), ctrl.Options{
+		Scheme:  testenv.Scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache:   cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: CacheOptions()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := NewIndex()
+	if err := mgr.Add(&indexFeeder{index: index, mgr: mgr}); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- mgr.Start(ctx) }()
+	t.Cleanup(func() { // before the control plane stops
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Error(err)
+		}
+	})
+	return mgr, index
 }
 
 // authServerUser binds config/auth-server's ClusterRole, as shipped, to a

@@ -421,17 +421,10 @@ var _ = Describe("One-time delivery", func() {
 	})
 
 	It("does not take a Secret forged with its label and owner reference for the delivered one", func() {
-		key := newKey(ns)
-		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		key = waitReady(key)
-		_, secret := readToken(key)
-		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
-		Eventually(func(g Gomega) {
-			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
-		}, timeout, interval).Should(Succeed())
+		key, secretName := issuedWithSecretGone(ns)
 
 		By("someone who may create Secrets making one that looks delivered, in its place")
-		forged := secretClaiming(key, secret.Name)
+		forged := secretClaiming(key, secretName)
 		forged.Labels = map[string]string{apikeysv1alpha1.ManagedByLabel: apikeysv1alpha1.ManagedByValue}
 		Expect(k8sClient.Create(ctx, forged)).To(Succeed())
 		Eventually(func() bool {

@@ -152,3 +152,19 @@ func mustJSON(v any) string {
 	Expect(err).NotTo(HaveOccurred())
 	return string(b)
 }
+
+// issuedWithSecretGone issues a key in ns, deletes the Secret its token
+// was delivered to and waits until status says so; it returns the key as
+// it then is and the deleted Secret's name.
+func issuedWithSecretGone(ns string) (*apikeysv1alpha1.ApiKey, string) {
+	GinkgoHelper()
+	key := newKey(ns)
+	Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	key = waitReady(key)
+	_, secret := readToken(key)
+	Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+	Eventually(func(g Gomega) {
+		g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
+	}, timeout, interval).Should(Succeed())
+	return fetch(key), secret.Name
+}

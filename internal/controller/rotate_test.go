@@ -93,15 +93,7 @@ var _ = Describe("Rotating a key", func() {
 	})
 
 	It("delivers a rotated token into a new Secret when the old one was deleted", func() {
-		key := newKey(ns)
-		Expect(k8sClient.Create(ctx, key)).To(Succeed())
-		key = waitReady(key)
-		_, secret := readToken(key)
-		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
-		Eventually(func(g Gomega) {
-			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
-		}, timeout, interval).Should(Succeed())
-
+		key, _ := issuedWithSecretGone(ns)
 		key = requestRotation(key, "after-loss")
 		Expect(key.Status.SecretDeletedAt).To(BeNil(), "status still says the Secret is gone")
 		_, again := expectOneLiveToken(key)
