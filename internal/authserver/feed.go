@@ -240,11 +240,7 @@ var keyHeaderScheme = func() *runtime.Scheme {
 
 // apiKey is the ApiKey the index reads: identity, deletion and suspension.
 func (h *keyHeader) apiKey() *apikeysv1alpha1.ApiKey {
-	return &apikeysv1alpha1.ApiKey{
-		ObjectMeta: metav1.ObjectMeta{Name: h.Name, Namespace: h.Namespace, UID: h.UID,
-			ResourceVersion: h.ResourceVersion, DeletionTimestamp: h.DeletionTimestamp},
-		Spec: apikeysv1alpha1.ApiKeySpec{Suspended: h.Spec.Suspended},
-	}
+	return &apikeysv1alpha1.ApiKey{ObjectMeta: indexedMeta(&h.ObjectMeta), Spec: apikeysv1alpha1.ApiKeySpec{Suspended: h.Spec.Suspended}}
 }
 
 // trimKeyHeader keeps of a listed key only what apiKey reads: the listing
@@ -254,10 +250,7 @@ func trimKeyHeader(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	t := &keyHeader{TypeMeta: h.TypeMeta, ObjectMeta: metav1.ObjectMeta{Name: h.Name, Namespace: h.Namespace, UID: h.UID,
-		ResourceVersion: h.ResourceVersion, DeletionTimestamp: h.DeletionTimestamp}}
-	t.Spec.Suspended = h.Spec.Suspended
-	return t, nil
+	return &keyHeader{TypeMeta: h.TypeMeta, ObjectMeta: indexedMeta(&h.ObjectMeta), Spec: h.Spec}, nil
 }
 
 // namespaceFeed tells the index which namespaces are being deleted.

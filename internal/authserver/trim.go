@@ -32,13 +32,17 @@ func trimApiKey(obj any) (any, error) {
 		return obj, nil
 	}
 	return &apikeysv1alpha1.ApiKey{
-		TypeMeta: key.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: key.Name, Namespace: key.Namespace, UID: key.UID,
-			ResourceVersion: key.ResourceVersion, DeletionTimestamp: key.DeletionTimestamp,
-		},
-		Spec: apikeysv1alpha1.ApiKeySpec{Suspended: key.Spec.Suspended},
+		TypeMeta:   key.TypeMeta,
+		ObjectMeta: indexedMeta(&key.ObjectMeta),
+		Spec:       apikeysv1alpha1.ApiKeySpec{Suspended: key.Spec.Suspended},
 	}, nil
+}
+
+// indexedMeta is what the index reads of a key's metadata: who it is, the
+// resourceVersion its feed tracks, and whether it is being deleted.
+func indexedMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID,
+		ResourceVersion: m.ResourceVersion, DeletionTimestamp: m.DeletionTimestamp}
 }
 
 // trimRecord keeps the name and the spec; the generation, which tells a
