@@ -103,22 +103,19 @@ func trimListed(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	if k.stateOnly {
-		return k.state(), nil // an unreadable key's metadata, bounded as a heavy key's
+	// An unreadable key's metadata is bounded as a heavy key's.
+	if k.stateOnly || heavy(trimKey(&k.ApiKey)) {
+		return k.state(), nil
 	}
-	trimKey(&k.ApiKey)
-	if !heavy(&k.ApiKey) {
-		return k, nil
-	}
-	return k.state(), nil
+	return k, nil
 }
 
 // decodedKey is an ApiKey as the key watch decodes it: whole, or, when
 // it holds something Go cannot read (a duration or a time stored before
 // the CRD refused them, or a field whose type a later version changed),
-// its metadata alone. Decoded whole, one such key would fail every listing of ApiKeys:
-// the controller would issue, rotate and finalize nothing, for any tenant,
-// and its manager would give up starting. Kept as its state, it only
+// its metadata alone. Decoded whole, one such key would fail every listing
+// of ApiKeys: the controller would issue, rotate and finalize nothing, for
+// any tenant, and its manager would give up starting. Kept as its state, it only
 // fails its own passes, which read it again.
 type decodedKey struct {
 	apikeysv1alpha1.ApiKey
