@@ -3,6 +3,7 @@ package authserver
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/apikey-operator/apikey-operator/pkg/apikeyauth"
 )
 
 const (
@@ -188,6 +191,25 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	return true
 }
+
+// tokenReadable answers 400 to a token that is empty or longer than
+// apikeyauth.MaxTokenLength: a request with no token to judge, or with more
+// than any forward-auth request could carry, is bad input (as kube-apiserver
+// itself answers a TokenReview without a token), not a question about a
+// token. On failure it has answered the request and returns false.
+func tokenReadable(w http.ResponseWriter, tok string) bool {
+	switch {
+	case tok == "":
+		writeError(w, http.StatusBadRequest, "the token is required")
+	case len(tok) > apikeyauth.MaxTokenLength:
+		writeError(w, http.StatusBadRequest, tokenTooLong)
+	default:
+		return true
+	}
+	return false
+}
+
+var tokenTooLong = fmt.Sprintf("the token is longer than %d bytes", apikeyauth.MaxTokenLength)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -17,6 +17,7 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/token"
+	"github.com/apikey-operator/apikey-operator/pkg/apikeyauth"
 )
 
 const (
@@ -216,8 +217,7 @@ func TestTokenReviewRefuses(t *testing.T) {
 		"checksum typo": f.secret(flipLast(f.token)),
 		"garbage":       "hunter2",
 		"JWT":           "eyJhbGciOiJSUzI1NiIsImtpZCI6IiJ9.eyJpc3MiOiJrdWJlcm5ldGVzIn0.c2lnbmF0dXJl",
-		"empty":         "",
-		"huge":          f.secret(strings.Repeat(f.token, 1000)),
+		"longest":       f.secret(strings.Repeat("a", apikeyauth.MaxTokenLength)),
 		"expired":       expired,
 		"suspended":     suspended,
 		"revoked":       revoked,
@@ -289,6 +289,11 @@ func TestTokenReviewBadRequests(t *testing.T) {
 		{name: "non-UTF-8 token", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"ak_` + "\xff\xfe" + `"}}`,
 			want: http.StatusBadRequest},
 		{name: "non-UTF-8 outside strings", body: "\xef\xbb\xbf\xff" + valid, want: http.StatusBadRequest},
+		{name: "empty token", body: tokenReviewBody("authentication.k8s.io/v1", ""), want: http.StatusBadRequest},
+		{name: "no spec", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1"}`, want: http.StatusBadRequest},
+		{name: "token over the bound", body: tokenReviewBody("authentication.k8s.io/v1", strings.Repeat("a", apikeyauth.MaxTokenLength+1)),
+			want: http.StatusBadRequest},
+		{name: "huge token", body: tokenReviewBody("authentication.k8s.io/v1", strings.Repeat(f.token, 900)), want: http.StatusBadRequest},
 		{name: "body over 64 KiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)+1), want: http.StatusRequestEntityTooLarge},
 		{name: "body of 8 MiB", body: strings.Repeat("{", 8<<20), want: http.StatusRequestEntityTooLarge},
 		{name: "body of exactly 64 KiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)), want: http.StatusOK},
@@ -690,10 +695,10 @@ func TestVerifyAPI(t *testing.T) {
 			code: "VALID", fields: identity},
 		{name: "VALID with expiry", body: verifyBody(expiring, []string{"anything"}, "search"),
 			code: "VALID", fields: slices.Concat(identity, []string{"expiresAt"})},
-		{name: "MALFORMED empty", body: `{}`, code: "MALFORMED", fields: refusal},
 		{name: "MALFORMED garbage", body: verifyBody("hunter2", nil, ""), code: "MALFORMED", fields: refusal},
 		{name: "MALFORMED checksum typo", body: verifyBody(f.secret(flipLast(f.token)), nil, ""), code: "MALFORMED", fields: refusal},
-		{name: "MALFORMED huge", body: verifyBody(f.secret(strings.Repeat(f.token, 1000)), nil, ""), code: "MALFORMED", fields: refusal},
+		{name: "MALFORMED at the length bound", body: verifyBody(f.secret(strings.Repeat("a", apikeyauth.MaxTokenLength)), nil, ""),
+			code: "MALFORMED", fields: refusal},
 		{name: "NOT_FOUND", body: verifyBody(f.secret(stableToken("ak", "unknown")), nil, ""), code: "NOT_FOUND", fields: refusal},
 		{name: "EXPIRED", body: verifyBody(expired, nil, ""), code: "EXPIRED", fields: refusal},
 		{name: "SUSPENDED", body: verifyBody(suspended, nil, ""), code: "SUSPENDED", fields: refusal},
@@ -757,6 +762,10 @@ func TestVerifyAPIBadRequests(t *testing.T) {
 		{name: "scopes not a list", body: `{"token":"x","scopes":"orders:read"}`, want: http.StatusBadRequest},
 		{name: "audience not a string", body: `{"token":"x","audience":["a"]}`, want: http.StatusBadRequest},
 		{name: "non-UTF-8", body: `{"token":"` + f.token[:10] + "\xff" + `"}`, want: http.StatusBadRequest},
+		{name: "no token", body: `{}`, want: http.StatusBadRequest},
+		{name: "empty token", body: verifyBody("", []string{"orders:read"}, ""), want: http.StatusBadRequest},
+		{name: "token over the bound", body: verifyBody(strings.Repeat("a", apikeyauth.MaxTokenLength+1), nil, ""), want: http.StatusBadRequest},
+		{name: "huge token", body: verifyBody(strings.Repeat(f.token, 900), nil, ""), want: http.StatusBadRequest},
 		{name: "body over 64 KiB", body: valid + strings.Repeat("\n", maxBodyBytes), want: http.StatusRequestEntityTooLarge},
 		{name: "body of exactly 64 KiB", body: valid + strings.Repeat("\t", maxBodyBytes-len(valid)), want: http.StatusOK},
 	}

@@ -32,6 +32,9 @@ func (s *Server) serveTokenReview(w http.ResponseWriter, r *http.Request, now ti
 		writeError(w, http.StatusBadRequest, "want a TokenReview of authentication.k8s.io/v1 or v1beta1")
 		return resultBadRequest
 	}
+	if !tokenReadable(w, review.Spec.Token) {
+		return resultBadRequest
+	}
 
 	answer := authenticationv1.TokenReview{TypeMeta: review.TypeMeta}
 	res := s.review(&review.Spec, &answer.Status, now)

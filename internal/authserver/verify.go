@@ -18,10 +18,11 @@ type (
 
 // serveVerify is the JSON API for in-cluster services. A well-formed request
 // gets 200 with a code once the index has synced (503 before, so clients
-// retry rather than cache a refusal); a malformed request gets a 4xx.
+// retry rather than cache a refusal); a malformed request, an empty token or
+// one longer than apikeyauth.MaxTokenLength gets a 4xx.
 func (s *Server) serveVerify(w http.ResponseWriter, r *http.Request, now time.Time) result {
 	var req VerifyRequest
-	if !readJSON(w, r, &req) {
+	if !readJSON(w, r, &req) || !tokenReadable(w, req.Token) {
 		return resultBadRequest
 	}
 	if !s.index.Synced() {

@@ -24,14 +24,8 @@ const (
 	DefaultCacheSize        = 10000
 )
 
-const (
-	// maxTokenLength bounds what Verify sends. It is far above the longest
-	// token the operator mints (66 bytes), so anything longer is refused as
-	// malformed without costing the auth server a large body.
-	maxTokenLength = 4096
-	// maxAnswerBytes bounds how much of the auth server's answer is read.
-	maxAnswerBytes = 1 << 20
-)
+// maxAnswerBytes bounds how much of the auth server's answer is read.
+const maxAnswerBytes = 1 << 20
 
 // Config configures a Client. Only URL is required.
 type Config struct {
@@ -220,7 +214,7 @@ func (c *Client) Verify(ctx context.Context, token string, scopes ...string) (*I
 func (c *Client) verify(ctx context.Context, token string, scopes scopeSet) (*Identity, error) {
 	// The auth server would say the same; asking it would only cost a
 	// request, and a body that is not UTF-8 could not carry the token as is.
-	if token == "" || len(token) > maxTokenLength || !utf8.ValidString(token) {
+	if token == "" || len(token) > MaxTokenLength || !utf8.ValidString(token) {
 		return nil, &RejectedError{Code: CodeMalformed}
 	}
 	key := cacheKey{tokenSum: sha256.Sum256([]byte(token)), scopes: scopes.key}

@@ -19,10 +19,6 @@ import (
 	"github.com/apikey-operator/apikey-operator/pkg/apikeyauth"
 )
 
-// maxTokenLength is pkg/apikeyauth's bound on the token Verify sends (its
-// unexported maxTokenLength): a longer one is refused without asking.
-const maxTokenLength = 4096
-
 func TestVerifyValidToken(t *testing.T) {
 	as := startAuthServer(t, true)
 	expires := as.clock.Now().Add(time.Hour).UTC().Truncate(time.Second)
@@ -78,7 +74,9 @@ func TestVerifyRejects(t *testing.T) {
 		{name: "unknown token", token: unknown, want: apikeyauth.ErrNotFound, asks: true},
 		{name: "foreign token", token: "ghp_" + strings.Repeat("x", 36), want: apikeyauth.ErrMalformed, asks: true},
 		{name: "empty token", token: "", want: apikeyauth.ErrMalformed},
-		{name: "huge token", token: strings.Repeat("a", maxTokenLength+1), want: apikeyauth.ErrMalformed},
+		{name: "huge token", token: strings.Repeat("a", apikeyauth.MaxTokenLength+1), want: apikeyauth.ErrMalformed},
+		// The server reads what the client sends: 200 MALFORMED, not a 400.
+		{name: "token at the length bound", token: strings.Repeat("a", apikeyauth.MaxTokenLength), want: apikeyauth.ErrMalformed, asks: true},
 		{name: "not UTF-8", token: "ak_\xff\xfe", want: apikeyauth.ErrMalformed},
 		{name: "expired", token: expired.token, want: apikeyauth.ErrExpired, asks: true},
 		{name: "suspended", token: suspended.token, want: apikeyauth.ErrSuspended, asks: true},
