@@ -19,7 +19,7 @@ import (
 // Defaults for the zero values of Config.
 const (
 	DefaultTimeout          = 2 * time.Second
-	DefaultCacheTTL         = 10 * time.Second
+	DefaultCacheTTL         = time.Second
 	DefaultNegativeCacheTTL = 2 * time.Second
 	DefaultCacheSize        = 10000
 )
@@ -51,7 +51,7 @@ type Config struct {
 
 	// CacheTTL is how long a valid answer is reused, and so how long a
 	// revoked or suspended key may still be accepted by this Client. A
-	// cached answer never outlives the token's expiry. Default 10s;
+	// cached answer never outlives the token's expiry. Default 1s;
 	// negative turns off caching of valid answers.
 	CacheTTL time.Duration
 
@@ -73,11 +73,17 @@ type Config struct {
 
 	// Namespaces, sent with every verify, are the namespaces whose keys
 	// this service accepts; a key from any other is rejected with
-	// AUDIENCE_MISMATCH. Set it: a key's scopes are claimed by whoever may
-	// create ApiKeys in its namespace, so without it any tenant of the
-	// cluster can mint a key with the scopes this service checks. Empty
-	// accepts every namespace.
+	// AUDIENCE_MISMATCH. A key's scopes are claimed by whoever may create
+	// ApiKeys in its namespace, so without this list any tenant of the
+	// cluster could mint a key with the scopes this service checks. New
+	// requires it or AnyNamespace.
 	Namespaces []string
+
+	// AnyNamespace accepts keys from every namespace. Set it only for a
+	// service that trusts every tenant's keys alike: one that checks no
+	// scopes and only wants to know who is calling. It cannot be set with
+	// Namespaces.
+	AnyNamespace bool
 
 	// Now is the clock the cache expires answers by. Default time.Now; a
 	// test can set a fake clock to move past a TTL without waiting.
@@ -137,7 +143,9 @@ func (id *Identity) clone() *Identity {
 }
 
 // New returns a Client for cfg. It fails if cfg.URL is not an https URL,
-// if both CAFile and HTTPClient are set, or if CAFile holds no certificate.
+// if both CAFile and HTTPClient are set, if CAFile holds no certificate, or
+// unless exactly one of Namespaces and AnyNamespace is set: a service that
+// forgets to say whose keys it trusts fails to start rather than open.
 func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -145,6 +153,13 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.CAFile != "" && cfg.HTTPClient != nil {
 		return nil, errors.New("apikeyauth: set CAFile or HTTPClient, not both")
+	}
+	switch {
+	case len(cfg.Namespaces) == 0 && !cfg.AnyNamespace:
+		return nil, errors.New("apikeyauth: set Namespaces to the namespaces whose keys this service trusts " +
+			"(or AnyNamespace, to accept every tenant's keys)")
+	case len(cfg.Namespaces) > 0 && cfg.AnyNamespace:
+		return nil, errors.New("apikeyauth: set Namespaces or AnyNamespace, not both")
 	}
 	if cfg.Timeout < 0 {
 		return nil, errors.New("apikeyauth: Timeout must not be negative")

@@ -16,24 +16,41 @@ import (
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	noPEM := writeFile(t, "empty.crt", "not a certificate")
+	trusted := []string{"team-orders"}
 	tests := []struct {
 		name string
 		cfg  Config
+		want string // in the error: each config fails for its own reason
 	}{
-		{name: "no URL", cfg: Config{}},
-		{name: "plain http", cfg: Config{URL: "http://auth.example:9443"}},
-		{name: "no host", cfg: Config{URL: "https://"}},
-		{name: "CAFile and HTTPClient", cfg: Config{URL: "https://auth.example", CAFile: noPEM, HTTPClient: http.DefaultClient}},
-		{name: "missing CAFile", cfg: Config{URL: "https://auth.example", CAFile: "/does/not/exist.crt"}},
-		{name: "CAFile without a certificate", cfg: Config{URL: "https://auth.example", CAFile: noPEM}},
-		{name: "negative Timeout", cfg: Config{URL: "https://auth.example", Timeout: -time.Second}},
+		{name: "no URL", cfg: Config{Namespaces: trusted}, want: "not an https URL"},
+		{name: "plain http", cfg: Config{URL: "http://auth.example:9443", Namespaces: trusted}, want: "not an https URL"},
+		{name: "no host", cfg: Config{URL: "https://", Namespaces: trusted}, want: "not an https URL"},
+		{name: "CAFile and HTTPClient", cfg: Config{URL: "https://auth.example", CAFile: noPEM, HTTPClient: http.DefaultClient,
+			Namespaces: trusted}, want: "not both"},
+		{name: "missing CAFile", cfg: Config{URL: "https://auth.example", CAFile: "/does/not/exist.crt", Namespaces: trusted},
+			want: "exist.crt"},
+		{name: "CAFile without a certificate", cfg: Config{URL: "https://auth.example", CAFile: noPEM, Namespaces: trusted},
+			want: "certificate"},
+		{name: "negative Timeout", cfg: Config{URL: "https://auth.example", Timeout: -time.Second, Namespaces: trusted},
+			want: "Timeout"},
+		// A service that names no namespace would take any tenant's key
+		// with the scopes it checks.
+		{name: "neither Namespaces nor AnyNamespace", cfg: Config{URL: "https://auth.example"}, want: "set Namespaces"},
+		{name: "Namespaces and AnyNamespace", cfg: Config{URL: "https://auth.example", Namespaces: trusted, AnyNamespace: true},
+			want: "not both"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if c, err := New(tt.cfg); err == nil {
-				t.Errorf("New(%+v) = %v, want an error", tt.cfg, c)
+			c, err := New(tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New(%+v) = %v, %v; want an error about %q", tt.cfg, c, err, tt.want)
 			}
 		})
+	}
+	for _, cfg := range []Config{{URL: "https://auth.example", Namespaces: trusted}, {URL: "https://auth.example", AnyNamespace: true}} {
+		if _, err := New(cfg); err != nil {
+			t.Errorf("New(%+v): %v", cfg, err)
+		}
 	}
 }
 
@@ -59,7 +76,8 @@ func TestNamespacesHoldAgainstAnOlderServer(t *testing.T) {
 	defer srv.Close()
 	const tok = "ak_made-up-for-a-fake-server"
 	for namespaces, want := range map[string]error{"team-orders": ErrAudienceMismatch, "team-orders,team-elsewhere": nil, "": nil} {
-		c, err := New(Config{URL: srv.URL, HTTPClient: srv.Client(), Namespaces: strings.FieldsFunc(namespaces, func(r rune) bool { return r == ',' })})
+		c, err := New(Config{URL: srv.URL, HTTPClient: srv.Client(), AnyNamespace: namespaces == "",
+			Namespaces: strings.FieldsFunc(namespaces, func(r rune) bool { return r == ',' })})
 		if err != nil {
 			t.Fatal(err)
 		}

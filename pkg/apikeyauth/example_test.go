@@ -13,6 +13,9 @@ func ExampleClient_Middleware() {
 	auth, err := apikeyauth.New(apikeyauth.Config{
 		URL:    "https://apikey-operator-webhook-service.apikey-operator-system.svc",
 		CAFile: "/etc/apikey-operator/ca.crt",
+		// Only keys from the namespaces this service trusts: anyone who may
+		// create ApiKeys elsewhere could give a key the scopes checked below.
+		Namespaces: []string{"team-orders"},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -30,6 +33,9 @@ func ExampleClient_Verify() {
 	auth, err := apikeyauth.New(apikeyauth.Config{
 		URL:    "https://apikey-operator-webhook-service.apikey-operator-system.svc",
 		CAFile: "/etc/apikey-operator/ca.crt",
+		// Only keys from the namespaces this service trusts: anyone who may
+		// create ApiKeys elsewhere could give a key the scopes checked below.
+		Namespaces: []string{"team-orders"},
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -91,6 +91,10 @@ func startAuthServer(t testing.TB, synced bool) *testAuthServer {
 	return as
 }
 
+// keyNamespace is where issue puts every key; clients built by client
+// trust it unless told otherwise.
+const keyNamespace = "team-a"
+
 // testKey is an issued ApiKey and its raw token.
 type testKey struct {
 	namespace, name string
@@ -107,7 +111,7 @@ func (as *testAuthServer) issue(t testing.TB, name string, edit func(*apikeysv1a
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := testKey{namespace: "team-a", name: name, uid: types.UID("uid-" + name), token: tok}
+	k := testKey{namespace: keyNamespace, name: name, uid: types.UID("uid-" + name), token: tok}
 	as.setKey(k, false)
 	spec := apikeysv1alpha1.ApiKeyRecordSpec{
 		TokenHash: token.Hash(tok),
@@ -139,6 +143,9 @@ func (as *testAuthServer) setKey(k testKey, suspended bool) {
 func (as *testAuthServer) client(t *testing.T, cfg apikeyauth.Config) *apikeyauth.Client {
 	t.Helper()
 	cfg.URL = as.server.URL
+	if len(cfg.Namespaces) == 0 && !cfg.AnyNamespace {
+		cfg.Namespaces = []string{keyNamespace}
+	}
 	if cfg.CAFile == "" && cfg.HTTPClient == nil {
 		cfg.CAFile = as.caFile
 	}

@@ -13,7 +13,8 @@ import (
 func BenchmarkMiddlewareCached(b *testing.B) {
 	as := startAuthServer(b, true)
 	k := as.issue(b, "orders", nil)
-	c, err := apikeyauth.New(apikeyauth.Config{URL: as.server.URL, HTTPClient: as.server.Client()})
+	c, err := apikeyauth.New(apikeyauth.Config{URL: as.server.URL, HTTPClient: as.server.Client(),
+		Namespaces: []string{keyNamespace}})
 	if err != nil {
 		b.Fatal(err)
 	}
