@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,7 +29,9 @@ status.secretName. get-token reads it from there and prints it only if its
 fingerprint matches the key's status.tokenFingerprint, which only the
 operator writes. Anyone who may edit Secrets in the namespace can replace
 the Secret with a token of their own (and its annotations with anything), so
-a token that does not match is refused, not printed.
+a token that does not match is refused, not printed. The token of a
+personal key (identity Owner) authenticates as its owner, so it is printed
+only to that owner, as kube-apiserver names the caller.
 
 A rotation writes the next token into the same Secret a moment before the
 key's status reports it; get-token refuses the token in between and says to
@@ -62,6 +65,11 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 	key, err := s.getKey(ctx, name)
 	if err != nil {
 		return err
+	}
+	if identityOf(key) == apikeysv1alpha1.IdentityOwner {
+		if err := s.ownedByCaller(ctx, key); err != nil {
+			return err
+		}
 	}
 	if key.Status.SecretName == "" {
 		if err := stalledError(key); err != nil {
@@ -109,6 +117,29 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 	_, _ = fmt.Fprintf(s.streams.ErrOut, "Deleted Secret %s/%s. apikey/%s stays valid; this was the last copy of its token in the cluster.\n",
 		secret.Namespace, secret.Name, key.Name)
 	return nil
+}
+
+// ownedByCaller refuses an Owner key that is not the caller's: its token
+// authenticates as its owner, and a key of the name the caller once created
+// may since have been deleted and created again by another editor of the
+// namespace, as theirs. Who the caller is comes from kube-apiserver
+// (SelfSubjectReview), so --as counts as the user it names.
+func (s *session) ownedByCaller(ctx context.Context, key *apikeysv1alpha1.ApiKey) error {
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := s.client.Create(ctx, review); err != nil {
+		return fmt.Errorf("apikey %s/%s is a personal key, whose token authenticates as its owner, and kube-apiserver "+
+			"would not say who you are (SelfSubjectReview), so its token is not printed: %w", key.Namespace, key.Name, err)
+	}
+	owner, you := "", review.Status.UserInfo.Username
+	if key.Spec.Owner != nil {
+		owner = key.Spec.Owner.Username
+	}
+	if owner == you {
+		return nil
+	}
+	return fmt.Errorf("apikey %s/%s is a personal key of %q, not yours (%q): its token would let you act as its owner, "+
+		"so it is not printed. If you created a key of that name, it has since been replaced; "+
+		"'kubectl apikey list %s' shows who owns each key", key.Namespace, key.Name, owner, you, s.nsFlag())
 }
 
 // tokenFrom returns the token in secret after checking that it is the one

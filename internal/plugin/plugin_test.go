@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -296,6 +297,42 @@ var _ = Describe("kubectl apikey", func() {
 			}
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(replacement), &corev1.Secret{})).To(Succeed(),
 				"--delete removed a Secret whose token it refused to print")
+		})
+
+		It("prints an Owner key's token only to its owner, not to another editor who asks for it by name", func() {
+			// Alice created my-pat; bob, an editor of the namespace too,
+			// deleted it and created his own my-pat. Alice's get-token must
+			// not hand her bob's token, which would let her act as bob.
+			remove, err := testenv.InstallOwnerRule(ctx, k8sClient, testPolicy)
+			DeferCleanup(remove)
+			Expect(err).NotTo(HaveOccurred())
+			owned := func(name, owner string) *apikeysv1alpha1.ApiKey {
+				GinkgoHelper()
+				key := &apikeysv1alpha1.ApiKey{
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+					Spec: apikeysv1alpha1.ApiKeySpec{Identity: apikeysv1alpha1.IdentityOwner,
+						Owner: &apikeysv1alpha1.Owner{Username: owner}},
+				}
+				Expect(k8sClient.Create(ctx, key)).To(Succeed())
+				Eventually(readyStatus(ns, name), timeout, interval).Should(Equal(metav1.ConditionTrue))
+				return fetchKey(ns, name)
+			}
+			bobs := owned(keyName(), "bob")
+			r := kubectlApikey("get-token", bobs.Name, "-n", ns)
+			Expect(r.code).NotTo(Equal(0))
+			Expect(r.stdout).To(BeEmpty())
+			Expect(r.stderr).To(ContainSubstring(`apikey %s/%s is a personal key of "bob", not yours ("admin")`, ns, bobs.Name))
+			Expect(r.stderr).NotTo(ContainSubstring(tokenOf(bobs)))
+
+			// The owner gets it: the suite's admin its own key, and one who
+			// acts as bob (with the admin's rights) bob's.
+			mine := owned(keyName(), "admin")
+			r = kubectlApikey("get-token", mine.Name, "-n", ns)
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(Equal(tokenOf(mine) + "\n"))
+			r = kubectlApikey("get-token", bobs.Name, "-n", ns, "--as", "bob", "--as-group", "system:masters")
+			Expect(r.code).To(Equal(0), r.stderr)
+			Expect(r.stdout).To(Equal(tokenOf(bobs) + "\n"))
 		})
 
 		It("fails clearly for a key that does not exist", func() {

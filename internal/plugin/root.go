@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -27,11 +28,13 @@ import (
 	"github.com/apikey-operator/apikey-operator/internal/version"
 )
 
-// scheme holds the only kinds the plugin reads and writes: ApiKeys and Secrets.
+// scheme holds the only kinds the plugin reads and writes: ApiKeys, Secrets,
+// and the SelfSubjectReview that says who runs it.
 var scheme = runtime.NewScheme()
 
 func init() {
 	utilruntime.Must(corev1.AddToScheme(scheme))
+	utilruntime.Must(authenticationv1.AddToScheme(scheme))
 	utilruntime.Must(apikeysv1alpha1.AddToScheme(scheme))
 }
 

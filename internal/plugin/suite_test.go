@@ -29,6 +29,14 @@ import (
 // testMaxTTL is the operator's --max-ttl in this suite.
 const testMaxTTL = 24 * time.Hour
 
+// testPolicy is the controller's policy in this suite. Its owner rule is
+// installed only by the specs that issue Owner keys.
+var testPolicy = policy.New(policy.Options{
+	MaxTTL:                 testMaxTTL,
+	OwnerPolicyName:        "apikey-operator-owner-policy",
+	OwnerPolicyBindingName: "apikey-operator-owner-policy-binding",
+})
+
 var (
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -58,7 +66,7 @@ var _ = BeforeSuite(func() {
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("apikey-operator"),
-		Policy:    policy.New(policy.Options{MaxTTL: testMaxTTL}),
+		Policy:    testPolicy,
 	}).SetupWithManager(mgr)).To(Succeed())
 	go func() {
 		defer GinkgoRecover()

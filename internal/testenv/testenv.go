@@ -187,3 +187,29 @@ func AwaitDefaults(ctx context.Context, c client.Client, namespace string) error
 	}
 	return err
 }
+
+// InstallOwnerRule creates p's owner policy and its binding and returns
+// once p shows the rule in force and a key created from then on falls after
+// it (timestamps have whole seconds). remove deletes both.
+func InstallOwnerRule(ctx context.Context, c client.Client, p *policy.Policy) (remove func(context.Context) error, err error) {
+	rule, err := p.OwnerRule()
+	if err != nil {
+		return nil, err
+	}
+	remove = func(ctx context.Context) error {
+		return errors.Join(client.IgnoreNotFound(c.Delete(ctx, rule.Binding)), client.IgnoreNotFound(c.Delete(ctx, rule.Policy)))
+	}
+	if err := errors.Join(c.Create(ctx, rule.Policy), c.Create(ctx, rule.Binding)); err != nil {
+		return remove, err
+	}
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var since time.Time
+		since, last = p.OwnerRuleInForceSince(ctx, c)
+		return last == nil && time.Now().Truncate(time.Second).After(since), nil
+	})
+	if err != nil && last != nil {
+		err = fmt.Errorf("%w (last: %w)", err, last)
+	}
+	return remove, err
+}
