@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -429,6 +430,52 @@ var _ = Describe("Attack 7: who may hold an Owner key, through kube-apiserver", 
 		Expect(carol.client.Create(ctx, key)).To(Succeed())
 		ready := waitReady(key)
 		expectTokenWorks(readToken(carol, ready), "bob", "carol's key for bob")
+	})
+
+	It("denies a person their own key with a group or a UID they may impersonate but are not, as kube-apiserver would", func() {
+		// mallory may impersonate the group payroll and the UID of its bot,
+		// but not any user, herself included: kube-apiserver lets nobody add
+		// a group or a UID to themselves that way, so neither may a key.
+		Expect(admin.Create(ctx, &rbacv1.ClusterRole{
+			ObjectMeta: objectMeta("", "impersonate-payroll"),
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"groups"}, ResourceNames: []string{"payroll"}, Verbs: []string{"impersonate"}},
+				{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"uids"}, ResourceNames: []string{"payroll-bot-uid"},
+					Verbs: []string{"impersonate"}},
+			},
+		})).To(Succeed())
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: objectMeta("", "mallory-impersonates-payroll"),
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "impersonate-payroll"},
+			Subjects:   []rbacv1.Subject{userSubject("mallory")},
+		}
+		Expect(admin.Create(ctx, binding)).To(Succeed())
+		DeferCleanup(func() {
+			Expect(admin.Delete(ctx, binding)).To(Succeed())
+			Expect(admin.Delete(ctx, &rbacv1.ClusterRole{ObjectMeta: objectMeta("", "impersonate-payroll")})).To(Succeed())
+		})
+		// The grant is in force: a denial below is the policy's, not RBAC
+		// catching up.
+		Eventually(func() bool {
+			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: "mallory",
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "impersonate", Resource: "groups", Name: "payroll"}}}
+			Expect(admin.Create(ctx, review)).To(Succeed())
+			return review.Status.Allowed
+		}, timeout, interval).Should(BeTrue())
+
+		ns := tenantNamespace(mallory)
+		afterOwnerPolicySettled()
+		withGroup := ownerKey(ns, "payroll")
+		withGroup.Spec.Owner = &apikeysv1alpha1.Owner{Username: "mallory", Groups: []string{"team-m", "payroll"}}
+		expectDenied(mallory, withGroup)
+		withUID := ownerKey(ns, "payroll-uid")
+		withUID.Spec.Owner = &apikeysv1alpha1.Owner{Username: "mallory", UID: "payroll-bot-uid", Groups: []string{"team-m"}}
+		expectDenied(mallory, withUID)
+
+		By("her own key, with her own groups, still")
+		mine := ownerKey(ns, "mine")
+		mine.Spec.Owner = &apikeysv1alpha1.Owner{Username: "mallory", Groups: []string{"team-m"}}
+		Expect(mallory.client.Create(ctx, mine)).To(Succeed())
 	})
 
 	It("denies a client that authenticated with one of the operator's keys an Owner key, but not a Key key", func() {
