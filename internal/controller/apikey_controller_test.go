@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,11 +10,13 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -292,6 +295,50 @@ var _ = Describe("Rules only the operator can check", func() {
 			rule.Policy.Spec.Validations = rule.Policy.Spec.Validations[:1] // the impersonation checks are gone
 		})
 		expectStalledWithoutToken(ownerKey(alice()), apikeysv1alpha1.ReasonOwnerPolicyNotInForce, "differs from the operator's")
+	})
+
+	It("stalls an Owner identity created while the owner rule was paused in place, after an edit that only removes puts it back", func() {
+		installOwnerRule(nil)
+		rule, err := testPolicy.OwnerRule()
+		Expect(err).NotTo(HaveOccurred())
+		editPolicy := func(patch string) {
+			GinkgoHelper()
+			Expect(k8sClient.Patch(ctx, rule.Policy.DeepCopy(), client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
+		}
+		By("an administrator pausing the rule in place, and a key created meanwhile (admission checked nothing)")
+		editPolicy(`[{"op":"add","path":"/spec/matchConditions/-","value":{"name":"pause","expression":"false"}}]`)
+		paused := time.Now()
+		Eventually(func() bool { return time.Now().Truncate(time.Second).After(paused) }, 3*time.Second, 50*time.Millisecond).Should(BeTrue())
+		key := ownerKey(alice())
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		waitCondition(key, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonOwnerPolicyNotInForce)
+
+		By("the pause removed by a JSON patch, which leaves no newer time in the policy's managed fields")
+		n := len(rule.Policy.Spec.MatchConditions)
+		editPolicy(fmt.Sprintf(`[{"op":"test","path":"/spec/matchConditions/%d/name","value":"pause"},{"op":"remove","path":"/spec/matchConditions/%d"}]`, n, n))
+		touch(key)
+		Eventually(func(g Gomega) {
+			stalled := condition(fetch(key), apikeysv1alpha1.ConditionStalled)
+			g.Expect(stalled).NotTo(BeNil(), "no longer stalled: the key was issued")
+			g.Expect(stalled.Message).To(ContainSubstring("changed in place"))
+		}, timeout, interval).Should(Succeed())
+		Expect(recordsOf(key)).To(BeEmpty())
+
+		By("the policy's status catching up (kube-controller-manager's write, which envtest does not run): a key created later is issued")
+		current := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(rule.Policy), current)).To(Succeed())
+		current.Status.ObservedGeneration = current.Generation
+		Expect(k8sClient.Status().Update(ctx, current)).To(Succeed())
+		checked := time.Now()
+		Eventually(func() bool { return time.Now().Truncate(time.Second).After(checked) }, 3*time.Second, 50*time.Millisecond).Should(BeTrue())
+		later := ownerKey(alice())
+		Expect(k8sClient.Create(ctx, later)).To(Succeed())
+		expectOneLiveToken(waitReady(later))
+		touch(key)
+		Eventually(func(g Gomega) {
+			g.Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled).Message).To(ContainSubstring("not before this key was created"))
+		}, timeout, interval).Should(Succeed())
+		Expect(recordsOf(key)).To(BeEmpty())
 	})
 
 	It("rotates a personal key only while the owner rule is in force, and drops a request made while it was not", func() {

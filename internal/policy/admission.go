@@ -123,9 +123,11 @@ func decodeManifest(manifest []byte, what string, objs ...any) error {
 // OwnerRuleInForceSince reads the owner rule's policy and binding from the
 // API server and returns the instant from which both have stood unchanged
 // and equal to OwnerRule: the latest of their creation and of every write to
-// them (managed fields record when each writer last changed them). A key
-// created after that instant was admitted under the rule. A rule that is
-// missing or differs is a violation whose message says what to fix.
+// them (managed fields record when each writer last changed them), and, for
+// a policy changed in place, of its status's last write. A key created after
+// that instant was admitted under the rule. A rule that is missing, differs,
+// or whose last change has no known time is a violation whose message says
+// what to fix.
 //
 // reader must read from the API server, not a cache that drops managed
 // fields.
@@ -159,7 +161,48 @@ func (p *Policy) OwnerRuleInForceSince(ctx context.Context, reader client.Reader
 			"the owner rule is not as shipped: ValidatingAdmissionPolicyBinding %q differs from the operator's; restore it and recreate the key",
 			p.bindingName)
 	}
-	return lastChange(policy, binding), nil
+	since := lastChange(policy, binding)
+	// A write that only removes fields (a JSON-patch remove, a three-way
+	// merge that drops a condition someone added) takes no field, so it
+	// leaves no managed-fields time: an edit that paused the rule, undone
+	// that way, would not show. generation counts every change of spec, so
+	// an object changed in place needs another witness of when it took its
+	// current form. The policy has one, its status, which
+	// kube-controller-manager writes after type-checking each generation;
+	// the binding has none, so it must be as it was created.
+	if binding.Generation > 1 {
+		return time.Time{}, violation(RuleOwnerPolicy,
+			"the owner rule's ValidatingAdmissionPolicyBinding %q was changed in place (generation %d), and kube-apiserver keeps no "+
+				"time for an edit that only removes fields, so nothing shows it stood unchanged since this key was created: "+
+				"re-create it (kubectl replace --force -f), then recreate the key", p.bindingName, binding.Generation)
+	}
+	if policy.Generation > 1 {
+		checked := statusTime(policy)
+		if policy.Status.ObservedGeneration != policy.Generation || checked.IsZero() {
+			return time.Time{}, violation(RuleOwnerPolicy,
+				"the owner rule's ValidatingAdmissionPolicy %q was changed in place (generation %d), and kube-apiserver keeps no "+
+					"time for an edit that only removes fields; its status, which kube-controller-manager writes after each change, "+
+					"does not show the current one yet (status.observedGeneration %d), so nothing shows the rule stood unchanged since "+
+					"this key was created: recreate the key once it does, or re-create the policy (kubectl replace --force -f)",
+				p.policyName, policy.Generation, policy.Status.ObservedGeneration)
+		}
+		if checked.After(since) {
+			since = checked
+		}
+	}
+	return since, nil
+}
+
+// statusTime is the latest time a writer of obj's status subresource
+// changed it; zero if none did.
+func statusTime(obj client.Object) time.Time {
+	var last time.Time
+	for _, mf := range obj.GetManagedFields() {
+		if mf.Subresource == "status" && mf.Time != nil && mf.Time.After(last) {
+			last = mf.Time.Time
+		}
+	}
+	return last
 }
 
 // lastChange is the latest creation or managed-fields time of objs.
