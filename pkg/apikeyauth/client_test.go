@@ -74,7 +74,7 @@ func TestNamespacesHoldAgainstAnOlderServer(t *testing.T) {
 			Scopes: []string{"orders:*"}, APIKey: &KeyRef{Namespace: "team-elsewhere", Name: "probe"}})
 	}))
 	defer srv.Close()
-	const tok = "ak_made-up-for-a-fake-server"
+	tok := signedToken("ak", "madeUpForAFakeServer")
 	for namespaces, want := range map[string]error{"team-orders": ErrAudienceMismatch, "team-orders,team-elsewhere": nil, "": nil} {
 		c, err := New(Config{URL: srv.URL, HTTPClient: srv.Client(), AnyNamespace: namespaces == "",
 			Namespaces: strings.FieldsFunc(namespaces, func(r rune) bool { return r == ',' })})

@@ -12,8 +12,7 @@ import "time"
 // and below the auth server's 8 KiB bound on a request's headers, so it
 // holds any token a forward-auth request could carry. The auth server
 // answers 400 to a token that is empty or longer, as it does to any
-// request it cannot read; Client refuses such a token as MALFORMED without
-// asking.
+// request it cannot read; Client never sends one (see WellFormed).
 const MaxTokenLength = 4096
 
 // VerifyRequest is the body of POST /verify. Token is required and at most
