@@ -31,6 +31,12 @@ registry=127.0.0.1:${port}
 user=65532:65532
 module=github.com/apikey-operator/apikey-operator
 
+# The registry holds the base and the built image until they are written
+# out, so it must be this script's own: refuse a port something else serves.
+if "$CRANE" catalog "$registry" >/dev/null 2>&1; then
+	echo "something already serves a registry at $registry; set IMAGE_REGISTRY_PORT to a free port" >&2
+	exit 1
+fi
 work=$(mktemp -d)
 "$CRANE" registry serve --address "$registry" >"$work/registry.log" 2>&1 &
 registry_pid=$!
@@ -46,6 +52,9 @@ for _ in $(seq 100); do
 	kill -0 "$registry_pid" 2>/dev/null || { cat "$work/registry.log" >&2; exit 1; }
 	sleep 0.1
 done
+# What answered must be ours: had another process taken the port meanwhile,
+# ours could not listen and has exited.
+kill -0 "$registry_pid" 2>/dev/null || { echo "the registry at $registry is not this build's" >&2; cat "$work/registry.log" >&2; exit 1; }
 
 IFS=, read -r -a platform_list <<<"$platforms"
 tag_of() { tr / - <<<"$1"; }
