@@ -192,15 +192,14 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// tokenReadable answers 400 to a token that is empty or longer than
+// tokenReadable answers 400 to a /verify token that is empty or longer than
 // apikeyauth.MaxTokenLength: a request with no token to judge, or with more
-// than any forward-auth request could carry, is bad input (as kube-apiserver
-// itself answers a TokenReview without a token), not a question about a
-// token. On failure it has answered the request and returns false.
+// than any forward-auth request could carry, is bad input, not a question
+// about a token. On failure it has answered the request and returns false.
 func tokenReadable(w http.ResponseWriter, tok string) bool {
 	switch {
 	case tok == "":
-		writeError(w, http.StatusBadRequest, "the token is required")
+		writeError(w, http.StatusBadRequest, tokenRequired)
 	case len(tok) > apikeyauth.MaxTokenLength:
 		writeError(w, http.StatusBadRequest, tokenTooLong)
 	default:
@@ -208,6 +207,8 @@ func tokenReadable(w http.ResponseWriter, tok string) bool {
 	}
 	return false
 }
+
+const tokenRequired = "the token is required"
 
 var tokenTooLong = fmt.Sprintf("the token is longer than %d bytes", apikeyauth.MaxTokenLength)
 

@@ -217,10 +217,11 @@ func TestTokenReviewRefuses(t *testing.T) {
 		"checksum typo": f.secret(flipLast(f.token)),
 		"garbage":       "hunter2",
 		"JWT":           "eyJhbGciOiJSUzI1NiIsImtpZCI6IiJ9.eyJpc3MiOiJrdWJlcm5ldGVzIn0.c2lnbmF0dXJl",
-		"longest":       f.secret(strings.Repeat("a", apikeyauth.MaxTokenLength)),
-		"expired":       expired,
-		"suspended":     suspended,
-		"revoked":       revoked,
+		// Not ours, so the answer kube-apiserver caches, not an error.
+		"huge":      f.secret(strings.Repeat(f.token, 900)),
+		"expired":   expired,
+		"suspended": suspended,
+		"revoked":   revoked,
 	} {
 		t.Run(name, func(t *testing.T) {
 			st := decodeTokenReview(t, f.serve(t, postJSON("/tokenreview", tokenReviewBody("authentication.k8s.io/v1beta1", tok, "api")))).Status
@@ -291,9 +292,6 @@ func TestTokenReviewBadRequests(t *testing.T) {
 		{name: "non-UTF-8 outside strings", body: "\xef\xbb\xbf\xff" + valid, want: http.StatusBadRequest},
 		{name: "empty token", body: tokenReviewBody("authentication.k8s.io/v1", ""), want: http.StatusBadRequest},
 		{name: "no spec", body: `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1"}`, want: http.StatusBadRequest},
-		{name: "token over the bound", body: tokenReviewBody("authentication.k8s.io/v1", strings.Repeat("a", apikeyauth.MaxTokenLength+1)),
-			want: http.StatusBadRequest},
-		{name: "huge token", body: tokenReviewBody("authentication.k8s.io/v1", strings.Repeat(f.token, 900)), want: http.StatusBadRequest},
 		{name: "body over 64 KiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)+1), want: http.StatusRequestEntityTooLarge},
 		{name: "body of 8 MiB", body: strings.Repeat("{", 8<<20), want: http.StatusRequestEntityTooLarge},
 		{name: "body of exactly 64 KiB", body: valid + strings.Repeat(" ", maxBodyBytes-len(valid)), want: http.StatusOK},

@@ -7,12 +7,12 @@ import "time"
 // with these very types, and Client sends and reads them, so the two cannot
 // drift apart.
 
-// MaxTokenLength bounds the token of a /verify request (and of a
-// TokenReview): far above the longest token the operator mints (66 bytes),
-// and below the auth server's 8 KiB bound on a request's headers, so it
-// holds any token a forward-auth request could carry. The auth server
-// answers 400 to a token that is empty or longer, as it does to any
-// request it cannot read; Client never sends one (see WellFormed).
+// MaxTokenLength bounds the token of a /verify request: far above the
+// longest token the operator mints (66 bytes), and below the auth server's
+// 8 KiB bound on a request's headers, so it holds any token a forward-auth
+// request could carry. The auth server answers 400 to a token that is
+// empty or longer, as it does to any request it cannot read; Client never
+// sends one (see WellFormed).
 const MaxTokenLength = 4096
 
 // VerifyRequest is the body of POST /verify. Token is required and at most
