@@ -26,7 +26,8 @@ const (
 // maxAnswerBytes bounds how much of the auth server's answer is read.
 const maxAnswerBytes = 1 << 20
 
-// Config configures a Client. Only URL is required.
+// Config configures a Client. URL is required, and so is Namespaces or
+// AnyNamespace.
 type Config struct {
 	// URL is the auth server's base URL, for example
 	// https://apikey-operator-webhook-service.apikey-operator-system.svc.
@@ -146,24 +147,10 @@ func (id *Identity) clone() *Identity {
 // unless exactly one of Namespaces and AnyNamespace is set: a service that
 // forgets to say whose keys it trusts fails to start rather than open.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("apikeyauth: URL %q is not an https URL with a host", cfg.URL)
+	u, err := cfg.check()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.CAFile != "" && cfg.HTTPClient != nil {
-		return nil, errors.New("apikeyauth: set CAFile or HTTPClient, not both")
-	}
-	switch {
-	case len(cfg.Namespaces) == 0 && !cfg.AnyNamespace:
-		return nil, errors.New("apikeyauth: set Namespaces to the namespaces whose keys this service trusts " +
-			"(or AnyNamespace, to accept every tenant's keys)")
-	case len(cfg.Namespaces) > 0 && cfg.AnyNamespace:
-		return nil, errors.New("apikeyauth: set Namespaces or AnyNamespace, not both")
-	}
-	if cfg.Timeout < 0 {
-		return nil, errors.New("apikeyauth: Timeout must not be negative")
-	}
-
 	c := &Client{
 		verifyURL:   u.JoinPath("verify").String(),
 		audience:    cfg.Audience,
@@ -197,6 +184,25 @@ func New(cfg Config) (*Client, error) {
 		c.httpClient = func() *http.Client { return hc }
 	}
 	return c, nil
+}
+
+// check returns cfg's URL, parsed, or what is wrong with cfg.
+func (cfg *Config) check() (*url.URL, error) {
+	u, err := url.Parse(cfg.URL)
+	switch {
+	case err != nil || u.Scheme != "https" || u.Host == "":
+		return nil, fmt.Errorf("apikeyauth: URL %q is not an https URL with a host", cfg.URL)
+	case cfg.CAFile != "" && cfg.HTTPClient != nil:
+		return nil, errors.New("apikeyauth: set CAFile or HTTPClient, not both")
+	case len(cfg.Namespaces) == 0 && !cfg.AnyNamespace:
+		return nil, errors.New("apikeyauth: set Namespaces to the namespaces whose keys this service trusts " +
+			"(or AnyNamespace, to accept every tenant's keys)")
+	case len(cfg.Namespaces) > 0 && cfg.AnyNamespace:
+		return nil, errors.New("apikeyauth: set Namespaces or AnyNamespace, not both")
+	case cfg.Timeout < 0:
+		return nil, errors.New("apikeyauth: Timeout must not be negative")
+	}
+	return u, nil
 }
 
 // CacheLen is the number of answers in the cache, expired ones not yet

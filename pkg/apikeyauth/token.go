@@ -26,23 +26,12 @@ const (
 // answers for it.
 func WellFormed(token string) bool {
 	sep := strings.LastIndexByte(token, '_')
-	if sep < minPrefix || sep > maxPrefix || len(token)-sep-1 != bodyLength+checksumLength {
+	if sep < 0 || !validPrefix(token[:sep]) || len(token)-sep-1 != bodyLength+checksumLength {
 		return false
-	}
-	prefix := token[:sep]
-	if prefix[0] < 'a' || prefix[0] > 'z' || prefix[len(prefix)-1] == '_' {
-		return false
-	}
-	for i := range len(prefix) {
-		if c := prefix[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
-			return false
-		}
 	}
 	signed := sep + 1 + bodyLength
-	for i := sep + 1; i < signed; i++ {
-		if strings.IndexByte(base62, token[i]) < 0 {
-			return false
-		}
+	if !isBase62(token[sep+1 : signed]) {
+		return false
 	}
 	var sum uint64
 	for i := signed; i < len(token); i++ {
@@ -53,4 +42,28 @@ func WellFormed(token string) bool {
 		sum = sum*62 + uint64(d)
 	}
 	return sum == uint64(crc32.ChecksumIEEE([]byte(token[:signed])))
+}
+
+// validPrefix reports whether p is 2 to 16 of a-z, 0-9 and '_', a letter
+// first and no '_' last.
+func validPrefix(p string) bool {
+	if len(p) < minPrefix || len(p) > maxPrefix || p[0] < 'a' || p[0] > 'z' || p[len(p)-1] == '_' {
+		return false
+	}
+	for i := range len(p) {
+		if c := p[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// isBase62 reports whether every byte of s is a base62 digit.
+func isBase62(s string) bool {
+	for i := range len(s) {
+		if strings.IndexByte(base62, s[i]) < 0 {
+			return false
+		}
+	}
+	return true
 }
