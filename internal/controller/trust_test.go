@@ -18,6 +18,7 @@ import (
 
 	apikeysv1alpha1 "github.com/apikey-operator/apikey-operator/api/v1alpha1"
 	"github.com/apikey-operator/apikey-operator/internal/policy"
+	"github.com/apikey-operator/apikey-operator/internal/testenv"
 	"github.com/apikey-operator/apikey-operator/internal/token"
 )
 
@@ -221,44 +222,16 @@ var _ = Describe("Trust boundaries", func() {
 	})
 })
 
-// installOwnerRule creates the owner policy and its binding as testPolicy
-// expects them (after alter, if given), replacing any earlier ones, removes
-// them when the spec ends, and waits until a key created now falls after
-// the rule came into force (timestamps have whole seconds).
+// installOwnerRule installs the owner policy and its binding as testPolicy
+// expects them (after alter, if given) and removes them when the spec ends
+// (testenv.InstallOwnerRule).
 func installOwnerRule(alter func(*policy.OwnerRule)) {
 	GinkgoHelper()
-	rule, err := testPolicy.OwnerRule()
+	remove, err := testenv.InstallOwnerRule(ctx, k8sClient, testPolicy, alter)
+	if remove != nil {
+		DeferCleanup(remove)
+	}
 	Expect(err).NotTo(HaveOccurred())
-	if alter != nil {
-		alter(rule)
-	}
-	for _, obj := range []client.Object{rule.Binding, rule.Policy} {
-		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, obj))).To(Succeed())
-		Eventually(func() bool {
-			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)))
-		}, timeout, interval).Should(BeTrue())
-	}
-	Expect(k8sClient.Create(ctx, rule.Policy)).To(Succeed())
-	Expect(k8sClient.Create(ctx, rule.Binding)).To(Succeed())
-	DeferCleanup(func() {
-		for _, obj := range []client.Object{rule.Binding, rule.Policy} {
-			Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, obj))).To(Succeed())
-		}
-	})
-	var since time.Time
-	Eventually(func() error {
-		var err error
-		since, err = policy.New(policy.Options{
-			OwnerPolicyName: rule.Policy.Name, OwnerPolicyBindingName: rule.Binding.Name,
-			ForbiddenGroups: []string{"cluster-admins"},
-		}).OwnerRuleInForceSince(ctx, k8sClient)
-		if alter != nil {
-			// An altered rule never counts; wait for the objects only.
-			since, err = time.Now(), nil
-		}
-		return err
-	}, timeout, interval).Should(Succeed())
-	Eventually(func() bool { return time.Now().Truncate(time.Second).After(since) }, 3*time.Second, 50*time.Millisecond).Should(BeTrue())
 }
 
 // touch changes key's annotations so that the controller looks at it again.

@@ -303,8 +303,10 @@ var _ = Describe("kubectl apikey", func() {
 			// Alice created my-pat; bob, an editor of the namespace too,
 			// deleted it and created his own my-pat. Alice's get-token must
 			// not hand her bob's token, which would let her act as bob.
-			remove, err := testenv.InstallOwnerRule(ctx, k8sClient, testPolicy)
-			DeferCleanup(remove)
+			remove, err := testenv.InstallOwnerRule(ctx, k8sClient, testPolicy, nil)
+			if remove != nil {
+				DeferCleanup(remove)
+			}
 			Expect(err).NotTo(HaveOccurred())
 			owned := func(name, owner string) *apikeysv1alpha1.ApiKey {
 				GinkgoHelper()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -188,18 +189,43 @@ func AwaitDefaults(ctx context.Context, c client.Client, namespace string) error
 	return err
 }
 
-// InstallOwnerRule creates p's owner policy and its binding and returns
-// once p shows the rule in force and a key created from then on falls after
-// it (timestamps have whole seconds). remove deletes both.
-func InstallOwnerRule(ctx context.Context, c client.Client, p *policy.Policy) (remove func(context.Context) error, err error) {
+// InstallOwnerRule creates p's owner policy and its binding (after alter,
+// if given), replacing any earlier ones, and returns what deletes them. For
+// the rule as p renders it, it returns once p shows it in force and a key
+// created from then on falls after it (timestamps have whole seconds); an
+// altered rule never counts, so it returns once the objects exist.
+func InstallOwnerRule(ctx context.Context, c client.Client, p *policy.Policy, alter func(*policy.OwnerRule)) (
+	remove func(context.Context) error, err error) {
 	rule, err := p.OwnerRule()
 	if err != nil {
 		return nil, err
 	}
-	remove = func(ctx context.Context) error {
-		return errors.Join(client.IgnoreNotFound(c.Delete(ctx, rule.Binding)), client.IgnoreNotFound(c.Delete(ctx, rule.Policy)))
+	if alter != nil {
+		alter(rule)
 	}
-	if err := errors.Join(c.Create(ctx, rule.Policy), c.Create(ctx, rule.Binding)); err != nil {
+	objs := []client.Object{rule.Binding, rule.Policy}
+	remove = func(ctx context.Context) error {
+		errs := make([]error, 0, len(objs))
+		for _, obj := range objs {
+			errs = append(errs, client.IgnoreNotFound(c.Delete(ctx, obj)))
+		}
+		return errors.Join(errs...)
+	}
+	if err := remove(ctx); err != nil {
+		return remove, err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		for _, obj := range objs {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)); !apierrors.IsNotFound(err) {
+				return false, client.IgnoreNotFound(err)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return remove, fmt.Errorf("removing the earlier owner rule: %w", err)
+	}
+	if err := errors.Join(c.Create(ctx, rule.Policy), c.Create(ctx, rule.Binding)); err != nil || alter != nil {
 		return remove, err
 	}
 	var last error
@@ -212,4 +238,33 @@ func InstallOwnerRule(ctx context.Context, c client.Client, p *policy.Policy) (r
 		err = fmt.Errorf("%w (last: %w)", err, last)
 	}
 	return remove, err
+}
+
+// ControllerManager writes into dir a kubeconfig for kube-controller-manager
+// (a system:masters user of env) and returns its binary, beside
+// kube-apiserver's, and the flags that run only controllers, with no leader
+// election and no serving port.
+func ControllerManager(env *envtest.Environment, dir string, controllers ...string) (path string, args []string, err error) {
+	user, err := env.AddUser(envtest.User{Name: "system:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return "", nil, err
+	}
+	kubeconfigPath := filepath.Join(dir, "kube-controller-manager.kubeconfig")
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		return "", nil, err
+	}
+	path = filepath.Join(env.BinaryAssetsDirectory, "kube-controller-manager")
+	if _, err := os.Stat(path); err != nil {
+		return "", nil, fmt.Errorf("no kube-controller-manager beside kube-apiserver (run `make e2e-tools`): %w", err)
+	}
+	return path, []string{
+		"--kubeconfig=" + kubeconfigPath,
+		"--controllers=" + strings.Join(controllers, ","),
+		"--leader-elect=false",
+		"--secure-port=0",
+	}, nil
 }

@@ -106,21 +106,9 @@ var _ = BeforeSuite(func() {
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metaName(noControllerNamespace)})).To(Succeed())
 
 	By("running kube-controller-manager: the garbage collector and the namespace controller")
-	user, err := testEnv.AddUser(envtest.User{Name: "system:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	kcmPath, kcmArgs, err := testenv.ControllerManager(testEnv, workDir, "garbage-collector-controller", "namespace-controller")
 	Expect(err).NotTo(HaveOccurred())
-	kcmKubeconfig, err := user.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
-	kcmKubeconfigPath := filepath.Join(workDir, "kube-controller-manager.kubeconfig")
-	Expect(os.WriteFile(kcmKubeconfigPath, kcmKubeconfig, 0o600)).To(Succeed())
-	kcmPath := filepath.Join(testEnv.BinaryAssetsDirectory, "kube-controller-manager")
-	_, err = os.Stat(kcmPath)
-	Expect(err).NotTo(HaveOccurred(), "no kube-controller-manager beside kube-apiserver: run `make e2e-tools`")
-	kcm = &controlPlaneProcess{name: "kube-controller-manager", path: kcmPath, args: []string{
-		"--kubeconfig=" + kcmKubeconfigPath,
-		"--controllers=garbage-collector-controller,namespace-controller",
-		"--leader-elect=false",
-		"--secure-port=0",
-	}}
+	kcm = &controlPlaneProcess{name: "kube-controller-manager", path: kcmPath, args: kcmArgs}
 	kcm.start()
 
 	By("running the controller, as the leader-elected Deployment would")
