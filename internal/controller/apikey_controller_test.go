@@ -341,6 +341,46 @@ var _ = Describe("Rules only the operator can check", func() {
 		Expect(recordsOf(key)).To(BeEmpty())
 	})
 
+	It("keeps a rotation asked for while the owner policy's status lags an in-place change, and rotates once it catches up", func() {
+		installOwnerRule(nil)
+		key := ownerKey(alice())
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		_, before := expectOneLiveToken(waitReady(key))
+
+		By("an upgrade changing the policy in place, its status not yet written (envtest runs no kube-controller-manager)")
+		rule, err := testPolicy.OwnerRule()
+		Expect(err).NotTo(HaveOccurred())
+		n := len(rule.Policy.Spec.MatchConditions)
+		for _, patch := range []string{
+			`[{"op":"add","path":"/spec/matchConditions/-","value":{"name":"interim","expression":"true"}}]`,
+			fmt.Sprintf(`[{"op":"remove","path":"/spec/matchConditions/%d"}]`, n),
+		} {
+			Expect(k8sClient.Patch(ctx, rule.Policy.DeepCopy(), client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
+		}
+		cur := fetch(key)
+		patch := client.MergeFrom(cur.DeepCopy())
+		cur.Annotations = map[string]string{apikeysv1alpha1.RotateAnnotation: "during-the-upgrade"}
+		Expect(k8sClient.Patch(ctx, cur, patch)).To(Succeed())
+		Eventually(func(g Gomega) {
+			stalled := condition(fetch(key), apikeysv1alpha1.ConditionStalled)
+			g.Expect(stalled).NotTo(BeNil())
+			g.Expect(stalled.Message).To(ContainSubstring("the request is kept"))
+		}, timeout, interval).Should(Succeed())
+		_, during := expectOneLiveToken(fetch(key))
+		Expect(during.Name).To(Equal(before.Name), "a token was minted before the rule was shown in force")
+
+		By("the status catching up: the request made meanwhile is honoured, untouched")
+		current := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(rule.Policy), current)).To(Succeed())
+		current.Status.ObservedGeneration = current.Generation
+		Expect(k8sClient.Status().Update(ctx, current)).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := fetch(key)
+			g.Expect(got.Status.LastRotateRequest).To(Equal("during-the-upgrade"))
+			g.Expect(got.Status.RecordName).NotTo(Equal(before.Name))
+		}, timeout, interval).Should(Succeed())
+	})
+
 	It("rotates a personal key only while the owner rule is in force, and drops a request made while it was not", func() {
 		installOwnerRule(nil)
 		key := ownerKey(alice())

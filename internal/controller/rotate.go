@@ -200,15 +200,27 @@ func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass)
 	if !errors.As(err, &v) {
 		return err // nil, or a read that failed and is retried
 	}
-	p.dropRotateRequest = true
 	recheck := r.OwnerRuleRecheck
 	if recheck <= 0 {
 		recheck = time.Minute
 	}
+	if v.Pending {
+		// The rule may stand; kube-apiserver has not yet recorded since
+		// when (moments, after an upgrade changed the policy in place).
+		// The request waits rather than being dropped.
+		p.wakeUpAt(p.now.Add(min(recheck, ownerRulePendingRecheck)))
+		return stalled(v.Rule, "a rotation waits until the owner rule is shown in force (the current token keeps working, "+
+			"and the request is kept): %s", v.Message)
+	}
+	p.dropRotateRequest = true
 	p.wakeUpAt(p.now.Add(recheck))
 	return stalled(v.Rule, "cannot rotate this personal key while nothing checks who asks for it (the current token keeps "+
 		"working, and a rotation asked for meanwhile is dropped: ask again once the rule is back): %s", v.Message)
 }
+
+// ownerRulePendingRecheck is how soon a rotation that waits for the owner
+// policy's status looks again.
+const ownerRulePendingRecheck = 5 * time.Second
 
 // rotationDue says why the live token should be replaced now ("" if it
 // should not), and asks to wake at the next scheduled rotation.

@@ -179,12 +179,16 @@ func (p *Policy) OwnerRuleInForceSince(ctx context.Context, reader client.Reader
 	if policy.Generation > 1 {
 		checked := statusTime(policy)
 		if policy.Status.ObservedGeneration != policy.Generation || checked.IsZero() {
-			return time.Time{}, violation(RuleOwnerPolicy,
+			v := violation(RuleOwnerPolicy,
 				"the owner rule's ValidatingAdmissionPolicy %q was changed in place (generation %d), and kube-apiserver keeps no "+
 					"time for an edit that only removes fields; its status, which kube-controller-manager writes after each change, "+
-					"does not show the current one yet (status.observedGeneration %d), so nothing shows the rule stood unchanged since "+
-					"this key was created: recreate the key once it does, or re-create the policy (kubectl replace --force -f)",
+					"does not show the current one yet (status.observedGeneration %d), so nothing shows since when the rule stands: "+
+					"a key created before it does must be created again, and a rotation waits for it. If it stays behind, "+
+					"kube-controller-manager's validatingadmissionpolicy-status-controller is not running: "+
+					"re-create the policy (kubectl replace --force -f)",
 				p.policyName, policy.Generation, policy.Status.ObservedGeneration)
+			v.Pending = true
+			return time.Time{}, v
 		}
 		if checked.After(since) {
 			since = checked

@@ -45,6 +45,11 @@ const (
 type Violation struct {
 	Rule    string
 	Message string
+	// Pending is set when the rule may well be met but kube-apiserver has
+	// not yet recorded what shows it (a policy's status behind its
+	// generation): the check is worth asking again soon, and what waits
+	// on it is kept, not dropped.
+	Pending bool
 }
 
 func (v *Violation) Error() string { return v.Message }

@@ -467,10 +467,10 @@ var _ = Describe("Attack 7: who may hold an Owner key, through kube-apiserver", 
 		afterOwnerPolicySettled()
 		withGroup := ownerKey(ns, "payroll")
 		withGroup.Spec.Owner = &apikeysv1alpha1.Owner{Username: "mallory", Groups: []string{"team-m", "payroll"}}
-		expectDenied(mallory, withGroup)
+		expectDenied(mallory, withGroup, "impersonate your own user")
 		withUID := ownerKey(ns, "payroll-uid")
 		withUID.Spec.Owner = &apikeysv1alpha1.Owner{Username: "mallory", UID: "payroll-bot-uid", Groups: []string{"team-m"}}
-		expectDenied(mallory, withUID)
+		expectDenied(mallory, withUID, "impersonate your own user")
 
 		By("her own key, with her own groups, still")
 		mine := ownerKey(ns, "mine")
@@ -721,8 +721,9 @@ func expectNoRecord(forged, name string, during time.Duration) {
 }
 
 // expectDenied creates key as who and expects admission to refuse it. If
-// it is admitted instead, the spec fails saying how far the key got.
-func expectDenied(who *identity, key *apikeysv1alpha1.ApiKey) {
+// it is admitted instead, the spec fails saying how far the key got. The
+// denial must name each of why.
+func expectDenied(who *identity, key *apikeysv1alpha1.ApiKey, why ...string) {
 	GinkgoHelper()
 	err := who.client.Create(ctx, key)
 	if err == nil {
@@ -733,6 +734,9 @@ func expectDenied(who *identity, key *apikeysv1alpha1.ApiKey) {
 	Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "not an admission denial: %v", err)
 	Expect(err.Error()).NotTo(ContainSubstring("failed calling webhook"), "the webhook was unreachable")
 	Expect(err.Error()).NotTo(ContainSubstring("cannot create resource"), "RBAC, not admission, refused")
+	for _, w := range why {
+		Expect(err.Error()).To(ContainSubstring(w), "denied, but not for the reason the spec mounts")
+	}
 }
 
 func ownerName(key *apikeysv1alpha1.ApiKey) string {

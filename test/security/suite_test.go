@@ -73,6 +73,9 @@ var (
 	adminREST kubernetes.Interface
 	scheme    = testenv.Scheme
 	workDir   string
+	// policyStatus is kube-controller-manager, running only the controller
+	// that writes admission policies' status.
+	policyStatus *utils.Process
 	// logDir keeps both binaries' output after the run, for a person to read
 	// when a spec fails; it is never printed, since it may hold tokens.
 	logDir string
@@ -152,6 +155,13 @@ var _ = BeforeSuite(func() {
 	webhook := testEnv.WebhookInstallOptions
 	webhookHost, webhookPort, webhookCA = webhook.LocalServingHost, webhook.LocalServingPort, webhook.LocalServingCAData
 
+	By("running kube-controller-manager's admission policy status controller, whose writes date a policy changed in place")
+	kcmPath, kcmArgs, err := testenv.ControllerManager(testEnv, workDir, "validatingadmissionpolicy-status-controller")
+	Expect(err).NotTo(HaveOccurred())
+	policyStatus, err = utils.StartProcess("kube-controller-manager", kcmPath, kcmArgs, &utils.LogBuffer{},
+		filepath.Join(workDir, "kube-controller-manager.log"))
+	Expect(err).NotTo(HaveOccurred())
+
 	By("applying config/default's namespace, ServiceAccounts, RBAC and admission policies")
 	applyShippedManifests()
 	Expect(testenv.AwaitDefaults(ctx, admin, "default")).To(Succeed())
@@ -194,6 +204,9 @@ var _ = AfterSuite(func() {
 		if b != nil {
 			stopErrs = append(stopErrs, b.stop())
 		}
+	}
+	if policyStatus != nil {
+		stopErrs = append(stopErrs, policyStatus.Stop(10*time.Second))
 	}
 	By("searching both binaries' complete output for every token the suite handled")
 	leaks := leakedTokens()
