@@ -66,17 +66,17 @@ func (s *session) getToken(ctx context.Context, name string, deleteSecret bool) 
 	if err != nil {
 		return err
 	}
-	if identityOf(key) == apikeysv1alpha1.IdentityOwner {
-		if err := s.ownedByCaller(ctx, key); err != nil {
-			return err
-		}
-	}
 	if key.Status.SecretName == "" {
 		if err := stalledError(key); err != nil {
 			return fmt.Errorf("%w\nIt has no token: fix its spec, and the operator issues one", err)
 		}
 		return fmt.Errorf("apikey %s/%s has no token yet (%s); wait for it with 'kubectl wait --for=condition=Ready apikey/%s %s'",
 			key.Namespace, key.Name, readySummary(key), key.Name, s.nsFlag())
+	}
+	if identityOf(key) == apikeysv1alpha1.IdentityOwner {
+		if err := s.ownedByCaller(ctx, key); err != nil {
+			return err
+		}
 	}
 
 	// The Secret is read even when status.secretDeletedAt is set: a rotation
@@ -138,8 +138,9 @@ func (s *session) ownedByCaller(ctx context.Context, key *apikeysv1alpha1.ApiKey
 		return nil
 	}
 	return fmt.Errorf("apikey %s/%s is a personal key of %q, not yours (%q): its token would let you act as its owner, "+
-		"so it is not printed. If you created a key of that name, it has since been replaced; "+
-		"'kubectl apikey list %s' shows who owns each key", key.Namespace, key.Name, owner, you, s.nsFlag())
+		"so it is not printed. If you created a key of that name for yourself, it has since been replaced "+
+		"('kubectl apikey list %s' shows who owns each key); if you made it for %q, that user fetches it "+
+		"(or you, as them: --as)", key.Namespace, key.Name, owner, you, s.nsFlag(), owner)
 }
 
 // tokenFrom returns the token in secret after checking that it is the one
