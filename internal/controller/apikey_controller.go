@@ -52,7 +52,8 @@ type ApiKeyReconciler struct {
 
 	// OwnerRuleRecheck is how soon a personal key whose rotation waits for
 	// the owner rule looks at the rule again (nothing watches it). Defaults
-	// to a minute.
+	// to a minute; a rule waiting only for its policy's status to be
+	// written is looked at again within 5s.
 	OwnerRuleRecheck time.Duration
 	// unpinnedSlack replaces defaultUnpinnedSlack when set (tests).
 	unpinnedSlack time.Duration

@@ -165,6 +165,13 @@ func (r *ApiKeyReconciler) checkSpec(ctx context.Context, p *pass) error {
 		// token, make sure the owner rule was there to check it.
 		if !p.issued() {
 			since, err := r.Policy.OwnerRuleInForceSince(ctx, r.APIReader)
+			if v := (*policy.Violation)(nil); errors.As(err, &v) && v.Pending {
+				// The status, when it comes, dates the rule after this key:
+				// look again then, to say so exactly.
+				p.wakeUpAt(p.now.Add(ownerRulePendingRecheck))
+				return stalled(v.Rule, "this key was created before the owner rule's last change is dated, so it will "+
+					"not be issued: recreate it once the policy's status shows that change. %s", v.Message)
+			}
 			if err == nil {
 				err = policy.CheckOwnerRuleCovers(since, key.CreationTimestamp.Time)
 			}

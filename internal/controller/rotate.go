@@ -190,7 +190,9 @@ func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikey
 // could have. A request on the annotation made meanwhile is recorded on the
 // live token as answered (by mayRotate's syncRecords), so the rule's return
 // does not honour it; the owner asks again. The key looks at the rule again
-// after OwnerRuleRecheck.
+// after OwnerRuleRecheck. A rule that may stand but whose last change is not
+// dated yet (Violation.Pending) drops nothing: the request waits, and the
+// key looks again within ownerRulePendingRecheck.
 func (r *ApiKeyReconciler) ownerRuleAllowsRotation(ctx context.Context, p *pass) error {
 	if p.key.Spec.Identity != apikeysv1alpha1.IdentityOwner {
 		return nil

@@ -182,9 +182,8 @@ func (p *Policy) OwnerRuleInForceSince(ctx context.Context, reader client.Reader
 			v := violation(RuleOwnerPolicy,
 				"the owner rule's ValidatingAdmissionPolicy %q was changed in place (generation %d), and kube-apiserver keeps no "+
 					"time for an edit that only removes fields; its status, which kube-controller-manager writes after each change, "+
-					"does not show the current one yet (status.observedGeneration %d), so nothing shows since when the rule stands: "+
-					"a key created before it does must be created again, and a rotation waits for it. If it stays behind, "+
-					"kube-controller-manager's validatingadmissionpolicy-status-controller is not running: "+
+					"does not show the current one yet (status.observedGeneration %d), so nothing shows since when the rule stands. "+
+					"If it stays behind, kube-controller-manager's validatingadmissionpolicy-status-controller is not running: "+
 					"re-create the policy (kubectl replace --force -f)",
 				p.policyName, policy.Generation, policy.Status.ObservedGeneration)
 			v.Pending = true
