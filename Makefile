@@ -79,7 +79,8 @@ demo: build envtest ## Start a local control plane, issue a key and show it at w
 # package) into bin/ the first time (~20 min on 2 cores, cached after). The
 # security suite (test/security) builds the manager binary and runs it as its
 # own processes under the RBAC and admission policies of config/default,
-# which it renders with kustomize. -p 1: each package runs its own control
+# which it renders with kustomize, beside kube-controller-manager's admission
+# policy status controller, whose writes date a policy changed in place. -p 1: each package runs its own control
 # plane, and two at once starve each other on a small machine.
 .PHONY: test-e2e
 test-e2e: manifests generate envtest e2e-tools kustomize ## Run the end-to-end tests: kube-apiserver's token webhook, kubectl, nginx (needs nginx installed), Caddy, Traefik, garbage collection, and the attacks of test/security.

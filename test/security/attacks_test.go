@@ -277,10 +277,10 @@ var _ = Describe("Attack 3: a GitOps ServiceAccount mints personal keys", func()
 		}
 		Expect(unstructured.SetNestedSlice(policy.Object, vars, "spec", "variables")).To(Succeed())
 		Expect(applyObject(policy)).To(Succeed())
-		ownerPolicyEpoch = time.Now()
+		ownerPolicyDated()
 		DeferCleanup(func() {
 			Expect(applyObject(shipped("ValidatingAdmissionPolicy", ownerPolicyName))).To(Succeed())
-			ownerPolicyEpoch = time.Now()
+			ownerPolicyDated()
 			manager.restart()
 		})
 		manager.restart("--owner-requesters=" + minterUser)

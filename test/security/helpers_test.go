@@ -114,6 +114,20 @@ func ownerKey(namespace, prefix string) *apikeysv1alpha1.ApiKey {
 	return key
 }
 
+// ownerPolicyDated waits until kube-controller-manager has written the
+// owner policy's status for its current generation, which dates a policy
+// changed in place for the operator, and starts ownerPolicyEpoch then.
+func ownerPolicyDated() {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		policy := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+		g.Expect(admin.Get(ctx, client.ObjectKey{Name: ownerPolicyName}, policy)).To(Succeed())
+		g.Expect(policy.Status.ObservedGeneration).To(Equal(policy.Generation),
+			"kube-controller-manager has not written the owner policy's status (is it running?)")
+	}, timeout, interval).Should(Succeed())
+	ownerPolicyEpoch = time.Now()
+}
+
 // afterOwnerPolicySettled waits until the owner policy has been in force
 // for over a second: the controller issues an Owner key only if the policy
 // was in force from before the key's creation, at a second's resolution.

@@ -47,8 +47,9 @@ const (
 	authServerUser         = "system:serviceaccount:" + operatorNamespace + ":apikey-operator-auth-server"
 	ownerPolicyName        = "apikey-operator-owner-policy"
 	ownerPolicyBindingName = "apikey-operator-owner-policy-binding"
-	// The tenants' roles, bound directly: kube-controller-manager is not
-	// running, so nothing aggregates them into edit and view.
+	// The tenants' roles, bound directly: kube-controller-manager runs only
+	// the admission policy status controller, so nothing aggregates them
+	// into edit and view.
 	editorRole = "apikey-operator-apikey-editor-role"
 	viewerRole = "apikey-operator-apikey-viewer-role"
 
@@ -159,12 +160,13 @@ var _ = BeforeSuite(func() {
 	kcmPath, kcmArgs, err := testenv.ControllerManager(testEnv, workDir, "validatingadmissionpolicy-status-controller")
 	Expect(err).NotTo(HaveOccurred())
 	policyStatus, err = utils.StartProcess("kube-controller-manager", kcmPath, kcmArgs, &utils.LogBuffer{},
-		filepath.Join(workDir, "kube-controller-manager.log"))
+		filepath.Join(logDir, "kube-controller-manager.log"))
 	Expect(err).NotTo(HaveOccurred())
 
 	By("applying config/default's namespace, ServiceAccounts, RBAC and admission policies")
 	applyShippedManifests()
 	Expect(testenv.AwaitDefaults(ctx, admin, "default")).To(Succeed())
+	ownerPolicyDated()
 
 	By("provisioning the identities")
 	provisionIdentities()
@@ -229,7 +231,8 @@ var _ = AfterSuite(func() {
 // the test output, since a leaked token would travel with it.
 var _ = AfterEach(func() {
 	if CurrentSpecReport().Failed() && manager != nil {
-		AddReportEntry("binary logs", fmt.Sprintf("manager: %s, auth-only: %s", manager.logPath, authOnly.logPath))
+		AddReportEntry("binary logs", fmt.Sprintf("manager: %s, auth-only: %s, kube-controller-manager: %s",
+			manager.logPath, authOnly.logPath, filepath.Join(logDir, "kube-controller-manager.log")))
 	}
 })
 
