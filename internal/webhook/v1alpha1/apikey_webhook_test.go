@@ -250,6 +250,16 @@ var _ = Describe("Who a key may be", func() {
 		Expect(carol.Patch(ctx, edited, client.MergeFrom(forBob))).To(Succeed())
 	})
 
+	It("tells an owner who has left one of the key's groups to recreate it, rather than to impersonate", func() {
+		key := newKey(apikeysv1alpha1.IdentityOwner)
+		Expect(impersonating("ivan", "", "team-a").Create(ctx, key)).To(Succeed())
+		Expect(key.Spec.Owner.Groups).To(ContainElement("team-a"))
+		moved := impersonating("ivan", "", "team-z") // ivan has left team-a since
+		edited := key.DeepCopy()
+		edited.Spec.Description = "edited after a reorganisation"
+		expectDenied(moved.Patch(ctx, edited, client.MergeFrom(key)), "is no longer in")
+	})
+
 	It("checks impersonation of a ServiceAccount owner as kube-apiserver does: on serviceaccounts, not users", func() {
 		const sa = "system:serviceaccount:ci:minter"
 		grantImpersonation := func(user, name string, rule rbacv1.PolicyRule) {
