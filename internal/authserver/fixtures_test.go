@@ -112,6 +112,15 @@ func newAuthFixture(tb testing.TB) *authFixture {
 	return f
 }
 
+// unsynced returns a server whose index holds the fixture's key and record
+// but has not synced yet, as a replica still listing.
+func (f *authFixture) unsynced() *Server {
+	loading := NewIndex()
+	loading.SetKey(f.key)
+	loading.SetRecord(issuedRecord(f.token, f.key))
+	return NewServer(loading, Options{Now: func() time.Time { return fixtureNow }})
+}
+
 // issue adds a stable token for key (seeded by seed) and the key itself to
 // the index, and returns the token.
 func (f *authFixture) issue(key *apikeysv1alpha1.ApiKey, seed string, edits ...func(*apikeysv1alpha1.ApiKeyRecordSpec)) string {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -169,10 +168,7 @@ func checkForwardAuthStatus(t *testing.T, h http.Header, rec *httptest.ResponseR
 func FuzzTokenReview(f *testing.F) {
 	fx := newAuthFixture(f)
 	synced := fx.server.Handler()
-	loading := NewIndex()
-	loading.SetKey(fx.key)
-	loading.SetRecord(issuedRecord(fx.token, fx.key))
-	notSynced := NewServer(loading, Options{Now: func() time.Time { return fixtureNow }}).Handler()
+	notSynced := fx.unsynced().Handler()
 
 	methods := []string{http.MethodPost, http.MethodGet, http.MethodPut, http.MethodPatch}
 	for _, body := range []string{

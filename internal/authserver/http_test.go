@@ -239,10 +239,8 @@ func TestTokenReviewRefuses(t *testing.T) {
 // not cache while the index is still loading.
 func TestTokenReviewBeforeSync(t *testing.T) {
 	f := newAuthFixture(t)
-	f.index = NewIndex()
-	f.index.SetKey(f.key)
-	f.index.SetRecord(issuedRecord(f.token, f.key))
-	f.server = NewServer(f.index, Options{Now: func() time.Time { return fixtureNow }})
+	f.server = f.unsynced()
+	f.index = f.server.index
 
 	for _, tok := range []string{f.token, "hunter2"} {
 		st := decodeTokenReview(t, f.serve(t, postJSON("/tokenreview", tokenReviewBody("authentication.k8s.io/v1beta1", tok)))).Status
@@ -787,10 +785,8 @@ func TestVerifyAPIBadRequests(t *testing.T) {
 // TestVerifyAPIBeforeSync: /verify refuses to answer from a partial index.
 func TestVerifyAPIBeforeSync(t *testing.T) {
 	f := newAuthFixture(t)
-	f.index = NewIndex()
-	f.index.SetKey(f.key)
-	f.index.SetRecord(issuedRecord(f.token, f.key))
-	f.server = NewServer(f.index, Options{Now: func() time.Time { return fixtureNow }})
+	f.server = f.unsynced()
+	f.index = f.server.index
 	rec := f.serve(t, postJSON("/verify", verifyBody(f.token, nil, "")))
 	if rec.Code != http.StatusServiceUnavailable || strings.Contains(rec.Body.String(), `"valid"`) {
 		t.Errorf("status %d body %s, want 503 without a verdict", rec.Code, rec.Body)
@@ -805,10 +801,8 @@ func TestVerifyAPIBeforeSync(t *testing.T) {
 // identity.
 func TestForwardAuthBeforeSync(t *testing.T) {
 	f := newAuthFixture(t)
-	f.index = NewIndex()
-	f.index.SetKey(f.key)
-	f.index.SetRecord(issuedRecord(f.token, f.key))
-	f.server = NewServer(f.index, Options{Now: func() time.Time { return fixtureNow }})
+	f.server = f.unsynced()
+	f.index = f.server.index
 	rec := f.serve(t, authRequest(http.MethodGet, "/auth", "Authorization", "Bearer "+f.token))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want 503", rec.Code)

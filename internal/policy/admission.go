@@ -177,7 +177,7 @@ func (p *Policy) OwnerRuleInForceSince(ctx context.Context, reader client.Reader
 				"re-create it (kubectl replace --force -f), then recreate the key", p.bindingName, binding.Generation)
 	}
 	if policy.Generation > 1 {
-		checked := statusTime(policy)
+		checked := managedTime(policy, "status")
 		if policy.Status.ObservedGeneration != policy.Generation || checked.IsZero() {
 			v := violation(RuleOwnerPolicy,
 				"the owner rule's ValidatingAdmissionPolicy %q was changed in place (generation %d), and kube-apiserver keeps no "+
@@ -189,41 +189,39 @@ func (p *Policy) OwnerRuleInForceSince(ctx context.Context, reader client.Reader
 			v.Pending = true
 			return time.Time{}, v
 		}
-		if checked.After(since) {
-			since = checked
-		}
+		since = later(since, checked)
 	}
 	return since, nil
 }
 
-// statusTime is the latest time a writer of obj's status subresource
-// changed it; zero if none did.
-func statusTime(obj client.Object) time.Time {
+// lastChange is the latest creation or managed-fields time of objs. Status
+// (the API server's type checking) does not change what is enforced.
+func lastChange(objs ...client.Object) time.Time {
+	var last time.Time
+	for _, obj := range objs {
+		last = later(last, obj.GetCreationTimestamp().Time, managedTime(obj, ""))
+	}
+	return last
+}
+
+// managedTime is the latest time a writer of obj's subresource ("" for the
+// object itself) changed it; zero if none did.
+func managedTime(obj client.Object, subresource string) time.Time {
 	var last time.Time
 	for _, mf := range obj.GetManagedFields() {
-		if mf.Subresource == "status" && mf.Time != nil && mf.Time.After(last) {
-			last = mf.Time.Time
+		if mf.Subresource == subresource && mf.Time != nil {
+			last = later(last, mf.Time.Time)
 		}
 	}
 	return last
 }
 
-// lastChange is the latest creation or managed-fields time of objs.
-func lastChange(objs ...client.Object) time.Time {
+// later is the latest of ts.
+func later(ts ...time.Time) time.Time {
 	var last time.Time
-	note := func(t time.Time) {
+	for _, t := range ts {
 		if t.After(last) {
 			last = t
-		}
-	}
-	for _, obj := range objs {
-		note(obj.GetCreationTimestamp().Time)
-		for _, mf := range obj.GetManagedFields() {
-			// Status (the API server's type checking) does not change what
-			// is enforced.
-			if mf.Time != nil && mf.Subresource == "" {
-				note(mf.Time.Time)
-			}
 		}
 	}
 	return last
