@@ -34,8 +34,9 @@ type WebhookServer struct {
 	opts    webhook.Options
 	auth    *Server
 	started atomic.Bool
-	// readTimeout, if set, replaces requestReadTimeout (tests).
-	readTimeout time.Duration
+	// readTimeout and writeTimeout, if set, replace requestReadTimeout
+	// and responseWriteTimeout (tests).
+	readTimeout, writeTimeout time.Duration
 }
 
 var _ webhook.Server = (*WebhookServer)(nil)
@@ -131,6 +132,9 @@ func (s *WebhookServer) Start(ctx context.Context) error {
 	if s.readTimeout > 0 {
 		srv.ReadHeaderTimeout, srv.ReadTimeout = s.readTimeout, s.readTimeout
 	}
+	if s.writeTimeout > 0 {
+		srv.WriteTimeout, srv.HTTP2.WriteByteTimeout = s.writeTimeout, s.writeTimeout
+	}
 	drained := make(chan struct{})
 	go func() {
 		<-ctx.Done()
@@ -156,8 +160,10 @@ func (s *WebhookServer) Start(ctx context.Context) error {
 // and a request must arrive whole within requestReadTimeout, its headers
 // within maxServerHeaderBytes+4 KiB (net/http answers 431 past that). A client
 // that sends a body slowly, or stops partway, then holds its buffer for
-// seconds, not for as long as it likes. hack/bench serves its bare
-// handler with it too, so both are measured with the same settings.
+// seconds, not for as long as it likes; so does one that stops reading its
+// answers (responseWriteTimeout; HTTP/2's WriteByteTimeout when
+// --enable-http2). hack/bench serves its bare handler with it too, so both
+// are measured with the same settings.
 func HTTPServer(ctx context.Context, h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -166,6 +172,8 @@ func HTTPServer(ctx context.Context, h http.Handler) *http.Server {
 		IdleTimeout:       90 * time.Second,
 		ReadHeaderTimeout: requestReadTimeout,
 		ReadTimeout:       requestReadTimeout,
+		WriteTimeout:      responseWriteTimeout,
+		HTTP2:             &http.HTTP2Config{WriteByteTimeout: responseWriteTimeout},
 	}
 }
 
@@ -174,6 +182,14 @@ const (
 	// its body's last: kube-apiserver sends an admission review, and a
 	// proxy a forward-auth request, in far less.
 	requestReadTimeout = 10 * time.Second
+	// responseWriteTimeout bounds the time from a request's headers to
+	// its answer's last byte written: the body's read (requestReadTimeout)
+	// and the handler (microseconds; kube-apiserver gives up on an
+	// admission webhook after 10 s by default). Without it a client that
+	// pipelines requests and never reads the answers holds its connection,
+	// and the goroutine and buffers behind it, for as long as its kernel
+	// acknowledges TCP's zero-window probes: forever.
+	responseWriteTimeout = 15 * time.Second
 	// maxServerHeaderBytes is what net/http reads of a request's headers
 	// before it answers 431 on its own; the endpoints answer 431 past
 	// maxHeaderBytes.

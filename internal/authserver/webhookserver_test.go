@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/apikey-operator/apikey-operator/test/utils"
@@ -178,6 +179,38 @@ func cutsSlowClients(t *testing.T, build func(webhook.Options) *WebhookServer) {
 			if errors.As(err, &netErr) && netErr.Timeout() {
 				t.Fatalf("the server still held the connection after %s (read timeout %s)", time.Since(start).Round(time.Millisecond), readTimeout)
 			}
+		})
+	}
+}
+
+// TestWebhookServerCutsClientsThatStopReading mounts the slow-read attack:
+// a client that pipelines requests and never reads the answers must not
+// hold its connection, once TCP's buffers fill and the server's writes
+// stall, beyond the write timeout.
+func TestWebhookServerCutsClientsThatStopReading(t *testing.T) {
+	const writeTimeout = 500 * time.Millisecond
+	f := newAuthFixture(t)
+	base, pool := startWebhookServer(t, f, 0, func(ws *WebhookServer) { ws.writeTimeout = writeTimeout })
+	for _, path := range []string{"/auth", "/validate-apikeys-dev-v1alpha1-apikey"} {
+		t.Run(path, func(t *testing.T) {
+			conn, stopped, err := utils.StopReading(strings.TrimPrefix(base, "https://"),
+				&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+				"GET "+path+" HTTP/1.1\r\nHost: auth\r\n\r\n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = conn.Close() }()
+			start := time.Now()
+			err = wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, writeTimeout+10*time.Second, true,
+				func(context.Context) (bool, error) {
+					held, err := utils.PeerEstablished(conn)
+					return !held, err
+				})
+			if err != nil {
+				t.Fatalf("the server still held the connection after %s (write timeout %s): %v",
+					time.Since(start).Round(time.Millisecond), writeTimeout, err)
+			}
+			<-stopped
 		})
 	}
 }

@@ -4,6 +4,7 @@ package security
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -878,5 +879,33 @@ var _ = Describe("Attack 13: a duration the operator cannot read", func() {
 		By("the operator still issues keys, hers and everyone else's")
 		tok, other := issueKey(alice, newKey(tenantNamespace(alice), "after"))
 		expectTokenWorks(tok, "apikey:"+other.Namespace+":"+other.Name, "a key made after the attempts")
+	})
+})
+
+var _ = Describe("Attack 14: a client that stops reading", func() {
+	It("does not let a connection that pipelines requests and reads no answer hold either binary's webhook server", func() {
+		// Both binaries serve with a 15 s write timeout; without one a
+		// stalled write waits as long as the client's kernel answers
+		// TCP's zero-window probes, and each such connection keeps a
+		// goroutine and its buffers in the pod.
+		const writeTimeout = 15 * time.Second
+		for _, server := range []struct {
+			what, addr, path string
+			ca               []byte
+		}{
+			{"the auth-only binary", strings.TrimPrefix(authURL, "https://"), "/auth", authCA},
+			{"the manager", fmt.Sprintf("%s:%d", webhookHost, webhookPort), validatePath, webhookCA},
+		} {
+			By(server.what)
+			conn, stopped, err := utils.StopReading(server.addr,
+				&tls.Config{RootCAs: x509CertPool(server.ca), MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+				"GET "+server.path+" HTTP/1.1\r\nHost: apikey-operator\r\n\r\n")
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(func() { _ = conn.Close() }) // the server may have reset it
+			Eventually(func() (bool, error) { return utils.PeerEstablished(conn) }).
+				WithTimeout(writeTimeout+15*time.Second).WithPolling(100*time.Millisecond).
+				Should(BeFalse(), "%s still holds a connection that reads no answer", server.what)
+			Eventually(stopped).Should(BeClosed())
+		}
 	})
 })
