@@ -184,6 +184,52 @@ var _ = Describe("Recovering from a crash during a rotation", func() {
 	}
 })
 
+// A crash between delivering a rotated token and retiring the old one,
+// then an edit of the Secret's annotations by anyone who may update
+// Secrets in the namespace: the restart must still take the token the
+// Secret holds as delivered, not undo the rotation and refuse the token
+// its consumers already read.
+var _ = Describe("Recovering from a crash during a rotation, with the Secret's annotations edited meanwhile", func() {
+	It("keeps the token the Secret holds when its token-hash annotation was removed or forged", func() {
+		writes := rotationWrites(0)
+		delivered := 0
+		for n := 0; n < writes; n++ {
+			key, oldTok := issuedCrashKey(0)
+			c := newCrash(n)
+			runUntilDeadOrIdle(newCrashReconciler(c), c, key)
+			Expect(c.dead).To(BeTrue(), "the reconciler finished before its write %d", n+1)
+			held := secretToken(key)
+			if held == oldTok {
+				continue // the new token never reached the Secret
+			}
+			delivered++
+			By(fmt.Sprintf("dying after write %d of %d, the new token in the Secret, then its annotation forged", n, writes))
+			secret := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace,
+				Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, secret)).To(Succeed())
+			patch := client.MergeFrom(secret.DeepCopy())
+			secret.Annotations[apikeysv1alpha1.TokenHashAnnotation] = token.Hash(oldTok)
+			Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
+
+			_, got := restart(key)
+			Expect(recordsOf(got)).To(ConsistOf(And(
+				HaveField("Spec.TokenHash", token.Hash(held)),
+				HaveField("Spec.ValidUntil", BeNil()),
+			)), "the restart undid a delivered rotation: the token already in the Secret is refused")
+		}
+		Expect(delivered).To(BeNumerically(">", 0), "no crash point left the new token in the Secret")
+	})
+})
+
+// secretToken is the token in key's Secret now.
+func secretToken(key *apikeysv1alpha1.ApiKey) string {
+	GinkgoHelper()
+	secret := &corev1.Secret{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace,
+		Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, secret)).To(Succeed())
+	return string(secret.Data[apikeysv1alpha1.SecretTokenKey])
+}
+
 // issuedCrashKey creates a key with the given grace period, issues its
 // token and then asks for a rotation. It returns the key and its first token.
 func issuedCrashKey(grace time.Duration) (*apikeysv1alpha1.ApiKey, string) {

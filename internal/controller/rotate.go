@@ -281,24 +281,26 @@ func gracePeriodOf(key *apikeysv1alpha1.ApiKey) time.Duration {
 // settleRotation finishes or undoes a rotation a crash cut short. While an
 // older record still lacks validUntil, the newest record's token may never
 // have reached the Secret: it counts as delivered only if the Secret, read
-// from the API server, carries its hash. Otherwise nobody can read that
-// token, so its record goes and the older token stays live; the rotation
-// then runs again with a fresh token (the request is still unanswered).
+// from the API server, holds that very token. Nobody but the operator knew
+// it, so nobody else can have put it there; the Secret's annotations and
+// owner references, which anyone who may edit Secrets can rewrite, decide
+// nothing. Otherwise nobody can read that token, so its record goes and the
+// older token stays live; the rotation then runs again with a fresh token
+// (the request is still unanswered).
 func (r *ApiKeyReconciler) settleRotation(ctx context.Context, p *pass) error {
 	if !p.issued() || !p.rotationInFlight() {
 		return nil
 	}
 	live := p.live
-	m := secretMeta()
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.key.Namespace, Name: live.Spec.SecretName}, m)
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: p.key.Namespace, Name: live.Spec.SecretName}, secret)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	if err == nil && metav1.IsControlledBy(m, p.key) && m.GetAnnotations()[apikeysv1alpha1.TokenHashAnnotation] == live.Spec.TokenHash {
-		// Delivered (the hash is in no status yet, so nobody else could
-		// have written it): the crash may have come before the record
-		// learnt which Secret holds it.
-		return r.pinSecret(ctx, p.key, live, m.UID)
+	if err == nil && token.Hash(string(secret.Data[apikeysv1alpha1.SecretTokenKey])) == live.Spec.TokenHash {
+		// Delivered: the crash may have come before the record learnt
+		// which Secret holds it.
+		return r.pinSecret(ctx, p.key, live, secret.UID)
 	}
 	return r.retire(ctx, p, live)
 }
