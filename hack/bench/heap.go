@@ -120,15 +120,15 @@ func marginal(a, b heapSample) float64 {
 
 // runHeap measures both modes at half the target and at the target and,
 // once the last combined manager holds every key, revocation on it under
-// forward-auth load at half of maxRPS (the auth server's closed-loop
-// throughput from the http section; 0 has it measured there).
-func runHeap(ctx context.Context, c config, e *env, maxRPS float64) *heapResult {
+// forward-auth load at half of that manager's own closed-loop throughput
+// (httpRPS, the http section's, is reported beside it).
+func runHeap(ctx context.Context, c config, e *env, httpRPS float64) *heapResult {
 	res := &heapResult{Mode: authOnlyMode, Target: c.heapKeys, Workers: c.createWorkers,
 		WithKeys: c.heapWithKeys, WithStatus: c.heapWithKeys && c.heapKeyStatus}
 	if res.WithKeys {
 		res.Combined = &heapResult{Mode: combinedMode}
 	}
-	res.Err = measureHeapSizes(ctx, c, e, res, maxRPS)
+	res.Err = measureHeapSizes(ctx, c, e, res, httpRPS)
 	if res.Err != nil {
 		harness.Progress("  failed: %v", res.Err)
 	}
@@ -145,7 +145,7 @@ func runHeap(ctx context.Context, c config, e *env, maxRPS float64) *heapResult 
 // measureHeapSizes fills the cluster to half the target within half the
 // creation budget and measures each mode, then to the target within the
 // rest and measures again. If the budget runs out, it measures what it has.
-func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult, maxRPS float64) error {
+func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult, httpRPS float64) error {
 	const ns = "bench-heap"
 	if err := e.createNamespace(ctx, ns); err != nil {
 		return err
@@ -189,7 +189,7 @@ func measureHeapSizes(ctx context.Context, c config, e *env, res *heapResult, ma
 			if phase == len(sizes)-1 && loader.keep > 0 {
 				// Revocation at scale, on the manager that holds them all.
 				then = func(url string, auth *authserver.Server) {
-					res.Revoke = runScaleRevoke(ctx, c, e, url, auth, loader.kept(ns), maxRPS)
+					res.Revoke = runScaleRevoke(ctx, c, e, url, auth, loader.kept(ns), httpRPS)
 				}
 			}
 			e.measureCombined(ctx, cr, combinedProfile(c.memProfile), then)

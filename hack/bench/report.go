@@ -373,16 +373,16 @@ type revokeView struct {
 
 // HalfOf says what the offered load was half of.
 func (s *scaleRevokeResult) HalfOf() string {
-	from := "measured on this manager"
-	if s.MaxFromHTTP {
-		from = "§2's median"
-	}
-	return fmt.Sprintf("half the auth server's closed-loop max of %.0f req/s, %s", s.MaxRPS, from)
+	return fmt.Sprintf("half this manager's closed-loop max of %.0f req/s, measured just before", s.HereRPS)
 }
 
-// HereShare is the offered load in percent of what this manager served
-// closed-loop just before the trials.
-func (s *scaleRevokeResult) HereShare() float64 { return 100 * s.Offered / s.HereRPS }
+// HTTPShare is this manager's closed-loop max in percent of the http
+// section's auth server's.
+func (s *scaleRevokeResult) HTTPShare() float64 { return 100 * s.HereRPS / s.HTTPRPS }
+
+// HTTPOffered is half the http section's max in percent of this
+// manager's: the share a load sized from §2 would have offered here.
+func (s *scaleRevokeResult) HTTPOffered() float64 { return 100 * s.HTTPRPS / 2 / s.HereRPS }
 
 // TailAfterIndex reports whether the trials' tail came after the index had
 // refused the token: the index's p99 under half the trials'.

@@ -26,13 +26,13 @@ type scaleRevokeResult struct {
 	revokeResult
 	// Keys is the auth server's index size when the trials began.
 	Keys int
-	// MaxRPS is the auth server's closed-loop throughput the load is half
-	// of, from the http section (MaxFromHTTP) or measured on this manager.
-	MaxRPS      float64
-	MaxFromHTTP bool
 	// HereRPS is this manager's own closed-loop throughput, measured just
-	// before the trials: what the offered load is a share of here.
+	// before the trials: the offered load is half of it.
 	HereRPS float64
+	// HTTPRPS is the in-memory auth server's closed-loop throughput from
+	// the http section (0 if it did not run), for comparison only: that
+	// server holds fewer keys and shares its cores with no controller.
+	HTTPRPS float64
 	// Offered is the load's arrival rate; Achieved what was answered.
 	Offered, Achieved float64
 	Conns             int
@@ -55,10 +55,11 @@ func (s *scaleRevokeResult) underLoad() bool {
 // runScaleRevoke runs revocation trials against auth, at url, on keys the
 // loader wrote and kept the tokens of: the first conns keys carry the
 // load, each of the rest is revoked once, alternately deleted and
-// suspended.
+// suspended. httpRPS is the http section's auth server throughput, which
+// the report compares this manager's with.
 func runScaleRevoke(ctx context.Context, c config, e *env, url string, auth *authserver.Server,
-	keys []keptKey, maxRPS float64) *scaleRevokeResult {
-	res := &scaleRevokeResult{Keys: auth.Index().Len(), MaxRPS: maxRPS, MaxFromHTTP: maxRPS > 0, Conns: c.httpConns}
+	keys []keptKey, httpRPS float64) *scaleRevokeResult {
+	res := &scaleRevokeResult{Keys: auth.Index().Len(), HTTPRPS: httpRPS, Conns: c.httpConns}
 	harness.Progress("  revocation → 401 on this manager (%d keys indexed): %d delete + %d suspend trials under forward-auth load",
 		res.Keys, c.revokeScaleTrials, c.revokeScaleTrials)
 	res.Err = measureScaleRevoke(ctx, c, e, url, auth.Index(), keys, res)
@@ -67,7 +68,7 @@ func runScaleRevoke(ctx context.Context, c config, e *env, url string, auth *aut
 		return res
 	}
 	harness.Progress("  p50 %s, p99 %s, max %s over %d trials (the index refused p50 %s, p99 %s); "+
-		"load %.0f req/s offered (this manager's max %.0f), %.0f answered, p99 %s",
+		"load %.0f req/s offered (half this manager's max of %.0f), %.0f answered, p99 %s",
 		res.All.P50, res.All.P99, res.All.Max, res.All.N, res.Indexed.P50, res.Indexed.P99,
 		res.Offered, res.HereRPS, res.Achieved, res.Load.P99)
 	return res
@@ -104,11 +105,11 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, ix *a
 	if err != nil {
 		return fmt.Errorf("measuring the auth server's throughput: %w", err)
 	}
+	// Half load is half of what this server can answer here and now. The
+	// http section's max is a different server's (fewer keys, no
+	// controller beside it): half of that saturated this one.
 	res.HereRPS = rps
-	if res.MaxRPS == 0 {
-		res.MaxRPS = rps
-	}
-	res.Offered = res.MaxRPS / 2
+	res.Offered = rps / 2
 
 	bg := lg.startBackgroundLoad(t, res.Offered)
 	if err := bg.awaitStarted(); err != nil {
