@@ -623,6 +623,44 @@ var _ = Describe("Deleting a key", func() {
 	})
 })
 
+var _ = Describe("A key created again under a deleted key's name", func() {
+	It("gets none of the deleted key's token or records, and waits for its Secret to go", func() {
+		ns := newNamespace()
+		key := newKey(ns)
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		oldTok, oldSecret := readToken(key)
+
+		By("deleting the key and creating it again as soon as the name is free")
+		Expect(k8sClient.Delete(ctx, key)).To(Succeed())
+		again := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.Name},
+			Spec: apikeysv1alpha1.ApiKeySpec{Scopes: []string{"other:read"}}}
+		Eventually(func() error { return k8sClient.Create(ctx, again) }, timeout, interval).Should(Succeed())
+		Expect(again.UID).NotTo(Equal(key.UID))
+		Expect(recordsOf(key)).To(BeEmpty(), "the deleted key's records outlived it")
+
+		By("the deleted key's Secret, until garbage collection takes it, holds the new key back")
+		waitCondition(again, apikeysv1alpha1.ConditionStalled, metav1.ConditionTrue, apikeysv1alpha1.ReasonSecretNameTaken)
+		Expect(recordsOf(again)).To(BeEmpty())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(oldSecret), oldSecret)).To(Succeed())
+		Expect(string(oldSecret.Data[apikeysv1alpha1.SecretTokenKey]) == oldTok).To(BeTrue(), "the old Secret was written into")
+
+		By("once it is gone, as the garbage collector would delete it, the new key gets a token of its own")
+		Expect(k8sClient.Delete(ctx, oldSecret, client.Preconditions{UID: &oldSecret.UID})).To(Succeed())
+		again = waitReady(again)
+		newTok, rec := expectOneLiveToken(again)
+		Expect(newTok == oldTok).To(BeFalse(), "the new key got the deleted key's token")
+		Expect(rec.Spec.ApiKey.UID).To(Equal(string(again.UID)))
+		Expect(rec.Spec.Scopes).To(ConsistOf("other:read"))
+		var all apikeysv1alpha1.ApiKeyRecordList
+		Expect(k8sClient.List(ctx, &all)).To(Succeed())
+		for _, r := range all.Items {
+			Expect(r.Spec.TokenHash).NotTo(Equal(token.Hash(oldTok)), "record %s keeps the deleted key's token", r.Name)
+			Expect(r.Spec.ApiKey.UID).NotTo(Equal(string(key.UID)), "record %s belongs to the deleted key", r.Name)
+		}
+	})
+})
+
 var _ = Describe("Keeping the token secret", func() {
 	It("never puts it in logs (any verbosity), events, status or records over a full lifecycle", func() {
 		ns := newNamespace()
