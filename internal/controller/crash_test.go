@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -130,6 +131,35 @@ var _ = Describe("Deleting the records of a key", func() {
 		Expect(condition(fetch(key), apikeysv1alpha1.ConditionStalled)).To(HaveField("Status", metav1.ConditionTrue))
 		Expect(recordsOf(key)).To(BeEmpty(), "a record of the revoked key stayed, and its token with it")
 		Expect(collections).To(BeZero(), "the records were selected by kube-apiserver (deletecollection)")
+	})
+
+	It("ends a revoked key's tokens at once, even when its status cannot be written", func() {
+		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "padded-" + rand.String(6)},
+			Spec: apikeysv1alpha1.ApiKeySpec{TTL: &metav1.Duration{Duration: 2 * time.Hour}}}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		restart(key)
+		Expect(recordsOf(key)).To(HaveLen(1))
+
+		By("a holder of apikeys/status fills status.conditions to the schema's maxItems")
+		got := fetch(key)
+		patch := client.MergeFrom(got.DeepCopy())
+		for i := 0; len(got.Status.Conditions) < 8; i++ {
+			meta.SetStatusCondition(&got.Status.Conditions, metav1.Condition{Type: fmt.Sprintf("Padding%d", i),
+				Status: metav1.ConditionTrue, Reason: "Padding", ObservedGeneration: got.Generation})
+		}
+		Expect(k8sClient.Status().Patch(ctx, got, patch)).To(Succeed())
+
+		By("the operator restarts with a --max-ttl the key now breaks")
+		r := newCrashReconciler(newCrash(-1))
+		r.Policy = policy.New(policy.Options{MaxTTL: time.Hour})
+		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+		Expect(err).To(HaveOccurred(), "the status patch went through: the padding no longer blocks it, so this spec tests nothing")
+		records := recordsOf(key)
+		Expect(records).NotTo(BeEmpty(), "the records went although status could not be written")
+		for _, rec := range records {
+			Expect(rec.Spec.ValidUntil).NotTo(BeNil(), "record %s of the revoked key still accepts its token", rec.Name)
+			Expect(rec.Spec.ValidUntil.Time).NotTo(BeTemporally(">", time.Now()), "record %s of the revoked key still accepts its token", rec.Name)
+		}
 	})
 })
 

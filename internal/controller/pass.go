@@ -104,8 +104,9 @@ func newerIssuance(a, b *apikeysv1alpha1.ApiKeyRecordSpec) bool {
 // validate re-checks the rules the API server enforces (in case a rule was
 // bypassed or the operator's flags changed) and those only the operator can
 // know, such as --max-ttl. A key that breaks one gets no token, and a token it
-// already has stops working at once: its records are revoked, right after
-// the status patch that stops naming them (finishPass).
+// already has stops working at once: its records end now (endRecords), and
+// are deleted right after the status patch that stops naming them
+// (finishPass).
 func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
 	err := r.checkSpec(ctx, p)
 	if err == nil {
@@ -113,10 +114,37 @@ func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
 		return nil
 	}
 	if _, isStalled := asStalled(err); isStalled && len(p.records) > 0 {
+		if eerr := r.endRecords(ctx, p); eerr != nil {
+			return eerr
+		}
 		p.setRecords(nil)
 		p.revoked = true
 	}
 	return err
+}
+
+// endRecords gives each of the pass's records validUntil now, so the auth
+// server refuses its token at once. The deletion waits for the status patch
+// (status never names a record that is gone), and that patch is not the
+// operator's alone to make succeed: whoever may write apikeys/status can
+// fill status.conditions to the schema's maxItems, so that the Stalled
+// condition no longer fits, and a namespace editor can grow the object
+// until any write of it is too large. Revocation must not wait on it.
+func (r *ApiKeyReconciler) endRecords(ctx context.Context, p *pass) error {
+	now := metav1.NewTime(p.now.Truncate(time.Second))
+	for i := range p.records {
+		rec := &p.records[i]
+		if rec.Spec.ValidUntil != nil && !rec.Spec.ValidUntil.After(now.Time) {
+			continue
+		}
+		patch := client.MergeFrom(rec.DeepCopy())
+		rec.Spec.ValidUntil = &now
+		if err := r.Patch(ctx, rec, patch); err != nil {
+			return err
+		}
+		r.created.update(p.key.UID, rec)
+	}
+	return nil
 }
 
 // retire removes rec from the pass's records and deletes it: at once if

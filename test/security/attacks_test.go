@@ -909,3 +909,38 @@ var _ = Describe("Attack 14: a client that stops reading", func() {
 		}
 	})
 })
+
+var _ = Describe("Attack 15: a status that cannot be written holds off revocation", func() {
+	It("ends a key's token when the rules tighten, though a holder of apikeys/status filled its conditions", func() {
+		ns := tenantNamespace(mallory)
+		grantWildcard(ns, mallory.name)
+		key := newKey(ns, "padded")
+		key.Spec.TTL = &metav1.Duration{Duration: 2 * time.Hour}
+		tok, key := issueKey(mallory, key)
+		expectTokenWorks(tok, "apikey:"+ns+":"+key.Name, "the key before the attack")
+
+		By("mallory fills status.conditions to the schema's maxItems with types of her own")
+		conditions := make([]any, 0, 8)
+		for _, c := range key.Status.Conditions {
+			conditions = append(conditions, map[string]any{"type": c.Type, "status": string(c.Status), "reason": c.Reason,
+				"message": c.Message, "lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
+				"observedGeneration": c.ObservedGeneration})
+		}
+		for i := 0; len(conditions) < 8; i++ {
+			conditions = append(conditions, map[string]any{"type": fmt.Sprintf("Padding%d", i), "status": "True",
+				"reason": "Padding", "message": "", "lastTransitionTime": time.Now().UTC().Format(time.RFC3339)})
+		}
+		Expect(mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{"conditions": conditions}))).
+			To(Succeed(), "mallory holds apikeys/status: the write itself is hers to make")
+
+		By("the administrator lowers --max-ttl below the key's ttl, which revokes its token")
+		DeferCleanup(func() { manager.restart() })
+		manager.restart("--max-ttl=1h")
+		Eventually(func() bool { return verifyToken(tok).Valid }, timeout, interval).Should(BeFalse(),
+			"the revoked key's token still authenticates: the status patch that precedes its records' deletion fails")
+		Expect(forwardAuth(tok)).To(Equal(http.StatusUnauthorized), "/auth did not refuse the revoked key's token")
+		// kube-apiserver may hold its last answer for the webhook cache's 1 s.
+		Eventually(whoami, timeout, interval).WithArguments(tok).Should(HavePrefix("error: "),
+			"kube-apiserver accepted the revoked key's token")
+	})
+})
