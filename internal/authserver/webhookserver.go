@@ -188,7 +188,8 @@ const (
 	// admission webhook after 10 s by default). Without it a client that
 	// pipelines requests and never reads the answers holds its connection,
 	// and the goroutine and buffers behind it, for as long as its kernel
-	// acknowledges TCP's zero-window probes: forever.
+	// acknowledges TCP's zero-window probes: forever. With it the
+	// connection closes, TLS's close_notify waiting at most 5 s more.
 	responseWriteTimeout = 15 * time.Second
 	// maxServerHeaderBytes is what net/http reads of a request's headers
 	// before it answers 431 on its own; the endpoints answer 431 past

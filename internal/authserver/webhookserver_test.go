@@ -201,7 +201,12 @@ func TestWebhookServerCutsClientsThatStopReading(t *testing.T) {
 			}
 			defer func() { _ = conn.Close() }()
 			start := time.Now()
-			err = wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, writeTimeout+10*time.Second, true,
+			if held, err := utils.PeerEstablished(conn); err != nil || !held {
+				t.Fatalf("the server's side of the connection is not in /proc/net/tcp as established: %v", err)
+			}
+			// The stalled write times out, then TLS's close_notify waits
+			// up to 5 s more on the full buffer before the socket closes.
+			err = wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, writeTimeout+5*time.Second+10*time.Second, true,
 				func(context.Context) (bool, error) {
 					held, err := utils.PeerEstablished(conn)
 					return !held, err
@@ -209,6 +214,10 @@ func TestWebhookServerCutsClientsThatStopReading(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the server still held the connection after %s (write timeout %s): %v",
 					time.Since(start).Round(time.Millisecond), writeTimeout, err)
+			}
+			if held := time.Since(start); held < writeTimeout {
+				t.Fatalf("the server closed the connection after %s, before its write timeout (%s): not the timeout's doing",
+					held.Round(time.Millisecond), writeTimeout)
 			}
 			<-stopped
 		})

@@ -902,9 +902,14 @@ var _ = Describe("Attack 14: a client that stops reading", func() {
 				"GET "+server.path+" HTTP/1.1\r\nHost: apikey-operator\r\n\r\n")
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(func() { _ = conn.Close() }) // the server may have reset it
+			start := time.Now()
+			Expect(utils.PeerEstablished(conn)).To(BeTrue(), "the server's side of the connection is not in /proc/net/tcp")
+			// The write times out, then TLS's close_notify waits up to 5 s
+			// on the full buffer before the socket closes.
 			Eventually(func() (bool, error) { return utils.PeerEstablished(conn) }).
-				WithTimeout(writeTimeout+15*time.Second).WithPolling(100*time.Millisecond).
+				WithTimeout(writeTimeout+5*time.Second+15*time.Second).WithPolling(100*time.Millisecond).
 				Should(BeFalse(), "%s still holds a connection that reads no answer", server.what)
+			Expect(time.Since(start)).To(BeNumerically(">=", writeTimeout), "closed before the write timeout: not its doing")
 			Eventually(stopped).Should(BeClosed())
 		}
 	})

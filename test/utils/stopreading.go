@@ -61,11 +61,16 @@ func StopReading(addr string, cfg *tls.Config, request string) (*tls.Conn, <-cha
 // connection over 127.0.0.1 to a server on this machine, is still an
 // established socket in /proc/net/tcp: false once the server has closed
 // its side, even while the FIN waits behind data the client never read.
+// Callers check it is true first, so that a lookup that finds nothing
+// cannot pass for a closed connection.
 func PeerEstablished(conn net.Conn) (bool, error) {
 	local, ok1 := conn.LocalAddr().(*net.TCPAddr)
 	remote, ok2 := conn.RemoteAddr().(*net.TCPAddr)
 	if !ok1 || !ok2 {
 		return false, fmt.Errorf("not a TCP connection: %s", conn.LocalAddr())
+	}
+	if remote.IP.To4() == nil || local.IP.To4() == nil {
+		return false, fmt.Errorf("%s: only IPv4 connections are looked up in /proc/net/tcp", remote)
 	}
 	// The server's socket: local is its address, remote is ours.
 	want := procAddr(remote) + " " + procAddr(local) + " 01 " // 01: ESTABLISHED
@@ -88,8 +93,5 @@ func PeerEstablished(conn net.Conn) (bool, error) {
 // address as a little-endian word, the port big-endian, both in hex.
 func procAddr(a *net.TCPAddr) string {
 	ip := a.IP.To4()
-	if ip == nil {
-		return "IPv6:" + a.String()
-	}
 	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
 }
