@@ -215,50 +215,86 @@ var _ = Describe("Recovering from a crash during a rotation", func() {
 })
 
 // A crash between delivering a rotated token and retiring the old one,
-// then an edit of the Secret's annotations by anyone who may update
-// Secrets in the namespace: the restart must still take the token the
-// Secret holds as delivered, not undo the rotation and refuse the token
-// its consumers already read.
-var _ = Describe("Recovering from a crash during a rotation, with the Secret's annotations edited meanwhile", func() {
-	It("keeps the token the Secret holds when its token-hash annotation was removed or forged", func() {
+// then an edit of the Secret by anyone who may update Secrets in the
+// namespace: the restart must still take the token the Secret holds as
+// delivered, not undo the rotation and refuse the token its consumers
+// already read.
+var _ = Describe("Recovering from a crash during a rotation, with the Secret's metadata edited meanwhile", func() {
+	It("keeps the token the Secret holds when its token-hash annotation was forged or removed, or its owner reference stripped", func() {
 		writes := rotationWrites(0)
-		delivered := 0
-		for n := 0; n < writes; n++ {
-			key, oldTok := issuedCrashKey(0)
-			c := newCrash(n)
-			runUntilDeadOrIdle(newCrashReconciler(c), c, key)
-			Expect(c.dead).To(BeTrue(), "the reconciler finished before its write %d", n+1)
-			held := secretToken(key)
-			if held == oldTok {
-				continue // the new token never reached the Secret
-			}
-			delivered++
-			By(fmt.Sprintf("dying after write %d of %d, the new token in the Secret, then its annotation forged", n, writes))
-			secret := &corev1.Secret{}
-			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace,
-				Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, secret)).To(Succeed())
-			patch := client.MergeFrom(secret.DeepCopy())
-			secret.Annotations[apikeysv1alpha1.TokenHashAnnotation] = token.Hash(oldTok)
-			Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
+		for _, tamper := range []struct {
+			what string
+			edit func(*corev1.Secret, string)
+		}{
+			{"forging the token-hash annotation", func(s *corev1.Secret, oldTok string) {
+				s.Annotations[apikeysv1alpha1.TokenHashAnnotation] = token.Hash(oldTok)
+			}},
+			{"removing the token-hash annotation", func(s *corev1.Secret, _ string) {
+				delete(s.Annotations, apikeysv1alpha1.TokenHashAnnotation)
+			}},
+			{"stripping the owner reference", func(s *corev1.Secret, _ string) { s.OwnerReferences = nil }},
+		} {
+			delivered := 0
+			for n := 0; n < writes; n++ {
+				key, oldTok := issuedCrashKey(0)
+				c := newCrash(n)
+				runUntilDeadOrIdle(newCrashReconciler(c), c, key)
+				Expect(c.dead).To(BeTrue(), "the reconciler finished before its write %d", n+1)
+				held, secret := readToken(fetch(key))
+				if held == oldTok {
+					continue // the new token never reached the Secret
+				}
+				delivered++
+				By(fmt.Sprintf("dying after write %d of %d, the new token in the Secret, then %s", n, writes, tamper.what))
+				patch := client.MergeFrom(secret.DeepCopy())
+				tamper.edit(secret, oldTok)
+				Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
 
-			_, got := restart(key)
-			Expect(recordsOf(got)).To(ConsistOf(And(
-				HaveField("Spec.TokenHash", token.Hash(held)),
-				HaveField("Spec.ValidUntil", BeNil()),
-			)), "the restart undid a delivered rotation: the token already in the Secret is refused")
+				r, got := restart(key)
+				Expect(recordsOf(got)).To(ConsistOf(And(
+					HaveField("Spec.TokenHash", token.Hash(held)),
+					HaveField("Spec.ValidUntil", BeNil()),
+				)), "the restart undid a delivered rotation: the token already in the Secret is refused")
+				expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
+			}
+			Expect(delivered).To(BeNumerically(">", 0), "no crash point left the new token in the Secret")
 		}
-		Expect(delivered).To(BeNumerically(">", 0), "no crash point left the new token in the Secret")
 	})
 })
 
-// secretToken is the token in key's Secret now.
-func secretToken(key *apikeysv1alpha1.ApiKey) string {
-	GinkgoHelper()
-	secret := &corev1.Secret{}
-	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace,
-		Name: apikeysv1alpha1.DefaultSecretName(key.Name)}, secret)).To(Succeed())
-	return string(secret.Data[apikeysv1alpha1.SecretTokenKey])
-}
+// client-go retries a create that kube-apiserver answered with a 5xx and
+// Retry-After, though it may have stored the object: the retry then finds
+// the Secret there. Holding the new token, it is the delivery.
+var _ = Describe("A rotated token's Secret stored, though the create's answer was an error", func() {
+	It("takes the Secret that holds the new token as delivered", func() {
+		key, oldTok := issuedCrashKey(0)
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace,
+			Name: apikeysv1alpha1.DefaultSecretName(key.Name)}})).To(Succeed())
+		r := newCrashReconciler(newCrash(-1))
+		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{
+			Create: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				if err := cl.Create(ctx, obj, opts...); err != nil {
+					return err
+				}
+				if _, isSecret := obj.(*corev1.Secret); isSecret {
+					return apierrors.NewAlreadyExists(corev1.Resource("secrets"), obj.GetName())
+				}
+				return nil
+			},
+		})
+		Eventually(func() error {
+			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+			return err
+		}, timeout, interval).Should(Succeed())
+		got := fetch(key)
+		newTok, live := expectLiveToken(got)
+		Expect(newTok == oldTok).To(BeFalse(), "the rotation was not done")
+		secret := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: live.Spec.SecretName}, secret)).To(Succeed())
+		Expect(live.Spec.SecretUID).To(Equal(string(secret.UID)), "the record does not pin the Secret the token went into")
+		expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
+	})
+})
 
 // issuedCrashKey creates a key with the given grace period, issues its
 // token and then asks for a rotation. It returns the key and its first token.

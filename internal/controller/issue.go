@@ -172,8 +172,9 @@ func (r *ApiKeyReconciler) clearSecretName(ctx context.Context, p *pass, name st
 // returns the Secret's UID, which the record keeps: owner references can be
 // forged by anyone who may create Secrets, a UID cannot. The Secret is not
 // immutable: a rotation writes the next token into it, and kubelet
-// refreshes only mutable Secrets. Its data is never read back; what decides
-// is the record. Errors never hold the token (secretWriteError).
+// refreshes only mutable Secrets. Its data is read back only to tell
+// whether a rotated token reached it (holdsToken); what decides is the
+// record. Errors never hold the token (secretWriteError).
 func (r *ApiKeyReconciler) deliverSecret(ctx context.Context, key *apikeysv1alpha1.ApiKey, name, tok string,
 	rec *apikeysv1alpha1.ApiKeyRecord) (types.UID, error) {
 	secret := &corev1.Secret{

@@ -297,7 +297,7 @@ func (r *ApiKeyReconciler) settleRotation(ctx context.Context, p *pass) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	if err == nil && token.Hash(string(secret.Data[apikeysv1alpha1.SecretTokenKey])) == live.Spec.TokenHash {
+	if err == nil && holdsToken(secret, live) {
 		// Delivered: the crash may have come before the record learnt
 		// which Secret holds it.
 		return r.pinSecret(ctx, p.key, live, secret.UID)
@@ -453,14 +453,22 @@ func (r *ApiKeyReconciler) createSecret(ctx context.Context, key *apikeysv1alpha
 	if !apierrors.IsAlreadyExists(err) {
 		return uid, err
 	}
-	m := secretMeta()
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, m); err != nil {
+	secret := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, secret); err != nil {
 		return "", err
 	}
-	if metav1.IsControlledBy(m, key) && m.GetAnnotations()[apikeysv1alpha1.TokenHashAnnotation] == rec.Spec.TokenHash {
-		return m.UID, nil
+	if holdsToken(secret, rec) {
+		return secret.UID, nil
 	}
 	return "", &refusedError{what: "creating the rotated token's Secret", reason: metav1.StatusReasonAlreadyExists}
+}
+
+// holdsToken reports whether secret holds rec's token, which proves the
+// operator delivered it there: nobody else knew it. The Secret's
+// annotations and owner references prove nothing, as anyone who may edit
+// Secrets in the namespace can write them. Only the hash is kept.
+func holdsToken(secret *corev1.Secret, rec *apikeysv1alpha1.ApiKeyRecord) bool {
+	return token.Hash(string(secret.Data[apikeysv1alpha1.SecretTokenKey])) == rec.Spec.TokenHash
 }
 
 // refusedAsImmutable reports whether the API server refused a change to a
