@@ -373,7 +373,7 @@ type revokeView struct {
 
 // HalfOf says what the offered load was half of.
 func (s *scaleRevokeResult) HalfOf() string {
-	return fmt.Sprintf("half this manager's closed-loop max of %.0f req/s, measured just before", s.HereRPS)
+	return fmt.Sprintf("half this manager's closed-loop max of %.0f req/s, the median of %d rounds just before", s.HereRPS, hereRounds)
 }
 
 // HTTPShare is this manager's closed-loop max in percent of the http

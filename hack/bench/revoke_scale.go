@@ -26,8 +26,9 @@ type scaleRevokeResult struct {
 	revokeResult
 	// Keys is the auth server's index size when the trials began.
 	Keys int
-	// HereRPS is this manager's own closed-loop throughput, measured just
-	// before the trials: the offered load is half of it.
+	// HereRPS is this manager's own closed-loop throughput, the median of
+	// hereRounds rounds just before the trials: the offered load is half
+	// of it.
 	HereRPS float64
 	// HTTPRPS is the in-memory auth server's closed-loop throughput from
 	// the http section (0 if it did not run), for comparison only: that
@@ -101,15 +102,20 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, ix *a
 	if _, err := lg.closedLoop(t, c.httpWarmup); err != nil {
 		return fmt.Errorf("warming up: %w", err)
 	}
-	rps, err := lg.closedLoop(t, 2*c.httpClosed)
-	if err != nil {
-		return fmt.Errorf("measuring the auth server's throughput: %w", err)
+	// Half load is half of what this server can answer here and now, the
+	// median of a few closed-loop rounds as §2 takes it. The http
+	// section's max is a different server's (fewer keys, no controller
+	// beside it): half of that saturated this one.
+	rounds := make([]float64, hereRounds)
+	for i := range rounds {
+		rps, err := lg.closedLoop(t, c.httpClosed)
+		if err != nil {
+			return fmt.Errorf("measuring the auth server's throughput: %w", err)
+		}
+		rounds[i] = rps
 	}
-	// Half load is half of what this server can answer here and now. The
-	// http section's max is a different server's (fewer keys, no
-	// controller beside it): half of that saturated this one.
-	res.HereRPS = rps
-	res.Offered = rps / 2
+	res.HereRPS = median(rounds)
+	res.Offered = res.HereRPS / 2
 
 	bg := lg.startBackgroundLoad(t, res.Offered)
 	if err := bg.awaitStarted(); err != nil {
@@ -123,6 +129,9 @@ func measureScaleRevoke(ctx context.Context, c config, e *env, url string, ix *a
 	}
 	return e.awaitDeleted(ctx, trials, res)
 }
+
+// hereRounds is how many closed-loop rounds measure the manager's max.
+const hereRounds = 5
 
 // runScaleTrials revokes each key in turn, alternately by delete and by
 // suspension, and times the first 401. Each trial starts once the
