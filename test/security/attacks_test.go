@@ -370,7 +370,7 @@ var _ = Describe("Attack 5: unbounded admission cost", func() {
 })
 
 var _ = Describe("Attack 6: tokens in logs", func() {
-	It("writes no token to either binary's output at the highest verbosity, nor to events", func() {
+	It("writes no token to either binary's output at the highest verbosity, nor to events or metrics", func() {
 		ns := tenantNamespace(alice)
 		afterOwnerPolicySettled()
 		scoped := newKey(ns, "scoped")
@@ -400,6 +400,15 @@ var _ = Describe("Attack 6: tokens in logs", func() {
 		Expect(utils.FindSecrets(manager.log.String(), tokens)).To(BeEmpty(), "tokens in the manager's log")
 		Expect(utils.FindSecrets(authOnly.log.String(), tokens)).To(BeEmpty(), "tokens in the auth-only log")
 		Expect(utils.FindSecrets(string(eventText), tokens)).To(BeEmpty(), "tokens in events")
+
+		By("scraping both binaries' metrics, every series and label, as a holder of metrics-reader")
+		scraperTok := metricsScraper(ns)
+		for _, b := range []*binary{manager, authOnly} {
+			var text string
+			Eventually(func(g Gomega) { text = metricsText(g, b, scraperTok) }, timeout, interval).Should(Succeed())
+			Expect(text).To(ContainSubstring("apikey_authentications_total"), "%s's metrics were not read", b.name)
+			Expect(utils.FindSecrets(text, tokens)).To(BeEmpty(), "tokens in %s's metrics", b.name)
+		}
 	})
 })
 

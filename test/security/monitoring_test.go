@@ -32,14 +32,7 @@ var _ = Describe("Monitoring", func() {
 		Expect(forwardAuth(tok)).To(Equal(http.StatusOK))
 
 		By("a scraper authenticated by an ApiKey, bound to metrics-reader as Prometheus's ServiceAccount would be")
-		scraperTok, scraper := issueKey(alice, newKey(ns, "prometheus"))
-		reader := shipped("ClusterRole", "apikey-operator-metrics-reader")
-		Expect(reader).NotTo(BeNil(), "config/default ships the metrics-reader ClusterRole")
-		Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: objectMeta("", "prometheus-"+randSuffix()),
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: reader.GetName()},
-			Subjects:   []rbacv1.Subject{userSubject("apikey:" + ns + ":" + scraper.Name)},
-		})).To(Succeed())
+		scraperTok := metricsScraper(ns)
 
 		queried := queriedMetrics()
 		AddReportEntry("metrics the alerts and dashboard query", strings.Join(queried, " "))
@@ -55,6 +48,33 @@ var _ = Describe("Monitoring", func() {
 		Expect(scrapeStatus(manager, tok)).To(Equal(http.StatusForbidden))
 	})
 })
+
+// metricsScraper issues alice a key in ns bound to the shipped
+// metrics-reader ClusterRole, as Prometheus's ServiceAccount would be, and
+// returns its token.
+func metricsScraper(ns string) string {
+	GinkgoHelper()
+	tok, scraper := issueKey(alice, newKey(ns, "prometheus"))
+	reader := shipped("ClusterRole", "apikey-operator-metrics-reader")
+	Expect(reader).NotTo(BeNil(), "config/default ships the metrics-reader ClusterRole")
+	Expect(admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: objectMeta("", "prometheus-"+randSuffix()),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: reader.GetName()},
+		Subjects:   []rbacv1.Subject{userSubject("apikey:" + ns + ":" + scraper.Name)},
+	})).To(Succeed())
+	return tok
+}
+
+// metricsText is all b serves at /metrics to the holder of tok.
+func metricsText(g Gomega, b *binary, tok string) string {
+	resp, err := metricsGet(b, tok)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = resp.Body.Close() }()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK), "scraping %s", b.name)
+	body, err := io.ReadAll(resp.Body)
+	g.Expect(err).NotTo(HaveOccurred())
+	return string(body)
+}
 
 // scrape reads b's /metrics as the holder of tok and returns the names of
 // the series it serves.
