@@ -50,7 +50,7 @@ func (e *refusedError) Error() string { return e.what + ": " + string(e.reason) 
 // the spec (or of the Secret) lifts, with its message unless that quotes
 // any part of the token; a refusedError, retried with backoff, for a
 // refusal that may pass next time (a quota, a policy being changed, a
-// conflict), which says only the reason (an admission webhook's message may
+// conflict, a body too large), which says only the reason (an admission webhook's message may
 // echo the object); else an error that says only the reason, for a failure
 // that may hide a write that happened (a timeout).
 func secretWriteError(err error, tok, what string) error {
@@ -63,7 +63,7 @@ func secretWriteError(err error, tok, what string) error {
 		}
 		return stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: %s was refused: %s", what, detail)
 	case apierrors.IsForbidden(err) || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) ||
-		apierrors.IsBadRequest(err) || apierrors.IsNotFound(err):
+		apierrors.IsBadRequest(err) || apierrors.IsNotFound(err) || apierrors.IsRequestEntityTooLargeError(err):
 		return &refusedError{what: "writing " + what, reason: reason}
 	}
 	return fmt.Errorf("writing %s: %s", what, reason)

@@ -159,24 +159,23 @@ func (r *ApiKeyReconciler) holdRotation(ctx context.Context, p *pass) error {
 
 // undelivered answers a rotation whose new token did not reach the Secret.
 // If kube-apiserver refused the write (refused), the token reached nobody:
-// its record goes in this pass, and the pass ends as a stalled rotation's
-// does (holdRotation); a refusal only a change can lift stalls the key,
-// any other is retried with backoff. Any other error (a timeout) may hide a
-// write that happened: settleRotation reads the Secret in the next pass and
-// decides.
+// its record goes in this pass; a refusal only a change can lift stalls the
+// key, any other is retried with backoff. Any other error (a timeout, a
+// 500) may hide a write that happened: the record stays, and
+// settleRotation reads the Secret in the next pass and decides. Either way
+// the live token keeps working, so the pass ends as a stalled rotation's
+// does (holdRotation): what the spec says of that token still reaches its
+// record, however long the Secret's writes keep failing.
 func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord, err error) error {
 	// Until a pass settles otherwise, the live token is still the one status
 	// reports: its expiry is the key's, not the new token's, which newRecord
 	// set.
 	p.expiresAt = r.expiryOf(p.key, p.live)
-	if !refused(err) {
-		return err
+	if refused(err) {
+		if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
+			return derr
+		}
 	}
-	if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
-		return derr
-	}
-	// Stalled or retried, the live token keeps working: what the spec says
-	// of it must still reach its record.
 	if serr := r.holdRotation(ctx, p); serr != nil {
 		return serr
 	}

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -305,6 +306,36 @@ var _ = Describe("Rotating a key", func() {
 		Expect(got.Status.ExpiresAt).NotTo(BeNil())
 		Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", live.Spec.ExpiresAt.Time),
 			"status pairs the live token's hint with another token's expiry")
+	})
+
+	It("keeps spec edits reaching the live token's record while every write of the rotated token's Secret fails", func() {
+		// A 500 may hide a write that happened, so the new record waits
+		// for the next pass to settle it; meanwhile nothing may freeze what
+		// the spec says of the live token (an admission webhook on Secrets
+		// that is down, or a Secret grown to etcd's limit).
+		r := newCrashReconciler(newCrash(-1))
+		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{
+			Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				if m, ok := obj.(*metav1.PartialObjectMetadata); ok && m.Kind == "Secret" {
+					return apierrors.NewInternalError(errors.New("failed calling webhook \"secrets.example.com\""))
+				}
+				return cl.Patch(ctx, obj, patch, opts...)
+			},
+		})
+		key := unwatchedKey("failing-")
+		key.Spec.Scopes = []string{"links:read", "links:write"}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		reconcileOnce(r, key)
+		_, live := expectOneLiveToken(fetch(key))
+
+		rotateOnce(r, key, "fails")
+		edit(key, func(k *apikeysv1alpha1.ApiKey) { k.Spec.Scopes = []string{"links:read"} })
+		for range 2 {
+			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(key)})
+			Expect(err).To(HaveOccurred(), "the Secret's write failed, yet the pass says it went through")
+		}
+		Expect(findRecord(recordsOf(key), live.Name)).To(HaveField("Spec.Scopes", Equal([]string{"links:read"})),
+			"the narrowed scopes never reached the live token's record")
 	})
 
 	It("pins the Secret of a token delivered before records kept it, and refuses one made since in its place", func() {
