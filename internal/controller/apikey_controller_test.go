@@ -544,6 +544,40 @@ var _ = Describe("One-time delivery", func() {
 			g.Expect(eventsFor(key)).To(ContainElement(HaveField("Reason", apikeysv1alpha1.ReasonSecretDeleted)))
 		}, timeout, interval).Should(Succeed())
 	})
+
+	It("does not report the Secret deleted while a finalizer keeps it, token included", func() {
+		key := newKey(ns)
+		key.Spec.Secret.DeleteAfter = &metav1.Duration{Duration: 4 * time.Second}
+		Expect(k8sClient.Create(ctx, key)).To(Succeed())
+		key = waitReady(key)
+		secretKey := client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}
+		setFinalizers := func(finalizers []string) {
+			secret := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, secretKey, secret)).To(Succeed())
+			patch := client.MergeFrom(secret.DeepCopy())
+			secret.Finalizers = finalizers
+			Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
+		}
+		By("a backup tool's finalizer on the Secret")
+		setFinalizers([]string{"backup.example.com/hold"})
+
+		By("the operator deletes it at deleteAfter; the finalizer keeps it")
+		Eventually(func(g Gomega) {
+			secret := &corev1.Secret{}
+			g.Expect(k8sClient.Get(ctx, secretKey, secret)).To(Succeed())
+			g.Expect(secret.DeletionTimestamp).NotTo(BeNil())
+		}, timeout, interval).Should(Succeed())
+		Consistently(func() *metav1.Time { return fetch(key).Status.SecretDeletedAt }, 2*time.Second, interval).
+			Should(BeNil(), "status says the Secret is gone while it still holds the token")
+
+		By("once the finalizer goes, so does the Secret, and status says so")
+		setFinalizers(nil)
+		Eventually(func(g Gomega) {
+			err := k8sClient.Get(ctx, secretKey, &corev1.Secret{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+			g.Expect(fetch(key).Status.SecretDeletedAt).NotTo(BeNil())
+		}, timeout, interval).Should(Succeed())
+	})
 })
 
 var _ = Describe("Editing a key", func() {

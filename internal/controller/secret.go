@@ -41,11 +41,21 @@ func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
 		return err
 	}
 	p.secretDeletedAt = nil
-	if !due {
+	if !due || m.DeletionTimestamp != nil {
+		// Being deleted: finalizers hold it, and the Secret watch wakes
+		// the key once it is gone.
 		return nil
 	}
 	if err := r.Delete(ctx, m, client.Preconditions{UID: &m.UID}); client.IgnoreNotFound(err) != nil {
 		return err
+	}
+	if n := len(m.Finalizers); n > 0 {
+		// Someone else's finalizers keep it, token included: it is not
+		// gone until they let it go.
+		r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonSecretDeleted, "DeleteSecret",
+			"Deleting Secret %s %s after delivery, as spec.secret.deleteAfter asks; %d finalizers keep it, and its "+
+				"token, until they are removed", m.Name, after.Duration, n)
+		return nil
 	}
 	r.secretGone(p, "Deleted Secret %s %s after delivery, as spec.secret.deleteAfter asks; the key stays valid",
 		m.Name, after.Duration)
