@@ -38,6 +38,9 @@ const (
 	ReasonExpiringSoon = "ExpiringSoon"
 	// ReasonSecretDeleted: the delivered Secret is gone; the key stays valid.
 	ReasonSecretDeleted = "SecretDeleted"
+	// ReasonSecretDeletionBlocked: spec.secret.deleteAfter asked for the
+	// Secret's deletion, and finalizers keep it, token included.
+	ReasonSecretDeletionBlocked = "SecretDeletionBlocked"
 	// ReasonSecretNameTaken: a Secret of that name exists and is not this key's.
 	ReasonSecretNameTaken = "SecretNameTaken"
 	// ReasonStatusForged: status names a token, or tells of one, that the

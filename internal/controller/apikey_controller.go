@@ -206,7 +206,8 @@ func (r *ApiKeyReconciler) now() time.Time {
 
 // SetupWithManager watches ApiKeys, their records (keeping a few fields of
 // each, not the objects) and the metadata (never the data) of the Secrets
-// they own; beside it runs the RecordCollector, which deletes the
+// they own (a rotation's pass reads one Secret's data only to tell whether
+// its token arrived: holdsToken); beside it runs the RecordCollector, which deletes the
 // records of keys that went without their finalizer.
 func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	meta, err := metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
@@ -248,7 +249,8 @@ func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // secretMeta returns an empty metadata-only Secret, the form in which the
-// controller reads Secrets: it never needs, caches or holds their data.
+// controller reads Secrets: it never caches or keeps their data, and reads
+// it only where holdsToken must tell whether a rotated token arrived.
 func secretMeta() *metav1.PartialObjectMetadata {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))

@@ -560,6 +560,12 @@ var _ = Describe("One-time delivery", func() {
 		}
 		By("a backup tool's finalizer on the Secret")
 		setFinalizers([]string{"backup.example.com/hold"})
+		DeferCleanup(func() {
+			secret := &corev1.Secret{}
+			if err := k8sClient.Get(ctx, secretKey, secret); err == nil && len(secret.Finalizers) > 0 {
+				setFinalizers(nil)
+			}
+		})
 
 		By("the operator deletes it at deleteAfter; the finalizer keeps it")
 		Eventually(func(g Gomega) {
@@ -569,6 +575,15 @@ var _ = Describe("One-time delivery", func() {
 		}, timeout, interval).Should(Succeed())
 		Consistently(func() *metav1.Time { return fetch(key).Status.SecretDeletedAt }, 2*time.Second, interval).
 			Should(BeNil(), "status says the Secret is gone while it still holds the token")
+		reasons := func() []string {
+			var got []string
+			for _, e := range eventsFor(key) {
+				got = append(got, e.Reason)
+			}
+			return got
+		}
+		Eventually(reasons, timeout, interval).Should(ContainElement(apikeysv1alpha1.ReasonSecretDeletionBlocked))
+		Expect(reasons()).NotTo(ContainElement(apikeysv1alpha1.ReasonSecretDeleted), "an event says the Secret is gone")
 
 		By("once the finalizer goes, so does the Secret, and status says so")
 		setFinalizers(nil)

@@ -255,6 +255,7 @@ var _ = Describe("Recovering from a crash during a rotation, with the Secret's m
 					HaveField("Spec.TokenHash", token.Hash(held)),
 					HaveField("Spec.ValidUntil", BeNil()),
 				)), "the restart undid a delivered rotation: the token already in the Secret is refused")
+				Expect(got.Status.SecretDeletedAt).To(BeNil(), "status says the Secret that holds the live token is gone")
 				expectNoTokenInEvents(r.Recorder.(*events.FakeRecorder))
 			}
 			Expect(delivered).To(BeNumerically(">", 0), "no crash point left the new token in the Secret")

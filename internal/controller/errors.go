@@ -46,24 +46,25 @@ type refusedError struct {
 func (e *refusedError) Error() string { return e.what + ": " + string(e.reason) }
 
 // secretWriteError is what a failed write of tok into a Secret returns: a
-// stall for a Secret kube-apiserver found invalid, which only a change of
-// the spec (or of the Secret) lifts, with its message unless that quotes
+// stall for a Secret kube-apiserver found invalid or too large (its
+// metadata grown to etcd's limit), which only a change of the spec (or of
+// the Secret) lifts, with its message unless that quotes
 // any part of the token; a refusedError, retried with backoff, for a
 // refusal that may pass next time (a quota, a policy being changed, a
-// conflict, a body too large), which says only the reason (an admission webhook's message may
+// conflict), which says only the reason (an admission webhook's message may
 // echo the object); else an error that says only the reason, for a failure
 // that may hide a write that happened (a timeout).
 func secretWriteError(err error, tok, what string) error {
 	reason := apierrors.ReasonForError(err)
 	switch {
-	case apierrors.IsInvalid(err):
+	case apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err):
 		detail := err.Error()
 		if quotesToken(detail, tok) {
 			detail = string(reason)
 		}
 		return stalled(apikeysv1alpha1.ReasonInvalidSpec, "spec.secret: %s was refused: %s", what, detail)
 	case apierrors.IsForbidden(err) || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) ||
-		apierrors.IsBadRequest(err) || apierrors.IsNotFound(err) || apierrors.IsRequestEntityTooLargeError(err):
+		apierrors.IsBadRequest(err) || apierrors.IsNotFound(err):
 		return &refusedError{what: "writing " + what, reason: reason}
 	}
 	return fmt.Errorf("writing %s: %s", what, reason)

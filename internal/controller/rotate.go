@@ -163,18 +163,27 @@ func (r *ApiKeyReconciler) holdRotation(ctx context.Context, p *pass) error {
 // key, any other is retried with backoff. Any other error (a timeout, a
 // 500) may hide a write that happened: the record stays, and
 // settleRotation reads the Secret in the next pass and decides. Either way
-// the live token keeps working, so the pass ends as a stalled rotation's
-// does (holdRotation): what the spec says of that token still reaches its
-// record, however long the Secret's writes keep failing.
+// the live token keeps working, so what the spec says of it still reaches
+// its record, however long the Secret's writes keep failing: a refused
+// rotation's pass ends as a stalled one's does (holdRotation); one that
+// may have written leaves the Secret to settleRotation (deleteAfter could
+// otherwise delete the new token with it).
 func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord, err error) error {
 	// Until a pass settles otherwise, the live token is still the one status
 	// reports: its expiry is the key's, not the new token's, which newRecord
 	// set.
 	p.expiresAt = r.expiryOf(p.key, p.live)
-	if refused(err) {
-		if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
-			return derr
+	if !refused(err) {
+		if serr := r.syncRecords(ctx, p); serr != nil {
+			return serr
 		}
+		if serr := r.scheduleExpiry(ctx, p); serr != nil {
+			return serr
+		}
+		return err
+	}
+	if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
+		return derr
 	}
 	if serr := r.holdRotation(ctx, p); serr != nil {
 		return serr
@@ -368,10 +377,12 @@ const defaultUnpinnedSlack = 30 * time.Second
 func (r *ApiKeyReconciler) ownSecret(m *metav1.PartialObjectMetadata, key *apikeysv1alpha1.ApiKey,
 	live *apikeysv1alpha1.ApiKeyRecord) bool {
 	switch {
+	case live.Spec.SecretUID != "":
+		// The UID is the proof; the owner reference, which anyone who
+		// may edit the Secret can strip, adds nothing.
+		return string(m.UID) == live.Spec.SecretUID
 	case !metav1.IsControlledBy(m, key):
 		return false
-	case live.Spec.SecretUID != "":
-		return string(m.UID) == live.Spec.SecretUID
 	}
 	slack := r.unpinnedSlack
 	if slack <= 0 {

@@ -309,10 +309,10 @@ var _ = Describe("Rotating a key", func() {
 	})
 
 	It("keeps spec edits reaching the live token's record while every write of the rotated token's Secret fails", func() {
-		// A 500 may hide a write that happened, so the new record waits
-		// for the next pass to settle it; meanwhile nothing may freeze what
-		// the spec says of the live token (an admission webhook on Secrets
-		// that is down, or a Secret grown to etcd's limit).
+		// A 500 (an admission webhook on Secrets that is down) may hide a
+		// write that happened, so the new record waits for the next pass
+		// to settle it; meanwhile nothing may freeze what the spec says of
+		// the live token.
 		r := newCrashReconciler(newCrash(-1))
 		r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{
 			Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {

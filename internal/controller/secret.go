@@ -52,7 +52,7 @@ func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
 	if n := len(m.Finalizers); n > 0 {
 		// Someone else's finalizers keep it, token included: it is not
 		// gone until they let it go.
-		r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonSecretDeleted, "DeleteSecret",
+		r.Recorder.Eventf(p.key, nil, corev1.EventTypeWarning, apikeysv1alpha1.ReasonSecretDeletionBlocked, "DeleteSecret",
 			"Deleting Secret %s %s after delivery, as spec.secret.deleteAfter asks; %d finalizers keep it, and its "+
 				"token, until they are removed", m.Name, after.Duration, n)
 		return nil
