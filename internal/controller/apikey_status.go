@@ -31,6 +31,13 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	if p.validated {
 		p.key.Status.Username = usernameFor(p.key)
 	}
+	// The conditions are the operator's report: types someone else wrote
+	// go, so that nobody holding apikeys/status can fill the list to the
+	// schema's limit and keep the report (a stall's reason, a forgery's
+	// correction) from being written.
+	p.key.Status.Conditions = slices.DeleteFunc(p.key.Status.Conditions, func(c metav1.Condition) bool {
+		return !slices.Contains(conditionTypes, c.Type)
+	})
 	c := conditions{key: p.key, base: p.base}
 	setReady(p, c, o)
 	r.setStalled(p, c, o)
@@ -112,6 +119,11 @@ func outcomeOf(err error) outcome {
 
 // healthy reports whether the pass ran every step.
 func (o outcome) healthy() bool { return o.stall == nil && o.retry == nil }
+
+// conditionTypes are the conditions the operator writes; it keeps no other.
+var conditionTypes = []string{apikeysv1alpha1.ConditionReady, apikeysv1alpha1.ConditionReconciling,
+	apikeysv1alpha1.ConditionStalled, apikeysv1alpha1.ConditionExpired, apikeysv1alpha1.ConditionSuspended,
+	apikeysv1alpha1.ConditionExpiringSoon}
 
 // conditions writes a pass's conditions at the key's generation, and tells
 // which were true before the pass.

@@ -41,7 +41,8 @@ func TestSecretWriteErrorNeverQuotesTheToken(t *testing.T) {
 		{"forbidden by a webhook quoting the base64 (a quota, a policy: it may pass later)", apierrors.NewForbidden(secrets, "key-token",
 			plainError("denied: data.token="+base64.StdEncoding.EncodeToString([]byte(tok)))), false, true, "Forbidden"},
 		{"conflict", apierrors.NewConflict(secrets, "key-token", plainError(tok)), false, true, "Conflict"},
-		{"too large (a Secret grown to etcd's limit: it will not shrink by itself)", apierrors.NewRequestEntityTooLargeError(tok), true, true, "RequestEntityTooLarge"},
+		{"too large (a Secret grown to etcd's limit: it will not shrink by itself)",
+			apierrors.NewRequestEntityTooLargeError(tok), true, true, "RequestEntityTooLarge"},
 		{"timeout", apierrors.NewTimeoutError(tok, 1), false, false, "Timeout"},
 		{"internal error (a webhook down: may hide a write)", apierrors.NewInternalError(plainError(tok)), false, false, "InternalError"},
 	} {

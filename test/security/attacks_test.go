@@ -925,7 +925,7 @@ var _ = Describe("Attack 14: a client that stops reading", func() {
 })
 
 var _ = Describe("Attack 15: a status that cannot be written holds off revocation", func() {
-	It("ends a key's token when the rules tighten, though a holder of apikeys/status filled its conditions", func() {
+	It("ends a key's token, and reports why, when the rules tighten, though a holder of apikeys/status filled its conditions", func() {
 		ns := tenantNamespace(mallory)
 		grantWildcard(ns, mallory.name)
 		key := newKey(ns, "padded")
@@ -947,11 +947,12 @@ var _ = Describe("Attack 15: a status that cannot be written holds off revocatio
 		Expect(mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{"conditions": conditions}))).
 			To(Succeed(), "mallory holds apikeys/status: the write itself is hers to make")
 
-		By("the administrator lowers --max-ttl below the key's ttl, which revokes its token")
+		By("the administrator lowers --max-ttl below the key's ttl, which revokes its token and says why")
 		DeferCleanup(func() { manager.restart() })
 		manager.restart("--max-ttl=1h")
 		Eventually(func() bool { return verifyToken(tok).Valid }, timeout, interval).Should(BeFalse(),
 			"the revoked key's token still authenticates: the status patch that precedes its records' deletion fails")
+		waitStalled(key, "InvalidExpiry")
 		Expect(forwardAuth(tok)).To(Equal(http.StatusUnauthorized), "/auth did not refuse the revoked key's token")
 		// kube-apiserver may hold its last answer for the webhook cache's 1 s.
 		Eventually(whoami, timeout, interval).WithArguments(tok).Should(HavePrefix("error: "),
