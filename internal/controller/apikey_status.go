@@ -31,13 +31,6 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	if p.validated {
 		p.key.Status.Username = usernameFor(p.key)
 	}
-	// The conditions are the operator's report: types someone else wrote
-	// go, so that nobody holding apikeys/status can fill the list to the
-	// schema's limit and keep the report (a stall's reason, a forgery's
-	// correction) from being written.
-	p.key.Status.Conditions = slices.DeleteFunc(p.key.Status.Conditions, func(c metav1.Condition) bool {
-		return !slices.Contains(conditionTypes, c.Type)
-	})
 	c := conditions{key: p.key, base: p.base}
 	setReady(p, c, o)
 	r.setStalled(p, c, o)
@@ -45,6 +38,16 @@ func (r *ApiKeyReconciler) finishPass(ctx context.Context, p *pass, err error) (
 	r.setExpired(p, c, o)
 	r.setSuspended(p, c, o)
 	r.setExpiringSoon(p, c, o)
+	if len(p.key.Status.Conditions) > maxConditions {
+		// The report comes first: types someone else wrote go once they
+		// leave it no room, so that nobody holding apikeys/status can fill
+		// the list to the schema's limit and keep a stall's reason or a
+		// forgery's correction from being written. While there is room
+		// they stay, and no other writer is fought over them.
+		p.key.Status.Conditions = slices.DeleteFunc(p.key.Status.Conditions, func(c metav1.Condition) bool {
+			return !slices.Contains(conditionTypes, c.Type)
+		})
+	}
 	if o.retry == nil {
 		p.key.Status.ObservedGeneration = p.key.Generation
 	}
@@ -120,7 +123,11 @@ func outcomeOf(err error) outcome {
 // healthy reports whether the pass ran every step.
 func (o outcome) healthy() bool { return o.stall == nil && o.retry == nil }
 
-// conditionTypes are the conditions the operator writes; it keeps no other.
+// maxConditions is status.conditions' MaxItems in the CRD (apikey_types.go).
+const maxConditions = 8
+
+// conditionTypes are the conditions the operator writes; others stay only
+// while they leave its own room.
 var conditionTypes = []string{apikeysv1alpha1.ConditionReady, apikeysv1alpha1.ConditionReconciling,
 	apikeysv1alpha1.ConditionStalled, apikeysv1alpha1.ConditionExpired, apikeysv1alpha1.ConditionSuspended,
 	apikeysv1alpha1.ConditionExpiringSoon}

@@ -164,7 +164,7 @@ var _ = Describe("Deleting the records of a key", func() {
 		}
 	})
 
-	It("drops condition types it did not write, so a list filled to its limit cannot keep its report out", func() {
+	It("drops condition types it did not write once they leave its report no room, and keeps them while they do", func() {
 		key := &apikeysv1alpha1.ApiKey{ObjectMeta: metav1.ObjectMeta{Namespace: crashNamespace, Name: "padded-" + rand.String(6)},
 			Spec: apikeysv1alpha1.ApiKeySpec{TTL: &metav1.Duration{Duration: 2 * time.Hour}}}
 		Expect(k8sClient.Create(ctx, key)).To(Succeed())
@@ -178,6 +178,10 @@ var _ = Describe("Deleting the records of a key", func() {
 				Status: metav1.ConditionTrue, Reason: "Padding", ObservedGeneration: got.Generation})
 		}
 		Expect(k8sClient.Status().Patch(ctx, got, patch)).To(Succeed())
+
+		By("a pass with nothing new to report leaves them: no other writer is fought over its conditions")
+		_, got = restart(key)
+		Expect(condition(got, "Padding0")).NotTo(BeNil(), "a condition someone else wrote went while there was room")
 
 		By("the operator restarts with a --max-ttl the key now breaks: its report must fit")
 		r := newCrashReconciler(newCrash(-1))

@@ -57,7 +57,7 @@ func (e *refusedError) Error() string { return e.what + ": " + string(e.reason) 
 func secretWriteError(err error, tok, what string) error {
 	reason := apierrors.ReasonForError(err)
 	switch {
-	case apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err):
+	case apierrors.IsInvalid(err) || tooLarge(err):
 		detail := err.Error()
 		if quotesToken(detail, tok) {
 			detail = string(reason)
@@ -87,6 +87,16 @@ func quotesToken(msg, tok string) bool {
 		}
 	}
 	return false
+}
+
+// tooLarge reports whether kube-apiserver refused a write because the object
+// would be too large: a 413 for a request body past its limit, or, for an
+// object grown past etcd's (say a Secret someone filled with finalizers),
+// a 500 that quotes etcd's "request is too large" (kubernetes#112152).
+// Either way nothing was stored, and the object will not shrink by itself.
+func tooLarge(err error) bool {
+	return apierrors.IsRequestEntityTooLargeError(err) ||
+		(apierrors.IsInternalError(err) && strings.Contains(err.Error(), "request is too large"))
 }
 
 // refused reports whether err says the write did not happen.

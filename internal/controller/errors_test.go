@@ -43,6 +43,8 @@ func TestSecretWriteErrorNeverQuotesTheToken(t *testing.T) {
 		{"conflict", apierrors.NewConflict(secrets, "key-token", plainError(tok)), false, true, "Conflict"},
 		{"too large (a Secret grown to etcd's limit: it will not shrink by itself)",
 			apierrors.NewRequestEntityTooLargeError(tok), true, true, "RequestEntityTooLarge"},
+		{"etcd's limit, as kube-apiserver answers it (a 500)",
+			apierrors.NewInternalError(plainError("etcdserver: request is too large")), true, true, "request is too large"},
 		{"timeout", apierrors.NewTimeoutError(tok, 1), false, false, "Timeout"},
 		{"internal error (a webhook down: may hide a write)", apierrors.NewInternalError(plainError(tok)), false, false, "InternalError"},
 	} {

@@ -946,6 +946,9 @@ var _ = Describe("Attack 15: a status that cannot be written holds off revocatio
 		}
 		Expect(mallory.client.Status().Patch(ctx, key.DeepCopy(), statusPatch(map[string]any{"conditions": conditions}))).
 			To(Succeed(), "mallory holds apikeys/status: the write itself is hers to make")
+		padded := &apikeysv1alpha1.ApiKey{}
+		Expect(admin.Get(ctx, client.ObjectKeyFromObject(key), padded)).To(Succeed())
+		Expect(padded.Status.Conditions).To(HaveLen(8), "the padding did not hold")
 
 		By("the administrator lowers --max-ttl below the key's ttl, which revokes its token and says why")
 		DeferCleanup(func() { manager.restart() })
@@ -953,6 +956,10 @@ var _ = Describe("Attack 15: a status that cannot be written holds off revocatio
 		Eventually(func() bool { return verifyToken(tok).Valid }, timeout, interval).Should(BeFalse(),
 			"the revoked key's token still authenticates: the status patch that precedes its records' deletion fails")
 		waitStalled(key, "InvalidExpiry")
+		Expect(admin.Get(ctx, client.ObjectKeyFromObject(key), padded)).To(Succeed())
+		for _, c := range padded.Status.Conditions {
+			Expect(c.Type).NotTo(HavePrefix("Padding"), "the report was written beside the padding: the list is over its limit")
+		}
 		Expect(forwardAuth(tok)).To(Equal(http.StatusUnauthorized), "/auth did not refuse the revoked key's token")
 		// kube-apiserver may hold its last answer for the webhook cache's 1 s.
 		Eventually(whoami, timeout, interval).WithArguments(tok).Should(HavePrefix("error: "),
