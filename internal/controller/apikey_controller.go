@@ -207,8 +207,8 @@ func (r *ApiKeyReconciler) now() time.Time {
 // SetupWithManager watches ApiKeys, their records (keeping a few fields of
 // each, not the objects) and the metadata (never the data) of the Secrets
 // they own (a rotation's pass reads one Secret's data only to tell whether
-// its token arrived: holdsToken); beside it runs the RecordCollector, which deletes the
-// records of keys that went without their finalizer.
+// its token arrived: holdsToken); beside it runs the RecordCollector, which
+// deletes the records of keys that went without their finalizer.
 func (r *ApiKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	meta, err := metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
 	if err != nil {

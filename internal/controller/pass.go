@@ -41,6 +41,10 @@ type pass struct {
 	expiringSoon bool
 	// delivered: this pass wrote the live token into its Secret.
 	delivered bool
+	// secretUnsettled: a write of a rotated token into the Secret failed in
+	// a way that may hide its success; the next pass settles it
+	// (settleRotation), and until then nothing deletes the Secret.
+	secretUnsettled bool
 	// dropRotateRequest: the rotation asked for now is refused (the owner
 	// rule is not in force), and syncRecords records it on the live token
 	// as answered.
@@ -126,9 +130,7 @@ func (r *ApiKeyReconciler) validate(ctx context.Context, p *pass) error {
 // endRecords gives each of the pass's records validUntil now, so the auth
 // server refuses its token at once. The deletion waits for the status patch
 // (status never names a record that is gone), and that patch is not the
-// operator's alone to make succeed: whoever may write apikeys/status can
-// fill status.conditions to the schema's maxItems, so that the Stalled
-// condition no longer fits, and a namespace editor can grow the object
+// operator's alone to make succeed: a namespace editor can grow the key
 // until any write of it is too large. Revocation must not wait on it.
 func (r *ApiKeyReconciler) endRecords(ctx context.Context, p *pass) error {
 	now := metav1.NewTime(p.now.Truncate(time.Second))

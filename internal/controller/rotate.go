@@ -164,26 +164,21 @@ func (r *ApiKeyReconciler) holdRotation(ctx context.Context, p *pass) error {
 // 500) may hide a write that happened: the record stays, and
 // settleRotation reads the Secret in the next pass and decides. Either way
 // the live token keeps working, so what the spec says of it still reaches
-// its record, however long the Secret's writes keep failing: a refused
-// rotation's pass ends as a stalled one's does (holdRotation); one that
-// may have written leaves the Secret to settleRotation (deleteAfter could
-// otherwise delete the new token with it).
+// its record, however long the Secret's writes keep failing: the pass ends
+// as a stalled rotation's does (holdRotation), except that a Secret that may
+// hold the new token is left to settleRotation (secretUnsettled: deleteAfter
+// could otherwise delete the new token with it).
 func (r *ApiKeyReconciler) undelivered(ctx context.Context, p *pass, rec *apikeysv1alpha1.ApiKeyRecord, err error) error {
 	// Until a pass settles otherwise, the live token is still the one status
 	// reports: its expiry is the key's, not the new token's, which newRecord
 	// set.
 	p.expiresAt = r.expiryOf(p.key, p.live)
-	if !refused(err) {
-		if serr := r.syncRecords(ctx, p); serr != nil {
-			return serr
+	if refused(err) {
+		if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
+			return derr
 		}
-		if serr := r.scheduleExpiry(ctx, p); serr != nil {
-			return serr
-		}
-		return err
-	}
-	if derr := r.deleteRecord(ctx, p.key, rec); derr != nil {
-		return derr
+	} else {
+		p.secretUnsettled = true
 	}
 	if serr := r.holdRotation(ctx, p); serr != nil {
 		return serr

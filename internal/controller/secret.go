@@ -18,7 +18,7 @@ import (
 // Either way the key stays valid and no new token is minted: the token was
 // delivered once.
 func (r *ApiKeyReconciler) reconcileSecret(ctx context.Context, p *pass) error {
-	if !p.issued() {
+	if !p.issued() || p.secretUnsettled {
 		return nil
 	}
 	after := p.key.Spec.Secret.DeleteAfter
